@@ -1,0 +1,266 @@
+"""The embedding API: `AgentHost`, a context manager around the actor system.
+
+Contract:
+- `HostConfig` is validated at construction; errors name the field and the bad value.
+- `start()` (or `with AgentHost(...)`) starts the actors and, with `wait_ready=True`, waits (real time, at most
+  `startup_timeout_s` + 5 s) until every worker has left "starting". Workers that fail are handled by the pool's
+  policy; the host still starts with the rest.
+- `send()` returns at once with a `TurnHandle`; by then the user message and the pending checkpoint are durable
+  (or, for a busy thread, the message is durable in the follow-up queue). Events stream through the handle;
+  `TurnHandle.wait()` returns the `TurnFinished` event, which is emitted only after the turn's end is durable.
+- `shutdown()` drains: no new messages, waits up to `drain_timeout_s` for open turns, then stops the host (turns
+  still open end as failed and are persisted; runtimes get stdin closed, then their group SIGKILLed after
+  `shutdown_timeout_s`). It is idempotent; `__exit__` calls it.
+- Every wait on a handle takes a timeout; a timeout raises `TimeoutError` naming the turn, nothing is lost.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+import uuid
+from typing import Any, Callable, Iterator
+
+import msgspec
+import pykka
+
+from actors._clock import Clock, SystemClock
+from actors._coordinator import CoordinatorSettings
+from actors._host import HostSupervisor
+from actors._log import get_logger
+from actors._recovery import WORKER_POLICY, RecoveryPolicy
+from actors._runtimes import builtin_spec_factory
+from chaos import RuntimeFaults
+from protocol._messages import (
+    AnswerApproval,
+    CloseIntake,
+    GetChildren,
+    GetHostStatus,
+    HostStatus,
+    InterruptTurn,
+    ListThreads,
+    ListTurns,
+    ReadTranscript,
+    SendMessage,
+    ShutdownHost,
+    TurnEvent,
+    TurnFinished,
+)
+from protocol._messages import CreateThread as _CreateThread
+from storage import StorageRoot, validate_id
+
+__all__ = ["AgentHost", "HostConfig", "TurnHandle"]
+
+_log = get_logger("agenthost.api")
+
+
+def _positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"HostConfig.{name} must be > 0, got {value!r}")
+
+
+def _at_least_one(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"HostConfig.{name} must be an int >= 1, got {value!r}")
+
+
+class HostConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything a host needs; all times in seconds."""
+
+    storage_root: str
+    workers: int = 2
+    worker_faults: dict[int, RuntimeFaults] = {}
+    worker_policy: RecoveryPolicy = WORKER_POLICY
+    deltas_per_reply: int = 4
+    startup_timeout_s: float = 10.0
+    request_timeout_s: float = 30.0
+    turn_timeout_s: float = 600.0
+    shutdown_timeout_s: float = 5.0
+    drain_timeout_s: float = 30.0
+    checkpoint_interval_s: float = 5.0
+    max_active_turns: int = 8
+    rng_seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("workers", "deltas_per_reply", "max_active_turns"):
+            _at_least_one(name, getattr(self, name))
+        for name in ("startup_timeout_s", "request_timeout_s", "turn_timeout_s", "shutdown_timeout_s",
+                     "drain_timeout_s", "checkpoint_interval_s"):
+            _positive(name, getattr(self, name))
+        for worker_id in self.worker_faults:
+            if not 1 <= worker_id <= self.workers:
+                raise ValueError(f"HostConfig.worker_faults names worker {worker_id!r}; workers are 1..{self.workers}")
+
+
+class TurnHandle:
+    """The caller's view of one turn: its events, in order, ending with `TurnFinished`."""
+
+    def __init__(self, turn_id: str, queued: bool, events: "queue.Queue[TurnEvent]") -> None:
+        self.turn_id = turn_id
+        self.queued = queued
+        self._events = events
+        self.history: list[TurnEvent] = []
+        self.finished: TurnFinished | None = None
+
+    def next_event(self, timeout_s: float) -> TurnEvent:
+        if self.finished is not None:
+            raise RuntimeError(f"turn {self.turn_id} already finished ({self.finished.status})")
+        try:
+            event = self._events.get(timeout=timeout_s)
+        except queue.Empty:
+            raise TimeoutError(f"turn {self.turn_id}: no event within {timeout_s:g} s") from None
+        self.history.append(event)
+        if isinstance(event, TurnFinished):
+            self.finished = event
+        return event
+
+    def events(self, timeout_s: float = 60.0) -> Iterator[TurnEvent]:
+        """Yield events until (and including) `TurnFinished`; each must come within `timeout_s`."""
+        while self.finished is None:
+            yield self.next_event(timeout_s)
+
+    def wait_for(self, kind: type, timeout_s: float = 60.0) -> Any:
+        """Consume events until one of type `kind` arrives; TimeoutError if the turn ends or time runs out first."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self.finished is not None:
+                if kind is TurnFinished:
+                    return self.finished
+                raise TimeoutError(f"turn {self.turn_id} finished ({self.finished.status}) before a {kind.__name__}")
+            event = self.next_event(max(0.0, deadline - time.monotonic()))
+            if isinstance(event, kind):
+                return event
+
+    def wait(self, timeout_s: float = 60.0) -> TurnFinished:
+        return self.wait_for(TurnFinished, timeout_s)
+
+
+class AgentHost:
+    """A supervised pool of runtimes plus durable threads; use as a context manager."""
+
+    def __init__(self, config: HostConfig, *, clock: Clock | None = None, wall: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.root = StorageRoot(config.storage_root)
+        self._clock = clock or SystemClock()
+        self._wall = wall
+        self._faults = dict(config.worker_faults)
+        self._host: pykka.ActorRef[Any] | None = None
+        self._children: dict[str, pykka.ActorRef[Any]] = {}
+        self._open: dict[str, TurnHandle] = {}
+
+    # --- lifecycle ------------------------------------------------------------------------------------------
+    def __enter__(self) -> "AgentHost":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    def start(self, *, wait_ready: bool = True) -> "AgentHost":
+        if self._host is not None:
+            raise RuntimeError("AgentHost already started")
+        config = self.config
+        self.root.ensure()
+        spec_factory = builtin_spec_factory(
+            self.root, faults=self._faults, deltas_per_reply=config.deltas_per_reply,
+            startup_timeout_s=config.startup_timeout_s,
+        )
+        settings = CoordinatorSettings(
+            request_timeout_s=config.request_timeout_s, turn_timeout_s=config.turn_timeout_s,
+            max_active_turns=config.max_active_turns,
+        )
+        self._host = HostSupervisor.start(
+            root=self.root, clock=self._clock, wall=self._wall, worker_count=config.workers,
+            spec_factory=spec_factory, worker_policy=config.worker_policy, settings=settings,
+            checkpoint_interval_s=config.checkpoint_interval_s, rng_seed=config.rng_seed,
+        )
+        self._children = self._host.ask(GetChildren())
+        if wait_ready:
+            self.wait_workers_settled(config.startup_timeout_s + 5.0)
+        return self
+
+    def wait_workers_settled(self, timeout_s: float) -> HostStatus:
+        """Wait until no worker is "starting" (ready, restarting or given up); TimeoutError otherwise."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            status = self.status()
+            if all(worker.state != "starting" for worker in status.workers):
+                return status
+            if time.monotonic() >= deadline:
+                states = {w.worker_id: w.state for w in status.workers}
+                raise TimeoutError(f"workers still starting after {timeout_s:g} s: {states}")
+            time.sleep(0.01)
+
+    def shutdown(self, drain_timeout_s: float | None = None) -> None:
+        if self._host is None:
+            return
+        host, self._host = self._host, None
+        drain = self.config.drain_timeout_s if drain_timeout_s is None else drain_timeout_s
+        self._children["turns"].tell(CloseIntake())
+        deadline = time.monotonic() + drain
+        for handle in list(self._open.values()):
+            try:
+                while handle.finished is None and time.monotonic() < deadline:
+                    handle.next_event(max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                break
+        try:
+            host.ask(ShutdownHost(timeout_s=self.config.shutdown_timeout_s))
+        finally:
+            host.stop()
+            self._open.clear()
+
+    # --- threads and turns ----------------------------------------------------------------------------------
+    def _child(self, name: str) -> pykka.ActorRef[Any]:
+        if self._host is None:
+            raise RuntimeError("AgentHost is not running (call start() or use it as a context manager)")
+        return self._children[name]
+
+    def create_thread(self, title: str = "", *, project_id: str = "default", thread_id: str | None = None) -> str:
+        thread_id = validate_id("thread id", thread_id) if thread_id is not None else f"th-{uuid.uuid4().hex[:12]}"
+        message = _CreateThread(thread_id=thread_id, project_id=validate_id("project id", project_id), title=title or thread_id)
+        self._child("persistence").ask(message)
+        return thread_id
+
+    def send(self, thread_id: str, text: str) -> TurnHandle:
+        events: queue.Queue[TurnEvent] = queue.Queue()
+        accepted = self._child("turns").ask(SendMessage(thread_id=thread_id, text=text, sink=events))
+        handle = TurnHandle(accepted.turn_id, accepted.queued, events)
+        self._open = {tid: h for tid, h in self._open.items() if h.finished is None}
+        self._open[handle.turn_id] = handle
+        return handle
+
+    def answer_approval(self, approval_id: str, decision: Any) -> None:
+        self._child("turns").ask(AnswerApproval(approval_id=approval_id, decision=decision))
+
+    def interrupt(self, turn_id: str) -> None:
+        self._child("turns").ask(InterruptTurn(turn_id=turn_id))
+
+    def set_worker_faults(self, worker_id: int, faults: RuntimeFaults | None) -> None:
+        """Fault knobs for the next process of `worker_id` (takes effect at its next (re)start)."""
+        if not 1 <= worker_id <= self.config.workers:
+            raise ValueError(f"worker id must be in 1..{self.config.workers}, got {worker_id!r}")
+        if faults is None:
+            self._faults.pop(worker_id, None)
+        else:
+            self._faults[worker_id] = faults
+
+    # --- reads ----------------------------------------------------------------------------------------------
+    def status(self) -> HostStatus:
+        if self._host is None:
+            raise RuntimeError("AgentHost is not running")
+        return self._host.ask(GetHostStatus(), timeout=30.0)
+
+    def threads(self) -> list[Any]:
+        return self._child("persistence").ask(ListThreads())
+
+    def turns(self, thread_id: str) -> list[Any]:
+        return self._child("persistence").ask(ListTurns(thread_id=thread_id))
+
+    def transcript(self, thread_id: str) -> str:
+        return self._child("persistence").ask(ReadTranscript(thread_id=thread_id))
+
+    def worker_pid(self, worker_id: int) -> int | None:
+        for worker in self.status().workers:
+            if worker.worker_id == worker_id:
+                return worker.pid
+        raise ValueError(f"no worker {worker_id!r}")

@@ -1,0 +1,130 @@
+"""The `agenthost` command line.
+
+Commands (every one takes `--root DIR`, the storage root; exit code 0 on success, 1 when the operation failed,
+2 on bad usage with a message naming the bad value):
+- `demo`: the main job on the built-in runtime (see actors/_demo.py); self-checking, exits 1 if any step misbehaves.
+- `send --thread ID | --new-thread TITLE  TEXT`: start a host, send one message, stream the reply to stdout,
+  answer approvals with `--approval` (default decline), shut down. Exit 0 only if the turn completed.
+- `status`: threads, turn counts by status and pinned workers, read from the database (no runtime started).
+- `transcript THREAD_ID`: print the thread's Markdown transcript.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from actors._log import configure
+from storage import Database, StorageError, StorageRoot, validate_id
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agenthost", description="Supervised hosting of agent runtimes.")
+    parser.add_argument("--log-level", default="warning", help="structlog level on stderr (default: warning)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="run the end-to-end demo on the built-in runtime")
+    demo.add_argument("--root", default=None, help="storage root (default: a new temporary folder)")
+
+    send = commands.add_parser("send", help="send one message and stream the reply")
+    send.add_argument("--root", required=True)
+    target = send.add_mutually_exclusive_group(required=True)
+    target.add_argument("--thread", help="existing thread id")
+    target.add_argument("--new-thread", metavar="TITLE", help="create a thread with this title")
+    send.add_argument("--workers", type=int, default=1)
+    send.add_argument("--approval", choices=("accept", "decline", "cancel"), default="decline")
+    send.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the turn")
+    send.add_argument("text")
+
+    status = commands.add_parser("status", help="threads, turns and pins stored under a root")
+    status.add_argument("--root", required=True)
+
+    transcript = commands.add_parser("transcript", help="print a thread's transcript")
+    transcript.add_argument("--root", required=True)
+    transcript.add_argument("thread_id")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    configure(args.log_level)
+    try:
+        if args.command == "demo":
+            from actors._demo import run_demo
+
+            return run_demo(args.root)
+        if args.command == "send":
+            return _send(args)
+        if args.command == "status":
+            return _status(StorageRoot(args.root))
+        return _transcript(StorageRoot(args.root), args.thread_id)
+    except (StorageError, ValueError) as exc:
+        print(f"agenthost: {exc}", file=sys.stderr)
+        return 2
+
+
+def _send(args: argparse.Namespace) -> int:
+    from actors._api import AgentHost, HostConfig
+    from protocol._messages import ApprovalRequested, Delta, TurnFinished
+
+    with AgentHost(HostConfig(storage_root=args.root, workers=args.workers)) as host:
+        thread_id = args.thread or host.create_thread(args.new_thread)
+        print(f"thread {thread_id}", file=sys.stderr)
+        handle = host.send(thread_id, args.text)
+        for event in handle.events(timeout_s=args.timeout):
+            if isinstance(event, Delta):
+                sys.stdout.write(event.text)
+                sys.stdout.flush()
+            elif isinstance(event, ApprovalRequested):
+                print(f"\n[approval {event.approval_id}: {event.command!r} -> {args.approval}]", file=sys.stderr)
+                host.answer_approval(event.approval_id, args.approval)
+            elif isinstance(event, TurnFinished):
+                print()
+                print(f"[turn {event.turn_id} {event.status}{': ' + event.error if event.error else ''}]", file=sys.stderr)
+        assert handle.finished is not None
+        return 0 if handle.finished.status == "completed" else 1
+
+
+def _status(root: StorageRoot) -> int:
+    if not root.db_path.exists():
+        print(f"agenthost: no database at {root.db_path}", file=sys.stderr)
+        return 1
+    db = Database.open(root.db_path)
+    try:
+        pins = {row.thread_id: row.worker_id for row in db.load_mappings()}
+        rows = [("THREAD", "PROJECT", "TITLE", "TURNS", "STATUS", "WORKER")]
+        for thread in db.list_threads():
+            turns = db.list_turns(thread.thread_id)
+            counts: dict[str, int] = {}
+            for turn in turns:
+                counts[turn.status] = counts.get(turn.status, 0) + 1
+            summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "-"
+            worker = pins.get(thread.thread_id)
+            rows.append((thread.thread_id, thread.project_id, thread.title, str(len(turns)), summary,
+                         "-" if worker is None else str(worker)))
+        print(format_table(rows))
+    finally:
+        db.close()
+    return 0
+
+
+def _transcript(root: StorageRoot, thread_id: str) -> int:
+    db = Database.open(root.db_path)
+    try:
+        thread = db.get_thread(validate_id("thread id", thread_id))
+    finally:
+        db.close()
+    print(root.transcript_path(thread.project_id, thread.thread_id).read_text(encoding="utf-8"))
+    return 0
+
+
+def format_table(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,145 @@
+"""Injected time for every actor: monotonic `now()` plus `call_later()` timers.
+
+Contract:
+- `now()` returns monotonic seconds (float). Restart accounting, deadlines and backoff use only this value, never
+  the wall clock, so a test can drive them with `FakeClock`.
+- `call_later(delay_s, callback)` runs `callback()` once, no earlier than `delay_s` seconds after the call (a negative
+  delay counts as 0). It returns a `Timer` whose `cancel()` is idempotent and safe from any thread. Callbacks must be
+  short and must not block: the actors only use them to `tell()` a message.
+- `SystemClock` runs every callback on one daemon scheduler thread, in due-time order (ties in scheduling order).
+  A callback that raises is logged and does not stop the scheduler.
+- `FakeClock` never moves by itself: `advance(dt)` moves time forward and runs, in the calling thread, each callback
+  that falls due, in due-time order, with `now()` equal to that callback's due time while it runs.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import time
+from typing import Callable, Protocol
+
+import structlog
+
+__all__ = ["Clock", "FakeClock", "SystemClock", "Timer"]
+
+_log = structlog.get_logger("agenthost.clock")
+
+
+class Timer:
+    """A scheduled callback; `cancel()` stops it if it has not run yet."""
+
+    __slots__ = ("due_at", "callback", "cancelled")
+
+    def __init__(self, due_at: float, callback: Callable[[], None]) -> None:
+        self.due_at = due_at
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class Clock(Protocol):
+    def now(self) -> float: ...
+
+    def call_later(self, delay_s: float, callback: Callable[[], None]) -> Timer: ...
+
+
+class _TimerHeap:
+    """Due-time ordered timers; ties keep scheduling order."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Timer]] = []
+        self._order = itertools.count()
+
+    def push(self, timer: Timer) -> None:
+        heapq.heappush(self._heap, (timer.due_at, next(self._order), timer))
+
+    def pop_due(self, now: float) -> Timer | None:
+        while self._heap and self._heap[0][2].cancelled:
+            heapq.heappop(self._heap)
+        if self._heap and self._heap[0][0] <= now:
+            return heapq.heappop(self._heap)[2]
+        return None
+
+    def next_due(self) -> float | None:
+        while self._heap and self._heap[0][2].cancelled:
+            heapq.heappop(self._heap)
+        return self._heap[0][0] if self._heap else None
+
+
+def _run(timer: Timer) -> None:
+    try:
+        timer.callback()
+    except Exception:  # noqa: BLE001 - a bad callback must not kill the scheduler
+        _log.exception("clock.callback_failed")
+
+
+class SystemClock:
+    """Real monotonic time; one daemon thread fires the timers."""
+
+    def __init__(self) -> None:
+        self._timers = _TimerHeap()
+        self._wakeup = threading.Condition()
+        self._thread = threading.Thread(target=self._loop, name="agenthost-clock", daemon=True)
+        self._thread.start()
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def call_later(self, delay_s: float, callback: Callable[[], None]) -> Timer:
+        timer = Timer(self.now() + max(0.0, delay_s), callback)
+        with self._wakeup:
+            self._timers.push(timer)
+            self._wakeup.notify()
+        return timer
+
+    def _loop(self) -> None:
+        while True:
+            with self._wakeup:
+                timer = self._timers.pop_due(self.now())
+                if timer is None:
+                    due = self._timers.next_due()
+                    self._wakeup.wait(None if due is None else max(0.0, due - self.now()))
+                    continue
+            _run(timer)
+
+
+class FakeClock:
+    """Manual time for tests: nothing happens until `advance()`."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self._now = start
+        self._timers = _TimerHeap()
+        self._lock = threading.RLock()
+
+    def now(self) -> float:
+        with self._lock:
+            return self._now
+
+    def call_later(self, delay_s: float, callback: Callable[[], None]) -> Timer:
+        with self._lock:
+            timer = Timer(self._now + max(0.0, delay_s), callback)
+            self._timers.push(timer)
+            return timer
+
+    def next_due(self) -> float | None:
+        """Due time of the earliest pending timer, or None."""
+        with self._lock:
+            return self._timers.next_due()
+
+    def advance(self, delta_s: float) -> None:
+        if delta_s < 0:
+            raise ValueError(f"FakeClock.advance needs delta_s >= 0, got {delta_s!r}")
+        with self._lock:
+            target = self._now + delta_s
+        while True:
+            with self._lock:
+                timer = self._timers.pop_due(target)
+                if timer is None:
+                    self._now = target
+                    return
+                self._now = max(self._now, timer.due_at)
+            _run(timer)

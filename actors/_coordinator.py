@@ -1,0 +1,552 @@
+"""Turn coordinator: dispatches user messages to runtimes and turns runtime output into durable turns.
+
+Contract (dispatch, in this order): the user message is appended and the turn's *pending* checkpoint written
+(durable before anything is sent to a runtime); a concurrency slot is reserved; the runtime thread is resolved
+through the mapping actor (`thread/start` when the thread has none yet); `turn/start` is sent.
+- One turn per thread at a time. A message for a busy thread, or one arriving when `max_active_turns` are running,
+  goes to the persisted follow-up queue and is dispatched, in order, when the thread/slot frees up.
+- Stale runtime thread: `turn/start` answered with -32600 "thread not found:" -> `thread/resume`; if that answers
+  "no rollout found" the mapping is invalidated and a new runtime thread is started (an action card says the
+  runtime lost its copy of the history). `turn/start` is then retried exactly once.
+- Every turn ends exactly once, as completed / interrupted / failed, and is persisted (`FinishTurn`, durable) before
+  its subscriber sees `TurnFinished`. A host-side deadline (`turn_timeout_s`, injected clock) fails a turn the
+  runtime never finishes and sends `turn/interrupt`.
+- Worker down (reconciliation, in this order): pending approvals of its turns are reset with an action card in the
+  transcript and an `ApprovalReset` event; its active turns end as failed (persisted at once); its calls are
+  forgotten; the mapping moves its pins (asked, so done before any queued message is dispatched again).
+- Every server->client request is answered: approvals when the caller decides (or reset on worker death), all
+  others at once with a HOST_UNSUPPORTED_REQUEST error, so no runtime turn can block on the host.
+- Output from an older generation of a worker is ignored.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import uuid
+from typing import Any, Callable
+
+import msgspec
+import pykka
+
+from actors._clock import Clock, Timer
+from actors._log import get_logger
+from actors._mapping import NoHealthyWorkerError
+from actors._refs import SupervisedActor, tell_quietly
+from protocol._errors import is_no_rollout, is_thread_not_found
+from protocol._jsonrpc import Notification, Request, RpcError
+from protocol._messages import (
+    AbortActiveTurns,
+    HOST_UNSUPPORTED_REQUEST,
+    HOST_WORKER_EXITED,
+    ActiveTurn,
+    AddActionCard,
+    AnswerApproval,
+    AnswerServerRequest,
+    ApprovalRequested,
+    ApprovalReset,
+    ApprovalResolved,
+    BeginTurn,
+    BindRuntimeThread,
+    CallResult,
+    CloseIntake,
+    Delta,
+    EnqueueFollowUp,
+    FinishTurn,
+    GetThread,
+    InterruptTurn,
+    InvalidateRuntimeThread,
+    ListActiveTurns,
+    NextFollowUp,
+    ResolveThread,
+    RuntimeCall,
+    RuntimeOutput,
+    SendMessage,
+    SetFollowUpState,
+    TurnAccepted,
+    TurnDeadline,
+    TurnFinished,
+    TurnStarted,
+    WorkerDown,
+    WorkerUp,
+)
+
+__all__ = [
+    "APPROVAL_METHODS",
+    "CoordinatorSettings",
+    "HostClosedError",
+    "TurnCoordinator",
+    "UnknownApprovalError",
+    "UnknownTurnError",
+]
+
+_log = get_logger("agenthost.turns")
+
+APPROVAL_METHODS = frozenset({"item/commandExecution/requestApproval", "item/fileChange/requestApproval"})
+_DECISIONS = frozenset({"accept", "acceptForSession", "decline", "cancel"})
+
+
+class HostClosedError(RuntimeError):
+    """The host is shutting down and takes no new messages."""
+
+
+class UnknownApprovalError(KeyError):
+    """No pending approval has this id."""
+
+
+class UnknownTurnError(KeyError):
+    """No active turn has this id."""
+
+
+class CoordinatorSettings(msgspec.Struct, frozen=True, kw_only=True):
+    request_timeout_s: float = 30.0
+    turn_timeout_s: float = 600.0
+    max_active_turns: int = 8
+    approval_policy: str = "on-request"
+    sandbox: str = "workspace-write"
+
+
+class _Approval(msgspec.Struct):
+    approval_id: str
+    turn_id: str
+    worker_id: int
+    request_id: int | str
+    method: str
+    command: str | None
+
+
+class _Turn(msgspec.Struct):
+    turn_id: str
+    thread_id: str
+    text: str
+    sink: Any
+    phase: str = "dispatching"
+    worker_id: int | None = None
+    runtime_thread_id: str | None = None
+    runtime_turn_id: str | None = None
+    items: dict[str, str] = {}
+    approvals: dict[str, _Approval] = {}
+    retried: bool = False
+    interrupt_requested: bool = False
+    runtime_error: str | None = None
+    deadline: Timer | None = None
+    followup: bool = False
+
+    def reply_text(self) -> str:
+        return "\n\n".join(text for text in self.items.values() if text)
+
+
+def _new_turn_id() -> str:
+    return f"turn-{uuid.uuid4().hex[:16]}"
+
+
+def _emit(sink: Any, event: Any) -> None:
+    if sink is not None:
+        sink.put(event)
+
+
+def _validate_decision(decision: Any) -> Any:
+    if isinstance(decision, str) and decision in _DECISIONS:
+        return decision
+    if isinstance(decision, dict) and len(decision) == 1:
+        return decision
+    raise ValueError(f"approval decision must be one of {sorted(_DECISIONS)} or a one-key object, got {decision!r}")
+
+
+class TurnCoordinator(SupervisedActor):
+    child_name = "turns"
+
+    def __init__(
+        self,
+        *,
+        persistence_ref: pykka.ActorRef[Any],
+        mapping_ref: pykka.ActorRef[Any],
+        clock: Clock,
+        settings: CoordinatorSettings,
+        project_dir: Callable[[str], str],
+        supervisor_ref: Any = None,
+    ) -> None:
+        super().__init__(supervisor_ref=supervisor_ref)
+        self._persistence = persistence_ref
+        self._mapping = mapping_ref
+        self._clock = clock
+        self._settings = settings
+        self._project_dir = project_dir
+        self._turns: dict[str, _Turn] = {}
+        self._busy: dict[str, str] = {}  # thread id -> active turn id
+        self._routes: dict[tuple[int, str], str] = {}  # (worker, runtime thread) -> turn id
+        self._calls: dict[int, tuple[str, str]] = {}  # call id -> (turn id, step)
+        self._call_ids = itertools.count(1)
+        self._approval_ids = itertools.count(1)
+        self._approvals: dict[str, _Approval] = {}
+        self._workers: dict[int, tuple[int, Any]] = {}  # worker id -> (generation, ref)
+        self._waiting: collections.deque[str] = collections.deque()  # threads waiting for a slot
+        self._sinks: dict[str, Any] = {}  # follow-up id -> subscriber
+        self._intake_open = True
+
+    # --- dispatch ---------------------------------------------------------------------------------------------
+    def on_receive(self, message: Any) -> Any:
+        match message:
+            case RuntimeOutput():
+                self._on_output(message)
+            case CallResult():
+                self._on_call_result(message)
+            case SendMessage():
+                return self._on_send(message)
+            case AnswerApproval():
+                return self._on_answer(message)
+            case InterruptTurn():
+                return self._on_interrupt(message.turn_id)
+            case TurnDeadline():
+                self._on_deadline(message.turn_id)
+            case WorkerUp():
+                self._workers[message.worker_id] = (message.generation, message.ref)
+                self._mapping.ask(message)
+                self._dispatch_waiting()
+            case WorkerDown():
+                self._on_worker_down(message)
+            case ListActiveTurns():
+                return tuple(self._active(turn) for turn in self._turns.values())
+            case CloseIntake():
+                self._intake_open = False
+            case AbortActiveTurns():
+                for turn in list(self._turns.values()):
+                    self._reset_approvals(turn, message.reason)
+                    self._finish(turn, "failed", message.reason, dispatch_next=False)
+            case _:
+                _log.warning("turns.unknown_message", message=type(message).__name__)
+        return None
+
+    def _on_send(self, message: SendMessage) -> TurnAccepted:
+        if not self._intake_open:
+            raise HostClosedError("agenthost is shutting down and accepts no new messages")
+        self._persistence.ask(GetThread(thread_id=message.thread_id))  # raises for an unknown/invalid id
+        turn_id = _new_turn_id()
+        thread_busy = message.thread_id in self._busy
+        if thread_busy or len(self._turns) >= self._settings.max_active_turns:
+            self._persistence.ask(EnqueueFollowUp(followup_id=turn_id, thread_id=message.thread_id, text=message.text))
+            self._sinks[turn_id] = message.sink
+            if not thread_busy and message.thread_id not in self._waiting:
+                self._waiting.append(message.thread_id)
+            _log.info("turns.queued", turn=turn_id, thread=message.thread_id, thread_busy=thread_busy)
+            return TurnAccepted(turn_id=turn_id, queued=True)
+        self._dispatch(turn_id, message.thread_id, message.text, message.sink, followup=False)
+        return TurnAccepted(turn_id=turn_id, queued=False)
+
+    def _dispatch(self, turn_id: str, thread_id: str, text: str, sink: Any, *, followup: bool) -> None:
+        self._persistence.ask(BeginTurn(turn_id=turn_id, thread_id=thread_id, user_text=text))
+        turn = _Turn(turn_id=turn_id, thread_id=thread_id, text=text, sink=sink, followup=followup)
+        self._turns[turn_id] = turn
+        self._busy[thread_id] = turn_id
+        ref = self.actor_ref
+        turn.deadline = self._clock.call_later(
+            self._settings.turn_timeout_s, lambda: tell_quietly(ref, TurnDeadline(turn_id=turn_id))
+        )
+        try:
+            route = self._mapping.ask(ResolveThread(thread_id=thread_id))
+        except NoHealthyWorkerError as exc:
+            self._finish(turn, "failed", str(exc))
+            return
+        turn.worker_id = route.worker_id
+        turn.runtime_thread_id = route.runtime_thread_id
+        _log.info("turns.dispatched", turn=turn_id, thread=thread_id, worker=route.worker_id)
+        if route.runtime_thread_id is None:
+            self._start_thread(turn)
+        else:
+            self._start_turn(turn)
+
+    def _start_thread(self, turn: _Turn) -> None:
+        thread = self._persistence.ask(GetThread(thread_id=turn.thread_id))
+        params = {
+            "cwd": self._project_dir(thread.project_id),
+            "approvalPolicy": self._settings.approval_policy,
+            "sandbox": self._settings.sandbox,
+        }
+        self._call(turn, "thread_start", "thread/start", params)
+
+    def _start_turn(self, turn: _Turn) -> None:
+        assert turn.worker_id is not None and turn.runtime_thread_id is not None
+        self._routes[(turn.worker_id, turn.runtime_thread_id)] = turn.turn_id
+        params = {"threadId": turn.runtime_thread_id, "input": [{"type": "text", "text": turn.text}]}
+        self._call(turn, "turn_start", "turn/start", params)
+
+    def _call(self, turn: _Turn, step: str, method: str, params: Any) -> None:
+        turn.phase = step
+        call_id = next(self._call_ids)
+        self._calls[call_id] = (turn.turn_id, step)
+        worker = self._workers.get(turn.worker_id) if turn.worker_id is not None else None
+        call = RuntimeCall(
+            call_id=call_id, method=method, params=params, timeout_s=self._settings.request_timeout_s,
+            reply_to=self.actor_ref,
+        )
+        if worker is None or not tell_quietly(worker[1], call):
+            gone = RpcError(code=HOST_WORKER_EXITED, message=f"runtime worker {turn.worker_id} is not running")
+            self._on_call_result(CallResult(call_id=call_id, worker_id=turn.worker_id or 0, error=gone))
+
+    # --- replies from runtimes --------------------------------------------------------------------------------
+    def _on_call_result(self, reply: CallResult) -> None:
+        entry = self._calls.pop(reply.call_id, None)
+        if entry is None:
+            return
+        turn = self._turns.get(entry[0])
+        if turn is None:
+            return
+        step, error = entry[1], reply.error
+        if step == "interrupt":
+            if error is not None:
+                _log.warning("turns.interrupt_refused", turn=turn.turn_id, error=error.message)
+            return
+        if error is not None:
+            self._on_call_error(turn, step, error)
+            return
+        result = reply.result if isinstance(reply.result, dict) else {}
+        if step in ("thread_start", "resume"):
+            runtime_thread_id = _nested_id(result, "thread")
+            if runtime_thread_id is None:
+                self._finish(turn, "failed", f"{step} answered without thread.id: {reply.result!r}")
+                return
+            assert turn.worker_id is not None
+            self._mapping.ask(
+                BindRuntimeThread(thread_id=turn.thread_id, worker_id=turn.worker_id, runtime_thread_id=runtime_thread_id)
+            )
+            turn.runtime_thread_id = runtime_thread_id
+            self._start_turn(turn)
+        elif step == "turn_start":
+            turn.runtime_turn_id = _nested_id(result, "turn")
+            turn.phase = "streaming"
+            _emit(turn.sink, TurnStarted(turn_id=turn.turn_id, worker_id=turn.worker_id or 0))
+            if turn.interrupt_requested:
+                self._send_interrupt(turn)
+
+    def _on_call_error(self, turn: _Turn, step: str, error: RpcError) -> None:
+        if step == "turn_start" and is_thread_not_found(error) and not turn.retried:
+            turn.retried = True
+            _log.info("turns.stale_runtime_thread", turn=turn.turn_id, runtime_thread=turn.runtime_thread_id)
+            self._call(turn, "resume", "thread/resume", {"threadId": turn.runtime_thread_id})
+            return
+        if step == "resume" and is_no_rollout(error):
+            self._mapping.ask(InvalidateRuntimeThread(thread_id=turn.thread_id))
+            self._persistence.ask(
+                AddActionCard(
+                    thread_id=turn.thread_id, turn_id=turn.turn_id, kind="runtime thread recreated",
+                    text="The runtime no longer had this conversation; a new runtime thread was started. "
+                    "This transcript still holds the full history.",
+                )
+            )
+            self._start_thread(turn)
+            return
+        self._finish(turn, "failed", f"{_STEP_METHODS[step]} failed: {error.message}")
+
+    def _on_output(self, output: RuntimeOutput) -> None:
+        known = self._workers.get(output.worker_id)
+        if known is None or known[0] != output.generation:
+            return
+        for message in output.messages:
+            if isinstance(message, Notification):
+                self._on_notification(output.worker_id, message)
+            elif isinstance(message, Request):
+                self._on_server_request(output.worker_id, message)
+
+    def _turn_for(self, worker_id: int, params: Any) -> _Turn | None:
+        if not isinstance(params, dict):
+            return None
+        turn_id = self._routes.get((worker_id, params.get("threadId")))  # type: ignore[arg-type]
+        return None if turn_id is None else self._turns.get(turn_id)
+
+    def _on_notification(self, worker_id: int, note: Notification) -> None:
+        method, params = note.method, note.params
+        turn = self._turn_for(worker_id, params)
+        if turn is None:
+            return
+        if method == "item/agentMessage/delta":
+            item_id, delta = params.get("itemId", ""), params.get("delta", "")
+            turn.items[item_id] = turn.items.get(item_id, "") + delta
+            _emit(turn.sink, Delta(turn_id=turn.turn_id, text=delta))
+        elif method == "item/completed":
+            item = params.get("item") or {}
+            if item.get("type") == "agentMessage":
+                turn.items[item.get("id", "")] = item.get("text") or ""
+        elif method == "turn/completed":
+            self._on_turn_completed(turn, params.get("turn") or {})
+        elif method == "serverRequest/resolved":
+            self._on_request_resolved(turn, params.get("requestId"))
+        elif method == "error" and not params.get("willRetry", False):
+            turn.runtime_error = (params.get("error") or {}).get("message")
+
+    def _on_turn_completed(self, turn: _Turn, runtime_turn: dict[str, Any]) -> None:
+        status = runtime_turn.get("status")
+        error = (runtime_turn.get("error") or {}).get("message") if isinstance(runtime_turn.get("error"), dict) else None
+        if status == "completed":
+            self._finish(turn, "completed", None)
+        elif status == "interrupted":
+            self._finish(turn, "interrupted", error)
+        else:
+            self._finish(turn, "failed", error or turn.runtime_error or f"runtime reported turn status {status!r}")
+
+    def _on_server_request(self, worker_id: int, request: Request) -> None:
+        turn = self._turn_for(worker_id, request.params)
+        if request.method not in APPROVAL_METHODS or turn is None:
+            why = "no active turn for its thread" if turn is None else "not supported by agenthost"
+            self._answer(worker_id, request.id, error=RpcError(code=HOST_UNSUPPORTED_REQUEST, message=f"{request.method}: {why}"))
+            return
+        params = request.params
+        approval = _Approval(
+            approval_id=f"approval-{next(self._approval_ids)}", turn_id=turn.turn_id, worker_id=worker_id,
+            request_id=request.id, method=request.method, command=params.get("command"),
+        )
+        self._approvals[approval.approval_id] = approval
+        turn.approvals[approval.approval_id] = approval
+        _log.info("turns.approval_requested", turn=turn.turn_id, approval=approval.approval_id, method=request.method)
+        _emit(
+            turn.sink,
+            ApprovalRequested(
+                turn_id=turn.turn_id, approval_id=approval.approval_id, method=request.method,
+                command=approval.command, reason=params.get("reason"),
+            ),
+        )
+
+    def _on_request_resolved(self, turn: _Turn, request_id: Any) -> None:
+        for approval in list(turn.approvals.values()):
+            if approval.request_id == request_id and type(approval.request_id) is type(request_id):
+                self._drop_approval(turn, approval.approval_id)
+                _emit(turn.sink, ApprovalResolved(turn_id=turn.turn_id, approval_id=approval.approval_id))
+
+    def _answer(self, worker_id: int, request_id: int | str, *, result: Any = None, error: RpcError | None = None) -> None:
+        worker = self._workers.get(worker_id)
+        if worker is not None:
+            tell_quietly(worker[1], AnswerServerRequest(request_id=request_id, result=result, error=error))
+
+    # --- commands from the caller -----------------------------------------------------------------------------
+    def _on_answer(self, message: AnswerApproval) -> None:
+        decision = _validate_decision(message.decision)
+        approval = self._approvals.get(message.approval_id)
+        if approval is None:
+            raise UnknownApprovalError(f"unknown or already answered approval id {message.approval_id!r}")
+        turn = self._turns[approval.turn_id]
+        self._drop_approval(turn, approval.approval_id)
+        self._answer(approval.worker_id, approval.request_id, result={"decision": decision})
+        _log.info("turns.approval_answered", turn=turn.turn_id, approval=approval.approval_id, decision=decision)
+        _emit(turn.sink, ApprovalResolved(turn_id=turn.turn_id, approval_id=approval.approval_id))
+
+    def _drop_approval(self, turn: _Turn, approval_id: str) -> None:
+        turn.approvals.pop(approval_id, None)
+        self._approvals.pop(approval_id, None)
+
+    def _on_interrupt(self, turn_id: str) -> None:
+        turn = self._turns.get(turn_id)
+        if turn is None:
+            raise UnknownTurnError(f"no active turn with id {turn_id!r}")
+        turn.interrupt_requested = True
+        if turn.phase == "streaming":
+            self._send_interrupt(turn)
+
+    def _send_interrupt(self, turn: _Turn) -> None:
+        params = {"threadId": turn.runtime_thread_id, "turnId": turn.runtime_turn_id}
+        phase = turn.phase
+        self._call(turn, "interrupt", "turn/interrupt", params)
+        turn.phase = phase
+
+    def _on_deadline(self, turn_id: str) -> None:
+        turn = self._turns.get(turn_id)
+        if turn is None:
+            return
+        if turn.phase == "streaming":
+            self._send_interrupt(turn)
+        self._finish(turn, "failed", f"turn deadline of {self._settings.turn_timeout_s:g} s exceeded")
+
+    # --- worker lifecycle -------------------------------------------------------------------------------------
+    def _on_worker_down(self, message: WorkerDown) -> None:
+        known = self._workers.get(message.worker_id)
+        if known is None or known[0] != message.generation:
+            return
+        del self._workers[message.worker_id]
+        why = f"runtime worker {message.worker_id} exited ({message.reason})"
+        affected = [turn for turn in self._turns.values() if turn.worker_id == message.worker_id]
+        for turn in affected:
+            self._reset_approvals(turn, why)
+        for turn in affected:
+            self._finish(turn, "failed", why, dispatch_next=False)
+        self._mapping.ask(message)
+        _log.info("turns.worker_reconciled", worker=message.worker_id, turns_failed=len(affected))
+        for turn in affected:
+            self._dispatch_next(turn.thread_id)
+
+    def _reset_approvals(self, turn: _Turn, why: str) -> None:
+        for approval in list(turn.approvals.values()):
+            text = (
+                f"Approval request {approval.approval_id} for `{approval.command or approval.method}` was reset: "
+                f"{why} before it could run. Nothing was executed; send the message again to retry."
+            )
+            self._persistence.ask(AddActionCard(thread_id=turn.thread_id, turn_id=turn.turn_id, kind="approval reset", text=text))
+            self._drop_approval(turn, approval.approval_id)
+            _emit(turn.sink, ApprovalReset(turn_id=turn.turn_id, approval_id=approval.approval_id, message=text))
+
+    # --- ending a turn ----------------------------------------------------------------------------------------
+    def _finish(self, turn: _Turn, status: Any, error: str | None, *, dispatch_next: bool = True) -> None:
+        if self._turns.pop(turn.turn_id, None) is None:
+            return
+        if turn.deadline is not None:
+            turn.deadline.cancel()
+        self._busy.pop(turn.thread_id, None)
+        if turn.worker_id is not None and turn.runtime_thread_id is not None:
+            self._routes.pop((turn.worker_id, turn.runtime_thread_id), None)
+        for call_id in [cid for cid, (tid, _) in self._calls.items() if tid == turn.turn_id]:
+            del self._calls[call_id]
+        for approval_id in list(turn.approvals):
+            self._drop_approval(turn, approval_id)
+        text = turn.reply_text()
+        finish = FinishTurn(turn_id=turn.turn_id, status=status, assistant_text=text, error=error, worker_id=turn.worker_id)
+        try:
+            self._persistence.ask(finish)
+            if turn.followup:
+                state = "done" if status == "completed" else "failed"
+                self._persistence.ask(SetFollowUpState(followup_id=turn.turn_id, state=state))
+        except Exception as exc:  # noqa: BLE001 - the caller must still hear how the turn ended
+            _log.error("turns.persist_failed", turn=turn.turn_id, error=repr(exc))
+            status, error = "failed", f"{error or status}; NOT persisted: {exc!r}"
+        _log.info("turns.finished", turn=turn.turn_id, thread=turn.thread_id, status=status, error=error)
+        _emit(turn.sink, TurnFinished(turn_id=turn.turn_id, status=status, text=text, error=error))
+        if dispatch_next:
+            self._dispatch_next(turn.thread_id)
+
+    def _dispatch_next(self, thread_id: str) -> None:
+        if thread_id not in self._busy:
+            self._dispatch_followup(thread_id)
+        self._dispatch_waiting()
+
+    def _dispatch_followup(self, thread_id: str) -> bool:
+        if len(self._turns) >= self._settings.max_active_turns:
+            if thread_id not in self._waiting and self._has_followup(thread_id):
+                self._waiting.append(thread_id)
+            return False
+        followup = self._persistence.ask(NextFollowUp(thread_id=thread_id))
+        if followup is None:
+            return False
+        self._persistence.ask(SetFollowUpState(followup_id=followup.followup_id, state="dispatched"))
+        sink = self._sinks.pop(followup.followup_id, None)
+        self._dispatch(followup.followup_id, thread_id, followup.text, sink, followup=True)
+        return True
+
+    def _has_followup(self, thread_id: str) -> bool:
+        return self._persistence.ask(NextFollowUp(thread_id=thread_id)) is not None
+
+    def _dispatch_waiting(self) -> None:
+        while self._waiting and len(self._turns) < self._settings.max_active_turns:
+            thread_id = self._waiting.popleft()
+            if thread_id not in self._busy:
+                self._dispatch_followup(thread_id)
+
+    def _active(self, turn: _Turn) -> ActiveTurn:
+        return ActiveTurn(
+            turn_id=turn.turn_id, thread_id=turn.thread_id, worker_id=turn.worker_id, phase=turn.phase,
+            pending_approvals=tuple(turn.approvals),
+        )
+
+
+_STEP_METHODS = {"thread_start": "thread/start", "resume": "thread/resume", "turn_start": "turn/start"}
+
+
+def _nested_id(result: dict[str, Any], key: str) -> str | None:
+    inner = result.get(key)
+    value = inner.get("id") if isinstance(inner, dict) else None
+    return value if isinstance(value, str) else None

@@ -1,0 +1,126 @@
+"""Thread-mapping actor: local thread id -> pinned worker + runtime thread id, cached and persisted.
+
+Contract:
+- Hydrated from the database at start (`LoadMappings`); every change is written through to the persistence actor
+  (asked, so it is durable before the reply) and then kept in memory.
+- `ResolveThread` returns the thread's pinned worker when that worker is up; otherwise it pins the thread to the
+  least-loaded worker that is up (ties: lowest id) and keeps the runtime thread id, so the new worker can
+  `thread/resume` it. No worker up -> `NoHealthyWorkerError` naming the thread.
+- `WorkerDown` moves every thread pinned to that worker to the workers that are up, least-loaded first, in one
+  "mapping.pins_moved" event. With no worker up the pins stay until the next `ResolveThread`.
+- A given-up or restarting worker is never "up", so it never receives pins.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import pykka
+
+from actors._log import get_logger
+from actors._refs import SupervisedActor
+from protocol._messages import (
+    BindRuntimeThread,
+    GetPins,
+    InvalidateRuntimeThread,
+    LoadMappings,
+    ResolveThread,
+    SaveMapping,
+    ThreadRoute,
+    WorkerDown,
+    WorkerUp,
+)
+
+__all__ = ["MappingActor", "NoHealthyWorkerError"]
+
+_log = get_logger("agenthost.mapping")
+
+
+class NoHealthyWorkerError(RuntimeError):
+    """No worker is up to take the thread."""
+
+
+class _Pin(msgspec.Struct):
+    worker_id: int
+    runtime_thread_id: str | None = None
+
+
+class MappingActor(SupervisedActor):
+    child_name = "mapping"
+
+    def __init__(self, *, persistence_ref: pykka.ActorRef[Any], supervisor_ref: Any = None) -> None:
+        super().__init__(supervisor_ref=supervisor_ref)
+        self._persistence = persistence_ref
+        self._pins: dict[str, _Pin] = {}
+        self._up: set[int] = set()
+
+    def on_start(self) -> None:
+        for row in self._persistence.ask(LoadMappings()):
+            self._pins[row.thread_id] = _Pin(worker_id=row.worker_id, runtime_thread_id=row.runtime_thread_id)
+        _log.info("mapping.hydrated", threads=len(self._pins))
+
+    def on_receive(self, message: Any) -> Any:
+        match message:
+            case ResolveThread():
+                return self._resolve(message.thread_id)
+            case BindRuntimeThread():
+                self._save(message.thread_id, _Pin(worker_id=message.worker_id, runtime_thread_id=message.runtime_thread_id))
+            case InvalidateRuntimeThread():
+                pin = self._pins.get(message.thread_id)
+                if pin is not None:
+                    self._save(message.thread_id, _Pin(worker_id=pin.worker_id))
+            case WorkerUp():
+                self._up.add(message.worker_id)
+            case WorkerDown():
+                self._up.discard(message.worker_id)
+                self._move_pins_from(message.worker_id, message.reason)
+            case GetPins():
+                return {tid: pin.worker_id for tid, pin in self._pins.items()}
+            case _:
+                _log.warning("mapping.unknown_message", message=type(message).__name__)
+        return None
+
+    def _save(self, thread_id: str, pin: _Pin) -> None:
+        self._persistence.ask(
+            SaveMapping(thread_id=thread_id, worker_id=pin.worker_id, runtime_thread_id=pin.runtime_thread_id)
+        )
+        self._pins[thread_id] = pin
+
+    def _least_loaded(self) -> int | None:
+        if not self._up:
+            return None
+        load = {wid: 0 for wid in self._up}
+        for pin in self._pins.values():
+            if pin.worker_id in load:
+                load[pin.worker_id] += 1
+        return min(load, key=lambda wid: (load[wid], wid))
+
+    def _resolve(self, thread_id: str) -> ThreadRoute:
+        pin = self._pins.get(thread_id)
+        if pin is None or pin.worker_id not in self._up:
+            worker_id = self._least_loaded()
+            if worker_id is None:
+                raise NoHealthyWorkerError(f"no runtime worker is up to run thread {thread_id!r}")
+            previous = None if pin is None else pin.worker_id
+            pin = _Pin(worker_id=worker_id, runtime_thread_id=None if pin is None else pin.runtime_thread_id)
+            self._save(thread_id, pin)
+            _log.info("mapping.pinned", thread=thread_id, worker=worker_id, previous=previous)
+        return ThreadRoute(thread_id=thread_id, worker_id=pin.worker_id, runtime_thread_id=pin.runtime_thread_id)
+
+    def _move_pins_from(self, worker_id: int, reason: str) -> None:
+        stranded = sorted(tid for tid, pin in self._pins.items() if pin.worker_id == worker_id)
+        moves: dict[str, int] = {}
+        for thread_id in stranded:
+            target = self._least_loaded()
+            if target is None:
+                break
+            self._save(thread_id, _Pin(worker_id=target, runtime_thread_id=self._pins[thread_id].runtime_thread_id))
+            moves[thread_id] = target
+        _log.info(
+            "mapping.pins_moved",
+            from_worker=worker_id,
+            reason=reason,
+            moves=moves,
+            left_unpinned=len(stranded) - len(moves),
+        )

@@ -1,0 +1,231 @@
+"""Pool supervisor: owns N worker actors and makes every restart decision for them (one_for_one).
+
+Contract:
+- Workers never restart themselves. A `WorkerExited` from the current generation of a worker is answered by one
+  call to the recovery policy (`admit_restart`) and one "supervisor.decision" event (supervisor="pool",
+  child="worker-N"): "restart" (after `delay_s`, scheduled on the injected clock), "give_up" (attempts exhausted;
+  the worker stays down and gets no pins) or "escalate" (restart intensity exceeded; the parent is told).
+- Messages from an older generation of a worker are ignored, so a late exit can never restart a newer process.
+- Listeners (mapping, coordinator) get `WorkerUp` when a worker answers `initialize` and `WorkerDown` when a worker
+  that was up exits. A worker that dies before it is ready is never announced.
+- When every worker has given up, or intensity is exceeded, the parent is told `PoolFailed` with the cause.
+- `StopPool(timeout_s)` cancels pending restarts and stops all runtimes in parallel (stdin close, then SIGKILL of
+  the group after `timeout_s`).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Callable
+
+import msgspec
+import pykka
+
+from actors._clock import Clock, Timer
+from actors._refs import SupervisedActor, tell_quietly
+from actors._log import decision, get_logger
+from actors._recovery import RecoveryPolicy, RestartHistory, admit_restart, record_start
+from actors._worker import WorkerActor, WorkerSpec
+from protocol._messages import (
+    GetPoolStatus,
+    PoolFailed,
+    RestartDue,
+    StopPool,
+    StopRuntime,
+    SubscribeWorkers,
+    WorkerDown,
+    WorkerExited,
+    WorkerReady,
+    WorkerState,
+    WorkerStatus,
+    WorkerUp,
+)
+
+__all__ = ["PoolSupervisor"]
+
+_log = get_logger("agenthost.pool")
+
+SpecFactory = Callable[[int, int], WorkerSpec]  # (worker_id, generation) -> spec
+
+
+class _Slot(msgspec.Struct):
+    worker_id: int
+    state: WorkerState = "starting"
+    generation: int = 0
+    ref: Any = None
+    pid: int | None = None
+    history: RestartHistory = RestartHistory()
+    restarts: int = 0
+    next_restart_at: float | None = None
+    last_exit: str | None = None
+    timer: Timer | None = None
+
+    def status(self) -> WorkerStatus:
+        return WorkerStatus(
+            worker_id=self.worker_id,
+            state=self.state,
+            generation=self.generation,
+            pid=self.pid,
+            attempt=self.history.attempt,
+            restarts=self.restarts,
+            next_restart_at=self.next_restart_at,
+            last_exit=self.last_exit,
+        )
+
+
+class PoolSupervisor(SupervisedActor):
+    child_name = "pool"
+
+    def __init__(
+        self,
+        *,
+        worker_count: int,
+        spec_factory: SpecFactory,
+        policy: RecoveryPolicy,
+        clock: Clock,
+        output_ref: pykka.ActorRef[Any],
+        listeners: list[pykka.ActorRef[Any]],
+        parent_ref: pykka.ActorRef[Any] | None = None,
+        rng_seed: int = 0,
+    ) -> None:
+        super().__init__(supervisor_ref=parent_ref)
+        if worker_count < 1:
+            raise ValueError(f"worker_count must be >= 1, got {worker_count!r}")
+        self._slots = {wid: _Slot(worker_id=wid) for wid in range(1, worker_count + 1)}
+        self._spec_factory = spec_factory
+        self._policy = policy
+        self._clock = clock
+        self._output = output_ref
+        self._listeners = list(listeners)
+        self._parent = parent_ref
+        self._rng = random.Random(rng_seed)
+        self._stopping = False
+
+    def on_start(self) -> None:
+        for slot in self._slots.values():
+            self._spawn(slot)
+
+    def on_receive(self, message: Any) -> Any:
+        match message:
+            case WorkerReady():
+                self._on_ready(message)
+            case WorkerExited():
+                self._on_exited(message)
+            case RestartDue():
+                self._on_restart_due(message)
+            case SubscribeWorkers():
+                self._listeners.append(message.ref)
+                return tuple(self._up(slot) for slot in self._slots.values() if slot.state == "ready")
+            case GetPoolStatus():
+                return tuple(slot.status() for slot in self._slots.values())
+            case StopPool():
+                return self._stop_all(message.timeout_s)
+            case _:
+                _log.warning("pool.unknown_message", message=type(message).__name__)
+        return None
+
+    # --- lifecycle of one slot -------------------------------------------------------------------------------
+    def _spawn(self, slot: _Slot) -> None:
+        slot.generation += 1
+        slot.state = "starting"
+        slot.pid = None
+        slot.next_restart_at = None
+        slot.timer = None
+        slot.history = record_start(slot.history, self._clock.now())
+        spec = self._spec_factory(slot.worker_id, slot.generation)
+        slot.ref = WorkerActor.start(spec, pool_ref=self.actor_ref, output_ref=self._output, clock=self._clock)
+
+    def _up(self, slot: _Slot) -> WorkerUp:
+        return WorkerUp(worker_id=slot.worker_id, generation=slot.generation, ref=slot.ref)
+
+    def _current(self, worker_id: int, generation: int) -> _Slot | None:
+        slot = self._slots.get(worker_id)
+        if slot is None or slot.generation != generation or self._stopping:
+            return None
+        return slot
+
+    def _on_ready(self, message: WorkerReady) -> None:
+        slot = self._current(message.worker_id, message.generation)
+        if slot is None:
+            return
+        slot.state = "ready"
+        slot.pid = message.pid
+        _log.info("pool.worker_up", worker=slot.worker_id, generation=slot.generation, pid=message.pid)
+        self._notify(self._up(slot))
+
+    def _on_exited(self, message: WorkerExited) -> None:
+        slot = self._current(message.worker_id, message.generation)
+        if slot is None:
+            return
+        was_up = slot.state == "ready"
+        slot.last_exit = message.reason
+        slot.pid = None
+        slot.ref = None
+        if was_up:
+            self._notify(WorkerDown(worker_id=slot.worker_id, generation=slot.generation, reason=message.reason))
+        self._decide(slot, message.reason)
+
+    def _decide(self, slot: _Slot, exit_reason: str) -> None:
+        now = self._clock.now()
+        verdict = admit_restart(self._policy, slot.history, now, self._rng)
+        child = f"worker-{slot.worker_id}"
+        decision(
+            _log,
+            supervisor="pool",
+            child=child,
+            decision=verdict.action,
+            reason=f"{exit_reason}; {verdict.reason}",
+            attempt=verdict.attempt,
+            delay_s=verdict.delay_s,
+            generation=slot.generation,
+        )
+        if verdict.action == "restart":
+            slot.history = verdict.history
+            slot.state = "restarting"
+            slot.next_restart_at = now + verdict.delay_s
+            ref, due = self.actor_ref, RestartDue(worker_id=slot.worker_id, generation=slot.generation)
+            slot.timer = self._clock.call_later(verdict.delay_s, lambda: tell_quietly(ref, due))
+            return
+        slot.state = "given_up"
+        if verdict.action == "escalate":
+            self._fail(f"{child}: {verdict.reason}")
+        elif all(s.state == "given_up" for s in self._slots.values()):
+            self._fail(f"all {len(self._slots)} workers gave up; last: {child} {exit_reason}")
+
+    def _on_restart_due(self, message: RestartDue) -> None:
+        slot = self._current(message.worker_id, message.generation)
+        if slot is None or slot.state != "restarting":
+            return
+        slot.restarts += 1
+        _log.info("pool.worker_restarting", worker=slot.worker_id, attempt=slot.history.attempt)
+        self._spawn(slot)
+
+    def _fail(self, reason: str) -> None:
+        _log.error("pool.failed", reason=reason)
+        if self._parent is not None:
+            tell_quietly(self._parent, PoolFailed(reason=reason))
+
+    def _notify(self, message: Any) -> None:
+        for listener in self._listeners:
+            tell_quietly(listener, message)
+
+    def _stop_all(self, timeout_s: float) -> dict[int, int | None]:
+        self._stopping = True
+        futures = {}
+        for slot in self._slots.values():
+            if slot.timer is not None:
+                slot.timer.cancel()
+            if slot.ref is not None:
+                try:
+                    futures[slot.worker_id] = slot.ref.ask(StopRuntime(timeout_s=timeout_s), block=False)
+                except pykka.ActorDeadError:
+                    pass
+            slot.state = "stopped"
+        codes: dict[int, int | None] = {}
+        for worker_id, future in futures.items():
+            try:
+                codes[worker_id] = future.get(timeout=timeout_s + 5.0)
+            except (pykka.ActorDeadError, pykka.Timeout):
+                codes[worker_id] = None
+        _log.info("pool.stopped", returncodes=codes)
+        return codes

@@ -1,0 +1,297 @@
+"""The one recovery policy: Erlang/OTP supervisor restart semantics plus exponential backoff.
+
+Contract
+--------
+* Pure: no threads, no I/O, no global state, no clock. Every timestamp is a monotonic time in float seconds
+  passed in by the caller (the caller owns the clock). Randomness (jitter) comes only from a ``random.Random``
+  the caller passes in and seeds; ``rng=None`` means "no jitter" (fully deterministic delays).
+* Policy is data: frozen msgspec Structs validated on construction *and* on decode (msgspec runs
+  ``__post_init__`` in both cases; on decode the ``PolicyError`` arrives wrapped in ``msgspec.ValidationError``
+  with the same message). One validator function per rule; each error names the field and the bad value, e.g.
+  ``"backoff.initial_s must be > 0, got -1.0"``.
+* ``next_delay(backoff, n)`` for the 1-based attempt ``n`` is ``min(max_s, initial_s * multiplier**(n-1))``; with
+  jitter and an rng it is ``delay * (1 + U(-jitter, +jitter))`` clamped to ``[0, max_s]``. Huge attempts never
+  overflow: the exponent at which the cap is reached is computed with logarithms first.
+* ``admit_restart`` is called when a child has exited and returns a ``Decision``:
+  1. a child that stayed up at least ``stable_after_s`` resets its consecutive-attempt counter to 0;
+  2. restart timestamps at least ``intensity.period_s`` old leave the sliding window (exactly ``period_s`` old is
+     dropped); if admitting one more restart would exceed ``intensity.max_restarts`` -> ``"escalate"``
+     (OTP intensity; with ``max_restarts == 0`` every restart escalates);
+  3. the next attempt number above ``max_attempts`` -> ``"give_up"``;
+  4. otherwise ``"restart"`` after ``next_delay``. Escalate wins over give_up when both apply.
+  The decision carries the history to keep if the caller acts on it; its ``last_started_at`` is ``None`` (the
+  child is down) until the caller reports the next start with ``record_start``.
+
+Defaults
+--------
+``WORKER_POLICY`` (== ``RecoveryPolicy()``): backoff 1 s doubling up to 30 s, 8 attempts, so the delays are
+1, 2, 4, 8, 16, 30, 30, 30 s, and ``stable_after_s`` 30 s. Its intensity is 10 restarts in 60 s, not the bare
+``Intensity()`` default of 5 in 60 s: a child that crashes immediately on every start exits at t = 0, 1, 3, 7, 15,
+31, 61, 91 s, so up to 6 exits fall inside one 60 s window; with a limit of 5 the 6th restart (t = 31 s) would
+escalate and cut the backoff schedule short. 10 leaves headroom, so intensity only trips on restart storms the
+backoff cannot explain (e.g. children that repeatedly stay up past ``stable_after_s`` and then crash).
+``HOST_POLICY`` (app-level runtime recovery): delays exactly 1, 2, 4, 8 s, then give up on the 5th exit.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Literal
+
+import msgspec
+
+__all__ = [
+    "HOST_POLICY",
+    "WORKER_POLICY",
+    "Backoff",
+    "Decision",
+    "Intensity",
+    "PolicyError",
+    "RecoveryPolicy",
+    "RestartHistory",
+    "admit_restart",
+    "next_delay",
+    "record_start",
+    "schedule",
+]
+
+
+class PolicyError(ValueError):
+    """A recovery policy value (or an argument to a policy function) is invalid."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Shared value checks
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _require_finite(field: str, value: object) -> float:
+    if not _is_number(value) or not math.isfinite(value):  # type: ignore[arg-type]
+        raise PolicyError(f"{field} must be a finite number, got {value!r}")
+    return float(value)  # type: ignore[arg-type]
+
+
+def _require_int(field: str, value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise PolicyError(f"{field} must be an int, got {value!r}")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One validator per rule
+
+
+def _check_initial_s(value: float) -> None:
+    if not _require_finite("backoff.initial_s", value) > 0:
+        raise PolicyError(f"backoff.initial_s must be > 0, got {value!r}")
+
+
+def _check_multiplier(value: float) -> None:
+    if not _require_finite("backoff.multiplier", value) >= 1.0:
+        raise PolicyError(f"backoff.multiplier must be >= 1.0, got {value!r}")
+
+
+def _check_max_s(value: float, initial_s: float) -> None:
+    if not _require_finite("backoff.max_s", value) >= initial_s:
+        raise PolicyError(f"backoff.max_s must be >= backoff.initial_s ({initial_s!r}), got {value!r}")
+
+
+def _check_jitter(value: float) -> None:
+    if not 0.0 <= _require_finite("backoff.jitter", value) < 1.0:
+        raise PolicyError(f"backoff.jitter must be in [0, 1), got {value!r}")
+
+
+def _check_max_restarts(value: int) -> None:
+    if _require_int("intensity.max_restarts", value) < 0:
+        raise PolicyError(f"intensity.max_restarts must be >= 0, got {value!r}")
+
+
+def _check_period_s(value: float) -> None:
+    if not _require_finite("intensity.period_s", value) > 0:
+        raise PolicyError(f"intensity.period_s must be > 0, got {value!r}")
+
+
+def _check_max_attempts(value: int) -> None:
+    if _require_int("max_attempts", value) < 1:
+        raise PolicyError(f"max_attempts must be >= 1, got {value!r}")
+
+
+def _check_stable_after_s(value: float) -> None:
+    if not _require_finite("stable_after_s", value) > 0:
+        raise PolicyError(f"stable_after_s must be > 0, got {value!r}")
+
+
+def _check_part(field: str, value: object, expected: type) -> None:
+    if not isinstance(value, expected):
+        raise PolicyError(f"{field} must be of type {expected.__name__}, got {value!r}")
+
+
+def _check_attempt(value: int) -> None:
+    if _require_int("attempt", value) < 1:
+        raise PolicyError(f"attempt must be >= 1 (1-based), got {value!r}")
+
+
+def _check_history_attempt(value: int) -> None:
+    if _require_int("history.attempt", value) < 0:
+        raise PolicyError(f"history.attempt must be >= 0, got {value!r}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Policy data
+
+
+class Backoff(msgspec.Struct, frozen=True, kw_only=True):
+    """Exponential backoff: ``initial_s * multiplier**(attempt-1)`` capped at ``max_s``, optional jitter."""
+
+    initial_s: float = 1.0
+    multiplier: float = 2.0
+    max_s: float = 30.0
+    jitter: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_initial_s(self.initial_s)
+        _check_multiplier(self.multiplier)
+        _check_max_s(self.max_s, self.initial_s)
+        _check_jitter(self.jitter)
+
+
+class Intensity(msgspec.Struct, frozen=True, kw_only=True):
+    """OTP restart intensity: at most ``max_restarts`` restarts within any ``period_s`` seconds."""
+
+    max_restarts: int = 5
+    period_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        _check_max_restarts(self.max_restarts)
+        _check_period_s(self.period_s)
+
+
+_WORKER_INTENSITY = Intensity(max_restarts=10, period_s=60.0)
+
+
+class RecoveryPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """How a supervisor restarts one child: backoff, attempt cap, intensity, stability reset."""
+
+    backoff: Backoff = Backoff()
+    max_attempts: int = 8
+    intensity: Intensity = _WORKER_INTENSITY
+    stable_after_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        _check_part("backoff", self.backoff, Backoff)
+        _check_max_attempts(self.max_attempts)
+        _check_part("intensity", self.intensity, Intensity)
+        _check_stable_after_s(self.stable_after_s)
+
+
+WORKER_POLICY = RecoveryPolicy()
+HOST_POLICY = RecoveryPolicy(backoff=Backoff(initial_s=1.0, multiplier=2.0, max_s=8.0), max_attempts=4)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Delays
+
+
+def _capped_delay(backoff: Backoff, steps: int) -> float:
+    """``min(max_s, initial_s * multiplier**steps)`` without overflow for any ``steps >= 0``."""
+    initial_s, multiplier, max_s = float(backoff.initial_s), float(backoff.multiplier), float(backoff.max_s)
+    if steps == 0 or multiplier == 1.0:
+        return initial_s
+    steps_to_cap = (math.log(max_s) - math.log(initial_s)) / math.log(multiplier)
+    if steps > steps_to_cap + 1:
+        return max_s
+    try:
+        return min(max_s, initial_s * multiplier**steps)
+    except OverflowError:
+        return max_s
+
+
+def next_delay(backoff: Backoff, attempt: int, rng: random.Random | None = None) -> float:
+    """Seconds to wait before the 1-based ``attempt``; jittered only when ``rng`` is given and jitter > 0."""
+    _check_attempt(attempt)
+    delay_s = _capped_delay(backoff, attempt - 1)
+    if rng is None or backoff.jitter == 0:
+        return delay_s
+    jittered_s = delay_s * (1.0 + rng.uniform(-backoff.jitter, backoff.jitter))
+    return min(float(backoff.max_s), max(0.0, jittered_s))
+
+
+def schedule(policy: RecoveryPolicy) -> tuple[float, ...]:
+    """The un-jittered delays for attempts ``1..policy.max_attempts``."""
+    return tuple(next_delay(policy.backoff, attempt) for attempt in range(1, policy.max_attempts + 1))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Decisions
+
+
+class RestartHistory(msgspec.Struct, frozen=True):
+    """What a supervisor remembers about one child between exits."""
+
+    restarts: tuple[float, ...] = ()
+    attempt: int = 0
+    last_started_at: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_history_attempt(self.attempt)
+
+
+class Decision(msgspec.Struct, frozen=True, kw_only=True):
+    """The verdict on one child exit, plus the history to keep if the caller acts on it."""
+
+    action: Literal["restart", "give_up", "escalate"]
+    attempt: int
+    delay_s: float
+    reason: str
+    history: RestartHistory
+
+
+def _check_now(now: float) -> float:
+    return _require_finite("now", now)
+
+
+def record_start(history: RestartHistory, now: float) -> RestartHistory:
+    """The child (re)started at ``now``."""
+    return msgspec.structs.replace(history, last_started_at=_check_now(now))
+
+
+def _was_stable(policy: RecoveryPolicy, history: RestartHistory, now: float) -> bool:
+    started_at = history.last_started_at
+    return started_at is not None and now - started_at >= policy.stable_after_s
+
+
+def _restarts_in_window(intensity: Intensity, restarts: tuple[float, ...], now: float) -> tuple[float, ...]:
+    return tuple(stamp for stamp in restarts if now - stamp < intensity.period_s)
+
+
+def _format_seconds(seconds: float) -> str:
+    return repr(round(float(seconds), 3))
+
+
+def admit_restart(
+    policy: RecoveryPolicy, history: RestartHistory, now: float, rng: random.Random | None = None
+) -> Decision:
+    """Decide what to do about a child that exited at ``now`` (see the module docstring for the rules)."""
+    now = _check_now(now)
+    previous_attempts = 0 if _was_stable(policy, history, now) else history.attempt
+    window = _restarts_in_window(policy.intensity, history.restarts, now)
+    attempt = previous_attempts + 1
+    refused = RestartHistory(restarts=window, attempt=previous_attempts, last_started_at=None)
+    intensity = policy.intensity
+    if len(window) + 1 > intensity.max_restarts:
+        reason = (
+            f"intensity exceeded: {len(window) + 1} restarts within {_format_seconds(intensity.period_s)} s"
+            f" (max {intensity.max_restarts})"
+        )
+        return Decision(action="escalate", attempt=attempt, delay_s=0.0, reason=reason, history=refused)
+    if attempt > policy.max_attempts:
+        reason = f"{policy.max_attempts} attempts exhausted"
+        return Decision(action="give_up", attempt=attempt, delay_s=0.0, reason=reason, history=refused)
+    delay_s = next_delay(policy.backoff, attempt, rng)
+    admitted = RestartHistory(restarts=window + (now,), attempt=attempt, last_started_at=None)
+    reason = f"attempt {attempt} of {policy.max_attempts}, backoff {_format_seconds(delay_s)} s"
+    return Decision(action="restart", attempt=attempt, delay_s=delay_s, reason=reason, history=admitted)

@@ -1,0 +1,378 @@
+"""Every message the agenthost actors exchange, as frozen msgspec Structs in tagged unions.
+
+Contract:
+- Commands are asked (`ActorRef.ask`) and answered with a reply Struct or an exception; events are told (`tell`)
+  and never answered. The direction of asks is fixed to keep the actor graph deadlock-free:
+  coordinator -> pool -> mapping -> persistence; an actor never asks one to its left. Everything else is a tell.
+- Fields that hold live objects (actor refs, sinks) are typed `Any` and are never serialised; every other field is
+  plain data and round-trips through `msgspec.json`.
+- Host-side failures of a runtime call are reported as an `RpcError` with a code in the HOST_* range below, so one
+  reply type covers the runtime's own errors and the host's.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+from protocol._jsonrpc import Incoming, RpcError
+
+__all__ = [
+    "HOST_CALL_TIMEOUT", "HOST_WORKER_EXITED", "HOST_UNSUPPORTED_REQUEST",
+    "RuntimeCall", "CallResult", "AnswerServerRequest", "RuntimeOutput", "StopRuntime", "CallDeadline",
+    "StdoutBatch", "StdoutClosed",
+    "WorkerReady", "WorkerExited", "RestartDue", "WorkerUp", "WorkerDown", "SubscribeWorkers", "GetPoolStatus",
+    "WorkerStatus", "PoolFailed", "StopPool",
+    "ResolveThread", "ThreadRoute", "BindRuntimeThread", "InvalidateRuntimeThread", "GetPins",
+    "CreateThread", "BeginTurn", "FinishTurn", "AddActionCard", "SaveMapping", "DeleteMapping", "LoadMappings",
+    "ListThreads", "ListTurns", "ReadTranscript", "Checkpoint", "GetThread", "EnqueueFollowUp", "NextFollowUp",
+    "SetFollowUpState",
+    "SendMessage", "TurnAccepted", "AnswerApproval", "InterruptTurn", "TurnDeadline", "ListActiveTurns",
+    "ActiveTurn", "CloseIntake", "AbortActiveTurns", "GetHostStatus", "HostStatus", "ShutdownHost", "GetChildren",
+    "TurnStarted", "Delta", "ApprovalRequested", "ApprovalResolved", "ApprovalReset", "TurnFinished", "TurnEvent",
+    "ChildFailed",
+]
+
+HOST_CALL_TIMEOUT = -32010  # the runtime did not answer before the call's deadline
+HOST_WORKER_EXITED = -32011  # the runtime process exited (or its pipe broke) before answering
+HOST_UNSUPPORTED_REQUEST = -32012  # our answer to a server request the host does not handle
+
+
+class _Msg(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """Base: frozen, keyword-only, tagged with the class name."""
+
+
+# --- coordinator <-> worker ------------------------------------------------------------------------------------
+class RuntimeCall(_Msg, kw_only=True):
+    """Send one JSON-RPC request to the runtime; the worker answers `reply_to` with a `CallResult`."""
+
+    call_id: int
+    method: str
+    params: Any = None
+    timeout_s: float
+    reply_to: Any
+
+
+class CallResult(_Msg, kw_only=True):
+    call_id: int
+    worker_id: int
+    result: Any = None
+    error: RpcError | None = None
+
+
+class AnswerServerRequest(_Msg, kw_only=True):
+    """Reply to a server->client request; `request_id` keeps the JSON type the runtime used."""
+
+    request_id: int | str
+    result: Any = None
+    error: RpcError | None = None
+
+
+class RuntimeOutput(_Msg, kw_only=True):
+    """Notifications and server requests from one runtime, in stdout order."""
+
+    worker_id: int
+    generation: int
+    messages: tuple[Incoming, ...]
+
+
+class StopRuntime(_Msg, kw_only=True):
+    """Close stdin, wait `timeout_s`, then SIGKILL the process group."""
+
+    timeout_s: float
+
+
+class CallDeadline(_Msg, kw_only=True):
+    wire_id: int
+
+
+class StdoutBatch(_Msg, kw_only=True):
+    """Decoded lines of one stdout read, from the worker's reader thread."""
+
+    messages: tuple[Incoming, ...]
+
+
+class StdoutClosed(_Msg, kw_only=True):
+    remainder: bytes = b""
+
+
+# --- worker / pool lifecycle -----------------------------------------------------------------------------------
+class WorkerReady(_Msg, kw_only=True):
+    worker_id: int
+    generation: int
+    pid: int
+
+
+class WorkerExited(_Msg, kw_only=True):
+    worker_id: int
+    generation: int
+    reason: str
+    returncode: int | None = None
+
+
+class RestartDue(_Msg, kw_only=True):
+    worker_id: int
+    generation: int
+
+
+class WorkerUp(_Msg, kw_only=True):
+    worker_id: int
+    generation: int
+    ref: Any
+
+
+class WorkerDown(_Msg, kw_only=True):
+    worker_id: int
+    generation: int
+    reason: str
+
+
+class SubscribeWorkers(_Msg, kw_only=True):
+    """Ask the pool to tell `ref` every WorkerUp/WorkerDown; the reply lists the workers up right now."""
+
+    ref: Any
+
+
+class GetPoolStatus(_Msg, kw_only=True):
+    pass
+
+
+WorkerState = Literal["starting", "ready", "restarting", "given_up", "stopped"]
+
+
+class WorkerStatus(_Msg, kw_only=True):
+    worker_id: int
+    state: WorkerState
+    generation: int
+    pid: int | None = None
+    attempt: int = 0
+    restarts: int = 0
+    next_restart_at: float | None = None
+    last_exit: str | None = None
+
+
+class PoolFailed(_Msg, kw_only=True):
+    reason: str
+
+
+class StopPool(_Msg, kw_only=True):
+    timeout_s: float
+
+
+class ChildFailed(_Msg, kw_only=True):
+    child: str
+    error: str
+
+
+# --- thread mapping --------------------------------------------------------------------------------------------
+class ResolveThread(_Msg, kw_only=True):
+    thread_id: str
+
+
+class ThreadRoute(_Msg, kw_only=True):
+    thread_id: str
+    worker_id: int
+    runtime_thread_id: str | None = None
+
+
+class BindRuntimeThread(_Msg, kw_only=True):
+    thread_id: str
+    worker_id: int
+    runtime_thread_id: str
+
+
+class InvalidateRuntimeThread(_Msg, kw_only=True):
+    thread_id: str
+
+
+class GetPins(_Msg, kw_only=True):
+    pass
+
+
+# --- persistence -----------------------------------------------------------------------------------------------
+class CreateThread(_Msg, kw_only=True):
+    thread_id: str
+    project_id: str
+    title: str
+
+
+class GetThread(_Msg, kw_only=True):
+    thread_id: str
+
+
+class BeginTurn(_Msg, kw_only=True):
+    turn_id: str
+    thread_id: str
+    user_text: str
+
+
+class FinishTurn(_Msg, kw_only=True):
+    turn_id: str
+    status: Literal["completed", "failed", "interrupted"]
+    assistant_text: str = ""
+    error: str | None = None
+    worker_id: int | None = None
+
+
+class AddActionCard(_Msg, kw_only=True):
+    thread_id: str
+    turn_id: str | None = None
+    kind: str
+    text: str
+
+
+class SaveMapping(_Msg, kw_only=True):
+    thread_id: str
+    worker_id: int
+    runtime_thread_id: str | None = None
+
+
+class DeleteMapping(_Msg, kw_only=True):
+    thread_id: str
+
+
+class LoadMappings(_Msg, kw_only=True):
+    pass
+
+
+class ListThreads(_Msg, kw_only=True):
+    pass
+
+
+class ListTurns(_Msg, kw_only=True):
+    thread_id: str
+
+
+class ReadTranscript(_Msg, kw_only=True):
+    thread_id: str
+
+
+class Checkpoint(_Msg, kw_only=True):
+    mode: Literal["PASSIVE", "FULL", "RESTART", "TRUNCATE"] = "PASSIVE"
+
+
+class EnqueueFollowUp(_Msg, kw_only=True):
+    followup_id: str
+    thread_id: str
+    text: str
+
+
+class NextFollowUp(_Msg, kw_only=True):
+    thread_id: str
+
+
+class SetFollowUpState(_Msg, kw_only=True):
+    followup_id: str
+    state: Literal["queued", "dispatched", "done", "failed"]
+
+
+# --- turn coordinator ------------------------------------------------------------------------------------------
+class SendMessage(_Msg, kw_only=True):
+    thread_id: str
+    text: str
+    sink: Any = None  # an object with put(TurnEvent); None drops events
+
+
+class TurnAccepted(_Msg, kw_only=True):
+    turn_id: str
+    queued: bool
+
+
+class AnswerApproval(_Msg, kw_only=True):
+    approval_id: str
+    decision: Any  # "accept" | "acceptForSession" | "decline" | "cancel" | an object decision
+
+
+class InterruptTurn(_Msg, kw_only=True):
+    turn_id: str
+
+
+class TurnDeadline(_Msg, kw_only=True):
+    turn_id: str
+
+
+class ListActiveTurns(_Msg, kw_only=True):
+    pass
+
+
+class ActiveTurn(_Msg, kw_only=True):
+    turn_id: str
+    thread_id: str
+    worker_id: int | None
+    phase: str
+    pending_approvals: tuple[str, ...] = ()
+
+
+class CloseIntake(_Msg, kw_only=True):
+    """Refuse new messages from now on (shutdown is draining)."""
+
+
+class AbortActiveTurns(_Msg, kw_only=True):
+    """End every active turn as failed with `reason` (persisted), resetting its approvals first."""
+
+    reason: str
+
+
+# --- host ------------------------------------------------------------------------------------------------------
+class GetHostStatus(_Msg, kw_only=True):
+    pass
+
+
+HostState = Literal["running", "failed", "stopped"]
+
+
+class HostStatus(_Msg, kw_only=True):
+    state: HostState
+    cause: str | None = None
+    workers: tuple[WorkerStatus, ...] = ()
+    active_turns: tuple[ActiveTurn, ...] = ()
+    pins: dict[str, int] = {}
+
+
+class GetChildren(_Msg, kw_only=True):
+    """Ask the host for its children's refs by name (used by the embedding facade)."""
+
+
+class ShutdownHost(_Msg, kw_only=True):
+    timeout_s: float
+
+
+# --- events to a turn's subscriber -----------------------------------------------------------------------------
+class TurnStarted(_Msg, kw_only=True):
+    turn_id: str
+    worker_id: int
+
+
+class Delta(_Msg, kw_only=True):
+    turn_id: str
+    text: str
+
+
+class ApprovalRequested(_Msg, kw_only=True):
+    turn_id: str
+    approval_id: str
+    method: str
+    command: str | None = None
+    reason: str | None = None
+
+
+class ApprovalResolved(_Msg, kw_only=True):
+    turn_id: str
+    approval_id: str
+
+
+class ApprovalReset(_Msg, kw_only=True):
+    turn_id: str
+    approval_id: str
+    message: str
+
+
+class TurnFinished(_Msg, kw_only=True):
+    turn_id: str
+    status: Literal["completed", "failed", "interrupted"]
+    text: str
+    error: str | None = None
+
+
+TurnEvent = TurnStarted | Delta | ApprovalRequested | ApprovalResolved | ApprovalReset | TurnFinished

@@ -1,0 +1,96 @@
+"""Row types returned by ``Database``: msgspec frozen, keyword-only Structs.
+
+Contract: field names equal the SQL column names of their table (the database selects columns in field order).
+Times are wall-clock float seconds (``time.time()``) supplied by the caller as ``now``; ``finished_at`` is None while
+a turn is pending. ``TurnFinish`` is the input of ``Database.finish_turns`` (positional or keyword).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+__all__ = [
+    "FOLLOWUP_STATES",
+    "TERMINAL_TURN_STATUSES",
+    "TURN_STATUSES",
+    "ActionCardRow",
+    "FollowUpRow",
+    "FollowUpState",
+    "MappingRow",
+    "ProjectRow",
+    "ThreadRow",
+    "TurnFinish",
+    "TurnRow",
+    "TurnStatus",
+]
+
+TurnStatus = Literal["pending", "completed", "failed", "interrupted"]
+TerminalTurnStatus = Literal["completed", "failed", "interrupted"]
+FollowUpState = Literal["queued", "dispatched", "done", "failed"]
+
+TURN_STATUSES: tuple[str, ...] = ("pending", "completed", "failed", "interrupted")
+TERMINAL_TURN_STATUSES: tuple[str, ...] = ("completed", "failed", "interrupted")
+FOLLOWUP_STATES: tuple[str, ...] = ("queued", "dispatched", "done", "failed")
+
+
+class ProjectRow(msgspec.Struct, frozen=True, kw_only=True):
+    project_id: str
+    name: str
+    created_at: float
+
+
+class ThreadRow(msgspec.Struct, frozen=True, kw_only=True):
+    thread_id: str
+    project_id: str
+    title: str
+    created_at: float
+
+
+class MappingRow(msgspec.Struct, frozen=True, kw_only=True):
+    thread_id: str
+    worker_id: int
+    runtime_thread_id: str | None
+    updated_at: float
+
+
+class TurnRow(msgspec.Struct, frozen=True, kw_only=True):
+    turn_id: str
+    thread_id: str
+    seq: int
+    user_text: str
+    assistant_text: str
+    status: TurnStatus
+    error: str | None
+    worker_id: int | None
+    created_at: float
+    finished_at: float | None
+
+
+class ActionCardRow(msgspec.Struct, frozen=True, kw_only=True):
+    card_id: int
+    thread_id: str
+    turn_id: str | None
+    kind: str
+    text: str
+    created_at: float
+
+
+class FollowUpRow(msgspec.Struct, frozen=True, kw_only=True):
+    followup_id: str
+    thread_id: str
+    seq: int
+    text: str
+    state: FollowUpState
+    created_at: float
+
+
+class TurnFinish(msgspec.Struct, frozen=True):
+    """One turn to finish in ``Database.finish_turns``."""
+
+    turn_id: str
+    status: TerminalTurnStatus
+    assistant_text: str
+    error: str | None
+    now: float

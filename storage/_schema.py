@@ -1,0 +1,107 @@
+"""Schema migrations, tracked in ``PRAGMA user_version``.
+
+Contract: ``MIGRATIONS`` is an ordered list of ``(version, sql)`` with versions 1, 2, 3, ... ``apply_migrations``
+runs every migration newer than the database's ``user_version``, each in its own transaction together with the
+``user_version`` bump, so a failing migration leaves the database at the previous version. Reopening an up-to-date
+database runs nothing. A database whose ``user_version`` is newer than ``SCHEMA_VERSION`` raises ``SchemaError``
+("database schema version 9 is newer than supported 1") and is not modified.
+
+Tables are STRICT (SQLite >= 3.37), so a value of the wrong type is refused instead of stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import apsw
+
+from ._errors import SchemaError
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "apply_migrations"]
+
+_V1_SQL = """
+CREATE TABLE projects (
+    project_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    created_at REAL NOT NULL
+) STRICT;
+
+CREATE TABLE threads (
+    thread_id TEXT PRIMARY KEY,
+    project_id TEXT NOT NULL REFERENCES projects(project_id),
+    title TEXT NOT NULL,
+    created_at REAL NOT NULL
+) STRICT;
+CREATE INDEX threads_by_project ON threads(project_id);
+CREATE INDEX threads_by_created ON threads(created_at, thread_id);
+
+CREATE TABLE runtime_thread_mappings (
+    thread_id TEXT PRIMARY KEY REFERENCES threads(thread_id) ON DELETE CASCADE,
+    worker_id INTEGER NOT NULL,
+    runtime_thread_id TEXT,
+    updated_at REAL NOT NULL
+) STRICT;
+
+CREATE TABLE turns (
+    turn_id TEXT PRIMARY KEY,
+    thread_id TEXT NOT NULL REFERENCES threads(thread_id),
+    seq INTEGER NOT NULL CHECK (seq >= 1),
+    user_text TEXT NOT NULL,
+    assistant_text TEXT NOT NULL DEFAULT '',
+    status TEXT NOT NULL CHECK (status IN ('pending', 'completed', 'failed', 'interrupted')),
+    error TEXT,
+    worker_id INTEGER,
+    created_at REAL NOT NULL,
+    finished_at REAL,
+    CHECK ((status = 'pending') = (finished_at IS NULL)),
+    UNIQUE (thread_id, seq)
+) STRICT;
+CREATE INDEX turns_pending ON turns(created_at, thread_id, seq) WHERE status = 'pending';
+
+CREATE TABLE action_cards (
+    card_id INTEGER PRIMARY KEY,
+    thread_id TEXT NOT NULL REFERENCES threads(thread_id),
+    turn_id TEXT REFERENCES turns(turn_id),
+    kind TEXT NOT NULL CHECK (kind <> ''),
+    text TEXT NOT NULL,
+    created_at REAL NOT NULL
+) STRICT;
+CREATE INDEX action_cards_by_thread ON action_cards(thread_id, card_id);
+CREATE INDEX action_cards_by_turn ON action_cards(turn_id);
+
+CREATE TABLE followups (
+    followup_id TEXT PRIMARY KEY,
+    thread_id TEXT NOT NULL REFERENCES threads(thread_id),
+    seq INTEGER NOT NULL CHECK (seq >= 1),
+    text TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('queued', 'dispatched', 'done', 'failed')),
+    created_at REAL NOT NULL,
+    UNIQUE (thread_id, seq)
+) STRICT;
+CREATE INDEX followups_queued ON followups(thread_id, seq) WHERE state = 'queued';
+"""
+
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1_SQL),)
+SCHEMA_VERSION: int = MIGRATIONS[-1][0]
+
+
+def apply_migrations(conn: apsw.Connection, migrations: Sequence[tuple[int, str]] = MIGRATIONS) -> int:
+    """Bring ``conn`` up to the newest version in ``migrations``; return the resulting ``user_version``."""
+    _check_numbering(migrations)
+    supported = migrations[-1][0] if migrations else 0
+    current = int(conn.pragma("user_version"))
+    if current > supported:
+        raise SchemaError(f"database schema version {current} is newer than supported {supported}")
+    for version, sql in migrations:
+        if version > current:
+            with conn:
+                conn.execute(sql)
+                conn.pragma("user_version", version)
+            current = version
+    return current
+
+
+def _check_numbering(migrations: Sequence[tuple[int, str]]) -> None:
+    versions = [version for version, _sql in migrations]
+    if versions != list(range(1, len(versions) + 1)):
+        raise SchemaError(f"migration versions must be 1, 2, 3, ... in order, got {versions!r}")

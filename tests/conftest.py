@@ -1,0 +1,66 @@
+"""Shared fixtures: a host on a temporary storage root with an injected FakeClock, and event capture."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from actors import AgentHost, FakeClock, HostConfig
+from actors._log import DecisionLog, capture_events
+
+
+@pytest.fixture
+def seed() -> int:
+    """Randomness in tests comes from here; the seed is printed so a failure can be replayed."""
+    value = int(os.environ.get("AGENTHOST_TEST_SEED", random.randrange(2**32)))
+    print(f"AGENTHOST_TEST_SEED={value}")
+    return value
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def events() -> Iterator[DecisionLog]:
+    with capture_events(
+        "supervisor.decision", "turns.stale_runtime_thread", "mapping.pins_moved", "worker.protocol_error",
+        "worker.exited", "pool.worker_up",
+    ) as log:
+        yield log
+
+
+@pytest.fixture
+def make_host(tmp_path: Any, clock: FakeClock) -> Iterator[Callable[..., AgentHost]]:
+    hosts: list[AgentHost] = []
+
+    def make(root: Any = None, **overrides: Any) -> AgentHost:
+        config = HostConfig(storage_root=str(root or tmp_path / "root"), **overrides)
+        host = AgentHost(config, clock=clock).start()
+        hosts.append(host)
+        return host
+
+    yield make
+    for host in hosts:
+        host.shutdown(drain_timeout_s=1.0)
+
+
+def wait_until(what: str, predicate: Callable[[], Any], timeout_s: float = 20.0) -> Any:
+    """Poll `predicate` (real time, bounded) until it returns something truthy."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+        time.sleep(0.01)
+
+
+def worker(host: AgentHost, worker_id: int) -> Any:
+    return next(w for w in host.status().workers if w.worker_id == worker_id)

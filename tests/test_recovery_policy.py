@@ -1,0 +1,341 @@
+"""Tests for the pure recovery policy (actors._recovery): schedules, decisions on a fake timeline, validators,
+decode-time validation, and hypothesis properties. Time is plain floats; randomness comes from printed seeds."""
+
+from __future__ import annotations
+
+import random
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from actors._recovery import (
+    HOST_POLICY,
+    WORKER_POLICY,
+    Backoff,
+    Decision,
+    Intensity,
+    PolicyError,
+    RecoveryPolicy,
+    RestartHistory,
+    admit_restart,
+    next_delay,
+    record_start,
+    schedule,
+)
+
+# A policy whose attempt cap and stability reset never interfere with intensity tests.
+NO_CAP = dict(max_attempts=1000, stable_after_s=1e9)
+
+
+def crash_loop(
+    policy: RecoveryPolicy, exits: int, uptime_s: float = 0.25, start_at: float = 0.0
+) -> list[Decision]:
+    """Start a child at ``start_at``; it exits ``uptime_s`` after every start; restart after each granted delay."""
+    now = start_at
+    history = record_start(RestartHistory(), now)
+    decisions: list[Decision] = []
+    for _ in range(exits):
+        now += uptime_s
+        decision = admit_restart(policy, history, now)
+        decisions.append(decision)
+        history = decision.history
+        if decision.action != "restart":
+            break
+        now += decision.delay_s
+        history = record_start(history, now)
+    return decisions
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Schedules
+
+
+def test_host_policy_schedule_is_exactly_1_2_4_8() -> None:
+    assert schedule(HOST_POLICY) == (1.0, 2.0, 4.0, 8.0)
+
+
+def test_worker_policy_schedule_is_exactly_the_capped_doubling() -> None:
+    assert schedule(WORKER_POLICY) == (1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0)
+
+
+def test_worker_policy_is_the_default_policy() -> None:
+    assert RecoveryPolicy() == WORKER_POLICY
+
+
+@pytest.mark.parametrize("policy", [WORKER_POLICY, HOST_POLICY], ids=["worker", "host"])
+def test_instant_crash_loop_runs_the_whole_schedule_without_escalating(policy: RecoveryPolicy) -> None:
+    decisions = crash_loop(policy, exits=policy.max_attempts + 1, uptime_s=0.0)
+    assert [d.delay_s for d in decisions[:-1]] == list(schedule(policy))
+    assert all(d.action == "restart" for d in decisions[:-1])
+    assert decisions[-1].action == "give_up"
+
+
+def test_next_delay_huge_attempt_is_capped_without_overflow() -> None:
+    assert next_delay(Backoff(), 10**400) == 30.0
+    assert next_delay(Backoff(initial_s=1e-300, multiplier=1e300, max_s=1e300), 3) == 1e300
+
+
+def test_next_delay_with_multiplier_one_is_constant() -> None:
+    backoff = Backoff(initial_s=2.5, multiplier=1.0, max_s=10.0)
+    assert [next_delay(backoff, n) for n in (1, 2, 50, 10**50)] == [2.5, 2.5, 2.5, 2.5]
+
+
+@pytest.mark.parametrize("attempt", [0, -3])
+def test_next_delay_rejects_attempt_below_one(attempt: int) -> None:
+    with pytest.raises(PolicyError, match=rf"attempt must be >= 1 .*got {attempt}"):
+        next_delay(Backoff(), attempt)
+
+
+def test_next_delay_jitter_is_seeded_and_bounded_and_absent_without_rng() -> None:
+    seed = 20240611
+    print(f"seed={seed}")
+    backoff = Backoff(initial_s=4.0, multiplier=2.0, max_s=30.0, jitter=0.5)
+    first = [next_delay(backoff, 2, random.Random(seed)) for _ in range(3)]
+    assert first[0] == first[1] == first[2]  # same seed, same draw
+    rng = random.Random(seed)
+    draws = [next_delay(backoff, 2, rng) for _ in range(200)]
+    assert all(4.0 <= d <= 12.0 for d in draws)
+    assert len(set(draws)) > 1
+    assert next_delay(backoff, 2) == 8.0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Decisions on a fake timeline
+
+
+def test_host_policy_restarts_after_1_2_4_8_then_gives_up_on_fifth_exit() -> None:
+    decisions = crash_loop(HOST_POLICY, exits=10)
+    assert [d.action for d in decisions] == ["restart"] * 4 + ["give_up"]
+    assert [d.delay_s for d in decisions[:4]] == [1.0, 2.0, 4.0, 8.0]
+    assert [d.attempt for d in decisions] == [1, 2, 3, 4, 5]
+    assert decisions[2].reason == "attempt 3 of 4, backoff 4.0 s"
+    give_up = decisions[-1]
+    assert give_up.delay_s == 0.0
+    assert give_up.reason == "4 attempts exhausted"
+    assert give_up.history.attempt == 4
+
+
+def test_restart_decision_records_the_restart_and_clears_the_start_time() -> None:
+    history = record_start(RestartHistory(), 100.0)
+    assert history.last_started_at == 100.0
+    decision = admit_restart(HOST_POLICY, history, 101.0)
+    assert decision.history == RestartHistory(restarts=(101.0,), attempt=1, last_started_at=None)
+
+
+def test_stable_period_resets_the_attempt_counter() -> None:
+    policy = RecoveryPolicy(backoff=Backoff(initial_s=1.0, max_s=8.0), max_attempts=4, stable_after_s=30.0)
+    decisions = crash_loop(policy, exits=3)
+    assert [d.attempt for d in decisions] == [1, 2, 3]
+    history = record_start(decisions[-1].history, 100.0)
+    stable_exit = admit_restart(policy, history, 130.0)  # up exactly stable_after_s
+    assert (stable_exit.action, stable_exit.attempt, stable_exit.delay_s) == ("restart", 1, 1.0)
+
+
+def test_exit_just_before_stable_keeps_counting() -> None:
+    policy = RecoveryPolicy(max_attempts=4, stable_after_s=30.0)
+    history = RestartHistory(attempt=3, last_started_at=100.0)
+    decision = admit_restart(policy, history, 129.999)
+    assert (decision.action, decision.attempt, decision.delay_s) == ("restart", 4, 8.0)
+
+
+def test_exit_without_recorded_start_never_counts_as_stable() -> None:
+    # The restart was granted but the child never reported a start: a later exit must not reset attempts.
+    history = admit_restart(HOST_POLICY, record_start(RestartHistory(), 0.0), 1000.0).history
+    assert history.attempt == 1
+    decision = admit_restart(HOST_POLICY, history, 5000.0)
+    assert decision.attempt == 2
+
+
+def test_intensity_window_escalates_on_one_restart_too_many() -> None:
+    policy = RecoveryPolicy(intensity=Intensity(max_restarts=3, period_s=10.0), **NO_CAP)
+    history = RestartHistory()
+    for now in (0.0, 1.0, 2.0):
+        decision = admit_restart(policy, history, now)
+        assert decision.action == "restart"
+        history = decision.history
+    escalate = admit_restart(policy, history, 3.0)
+    assert escalate.action == "escalate"
+    assert escalate.attempt == 4
+    assert escalate.delay_s == 0.0
+    assert escalate.reason == "intensity exceeded: 4 restarts within 10.0 s (max 3)"
+    assert escalate.history.restarts == (0.0, 1.0, 2.0)
+
+
+@pytest.mark.parametrize(("now", "action"), [(9.999, "escalate"), (10.0, "restart"), (10.001, "restart")])
+def test_intensity_window_boundary_drops_timestamp_exactly_period_old(now: float, action: str) -> None:
+    policy = RecoveryPolicy(intensity=Intensity(max_restarts=3, period_s=10.0), **NO_CAP)
+    history = RestartHistory(restarts=(0.0, 1.0, 2.0), attempt=3)
+    decision = admit_restart(policy, history, now)
+    assert decision.action == action
+    if action == "restart":
+        assert decision.history.restarts == (1.0, 2.0, now)
+
+
+def test_escalate_beats_give_up_when_both_apply() -> None:
+    policy = RecoveryPolicy(max_attempts=1, intensity=Intensity(max_restarts=1, period_s=60.0))
+    first = admit_restart(policy, RestartHistory(), 0.0)
+    assert first.action == "restart"
+    second = admit_restart(policy, record_start(first.history, 1.0), 2.0)
+    assert second.action == "escalate"
+    assert second.attempt == 2
+    assert "intensity exceeded: 2 restarts within 60.0 s (max 1)" == second.reason
+
+
+def test_intensity_zero_escalates_every_restart() -> None:
+    policy = RecoveryPolicy(intensity=Intensity(max_restarts=0, period_s=5.0))
+    for now in (0.0, 1000.0):
+        decision = admit_restart(policy, RestartHistory(), now)
+        assert decision.action == "escalate"
+        assert decision.attempt == 1
+        assert decision.reason == "intensity exceeded: 1 restarts within 5.0 s (max 0)"
+
+
+@pytest.mark.parametrize("now", [float("nan"), float("inf")])
+def test_admit_restart_rejects_non_finite_time(now: float) -> None:
+    with pytest.raises(PolicyError, match="now must be a finite number"):
+        admit_restart(HOST_POLICY, RestartHistory(), now)
+
+
+def test_history_rejects_negative_attempt() -> None:
+    with pytest.raises(PolicyError, match=r"history\.attempt must be >= 0, got -1"):
+        RestartHistory(attempt=-1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Validators: one case per rule; the message names the field and the bad value
+
+
+RULES = [
+    (Backoff, {"initial_s": -1.0}, "backoff.initial_s must be > 0, got -1.0"),
+    (Backoff, {"initial_s": 0.0}, "backoff.initial_s must be > 0, got 0.0"),
+    (Backoff, {"initial_s": float("nan")}, "backoff.initial_s must be a finite number, got nan"),
+    (Backoff, {"multiplier": 0.5}, "backoff.multiplier must be >= 1.0, got 0.5"),
+    (Backoff, {"multiplier": float("inf")}, "backoff.multiplier must be a finite number, got inf"),
+    (Backoff, {"initial_s": 5.0, "max_s": 4.0}, "backoff.max_s must be >= backoff.initial_s (5.0), got 4.0"),
+    (Backoff, {"jitter": 1.0}, "backoff.jitter must be in [0, 1), got 1.0"),
+    (Backoff, {"jitter": -0.1}, "backoff.jitter must be in [0, 1), got -0.1"),
+    (Backoff, {"jitter": "x"}, "backoff.jitter must be a finite number, got 'x'"),
+    (Intensity, {"max_restarts": -1}, "intensity.max_restarts must be >= 0, got -1"),
+    (Intensity, {"max_restarts": 2.5}, "intensity.max_restarts must be an int, got 2.5"),
+    (Intensity, {"period_s": 0.0}, "intensity.period_s must be > 0, got 0.0"),
+    (RecoveryPolicy, {"max_attempts": 0}, "max_attempts must be >= 1, got 0"),
+    (RecoveryPolicy, {"max_attempts": True}, "max_attempts must be an int, got True"),
+    (RecoveryPolicy, {"stable_after_s": -5.0}, "stable_after_s must be > 0, got -5.0"),
+    (RecoveryPolicy, {"backoff": {"initial_s": 1}}, "backoff must be of type Backoff, got {'initial_s': 1}"),
+    (RecoveryPolicy, {"intensity": None}, "intensity must be of type Intensity, got None"),
+]
+
+
+@pytest.mark.parametrize(("struct", "kwargs", "message"), RULES, ids=[r[2].split(" ")[0] for r in RULES])
+def test_validator_names_field_and_value(struct: type, kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(PolicyError) as caught:
+        struct(**kwargs)
+    assert str(caught.value) == message
+
+
+def test_policy_error_is_a_value_error() -> None:
+    assert issubclass(PolicyError, ValueError)
+
+
+DECODE_CASES = [
+    (b'{"backoff": {"initial_s": -1}}', "backoff.initial_s must be > 0, got -1.0"),
+    (b'{"backoff": {"initial_s": 4, "max_s": 2}}', "backoff.max_s must be >= backoff.initial_s (4.0), got 2.0"),
+    (b'{"backoff": {"jitter": 1.5}}', "backoff.jitter must be in [0, 1), got 1.5"),
+    (b'{"intensity": {"max_restarts": -2}}', "intensity.max_restarts must be >= 0, got -2"),
+    (b'{"intensity": {"period_s": 0}}', "intensity.period_s must be > 0, got 0.0"),
+    (b'{"max_attempts": 0}', "max_attempts must be >= 1, got 0"),
+    (b'{"stable_after_s": 0}', "stable_after_s must be > 0, got 0.0"),
+]
+
+
+@pytest.mark.parametrize(("raw", "message"), DECODE_CASES)
+def test_decoding_runs_the_same_validation(raw: bytes, message: str) -> None:
+    with pytest.raises(msgspec.ValidationError) as caught:
+        msgspec.json.decode(raw, type=RecoveryPolicy)
+    assert message in str(caught.value)
+    assert isinstance(caught.value.__cause__, PolicyError)
+
+
+def test_valid_policy_round_trips_through_json() -> None:
+    assert msgspec.json.decode(msgspec.json.encode(HOST_POLICY), type=RecoveryPolicy) == HOST_POLICY
+    assert msgspec.json.decode(b"{}", type=RecoveryPolicy) == WORKER_POLICY
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Properties
+
+backoffs = st.builds(
+    lambda initial_s, multiplier, factor, jitter: Backoff(
+        initial_s=initial_s, multiplier=multiplier, max_s=initial_s * factor, jitter=jitter
+    ),
+    st.floats(min_value=1e-3, max_value=1e3),
+    st.floats(min_value=1.0, max_value=100.0),
+    st.floats(min_value=1.0, max_value=1e4),
+    st.floats(min_value=0.0, max_value=0.99),
+)
+attempts = st.one_of(st.integers(min_value=1, max_value=200), st.integers(min_value=1, max_value=10**500))
+seeds = st.integers(min_value=0, max_value=2**32 - 1)
+
+
+@given(backoff=backoffs, attempt=attempts, seed=seeds)
+def test_next_delay_stays_within_zero_and_max(backoff: Backoff, attempt: int, seed: int) -> None:
+    print(f"seed={seed}")
+    delay_s = next_delay(backoff, attempt, random.Random(seed))
+    assert 0.0 <= delay_s <= backoff.max_s
+
+
+@given(backoff=backoffs, attempt=attempts)
+def test_next_delay_is_non_decreasing_without_jitter(backoff: Backoff, attempt: int) -> None:
+    plain = msgspec.structs.replace(backoff, jitter=0.0)
+    assert next_delay(plain, attempt) <= next_delay(plain, attempt + 1)
+
+
+policies = st.builds(
+    lambda backoff, max_attempts, max_restarts, period_s, stable_after_s: RecoveryPolicy(
+        backoff=backoff,
+        max_attempts=max_attempts,
+        intensity=Intensity(max_restarts=max_restarts, period_s=period_s),
+        stable_after_s=stable_after_s,
+    ),
+    backoffs,
+    st.integers(min_value=1, max_value=10),
+    st.integers(min_value=0, max_value=8),
+    st.floats(min_value=0.5, max_value=100.0),
+    st.floats(min_value=0.5, max_value=100.0),
+)
+# Per exit: (how long the child stayed up, how long an outer supervisor waits after a give_up/escalate).
+lifetimes = st.lists(
+    st.tuples(st.floats(min_value=0.0, max_value=120.0), st.floats(min_value=0.0, max_value=300.0)),
+    max_size=60,
+)
+
+
+@settings(max_examples=200)
+@given(policy=policies, lives=lifetimes, seed=seeds)
+def test_admit_restart_respects_attempt_cap_and_intensity(
+    policy: RecoveryPolicy, lives: list[tuple[float, float]], seed: int
+) -> None:
+    print(f"seed={seed}")
+    rng = random.Random(seed)
+    now = 0.0
+    history = record_start(RestartHistory(), now)
+    restart_times: list[float] = []
+    for uptime_s, outer_wait_s in lives:
+        now += uptime_s
+        decision = admit_restart(policy, history, now, rng)
+        history = decision.history
+        if decision.action == "restart":
+            assert 1 <= decision.attempt <= policy.max_attempts
+            assert 0.0 <= decision.delay_s <= policy.backoff.max_s
+            restart_times.append(now)
+            now += decision.delay_s
+        else:
+            assert decision.delay_s == 0.0
+            now += outer_wait_s
+        history = record_start(history, now)
+    period_s = policy.intensity.period_s
+    for at in restart_times:
+        in_window = [t for t in restart_times if t <= at and at - t < period_s]
+        assert len(in_window) <= policy.intensity.max_restarts

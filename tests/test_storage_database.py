@@ -1,0 +1,447 @@
+"""Tests for storage.Database: pragmas, migrations, repository round trips, transactions and WAL checkpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import apsw
+import pytest
+
+from storage import (
+    ActionCardRow,
+    Database,
+    FollowUpRow,
+    InvalidIdError,
+    MappingRow,
+    ProjectRow,
+    SchemaError,
+    StorageError,
+    StorageIOError,
+    ThreadRow,
+    TurnFinish,
+    TurnRow,
+    UnknownThreadError,
+    UnknownTurnError,
+)
+from storage._schema import SCHEMA_VERSION, apply_migrations
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "agenthost.db"
+
+
+@pytest.fixture
+def db(db_path: Path) -> Iterator[Database]:
+    database = Database.open(db_path)
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def thread_db(db: Database) -> Database:
+    db.ensure_project("p1", "Project One", now=100.0)
+    db.create_thread("t1", "p1", "First thread", now=101.0)
+    return db
+
+
+def _table_names(db_path: Path) -> list[str]:
+    conn = apsw.Connection(str(db_path))
+    try:
+        return [name for (name,) in conn.execute("SELECT name FROM sqlite_master ORDER BY name")]
+    finally:
+        conn.close()
+
+
+# --- open, pragmas, migrations ------------------------------------------------------------------------------
+
+
+def test_pragmas_are_applied_and_verified(db: Database, db_path: Path) -> None:
+    assert db.path == db_path
+    assert db.pragma("journal_mode") == "wal"
+    assert db.pragma("synchronous") == 2
+    assert db.pragma("wal_autocheckpoint") == 0
+    assert db.pragma("busy_timeout") == 5000
+    assert db.pragma("foreign_keys") == 1
+    assert db.schema_version == SCHEMA_VERSION == 1
+
+
+def test_pragma_that_cannot_be_applied_raises_schema_error() -> None:
+    with pytest.raises(SchemaError, match="pragma journal_mode was not applied: expected 'wal', got 'memory'"):
+        Database.open(":memory:")
+
+
+def test_pragma_helper_refuses_non_identifiers(db: Database) -> None:
+    with pytest.raises(StorageError, match="pragma name 'journal_mode=delete' is invalid"):
+        db.pragma("journal_mode=delete")
+    assert db.pragma("journal_mode") == "wal"
+
+
+def test_migration_is_idempotent_on_reopen(db_path: Path) -> None:
+    first = Database.open(db_path)
+    first.ensure_project("p1", "One", now=1.0)
+    first.close()
+    tables_after_first_open = _table_names(db_path)
+    second = Database.open(db_path)
+    try:
+        assert second.schema_version == 1
+        assert second.list_projects() == [ProjectRow(project_id="p1", name="One", created_at=1.0)]
+    finally:
+        second.close()
+    assert _table_names(db_path) == tables_after_first_open
+    assert {"projects", "threads", "runtime_thread_mappings", "turns", "action_cards", "followups"} <= set(
+        tables_after_first_open
+    )
+
+
+def test_newer_schema_is_refused_and_left_untouched(db_path: Path) -> None:
+    conn = apsw.Connection(str(db_path))
+    conn.pragma("user_version", 9)
+    conn.close()
+    with pytest.raises(SchemaError, match="database schema version 9 is newer than supported 1"):
+        Database.open(db_path)
+    assert _table_names(db_path) == []
+
+
+def test_failing_migration_rolls_back_to_previous_version(tmp_path: Path) -> None:
+    conn = apsw.Connection(str(tmp_path / "m.db"))
+    try:
+        migrations = [(1, "CREATE TABLE a (x INTEGER);"), (2, "CREATE TABLE b (x INTEGER); THIS IS NOT SQL;")]
+        with pytest.raises(apsw.SQLError):
+            apply_migrations(conn, migrations)
+        assert conn.pragma("user_version") == 1
+        names = [name for (name,) in conn.execute("SELECT name FROM sqlite_master")]
+        assert names == ["a"]
+        with pytest.raises(SchemaError, match=r"got \[2\]"):
+            apply_migrations(conn, [(2, "SELECT 1;")])
+    finally:
+        conn.close()
+
+
+def test_unopenable_path_raises_storage_io_error(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-folder" / "agenthost.db"
+    with pytest.raises(StorageIOError, match="no-such-folder") as caught:
+        Database.open(missing)
+    assert isinstance(caught.value.__cause__, apsw.CantOpenError)
+
+
+def test_non_database_file_raises_storage_io_error(db_path: Path) -> None:
+    db_path.write_bytes(b"this is not a sqlite database, just some bytes" * 100)
+    with pytest.raises(StorageIOError) as caught:
+        Database.open(db_path)
+    assert isinstance(caught.value.__cause__, apsw.NotADBError)
+
+
+# --- projects and threads -------------------------------------------------------------------------------------
+
+
+def test_ensure_project_is_insert_or_get(db: Database) -> None:
+    first = db.ensure_project("p1", "One", now=10.0)
+    again = db.ensure_project("p1", "Renamed", now=20.0)
+    db.ensure_project("p0", "Zero", now=30.0)
+    assert first == again == ProjectRow(project_id="p1", name="One", created_at=10.0)
+    assert [row.project_id for row in db.list_projects()] == ["p1", "p0"]
+
+
+def test_thread_round_trip_and_order(db: Database) -> None:
+    db.ensure_project("p1", "One", now=1.0)
+    created = db.create_thread("tb", "p1", "B", now=5.0)
+    db.create_thread("ta", "p1", "A", now=5.0)
+    db.create_thread("t0", "p1", "early", now=2)
+    assert created == ThreadRow(thread_id="tb", project_id="p1", title="B", created_at=5.0)
+    assert db.get_thread("tb") == created
+    assert isinstance(db.get_thread("t0").created_at, float)
+    assert [row.thread_id for row in db.list_threads()] == ["t0", "ta", "tb"]
+
+
+def test_create_thread_errors_name_the_value(db: Database) -> None:
+    with pytest.raises(StorageError, match="unknown project id 'nope'"):
+        db.create_thread("t1", "nope", "x", now=1.0)
+    db.ensure_project("p1", "One", now=1.0)
+    db.create_thread("t1", "p1", "x", now=1.0)
+    with pytest.raises(StorageError, match="thread id 't1' already exists"):
+        db.create_thread("t1", "p1", "again", now=2.0)
+    with pytest.raises(InvalidIdError, match="thread id 'a/b'"):
+        db.create_thread("a/b", "p1", "x", now=1.0)
+    with pytest.raises(StorageError, match="thread title b'bytes' is invalid"):
+        db.create_thread("t2", "p1", b"bytes", now=1.0)  # type: ignore[arg-type]
+    with pytest.raises(StorageError, match="now nan is invalid"):
+        db.create_thread("t2", "p1", "x", now=float("nan"))
+    assert [row.thread_id for row in db.list_threads()] == ["t1"]
+
+
+def test_unknown_thread_error_message(db: Database) -> None:
+    with pytest.raises(UnknownThreadError) as caught:
+        db.get_thread("x")
+    assert str(caught.value) == "unknown thread id 'x'"
+    assert isinstance(caught.value, KeyError)
+
+
+# --- mappings -------------------------------------------------------------------------------------------------
+
+
+def test_mapping_save_replace_delete(thread_db: Database) -> None:
+    thread_db.create_thread("t2", "p1", "Second", now=102.0)
+    saved = thread_db.save_mapping("t1", worker_id=3, runtime_thread_id="rt-abc", now=200.0)
+    assert saved == MappingRow(thread_id="t1", worker_id=3, runtime_thread_id="rt-abc", updated_at=200.0)
+    thread_db.save_mapping("t2", worker_id=4, runtime_thread_id=None, now=201.0)
+    replaced = thread_db.save_mapping("t1", worker_id=5, runtime_thread_id="rt-def", now=202.0)
+    assert thread_db.load_mappings() == [
+        replaced,
+        MappingRow(thread_id="t2", worker_id=4, runtime_thread_id=None, updated_at=201.0),
+    ]
+    thread_db.delete_mapping("t2")
+    thread_db.delete_mapping("t2")
+    assert thread_db.load_mappings() == [replaced]
+    with pytest.raises(UnknownThreadError, match="unknown thread id 'ghost'"):
+        thread_db.save_mapping("ghost", 1, None, now=1.0)
+    with pytest.raises(StorageError, match="worker id True is invalid"):
+        thread_db.save_mapping("t1", True, None, now=1.0)
+
+
+def test_mapping_cascades_when_thread_is_deleted(thread_db: Database, db_path: Path) -> None:
+    thread_db.save_mapping("t1", worker_id=1, runtime_thread_id="rt", now=1.0)
+    other = apsw.Connection(str(db_path))
+    try:
+        other.pragma("foreign_keys", "ON")
+        with other:
+            other.execute("DELETE FROM threads WHERE thread_id = 't1'")
+    finally:
+        other.close()
+    assert thread_db.load_mappings() == []
+
+
+# --- turns ----------------------------------------------------------------------------------------------------
+
+
+def test_turn_lifecycle_round_trip(thread_db: Database) -> None:
+    first = thread_db.begin_turn("u1", "t1", "hello", now=110.0)
+    assert first == TurnRow(
+        turn_id="u1",
+        thread_id="t1",
+        seq=1,
+        user_text="hello",
+        assistant_text="",
+        status="pending",
+        error=None,
+        worker_id=None,
+        created_at=110.0,
+        finished_at=None,
+    )
+    thread_db.set_turn_worker("u1", 7)
+    done = thread_db.finish_turn("u1", "completed", "hi there", None, now=111.5)
+    assert done == thread_db.get_turn("u1")
+    assert (done.status, done.assistant_text, done.worker_id, done.finished_at) == ("completed", "hi there", 7, 111.5)
+    second = thread_db.begin_turn("u2", "t1", "again", now=112.0)
+    assert second.seq == 2
+    assert [turn.turn_id for turn in thread_db.list_turns("t1")] == ["u1", "u2"]
+    assert thread_db.pending_turns() == [second]
+
+
+def test_turn_errors(thread_db: Database) -> None:
+    with pytest.raises(UnknownThreadError, match="unknown thread id 'ghost'"):
+        thread_db.begin_turn("u1", "ghost", "x", now=1.0)
+    thread_db.begin_turn("u1", "t1", "x", now=1.0)
+    with pytest.raises(StorageError, match="turn id 'u1' already exists"):
+        thread_db.begin_turn("u1", "t1", "y", now=2.0)
+    with pytest.raises(UnknownTurnError, match="unknown turn id 'nope'"):
+        thread_db.get_turn("nope")
+    with pytest.raises(UnknownTurnError, match="unknown turn id 'nope'"):
+        thread_db.finish_turn("nope", "failed", "", "boom", now=2.0)
+    with pytest.raises(UnknownTurnError, match="unknown turn id 'nope'"):
+        thread_db.set_turn_worker("nope", 1)
+    with pytest.raises(StorageError, match="turn status 'pending' is not terminal"):
+        thread_db.finish_turn("u1", "pending", "", None, now=2.0)  # type: ignore[arg-type]
+    with pytest.raises(UnknownThreadError):
+        thread_db.list_turns("ghost")
+    assert thread_db.get_turn("u1").status == "pending"
+
+
+@pytest.mark.parametrize("final", ["completed", "failed", "interrupted"])
+def test_turn_terminal_states_are_final(thread_db: Database, final: str) -> None:
+    thread_db.begin_turn("u1", "t1", "x", now=1.0)
+    error = None if final == "completed" else "why"
+    finished = thread_db.finish_turn("u1", final, "partial", error, now=2.0)  # type: ignore[arg-type]
+    for status in ("completed", "failed", "interrupted"):
+        with pytest.raises(StorageError, match=f"turn 'u1' is already {final}; terminal states are final"):
+            thread_db.finish_turn("u1", status, "other", None, now=3.0)  # type: ignore[arg-type]
+    with pytest.raises(StorageError, match="terminal states are final"):
+        thread_db.set_turn_worker("u1", 9)
+    assert thread_db.get_turn("u1") == finished
+    assert thread_db.pending_turns() == []
+
+
+def test_finish_turns_applies_all_in_one_transaction(thread_db: Database) -> None:
+    for index in range(3):
+        thread_db.begin_turn(f"u{index}", "t1", f"q{index}", now=10.0 + index)
+    rows = thread_db.finish_turns(
+        [
+            TurnFinish("u0", "completed", "a0", None, 20.0),
+            TurnFinish(turn_id="u1", status="failed", assistant_text="", error="boom", now=21.0),
+        ]
+    )
+    summary = [(row.turn_id, row.status, row.finished_at) for row in rows]
+    assert summary == [("u0", "completed", 20.0), ("u1", "failed", 21.0)]
+    assert [turn.turn_id for turn in thread_db.pending_turns()] == ["u2"]
+    assert thread_db.finish_turns([]) == []
+
+
+def test_finish_turns_is_all_or_nothing(thread_db: Database) -> None:
+    thread_db.begin_turn("u0", "t1", "q0", now=10.0)
+    thread_db.begin_turn("u1", "t1", "q1", now=11.0)
+    with pytest.raises(UnknownTurnError, match="'ghost'"):
+        thread_db.finish_turns(
+            [
+                TurnFinish("u0", "completed", "a0", None, 20.0),
+                TurnFinish("u1", "interrupted", "", "stopped", 20.0),
+                TurnFinish("ghost", "completed", "", None, 20.0),
+            ]
+        )
+    assert [turn.status for turn in thread_db.list_turns("t1")] == ["pending", "pending"]
+    with pytest.raises(StorageError, match="turn 'u0' is already completed"):
+        thread_db.finish_turns(
+            [TurnFinish("u0", "completed", "a", None, 1.0), TurnFinish("u0", "failed", "", "e", 2.0)]
+        )
+    assert thread_db.get_turn("u0").status == "pending"
+
+
+def test_finish_turns_commits_once(thread_db: Database) -> None:
+    for index in range(5):
+        thread_db.begin_turn(f"u{index}", "t1", "q", now=float(index))
+    commits: list[int] = []
+    thread_db._conn.set_commit_hook(lambda: commits.append(1) or False)  # noqa: SLF001 - observe group commit
+    thread_db.finish_turns([TurnFinish(f"u{index}", "completed", "a", None, 9.0) for index in range(5)])
+    assert len(commits) == 1
+
+
+def test_seq_is_per_thread(thread_db: Database) -> None:
+    thread_db.create_thread("t2", "p1", "Second", now=1.0)
+    assert thread_db.begin_turn("a", "t1", "x", now=1.0).seq == 1
+    assert thread_db.begin_turn("b", "t2", "x", now=1.0).seq == 1
+    assert thread_db.begin_turn("c", "t1", "x", now=1.0).seq == 2
+
+
+# --- action cards ---------------------------------------------------------------------------------------------
+
+
+def test_action_cards_round_trip(thread_db: Database) -> None:
+    thread_db.begin_turn("u1", "t1", "x", now=1.0)
+    note = "approval reset because the runtime exited"
+    first = thread_db.add_action_card("t1", "u1", "approval_reset", note, now=2.0)
+    second = thread_db.add_action_card("t1", None, "note", "multi\nline", now=3.0)
+    assert first == ActionCardRow(
+        card_id=first.card_id,
+        thread_id="t1",
+        turn_id="u1",
+        kind="approval_reset",
+        text=note,
+        created_at=2.0,
+    )
+    assert second.card_id > first.card_id
+    assert thread_db.list_action_cards("t1") == [first, second]
+    thread_db.create_thread("t2", "p1", "Second", now=1.0)
+    with pytest.raises(StorageError, match="turn 'u1' belongs to thread 't1', not 't2'"):
+        thread_db.add_action_card("t2", "u1", "note", "x", now=4.0)
+    with pytest.raises(UnknownTurnError, match="'ghost'"):
+        thread_db.add_action_card("t1", "ghost", "note", "x", now=4.0)
+    with pytest.raises(StorageError, match="action card kind 'a\\\\nb' is invalid"):
+        thread_db.add_action_card("t1", None, "a\nb", "x", now=4.0)
+    assert thread_db.list_action_cards("t2") == []
+
+
+# --- follow-ups -----------------------------------------------------------------------------------------------
+
+
+def test_followups_are_served_in_order(thread_db: Database) -> None:
+    assert thread_db.next_followup("t1") is None
+    first = thread_db.enqueue_followup("f1", "t1", "first", now=5.0)
+    thread_db.enqueue_followup("f2", "t1", "second", now=4.0)
+    thread_db.enqueue_followup("f3", "t1", "third", now=6.0)
+    assert first == FollowUpRow(followup_id="f1", thread_id="t1", seq=1, text="first", state="queued", created_at=5.0)
+    assert thread_db.next_followup("t1") == first
+    dispatched = thread_db.set_followup_state("f1", "dispatched")
+    assert dispatched.state == "dispatched"
+    assert thread_db.next_followup("t1").followup_id == "f2"  # type: ignore[union-attr]
+    thread_db.set_followup_state("f2", "failed")
+    thread_db.set_followup_state("f1", "done")
+    assert thread_db.next_followup("t1").followup_id == "f3"  # type: ignore[union-attr]
+    assert [(row.followup_id, row.seq, row.state) for row in thread_db.list_followups("t1")] == [
+        ("f1", 1, "done"),
+        ("f2", 2, "failed"),
+        ("f3", 3, "queued"),
+    ]
+
+
+def test_followup_errors(thread_db: Database) -> None:
+    with pytest.raises(UnknownThreadError):
+        thread_db.enqueue_followup("f1", "ghost", "x", now=1.0)
+    thread_db.enqueue_followup("f1", "t1", "x", now=1.0)
+    with pytest.raises(StorageError, match="follow-up id 'f1' already exists"):
+        thread_db.enqueue_followup("f1", "t1", "y", now=1.0)
+    with pytest.raises(StorageError, match="follow-up state 'sent' is invalid"):
+        thread_db.set_followup_state("f1", "sent")  # type: ignore[arg-type]
+    with pytest.raises(StorageError, match="unknown follow-up id 'f9'"):
+        thread_db.set_followup_state("f9", "done")
+    thread_db.set_followup_state("f1", "done")
+    with pytest.raises(StorageError, match="follow-up 'f1' is already done; terminal states are final"):
+        thread_db.set_followup_state("f1", "queued")
+    assert thread_db.list_followups("t1")[0].state == "done"
+
+
+# --- durability and checkpoints -------------------------------------------------------------------------------
+
+
+def test_checkpoint_reports_frames_and_truncate_empties_the_wal(thread_db: Database, db_path: Path) -> None:
+    wal_path = Path(f"{db_path}-wal")
+    for index in range(20):
+        thread_db.begin_turn(f"u{index}", "t1", "x" * 500, now=float(index))
+    assert wal_path.stat().st_size > 0
+    wal_frames, checkpointed = thread_db.checkpoint()
+    assert wal_frames > 0
+    assert checkpointed == wal_frames
+    assert thread_db.checkpoint("TRUNCATE") == (0, 0)
+    assert wal_path.stat().st_size == 0
+    with pytest.raises(StorageError, match="checkpoint mode 'NOPE' is invalid"):
+        thread_db.checkpoint("NOPE")  # type: ignore[arg-type]
+
+
+def test_close_truncates_wal_and_data_survives_reopen(db_path: Path) -> None:
+    db = Database.open(db_path)
+    db.ensure_project("p1", "One", now=1.0)
+    db.create_thread("t1", "p1", "Thread", now=2.0)
+    db.save_mapping("t1", 2, "rt-1", now=3.0)
+    turn = db.begin_turn("u1", "t1", "hello", now=4.0)
+    finished = db.finish_turn("u1", "completed", "world", None, now=5.0)
+    card = db.add_action_card("t1", "u1", "note", "text", now=6.0)
+    followup = db.enqueue_followup("f1", "t1", "later", now=7.0)
+    db.close()
+    db.close()
+    wal_path = Path(f"{db_path}-wal")
+    assert not wal_path.exists() or wal_path.stat().st_size == 0
+    with pytest.raises(StorageError, match="closed"):
+        db.list_threads()
+
+    reopened = Database.open(db_path)
+    try:
+        assert reopened.list_projects() == [ProjectRow(project_id="p1", name="One", created_at=1.0)]
+        assert reopened.get_thread("t1").title == "Thread"
+        expected_mapping = MappingRow(thread_id="t1", worker_id=2, runtime_thread_id="rt-1", updated_at=3.0)
+        assert reopened.load_mappings() == [expected_mapping]
+        assert reopened.list_turns("t1") == [finished]
+        assert finished.created_at == turn.created_at
+        assert reopened.list_action_cards("t1") == [card]
+        assert reopened.list_followups("t1") == [followup]
+    finally:
+        reopened.close(checkpoint=False)
+
+
+def test_data_survives_without_checkpoint_on_close(db_path: Path) -> None:
+    db = Database.open(db_path)
+    db.ensure_project("p1", "One", now=1.0)
+    db.close(checkpoint=False)
+    reopened = Database.open(db_path)
+    try:
+        assert [row.project_id for row in reopened.list_projects()] == ["p1"]
+    finally:
+        reopened.close()
