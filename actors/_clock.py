@@ -64,6 +64,9 @@ class _TimerHeap:
             return heapq.heappop(self._heap)[2]
         return None
 
+    def due_times(self) -> list[float]:
+        return sorted(due for due, _, timer in self._heap if not timer.cancelled)
+
     def next_due(self) -> float | None:
         while self._heap and self._heap[0][2].cancelled:
             heapq.heappop(self._heap)
@@ -129,6 +132,11 @@ class FakeClock:
         """Due time of the earliest pending timer, or None."""
         with self._lock:
             return self._timers.next_due()
+
+    def pending_due_times(self) -> list[float]:
+        """Due times of all timers not yet fired or cancelled, ascending (lets a test wait for a timer to exist)."""
+        with self._lock:
+            return self._timers.due_times()
 
     def advance(self, delta_s: float) -> None:
         if delta_s < 0:

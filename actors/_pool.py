@@ -166,9 +166,18 @@ class PoolSupervisor(SupervisedActor):
         self._decide(slot, message.reason)
 
     def _decide(self, slot: _Slot, exit_reason: str) -> None:
+        """One policy call, acted on, then reported as one event (timers exist before anyone can see the event)."""
         now = self._clock.now()
         verdict = admit_restart(self._policy, slot.history, now, self._rng)
         child = f"worker-{slot.worker_id}"
+        if verdict.action == "restart":
+            slot.history = verdict.history
+            slot.state = "restarting"
+            slot.next_restart_at = now + verdict.delay_s
+            ref, due = self.actor_ref, RestartDue(worker_id=slot.worker_id, generation=slot.generation)
+            slot.timer = self._clock.call_later(verdict.delay_s, lambda: tell_quietly(ref, due))
+        else:
+            slot.state = "given_up"
         decision(
             _log,
             supervisor="pool",
@@ -179,17 +188,9 @@ class PoolSupervisor(SupervisedActor):
             delay_s=verdict.delay_s,
             generation=slot.generation,
         )
-        if verdict.action == "restart":
-            slot.history = verdict.history
-            slot.state = "restarting"
-            slot.next_restart_at = now + verdict.delay_s
-            ref, due = self.actor_ref, RestartDue(worker_id=slot.worker_id, generation=slot.generation)
-            slot.timer = self._clock.call_later(verdict.delay_s, lambda: tell_quietly(ref, due))
-            return
-        slot.state = "given_up"
         if verdict.action == "escalate":
             self._fail(f"{child}: {verdict.reason}")
-        elif all(s.state == "given_up" for s in self._slots.values()):
+        elif verdict.action == "give_up" and all(s.state == "given_up" for s in self._slots.values()):
             self._fail(f"all {len(self._slots)} workers gave up; last: {child} {exit_reason}")
 
     def _on_restart_due(self, message: RestartDue) -> None:

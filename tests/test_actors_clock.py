@@ -1,0 +1,46 @@
+"""The injected clocks: FakeClock fires in due order at due time; SystemClock fires for real."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from actors import FakeClock, SystemClock
+
+
+def test_fake_clock_fires_due_timers_in_order_with_now_at_due_time() -> None:
+    clock = FakeClock(start=10.0)
+    fired: list[tuple[str, float]] = []
+    clock.call_later(2.0, lambda: fired.append(("b", clock.now())))
+    clock.call_later(1.0, lambda: fired.append(("a", clock.now())))
+    clock.call_later(2.0, lambda: fired.append(("c", clock.now())))
+    late = clock.call_later(3.0, lambda: fired.append(("late", clock.now())))
+    clock.advance(1.5)
+    assert fired == [("a", 11.0)]
+    late.cancel()
+    clock.advance(10.0)
+    assert fired == [("a", 11.0), ("b", 12.0), ("c", 12.0)]
+    assert clock.now() == 21.5
+
+
+def test_fake_clock_runs_timers_scheduled_by_timers_within_the_same_advance() -> None:
+    clock = FakeClock(start=0.0)
+    fired: list[float] = []
+    clock.call_later(1.0, lambda: clock.call_later(1.0, lambda: fired.append(clock.now())))
+    clock.advance(2.0)
+    assert fired == [2.0]
+
+
+def test_fake_clock_refuses_going_backwards() -> None:
+    with pytest.raises(ValueError, match="-1"):
+        FakeClock().advance(-1)
+
+
+@pytest.mark.timeout(10)
+def test_system_clock_fires_and_survives_a_failing_callback() -> None:
+    clock = SystemClock()
+    done = threading.Event()
+    clock.call_later(0.0, lambda: 1 / 0)
+    clock.call_later(0.01, done.set)
+    assert done.wait(5.0)
