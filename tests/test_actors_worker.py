@@ -1,0 +1,138 @@
+"""The worker actor alone, against real runtime processes: handshake, calls, deadlines, exits, stop."""
+
+from __future__ import annotations
+
+import queue
+import sys
+import textwrap
+from typing import Any
+
+import pykka
+import pytest
+
+from actors import FakeClock
+from actors._worker import WorkerActor, WorkerSpec
+from chaos import RuntimeFaults, encode_faults, kill_process_group
+from protocol._messages import (
+    HOST_CALL_TIMEOUT,
+    HOST_WORKER_EXITED,
+    CallDeadline,
+    CallResult,
+    RuntimeCall,
+    RuntimeOutput,
+    StopRuntime,
+    WorkerExited,
+    WorkerReady,
+)
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class Recorder(pykka.ThreadingActor):
+    def __init__(self, inbox: "queue.Queue[Any]") -> None:
+        super().__init__()
+        self.inbox = inbox
+
+    def on_receive(self, message: Any) -> None:
+        self.inbox.put(message)
+
+
+def _next(inbox: "queue.Queue[Any]", kind: type, timeout_s: float = 10.0) -> Any:
+    while True:
+        message = inbox.get(timeout=timeout_s)
+        if isinstance(message, kind):
+            return message
+
+
+@pytest.fixture
+def harness(tmp_path):
+    inbox: queue.Queue[Any] = queue.Queue()
+    recorder = Recorder.start(inbox)
+    clock = FakeClock()
+    started: list[Any] = []
+
+    def start(argv: list[str] | None = None, faults: RuntimeFaults | None = None) -> Any:
+        argv = argv or [sys.executable, "-m", "protocol.reference_runtime", "--state-dir", str(tmp_path / "state")]
+        if faults is not None:
+            argv += ["--faults", encode_faults(faults)]
+        spec = WorkerSpec(worker_id=7, generation=3, argv=tuple(argv), startup_timeout_s=5.0)
+        ref = WorkerActor.start(spec, pool_ref=recorder, output_ref=recorder, clock=clock)
+        started.append(ref)
+        return ref
+
+    yield start, inbox, clock, recorder
+    for ref in started:
+        if ref.is_alive():
+            ref.ask(StopRuntime(timeout_s=1.0))
+    recorder.stop()
+
+
+def _call(ref: Any, recorder: Any, call_id: int, method: str, params: Any, timeout_s: float = 10.0) -> None:
+    ref.tell(RuntimeCall(call_id=call_id, method=method, params=params, timeout_s=timeout_s, reply_to=recorder))
+
+
+def test_ready_only_after_initialize_then_calls_and_output_flow(harness) -> None:
+    start, inbox, _, recorder = harness
+    ref = start()
+    ready = _next(inbox, WorkerReady)
+    assert (ready.worker_id, ready.generation) == (7, 3) and ready.pid > 0
+    _call(ref, recorder, 1, "thread/start", {})
+    reply = _next(inbox, CallResult)
+    assert reply.call_id == 1 and reply.error is None and reply.result["thread"]["id"]
+    output = _next(inbox, RuntimeOutput)
+    assert (output.worker_id, output.generation) == (7, 3)
+    assert output.messages[0].method == "thread/started"
+
+
+def test_runtime_error_is_passed_through_verbatim(harness) -> None:
+    start, inbox, _, recorder = harness
+    ref = start()
+    _next(inbox, WorkerReady)
+    _call(ref, recorder, 2, "turn/start", {"threadId": "00000000-0000-0000-0000-000000000000", "input": []})
+    reply = _next(inbox, CallResult)
+    assert reply.error.code == -32600
+    assert reply.error.message == "thread not found: 00000000-0000-0000-0000-000000000000"
+
+
+def test_call_deadline_answers_with_a_host_timeout(harness) -> None:
+    start, inbox, clock, recorder = harness
+    ref = start(faults=RuntimeFaults(hang_on="thread/start"))
+    _next(inbox, WorkerReady)
+    _call(ref, recorder, 3, "thread/start", {}, timeout_s=2.0)
+    ref.ask(CallDeadline(wire_id=-1))  # a no-op round trip: the call before it is registered
+    clock.advance(2.0)
+    reply = _next(inbox, CallResult)
+    assert reply.error.code == HOST_CALL_TIMEOUT and reply.error.message == "thread/start timed out after 2 s"
+
+
+def test_exit_fails_pending_calls_and_reports_the_signal(harness) -> None:
+    start, inbox, _, recorder = harness
+    ref = start(faults=RuntimeFaults(hang_on="thread/start"))
+    ready = _next(inbox, WorkerReady)
+    _call(ref, recorder, 4, "thread/start", {})
+    ref.ask(CallDeadline(wire_id=-1))
+    kill_process_group(ready.pid)
+    reply = _next(inbox, CallResult)
+    assert reply.error.code == HOST_WORKER_EXITED and "killed by signal SIGKILL" in reply.error.message
+    exited = _next(inbox, WorkerExited)
+    assert (exited.worker_id, exited.generation, exited.returncode) == (7, 3, -9)
+    assert exited.reason == "killed by signal SIGKILL"
+
+
+def test_stop_kills_a_runtime_that_ignores_stdin_close(harness, tmp_path) -> None:
+    script = tmp_path / "stubborn.py"
+    script.write_text(textwrap.dedent("""
+        import json, signal, sys, time
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        line = sys.stdin.readline()
+        sys.stdout.write(json.dumps({"id": json.loads(line)["id"], "result": {}}) + "\\n")
+        sys.stdout.flush()
+        sys.stdin.read()          # EOF arrives ...
+        time.sleep(60)            # ... and is ignored
+    """))
+    start, inbox, _, _ = harness
+    ref = start(argv=[sys.executable, str(script)])
+    _next(inbox, WorkerReady)
+    returncode = ref.ask(StopRuntime(timeout_s=0.3))
+    assert returncode == -9
+    assert not ref.is_alive()
