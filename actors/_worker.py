@@ -4,7 +4,8 @@ Contract:
 - The runtime starts in its own session/process group (`start_new_session=True`), so a kill reaches its children.
   stderr goes to `stderr_path` (append) or /dev/null.
 - A reader thread turns stdout into `StdoutBatch` messages: one message per read chunk (up to 64 KiB), holding the
-  decoded lines in order. Unparsable lines become `ProtocolError`s that are logged (warning) and dropped.
+  decoded lines in order. Unparsable lines become `ProtocolError`s that are logged (warning) and dropped; a line
+  over 16 MiB is logged and dropped, the lines around it are kept.
 - Handshake: `initialize` is sent at start; the worker reports `WorkerReady` to the pool only when it answers
   successfully, then sends the `initialized` notification. No answer within `startup_timeout_s` (injected clock)
   kills the process group; the exit is then reported with reason "initialize timed out after N s".
@@ -36,6 +37,7 @@ from actors._log import get_logger
 from protocol._jsonrpc import (
     ErrorResponse,
     LineBuffer,
+    LineTooLongError,
     Notification,
     ProtocolError,
     Request,
@@ -112,7 +114,11 @@ def _read_stdout(stream: IO[bytes], actor_ref: pykka.ActorRef[Any]) -> None:
                 chunk = b""
             if not chunk:
                 break
-            complete = lines.feed(chunk)
+            try:
+                complete = lines.feed(chunk)
+            except LineTooLongError as exc:
+                _log.warning("worker.line_too_long", error=str(exc))
+                complete = lines.feed(b"")  # the good lines that came with the long one
             if complete:
                 actor_ref.tell(StdoutBatch(messages=tuple(decode_line(line) for line in complete if line)))
         actor_ref.tell(StdoutClosed(remainder=lines.flush()))

@@ -172,8 +172,9 @@ class ReferenceRuntime:
         if self._initialized:
             raise _RequestError("Already initialized")
         self._initialized = True
-        result = {"userAgent": USER_AGENT, "codexHome": self._state_dir, "platformFamily": "unix", "platformOs": "linux"}
-        self._out.response(request.id, result)
+        self._out.response(request.id, {
+            "userAgent": USER_AGENT, "codexHome": self._state_dir, "platformFamily": "unix", "platformOs": "linux",
+        })
 
     def _thread_start(self, request: Request) -> None:
         params = _object_params(request.params, required=False)
@@ -209,7 +210,9 @@ class ReferenceRuntime:
             raise _RequestError(f"thread {record.id} already has an active turn")
         text = "\n".join(text_parts)
         user_item = {"type": "userMessage", "id": str(uuid.uuid4()), "content": [_text_content(t) for t in text_parts]}
-        turn_record: dict[str, Any] = {"id": str(uuid.uuid4()), "status": "inProgress", "items": [user_item], "error": None}
+        turn_record: dict[str, Any] = {
+            "id": str(uuid.uuid4()), "status": "inProgress", "items": [user_item], "error": None,
+        }
         record.turns.append(turn_record)
         try:
             self._store.save(record)

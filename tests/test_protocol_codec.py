@@ -56,7 +56,8 @@ def test_response_with_null_result_is_a_response() -> None:
 
 def test_error_response_with_and_without_id() -> None:
     line = b'{"id":4,"error":{"code":-32600,"message":"thread not found: x","data":[1]}}'
-    assert decode_line(line) == ErrorResponse(id=4, error=RpcError(code=-32600, message="thread not found: x", data=[1]))
+    expected = RpcError(code=-32600, message="thread not found: x", data=[1])
+    assert decode_line(line) == ErrorResponse(id=4, error=expected)
     assert decode_line(b'{"id":null,"error":{"code":1,"message":"m"}}') == ErrorResponse(
         id=None, error=RpcError(code=1, message="m")
     )
@@ -100,7 +101,9 @@ def test_decode_lines_skips_empty_lines() -> None:
 
 
 def test_incoming_round_trips_through_msgspec_as_a_tagged_union() -> None:
-    messages = (Request(id=1, method="m"), ProtocolError(line=b"x", reason="r"), ErrorResponse(id=None, error=RpcError(1, "m")))
+    messages = (
+        Request(id=1, method="m"), ProtocolError(line=b"x", reason="r"), ErrorResponse(id=None, error=RpcError(1, "m"))
+    )
     encoded = msgspec.json.encode(messages)
     assert msgspec.json.decode(encoded, type=tuple[Request | ProtocolError | ErrorResponse, ...]) == messages
 
@@ -137,7 +140,8 @@ request_ids = st.integers(-(2**63), 2**63 - 1) | st.text()
 @given(request_id=request_ids, method=st.text(min_size=1), params=json_values, result=json_values)
 def test_encode_decode_round_trip(request_id: int | str, method: str, params: object, result: object) -> None:
     print(f"hypothesis seed {PROPERTY_SEED}")
-    assert decode_line(encode_request(request_id, method, params)) == Request(id=request_id, method=method, params=params)
+    request = Request(id=request_id, method=method, params=params)
+    assert decode_line(encode_request(request_id, method, params)) == request
     assert decode_line(encode_notification(method, params)) == Notification(method=method, params=params)
     assert decode_line(encode_response(request_id, result)) == Response(id=request_id, result=result)
     assert decode_line(encode_error(request_id, -1, method, params)) == ErrorResponse(

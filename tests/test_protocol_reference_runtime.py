@@ -157,7 +157,8 @@ def spawn(tmp_path: Path) -> Iterator[Spawn]:
         env = {key: value for key, value in os.environ.items() if key != FAULTS_ENV_VAR}
         if env_faults is not None:
             env[FAULTS_ENV_VAR] = env_faults
-        runtime = RuntimeProcess(state_dir or tmp_path / "state", list(args), env, tmp_path / f"stderr{len(started)}.log")
+        stderr_path = tmp_path / f"stderr{len(started)}.log"
+        runtime = RuntimeProcess(state_dir or tmp_path / "state", list(args), env, stderr_path)
         started.append(runtime)
         return runtime
 
@@ -174,14 +175,19 @@ def _methods(messages: list[Incoming]) -> list[str]:
     return [m.method for m in messages if isinstance(m, (Notification, Request))]
 
 
+def _params(message: Incoming) -> Any:
+    assert isinstance(message, (Notification, Request)), message
+    return message.params
+
+
 def _deltas(messages: list[Incoming]) -> list[str]:
-    return [m.params["delta"] for m in messages if _is_notification(m, "item/agentMessage/delta")]  # type: ignore[union-attr]
+    return [_params(m)["delta"] for m in messages if _is_notification(m, "item/agentMessage/delta")]
 
 
 def _completed_items(messages: list[Incoming], item_type: str) -> list[dict[str, Any]]:
     return [
-        m.params["item"] for m in messages  # type: ignore[union-attr]
-        if _is_notification(m, "item/completed") and m.params["item"]["type"] == item_type  # type: ignore[union-attr]
+        _params(m)["item"] for m in messages
+        if _is_notification(m, "item/completed") and _params(m)["item"]["type"] == item_type
     ]
 
 
@@ -241,7 +247,8 @@ def test_wire_dialect_has_no_jsonrpc_and_notifications_carry_emitted_at(spawn: S
 def test_thread_start_persists_and_answers_before_thread_started(spawn: Spawn, tmp_path: Path) -> None:
     runtime = spawn()
     runtime.initialize()
-    result = runtime.result("thread/start", {"cwd": "/somewhere", "approvalPolicy": "untrusted", "sandbox": "workspace-write"})
+    params = {"cwd": "/somewhere", "approvalPolicy": "untrusted", "sandbox": "workspace-write"}
+    result = runtime.result("thread/start", params)
     thread = result["thread"]
     assert uuid.UUID(thread["id"])
     assert thread["turns"] == [] and thread["status"] == {"type": "idle"} and thread["cwd"] == "/somewhere"
@@ -250,7 +257,7 @@ def test_thread_start_persists_and_answers_before_thread_started(spawn: Spawn, t
     assert result["sandbox"]["type"] == "workspaceWrite"
     started = runtime.read()
     assert _is_notification(started, "thread/started")
-    assert started.params["thread"]["id"] == thread["id"]  # type: ignore[union-attr]
+    assert _params(started)["thread"]["id"] == thread["id"]
     assert (tmp_path / "state" / "threads" / f"{thread['id']}.json").exists()
     assert runtime.error_message("thread/start", {"sandbox": "sometimes"}).startswith(
         "Invalid request: unknown variant `sometimes`"
@@ -271,21 +278,21 @@ def test_turn_streams_deltas_that_add_up_to_the_final_text(spawn: Spawn) -> None
         "turn/started", "item/started", "item/completed", "item/started",
         *["item/agentMessage/delta"] * 4, "item/completed", "turn/completed",
     ]
-    assert stream[0].params["turn"]["id"] == turn["id"]  # type: ignore[union-attr]
+    assert _params(stream[0])["turn"]["id"] == turn["id"]
     user_item = _completed_items(stream, "userMessage")[0]
     assert user_item["content"] == [{"type": "text", "text": "hello"}]
-    assert stream[3].params["item"]["text"] == ""  # type: ignore[union-attr]
+    assert _params(stream[3])["item"]["text"] == ""
     deltas = _deltas(stream)
     final_item = _completed_items(stream, "agentMessage")[0]
     assert len(deltas) >= 2 and all(deltas)
     assert "".join(deltas) == final_item["text"] == "Reference reply to: hello"
-    completed = stream[-1].params  # type: ignore[union-attr]
+    completed = _params(stream[-1])
     assert completed == {
         "threadId": thread_id,
         "turn": {"id": turn["id"], "status": "completed", "items": [final_item], "error": None},
     }
     assert runtime.start_turn(thread_id, "again") != turn["id"]  # the thread is idle again
-    assert runtime.read_turn()[-1].params["turn"]["status"] == "completed"  # type: ignore[union-attr]
+    assert _params(runtime.read_turn()[-1])["turn"]["status"] == "completed"
 
 
 @pytest.mark.timeout(30)
@@ -351,10 +358,10 @@ def test_command_approval_outcomes(spawn: Spawn, reply: dict[str, Any], item_sta
         "turn/started", "item/started", "item/completed", "item/started", "thread/status/changed",
         "item/commandExecution/requestApproval",
     ]
-    command_item = before[3].params["item"]  # type: ignore[union-attr]
+    command_item = _params(before[3])["item"]
     assert command_item["type"] == "commandExecution" and command_item["status"] == "inProgress"
     assert command_item["command"] == "ls -la" and command_item["id"].startswith("call_")
-    assert before[4].params["status"] == {"type": "active", "activeFlags": ["waitingOnApproval"]}  # type: ignore[union-attr]
+    assert _params(before[4])["status"] == {"type": "active", "activeFlags": ["waitingOnApproval"]}
     assert request.id == 0
     params = request.params
     assert (params["threadId"], params["turnId"], params["itemId"]) == (thread_id, turn_id, command_item["id"])
@@ -364,7 +371,7 @@ def test_command_approval_outcomes(spawn: Spawn, reply: dict[str, Any], item_sta
     assert params["availableDecisions"] == ["accept", "decline", "cancel"] and isinstance(params["startedAtMs"], int)
     runtime.send({"id": request.id, **reply})
     after = runtime.read_turn()
-    assert after[0].params == {"threadId": thread_id, "requestId": 0}  # type: ignore[union-attr]
+    assert _params(after[0]) == {"threadId": thread_id, "requestId": 0}
     assert _is_notification(after[0], "serverRequest/resolved")
     finished_command = _completed_items(after, "commandExecution")[0]
     assert finished_command["status"] == item_status
@@ -373,7 +380,7 @@ def test_command_approval_outcomes(spawn: Spawn, reply: dict[str, Any], item_sta
             0, "(reference runtime) ran: ls -la\n"
         )
     assert "".join(_deltas(after)) == _completed_items(after, "agentMessage")[0]["text"] == reply_text
-    assert after[-1].params["turn"]["status"] == "completed"  # type: ignore[union-attr]
+    assert _params(after[-1])["turn"]["status"] == "completed"
 
 
 @pytest.mark.timeout(30)
@@ -387,7 +394,7 @@ def test_cancel_declines_and_interrupts_the_turn(spawn: Spawn) -> None:
     after = runtime.read_turn()
     assert _methods(after) == ["serverRequest/resolved", "thread/status/changed", "item/completed", "turn/completed"]
     assert _completed_items(after, "commandExecution")[0]["status"] == "declined"
-    assert after[-1].params["turn"] == {"id": turn_id, "status": "interrupted", "items": [], "error": None}  # type: ignore[union-attr]
+    assert _params(after[-1])["turn"] == {"id": turn_id, "status": "interrupted", "items": [], "error": None}
 
 
 @pytest.mark.timeout(30)
@@ -400,9 +407,8 @@ def test_reply_with_string_id_is_ignored_until_interrupt_releases_the_turn(spawn
     assert request.id == 0
     runtime.send({"id": "0", "result": {"decision": "accept"}})  # right id, wrong JSON type
     runtime.send({"id": 999, "result": {"decision": "accept"}})  # unknown id
-    assert runtime.error_message("turn/start", {"threadId": thread_id, "input": [{"type": "text", "text": "more"}]}) == (
-        f"thread {thread_id} already has an active turn"
-    )
+    second_turn = {"threadId": thread_id, "input": [{"type": "text", "text": "more"}]}
+    assert runtime.error_message("turn/start", second_turn) == f"thread {thread_id} already has an active turn"
     resumed = runtime.result("thread/resume", {"threadId": thread_id})
     assert resumed["thread"]["status"] == {"type": "active", "activeFlags": ["waitingOnApproval"]}
     assert runtime.error_message("turn/interrupt", {"threadId": thread_id, "turnId": "other"}) == (
@@ -412,8 +418,8 @@ def test_reply_with_string_id_is_ignored_until_interrupt_releases_the_turn(spawn
     after = runtime.read_until(lambda m: _is_notification(m, "serverRequest/resolved"))
     assert isinstance(after[0], Response) and after[0].id == interrupt_id and after[0].result == {}
     assert _methods(after[1:]) == ["turn/completed", "serverRequest/resolved"]
-    assert after[1].params["turn"]["status"] == "interrupted"  # type: ignore[union-attr]
-    assert after[2].params == {"threadId": thread_id, "requestId": 0}  # type: ignore[union-attr]
+    assert _params(after[1])["turn"]["status"] == "interrupted"
+    assert _params(after[2]) == {"threadId": thread_id, "requestId": 0}
     runtime.send({"id": 0, "result": {"decision": "accept"}})  # late reply: ignored
     runtime.start_turn(thread_id, "RUN: second")
     _, second_request = _wait_for_approval_request(runtime)
@@ -436,7 +442,7 @@ def test_interrupt_stops_the_stream(spawn: Spawn) -> None:
     assert all(_is_notification(m, "item/agentMessage/delta") for m in seen[:-1])
     completed = runtime.read()
     assert _is_notification(completed, "turn/completed")
-    assert completed.params["turn"] == {"id": turn_id, "status": "interrupted", "items": [], "error": None}  # type: ignore[union-attr]
+    assert _params(completed)["turn"] == {"id": turn_id, "status": "interrupted", "items": [], "error": None}
     # Nothing more from that turn: the next line answers the next request.
     assert runtime.error_message("turn/interrupt", {"threadId": thread_id, "turnId": turn_id}) == (
         "no active turn to interrupt"
@@ -515,7 +521,7 @@ def test_crash_after_deltas_kills_the_process_mid_turn(spawn: Spawn, tmp_path: P
     assert turn["status"] == "interrupted"
     assert [item["type"] for item in turn["items"]] == ["userMessage"]
     restarted.start_turn(thread_id, "next")
-    assert restarted.read_turn()[-1].params["turn"]["status"] == "completed"  # type: ignore[union-attr]
+    assert _params(restarted.read_turn()[-1])["turn"]["status"] == "completed"
 
 
 @pytest.mark.timeout(30)
@@ -536,7 +542,7 @@ def test_garbage_before_turn_precedes_turn_started(spawn: Spawn) -> None:
     garbage = runtime.read()
     assert isinstance(garbage, ProtocolError)
     assert _is_notification(runtime.read(), "turn/started")
-    assert runtime.read_turn()[-1].params["turn"]["status"] == "completed"  # type: ignore[union-attr]
+    assert _params(runtime.read_turn()[-1])["turn"]["status"] == "completed"
 
 
 @pytest.mark.timeout(30)

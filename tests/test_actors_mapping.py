@@ -1,0 +1,104 @@
+"""Thread-mapping actor over a real persistence actor: hydration, least-loaded pinning, pin moves."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from actors import FakeClock
+from actors._mapping import MappingActor, NoHealthyWorkerError
+from actors._persistence import PersistenceActor
+from protocol._messages import (
+    BindRuntimeThread,
+    CreateThread,
+    GetPins,
+    InvalidateRuntimeThread,
+    ReadTranscript,
+    ResolveThread,
+    WorkerDown,
+    WorkerUp,
+)
+from storage import StorageRoot
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture
+def actors(tmp_path):
+    started = []
+
+    def start():
+        persistence = PersistenceActor.start(root=StorageRoot(tmp_path / "root"), clock=FakeClock(), wall=time.time)
+        mapping = MappingActor.start(persistence_ref=persistence)
+        started.extend([mapping, persistence])
+        return persistence, mapping
+
+    yield start
+    for ref in started:
+        if ref.is_alive():
+            ref.stop()
+
+
+def _threads(persistence, count: int) -> list[str]:
+    ids = [f"t{i}" for i in range(count)]
+    for thread_id in ids:
+        persistence.ask(CreateThread(thread_id=thread_id, project_id="p", title=thread_id))
+    return ids
+
+
+def _up(mapping, *worker_ids: int) -> None:
+    for worker_id in worker_ids:
+        mapping.ask(WorkerUp(worker_id=worker_id, generation=1, ref=None))
+
+
+def test_resolve_pins_least_loaded_and_keeps_pins(actors) -> None:
+    persistence, mapping = actors()
+    threads = _threads(persistence, 4)
+    _up(mapping, 2, 1)
+    routes = [mapping.ask(ResolveThread(thread_id=t)).worker_id for t in threads]
+    assert routes == [1, 2, 1, 2]
+    assert mapping.ask(ResolveThread(thread_id=threads[0])).worker_id == 1
+
+
+def test_no_worker_up_is_an_error_naming_the_thread(actors) -> None:
+    persistence, mapping = actors()
+    _threads(persistence, 1)
+    with pytest.raises(NoHealthyWorkerError, match="'t0'"):
+        mapping.ask(ResolveThread(thread_id="t0"))
+
+
+def test_worker_down_moves_its_pins_and_keeps_runtime_thread_ids(actors) -> None:
+    persistence, mapping = actors()
+    threads = _threads(persistence, 3)
+    _up(mapping, 1, 2, 3)
+    for thread_id in threads:
+        route = mapping.ask(ResolveThread(thread_id=thread_id))
+        mapping.ask(BindRuntimeThread(thread_id=thread_id, worker_id=route.worker_id, runtime_thread_id=f"rt-{thread_id}"))
+    mapping.ask(WorkerDown(worker_id=1, generation=1, reason="killed"))
+    pins = mapping.ask(GetPins())
+    assert 1 not in pins.values() and set(pins) == set(threads)
+    moved = mapping.ask(ResolveThread(thread_id="t0"))
+    assert moved.worker_id in (2, 3) and moved.runtime_thread_id == "rt-t0"
+
+
+def test_mappings_are_durable_and_hydrated(actors) -> None:
+    persistence, mapping = actors()
+    _threads(persistence, 2)
+    _up(mapping, 1)
+    mapping.ask(BindRuntimeThread(thread_id="t0", worker_id=1, runtime_thread_id="rt-0"))
+    mapping.ask(BindRuntimeThread(thread_id="t1", worker_id=1, runtime_thread_id="rt-1"))
+    mapping.ask(InvalidateRuntimeThread(thread_id="t1"))
+    mapping.stop()
+    persistence.stop()
+    persistence, mapping = actors()
+    _up(mapping, 1)
+    assert mapping.ask(GetPins()) == {"t0": 1, "t1": 1}
+    assert mapping.ask(ResolveThread(thread_id="t0")).runtime_thread_id == "rt-0"
+    assert mapping.ask(ResolveThread(thread_id="t1")).runtime_thread_id is None
+
+
+def test_persistence_writes_the_transcript_with_each_change(actors) -> None:
+    persistence, _ = actors()
+    _threads(persistence, 1)
+    assert persistence.ask(ReadTranscript(thread_id="t0")).startswith("# t0")
