@@ -3,7 +3,8 @@
 Contract:
 - Commands are asked (`ActorRef.ask`) and answered with a reply Struct or an exception; events are told (`tell`)
   and never answered. The direction of asks is fixed to keep the actor graph deadlock-free:
-  coordinator -> pool -> mapping -> persistence; an actor never asks one to its left. Everything else is a tell.
+  host -> turns -> mapping -> persistence and host -> pool -> workers; an actor never asks one to its left.
+  Everything else is a tell.
 - Fields that hold live objects (actor refs, sinks) are typed `Any` and are never serialised; every other field is
   plain data and round-trips through `msgspec.json`.
 - Host-side failures of a runtime call are reported as an `RpcError` with a code in the HOST_* range below, so one

@@ -181,11 +181,14 @@ def test_garbage_on_stdout_is_logged_not_fatal(make_host, events) -> None:
     assert worker(host, 1).generation == 1
 
 
-def test_turn_deadline_fails_a_turn_the_runtime_never_finishes(make_host, clock: FakeClock) -> None:
+def test_pending_checkpoint_is_durable_before_the_runtime_answers_and_deadline_fails_the_turn(make_host, clock: FakeClock) -> None:
     host = make_host(workers=1, turn_timeout_s=5.0, worker_faults={1: RuntimeFaults(hang_on="turn/start")})
     thread_id = host.create_thread()
     handle = host.send(thread_id, "hello")
     wait_until("turn dispatched", lambda: host.status().active_turns and host.status().active_turns[0].phase == "turn_start")
+    # before the runtime answers anything, the user message and the pending checkpoint are durable
+    assert parse_checkpoints(host.transcript(thread_id)) == [(handle.turn_id, "pending")]
+    assert [(t.user_text, t.status) for t in host.turns(thread_id)] == [("hello", "pending")]
     clock.advance(5.0)
     finished = handle.wait(20.0)
     assert finished.status == "failed" and "deadline of 5 s" in (finished.error or "")
