@@ -146,6 +146,8 @@ def _preceding_turn_id(ordered_turns: Sequence[TurnRow], card: ActionCardRow) ->
 
 
 def _escape_markers(text: str) -> str:
+    if "<!--" not in text:  # fast path: almost every text, and the regex scan costs O(len) per render
+        return text
     return _LINE_START_COMMENT_RE.sub(lambda match: f"{match.group(1)}{match.group(2)}\\<!--", text)
 
 
