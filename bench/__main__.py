@@ -1,0 +1,197 @@
+"""`python -m bench [--quick] [--json PATH] [--repeats R]`: run both comparisons once and print a table.
+
+Contract:
+- Prints, on stdout, the machine (`os.cpu_count()`, Python version, platform, temp folder), the parameters, and for
+  each comparison the two absolute rates and their ratio in % (host / floor, host / raw). Figures are reported,
+  never asserted: the exit code is 0 unless a measurement crashed (then 1, with its traceback on stderr).
+- Each figure is the median of R repeats (default 3; 1 with `--quick`), each repeat on fresh processes, a fresh
+  storage root and fresh temp files. A ratio is the ratio of the two medians. Timing uses `time.perf_counter()`.
+- Defaults: 5000 deltas per reply x 40 timed turns, 300 completions (about 10 s on a 2-core VM; the durable part
+  scales with the temp file system's fsync cost, so a slow disk takes longer). `--quick`: 2000 x 3 and 30
+  completions, 1 repeat (well under 5 s). `--json PATH` also writes every figure (each repeat included) as JSON.
+  `--repeats R` overrides R.
+- agenthost's structlog output is configured as the CLI's default (warning and above, on stderr), so the host is
+  measured as it runs in production, not with every info event printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import msgspec
+
+from actors._log import configure
+from bench import _deltas, _durability
+
+__all__ = ["BenchParams", "BenchReport", "format_report", "main", "run"]
+
+DESIGN_TARGET_PCT = 50.0
+RunT = TypeVar("RunT", _deltas.DeltaRun, _durability.CompletionRun)
+
+
+class BenchParams(msgspec.Struct, frozen=True, kw_only=True):
+    deltas_per_reply: int
+    turns: int
+    completions: int
+    repeats: int
+
+
+FULL = BenchParams(deltas_per_reply=5000, turns=40, completions=300, repeats=3)
+QUICK = BenchParams(deltas_per_reply=2000, turns=3, completions=30, repeats=1)
+
+
+class Machine(msgspec.Struct, frozen=True, kw_only=True):
+    cpu_count: int | None
+    python: str
+    platform: str
+    temp_dir: str
+
+
+class Comparison(msgspec.Struct, frozen=True, kw_only=True):
+    """Two medians (per second) and host / baseline in %; `*_runs` hold every repeat's rate."""
+
+    unit: str
+    baseline_per_s: float
+    host_per_s: float
+    ratio_pct: float
+    baseline_runs: list[float]
+    host_runs: list[float]
+
+
+class BenchReport(msgspec.Struct, frozen=True, kw_only=True):
+    machine: Machine
+    params: BenchParams
+    deltas: Comparison  # baseline = raw pipe + decode floor
+    durability: Comparison  # baseline = raw APSW commits
+    design_target_pct: float = DESIGN_TARGET_PCT
+    seconds_total: float = 0.0
+
+
+def _machine() -> Machine:
+    return Machine(
+        cpu_count=os.cpu_count(), python=platform.python_version(), platform=platform.platform(),
+        temp_dir=tempfile.gettempdir(),
+    )
+
+
+def _repeat(measure: Callable[[Path], RunT], repeats: int) -> list[float]:
+    """Rates of `repeats` runs, each in its own fresh temp folder."""
+    rates = []
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory(prefix="agenthost-bench-") as work_dir:
+            rates.append(measure(Path(work_dir)).per_s)
+    return rates
+
+
+def _compare(unit: str, baseline: Callable[[Path], RunT], host: Callable[[Path], RunT], repeats: int) -> Comparison:
+    baseline_runs = _repeat(baseline, repeats)
+    host_runs = _repeat(host, repeats)
+    baseline_rate, host_rate = statistics.median(baseline_runs), statistics.median(host_runs)
+    return Comparison(
+        unit=unit, baseline_per_s=baseline_rate, host_per_s=host_rate, ratio_pct=100.0 * host_rate / baseline_rate,
+        baseline_runs=baseline_runs, host_runs=host_runs,
+    )
+
+
+def run(params: BenchParams) -> BenchReport:
+    started = time.perf_counter()
+    delta_params = _deltas.DeltaParams(deltas_per_reply=params.deltas_per_reply, turns=params.turns)
+    deltas = _compare(
+        "deltas/s",
+        lambda work_dir: _deltas.measure_floor(delta_params, work_dir),
+        lambda work_dir: _deltas.measure_host(delta_params, work_dir),
+        params.repeats,
+    )
+    durability = _compare(
+        "completions/s",
+        lambda work_dir: _durability.measure_raw(params.completions, work_dir),
+        lambda work_dir: _durability.measure_host(params.completions, work_dir),
+        params.repeats,
+    )
+    return BenchReport(
+        machine=_machine(), params=params, deltas=deltas, durability=durability,
+        seconds_total=time.perf_counter() - started,
+    )
+
+
+# --- output ------------------------------------------------------------------------------------------------------
+def _rate_line(label: str, rate: float, unit: str, runs: Sequence[float]) -> str:
+    each = ", ".join(f"{run:,.0f}" for run in runs)
+    return f"  {label:<58} {rate:>12,.0f} {unit}   (runs: {each})"
+
+
+def format_report(report: BenchReport) -> str:
+    machine, params, deltas, durability = report.machine, report.params, report.deltas, report.durability
+    target_met = "met" if deltas.ratio_pct >= report.design_target_pct else "NOT met"
+    lines = [
+        "agenthost bench",
+        f"machine: {machine.cpu_count} CPUs, Python {machine.python}, {machine.platform}, temp dir {machine.temp_dir}",
+        f"each figure: median of {params.repeats} repeat(s), time.perf_counter(); ratio = host median / baseline median",
+        "",
+        f"1. Deltas/s, reference runtime without faults, {params.deltas_per_reply} deltas per reply, "
+        f"{params.turns} timed turns (+1 untimed warm-up) per repeat",
+        _rate_line("floor: raw pipe, os.read 64 KiB + LineBuffer + decode_line", deltas.baseline_per_s,
+                   "deltas/s", deltas.baseline_runs),
+        _rate_line("host:  AgentHost(workers=1), every TurnHandle event consumed", deltas.host_per_s,
+                   "deltas/s", deltas.host_runs),
+        f"  host/floor {deltas.ratio_pct:.1f} %   (design target >= {report.design_target_pct:.0f} %: {target_met})",
+        "  timed per turn: send -> turn end seen; host turns include their durable begin/finish",
+        "",
+        f"2. Durable turn completions/s, {params.completions} completions per repeat, all in one thread (its",
+        "   transcript, re-rendered at every completion, grows by one turn each time)",
+        _rate_line("raw:  APSW WAL synchronous=FULL, 1 UPDATE + COMMIT", durability.baseline_per_s,
+                   "completions/s", durability.baseline_runs),
+        _rate_line("host: PersistenceActor FinishTurn ask (timed alone)", durability.host_per_s,
+                   "completions/s", durability.host_runs),
+        f"  host/raw {durability.ratio_pct:.1f} %",
+        "  one host completion = the FinishTurn ask round trip: set the turn's worker and finish the turn in SQLite",
+        "  (synchronous=FULL commits) + transcript re-rendered and atomically replaced (write, fsync, rename, fsync",
+        "  dir); the untimed BeginTurn ask before it is not included. One raw completion = one UPDATE + one commit.",
+        "",
+        f"total {report.seconds_total:.1f} s (figures are reported, never asserted)",
+    ]
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small parameters, 1 repeat (about 5 s; smoke test)")
+    parser.add_argument("--json", metavar="PATH", default=None, help="also write the figures as JSON to PATH")
+    parser.add_argument("--repeats", type=_positive_int, default=None, help="repeats per figure (median)")
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is invalid: must be >= 1")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    configure("warning")
+    params = QUICK if args.quick else FULL
+    if args.repeats is not None:
+        params = msgspec.structs.replace(params, repeats=args.repeats)
+    report = run(params)  # a crashed measurement raises: traceback on stderr, exit 1
+    print(format_report(report), flush=True)
+    if args.json is not None:
+        Path(args.json).write_bytes(msgspec.json.format(msgspec.json.encode(report)) + b"\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""Durable turn completions/s: agenthost's persistence path against bare APSW commits.
+
+- `measure_raw`: one `apsw.Connection` on a fresh temp file with journal_mode=WAL, synchronous=FULL and automatic
+  checkpoints off (wal_autocheckpoint 0), and a table shaped like agenthost's `turns` (same columns, STRICT).
+  `completions` pending rows are inserted first (untimed, one transaction); then each completion is ONE transaction
+  that updates one row's status, assistant text and finish time and commits (SQLite fsyncs the WAL).
+- `measure_host`: a `PersistenceActor` (actors._persistence) on a fresh `storage.StorageRoot` with
+  `actors.SystemClock()` (its default 5 s PASSIVE checkpoint timer runs, as in the host), one thread, then per
+  completion an untimed `BeginTurn` ask followed by a timed `FinishTurn` ask. One host completion is the whole
+  `FinishTurn` ask round trip: the actor hop, `Database.finish_turn` (a transaction that reads, checks and updates
+  the row, then commits with synchronous=FULL), and the thread's transcript re-rendered from the database and
+  written by atomic replace (temp file, fsync, rename, fsync of the folder).
+
+Timed with `time.perf_counter()`: only the commits (raw) / only the `FinishTurn` asks (host). Not timed: opening the
+database, schema migration, thread creation, `BeginTurn`, closing (TRUNCATE checkpoint). Not measured: group commit
+(`Database.finish_turns`), concurrent writers, turns spread over many threads.
+
+Limits: all turns belong to one thread, so each host completion re-renders a transcript that grows by one turn
+(short texts keep this small, but the cost is O(turns in the thread)). Both sides write under the same temp folder,
+so the figures depend on that file system's fsync cost (set TMPDIR to measure another one). Any storage error
+propagates to the caller.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import apsw
+import msgspec
+
+from actors import SystemClock
+from actors._persistence import PersistenceActor
+from protocol._messages import BeginTurn, CreateThread, FinishTurn
+from storage import StorageRoot
+
+__all__ = ["CompletionRun", "measure_host", "measure_raw"]
+
+USER_TEXT = "bench question"
+ASSISTANT_TEXT = "Reference reply to: bench question"
+ASK_TIMEOUT_S = 60.0
+
+_RAW_TURNS_TABLE = """
+CREATE TABLE turns (
+    turn_id TEXT PRIMARY KEY,
+    thread_id TEXT NOT NULL,
+    seq INTEGER NOT NULL CHECK (seq >= 1),
+    user_text TEXT NOT NULL,
+    assistant_text TEXT NOT NULL DEFAULT '',
+    status TEXT NOT NULL CHECK (status IN ('pending', 'completed', 'failed', 'interrupted')),
+    error TEXT,
+    worker_id INTEGER,
+    created_at REAL NOT NULL,
+    finished_at REAL,
+    CHECK ((status = 'pending') = (finished_at IS NULL)),
+    UNIQUE (thread_id, seq)
+) STRICT;
+"""
+
+
+class CompletionRun(msgspec.Struct, frozen=True, kw_only=True):
+    """Completions made durable and the seconds the timed part took."""
+
+    completions: int
+    seconds: float
+
+    @property
+    def per_s(self) -> float:
+        return self.completions / self.seconds
+
+
+def _turn_id(index: int) -> str:
+    return f"turn-{index:06d}"
+
+
+# --- raw: one UPDATE + COMMIT per completion ----------------------------------------------------------------------
+def _open_raw(path: Path) -> apsw.Connection:
+    conn = apsw.Connection(str(path))
+    conn.pragma("journal_mode", "wal")
+    conn.pragma("synchronous", "FULL")
+    conn.wal_autocheckpoint(0)
+    settings = (conn.pragma("journal_mode"), conn.pragma("synchronous"))
+    if settings != ("wal", 2):
+        raise RuntimeError(f"raw database {str(path)!r}: journal_mode/synchronous are {settings!r}, expected ('wal', 2)")
+    return conn
+
+
+def _insert_pending(conn: apsw.Connection, completions: int) -> None:
+    rows = [(_turn_id(i), "bench-thread", i + 1, USER_TEXT, "pending", time.time()) for i in range(completions)]
+    with conn:
+        conn.executemany(
+            "INSERT INTO turns (turn_id, thread_id, seq, user_text, status, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+
+def measure_raw(completions: int, work_dir: Path) -> CompletionRun:
+    """Completions/s of bare APSW commits (see the module docstring)."""
+    conn = _open_raw(work_dir / "raw.db")
+    try:
+        conn.execute(_RAW_TURNS_TABLE)
+        _insert_pending(conn, completions)
+        seconds = 0.0
+        for index in range(completions):
+            started = time.perf_counter()
+            with conn:
+                conn.execute(
+                    "UPDATE turns SET status = ?, assistant_text = ?, finished_at = ? WHERE turn_id = ?",
+                    ("completed", ASSISTANT_TEXT, time.time(), _turn_id(index)),
+                )
+            seconds += time.perf_counter() - started
+    finally:
+        conn.close()
+    return CompletionRun(completions=completions, seconds=seconds)
+
+
+# --- host: BeginTurn (untimed) + FinishTurn (timed) through the persistence actor ---------------------------------
+def measure_host(completions: int, work_dir: Path) -> CompletionRun:
+    """Completions/s of the persistence actor's `FinishTurn` (see the module docstring)."""
+    root = StorageRoot(work_dir / "host-root")
+    actor = PersistenceActor.start(root=root, clock=SystemClock(), wall=time.time)
+    try:
+        thread_id = "bench-thread"
+        actor.ask(CreateThread(thread_id=thread_id, project_id="bench", title="bench durability"), timeout=ASK_TIMEOUT_S)
+        seconds = 0.0
+        for index in range(completions):
+            turn_id = _turn_id(index)
+            actor.ask(BeginTurn(turn_id=turn_id, thread_id=thread_id, user_text=USER_TEXT), timeout=ASK_TIMEOUT_S)
+            finish = FinishTurn(turn_id=turn_id, status="completed", assistant_text=ASSISTANT_TEXT, worker_id=1)
+            started = time.perf_counter()
+            actor.ask(finish, timeout=ASK_TIMEOUT_S)
+            seconds += time.perf_counter() - started
+    finally:
+        actor.stop(timeout=ASK_TIMEOUT_S)
+    return CompletionRun(completions=completions, seconds=seconds)
