@@ -124,7 +124,7 @@ class _Turn(msgspec.Struct):
     worker_id: int | None = None
     runtime_thread_id: str | None = None
     runtime_turn_id: str | None = None
-    items: dict[str, str] = {}
+    items: dict[str, list[str]] = {}  # agentMessage item id -> its text parts (joined once, at the end)
     approvals: dict[str, _Approval] = {}
     retried: bool = False
     interrupt_requested: bool = False
@@ -133,7 +133,8 @@ class _Turn(msgspec.Struct):
     followup: bool = False
 
     def reply_text(self) -> str:
-        return "\n\n".join(text for text in self.items.values() if text)
+        texts = ("".join(parts) for parts in self.items.values())
+        return "\n\n".join(text for text in texts if text)
 
 
 def _new_turn_id() -> str:
@@ -143,6 +144,11 @@ def _new_turn_id() -> str:
 def _emit(sink: Any, event: Any) -> None:
     if sink is not None:
         sink.put(event)
+
+
+def _flush_deltas(turn: _Turn | None, run: list[str]) -> None:
+    if turn is not None and run:
+        _emit(turn.sink, Delta(turn_id=turn.turn_id, text="".join(run), count=len(run)))
 
 
 def _validate_decision(decision: Any) -> Any:
@@ -338,14 +344,33 @@ class TurnCoordinator(SupervisedActor):
         self._finish(turn, "failed", f"{_STEP_METHODS[step]} failed: {error.message}")
 
     def _on_output(self, output: RuntimeOutput) -> None:
+        """Route one stdout read. Hot path: a run of deltas for one turn becomes one coalesced `Delta` event."""
         known = self._workers.get(output.worker_id)
         if known is None or known[0] != output.generation:
             return
+        worker_id = output.worker_id
+        run_turn: _Turn | None = None
+        run: list[str] = []
         for message in output.messages:
+            if isinstance(message, Notification) and message.method == "item/agentMessage/delta":
+                params = message.params
+                turn = self._turn_for(worker_id, params)
+                if turn is None:
+                    continue
+                if turn is not run_turn:
+                    _flush_deltas(run_turn, run)
+                    run_turn, run = turn, []
+                delta = params.get("delta", "")
+                turn.items.setdefault(params.get("itemId", ""), []).append(delta)
+                run.append(delta)
+                continue
+            _flush_deltas(run_turn, run)
+            run_turn, run = None, []
             if isinstance(message, Notification):
-                self._on_notification(output.worker_id, message)
+                self._on_notification(worker_id, message)
             elif isinstance(message, Request):
-                self._on_server_request(output.worker_id, message)
+                self._on_server_request(worker_id, message)
+        _flush_deltas(run_turn, run)
 
     def _turn_for(self, worker_id: int, params: Any) -> _Turn | None:
         if not isinstance(params, dict):
@@ -358,14 +383,10 @@ class TurnCoordinator(SupervisedActor):
         turn = self._turn_for(worker_id, params)
         if turn is None:
             return
-        if method == "item/agentMessage/delta":
-            item_id, delta = params.get("itemId", ""), params.get("delta", "")
-            turn.items[item_id] = turn.items.get(item_id, "") + delta
-            _emit(turn.sink, Delta(turn_id=turn.turn_id, text=delta))
-        elif method == "item/completed":
+        if method == "item/completed":
             item = params.get("item") or {}
             if item.get("type") == "agentMessage":
-                turn.items[item.get("id", "")] = item.get("text") or ""
+                turn.items[item.get("id", "")] = [item.get("text") or ""]  # the runtime's final word on the item
         elif method == "turn/completed":
             self._on_turn_completed(turn, params.get("turn") or {})
         elif method == "serverRequest/resolved":

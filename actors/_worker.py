@@ -3,8 +3,9 @@
 Contract:
 - The runtime starts in its own session/process group (`start_new_session=True`), so a kill reaches its children.
   stderr goes to `stderr_path` (append) or /dev/null.
-- A reader thread turns stdout into `StdoutBatch` messages: one message per read chunk (up to 64 KiB), holding the
-  decoded lines in order. Unparsable lines become `ProtocolError`s that are logged (warning) and dropped; a line
+- A reader thread decodes stdout (reads of up to 64 KiB) into a `StdoutInbox` and tells the actor `StdoutReady`
+  only when no such signal is pending, so while the actor is busy the decoded lines pile up and are handled as one
+  batch (the batch grows with load; an idle worker still sees each line at once). Unparsable lines become `ProtocolError`s that are logged (warning) and dropped; a line
   over 16 MiB is logged and dropped, the lines around it are kept.
 - Handshake: `initialize` is sent at start; the worker reports `WorkerReady` to the pool only when it answers
   successfully, then sends the `initialized` notification. No answer within `startup_timeout_s` (injected clock)
@@ -57,7 +58,7 @@ from protocol._messages import (
     CallResult,
     RuntimeCall,
     RuntimeOutput,
-    StdoutBatch,
+    StdoutReady,
     StdoutClosed,
     StopRuntime,
     WorkerExited,
@@ -102,8 +103,33 @@ def _exit_reason(returncode: int | None) -> str:
     return f"exited with code {returncode}"
 
 
-def _read_stdout(stream: IO[bytes], actor_ref: pykka.ActorRef[Any]) -> None:
-    """Reader thread body: chunks -> StdoutBatch; EOF -> StdoutClosed."""
+class StdoutInbox:
+    """Decoded stdout lines waiting for the worker actor, shared by the reader thread and the actor."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._messages: list[Any] = []
+        self._signalled = False
+
+    def put(self, messages: list[Any]) -> bool:
+        """Add messages; True when the caller must signal the actor (no signal is pending)."""
+        with self._lock:
+            self._messages.extend(messages)
+            if self._signalled:
+                return False
+            self._signalled = True
+            return True
+
+    def take(self) -> list[Any]:
+        """Everything waiting, in stdout order; the next `put` signals again."""
+        with self._lock:
+            messages, self._messages = self._messages, []
+            self._signalled = False
+            return messages
+
+
+def _read_stdout(stream: IO[bytes], inbox: StdoutInbox, actor_ref: pykka.ActorRef[Any]) -> None:
+    """Reader thread body: chunks -> decoded lines in `inbox` (+ StdoutReady); EOF -> StdoutClosed."""
     lines = LineBuffer()
     fd = stream.fileno()
     try:
@@ -119,8 +145,8 @@ def _read_stdout(stream: IO[bytes], actor_ref: pykka.ActorRef[Any]) -> None:
             except LineTooLongError as exc:
                 _log.warning("worker.line_too_long", error=str(exc))
                 complete = lines.feed(b"")  # the good lines that came with the long one
-            if complete:
-                actor_ref.tell(StdoutBatch(messages=tuple(decode_line(line) for line in complete if line)))
+            if complete and inbox.put([decode_line(line) for line in complete if line]):
+                actor_ref.tell(StdoutReady())
         actor_ref.tell(StdoutClosed(remainder=lines.flush()))
     except pykka.ActorDeadError:
         pass
@@ -145,6 +171,7 @@ class WorkerActor(pykka.ThreadingActor):
         self._proc: subprocess.Popen[bytes] | None = None
         self._wire_ids = itertools.count(0)
         self._pending: dict[int, _Pending] = {}
+        self._inbox = StdoutInbox()
         self._ready = False
         self._stopping = False
         self._exit_reason: str | None = None
@@ -161,7 +188,7 @@ class WorkerActor(pykka.ThreadingActor):
             return
         reader = threading.Thread(
             target=_read_stdout,
-            args=(self._proc.stdout, self.actor_ref),
+            args=(self._proc.stdout, self._inbox, self.actor_ref),
             name=f"{self._name}-g{spec.generation}-stdout",
             daemon=True,
         )
@@ -194,8 +221,8 @@ class WorkerActor(pykka.ThreadingActor):
 
     def on_receive(self, message: Any) -> Any:
         match message:
-            case StdoutBatch():
-                self._on_stdout(message.messages)
+            case StdoutReady():
+                self._on_stdout(self._inbox.take())
             case RuntimeCall():
                 self._on_call(message)
             case AnswerServerRequest():
@@ -253,7 +280,7 @@ class WorkerActor(pykka.ThreadingActor):
         tell_quietly(call.reply_to, reply)
 
     # --- incoming --------------------------------------------------------------------------------------------
-    def _on_stdout(self, messages: tuple[Any, ...]) -> None:
+    def _on_stdout(self, messages: list[Any]) -> None:
         forward: list[Any] = []
         for message in messages:
             if isinstance(message, (Response, ErrorResponse)):
@@ -345,6 +372,7 @@ class WorkerActor(pykka.ThreadingActor):
                 self._reply(entry.call, error=RpcError(code=HOST_WORKER_EXITED, message=reason))
 
     def _on_stdout_closed(self, remainder: bytes) -> None:
+        self._on_stdout(self._inbox.take())  # lines decoded before EOF come first
         if remainder:
             _log.warning("worker.eof_mid_line", worker=self._spec.worker_id, line=remainder[:200])
         if self._stopping:

@@ -22,7 +22,7 @@ from protocol._jsonrpc import Incoming, RpcError
 __all__ = [
     "HOST_CALL_TIMEOUT", "HOST_WORKER_EXITED", "HOST_UNSUPPORTED_REQUEST",
     "RuntimeCall", "CallResult", "AnswerServerRequest", "RuntimeOutput", "StopRuntime", "CallDeadline",
-    "StdoutBatch", "StdoutClosed",
+    "StdoutReady", "StdoutClosed",
     "WorkerReady", "WorkerExited", "RestartDue", "WorkerUp", "WorkerDown", "SubscribeWorkers", "GetPoolStatus",
     "WorkerStatus", "PoolFailed", "StopPool",
     "ResolveThread", "ThreadRoute", "BindRuntimeThread", "InvalidateRuntimeThread", "GetPins",
@@ -88,10 +88,8 @@ class CallDeadline(_Msg, kw_only=True):
     wire_id: int
 
 
-class StdoutBatch(_Msg, kw_only=True):
-    """Decoded lines of one stdout read, from the worker's reader thread."""
-
-    messages: tuple[Incoming, ...]
+class StdoutReady(_Msg, kw_only=True):
+    """The reader thread has decoded lines waiting; at most one of these is in a worker's mailbox at a time."""
 
 
 class StdoutClosed(_Msg, kw_only=True):
@@ -346,8 +344,12 @@ class TurnStarted(_Msg, kw_only=True):
 
 
 class Delta(_Msg, kw_only=True):
+    """Streamed reply text. Consecutive runtime deltas of one turn that arrive in one stdout read are coalesced
+    into one event: `text` is their concatenation, `count` how many runtime deltas it holds."""
+
     turn_id: str
     text: str
+    count: int = 1
 
 
 class ApprovalRequested(_Msg, kw_only=True):
