@@ -6,7 +6,7 @@ coordinator and a persistence actor. Every restart decision comes from the one r
 (`RecoveryPolicy`, `admit_restart`, `next_delay`) and is made by a supervisor.
 """
 
-from actors._api import AgentHost, HostConfig, TurnHandle
+from actors._api import AgentHost, HostConfig, HostStartError, TurnHandle
 from actors._clock import Clock, FakeClock, SystemClock, Timer
 from actors._coordinator import HostClosedError, UnknownApprovalError, UnknownTurnError
 from actors._mapping import NoHealthyWorkerError
@@ -26,7 +26,7 @@ from actors._recovery import (
 )
 
 __all__ = [
-    "AgentHost", "HostConfig", "TurnHandle",
+    "AgentHost", "HostConfig", "HostStartError", "TurnHandle",
     "Clock", "FakeClock", "SystemClock", "Timer",
     "HostClosedError", "UnknownApprovalError", "UnknownTurnError", "NoHealthyWorkerError",
     "HOST_POLICY", "WORKER_POLICY", "Backoff", "Decision", "Intensity", "PolicyError", "RecoveryPolicy",

@@ -49,9 +49,13 @@ from protocol._messages import (
 from protocol._messages import CreateThread as _CreateThread
 from storage import StorageRoot, validate_id
 
-__all__ = ["AgentHost", "HostConfig", "TurnHandle"]
+__all__ = ["AgentHost", "HostConfig", "HostStartError", "TurnHandle"]
 
 _log = get_logger("agenthost.api")
+
+
+class HostStartError(RuntimeError):
+    """The host could not start; the message holds the cause (e.g. the storage error)."""
 
 
 def _positive(name: str, value: float) -> None:
@@ -174,6 +178,11 @@ class AgentHost:
             checkpoint_interval_s=config.checkpoint_interval_s, rng_seed=config.rng_seed,
         )
         self._children = self._host.ask(GetChildren())
+        status = self._host.ask(GetHostStatus())
+        if status.state == "failed":
+            self._host.stop()
+            self._host = None
+            raise HostStartError(f"agenthost could not start on {self.root.root}: {status.cause}")
         if wait_ready:
             self.wait_workers_settled(config.startup_timeout_s + 5.0)
         return self

@@ -15,6 +15,7 @@ import argparse
 import sys
 from typing import Sequence
 
+from actors._api import HostStartError
 from actors._log import configure
 from storage import Database, StorageError, StorageRoot, validate_id
 
@@ -64,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (StorageError, ValueError) as exc:
         print(f"agenthost: {exc}", file=sys.stderr)
         return 2
+    except HostStartError as exc:
+        print(f"agenthost: {exc}", file=sys.stderr)
+        return 1
 
 
 def _send(args: argparse.Namespace) -> int:

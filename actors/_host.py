@@ -3,6 +3,8 @@
 Contract:
 - Start order: persistence -> mapping -> turns (coordinator) -> pool. The pool comes last because its workers
   stream output to the coordinator from their first line; stop order is the reverse.
+- A child that cannot start (e.g. the database cannot be opened) leaves the host "failed" with that error as the
+  cause, the children already started stopped again; `AgentHost.start()` raises `HostStartError` with it.
 - A crashed child (`ChildFailed`) or a failed pool (`PoolFailed`: every worker gave up, or restart intensity was
   exceeded) puts the host in state "failed" with the cause, in one "supervisor.decision" event
   (supervisor="host", decision="fail_host"). The host never loops restarting itself; reads keep working.
@@ -77,6 +79,13 @@ class HostSupervisor(pykka.ThreadingActor):
         self._children: list[tuple[str, pykka.ActorRef[Any]]] = []
 
     def on_start(self) -> None:
+        try:
+            self._start_children()
+        except Exception as exc:  # noqa: BLE001 - reported as the host's cause, never swallowed
+            self._fail("startup", f"{type(exc).__name__}: {exc}")
+            self._stop_children()
+
+    def _start_children(self) -> None:
         me = self.actor_ref
         persistence = PersistenceActor.start(
             root=self._root, clock=self._clock, wall=self._wall,
@@ -113,6 +122,13 @@ class HostSupervisor(pykka.ThreadingActor):
                 _log.warning("host.unknown_message", message=type(message).__name__)
         return None
 
+    def _stop_children(self) -> None:
+        for name, ref in reversed(self._children):
+            try:
+                ref.stop(timeout=10.0)
+            except pykka.Timeout:
+                _log.error("host.child_stop_timeout", child=name)
+
     def _fail(self, child: str, cause: str) -> None:
         if self._state != "running":
             return
@@ -125,7 +141,7 @@ class HostSupervisor(pykka.ThreadingActor):
         def ask(name: str, message: Any, default: Any) -> Any:
             try:
                 return children[name].ask(message, timeout=5.0)
-            except (pykka.ActorDeadError, pykka.Timeout):
+            except (KeyError, pykka.ActorDeadError, pykka.Timeout):
                 return default
 
         return HostStatus(
@@ -143,11 +159,7 @@ class HostSupervisor(pykka.ThreadingActor):
         for message in (CloseIntake(), AbortActiveTurns(reason="agenthost shut down before the turn finished")):
             _ask_quietly(turns, message)
         _ask_quietly(pool, StopPool(timeout_s=timeout_s), timeout=timeout_s + 10.0)
-        for name, ref in reversed(self._children):
-            try:
-                ref.stop(timeout=10.0)
-            except pykka.Timeout:
-                _log.error("host.child_stop_timeout", child=name)
+        self._stop_children()
         if self._state == "running":
             self._state = "stopped"
         _log.info("host.stopped", seconds=round(time.monotonic() - started, 3))

@@ -8,6 +8,8 @@ Contract:
 - Automatic checkpoints are off; this actor runs a PASSIVE checkpoint every `checkpoint_interval_s` (injected
   clock) and a TRUNCATE checkpoint when it stops.
 - Errors from storage (unknown ids, invalid ids, I/O errors) are raised to the asker; the actor keeps running.
+- The database is opened when the actor is constructed, so `PersistenceActor.start()` raises the storage error
+  (corrupt file, newer schema, unwritable folder) to the caller.
 """
 
 from __future__ import annotations
@@ -65,9 +67,12 @@ class PersistenceActor(SupervisedActor):
         self._clock = clock
         self._wall = wall
         self._interval = checkpoint_interval_s
-        self._db: Database | None = None
         self._transcripts = TranscriptStore(root)
         self._timer: Timer | None = None
+        # Opened here, in the starting thread, so that a database that cannot be opened fails `start()` itself
+        # with the storage error instead of killing the actor silently (apsw connections may change threads).
+        root.ensure()
+        self._db: Database | None = Database.open(root.db_path)
 
     @property
     def db(self) -> Database:
@@ -75,8 +80,7 @@ class PersistenceActor(SupervisedActor):
         return self._db
 
     def on_start(self) -> None:
-        self._root.ensure()
-        self._db = Database.open(self._root.db_path)
+        assert self._db is not None
         _log.info("persistence.opened", path=str(self._root.db_path), schema=self._db.schema_version)
         self._schedule_checkpoint()
 
