@@ -31,6 +31,13 @@ Defaults
 escalate and cut the backoff schedule short. 10 leaves headroom, so intensity only trips on restart storms the
 backoff cannot explain (e.g. children that repeatedly stay up past ``stable_after_s`` and then crash).
 ``HOST_POLICY`` (app-level runtime recovery): delays exactly 1, 2, 4, 8 s, then give up on the 5th exit.
+
+Children and strategies
+-----------------------
+``ChildSpec`` gives a child its OTP restart type (permanent: always restarted; transient: only after an abnormal
+exit; temporary: never) and its shutdown timeout (stop request, then kill). ``SupervisorSpec`` orders the children
+(start order; stops run in reverse) and picks the strategy; ``children_to_restart`` says which children one failure
+restarts: one_for_one -> the child, one_for_all -> all, rest_for_one -> the child and all started after it.
 """
 
 from __future__ import annotations
@@ -42,6 +49,12 @@ from typing import Literal
 import msgspec
 
 __all__ = [
+    "ChildSpec",
+    "RestartType",
+    "Strategy",
+    "SupervisorSpec",
+    "children_to_restart",
+    "should_restart",
     "HOST_POLICY",
     "WORKER_POLICY",
     "Backoff",
@@ -295,3 +308,90 @@ def admit_restart(
     admitted = RestartHistory(restarts=window + (now,), attempt=attempt, last_started_at=None)
     reason = f"attempt {attempt} of {policy.max_attempts}, backoff {_format_seconds(delay_s)} s"
     return Decision(action="restart", attempt=attempt, delay_s=delay_s, reason=reason, history=admitted)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Children and strategies (OTP): which children a failure restarts, and whether an exit restarts at all
+
+RestartType = Literal["permanent", "transient", "temporary"]
+Strategy = Literal["one_for_one", "one_for_all", "rest_for_one"]
+_RESTART_TYPES = ("permanent", "transient", "temporary")
+_STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one")
+
+
+def _check_child_name(value: str) -> None:
+    if not isinstance(value, str) or not value or not value.replace("-", "").replace("_", "").isalnum():
+        raise PolicyError(f"child.name must be a non-empty [A-Za-z0-9_-] string, got {value!r}")
+
+
+def _check_restart_type(field: str, value: str) -> None:
+    if value not in _RESTART_TYPES:
+        raise PolicyError(f"{field} must be one of {_RESTART_TYPES}, got {value!r}")
+
+
+def _check_shutdown_timeout_s(field: str, value: float) -> None:
+    if not _require_finite(field, value) > 0:
+        raise PolicyError(f"{field} must be > 0, got {value!r}")
+
+
+def _check_strategy(value: str) -> None:
+    if value not in _STRATEGIES:
+        raise PolicyError(f"strategy must be one of {_STRATEGIES}, got {value!r}")
+
+
+def _check_unique_children(children: tuple["ChildSpec", ...]) -> None:
+    names = [child.name for child in children]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if not children or duplicates:
+        raise PolicyError(f"children must be non-empty with unique names, got {names!r}")
+
+
+class ChildSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """One supervised child: its name, OTP restart type and how long a stop may take before a kill."""
+
+    name: str
+    restart: RestartType = "permanent"
+    shutdown_timeout_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        _check_child_name(self.name)
+        _check_restart_type(f"child {self.name!r} restart", self.restart)
+        _check_shutdown_timeout_s(f"child {self.name!r} shutdown_timeout_s", self.shutdown_timeout_s)
+
+
+class SupervisorSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """A supervisor: its ordered children (start order; stop is the reverse), strategy and policy."""
+
+    strategy: Strategy
+    children: tuple[ChildSpec, ...]
+    policy: RecoveryPolicy = RecoveryPolicy()
+
+    def __post_init__(self) -> None:
+        _check_strategy(self.strategy)
+        _check_unique_children(self.children)
+        _check_part("policy", self.policy, RecoveryPolicy)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(child.name for child in self.children)
+
+
+def should_restart(restart: RestartType, abnormal: bool) -> bool:
+    """OTP restart types: permanent always, transient only after an abnormal exit, temporary never."""
+    _check_restart_type("restart", restart)
+    return restart == "permanent" or (restart == "transient" and abnormal)
+
+
+def children_to_restart(spec: SupervisorSpec, failed: str) -> tuple[str, ...]:
+    """The children a failure of `failed` restarts, in start order (stop them in the reverse order first).
+
+    one_for_one: just `failed`; one_for_all: every child; rest_for_one: `failed` and every child started after it.
+    """
+    names = spec.names
+    if failed not in names:
+        raise PolicyError(f"unknown child {failed!r}; children are {names!r}")
+    if spec.strategy == "one_for_one":
+        return (failed,)
+    if spec.strategy == "one_for_all":
+        return names
+    return names[names.index(failed):]
