@@ -6,12 +6,16 @@ coordinator and a persistence actor. Every restart decision comes from the one r
 (`RecoveryPolicy`, `admit_restart`, `next_delay`) and is made by a supervisor.
 """
 
-from actors._api import AgentHost, HostConfig, HostStartError, TurnHandle
+from actors._api import AgentHost, HostConfig, HostStartError, HostUnavailableError, TurnHandle
 from actors._clock import Clock, FakeClock, SystemClock, Timer
 from actors._coordinator import HostClosedError, UnknownApprovalError, UnknownTurnError
 from actors._mapping import NoHealthyWorkerError
 from actors._recovery import (
     HOST_POLICY,
+    ChildSpec,
+    SupervisorSpec,
+    children_to_restart,
+    should_restart,
     WORKER_POLICY,
     Backoff,
     Decision,
@@ -26,9 +30,9 @@ from actors._recovery import (
 )
 
 __all__ = [
-    "AgentHost", "HostConfig", "HostStartError", "TurnHandle",
+    "AgentHost", "HostConfig", "HostStartError", "HostUnavailableError", "TurnHandle",
     "Clock", "FakeClock", "SystemClock", "Timer",
     "HostClosedError", "UnknownApprovalError", "UnknownTurnError", "NoHealthyWorkerError",
-    "HOST_POLICY", "WORKER_POLICY", "Backoff", "Decision", "Intensity", "PolicyError", "RecoveryPolicy",
+    "HOST_POLICY", "WORKER_POLICY", "ChildSpec", "SupervisorSpec", "children_to_restart", "should_restart", "Backoff", "Decision", "Intensity", "PolicyError", "RecoveryPolicy",
     "RestartHistory", "admit_restart", "next_delay", "record_start", "schedule",
 ]

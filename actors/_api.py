@@ -19,16 +19,17 @@ from __future__ import annotations
 import queue
 import time
 import uuid
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Literal
 
 import msgspec
 import pykka
 
 from actors._clock import Clock, SystemClock
 from actors._coordinator import CoordinatorSettings
-from actors._host import HostSupervisor
+from actors._host import HostSupervisor, host_spec
+from actors._refs import tell_quietly
 from actors._log import get_logger
-from actors._recovery import WORKER_POLICY, RecoveryPolicy
+from actors._recovery import HOST_POLICY, WORKER_POLICY, RecoveryPolicy, RestartType
 from actors._runtimes import builtin_spec_factory
 from chaos import RuntimeFaults
 from protocol._messages import (
@@ -49,9 +50,13 @@ from protocol._messages import (
 from protocol._messages import CreateThread as _CreateThread
 from storage import StorageRoot, validate_id
 
-__all__ = ["AgentHost", "HostConfig", "HostStartError", "TurnHandle"]
+__all__ = ["AgentHost", "HostConfig", "HostStartError", "HostUnavailableError", "TurnHandle"]
 
 _log = get_logger("agenthost.api")
+
+
+class HostUnavailableError(RuntimeError):
+    """The part of the host that serves this request is down (restarting, or the host failed)."""
 
 
 class HostStartError(RuntimeError):
@@ -75,6 +80,10 @@ class HostConfig(msgspec.Struct, frozen=True, kw_only=True):
     workers: int = 2
     worker_faults: dict[int, RuntimeFaults] = {}
     worker_policy: RecoveryPolicy = WORKER_POLICY
+    worker_restart: RestartType = "permanent"
+    max_consecutive_timeouts: int = 3
+    host_policy: RecoveryPolicy = HOST_POLICY
+    host_strategy: Literal["rest_for_one", "one_for_all"] = "rest_for_one"
     deltas_per_reply: int = 4
     startup_timeout_s: float = 10.0
     request_timeout_s: float = 30.0
@@ -86,7 +95,7 @@ class HostConfig(msgspec.Struct, frozen=True, kw_only=True):
     rng_seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("workers", "deltas_per_reply", "max_active_turns"):
+        for name in ("workers", "deltas_per_reply", "max_active_turns", "max_consecutive_timeouts"):
             _at_least_one(name, getattr(self, name))
         for name in ("startup_timeout_s", "request_timeout_s", "turn_timeout_s", "shutdown_timeout_s",
                      "drain_timeout_s", "checkpoint_interval_s"):
@@ -174,8 +183,10 @@ class AgentHost:
         )
         self._host = HostSupervisor.start(
             root=self.root, clock=self._clock, wall=self._wall, worker_count=config.workers,
-            spec_factory=spec_factory, worker_policy=config.worker_policy, settings=settings,
+            spec_factory=spec_factory, worker_policy=config.worker_policy, worker_restart=config.worker_restart,
+            max_consecutive_timeouts=config.max_consecutive_timeouts, settings=settings,
             checkpoint_interval_s=config.checkpoint_interval_s, rng_seed=config.rng_seed,
+            spec=host_spec(config.host_strategy, config.host_policy, config.shutdown_timeout_s),
         )
         self._children = self._host.ask(GetChildren())
         status = self._host.ask(GetHostStatus())
@@ -204,7 +215,9 @@ class AgentHost:
             return
         host, self._host = self._host, None
         drain = self.config.drain_timeout_s if drain_timeout_s is None else drain_timeout_s
-        self._children["turns"].tell(CloseIntake())
+        turns = self._children.get("turns")
+        if turns is not None:
+            tell_quietly(turns, CloseIntake())
         deadline = time.monotonic() + drain
         for handle in list(self._open.values()):
             try:
@@ -219,30 +232,42 @@ class AgentHost:
             self._open.clear()
 
     # --- threads and turns ----------------------------------------------------------------------------------
-    def _child(self, name: str) -> pykka.ActorRef[Any]:
+    def _ask(self, name: str, message: Any) -> Any:
+        """Ask child `name`; after a restart of that child by the host, ask its new incarnation."""
         if self._host is None:
             raise RuntimeError("AgentHost is not running (call start() or use it as a context manager)")
-        return self._children[name]
+        for attempt in (1, 2):
+            ref = self._children.get(name)
+            if ref is not None:
+                try:
+                    return ref.ask(message)
+                except pykka.ActorDeadError:
+                    pass
+            if attempt == 1:
+                self._children = self._host.ask(GetChildren())
+        status = self._host.ask(GetHostStatus())
+        raise HostUnavailableError(f"agenthost cannot serve this now: {name} is not running (host {status.state}"
+                                   + (f": {status.cause})" if status.cause else ")"))
 
     def create_thread(self, title: str = "", *, project_id: str = "default", thread_id: str | None = None) -> str:
         thread_id = validate_id("thread id", thread_id) if thread_id is not None else f"th-{uuid.uuid4().hex[:12]}"
         message = _CreateThread(thread_id=thread_id, project_id=validate_id("project id", project_id), title=title or thread_id)
-        self._child("persistence").ask(message)
+        self._ask("persistence", message)
         return thread_id
 
     def send(self, thread_id: str, text: str) -> TurnHandle:
         events: queue.Queue[TurnEvent] = queue.Queue()
-        accepted = self._child("turns").ask(SendMessage(thread_id=thread_id, text=text, sink=events))
+        accepted = self._ask("turns", SendMessage(thread_id=thread_id, text=text, sink=events))
         handle = TurnHandle(accepted.turn_id, accepted.queued, events)
         self._open = {tid: h for tid, h in self._open.items() if h.finished is None}
         self._open[handle.turn_id] = handle
         return handle
 
     def answer_approval(self, approval_id: str, decision: Any) -> None:
-        self._child("turns").ask(AnswerApproval(approval_id=approval_id, decision=decision))
+        self._ask("turns", AnswerApproval(approval_id=approval_id, decision=decision))
 
     def interrupt(self, turn_id: str) -> None:
-        self._child("turns").ask(InterruptTurn(turn_id=turn_id))
+        self._ask("turns", InterruptTurn(turn_id=turn_id))
 
     def set_worker_faults(self, worker_id: int, faults: RuntimeFaults | None) -> None:
         """Fault knobs for the next process of `worker_id` (takes effect at its next (re)start)."""
@@ -260,13 +285,13 @@ class AgentHost:
         return self._host.ask(GetHostStatus(), timeout=30.0)
 
     def threads(self) -> list[Any]:
-        return self._child("persistence").ask(ListThreads())
+        return self._ask("persistence", ListThreads())
 
     def turns(self, thread_id: str) -> list[Any]:
-        return self._child("persistence").ask(ListTurns(thread_id=thread_id))
+        return self._ask("persistence", ListTurns(thread_id=thread_id))
 
     def transcript(self, thread_id: str) -> str:
-        return self._child("persistence").ask(ReadTranscript(thread_id=thread_id))
+        return self._ask("persistence", ReadTranscript(thread_id=thread_id))
 
     def worker_pid(self, worker_id: int) -> int | None:
         for worker in self.status().workers:

@@ -5,6 +5,9 @@ Contract (dispatch, in this order): the user message is appended and the turn's 
 through the mapping actor (`thread/start` when the thread has none yet); `turn/start` is sent.
 - One turn per thread at a time. A message for a busy thread, or one arriving when `max_active_turns` are running,
   goes to the persisted follow-up queue and is dispatched, in order, when the thread/slot frees up.
+- Lazy resume: a runtime thread is used with `turn/start` only while it is known loaded in the current generation
+  of its worker (started or resumed there); otherwise `thread/resume` runs first. A worker going down clears its
+  entries, so after any runtime restart a thread is resumed on its next use.
 - Stale runtime thread: `turn/start` answered with -32600 "thread not found:" -> `thread/resume`; if that answers
   "no rollout found" the mapping is invalidated and a new runtime thread is started (an action card says the
   runtime lost its copy of the history). `turn/start` is then retried exactly once.
@@ -12,8 +15,12 @@ through the mapping actor (`thread/start` when the thread has none yet); `turn/s
   its subscriber sees `TurnFinished`. A host-side deadline (`turn_timeout_s`, injected clock) fails a turn the
   runtime never finishes and sends `turn/interrupt`.
 - Worker down (reconciliation, in this order): pending approvals of its turns are reset with an action card in the
-  transcript and an `ApprovalReset` event; its active turns end as failed (persisted at once); its calls are
-  forgotten; the mapping moves its pins (asked, so done before any queued message is dispatched again).
+  transcript and an `ApprovalReset` event; its active turns end as failed (persisted at once); its calls and its
+  loaded-thread cache are forgotten; the mapping moves its pins (asked, so done before any queued message is
+  dispatched again). `ResetWorkers` does this for every known worker (the pool was stopped).
+- Start-up reconciliation (a new coordinator, after a host or coordinator restart): every turn still "pending" in
+  the database is ended as failed with a note, and its caller, if the host's `TurnRegistry` still has it, hears
+  `TurnFinished`; dispatched follow-ups are settled; queued follow-ups are dispatched once workers are up.
 - Every server->client request is answered: approvals when the caller decides (or reset on worker death), all
   others at once with a HOST_UNSUPPORTED_REQUEST error, so no runtime turn can block on the host.
 - Output from an older generation of a worker is ignored.
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import threading
 import uuid
 from typing import Any, Callable
 
@@ -32,7 +40,7 @@ import pykka
 from actors._clock import Clock, Timer
 from actors._log import get_logger
 from actors._mapping import NoHealthyWorkerError
-from actors._refs import SupervisedActor, tell_quietly
+from actors._refs import SupervisedActor, tell_quietly, unknown_message
 from protocol._errors import is_no_rollout, is_thread_not_found
 from protocol._jsonrpc import Notification, Request, RpcError
 from protocol._messages import (
@@ -54,6 +62,11 @@ from protocol._messages import (
     EnqueueFollowUp,
     FinishTurn,
     GetThread,
+    ListFollowUps,
+    ListPendingTurns,
+    ListThreads,
+    ListTurns,
+    ResetWorkers,
     InterruptTurn,
     InvalidateRuntimeThread,
     ListActiveTurns,
@@ -68,6 +81,7 @@ from protocol._messages import (
     TurnFinished,
     TurnStarted,
     WorkerDown,
+    WorkerHealth,
     WorkerUp,
 )
 
@@ -76,6 +90,7 @@ __all__ = [
     "CoordinatorSettings",
     "HostClosedError",
     "TurnCoordinator",
+    "TurnRegistry",
     "UnknownApprovalError",
     "UnknownTurnError",
 ]
@@ -104,6 +119,29 @@ class CoordinatorSettings(msgspec.Struct, frozen=True, kw_only=True):
     max_active_turns: int = 8
     approval_policy: str = "on-request"
     sandbox: str = "workspace-write"
+
+
+class TurnRegistry:
+    """Subscribers of open turns and queued follow-ups, by turn id. Owned by the host supervisor and handed to
+    every coordinator it starts, so a coordinator that crashed can still be followed by one that tells callers
+    how their turns ended. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sinks: dict[str, Any] = {}
+
+    def put(self, turn_id: str, sink: Any) -> None:
+        if sink is not None:
+            with self._lock:
+                self._sinks[turn_id] = sink
+
+    def get(self, turn_id: str) -> Any:
+        with self._lock:
+            return self._sinks.get(turn_id)
+
+    def pop(self, turn_id: str) -> Any:
+        with self._lock:
+            return self._sinks.pop(turn_id, None)
 
 
 class _Approval(msgspec.Struct):
@@ -170,9 +208,11 @@ class TurnCoordinator(SupervisedActor):
         clock: Clock,
         settings: CoordinatorSettings,
         project_dir: Callable[[str], str],
+        registry: TurnRegistry | None = None,
         supervisor_ref: Any = None,
     ) -> None:
         super().__init__(supervisor_ref=supervisor_ref)
+        self._registry = registry or TurnRegistry()
         self._persistence = persistence_ref
         self._mapping = mapping_ref
         self._clock = clock
@@ -187,8 +227,30 @@ class TurnCoordinator(SupervisedActor):
         self._approvals: dict[str, _Approval] = {}
         self._workers: dict[int, tuple[int, Any]] = {}  # worker id -> (generation, ref)
         self._waiting: collections.deque[str] = collections.deque()  # threads waiting for a slot
-        self._sinks: dict[str, Any] = {}  # follow-up id -> subscriber
+        self._loaded: set[tuple[int, int, str]] = set()  # (worker, generation, runtime thread) known loaded
         self._intake_open = True
+
+    def on_child_start(self) -> None:
+        """Settle what a previous coordinator (or host process) left unfinished; see the module contract."""
+        reason = "agenthost restarted while this turn was running; it did not finish. Send the message again."
+        for row in self._persistence.ask(ListPendingTurns()):
+            self._persistence.ask(
+                FinishTurn(turn_id=row.turn_id, status="failed", assistant_text=row.assistant_text, error=reason)
+            )
+            _emit(self._registry.pop(row.turn_id), TurnFinished(turn_id=row.turn_id, status="failed",
+                                                                text=row.assistant_text, error=reason))
+            _log.warning("turns.reconciled_pending", turn=row.turn_id, thread=row.thread_id)
+        for thread in self._persistence.ask(ListThreads()):
+            self._settle_followups(thread.thread_id)
+
+    def _settle_followups(self, thread_id: str) -> None:
+        statuses = {t.turn_id: t.status for t in self._persistence.ask(ListTurns(thread_id=thread_id))}
+        for followup in self._persistence.ask(ListFollowUps(thread_id=thread_id)):
+            if followup.state == "dispatched":
+                state = "done" if statuses.get(followup.followup_id) == "completed" else "failed"
+                self._persistence.ask(SetFollowUpState(followup_id=followup.followup_id, state=state))
+            elif followup.state == "queued" and thread_id not in self._waiting:
+                self._waiting.append(thread_id)
 
     # --- dispatch ---------------------------------------------------------------------------------------------
     def on_receive(self, message: Any) -> Any:
@@ -211,6 +273,11 @@ class TurnCoordinator(SupervisedActor):
                 self._dispatch_waiting()
             case WorkerDown():
                 self._on_worker_down(message)
+            case WorkerHealth():
+                self._mapping.ask(message)
+            case ResetWorkers():
+                for worker_id, (generation, _) in list(self._workers.items()):
+                    self._on_worker_down(WorkerDown(worker_id=worker_id, generation=generation, reason=message.reason))
             case ListActiveTurns():
                 return tuple(self._active(turn) for turn in self._turns.values())
             case CloseIntake():
@@ -220,7 +287,7 @@ class TurnCoordinator(SupervisedActor):
                     self._reset_approvals(turn, message.reason)
                     self._finish(turn, "failed", message.reason, dispatch_next=False)
             case _:
-                _log.warning("turns.unknown_message", message=type(message).__name__)
+                unknown_message("turn coordinator", message)
         return None
 
     def _on_send(self, message: SendMessage) -> TurnAccepted:
@@ -231,7 +298,7 @@ class TurnCoordinator(SupervisedActor):
         thread_busy = message.thread_id in self._busy
         if thread_busy or len(self._turns) >= self._settings.max_active_turns:
             self._persistence.ask(EnqueueFollowUp(followup_id=turn_id, thread_id=message.thread_id, text=message.text))
-            self._sinks[turn_id] = message.sink
+            self._registry.put(turn_id, message.sink)
             if not thread_busy and message.thread_id not in self._waiting:
                 self._waiting.append(message.thread_id)
             _log.info("turns.queued", turn=turn_id, thread=message.thread_id, thread_busy=thread_busy)
@@ -241,6 +308,7 @@ class TurnCoordinator(SupervisedActor):
 
     def _dispatch(self, turn_id: str, thread_id: str, text: str, sink: Any, *, followup: bool) -> None:
         self._persistence.ask(BeginTurn(turn_id=turn_id, thread_id=thread_id, user_text=text))
+        self._registry.put(turn_id, sink)
         turn = _Turn(turn_id=turn_id, thread_id=thread_id, text=text, sink=sink, followup=followup)
         self._turns[turn_id] = turn
         self._busy[thread_id] = turn_id
@@ -258,8 +326,18 @@ class TurnCoordinator(SupervisedActor):
         _log.info("turns.dispatched", turn=turn_id, thread=thread_id, worker=route.worker_id)
         if route.runtime_thread_id is None:
             self._start_thread(turn)
-        else:
+        elif self._is_loaded(route.worker_id, route.runtime_thread_id):
             self._start_turn(turn)
+        else:
+            self._resume(turn, f"not loaded in runtime worker {route.worker_id} since its last start")
+
+    def _is_loaded(self, worker_id: int, runtime_thread_id: str) -> bool:
+        worker = self._workers.get(worker_id)
+        return worker is not None and (worker_id, worker[0], runtime_thread_id) in self._loaded
+
+    def _resume(self, turn: _Turn, reason: str) -> None:
+        _log.info("turns.resuming", turn=turn.turn_id, runtime_thread=turn.runtime_thread_id, reason=reason)
+        self._call(turn, "resume", "thread/resume", {"threadId": turn.runtime_thread_id})
 
     def _start_thread(self, turn: _Turn) -> None:
         thread = self._persistence.ask(GetThread(thread_id=turn.thread_id))
@@ -316,6 +394,9 @@ class TurnCoordinator(SupervisedActor):
                 BindRuntimeThread(thread_id=turn.thread_id, worker_id=turn.worker_id, runtime_thread_id=runtime_thread_id)
             )
             turn.runtime_thread_id = runtime_thread_id
+            worker = self._workers.get(turn.worker_id)
+            if worker is not None:
+                self._loaded.add((turn.worker_id, worker[0], runtime_thread_id))
             self._start_turn(turn)
         elif step == "turn_start":
             turn.runtime_turn_id = _nested_id(result, "turn")
@@ -327,8 +408,11 @@ class TurnCoordinator(SupervisedActor):
     def _on_call_error(self, turn: _Turn, step: str, error: RpcError) -> None:
         if step == "turn_start" and is_thread_not_found(error) and not turn.retried:
             turn.retried = True
-            _log.info("turns.stale_runtime_thread", turn=turn.turn_id, runtime_thread=turn.runtime_thread_id)
-            self._call(turn, "resume", "thread/resume", {"threadId": turn.runtime_thread_id})
+            assert turn.worker_id is not None and turn.runtime_thread_id is not None
+            worker = self._workers.get(turn.worker_id)
+            if worker is not None:
+                self._loaded.discard((turn.worker_id, worker[0], turn.runtime_thread_id))
+            self._resume(turn, f"runtime answered: {error.message}")
             return
         if step == "resume" and is_no_rollout(error):
             self._mapping.ask(InvalidateRuntimeThread(thread_id=turn.thread_id))
@@ -482,17 +566,23 @@ class TurnCoordinator(SupervisedActor):
             return
         del self._workers[message.worker_id]
         why = f"runtime worker {message.worker_id} exited ({message.reason})"
+        if message.reason.startswith("agenthost"):
+            why = f"runtime worker {message.worker_id} stopped: {message.reason}"
         affected = [turn for turn in self._turns.values() if turn.worker_id == message.worker_id]
         for turn in affected:
             self._reset_approvals(turn, why)
         for turn in affected:
             self._finish(turn, "failed", why, dispatch_next=False)
+        self._loaded = {entry for entry in self._loaded if entry[0] != message.worker_id}
+        _log.info("turns.runtime_cache_cleared", worker=message.worker_id)
         self._mapping.ask(message)
         _log.info("turns.worker_reconciled", worker=message.worker_id, turns_failed=len(affected))
         for turn in affected:
             self._dispatch_next(turn.thread_id)
 
     def _reset_approvals(self, turn: _Turn, why: str) -> None:
+        if turn.approvals:
+            _log.warning("turns.approvals_reset", turn=turn.turn_id, approvals=sorted(turn.approvals), reason=why)
         for approval in list(turn.approvals.values()):
             text = (
                 f"Approval request {approval.approval_id} for `{approval.command or approval.method}` was reset: "
@@ -526,6 +616,7 @@ class TurnCoordinator(SupervisedActor):
             _log.error("turns.persist_failed", turn=turn.turn_id, error=repr(exc))
             status, error = "failed", f"{error or status}; NOT persisted: {exc!r}"
         _log.info("turns.finished", turn=turn.turn_id, thread=turn.thread_id, status=status, error=error)
+        self._registry.pop(turn.turn_id)
         _emit(turn.sink, TurnFinished(turn_id=turn.turn_id, status=status, text=text, error=error))
         if dispatch_next:
             self._dispatch_next(turn.thread_id)
@@ -544,7 +635,7 @@ class TurnCoordinator(SupervisedActor):
         if followup is None:
             return False
         self._persistence.ask(SetFollowUpState(followup_id=followup.followup_id, state="dispatched"))
-        sink = self._sinks.pop(followup.followup_id, None)
+        sink = self._registry.get(followup.followup_id)
         self._dispatch(followup.followup_id, thread_id, followup.text, sink, followup=True)
         return True
 

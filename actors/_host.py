@@ -1,33 +1,49 @@
-"""Root host supervisor: starts, watches and stops the host's ordered children.
+"""Root host supervisor: starts, restarts (with backoff) and stops the host's ordered children.
 
 Contract:
-- Start order: persistence -> mapping -> turns (coordinator) -> pool. The pool comes last because its workers
-  stream output to the coordinator from their first line; stop order is the reverse.
-- A child that cannot start (e.g. the database cannot be opened) leaves the host "failed" with that error as the
-  cause, the children already started stopped again; `AgentHost.start()` raises `HostStartError` with it.
-- A crashed child (`ChildFailed`) or a failed pool (`PoolFailed`: every worker gave up, or restart intensity was
-  exceeded) puts the host in state "failed" with the cause, in one "supervisor.decision" event
-  (supervisor="host", decision="fail_host"). The host never loops restarting itself; reads keep working.
-- `ShutdownHost(timeout_s)`: intake closed, active turns aborted as failed (persisted), workers stopped (stdin
-  close, then SIGKILL of the group after `timeout_s`), then the coordinator, mapping and persistence stop (the last
-  runs a TRUNCATE checkpoint).
+- Children, in start order: persistence -> mapping -> turns (coordinator) -> pool. The pool comes last because its
+  workers stream output to the coordinator from their first line; every stop runs in the reverse order, each
+  child within its `shutdown_timeout_s`.
+- Strategy `rest_for_one` (default) or `one_for_all` (`one_for_one` is refused: later children hold references to
+  earlier ones, so restarting one alone would leave stale references).
+- A child that fails to start at boot fails the host's own start (OTP init semantics): state "failed", no retry.
+- After boot, a child failure is a crashed child (`ChildFailed`), a pool that escalated (`PoolFailed`: restart intensity
+  exceeded, or every worker gave up) or a child that could not start. Each failure is answered by one
+  `admit_restart` call on the host policy (default `HOST_POLICY`: exactly 1, 2, 4, 8 s, then give up) and one
+  "supervisor.decision" event (supervisor="host"):
+  - "restart": the affected children (per strategy) stop now, in reverse order; after `delay_s` (injected clock)
+    they start again in order. While the pool is down the coordinator is told `ResetWorkers`, so turns and
+    approvals on the lost workers are reconciled at once.
+  - "give_up" / "escalate": every child stops in reverse order and the host is "failed" with the cause. The root
+    has no parent: it never loops, and reads of the status keep working.
 - Asks go only downwards (host -> children), never up, so status reads cannot deadlock.
 """
 
 from __future__ import annotations
 
+import random
 import time
 from typing import Any, Callable
 
 import pykka
 
-from actors._clock import Clock
-from actors._coordinator import CoordinatorSettings, TurnCoordinator
+from actors._clock import Clock, Timer
+from actors._coordinator import CoordinatorSettings, TurnCoordinator, TurnRegistry
 from actors._log import decision, get_logger
 from actors._mapping import MappingActor
 from actors._persistence import PersistenceActor
 from actors._pool import PoolSupervisor, SpecFactory
-from actors._recovery import RecoveryPolicy
+from actors._recovery import (
+    ChildSpec,
+    RecoveryPolicy,
+    RestartHistory,
+    RestartType,
+    SupervisorSpec,
+    admit_restart,
+    children_to_restart,
+    record_start,
+)
+from actors._refs import tell_quietly, unknown_message
 from protocol._messages import (
     AbortActiveTurns,
     ChildFailed,
@@ -40,14 +56,26 @@ from protocol._messages import (
     HostStatus,
     ListActiveTurns,
     PoolFailed,
+    ResetWorkers,
+    RestartChildren,
     ShutdownHost,
     StopPool,
 )
 from storage import StorageRoot
 
-__all__ = ["HostSupervisor"]
+__all__ = ["HostSupervisor", "host_spec"]
 
 _log = get_logger("agenthost.host")
+CHILD_ORDER = ("persistence", "mapping", "turns", "pool")
+
+
+def host_spec(strategy: str, policy: RecoveryPolicy, shutdown_timeout_s: float) -> SupervisorSpec:
+    """The host's supervisor spec; validates the strategy."""
+    if strategy == "one_for_one":
+        raise ValueError("host strategy 'one_for_one' would leave later children with stale references; "
+                         "use 'rest_for_one' or 'one_for_all'")
+    children = tuple(ChildSpec(name=name, shutdown_timeout_s=shutdown_timeout_s) for name in CHILD_ORDER)
+    return SupervisorSpec(strategy=strategy, children=children, policy=policy)  # type: ignore[arg-type]
 
 
 class HostSupervisor(pykka.ThreadingActor):
@@ -60,9 +88,12 @@ class HostSupervisor(pykka.ThreadingActor):
         worker_count: int,
         spec_factory: SpecFactory,
         worker_policy: RecoveryPolicy,
+        worker_restart: RestartType = "permanent",
+        max_consecutive_timeouts: int = 3,
         settings: CoordinatorSettings,
         checkpoint_interval_s: float,
         rng_seed: int,
+        spec: SupervisorSpec,
     ) -> None:
         super().__init__()
         self._root = root
@@ -71,95 +102,166 @@ class HostSupervisor(pykka.ThreadingActor):
         self._worker_count = worker_count
         self._spec_factory = spec_factory
         self._worker_policy = worker_policy
+        self._worker_restart = worker_restart
+        self._max_consecutive_timeouts = max_consecutive_timeouts
         self._settings = settings
         self._checkpoint_interval_s = checkpoint_interval_s
+        self._rng = random.Random(rng_seed)
         self._rng_seed = rng_seed
+        self._spec = spec
+        self._registry = TurnRegistry()
         self._state: HostState = "running"
         self._cause: str | None = None
-        self._children: list[tuple[str, pykka.ActorRef[Any]]] = []
+        self._children: dict[str, pykka.ActorRef[Any]] = {}
+        self._history = RestartHistory()
+        self._restarting: tuple[str, ...] = ()
+        self._timer: Timer | None = None
 
+    # --- starting children ----------------------------------------------------------------------------------
     def on_start(self) -> None:
-        try:
-            self._start_children()
-        except Exception as exc:  # noqa: BLE001 - reported as the host's cause, never swallowed
-            self._fail("startup", f"{type(exc).__name__}: {exc}")
-            self._stop_children()
+        self._history = record_start(self._history, self._clock.now())
+        self._start_children(self._spec.names, booting=True)
 
-    def _start_children(self) -> None:
-        me = self.actor_ref
-        persistence = PersistenceActor.start(
-            root=self._root, clock=self._clock, wall=self._wall,
-            checkpoint_interval_s=self._checkpoint_interval_s, supervisor_ref=me,
-        )
-        self._children.append(("persistence", persistence))
-        mapping = MappingActor.start(persistence_ref=persistence, supervisor_ref=me)
-        self._children.append(("mapping", mapping))
-        turns = TurnCoordinator.start(
-            persistence_ref=persistence, mapping_ref=mapping, clock=self._clock, settings=self._settings,
-            project_dir=lambda project_id: str(self._root.project_dir(project_id)), supervisor_ref=me,
-        )
-        self._children.append(("turns", turns))
-        pool = PoolSupervisor.start(
+    def _start_children(self, names: tuple[str, ...], *, booting: bool = False) -> None:
+        for name in names:
+            try:
+                self._children[name] = self._start_child(name)
+            except Exception as exc:  # noqa: BLE001 - a child that cannot start is a child failure
+                cause = f"{name} could not start: {type(exc).__name__}: {exc}"
+                _log.error("host.child_start_failed", child=name, error=repr(exc))
+                if booting:  # OTP: a supervisor whose child fails in init does not start; nothing to retry
+                    self._state, self._cause = "failed", cause
+                    self._stop_children(self._spec.names, f"agenthost failed to start: {cause}")
+                    decision(_log, supervisor="host", child=name, decision="give_up",
+                             reason=f"{cause}; a child that fails at boot is not restarted")
+                else:
+                    self._on_failure(name, cause)
+                return
+        _log.info("host.children_started", children=list(names), root=str(self._root.root))
+
+    def _start_child(self, name: str) -> pykka.ActorRef[Any]:
+        me, refs = self.actor_ref, self._children
+        if name == "persistence":
+            return PersistenceActor.start(
+                root=self._root, clock=self._clock, wall=self._wall,
+                checkpoint_interval_s=self._checkpoint_interval_s, supervisor_ref=me,
+            )
+        if name == "mapping":
+            return MappingActor.start(persistence_ref=refs["persistence"], supervisor_ref=me)
+        if name == "turns":
+            return TurnCoordinator.start(
+                persistence_ref=refs["persistence"], mapping_ref=refs["mapping"], clock=self._clock,
+                settings=self._settings, registry=self._registry,
+                project_dir=lambda project_id: str(self._root.project_dir(project_id)), supervisor_ref=me,
+            )
+        return PoolSupervisor.start(
             worker_count=self._worker_count, spec_factory=self._spec_factory, policy=self._worker_policy,
-            clock=self._clock, output_ref=turns, listeners=[turns], parent_ref=me, rng_seed=self._rng_seed,
+            worker_restart=self._worker_restart, clock=self._clock, output_ref=refs["turns"],
+            listeners=[refs["turns"]], parent_ref=me, rng_seed=self._rng.randrange(2**32),
+            shutdown_timeout_s=self._child_spec("pool").shutdown_timeout_s,
+            max_consecutive_timeouts=self._max_consecutive_timeouts,
         )
-        self._children.append(("pool", pool))
-        _log.info("host.started", root=str(self._root.root), workers=self._worker_count)
 
+    def _child_spec(self, name: str) -> ChildSpec:
+        return next(child for child in self._spec.children if child.name == name)
+
+    # --- messages -------------------------------------------------------------------------------------------
     def on_receive(self, message: Any) -> Any:
         match message:
             case ChildFailed():
-                self._fail(message.child, f"{message.child} crashed: {message.error}")
+                self._on_failure(message.child, f"{message.child} crashed: {message.error}")
             case PoolFailed():
-                self._fail("pool", message.reason)
+                self._on_failure("pool", message.reason)
+            case RestartChildren():
+                self._on_restart_due(message.names)
             case GetHostStatus():
                 return self._status()
-            case ShutdownHost():
-                self._shutdown(message.timeout_s)
             case GetChildren():
                 return dict(self._children)
+            case ShutdownHost():
+                self._shutdown(message.timeout_s)
             case _:
-                _log.warning("host.unknown_message", message=type(message).__name__)
+                unknown_message("host supervisor", message)
         return None
 
-    def _stop_children(self) -> None:
-        for name, ref in reversed(self._children):
-            try:
-                ref.stop(timeout=10.0)
-            except pykka.Timeout:
-                _log.error("host.child_stop_timeout", child=name)
+    # --- failures -------------------------------------------------------------------------------------------
+    def _on_failure(self, child: str, cause: str) -> None:
+        if self._state in ("failed", "stopped") or child in self._restarting:
+            return  # already down, or already being restarted
+        now = self._clock.now()
+        verdict = admit_restart(self._spec.policy, self._history, now, self._rng)
+        affected = children_to_restart(self._spec, child)
+        if verdict.action == "restart":
+            self._history = verdict.history
+            self._restarting = affected
+            self._stop_children(affected, f"agenthost is restarting after a failure ({cause})")
+            ref, due = self.actor_ref, RestartChildren(names=affected)
+            self._timer = self._clock.call_later(verdict.delay_s, lambda: tell_quietly(ref, due))
+        else:
+            self._state, self._cause = "failed", cause
+            self._stop_children(self._spec.names, f"agenthost failed: {cause}")
+        decision(
+            _log, supervisor="host", child=child, decision=verdict.action, reason=f"{cause}; {verdict.reason}",
+            attempt=verdict.attempt, delay_s=verdict.delay_s, restarts=list(affected),
+        )
 
-    def _fail(self, child: str, cause: str) -> None:
-        if self._state != "running":
+    def _on_restart_due(self, names: tuple[str, ...]) -> None:
+        if self._state != "running" or names != self._restarting:
             return
-        self._state, self._cause = "failed", cause
-        decision(_log, supervisor="host", child=child, decision="fail_host", reason=cause)
+        self._restarting, self._timer = (), None
+        self._history = record_start(self._history, self._clock.now())
+        _log.info("host.restarting_children", children=list(names), attempt=self._history.attempt)
+        self._start_children(names)
 
+    def _stop_children(self, names: tuple[str, ...], reason: str) -> None:
+        """Stop `names` in reverse start order; open turns end with `reason`; survivors learn what they lost."""
+        turns = self._children.get("turns")
+        if turns is not None and "turns" in names:
+            _ask_quietly(turns, AbortActiveTurns(reason=reason))
+        for name in reversed(self._spec.names):
+            if name in names and name in self._children:
+                self._stop_child(name, self._children.pop(name))
+        if "pool" in names and "turns" not in names and turns is not None:
+            _ask_quietly(turns, ResetWorkers(reason=reason))
+
+    def _stop_child(self, name: str, ref: pykka.ActorRef[Any]) -> None:
+        timeout_s = self._child_spec(name).shutdown_timeout_s
+        if name == "pool":
+            _ask_quietly(ref, StopPool(timeout_s=timeout_s), timeout=timeout_s + 10.0)
+        try:
+            ref.stop(timeout=timeout_s + 10.0)
+        except pykka.Timeout:
+            _log.error("host.child_stop_timeout", child=name, timeout_s=timeout_s)
+
+    # --- status and shutdown --------------------------------------------------------------------------------
     def _status(self) -> HostStatus:
-        children = dict(self._children)
-
         def ask(name: str, message: Any, default: Any) -> Any:
+            ref = self._children.get(name)
+            if ref is None:
+                return default
             try:
-                return children[name].ask(message, timeout=5.0)
-            except (KeyError, pykka.ActorDeadError, pykka.Timeout):
+                return ref.ask(message, timeout=5.0)
+            except (pykka.ActorDeadError, pykka.Timeout):
                 return default
 
+        state: HostState = "recovering" if self._restarting and self._state == "running" else self._state
         return HostStatus(
-            state=self._state,
+            state=state,
             cause=self._cause,
             workers=ask("pool", GetPoolStatus(), ()),
             active_turns=ask("turns", ListActiveTurns(), ()),
             pins=ask("mapping", GetPins(), {}),
+            restarting=self._restarting,
         )
 
     def _shutdown(self, timeout_s: float) -> None:
         started = time.monotonic()
-        children = dict(self._children)
-        turns, pool = children["turns"], children["pool"]
-        for message in (CloseIntake(), AbortActiveTurns(reason="agenthost shut down before the turn finished")):
-            _ask_quietly(turns, message)
-        _ask_quietly(pool, StopPool(timeout_s=timeout_s), timeout=timeout_s + 10.0)
-        self._stop_children()
+        if self._timer is not None:
+            self._timer.cancel()
+        turns = self._children.get("turns")
+        if turns is not None:
+            _ask_quietly(turns, CloseIntake())
+        self._stop_children(self._spec.names, "agenthost shut down before the turn finished")
         if self._state == "running":
             self._state = "stopped"
         _log.info("host.stopped", seconds=round(time.monotonic() - started, 3))

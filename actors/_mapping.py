@@ -8,7 +8,8 @@ Contract:
   `thread/resume` it. No worker up -> `NoHealthyWorkerError` naming the thread.
 - `WorkerDown` moves every thread pinned to that worker to the workers that are up, least-loaded first, in one
   "mapping.pins_moved" event. With no worker up the pins stay until the next `ResolveThread`.
-- A given-up or restarting worker is never "up", so it never receives pins.
+- A given-up or restarting worker is never "up", so it never receives pins. A degraded worker (`WorkerHealth`)
+  keeps the threads already pinned to it but gets no new ones until it answers again.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import msgspec
 import pykka
 
 from actors._log import get_logger
-from actors._refs import SupervisedActor
+from actors._refs import SupervisedActor, unknown_message
 from protocol._messages import (
     BindRuntimeThread,
     GetPins,
@@ -29,6 +30,7 @@ from protocol._messages import (
     SaveMapping,
     ThreadRoute,
     WorkerDown,
+    WorkerHealth,
     WorkerUp,
 )
 
@@ -54,8 +56,9 @@ class MappingActor(SupervisedActor):
         self._persistence = persistence_ref
         self._pins: dict[str, _Pin] = {}
         self._up: set[int] = set()
+        self._degraded: set[int] = set()
 
-    def on_start(self) -> None:
+    def on_child_start(self) -> None:
         for row in self._persistence.ask(LoadMappings()):
             self._pins[row.thread_id] = _Pin(worker_id=row.worker_id, runtime_thread_id=row.runtime_thread_id)
         _log.info("mapping.hydrated", threads=len(self._pins))
@@ -72,13 +75,17 @@ class MappingActor(SupervisedActor):
                     self._save(message.thread_id, _Pin(worker_id=pin.worker_id))
             case WorkerUp():
                 self._up.add(message.worker_id)
+                self._degraded.discard(message.worker_id)
+            case WorkerHealth():
+                (self._degraded.add if message.degraded else self._degraded.discard)(message.worker_id)
             case WorkerDown():
                 self._up.discard(message.worker_id)
+                self._degraded.discard(message.worker_id)
                 self._move_pins_from(message.worker_id, message.reason)
             case GetPins():
                 return {tid: pin.worker_id for tid, pin in self._pins.items()}
             case _:
-                _log.warning("mapping.unknown_message", message=type(message).__name__)
+                unknown_message("mapping actor", message)
         return None
 
     def _save(self, thread_id: str, pin: _Pin) -> None:
@@ -88,9 +95,10 @@ class MappingActor(SupervisedActor):
         self._pins[thread_id] = pin
 
     def _least_loaded(self) -> int | None:
-        if not self._up:
+        candidates = (self._up - self._degraded) or self._up  # a degraded worker only when nothing else is up
+        if not candidates:
             return None
-        load = {wid: 0 for wid in self._up}
+        load = {wid: 0 for wid in candidates}
         for pin in self._pins.values():
             if pin.worker_id in load:
                 load[pin.worker_id] += 1

@@ -21,7 +21,7 @@ import pykka
 
 from actors._clock import Clock, Timer
 from actors._log import get_logger
-from actors._refs import SupervisedActor, tell_quietly
+from actors._refs import SupervisedActor, tell_quietly, unknown_message
 from protocol._messages import (
     AddActionCard,
     BeginTurn,
@@ -33,6 +33,8 @@ from protocol._messages import (
     GetThread,
     ListThreads,
     ListTurns,
+    ListFollowUps,
+    ListPendingTurns,
     LoadMappings,
     NextFollowUp,
     ReadTranscript,
@@ -79,7 +81,7 @@ class PersistenceActor(SupervisedActor):
         assert self._db is not None, "persistence actor not started"
         return self._db
 
-    def on_start(self) -> None:
+    def on_child_start(self) -> None:
         assert self._db is not None
         _log.info("persistence.opened", path=str(self._root.db_path), schema=self._db.schema_version)
         self._schedule_checkpoint()
@@ -124,6 +126,10 @@ class PersistenceActor(SupervisedActor):
                 return db.delete_mapping(message.thread_id)
             case LoadMappings():
                 return db.load_mappings()
+            case ListPendingTurns():
+                return db.pending_turns()
+            case ListFollowUps():
+                return db.list_followups(message.thread_id)
             case ListThreads():
                 return db.list_threads()
             case ListTurns():
@@ -144,7 +150,7 @@ class PersistenceActor(SupervisedActor):
                 self._schedule_checkpoint()
                 return None
             case _:
-                raise TypeError(f"persistence actor got an unknown message {type(message).__name__}")
+                unknown_message("persistence actor", message)
 
     def _create_thread(self, message: CreateThread, now: float) -> Any:
         project_id = validate_id("project id", message.project_id)

@@ -1,6 +1,12 @@
 """Pool supervisor: owns N worker actors and makes every restart decision for them (one_for_one).
 
 Contract:
+- Worker states: starting -> ready -> degraded -> restarting(attempt, next_restart_at) -> given_up (or stopped).
+  A worker is "ready" only after its runtime answered `initialize`. It is "degraded" while its calls time out
+  (no new pins go to it); after `max_consecutive_timeouts` timeouts in a row the pool kills it (decision "kill")
+  and the exit is decided like any other.
+- Restart types (OTP): permanent workers are always considered for a restart, transient ones only after an
+  abnormal exit (non-zero or signal), temporary ones never (decision "no_restart", state "stopped").
 - Workers never restart themselves. A `WorkerExited` from the current generation of a worker is answered by one
   call to the recovery policy (`admit_restart`) and one "supervisor.decision" event (supervisor="pool",
   child="worker-N"): "restart" (after `delay_s`, scheduled on the injected clock), "give_up" (attempts exhausted;
@@ -8,7 +14,9 @@ Contract:
 - Messages from an older generation of a worker are ignored, so a late exit can never restart a newer process.
 - Listeners (mapping, coordinator) get `WorkerUp` when a worker answers `initialize` and `WorkerDown` when a worker
   that was up exits. A worker that dies before it is ready is never announced.
-- When every worker has given up, or intensity is exceeded, the parent is told `PoolFailed` with the cause.
+- When every worker has given up, or intensity is exceeded, the pool stops every worker (reverse order) and tells
+  the parent `PoolFailed` with the cause; it never restarts itself. If the pool actor itself crashes, it stops its
+  workers before the crash is reported, so no runtime outlives its supervisor.
 - `StopPool(timeout_s)` cancels pending restarts and stops all runtimes in parallel (stdin close, then SIGKILL of
   the group after `timeout_s`).
 """
@@ -22,12 +30,13 @@ import msgspec
 import pykka
 
 from actors._clock import Clock, Timer
-from actors._refs import SupervisedActor, tell_quietly
+from actors._refs import SupervisedActor, tell_quietly, unknown_message
 from actors._log import decision, get_logger
-from actors._recovery import RecoveryPolicy, RestartHistory, admit_restart, record_start
+from actors._recovery import RecoveryPolicy, RestartHistory, RestartType, admit_restart, record_start, should_restart
 from actors._worker import WorkerActor, WorkerSpec
 from protocol._messages import (
     GetPoolStatus,
+    KillRuntime,
     PoolFailed,
     RestartDue,
     StopPool,
@@ -35,6 +44,7 @@ from protocol._messages import (
     SubscribeWorkers,
     WorkerDown,
     WorkerExited,
+    WorkerHealth,
     WorkerReady,
     WorkerState,
     WorkerStatus,
@@ -87,6 +97,9 @@ class PoolSupervisor(SupervisedActor):
         listeners: list[pykka.ActorRef[Any]],
         parent_ref: pykka.ActorRef[Any] | None = None,
         rng_seed: int = 0,
+        worker_restart: RestartType = "permanent",
+        shutdown_timeout_s: float = 5.0,
+        max_consecutive_timeouts: int = 3,
     ) -> None:
         super().__init__(supervisor_ref=parent_ref)
         if worker_count < 1:
@@ -100,8 +113,11 @@ class PoolSupervisor(SupervisedActor):
         self._parent = parent_ref
         self._rng = random.Random(rng_seed)
         self._stopping = False
+        self._worker_restart = worker_restart
+        self._shutdown_timeout_s = shutdown_timeout_s
+        self._max_timeouts = max_consecutive_timeouts
 
-    def on_start(self) -> None:
+    def on_child_start(self) -> None:
         for slot in self._slots.values():
             self._spawn(slot)
 
@@ -113,6 +129,8 @@ class PoolSupervisor(SupervisedActor):
                 self._on_exited(message)
             case RestartDue():
                 self._on_restart_due(message)
+            case WorkerHealth():
+                self._on_health(message)
             case SubscribeWorkers():
                 self._listeners.append(message.ref)
                 return tuple(self._up(slot) for slot in self._slots.values() if slot.state == "ready")
@@ -121,7 +139,7 @@ class PoolSupervisor(SupervisedActor):
             case StopPool():
                 return self._stop_all(message.timeout_s)
             case _:
-                _log.warning("pool.unknown_message", message=type(message).__name__)
+                unknown_message("pool supervisor", message)
         return None
 
     # --- lifecycle of one slot -------------------------------------------------------------------------------
@@ -153,16 +171,44 @@ class PoolSupervisor(SupervisedActor):
         _log.info("pool.worker_up", worker=slot.worker_id, generation=slot.generation, pid=message.pid)
         self._notify(self._up(slot))
 
+    def _on_health(self, message: WorkerHealth) -> None:
+        slot = self._current(message.worker_id, message.generation)
+        if slot is None or slot.state not in ("ready", "degraded"):
+            return
+        child = f"worker-{slot.worker_id}"
+        if not message.degraded:
+            slot.state = "ready"
+            _log.info("pool.worker_recovered", worker=slot.worker_id)
+            self._notify(message)
+            return
+        if message.consecutive_timeouts >= self._max_timeouts:
+            reason = f"{message.consecutive_timeouts} calls in a row timed out (max {self._max_timeouts}): {message.reason}"
+            decision(_log, supervisor="pool", child=child, decision="kill", reason=reason,
+                     attempt=slot.history.attempt, delay_s=0.0, generation=slot.generation)
+            tell_quietly(slot.ref, KillRuntime(reason=reason))
+            return
+        if slot.state == "ready":
+            slot.state = "degraded"
+            decision(_log, supervisor="pool", child=child, decision="degrade", reason=message.reason,
+                     attempt=slot.history.attempt, delay_s=0.0, generation=slot.generation)
+            self._notify(message)
+
     def _on_exited(self, message: WorkerExited) -> None:
         slot = self._current(message.worker_id, message.generation)
         if slot is None:
             return
-        was_up = slot.state == "ready"
+        was_up = slot.state in ("ready", "degraded")
         slot.last_exit = message.reason
         slot.pid = None
         slot.ref = None
         if was_up:
             self._notify(WorkerDown(worker_id=slot.worker_id, generation=slot.generation, reason=message.reason))
+        abnormal = message.returncode != 0
+        if not should_restart(self._worker_restart, abnormal):
+            slot.state = "stopped"
+            decision(_log, supervisor="pool", child=f"worker-{slot.worker_id}", decision="no_restart",
+                     reason=f"{message.reason}; restart type {self._worker_restart}", generation=slot.generation)
+            return
         self._decide(slot, message.reason)
 
     def _decide(self, slot: _Slot, exit_reason: str) -> None:
@@ -189,9 +235,9 @@ class PoolSupervisor(SupervisedActor):
             generation=slot.generation,
         )
         if verdict.action == "escalate":
-            self._fail(f"{child}: {verdict.reason}")
+            self._escalate(f"{child}: {verdict.reason}")
         elif verdict.action == "give_up" and all(s.state == "given_up" for s in self._slots.values()):
-            self._fail(f"all {len(self._slots)} workers gave up; last: {child} {exit_reason}")
+            self._escalate(f"all {len(self._slots)} workers gave up; last: {child} {exit_reason}")
 
     def _on_restart_due(self, message: RestartDue) -> None:
         slot = self._current(message.worker_id, message.generation)
@@ -201,10 +247,16 @@ class PoolSupervisor(SupervisedActor):
         _log.info("pool.worker_restarting", worker=slot.worker_id, attempt=slot.history.attempt)
         self._spawn(slot)
 
-    def _fail(self, reason: str) -> None:
+    def _escalate(self, reason: str) -> None:
+        """Stop every worker (reverse order), then hand the failure to the parent."""
+        self._stop_all(self._shutdown_timeout_s)
         _log.error("pool.failed", reason=reason)
         if self._parent is not None:
             tell_quietly(self._parent, PoolFailed(reason=reason))
+
+    def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
+        self._stop_all(self._shutdown_timeout_s)
+        super().on_failure(exception_type, exception_value, traceback)
 
     def _notify(self, message: Any) -> None:
         for listener in self._listeners:
@@ -213,7 +265,7 @@ class PoolSupervisor(SupervisedActor):
     def _stop_all(self, timeout_s: float) -> dict[int, int | None]:
         self._stopping = True
         futures = {}
-        for slot in self._slots.values():
+        for slot in sorted(self._slots.values(), key=lambda s: -s.worker_id):
             if slot.timer is not None:
                 slot.timer.cancel()
             if slot.ref is not None:
@@ -221,7 +273,8 @@ class PoolSupervisor(SupervisedActor):
                     futures[slot.worker_id] = slot.ref.ask(StopRuntime(timeout_s=timeout_s), block=False)
                 except pykka.ActorDeadError:
                     pass
-            slot.state = "stopped"
+            if slot.state != "given_up":
+                slot.state = "stopped"
         codes: dict[int, int | None] = {}
         for worker_id, future in futures.items():
             try:

@@ -13,11 +13,15 @@ Contract:
 - `RuntimeCall`s are answered exactly once with a `CallResult` to `reply_to`: the runtime's result or error, a
   HOST_CALL_TIMEOUT error when `timeout_s` passes first, or HOST_WORKER_EXITED when the process exits or its pipe
   breaks. Wire ids are the worker's own increasing ints; a response to an unknown id is logged and ignored.
+- Health: each call timeout is told to the pool as `WorkerHealth(degraded=True, consecutive_timeouts=n)`; the
+  next answer from the runtime resets the count and tells `WorkerHealth(degraded=False)`. `KillRuntime` (from the
+  pool) SIGKILLs the group; the exit is then reported with the pool's reason.
 - Notifications and server requests are forwarded to `output_ref` as `RuntimeOutput` batches that keep stdout
   order relative to the `CallResult`s (pending output is flushed before each `CallResult`).
 - At stdout EOF the worker reaps the process (SIGKILL to the group if it lingers 2 s), fails what is pending,
   tells the pool `WorkerExited` with a reason and stops. `StopRuntime` (asked by the pool) closes stdin, waits up
-  to `timeout_s` (real time), then SIGKILLs the group; no `WorkerExited` is sent for a requested stop.
+  to `timeout_s` (real time), then SIGKILLs the group; no `WorkerExited` is sent for a requested stop. An actor
+  stopped any other way SIGKILLs its runtime's group on the way out: no runtime outlives its worker actor.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import msgspec
 import pykka
 
 from actors._clock import Clock, Timer
-from actors._refs import tell_quietly
+from actors._refs import tell_quietly, unknown_message
 from actors._log import get_logger
 from protocol._jsonrpc import (
     ErrorResponse,
@@ -60,8 +64,10 @@ from protocol._messages import (
     RuntimeOutput,
     StdoutReady,
     StdoutClosed,
+    KillRuntime,
     StopRuntime,
     WorkerExited,
+    WorkerHealth,
     WorkerReady,
 )
 
@@ -174,6 +180,7 @@ class WorkerActor(pykka.ThreadingActor):
         self._inbox = StdoutInbox()
         self._ready = False
         self._stopping = False
+        self._consecutive_timeouts = 0
         self._exit_reason: str | None = None
         self._name = f"worker-{spec.worker_id}"
 
@@ -233,8 +240,10 @@ class WorkerActor(pykka.ThreadingActor):
                 self._on_stdout_closed(message.remainder)
             case StopRuntime():
                 return self._stop_runtime(message.timeout_s)
+            case KillRuntime():
+                self._kill(message.reason)
             case _:
-                _log.warning("worker.unknown_message", worker=self._spec.worker_id, message=type(message).__name__)
+                unknown_message(self._name, message)
         return None
 
     # --- outgoing --------------------------------------------------------------------------------------------
@@ -310,6 +319,9 @@ class WorkerActor(pykka.ThreadingActor):
             _log.warning("worker.unknown_response_id", worker=self._spec.worker_id, id=wire_id)
             return
         pending.timer.cancel()
+        if self._consecutive_timeouts:
+            self._consecutive_timeouts = 0
+            self._report_health(degraded=False, reason="runtime answers again")
         error = message.error if isinstance(message, ErrorResponse) else None
         result = message.result if isinstance(message, Response) else None
         if pending.call is None:
@@ -337,10 +349,18 @@ class WorkerActor(pykka.ThreadingActor):
             return
         call = pending.call
         _log.warning("worker.call_timeout", worker=self._spec.worker_id, method=call.method, timeout_s=call.timeout_s)
+        self._consecutive_timeouts += 1
+        self._report_health(degraded=True, reason=f"{call.method} timed out after {call.timeout_s:g} s")
         self._reply(
             call,
             error=RpcError(code=HOST_CALL_TIMEOUT, message=f"{call.method} timed out after {call.timeout_s:g} s"),
         )
+
+    def _report_health(self, *, degraded: bool, reason: str) -> None:
+        spec = self._spec
+        health = WorkerHealth(worker_id=spec.worker_id, generation=spec.generation, degraded=degraded,
+                              consecutive_timeouts=self._consecutive_timeouts, reason=reason)
+        tell_quietly(self._pool, health)
 
     def _kill(self, reason: str) -> None:
         """Kill the process group; the EOF that follows reports the exit with `reason`."""
@@ -424,6 +444,13 @@ class WorkerActor(pykka.ThreadingActor):
                 self._proc.stdin.close()
             except OSError:
                 pass
+
+    def on_stop(self) -> None:
+        """No runtime outlives its worker actor, however the actor was stopped."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._signal_group(signal.SIGKILL)
+            self._proc.wait()
+            self._close_pipes()
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
         """A bug in this actor: kill the runtime and report it as an exit so the pool can decide."""

@@ -21,7 +21,7 @@ from protocol._jsonrpc import Incoming, RpcError
 
 __all__ = [
     "HOST_CALL_TIMEOUT", "HOST_WORKER_EXITED", "HOST_UNSUPPORTED_REQUEST",
-    "RuntimeCall", "CallResult", "AnswerServerRequest", "RuntimeOutput", "StopRuntime", "CallDeadline",
+    "RuntimeCall", "CallResult", "AnswerServerRequest", "RuntimeOutput", "StopRuntime", "KillRuntime", "CallDeadline",
     "StdoutReady", "StdoutClosed",
     "WorkerReady", "WorkerExited", "RestartDue", "WorkerUp", "WorkerDown", "SubscribeWorkers", "GetPoolStatus",
     "WorkerStatus", "PoolFailed", "StopPool",
@@ -30,7 +30,7 @@ __all__ = [
     "ListThreads", "ListTurns", "ReadTranscript", "Checkpoint", "GetThread", "EnqueueFollowUp", "NextFollowUp",
     "SetFollowUpState",
     "SendMessage", "TurnAccepted", "AnswerApproval", "InterruptTurn", "TurnDeadline", "ListActiveTurns",
-    "ActiveTurn", "CloseIntake", "AbortActiveTurns", "GetHostStatus", "HostStatus", "ShutdownHost", "GetChildren",
+    "ActiveTurn", "CloseIntake", "AbortActiveTurns", "GetHostStatus", "HostStatus", "ShutdownHost", "GetChildren", "RestartChildren", "ResetWorkers", "WorkerHealth", "ListPendingTurns", "ListFollowUps",
     "TurnStarted", "Delta", "ApprovalRequested", "ApprovalResolved", "ApprovalReset", "TurnFinished", "TurnEvent",
     "ChildFailed",
 ]
@@ -82,6 +82,12 @@ class StopRuntime(_Msg, kw_only=True):
     """Close stdin, wait `timeout_s`, then SIGKILL the process group."""
 
     timeout_s: float
+
+
+class KillRuntime(_Msg, kw_only=True):
+    """Pool -> worker: SIGKILL the runtime's group; the exit is reported with `reason`."""
+
+    reason: str
 
 
 class CallDeadline(_Msg, kw_only=True):
@@ -137,7 +143,7 @@ class GetPoolStatus(_Msg, kw_only=True):
     pass
 
 
-WorkerState = Literal["starting", "ready", "restarting", "given_up", "stopped"]
+WorkerState = Literal["starting", "ready", "degraded", "restarting", "given_up", "stopped"]
 
 
 class WorkerStatus(_Msg, kw_only=True):
@@ -149,6 +155,16 @@ class WorkerStatus(_Msg, kw_only=True):
     restarts: int = 0
     next_restart_at: float | None = None
     last_exit: str | None = None
+
+
+class WorkerHealth(_Msg, kw_only=True):
+    """Worker -> pool: calls are timing out (degraded) or answered again (not degraded)."""
+
+    worker_id: int
+    generation: int
+    degraded: bool
+    consecutive_timeouts: int = 0
+    reason: str = ""
 
 
 class PoolFailed(_Msg, kw_only=True):
@@ -235,6 +251,14 @@ class LoadMappings(_Msg, kw_only=True):
     pass
 
 
+class ListPendingTurns(_Msg, kw_only=True):
+    pass
+
+
+class ListFollowUps(_Msg, kw_only=True):
+    thread_id: str
+
+
 class ListThreads(_Msg, kw_only=True):
     pass
 
@@ -318,7 +342,7 @@ class GetHostStatus(_Msg, kw_only=True):
     pass
 
 
-HostState = Literal["running", "failed", "stopped"]
+HostState = Literal["running", "recovering", "failed", "stopped"]
 
 
 class HostStatus(_Msg, kw_only=True):
@@ -327,6 +351,19 @@ class HostStatus(_Msg, kw_only=True):
     workers: tuple[WorkerStatus, ...] = ()
     active_turns: tuple[ActiveTurn, ...] = ()
     pins: dict[str, int] = {}
+    restarting: tuple[str, ...] = ()  # children stopped and waiting for their restart delay
+
+
+class RestartChildren(_Msg, kw_only=True):
+    """Timer message to the host: the restart delay of these children has passed."""
+
+    names: tuple[str, ...]
+
+
+class ResetWorkers(_Msg, kw_only=True):
+    """To the coordinator: every worker it knows is gone (the pool stopped); reconcile them all as down."""
+
+    reason: str
 
 
 class GetChildren(_Msg, kw_only=True):

@@ -29,7 +29,7 @@ def clock() -> FakeClock:
 @pytest.fixture
 def events() -> Iterator[DecisionLog]:
     with capture_events(
-        "supervisor.decision", "turns.stale_runtime_thread", "mapping.pins_moved", "worker.protocol_error",
+        "supervisor.decision", "turns.resuming", "mapping.pins_moved", "worker.protocol_error",
         "worker.exited", "pool.worker_up",
     ) as log:
         yield log

@@ -51,7 +51,7 @@ def test_worker_killed_mid_turn_recovers_per_policy(make_host, clock: FakeClock,
     # the next turn on the same thread succeeds there via thread/resume
     done = host.send(thread_id, "still there?").wait(20.0)
     assert done.status == "completed" and done.text == "Reference reply to: still there?"
-    assert events.of("turns.stale_runtime_thread")
+    assert events.of("turns.resuming")
 
     clock.advance(0.99)
     assert worker(host, victim).state == "restarting"
@@ -144,7 +144,7 @@ def test_restarted_host_resumes_threads_from_the_persisted_mapping(tmp_path, eve
         assert host.status().pins == pins  # hydrated from the database
         done = host.send(thread_id, "second").wait(20.0)
         assert done.status == "completed"
-        assert events.of("turns.stale_runtime_thread")  # new process: thread not found -> resume
+        assert events.of("turns.resuming")  # new process: the thread is not loaded there -> resume first
         assert [t.user_text for t in host.turns(thread_id)] == ["first", "second"]
 
 

@@ -39,16 +39,98 @@ def test_crash_on_start_follows_the_backoff_schedule_then_gives_up(make_host, cl
     assert host.status().pins[thread_id] == 2  # a given-up worker gets no pins
 
 
-def test_every_worker_given_up_fails_the_host_with_the_cause(make_host, clock: FakeClock, events) -> None:
+def test_host_recovery_runs_exactly_1_2_4_8_then_reports_failed(make_host, clock: FakeClock, events) -> None:
     host = make_host(workers=1, worker_policy=RecoveryPolicy(max_attempts=1), worker_faults={1: CRASH})
-    _decisions(events, "worker-1", 1)
+    for cycle, host_delay in enumerate([1.0, 2.0, 4.0, 8.0], start=1):
+        pool_restart = _decisions(events, "worker-1", 2 * cycle - 1)[-1]
+        assert (pool_restart["decision"], pool_restart["delay_s"]) == ("restart", 1.0)
+        clock.advance(1.0)
+        give_up = _decisions(events, "worker-1", 2 * cycle)[-1]
+        assert give_up["decision"] == "give_up"
+        decision = wait_until("host decision", lambda: len(events.of(supervisor="host")) >= cycle and events.of(supervisor="host"))[-1]
+        assert (decision["child"], decision["decision"], decision["attempt"], decision["delay_s"]) == (
+            "pool", "restart", cycle, host_delay,
+        )
+        assert decision["restarts"] == ["pool"]  # rest_for_one: the pool is the last child
+        assert "all 1 workers gave up" in decision["reason"]
+        status = host.status()
+        assert (status.state, status.restarting, status.workers) == ("recovering", ("pool",), ())
+        clock.advance(host_delay - 0.001)
+        assert host.status().restarting == ("pool",)  # never before its delay
+        clock.advance(0.001)
+    assert _decisions(events, "worker-1", 9)[-1]["decision"] == "restart"
     clock.advance(1.0)
-    give_up = _decisions(events, "worker-1", 2)[1]
-    assert give_up["decision"] == "give_up"
-    status = wait_until("host failed", lambda: (s := host.status()).state == "failed" and s)
-    assert "all 1 workers gave up" in (status.cause or "")
-    host_decision = events.of(supervisor="host")
-    assert host_decision and host_decision[0]["decision"] == "fail_host"
+    final = wait_until("host gives up", lambda: len(events.of(supervisor="host")) >= 5 and events.of(supervisor="host"))[-1]
+    assert (final["decision"], final["attempt"]) == ("give_up", 5)
+    assert "4 attempts exhausted" in final["reason"]
+    status = host.status()
+    assert status.state == "failed" and "all 1 workers gave up" in (status.cause or "")
+    clock.advance(100.0)  # the root never loops
+    assert len(events.of(supervisor="host")) == 5
+
+
+def test_pool_intensity_exceeded_escalates_to_the_host(make_host, clock: FakeClock, events) -> None:
+    from actors import Intensity
+
+    policy = RecoveryPolicy(intensity=Intensity(max_restarts=2, period_s=60.0))
+    host = make_host(workers=1, worker_policy=policy, worker_faults={1: CRASH})
+    for count, delay in ((1, 1.0), (2, 2.0)):
+        assert _decisions(events, "worker-1", count)[-1]["decision"] == "restart"
+        clock.advance(delay)
+    escalation = _decisions(events, "worker-1", 3)[-1]
+    assert escalation["decision"] == "escalate"
+    assert "intensity exceeded: 3 restarts within 60.0 s (max 2)" in escalation["reason"]
+    host_decision = wait_until("host decision", lambda: events.of(supervisor="host"))[0]
+    assert (host_decision["child"], host_decision["decision"], host_decision["delay_s"]) == ("pool", "restart", 1.0)
+    host.set_worker_faults(1, None)
+    clock.advance(1.0)
+    assert wait_until("new pool ready", lambda: host.status().workers and worker(host, 1).state == "ready")
+    assert host.status().state == "running"
+    assert host.send(host.create_thread(), "after escalation").wait(20.0).status == "completed"
+
+
+def test_stable_worker_starts_counting_attempts_again(make_host, clock: FakeClock, events) -> None:
+    from chaos import kill_process_group
+
+    host = make_host(workers=1)
+    kill_process_group(worker(host, 1).pid)
+    assert _decisions(events, "worker-1", 1)[0]["attempt"] == 1
+    clock.advance(1.0)
+    wait_until("ready", lambda: worker(host, 1).state == "ready")
+    kill_process_group(worker(host, 1).pid)  # not stable yet: attempt 2, 2 s
+    second = _decisions(events, "worker-1", 2)[1]
+    assert (second["attempt"], second["delay_s"]) == (2, 2.0)
+    clock.advance(2.0)
+    wait_until("ready", lambda: worker(host, 1).state == "ready")
+    clock.advance(30.0)  # stable_after_s of the default policy
+    kill_process_group(worker(host, 1).pid)
+    third = _decisions(events, "worker-1", 3)[2]
+    assert (third["attempt"], third["delay_s"]) == (1, 1.0)
+
+
+@pytest.mark.parametrize(("strategy", "crashed", "restarted"), [
+    ("rest_for_one", "persistence", ["persistence", "mapping", "turns", "pool"]),
+    ("rest_for_one", "turns", ["turns", "pool"]),
+    ("one_for_all", "pool", ["persistence", "mapping", "turns", "pool"]),
+])
+def test_host_strategy_restarts_the_right_children_and_keeps_the_data(
+    make_host, clock: FakeClock, events, strategy: str, crashed: str, restarted: list[str],
+) -> None:
+    from protocol._messages import GetChildren
+
+    host = make_host(workers=1, host_strategy=strategy)
+    thread_id = host.create_thread("survivor")
+    assert host.send(thread_id, "before").wait(20.0).status == "completed"
+    before = host._host.ask(GetChildren())
+    before[crashed].tell(object())  # an unknown message crashes the actor: a real child failure
+    decision = wait_until("host decision", lambda: events.of(supervisor="host"))[0]
+    assert (decision["child"], decision["decision"], decision["restarts"]) == (crashed, "restart", restarted)
+    clock.advance(1.0)
+    wait_until("host running", lambda: (s := host.status()).state == "running" and s.workers and s.workers[0].state == "ready")
+    after = host._host.ask(GetChildren())
+    assert sorted(name for name in after if after[name] is not before[name]) == sorted(restarted)
+    assert host.send(thread_id, "after").wait(20.0).status == "completed"
+    assert [t.user_text for t in host.turns(thread_id)] == ["before", "after"]
 
 
 def test_runtime_hanging_on_initialize_is_killed_at_the_startup_deadline(tmp_path, clock: FakeClock, events) -> None:
