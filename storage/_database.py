@@ -93,10 +93,12 @@ class Database:
     # --- lifecycle -------------------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> Database:
+    def open(cls, path: str | os.PathLike[str], *, vfs: str | None = None) -> Database:
+        """Open (creating if needed), verify the pragmas and migrate. `vfs` names a registered APSW VFS (used by
+        fault-injection tests); None is SQLite's default."""
         db_path = Path(os.fspath(path))
         with _translate_errors(f"opening database {str(db_path)!r}"):
-            conn = apsw.Connection(str(db_path))
+            conn = apsw.Connection(str(db_path)) if vfs is None else apsw.Connection(str(db_path), vfs=vfs)
         try:
             with _translate_errors(f"configuring database {str(db_path)!r}"):
                 _configure(conn)
