@@ -30,7 +30,7 @@ from actors._host import HostSupervisor, host_spec
 from actors._refs import tell_quietly
 from actors._log import get_logger
 from actors._recovery import HOST_POLICY, WORKER_POLICY, RecoveryPolicy, RestartType
-from actors._runtimes import builtin_spec_factory
+from actors._runtimes import builtin_spec_factory, codex_spec_factory
 from chaos import RuntimeFaults
 from protocol._messages import (
     AnswerApproval,
@@ -78,6 +78,9 @@ class HostConfig(msgspec.Struct, frozen=True, kw_only=True):
 
     storage_root: str
     workers: int = 2
+    runtime: Literal["builtin", "codex"] = "builtin"
+    codex_bin: str | None = None  # the native codex binary (runtime "codex")
+    codex_config: tuple[str, ...] = ()  # extra `-c key=value` overrides for codex app-server
     worker_faults: dict[int, RuntimeFaults] = {}
     worker_policy: RecoveryPolicy = WORKER_POLICY
     worker_restart: RestartType = "permanent"
@@ -100,6 +103,10 @@ class HostConfig(msgspec.Struct, frozen=True, kw_only=True):
         for name in ("startup_timeout_s", "request_timeout_s", "turn_timeout_s", "shutdown_timeout_s",
                      "drain_timeout_s", "checkpoint_interval_s"):
             _positive(name, getattr(self, name))
+        if self.runtime == "codex" and not self.codex_bin:
+            raise ValueError("HostConfig.codex_bin is required when runtime is 'codex', got None")
+        if self.runtime == "codex" and self.worker_faults:
+            raise ValueError("HostConfig.worker_faults are knobs of the built-in runtime; runtime is 'codex'")
         for worker_id in self.worker_faults:
             if not 1 <= worker_id <= self.workers:
                 raise ValueError(f"HostConfig.worker_faults names worker {worker_id!r}; workers are 1..{self.workers}")
@@ -173,10 +180,17 @@ class AgentHost:
             raise RuntimeError("AgentHost already started")
         config = self.config
         self.root.ensure()
-        spec_factory = builtin_spec_factory(
-            self.root, faults=self._faults, deltas_per_reply=config.deltas_per_reply,
-            startup_timeout_s=config.startup_timeout_s,
-        )
+        if config.runtime == "codex":
+            assert config.codex_bin is not None
+            spec_factory = codex_spec_factory(
+                self.root, codex_bin=config.codex_bin, config_overrides=config.codex_config,
+                startup_timeout_s=config.startup_timeout_s,
+            )
+        else:
+            spec_factory = builtin_spec_factory(
+                self.root, faults=self._faults, deltas_per_reply=config.deltas_per_reply,
+                startup_timeout_s=config.startup_timeout_s,
+            )
         settings = CoordinatorSettings(
             request_timeout_s=config.request_timeout_s, turn_timeout_s=config.turn_timeout_s,
             max_active_turns=config.max_active_turns,

@@ -5,20 +5,28 @@ Contract:
   All workers of a host share one state folder, `system/runtime-state/`, so a thread pinned to another worker
   after a crash can be resumed there with its history.
 - Each worker's stderr is appended to `system/logs/worker-<id>.log`.
+- `codex` runs the native `codex app-server` binary (never the npm node launcher, which orphans the native child
+  on kill) with `-c key=value` overrides and a persistent `CODEX_HOME` per worker; noisy notifications are opted
+  out of at `initialize`.
 - Fault knobs (chaos.RuntimeFaults) are passed per worker id on the command line; a worker without an entry runs
   without faults. Knobs are read again at every restart, so a test can change them between generations.
 """
 
 from __future__ import annotations
 
+import os
 import sys
-from typing import Callable, Mapping
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
 
 from actors._worker import WorkerSpec
 from chaos import RuntimeFaults, encode_faults
 from storage import StorageRoot
 
-__all__ = ["builtin_spec_factory"]
+__all__ = [
+    "CODEX_OPT_OUT", "CodexBinaryError", "builtin_spec_factory", "check_codex_binary", "codex_spec_factory",
+    "find_native_codex",
+]
 
 
 def builtin_spec_factory(
@@ -49,3 +57,81 @@ def builtin_spec_factory(
         )
 
     return spec
+
+
+# --- codex app-server ------------------------------------------------------------------------------------------
+CODEX_OPT_OUT = (
+    "account/rateLimits/updated",
+    "thread/tokenUsage/updated",
+    "remoteControl/status/changed",
+    "configWarning",
+    "warning",
+)
+
+
+class CodexBinaryError(ValueError):
+    """The codex binary is missing, not executable, or the node launcher instead of the native binary."""
+
+
+def check_codex_binary(path: str) -> Path:
+    """The native `codex` binary, checked: exists, executable, not the npm node launcher (which orphans the
+    native child when it is killed, so the host would never see EOF)."""
+    binary = Path(path).expanduser().resolve()
+    if not binary.is_file():
+        raise CodexBinaryError(f"codex binary {path!r} does not exist")
+    if not os.access(binary, os.X_OK):
+        raise CodexBinaryError(f"codex binary {path!r} is not executable")
+    with binary.open("rb") as head:
+        first = head.read(256)
+    if first.startswith(b"#!") and b"node" in first.split(b"\n", 1)[0]:
+        raise CodexBinaryError(
+            f"{path!r} is the npm node launcher; pass the native binary (find_native_codex() locates it under "
+            "node_modules/@openai/codex-<platform>/vendor/<target>/bin/codex)"
+        )
+    return binary
+
+
+def find_native_codex(npm_prefix: str | os.PathLike[str]) -> Path | None:
+    """The native codex binary inside an npm install folder (`npm install @openai/codex` ran there), or None."""
+    vendor = Path(npm_prefix) / "node_modules" / "@openai"
+    for candidate in sorted(vendor.glob("codex-*/vendor/*/bin/codex")):
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def codex_spec_factory(
+    root: StorageRoot,
+    *,
+    codex_bin: str,
+    config_overrides: Sequence[str],
+    startup_timeout_s: float,
+) -> Callable[[int, int], WorkerSpec]:
+    """`codex app-server` per worker: native binary, own process group, persistent CODEX_HOME per worker under
+    `system/codex-home/worker-<id>/` (kept across restarts, so `thread/resume` finds the rollouts)."""
+    binary = check_codex_binary(codex_bin)
+    logs = root.system_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    overrides = [item for override in config_overrides for item in ("-c", _checked_override(override))]
+
+    def spec(worker_id: int, generation: int) -> WorkerSpec:
+        home = root.system_dir / "codex-home" / f"worker-{worker_id}"
+        home.mkdir(parents=True, exist_ok=True)
+        return WorkerSpec(
+            worker_id=worker_id,
+            generation=generation,
+            argv=(str(binary), "app-server", *overrides),
+            env={"CODEX_HOME": str(home)},
+            stderr_path=str(logs / f"worker-{worker_id}.log"),
+            startup_timeout_s=startup_timeout_s,
+            opt_out_notifications=CODEX_OPT_OUT,
+        )
+
+    return spec
+
+
+def _checked_override(override: str) -> str:
+    key, sep, _ = override.partition("=")
+    if not sep or not key.strip() or any(c.isspace() for c in key.strip()):
+        raise ValueError(f"codex config override must look like key=value, got {override!r}")
+    return override
