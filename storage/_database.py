@@ -27,12 +27,20 @@ import os
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Callable, Literal, TypeVar
 
 import apsw
 import msgspec
 
-from ._errors import SchemaError, StorageError, StorageIOError, UnknownThreadError, UnknownTurnError
+from ._errors import (
+    SchemaError,
+    StorageCorruptError,
+    StorageError,
+    StorageFullError,
+    StorageIOError,
+    UnknownThreadError,
+    UnknownTurnError,
+)
 from ._ids import validate_id
 from ._rows import (
     FOLLOWUP_STATES,
@@ -127,6 +135,23 @@ class Database:
         finally:
             self._closed = True
             self._conn.close()
+
+    def quick_check(self) -> list[str]:
+        """`PRAGMA quick_check`: ["ok"] for a sound database, otherwise the problems found (at most 100)."""
+        with _translate_errors("running quick_check"):
+            return [str(row[0]) for row in self._conn.execute("PRAGMA quick_check(100)")]
+
+    def set_wal_hook(self, hook: Callable[[int], None] | None) -> None:
+        """Call `hook(wal_pages)` after every commit with the WAL's size in pages (None removes it)."""
+        if hook is None:
+            self._conn.set_wal_hook(None)
+            return
+
+        def on_commit(_conn: apsw.Connection, _dbname: str, pages: int) -> int:
+            hook(pages)
+            return apsw.SQLITE_OK
+
+        self._conn.set_wal_hook(on_commit)
 
     def checkpoint(self, mode: CheckpointMode = "PASSIVE") -> tuple[int, int]:
         """Run a WAL checkpoint; return (frames in the WAL, frames checkpointed)."""
@@ -225,22 +250,26 @@ class Database:
         text = _text("user text", user_text)
         created_at = _time("now", now)
         with self._transaction(f"beginning turn {turn_id!r}"):
-            self._require_thread(thread_id)
-            if self._select_one(TurnRow, "turn_id", turn_id) is not None:
-                raise StorageError(f"turn id {turn_id!r} already exists")
-            row = TurnRow(
-                turn_id=turn_id,
-                thread_id=thread_id,
-                seq=self._next_seq("turns", thread_id),
-                user_text=text,
-                assistant_text="",
-                status="pending",
-                error=None,
-                worker_id=None,
-                created_at=created_at,
-                finished_at=None,
-            )
-            self._insert("turns", row)
+            return self._begin_turn_row(turn_id, thread_id, text, created_at)
+
+    def _begin_turn_row(self, turn_id: str, thread_id: str, text: str, created_at: float) -> TurnRow:
+        """Insert a pending turn; the caller holds the transaction."""
+        self._require_thread(thread_id)
+        if self._select_one(TurnRow, "turn_id", turn_id) is not None:
+            raise StorageError(f"turn id {turn_id!r} already exists")
+        row = TurnRow(
+            turn_id=turn_id,
+            thread_id=thread_id,
+            seq=self._next_seq("turns", thread_id),
+            user_text=text,
+            assistant_text="",
+            status="pending",
+            error=None,
+            worker_id=None,
+            created_at=created_at,
+            finished_at=None,
+        )
+        self._insert("turns", row)
         return row
 
     def set_turn_worker(self, turn_id: str, worker_id: int) -> None:
@@ -348,6 +377,18 @@ class Database:
             self._conn.execute("UPDATE followups SET state = ? WHERE followup_id = ?", (state, followup_id))
         return msgspec.structs.replace(row, state=state)
 
+    def begin_followup_turn(self, followup_id: str, now: float) -> TurnRow:
+        """Mark a queued follow-up dispatched AND begin its turn (turn id = follow-up id) in ONE transaction, so a
+        crash can never leave a follow-up dispatched without its turn, or run it twice."""
+        validate_id("follow-up id", followup_id)
+        created_at = _time("now", now)
+        with self._transaction(f"dispatching follow-up {followup_id!r}"):
+            followup = self._require_row(FollowUpRow, "followup_id", followup_id)
+            if followup.state != "queued":
+                raise StorageError(f"follow-up {followup_id!r} is {followup.state}, not queued; it runs only once")
+            self._conn.execute("UPDATE followups SET state = 'dispatched' WHERE followup_id = ?", (followup_id,))
+            return self._begin_turn_row(followup_id, followup.thread_id, followup.text, created_at)
+
     def list_followups(self, thread_id: str) -> list[FollowUpRow]:
         self.get_thread(thread_id)
         return self._select_all(FollowUpRow, "followups", "WHERE thread_id = ?", (thread_id,), "seq")
@@ -373,12 +414,15 @@ class Database:
         turn = self._require_turn(finish.turn_id)
         if turn.status != "pending":
             raise StorageError(f"turn {finish.turn_id!r} is already {turn.status}; terminal states are final")
+        worker_id = turn.worker_id if finish.worker_id is None else _integer("worker id", finish.worker_id)
         self._conn.execute(
-            "UPDATE turns SET status = ?, assistant_text = ?, error = ?, finished_at = ? WHERE turn_id = ?",
-            (finish.status, assistant_text, error, finished_at, finish.turn_id),
+            "UPDATE turns SET status = ?, assistant_text = ?, error = ?, finished_at = ?, worker_id = ?"
+            " WHERE turn_id = ?",
+            (finish.status, assistant_text, error, finished_at, worker_id, finish.turn_id),
         )
         return msgspec.structs.replace(
-            turn, status=finish.status, assistant_text=assistant_text, error=error, finished_at=finished_at
+            turn, status=finish.status, assistant_text=assistant_text, error=error, finished_at=finished_at,
+            worker_id=worker_id,
         )
 
     def _require_thread(self, thread_id: str) -> ThreadRow:
@@ -461,6 +505,10 @@ def _translate_errors(action: str) -> Iterator[None]:
     """Re-raise apsw errors as StorageIOError (I/O) or StorageError (anything else), chained."""
     try:
         yield
+    except (apsw.CorruptError, apsw.NotADBError) as error:
+        raise StorageCorruptError(f"{action} failed: the database is corrupt: {type(error).__name__}: {error}") from error
+    except apsw.FullError as error:
+        raise StorageFullError(f"{action} failed: the disk is full: {type(error).__name__}: {error}") from error
     except _IO_ERRORS as error:
         raise StorageIOError(f"{action} failed with an I/O error: {type(error).__name__}: {error}") from error
     except apsw.Error as error:

@@ -11,6 +11,8 @@ __all__ = [
     "InvalidIdError",
     "SchemaError",
     "StorageError",
+    "StorageCorruptError",
+    "StorageFullError",
     "StorageIOError",
     "UnknownThreadError",
     "UnknownTurnError",
@@ -45,3 +47,11 @@ class SchemaError(StorageError):
 
 class StorageIOError(StorageError):
     """A real I/O failure (SQLite I/O/full/cannot-open errors, failed fsync or rename); see ``__cause__``."""
+
+
+class StorageCorruptError(StorageIOError):
+    """The database file is not a sound SQLite database (corrupt, not a database, failed quick_check)."""
+
+
+class StorageFullError(StorageIOError):
+    """The disk (or a quota) is full: the write was refused and nothing of it was committed."""

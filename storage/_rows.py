@@ -94,3 +94,4 @@ class TurnFinish(msgspec.Struct, frozen=True):
     assistant_text: str
     error: str | None
     now: float
+    worker_id: int | None = None  # recorded with the finish, in the same transaction

@@ -53,6 +53,7 @@ from ._rows import ActionCardRow, ThreadRow, TurnRow, TurnStatus
 __all__ = [
     "PHASES",
     "AtomicFs",
+    "ThreadDocument",
     "TranscriptStore",
     "atomic_write",
     "checkpoint_phase",
@@ -87,14 +88,50 @@ def checkpoint_phase(status: TurnStatus) -> str:
 def render_transcript(thread: ThreadRow, turns: Sequence[TurnRow], cards: Sequence[ActionCardRow]) -> str:
     ordered_turns = sorted(turns, key=lambda turn: turn.seq)
     top_cards, cards_by_turn = _place_cards(ordered_turns, cards)
-    blocks = [
-        f"# {_one_line(thread.title) or thread.thread_id}",
-        f"thread `{thread.thread_id}` | project `{thread.project_id}`",
-    ]
+    blocks = _header_blocks(thread)
     blocks.extend(_render_card(card) for card in top_cards)
     for turn in ordered_turns:
         blocks.extend(_render_turn(turn, cards_by_turn[turn.turn_id]))
     return "\n\n".join(blocks) + "\n"
+
+
+class ThreadDocument:
+    """One thread's transcript kept in memory: renders exactly what `render_transcript` renders for the same rows,
+    but re-renders only the turn sections whose row (or cards) changed since the last render. Long threads then cost
+    O(changed turns) to render instead of a full re-read and re-render of every turn."""
+
+    def __init__(self, thread: ThreadRow, turns: Sequence[TurnRow] = (), cards: Sequence[ActionCardRow] = ()) -> None:
+        self.thread = thread
+        self._turns: dict[str, TurnRow] = {turn.turn_id: turn for turn in turns}
+        self._cards: list[ActionCardRow] = list(cards)
+        self._sections: dict[str, tuple[TurnRow, tuple[ActionCardRow, ...], str]] = {}
+
+    def upsert_turn(self, turn: TurnRow) -> None:
+        self._turns[turn.turn_id] = turn
+
+    def add_card(self, card: ActionCardRow) -> None:
+        self._cards.append(card)
+
+    def render(self) -> str:
+        ordered_turns = sorted(self._turns.values(), key=lambda turn: turn.seq)
+        top_cards, cards_by_turn = _place_cards(ordered_turns, self._cards)
+        blocks = _header_blocks(self.thread)
+        blocks.extend(_render_card(card) for card in top_cards)
+        for turn in ordered_turns:
+            cards = tuple(cards_by_turn[turn.turn_id])
+            cached = self._sections.get(turn.turn_id)
+            if cached is None or cached[0] != turn or cached[1] != cards:
+                cached = (turn, cards, "\n\n".join(_render_turn(turn, cards)))
+                self._sections[turn.turn_id] = cached
+            blocks.append(cached[2])
+        return "\n\n".join(blocks) + "\n"
+
+
+def _header_blocks(thread: ThreadRow) -> list[str]:
+    return [
+        f"# {_one_line(thread.title) or thread.thread_id}",
+        f"thread `{thread.thread_id}` | project `{thread.project_id}`",
+    ]
 
 
 def parse_checkpoints(markdown: str) -> list[tuple[str, str]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -257,3 +258,36 @@ def test_store_uses_injected_fs_and_keeps_old_transcript_on_failure(tmp_path: Pa
         failing.write("p1", "t1", "new")
     assert TranscriptStore(root).read("p1", "t1") == "old"
     assert sorted(entry.name for entry in root.threads_dir("p1").iterdir()) == ["t1.md"]
+
+
+def test_thread_document_renders_exactly_like_render_transcript_after_each_change() -> None:
+    import random
+
+    from storage import ActionCardRow, ThreadDocument, TurnRow, render_transcript
+
+    rng = random.Random(7)
+    thread = ThreadRow(thread_id="t1", project_id="p1", title="Doc", created_at=1.0)
+    doc, turns, cards = ThreadDocument(thread), {}, []
+    for step in range(60):
+        choice = rng.random()
+        if choice < 0.5 or not turns:
+            seq = len(turns) + 1
+            turn = TurnRow(turn_id=f"u{seq}", thread_id="t1", seq=seq, user_text=f"q{seq}\n<!-- x -->",
+                           assistant_text="", status="pending", error=None, worker_id=None,
+                           created_at=float(step), finished_at=None)
+        elif choice < 0.85:
+            pending = [t for t in turns.values() if t.status == "pending"] or list(turns.values())
+            old = rng.choice(pending)
+            turn = msgspec.structs.replace(old, status=rng.choice(["completed", "failed"]), assistant_text=f"a{step}",
+                                           finished_at=float(step))
+        else:
+            card = ActionCardRow(card_id=len(cards) + 1, thread_id="t1",
+                                 turn_id=rng.choice([None, *turns]), kind="note", text=f"card {step}",
+                                 created_at=float(step))
+            cards.append(card)
+            doc.add_card(card)
+            assert doc.render() == render_transcript(thread, list(turns.values()), cards)
+            continue
+        turns[turn.turn_id] = turn
+        doc.upsert_turn(turn)
+        assert doc.render() == render_transcript(thread, list(turns.values()), cards)
