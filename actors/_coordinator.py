@@ -54,10 +54,12 @@ from protocol._messages import (
     ApprovalRequested,
     ApprovalReset,
     ApprovalResolved,
+    BeginFollowUpTurn,
     BeginTurn,
     BindRuntimeThread,
     CallResult,
     CloseIntake,
+    CompleteTurn,
     Delta,
     EnqueueFollowUp,
     FinishTurn,
@@ -79,6 +81,7 @@ from protocol._messages import (
     TurnAccepted,
     TurnDeadline,
     TurnFinished,
+    TurnPersisted,
     TurnStarted,
     WorkerDown,
     WorkerHealth,
@@ -228,6 +231,7 @@ class TurnCoordinator(SupervisedActor):
         self._workers: dict[int, tuple[int, Any]] = {}  # worker id -> (generation, ref)
         self._waiting: collections.deque[str] = collections.deque()  # threads waiting for a slot
         self._loaded: set[tuple[int, int, str]] = set()  # (worker, generation, runtime thread) known loaded
+        self._persisting: dict[str, tuple[_Turn, str]] = {}  # completed turns waiting for the group commit
         self._intake_open = True
 
     def on_child_start(self) -> None:
@@ -259,6 +263,8 @@ class TurnCoordinator(SupervisedActor):
                 self._on_output(message)
             case CallResult():
                 self._on_call_result(message)
+            case TurnPersisted():
+                self._on_persisted(message)
             case SendMessage():
                 return self._on_send(message)
             case AnswerApproval():
@@ -307,7 +313,10 @@ class TurnCoordinator(SupervisedActor):
         return TurnAccepted(turn_id=turn_id, queued=False)
 
     def _dispatch(self, turn_id: str, thread_id: str, text: str, sink: Any, *, followup: bool) -> None:
-        self._persistence.ask(BeginTurn(turn_id=turn_id, thread_id=thread_id, user_text=text))
+        if followup:  # dispatched + turn begun in one transaction: a crash can neither lose nor repeat it
+            self._persistence.ask(BeginFollowUpTurn(followup_id=turn_id))
+        else:
+            self._persistence.ask(BeginTurn(turn_id=turn_id, thread_id=thread_id, user_text=text))
         self._registry.put(turn_id, sink)
         turn = _Turn(turn_id=turn_id, thread_id=thread_id, text=text, sink=sink, followup=followup)
         self._turns[turn_id] = turn
@@ -606,20 +615,58 @@ class TurnCoordinator(SupervisedActor):
         for approval_id in list(turn.approvals):
             self._drop_approval(turn, approval_id)
         text = turn.reply_text()
-        finish = FinishTurn(turn_id=turn.turn_id, status=status, assistant_text=text, error=error, worker_id=turn.worker_id)
-        try:
-            self._persistence.ask(finish)
-            if turn.followup:
-                state = "done" if status == "completed" else "failed"
-                self._persistence.ask(SetFollowUpState(followup_id=turn.turn_id, state=state))
-        except Exception as exc:  # noqa: BLE001 - the caller must still hear how the turn ended
-            _log.error("turns.persist_failed", turn=turn.turn_id, error=repr(exc))
-            status, error = "failed", f"{error or status}; NOT persisted: {exc!r}"
         _log.info("turns.finished", turn=turn.turn_id, thread=turn.thread_id, status=status, error=error)
-        self._registry.pop(turn.turn_id)
-        _emit(turn.sink, TurnFinished(turn_id=turn.turn_id, status=status, text=text, error=error))
+        if status == "completed":  # group-committed; the caller hears TurnFinished once it is durable
+            self._persisting[turn.turn_id] = (turn, text)
+            self._persistence.tell(
+                CompleteTurn(turn_id=turn.turn_id, assistant_text=text, worker_id=turn.worker_id, reply_to=self.actor_ref)
+            )
+        else:  # failures and interruptions bypass the batch: durable before anyone hears of them
+            finish = FinishTurn(turn_id=turn.turn_id, status=status, assistant_text=text, error=error,
+                                worker_id=turn.worker_id)
+            try:
+                self._persistence.ask(finish)
+            except Exception as exc:  # noqa: BLE001 - the caller must still hear how the turn ended
+                _log.error("turns.persist_failed", turn=turn.turn_id, error=repr(exc))
+                error = f"{error or status}; NOT persisted: {exc!r}"
+            self._announce(turn, status, text, error)
         if dispatch_next:
             self._dispatch_next(turn.thread_id)
+
+    def _on_persisted(self, message: TurnPersisted) -> None:
+        entry = self._persisting.pop(message.turn_id, None)
+        if entry is None:
+            return
+        turn, text = entry
+        if message.error is not None:
+            _log.error("turns.persist_failed", turn=turn.turn_id, error=message.error)
+            self._announce(turn, "failed", text, f"the turn completed but was NOT persisted: {message.error}")
+        else:
+            self._announce(turn, "completed", text, None)
+
+    def _announce(self, turn: _Turn, status: Any, text: str, error: str | None) -> None:
+        """Tell the caller how the turn ended (its end is durable by now) and settle its follow-up entry."""
+        if turn.followup:
+            try:
+                state = "done" if status == "completed" else "failed"
+                self._persistence.ask(SetFollowUpState(followup_id=turn.turn_id, state=state))
+            except Exception as exc:  # noqa: BLE001 - start-up reconciliation settles it from the turn's status
+                _log.error("turns.followup_state_failed", turn=turn.turn_id, error=repr(exc))
+        self._registry.pop(turn.turn_id)
+        _emit(turn.sink, TurnFinished(turn_id=turn.turn_id, status=status, text=text, error=error))
+
+    def on_stop(self) -> None:
+        """Completions still in the group commit: wait for it (any ask flushes it) and tell their callers."""
+        if not self._persisting:
+            return
+        try:
+            pending = {row.turn_id for row in self._persistence.ask(ListPendingTurns(), timeout=10.0)}
+        except Exception:  # noqa: BLE001 - persistence gone: the callers' handles time out; start-up repair settles
+            return
+        for turn_id, (turn, text) in list(self._persisting.items()):
+            if turn_id not in pending:
+                self._announce(turn, "completed", text, None)
+        self._persisting.clear()
 
     def _dispatch_next(self, thread_id: str) -> None:
         if thread_id not in self._busy:
@@ -634,7 +681,6 @@ class TurnCoordinator(SupervisedActor):
         followup = self._persistence.ask(NextFollowUp(thread_id=thread_id))
         if followup is None:
             return False
-        self._persistence.ask(SetFollowUpState(followup_id=followup.followup_id, state="dispatched"))
         sink = self._registry.get(followup.followup_id)
         self._dispatch(followup.followup_id, thread_id, followup.text, sink, followup=True)
         return True

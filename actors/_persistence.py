@@ -1,19 +1,29 @@
 """Persistence actor: the only owner of the database connection and the transcript files.
 
-Contract:
-- Every command is asked; when the reply arrives, the change is durable: the SQLite transaction is committed with
-  synchronous=FULL in WAL mode, and the thread's Markdown transcript has been re-rendered from the database and
-  written by atomic replace (temp file, fsync, rename, fsync of the folder). The transcript is therefore always a
-  pure function of committed rows: a crash leaves it either at the old or at the new content.
-- Automatic checkpoints are off; this actor runs a PASSIVE checkpoint every `checkpoint_interval_s` (injected
-  clock) and a TRUNCATE checkpoint when it stops.
-- Errors from storage (unknown ids, invalid ids, I/O errors) are raised to the asker; the actor keeps running.
-- The database is opened when the actor is constructed, so `PersistenceActor.start()` raises the storage error
-  (corrupt file, newer schema, unwritable folder) to the caller.
+When is a caller's write durable? (synchronous=FULL in WAL mode: a committed transaction survives power loss.)
+- Asked commands (`BeginTurn`, `FinishTurn`, `AddActionCard`, `CreateThread`, follow-up and mapping writes): when
+  the ask returns, the transaction is committed and, for thread content, the thread's Markdown transcript has been
+  re-rendered from the database and atomically replaced (temp file, fsync, rename, fsync of the folder). Failures,
+  interruptions and approval resets always take this path: they are never batched.
+- `CompleteTurn` (a completed turn, told with `reply_to`): group-committed. Completions that arrive back to back
+  are finished in ONE transaction when `max_batch` are waiting or the actor's mailbox is empty (so an idle host
+  adds no delay); then the transcripts of the threads in the batch are rewritten once each; only then does every
+  caller get its `TurnPersisted`. Any other message first flushes the waiting completions, so the database sees
+  writes in the order the actor received them. If the batch transaction fails, each completion is retried alone,
+  so one bad row never fails the others, and every caller hears its own outcome.
+- The transcript is derived from committed rows, so a crash between the commit and the transcript rewrite leaves
+  the old transcript, which start-up repair re-renders from the database.
+
+Checkpoints: automatic checkpoints are off. A WAL hook watches the WAL size after each commit; past
+`checkpoint_pages` a PASSIVE checkpoint runs right after the write. A PASSIVE checkpoint also runs every
+`checkpoint_interval_s` (injected clock) and a TRUNCATE checkpoint when the actor stops. `quick_check` runs at
+open: a database that fails it is refused with `StorageCorruptError` (the host then quarantines it).
+Errors from storage (unknown ids, invalid ids, I/O errors) are raised to the asker; the actor keeps running.
 """
 
 from __future__ import annotations
 
+import collections
 from typing import Any, Callable
 
 import msgspec
@@ -24,28 +34,41 @@ from actors._log import get_logger
 from actors._refs import SupervisedActor, tell_quietly, unknown_message
 from protocol._messages import (
     AddActionCard,
+    BeginFollowUpTurn,
     BeginTurn,
     Checkpoint,
+    CompleteTurn,
     CreateThread,
     DeleteMapping,
     EnqueueFollowUp,
     FinishTurn,
     GetThread,
-    ListThreads,
-    ListTurns,
     ListFollowUps,
     ListPendingTurns,
+    ListThreads,
+    ListTurns,
     LoadMappings,
     NextFollowUp,
     ReadTranscript,
     SaveMapping,
     SetFollowUpState,
+    TurnPersisted,
 )
-from storage import Database, StorageRoot, TranscriptStore, render_transcript, validate_id
+from storage import (
+    Database,
+    StorageCorruptError,
+    StorageError,
+    StorageRoot,
+    TranscriptStore,
+    ThreadDocument,
+    TurnFinish,
+    validate_id,
+)
 
 __all__ = ["PersistenceActor"]
 
 _log = get_logger("agenthost.persistence")
+_DOCUMENTS_CACHED = 256  # threads whose transcript stays in memory between writes
 
 
 class _CheckpointTick(msgspec.Struct, frozen=True):
@@ -62,6 +85,8 @@ class PersistenceActor(SupervisedActor):
         clock: Clock,
         wall: Callable[[], float],
         checkpoint_interval_s: float = 5.0,
+        checkpoint_pages: int = 1000,
+        max_batch: int = 64,
         supervisor_ref: Any = None,
     ) -> None:
         super().__init__(supervisor_ref=supervisor_ref)
@@ -69,12 +94,18 @@ class PersistenceActor(SupervisedActor):
         self._clock = clock
         self._wall = wall
         self._interval = checkpoint_interval_s
+        self._checkpoint_pages = checkpoint_pages
+        self._max_batch = max_batch
         self._transcripts = TranscriptStore(root)
         self._timer: Timer | None = None
+        self._batch: list[CompleteTurn] = []
+        self._docs: collections.OrderedDict[str, ThreadDocument] = collections.OrderedDict()  # LRU of transcripts
+        self._wal_pages = 0
         # Opened here, in the starting thread, so that a database that cannot be opened fails `start()` itself
         # with the storage error instead of killing the actor silently (apsw connections may change threads).
         root.ensure()
-        self._db: Database | None = Database.open(root.db_path)
+        self._db: Database | None = _open_checked(root)
+        self._db.set_wal_hook(self._on_wal_commit)
 
     @property
     def db(self) -> Database:
@@ -87,6 +118,7 @@ class PersistenceActor(SupervisedActor):
         self._schedule_checkpoint()
 
     def on_stop(self) -> None:
+        self._flush()
         if self._timer is not None:
             self._timer.cancel()
         if self._db is not None:
@@ -102,24 +134,43 @@ class PersistenceActor(SupervisedActor):
         ref = self.actor_ref
         self._timer = self._clock.call_later(self._interval, lambda: tell_quietly(ref, _CheckpointTick()))
 
+    def _on_wal_commit(self, pages: int) -> None:
+        self._wal_pages = pages
+
+    # --- dispatch -------------------------------------------------------------------------------------------
     def on_receive(self, message: Any) -> Any:
+        if isinstance(message, CompleteTurn):
+            self._batch.append(message)
+            if len(self._batch) >= self._max_batch or self.actor_inbox.empty():
+                self._flush()
+            return None
+        self._flush()
+        try:
+            return self._handle(message, self._wall())
+        finally:
+            if self._wal_pages >= self._checkpoint_pages:
+                self._checkpoint("PASSIVE")
+
+    def _handle(self, message: Any, now: float) -> Any:
         db = self.db
-        now = self._wall()
         match message:
             case CreateThread():
                 return self._create_thread(message, now)
             case GetThread():
                 return db.get_thread(message.thread_id)
             case BeginTurn():
-                row = db.begin_turn(message.turn_id, message.thread_id, message.user_text, now)
-                self._write_transcript(message.thread_id)
-                return row
+                return self._turn_written(db.begin_turn(message.turn_id, message.thread_id, message.user_text, now))
+            case BeginFollowUpTurn():
+                return self._turn_written(db.begin_followup_turn(message.followup_id, now))
             case FinishTurn():
-                return self._finish_turn(message, now)
+                finish = TurnFinish(message.turn_id, message.status, message.assistant_text, message.error, now,
+                                    message.worker_id)
+                return self._turn_written(db.finish_turns([finish])[0])
             case AddActionCard():
-                row = db.add_action_card(message.thread_id, message.turn_id, message.kind, message.text, now)
-                self._write_transcript(message.thread_id)
-                return row
+                card = db.add_action_card(message.thread_id, message.turn_id, message.kind, message.text, now)
+                self._document(card.thread_id).add_card(card)
+                self._write_transcript(card.thread_id)
+                return card
             case SaveMapping():
                 return db.save_mapping(message.thread_id, message.worker_id, message.runtime_thread_id, now)
             case DeleteMapping():
@@ -152,6 +203,7 @@ class PersistenceActor(SupervisedActor):
             case _:
                 unknown_message("persistence actor", message)
 
+    # --- writes ---------------------------------------------------------------------------------------------
     def _create_thread(self, message: CreateThread, now: float) -> Any:
         project_id = validate_id("project id", message.project_id)
         thread_id = validate_id("thread id", message.thread_id)
@@ -162,21 +214,72 @@ class PersistenceActor(SupervisedActor):
         _log.info("persistence.thread_created", thread=thread_id, project=project_id)
         return row
 
-    def _finish_turn(self, message: FinishTurn, now: float) -> Any:
-        db = self.db
-        if message.worker_id is not None:
-            db.set_turn_worker(message.turn_id, message.worker_id)
-        row = db.finish_turn(message.turn_id, message.status, message.assistant_text, message.error, now)
+    def _turn_written(self, row: Any) -> Any:
+        """A turn row was committed: update its thread's document and rewrite the transcript."""
+        self._document(row.thread_id).upsert_turn(row)
         self._write_transcript(row.thread_id)
         return row
 
+    def _document(self, thread_id: str) -> ThreadDocument:
+        """The thread's in-memory transcript (loaded from the DB on a miss; the least recent is evicted)."""
+        doc = self._docs.get(thread_id)
+        if doc is None:
+            db = self.db
+            doc = ThreadDocument(db.get_thread(thread_id), db.list_turns(thread_id), db.list_action_cards(thread_id))
+            self._docs[thread_id] = doc
+            if len(self._docs) > _DOCUMENTS_CACHED:
+                self._docs.popitem(last=False)
+        self._docs.move_to_end(thread_id)
+        return doc
+
+    def _flush(self) -> None:
+        """Group-commit the waiting completions, rewrite their transcripts, then answer every caller."""
+        if not self._batch:
+            return
+        batch, self._batch = self._batch, []
+        now = self._wall()
+        finishes = [TurnFinish(c.turn_id, "completed", c.assistant_text, None, now, c.worker_id) for c in batch]
+        outcomes: list[tuple[Any, str | None]]
+        try:
+            outcomes = [(row, None) for row in self.db.finish_turns(finishes)]
+        except StorageError:
+            outcomes = [self._finish_alone(finish) for finish in finishes]
+        for row, _ in outcomes:
+            if row is not None:
+                self._document(row.thread_id).upsert_turn(row)
+        for thread_id in sorted({row.thread_id for row, _ in outcomes if row is not None}):
+            try:
+                self._write_transcript(thread_id)
+            except StorageError as exc:  # the DB is committed (the truth); start-up repair re-renders
+                _log.error("persistence.transcript_failed", thread=thread_id, error=str(exc))
+        for completion, (row, error) in zip(batch, outcomes):
+            tell_quietly(completion.reply_to, TurnPersisted(turn_id=completion.turn_id, row=row, error=error))
+        _log.debug("persistence.group_commit", completions=len(batch))
+        if self._wal_pages >= self._checkpoint_pages:
+            self._checkpoint("PASSIVE")
+
+    def _finish_alone(self, finish: TurnFinish) -> tuple[Any, str | None]:
+        try:
+            return self.db.finish_turns([finish])[0], None
+        except StorageError as exc:
+            return None, str(exc)
+
     def _write_transcript(self, thread_id: str) -> None:
-        db = self.db
-        thread = db.get_thread(thread_id)
-        text = render_transcript(thread, db.list_turns(thread_id), db.list_action_cards(thread_id))
-        self._transcripts.write(thread.project_id, thread_id, text)
+        doc = self._document(thread_id)
+        self._transcripts.write(doc.thread.project_id, thread_id, doc.render())
 
     def _checkpoint(self, mode: str) -> tuple[int, int]:
         frames = self.db.checkpoint(mode)  # type: ignore[arg-type]
+        if frames[0] == frames[1]:
+            self._wal_pages = 0
         _log.debug("persistence.checkpoint", mode=mode, wal_frames=frames[0], checkpointed=frames[1])
         return frames
+
+
+def _open_checked(root: StorageRoot) -> Database:
+    db = Database.open(root.db_path)
+    problems = db.quick_check()
+    if problems != ["ok"]:
+        db.close(checkpoint=False)
+        raise StorageCorruptError(f"database {str(root.db_path)!r} failed quick_check: {problems[:5]}")
+    return db

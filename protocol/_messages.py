@@ -26,7 +26,7 @@ __all__ = [
     "WorkerReady", "WorkerExited", "RestartDue", "WorkerUp", "WorkerDown", "SubscribeWorkers", "GetPoolStatus",
     "WorkerStatus", "PoolFailed", "StopPool",
     "ResolveThread", "ThreadRoute", "BindRuntimeThread", "InvalidateRuntimeThread", "GetPins",
-    "CreateThread", "BeginTurn", "FinishTurn", "AddActionCard", "SaveMapping", "DeleteMapping", "LoadMappings",
+    "CreateThread", "BeginTurn", "FinishTurn", "CompleteTurn", "TurnPersisted", "BeginFollowUpTurn", "AddActionCard", "SaveMapping", "DeleteMapping", "LoadMappings",
     "ListThreads", "ListTurns", "ReadTranscript", "Checkpoint", "GetThread", "EnqueueFollowUp", "NextFollowUp",
     "SetFollowUpState",
     "SendMessage", "TurnAccepted", "AnswerApproval", "InterruptTurn", "TurnDeadline", "ListActiveTurns",
@@ -228,6 +228,29 @@ class FinishTurn(_Msg, kw_only=True):
     assistant_text: str = ""
     error: str | None = None
     worker_id: int | None = None
+
+
+class CompleteTurn(_Msg, kw_only=True):
+    """A completed turn, group-committed; `reply_to` hears `TurnPersisted` once it is durable (DB + transcript)."""
+
+    turn_id: str
+    assistant_text: str = ""
+    worker_id: int | None = None
+    reply_to: Any
+
+
+class TurnPersisted(_Msg, kw_only=True):
+    """Reply to `CompleteTurn`: `row` when durable, else `error` (nothing committed for this turn)."""
+
+    turn_id: str
+    row: Any = None
+    error: str | None = None
+
+
+class BeginFollowUpTurn(_Msg, kw_only=True):
+    """Mark a queued follow-up dispatched and begin its turn (turn id = follow-up id) in one transaction."""
+
+    followup_id: str
 
 
 class AddActionCard(_Msg, kw_only=True):

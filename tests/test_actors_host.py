@@ -17,7 +17,7 @@ def test_corrupt_database_fails_start_with_the_cause_and_keeps_the_file(tmp_path
     root.db_path.write_bytes(garbage)
     with pytest.raises(HostStartError, match="could not start") as failure:
         AgentHost(HostConfig(storage_root=str(root.root), workers=1), clock=FakeClock()).start()
-    assert "StorageIOError" in str(failure.value) and str(root.db_path) in str(failure.value)
+    assert "StorageCorruptError" in str(failure.value) and str(root.db_path) in str(failure.value)
     assert root.db_path.read_bytes() == garbage  # nothing overwritten
 
 

@@ -1,0 +1,131 @@
+"""The persistence actor's durability contract: what is durable when a caller hears back."""
+
+from __future__ import annotations
+
+import queue
+import time
+from typing import Any
+
+import pytest
+
+from actors import FakeClock
+from actors._log import capture_events
+from actors._persistence import PersistenceActor
+from protocol._messages import BeginTurn, CompleteTurn, CreateThread, FinishTurn, TurnPersisted
+from storage import Database, StorageCorruptError, StorageRoot, parse_checkpoints
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class Collector:
+    """A reply_to that records TurnPersisted replies (tell() is all the actor needs)."""
+
+    def __init__(self) -> None:
+        self.replies: queue.Queue[Any] = queue.Queue()
+
+    def tell(self, message: Any) -> None:
+        self.replies.put(message)
+
+
+@pytest.fixture
+def persistence(tmp_path):
+    root = StorageRoot(tmp_path / "root")
+    ref = PersistenceActor.start(root=root, clock=FakeClock(), wall=time.time, checkpoint_pages=20)
+    yield ref, root
+    if ref.is_alive():
+        ref.stop()
+
+
+def _turns(ref, count: int, thread_id: str = "t1") -> list[str]:
+    ref.ask(CreateThread(thread_id=thread_id, project_id="p", title=thread_id))
+    ids = [f"{thread_id}-turn{i}" for i in range(count)]
+    for turn_id in ids:
+        ref.ask(BeginTurn(turn_id=turn_id, thread_id=thread_id, user_text=f"q {turn_id}"))
+    return ids
+
+
+def test_a_completion_is_in_the_db_and_transcript_when_its_reply_arrives(persistence) -> None:
+    ref, root = persistence
+    ids = _turns(ref, 40)
+    collector = Collector()
+    for turn_id in ids:
+        ref.tell(CompleteTurn(turn_id=turn_id, assistant_text=f"a {turn_id}", worker_id=1, reply_to=collector))
+    probe = Database.open(root.db_path)  # a second connection sees only committed data
+    try:
+        for _ in ids:
+            reply = collector.replies.get(timeout=10)
+            assert isinstance(reply, TurnPersisted) and reply.error is None
+            committed = probe.get_turn(reply.turn_id)
+            assert (committed.status, committed.assistant_text, committed.worker_id) == (
+                "completed", f"a {reply.turn_id}", 1)
+            phases = dict(parse_checkpoints(root.transcript_path("p", "t1").read_text()))
+            assert phases[reply.turn_id] == "completed"
+    finally:
+        probe.close(checkpoint=False)
+
+
+def test_one_bad_completion_does_not_fail_its_batch(persistence) -> None:
+    ref, _ = persistence
+    ids = _turns(ref, 5)
+    ref.ask(FinishTurn(turn_id=ids[2], status="failed", error="already over"))
+    collector = Collector()
+    for turn_id in ids:
+        ref.tell(CompleteTurn(turn_id=turn_id, assistant_text="x", reply_to=collector))
+    replies = {r.turn_id: r for r in (collector.replies.get(timeout=10) for _ in ids)}
+    assert [turn_id for turn_id, r in replies.items() if r.error] == [ids[2]]
+    assert "terminal states are final" in replies[ids[2]].error
+
+
+def test_an_asked_write_flushes_earlier_completions_first(persistence) -> None:
+    ref, root = persistence
+    ids = _turns(ref, 10)
+    collector = Collector()
+    for turn_id in ids[:-1]:
+        ref.tell(CompleteTurn(turn_id=turn_id, assistant_text="done", reply_to=collector))
+    ref.ask(FinishTurn(turn_id=ids[-1], status="failed", error="boom"))  # bypasses the batch, ordered after it
+    probe = Database.open(root.db_path)
+    try:
+        assert [t.status for t in probe.list_turns("t1")] == ["completed"] * 9 + ["failed"]
+    finally:
+        probe.close(checkpoint=False)
+
+
+def test_wal_growth_triggers_a_passive_checkpoint_without_the_timer(persistence) -> None:
+    ref, _ = persistence
+    with capture_events("persistence.checkpoint") as log:
+        _turns(ref, 60)  # FakeClock never advances: only the WAL hook can trigger these
+    assert [e["mode"] for e in log.events] and all(e["mode"] == "PASSIVE" for e in log.events)
+
+
+def test_a_database_that_fails_quick_check_is_refused_as_corrupt(tmp_path) -> None:
+    root = StorageRoot(tmp_path / "root")
+    root.ensure()
+    db = Database.open(root.db_path)
+    db.ensure_project("p", "p", 1.0)
+    for i in range(300):
+        db.create_thread(f"t{i}", "p", "x" * 200, 1.0)
+    db.close()
+    data = bytearray(root.db_path.read_bytes())
+    data[4096 * 2: 4096 * 2 + 512] = b"\xff" * 512  # garbage over a b-tree page
+    root.db_path.write_bytes(bytes(data))
+    with pytest.raises(StorageCorruptError, match="corrupt|quick_check"):
+        PersistenceActor(root=root, clock=FakeClock(), wall=time.time)
+
+
+def test_followup_dispatch_is_one_transaction_and_runs_once(tmp_path) -> None:
+    from storage import StorageError
+
+    root = StorageRoot(tmp_path / "root")
+    root.ensure()
+    db = Database.open(root.db_path)
+    try:
+        db.ensure_project("p", "p", 1.0)
+        db.create_thread("t", "p", "t", 1.0)
+        db.enqueue_followup("f1", "t", "later", 1.0)
+        turn = db.begin_followup_turn("f1", 2.0)
+        assert (turn.turn_id, turn.user_text, turn.status) == ("f1", "later", "pending")
+        assert db.list_followups("t")[0].state == "dispatched"
+        with pytest.raises(StorageError, match="runs only once"):
+            db.begin_followup_turn("f1", 3.0)
+    finally:
+        db.close()
