@@ -45,8 +45,8 @@ class BenchParams(msgspec.Struct, frozen=True, kw_only=True):
     repeats: int
 
 
-FULL = BenchParams(deltas_per_reply=5000, turns=40, completions=300, repeats=3)
-QUICK = BenchParams(deltas_per_reply=2000, turns=3, completions=30, repeats=1)
+FULL = BenchParams(deltas_per_reply=5000, turns=40, completions=2000, repeats=3)
+QUICK = BenchParams(deltas_per_reply=2000, turns=3, completions=200, repeats=1)
 
 
 class Machine(msgspec.Struct, frozen=True, kw_only=True):
@@ -146,16 +146,16 @@ def format_report(report: BenchReport) -> str:
         f"  host/floor {deltas.ratio_pct:.1f} %   (design target >= {report.design_target_pct:.0f} %: {target_met})",
         "  timed per turn: send -> turn end seen; host turns include their durable begin/finish",
         "",
-        f"2. Durable turn completions/s, {params.completions} completions per repeat, all in one thread (its",
-        "   transcript, re-rendered at every completion, grows by one turn each time)",
-        _rate_line("raw:  APSW WAL synchronous=FULL, 1 UPDATE + COMMIT", durability.baseline_per_s,
+        f"2. Durable turn completions/s, {params.completions} completions per repeat, all in one thread",
+        _rate_line("raw:  APSW WAL synchronous=FULL, 64 UPDATEs per COMMIT", durability.baseline_per_s,
                    "completions/s", durability.baseline_runs),
-        _rate_line("host: PersistenceActor FinishTurn ask (timed alone)", durability.host_per_s,
+        _rate_line("host: PersistenceActor group commit (CompleteTurn)", durability.host_per_s,
                    "completions/s", durability.host_runs),
-        f"  host/raw {durability.ratio_pct:.1f} %",
-        "  one host completion = the FinishTurn ask round trip: set the turn's worker and finish the turn in SQLite",
-        "  (synchronous=FULL commits) + transcript re-rendered and atomically replaced (write, fsync, rename, fsync",
-        "  dir); the untimed BeginTurn ask before it is not included. One raw completion = one UPDATE + one commit.",
+        f"  host/raw {durability.ratio_pct:.1f} %   (design target >= 80 %: "
+        f"{'met' if durability.ratio_pct >= 80 else 'NOT met'})",
+        "  host: every CompleteTurn told at once, timed until the last TurnPersisted; one completion is durable",
+        "  when its reply arrives: committed (synchronous=FULL, group commit of up to 64) AND its thread's",
+        "  transcript re-rendered and atomically replaced (write, fsync, rename, fsync dir). Raw: commits only.",
         "",
         f"total {report.seconds_total:.1f} s (figures are reported, never asserted)",
     ]

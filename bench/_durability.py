@@ -23,6 +23,7 @@ propagates to the caller.
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -31,7 +32,7 @@ import msgspec
 
 from actors import SystemClock
 from actors._persistence import PersistenceActor
-from protocol._messages import BeginTurn, CreateThread, FinishTurn
+from protocol._messages import BeginTurn, CompleteTurn, CreateThread, TurnPersisted
 from storage import StorageRoot
 
 __all__ = ["CompletionRun", "measure_host", "measure_raw"]
@@ -94,42 +95,68 @@ def _insert_pending(conn: apsw.Connection, completions: int) -> None:
         )
 
 
-def measure_raw(completions: int, work_dir: Path) -> CompletionRun:
-    """Completions/s of bare APSW commits (see the module docstring)."""
+def measure_raw(completions: int, work_dir: Path, *, batch: int = 64) -> CompletionRun:
+    """Completions/s of bare APSW commits, `batch` updates per transaction (see the module docstring)."""
     conn = _open_raw(work_dir / "raw.db")
     try:
         conn.execute(_RAW_TURNS_TABLE)
         _insert_pending(conn, completions)
-        seconds = 0.0
-        for index in range(completions):
-            started = time.perf_counter()
+        started = time.perf_counter()
+        for first in range(0, completions, batch):
             with conn:
-                conn.execute(
-                    "UPDATE turns SET status = ?, assistant_text = ?, finished_at = ? WHERE turn_id = ?",
-                    ("completed", ASSISTANT_TEXT, time.time(), _turn_id(index)),
-                )
-            seconds += time.perf_counter() - started
+                for index in range(first, min(first + batch, completions)):
+                    conn.execute(
+                        "UPDATE turns SET status = ?, assistant_text = ?, finished_at = ? WHERE turn_id = ?",
+                        ("completed", ASSISTANT_TEXT, time.time(), _turn_id(index)),
+                    )
+        seconds = time.perf_counter() - started
     finally:
         conn.close()
     return CompletionRun(completions=completions, seconds=seconds)
 
 
-# --- host: BeginTurn (untimed) + FinishTurn (timed) through the persistence actor ---------------------------------
-def measure_host(completions: int, work_dir: Path) -> CompletionRun:
-    """Completions/s of the persistence actor's `FinishTurn` (see the module docstring)."""
+class _Replies:
+    """reply_to for CompleteTurn: counts TurnPersisted and fails loudly on an error."""
+
+    def __init__(self, expected: int) -> None:
+        self._left = expected
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self.errors: list[str] = []
+
+    def tell(self, message: TurnPersisted) -> None:
+        with self._lock:
+            if message.error is not None:
+                self.errors.append(message.error)
+            self._left -= 1
+            if self._left == 0:
+                self._done.set()
+
+    def wait(self, timeout_s: float) -> None:
+        if not self._done.wait(timeout_s):
+            raise TimeoutError(f"completions not all persisted within {timeout_s:g} s")
+        if self.errors:
+            raise RuntimeError(f"{len(self.errors)} completions failed to persist: {self.errors[0]}")
+
+
+# --- host: BeginTurn (untimed), then every CompleteTurn told at once and timed until all are durable -----------
+def measure_host(completions: int, work_dir: Path, *, threads: int = 1) -> CompletionRun:
+    """Completions/s through the persistence actor's group commit (see the module docstring)."""
     root = StorageRoot(work_dir / "host-root")
     actor = PersistenceActor.start(root=root, clock=SystemClock(), wall=time.time)
     try:
-        thread_id = "bench-thread"
-        actor.ask(CreateThread(thread_id=thread_id, project_id="bench", title="bench durability"), timeout=ASK_TIMEOUT_S)
-        seconds = 0.0
-        for index in range(completions):
-            turn_id = _turn_id(index)
+        thread_ids = [f"bench-thread-{n}" for n in range(threads)]
+        for thread_id in thread_ids:
+            actor.ask(CreateThread(thread_id=thread_id, project_id="bench", title=thread_id), timeout=ASK_TIMEOUT_S)
+        turns = [(_turn_id(index), thread_ids[index % threads]) for index in range(completions)]
+        for turn_id, thread_id in turns:
             actor.ask(BeginTurn(turn_id=turn_id, thread_id=thread_id, user_text=USER_TEXT), timeout=ASK_TIMEOUT_S)
-            finish = FinishTurn(turn_id=turn_id, status="completed", assistant_text=ASSISTANT_TEXT, worker_id=1)
-            started = time.perf_counter()
-            actor.ask(finish, timeout=ASK_TIMEOUT_S)
-            seconds += time.perf_counter() - started
+        replies = _Replies(completions)
+        started = time.perf_counter()
+        for turn_id, _ in turns:
+            actor.tell(CompleteTurn(turn_id=turn_id, assistant_text=ASSISTANT_TEXT, worker_id=1, reply_to=replies))
+        replies.wait(ASK_TIMEOUT_S)
+        seconds = time.perf_counter() - started
     finally:
         actor.stop(timeout=ASK_TIMEOUT_S)
     return CompletionRun(completions=completions, seconds=seconds)
