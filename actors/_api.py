@@ -48,7 +48,7 @@ from protocol._messages import (
     TurnFinished,
 )
 from protocol._messages import CreateThread as _CreateThread
-from storage import StorageRoot, validate_id
+from storage import AtomicFs, StorageRoot, validate_id
 
 __all__ = ["AgentHost", "HostConfig", "HostStartError", "HostUnavailableError", "TurnHandle"]
 
@@ -158,7 +158,17 @@ class TurnHandle:
 class AgentHost:
     """A supervised pool of runtimes plus durable threads; use as a context manager."""
 
-    def __init__(self, config: HostConfig, *, clock: Clock | None = None, wall: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: HostConfig,
+        *,
+        clock: Clock | None = None,
+        wall: Callable[[], float] = time.time,
+        storage_vfs: str | None = None,
+        transcript_fs: AtomicFs | None = None,
+    ) -> None:
+        """`clock` drives every timer (default: real time); `storage_vfs` (a registered APSW VFS name) and
+        `transcript_fs` are fault-injection seams for the database and the transcript writes."""
         self.config = config
         self.root = StorageRoot(config.storage_root)
         self._clock = clock or SystemClock()
@@ -167,6 +177,8 @@ class AgentHost:
         self._host: pykka.ActorRef[Any] | None = None
         self._children: dict[str, pykka.ActorRef[Any]] = {}
         self._open: dict[str, TurnHandle] = {}
+        self._storage_vfs = storage_vfs
+        self._transcript_fs = transcript_fs
 
     # --- lifecycle ------------------------------------------------------------------------------------------
     def __enter__(self) -> "AgentHost":
@@ -201,6 +213,7 @@ class AgentHost:
             max_consecutive_timeouts=config.max_consecutive_timeouts, settings=settings,
             checkpoint_interval_s=config.checkpoint_interval_s, rng_seed=config.rng_seed,
             spec=host_spec(config.host_strategy, config.host_policy, config.shutdown_timeout_s),
+            storage_vfs=self._storage_vfs, transcript_fs=self._transcript_fs,
         )
         self._children = self._host.ask(GetChildren())
         status = self._host.ask(GetHostStatus())

@@ -94,6 +94,8 @@ class HostSupervisor(pykka.ThreadingActor):
         checkpoint_interval_s: float,
         rng_seed: int,
         spec: SupervisorSpec,
+        storage_vfs: str | None = None,
+        transcript_fs: Any = None,
     ) -> None:
         super().__init__()
         self._root = root
@@ -109,6 +111,8 @@ class HostSupervisor(pykka.ThreadingActor):
         self._rng = random.Random(rng_seed)
         self._rng_seed = rng_seed
         self._spec = spec
+        self._storage_vfs = storage_vfs
+        self._transcript_fs = transcript_fs
         self._registry = TurnRegistry()
         self._state: HostState = "running"
         self._cause: str | None = None
@@ -144,7 +148,8 @@ class HostSupervisor(pykka.ThreadingActor):
         if name == "persistence":
             return PersistenceActor.start(
                 root=self._root, clock=self._clock, wall=self._wall,
-                checkpoint_interval_s=self._checkpoint_interval_s, supervisor_ref=me,
+                checkpoint_interval_s=self._checkpoint_interval_s, vfs=self._storage_vfs,
+                transcript_fs=self._transcript_fs, supervisor_ref=me,
             )
         if name == "mapping":
             return MappingActor.start(persistence_ref=refs["persistence"], supervisor_ref=me)

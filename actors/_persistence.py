@@ -14,6 +14,9 @@ When is a caller's write durable? (synchronous=FULL in WAL mode: a committed tra
 - The transcript is derived from committed rows, so a crash between the commit and the transcript rewrite leaves
   the old transcript, which start-up repair re-renders from the database.
 
+Fault injection: `vfs` (a registered APSW VFS name) and `transcript_fs` (an `AtomicFs`) are the seams chaos tests
+use to fail reads, writes, syncs and each step of a transcript replace.
+
 Checkpoints: automatic checkpoints are off. A WAL hook watches the WAL size after each commit; past
 `checkpoint_pages` a PASSIVE checkpoint runs right after the write. A PASSIVE checkpoint also runs every
 `checkpoint_interval_s` (injected clock) and a TRUNCATE checkpoint when the actor stops. `quick_check` runs at
@@ -55,6 +58,7 @@ from protocol._messages import (
     TurnPersisted,
 )
 from storage import (
+    AtomicFs,
     Database,
     StorageCorruptError,
     StorageError,
@@ -87,6 +91,8 @@ class PersistenceActor(SupervisedActor):
         checkpoint_interval_s: float = 5.0,
         checkpoint_pages: int = 1000,
         max_batch: int = 64,
+        vfs: str | None = None,
+        transcript_fs: AtomicFs | None = None,
         supervisor_ref: Any = None,
     ) -> None:
         super().__init__(supervisor_ref=supervisor_ref)
@@ -96,7 +102,7 @@ class PersistenceActor(SupervisedActor):
         self._interval = checkpoint_interval_s
         self._checkpoint_pages = checkpoint_pages
         self._max_batch = max_batch
-        self._transcripts = TranscriptStore(root)
+        self._transcripts = TranscriptStore(root, fs=transcript_fs)
         self._timer: Timer | None = None
         self._batch: list[CompleteTurn] = []
         self._docs: collections.OrderedDict[str, ThreadDocument] = collections.OrderedDict()  # LRU of transcripts
@@ -104,7 +110,7 @@ class PersistenceActor(SupervisedActor):
         # Opened here, in the starting thread, so that a database that cannot be opened fails `start()` itself
         # with the storage error instead of killing the actor silently (apsw connections may change threads).
         root.ensure()
-        self._db: Database | None = _open_checked(root)
+        self._db: Database | None = _open_checked(root, vfs)
         self._db.set_wal_hook(self._on_wal_commit)
 
     @property
@@ -276,8 +282,8 @@ class PersistenceActor(SupervisedActor):
         return frames
 
 
-def _open_checked(root: StorageRoot) -> Database:
-    db = Database.open(root.db_path)
+def _open_checked(root: StorageRoot, vfs: str | None) -> Database:
+    db = Database.open(root.db_path, vfs=vfs)
     problems = db.quick_check()
     if problems != ["ok"]:
         db.close(checkpoint=False)
