@@ -12,14 +12,19 @@ Commands (every one takes `--root DIR`, the storage root; exit code 0 on success
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from actors._api import HostStartError
 from actors._log import configure
+from actors._runtimes import find_native_codex
 from storage import Database, StorageError, StorageRoot, validate_id
 
-__all__ = ["main"]
+__all__ = ["CODEX_CACHE", "main"]
+
+CODEX_CACHE = Path(os.environ.get("AGENTHOST_CODEX_CACHE", Path.home() / ".cache" / "agenthost")) / "codex-0.169.0"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,6 +34,7 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="run the end-to-end demo on the built-in runtime")
     demo.add_argument("--root", default=None, help="storage root (default: a new temporary folder)")
+    _runtime_options(demo)
 
     send = commands.add_parser("send", help="send one message and stream the reply")
     send.add_argument("--root", required=True)
@@ -36,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     target.add_argument("--thread", help="existing thread id")
     target.add_argument("--new-thread", metavar="TITLE", help="create a thread with this title")
     send.add_argument("--workers", type=int, default=1)
+    _runtime_options(send)
     send.add_argument("--approval", choices=("accept", "decline", "cancel"), default="decline")
     send.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the turn")
     send.add_argument("text")
@@ -49,6 +56,25 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _runtime_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--runtime", choices=("builtin", "codex"), default="builtin")
+    parser.add_argument("--codex-bin", default=None,
+                        help=f"native codex binary (default: the one .ci/install-codex put under {CODEX_CACHE})")
+    parser.add_argument("-c", dest="codex_config", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra codex config override (repeatable)")
+
+
+def _codex_bin(args: argparse.Namespace) -> str | None:
+    if args.runtime != "codex":
+        return None
+    if args.codex_bin:
+        return str(args.codex_bin)
+    found = find_native_codex(CODEX_CACHE)
+    if found is None:
+        raise ValueError(f"no codex binary under {CODEX_CACHE}: run .ci/install-codex or pass --codex-bin")
+    return str(found)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     configure(args.log_level)
@@ -56,7 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from actors._demo import run_demo
 
-            return run_demo(args.root)
+            return run_demo(args.root, runtime=args.runtime, codex_bin=_codex_bin(args),
+                            codex_config=args.codex_config)
         if args.command == "send":
             return _send(args)
         if args.command == "status":
@@ -74,7 +101,9 @@ def _send(args: argparse.Namespace) -> int:
     from actors._api import AgentHost, HostConfig
     from protocol._messages import ApprovalRequested, Delta, TurnFinished
 
-    with AgentHost(HostConfig(storage_root=args.root, workers=args.workers)) as host:
+    config = HostConfig(storage_root=args.root, workers=args.workers, runtime=args.runtime,
+                        codex_bin=_codex_bin(args), codex_config=tuple(args.codex_config))
+    with AgentHost(config) as host:
         thread_id = args.thread or host.create_thread(args.new_thread)
         print(f"thread {thread_id}", file=sys.stderr)
         handle = host.send(thread_id, args.text)

@@ -1,17 +1,23 @@
-"""`agenthost demo`: the main job, end to end, on the built-in runtime. Self-checking.
+"""`agenthost demo`: the main job, end to end, on the built-in runtime (or real codex). Self-checking.
 
 What it does (a host with 2 workers, 3 threads): one turn per thread; one command approval, accepted; a turn on
 worker W killed mid-stream with SIGKILL of W's process group; then it shows the recovery: the turn failed and
 persisted, W's threads re-pinned to the healthy worker, W restarted by the pool after the policy's first backoff
 (1 s), and the next turn on the same thread completing through `thread/resume` on the other worker. It prints the
 transcripts and a status table. Every step is checked; the exit code is 0 only if all checks held.
+
+With `runtime="codex"` the same job runs on real `codex app-server` workers against the local mock model server
+(protocol/mock_model.py, loopback only); the model streams slowly enough for the kill to land mid-turn. Each codex
+worker has its own CODEX_HOME, so the thread moved to the other worker is recreated there (an action card says so)
+while the transcript keeps the whole history.
 """
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
-from typing import Any
+from typing import Any, Sequence
 
 from actors._api import AgentHost, HostConfig, TurnHandle
 from actors._cli import format_table
@@ -61,14 +67,28 @@ def _wait_until(host: AgentHost, what: str, predicate: Any, timeout_s: float = 1
         time.sleep(0.05)
 
 
-def run_demo(root: str | None) -> int:
+def run_demo(
+    root: str | None,
+    *,
+    runtime: str = "builtin",
+    codex_bin: str | None = None,
+    codex_config: Sequence[str] = (),
+) -> int:
     root = root or tempfile.mkdtemp(prefix="agenthost-demo-")
-    print(f"agenthost demo — storage root {root}")
-    slow = RuntimeFaults(delta_delay_s=0.05)
-    config = HostConfig(storage_root=root, workers=2, deltas_per_reply=8, worker_faults={1: slow, 2: slow})
+    print(f"agenthost demo ({runtime} runtime) — storage root {root}")
     try:
-        with AgentHost(config) as host:
-            _run(host)
+        with contextlib.ExitStack() as stack:
+            if runtime == "codex":
+                from protocol.mock_model import MockModelServer
+
+                model = stack.enter_context(MockModelServer(deltas=8, delta_delay_s=0.05))
+                print(f"mock model server on {model.base_url}; codex binary {codex_bin}")
+                config = HostConfig(storage_root=root, workers=2, runtime="codex", codex_bin=codex_bin,
+                                    codex_config=(*model.codex_overrides(), *codex_config))
+            else:
+                slow = RuntimeFaults(delta_delay_s=0.05)
+                config = HostConfig(storage_root=root, workers=2, deltas_per_reply=8, worker_faults={1: slow, 2: slow})
+            _run(stack.enter_context(AgentHost(config)))
     except (DemoCheckFailed, TimeoutError) as exc:
         print(f"DEMO FAILED: {exc}")
         return 1
@@ -85,7 +105,7 @@ def _run(host: AgentHost) -> None:
     print(status_table(host.status()))
 
     print("\n2. a command approval, accepted")
-    handle = host.send(threads[1], "Please RUN: make test")
+    handle = host.send(threads[1], "Please RUN: echo agenthost-demo")
     request = handle.wait_for(ApprovalRequested, 30.0)
     print(f"  approval {request.approval_id} asks to run {request.command!r}; answering accept")
     host.answer_approval(request.approval_id, "accept")
