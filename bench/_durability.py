@@ -1,24 +1,18 @@
-"""Durable turn completions/s: agenthost's persistence path against bare APSW commits.
+"""Durable turn completions/s: agenthost's group commit against raw batched APSW commits.
 
 - `measure_raw`: one `apsw.Connection` on a fresh temp file with journal_mode=WAL, synchronous=FULL and automatic
-  checkpoints off (wal_autocheckpoint 0), and a table shaped like agenthost's `turns` (same columns, STRICT).
-  `completions` pending rows are inserted first (untimed, one transaction); then each completion is ONE transaction
-  that updates one row's status, assistant text and finish time and commits (SQLite fsyncs the WAL).
-- `measure_host`: a `PersistenceActor` (actors._persistence) on a fresh `storage.StorageRoot` with
-  `actors.SystemClock()` (its default 5 s PASSIVE checkpoint timer runs, as in the host), one thread, then per
-  completion an untimed `BeginTurn` ask followed by a timed `FinishTurn` ask. One host completion is the whole
-  `FinishTurn` ask round trip: the actor hop, `Database.finish_turn` (a transaction that reads, checks and updates
-  the row, then commits with synchronous=FULL), and the thread's transcript re-rendered from the database and
-  written by atomic replace (temp file, fsync, rename, fsync of the folder).
+  checkpoints off, with agenthost's own schema (its migrations). `completions` pending turns are inserted first
+  (untimed); then the completions are UPDATEs, 64 per transaction (one fsync'd commit per 64): the floor for a
+  durable batched write of the same rows.
+- `measure_host`: a `PersistenceActor` (actors._persistence) on a fresh `storage.StorageRoot`; every turn is begun
+  first (untimed `BeginTurn` asks), then every completion is told at once as `CompleteTurn` and the clock stops when
+  the last `TurnPersisted` reply arrives. A reply means the completion is durable: committed by the group commit
+  (up to 64 per transaction, synchronous=FULL) AND its thread's transcript re-rendered (incrementally) and
+  atomically replaced (temp file, fsync, rename, fsync of the folder).
 
-Timed with `time.perf_counter()`: only the commits (raw) / only the `FinishTurn` asks (host). Not timed: opening the
-database, schema migration, thread creation, `BeginTurn`, closing (TRUNCATE checkpoint). Not measured: group commit
-(`Database.finish_turns`), concurrent writers, turns spread over many threads.
-
-Limits: all turns belong to one thread, so each host completion re-renders a transcript that grows by one turn
-(short texts keep this small, but the cost is O(turns in the thread)). Both sides write under the same temp folder,
-so the figures depend on that file system's fsync cost (set TMPDIR to measure another one). Any storage error
-propagates to the caller.
+Not measured: concurrent writers, turns spread over many threads (each thread in a batch costs one transcript
+write with two fsyncs). Both sides write under the same temp folder, so the figures depend on that file system's
+fsync cost (set TMPDIR to measure another one). Any storage error propagates to the caller.
 """
 
 from __future__ import annotations
@@ -34,30 +28,13 @@ from actors import SystemClock
 from actors._persistence import PersistenceActor
 from protocol._messages import BeginTurn, CompleteTurn, CreateThread, TurnPersisted
 from storage import StorageRoot
+from storage._schema import apply_migrations
 
 __all__ = ["CompletionRun", "measure_host", "measure_raw"]
 
 USER_TEXT = "bench question"
 ASSISTANT_TEXT = "Reference reply to: bench question"
 ASK_TIMEOUT_S = 60.0
-
-_RAW_TURNS_TABLE = """
-CREATE TABLE turns (
-    turn_id TEXT PRIMARY KEY,
-    thread_id TEXT NOT NULL,
-    seq INTEGER NOT NULL CHECK (seq >= 1),
-    user_text TEXT NOT NULL,
-    assistant_text TEXT NOT NULL DEFAULT '',
-    status TEXT NOT NULL CHECK (status IN ('pending', 'completed', 'failed', 'interrupted')),
-    error TEXT,
-    worker_id INTEGER,
-    created_at REAL NOT NULL,
-    finished_at REAL,
-    CHECK ((status = 'pending') = (finished_at IS NULL)),
-    UNIQUE (thread_id, seq)
-) STRICT;
-"""
-
 
 class CompletionRun(msgspec.Struct, frozen=True, kw_only=True):
     """Completions made durable and the seconds the timed part took."""
@@ -87,8 +64,13 @@ def _open_raw(path: Path) -> apsw.Connection:
 
 
 def _insert_pending(conn: apsw.Connection, completions: int) -> None:
+    """agenthost's own schema (its migrations), one project and thread, `completions` pending turns."""
+    apply_migrations(conn)
     rows = [(_turn_id(i), "bench-thread", i + 1, USER_TEXT, "pending", time.time()) for i in range(completions)]
     with conn:
+        conn.execute("INSERT INTO projects (project_id, name, created_at) VALUES ('bench', 'bench', 0)")
+        conn.execute("INSERT INTO threads (thread_id, project_id, title, created_at) VALUES "
+                     "('bench-thread', 'bench', 'bench', 0)")
         conn.executemany(
             "INSERT INTO turns (turn_id, thread_id, seq, user_text, status, created_at) VALUES (?, ?, ?, ?, ?, ?)",
             rows,
@@ -99,7 +81,6 @@ def measure_raw(completions: int, work_dir: Path, *, batch: int = 64) -> Complet
     """Completions/s of bare APSW commits, `batch` updates per transaction (see the module docstring)."""
     conn = _open_raw(work_dir / "raw.db")
     try:
-        conn.execute(_RAW_TURNS_TABLE)
         _insert_pending(conn, completions)
         started = time.perf_counter()
         for first in range(0, completions, batch):
