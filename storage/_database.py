@@ -112,7 +112,7 @@ class Database:
                 _configure(conn)
                 apply_migrations(conn)
         except BaseException:
-            conn.close()
+            _close_quietly(conn)  # the error being raised says why; a close error must not replace it
             raise
         return cls(conn, db_path)
 
@@ -132,8 +132,12 @@ class Database:
         try:
             if checkpoint:
                 self.checkpoint("TRUNCATE")
-        finally:
+        except BaseException:
             self._closed = True
+            _close_quietly(self._conn)  # keep the checkpoint's error, not a follow-on close error
+            raise
+        self._closed = True
+        with _translate_errors(f"closing database {str(self._path)!r}"):
             self._conn.close()
 
     def quick_check(self) -> list[str]:
@@ -498,6 +502,14 @@ def _verify_pragma(conn: apsw.Connection, name: str, expected: object) -> None:
         actual = actual.lower()
     if actual != expected:
         raise SchemaError(f"pragma {name} was not applied: expected {expected!r}, got {actual!r}")
+
+
+def _close_quietly(conn: apsw.Connection) -> None:
+    """Close while another error is already being raised: the connection ends up closed either way."""
+    try:
+        conn.close()
+    except apsw.Error:
+        pass
 
 
 @contextlib.contextmanager
