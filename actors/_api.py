@@ -30,8 +30,8 @@ from actors._host import HostSupervisor, host_spec
 from actors._refs import tell_quietly
 from actors._log import get_logger
 from actors._recovery import HOST_POLICY, WORKER_POLICY, RecoveryPolicy, RestartType
-from actors._runtimes import builtin_spec_factory, codex_spec_factory
-from chaos import RuntimeFaults
+from actors._runtimes import CodexRolloutSync, builtin_spec_factory, codex_spec_factory, faults_file_path
+from chaos import RuntimeFaults, encode_faults
 from protocol._messages import (
     AnswerApproval,
     CloseIntake,
@@ -48,7 +48,7 @@ from protocol._messages import (
     TurnFinished,
 )
 from protocol._messages import CreateThread as _CreateThread
-from storage import AtomicFs, StorageRoot, validate_id
+from storage import AtomicFs, StorageRoot, atomic_write, validate_id
 
 __all__ = ["AgentHost", "HostConfig", "HostStartError", "HostUnavailableError", "TurnHandle"]
 
@@ -192,8 +192,10 @@ class AgentHost:
             raise RuntimeError("AgentHost already started")
         config = self.config
         self.root.ensure()
+        prepare_resume = None
         if config.runtime == "codex":
             assert config.codex_bin is not None
+            prepare_resume = CodexRolloutSync(self.root).prepare_resume
             spec_factory = codex_spec_factory(
                 self.root, codex_bin=config.codex_bin, config_overrides=config.codex_config,
                 startup_timeout_s=config.startup_timeout_s,
@@ -213,7 +215,7 @@ class AgentHost:
             max_consecutive_timeouts=config.max_consecutive_timeouts, settings=settings,
             checkpoint_interval_s=config.checkpoint_interval_s, rng_seed=config.rng_seed,
             spec=host_spec(config.host_strategy, config.host_policy, config.shutdown_timeout_s),
-            storage_vfs=self._storage_vfs, transcript_fs=self._transcript_fs,
+            storage_vfs=self._storage_vfs, transcript_fs=self._transcript_fs, prepare_resume=prepare_resume,
         )
         self._children = self._host.ask(GetChildren())
         status = self._host.ask(GetHostStatus())
@@ -297,13 +299,18 @@ class AgentHost:
         self._ask("turns", InterruptTurn(turn_id=turn_id))
 
     def set_worker_faults(self, worker_id: int, faults: RuntimeFaults | None) -> None:
-        """Fault knobs for the next process of `worker_id` (takes effect at its next (re)start)."""
+        """Fault knobs for the next process of `worker_id` (takes effect at its next (re)start), also written
+        atomically to its live faults file (builtin runtime: the running process re-reads it); None removes both."""
         if not 1 <= worker_id <= self.config.workers:
             raise ValueError(f"worker id must be in 1..{self.config.workers}, got {worker_id!r}")
+        path = faults_file_path(self.root, worker_id)
         if faults is None:
             self._faults.pop(worker_id, None)
+            path.unlink(missing_ok=True)
         else:
             self._faults[worker_id] = faults
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, encode_faults(faults).encode())
 
     # --- reads ----------------------------------------------------------------------------------------------
     def status(self) -> HostStatus:

@@ -169,6 +169,7 @@ class _Turn(msgspec.Struct):
     approvals: dict[str, _Approval] = {}
     retried: bool = False
     interrupt_requested: bool = False
+    started: bool = False  # the runtime announced `turn/started` for runtime_turn_id
     runtime_error: str | None = None
     deadline: Timer | None = None
     followup: bool = False
@@ -212,9 +213,11 @@ class TurnCoordinator(SupervisedActor):
         settings: CoordinatorSettings,
         project_dir: Callable[[str], str],
         registry: TurnRegistry | None = None,
+        prepare_resume: Callable[[str, int], bool] | None = None,
         supervisor_ref: Any = None,
     ) -> None:
         super().__init__(supervisor_ref=supervisor_ref)
+        self._prepare_resume = prepare_resume
         self._registry = registry or TurnRegistry()
         self._persistence = persistence_ref
         self._mapping = mapping_ref
@@ -346,6 +349,12 @@ class TurnCoordinator(SupervisedActor):
 
     def _resume(self, turn: _Turn, reason: str) -> None:
         _log.info("turns.resuming", turn=turn.turn_id, runtime_thread=turn.runtime_thread_id, reason=reason)
+        if self._prepare_resume is not None and turn.runtime_thread_id and turn.worker_id is not None:
+            try:
+                if self._prepare_resume(turn.runtime_thread_id, turn.worker_id):
+                    _log.info("turns.runtime_state_imported", turn=turn.turn_id, worker=turn.worker_id)
+            except OSError as exc:  # resume still runs: at worst the thread is recreated, as before
+                _log.warning("turns.runtime_state_import_failed", turn=turn.turn_id, error=repr(exc))
         self._call(turn, "resume", "thread/resume", {"threadId": turn.runtime_thread_id})
 
     def _start_thread(self, turn: _Turn) -> None:
@@ -411,8 +420,6 @@ class TurnCoordinator(SupervisedActor):
             turn.runtime_turn_id = _nested_id(result, "turn")
             turn.phase = "streaming"
             _emit(turn.sink, TurnStarted(turn_id=turn.turn_id, worker_id=turn.worker_id or 0))
-            if turn.interrupt_requested:
-                self._send_interrupt(turn)
 
     def _on_call_error(self, turn: _Turn, step: str, error: RpcError) -> None:
         if step == "turn_start" and is_thread_not_found(error) and not turn.retried:
@@ -447,7 +454,7 @@ class TurnCoordinator(SupervisedActor):
         for message in output.messages:
             if isinstance(message, Notification) and message.method == "item/agentMessage/delta":
                 params = message.params
-                turn = self._turn_for(worker_id, params)
+                turn = self._turn_for(worker_id, message.method, params)
                 if turn is None:
                     continue
                 if turn is not run_turn:
@@ -465,18 +472,28 @@ class TurnCoordinator(SupervisedActor):
                 self._on_server_request(worker_id, message)
         _flush_deltas(run_turn, run)
 
-    def _turn_for(self, worker_id: int, params: Any) -> _Turn | None:
+    def _turn_for(self, worker_id: int, method: str, params: Any) -> _Turn | None:
+        """The active turn a runtime message belongs to: same worker and runtime thread, and, when the message
+        names a runtime turn, that very turn (a late message of an earlier turn on the thread is not ours)."""
         if not isinstance(params, dict):
             return None
         turn_id = self._routes.get((worker_id, params.get("threadId")))  # type: ignore[arg-type]
-        return None if turn_id is None else self._turns.get(turn_id)
+        turn = None if turn_id is None else self._turns.get(turn_id)
+        if turn is None:
+            return None
+        named = _runtime_turn_of(method, params)
+        return turn if named is None or named == turn.runtime_turn_id else None
 
     def _on_notification(self, worker_id: int, note: Notification) -> None:
         method, params = note.method, note.params
-        turn = self._turn_for(worker_id, params)
+        turn = self._turn_for(worker_id, method, params)
         if turn is None:
             return
-        if method == "item/completed":
+        if method == "turn/started":
+            turn.started = True
+            if turn.interrupt_requested:  # asked before the runtime could accept it ("no active turn" race)
+                self._send_interrupt(turn)
+        elif method == "item/completed":
             item = params.get("item") or {}
             if item.get("type") == "agentMessage":
                 turn.items[item.get("id", "")] = [item.get("text") or ""]  # the runtime's final word on the item
@@ -498,7 +515,7 @@ class TurnCoordinator(SupervisedActor):
             self._finish(turn, "failed", error or turn.runtime_error or f"runtime reported turn status {status!r}")
 
     def _on_server_request(self, worker_id: int, request: Request) -> None:
-        turn = self._turn_for(worker_id, request.params)
+        turn = self._turn_for(worker_id, request.method, request.params)
         if request.method not in APPROVAL_METHODS or turn is None:
             why = "no active turn for its thread" if turn is None else "not supported by agenthost"
             self._answer(worker_id, request.id, error=RpcError(code=HOST_UNSUPPORTED_REQUEST, message=f"{request.method}: {why}"))
@@ -551,7 +568,7 @@ class TurnCoordinator(SupervisedActor):
         if turn is None:
             raise UnknownTurnError(f"no active turn with id {turn_id!r}")
         turn.interrupt_requested = True
-        if turn.phase == "streaming":
+        if turn.phase == "streaming" and turn.started:
             self._send_interrupt(turn)
 
     def _send_interrupt(self, turn: _Turn) -> None:
@@ -702,6 +719,15 @@ class TurnCoordinator(SupervisedActor):
 
 
 _STEP_METHODS = {"thread_start": "thread/start", "resume": "thread/resume", "turn_start": "turn/start"}
+
+
+def _runtime_turn_of(method: str, params: dict[str, Any]) -> str | None:
+    """The runtime turn id a message names: `turn.id` on turn/started|completed, else `turnId`; None if none."""
+    if method in ("turn/started", "turn/completed"):
+        turn = params.get("turn")
+        return turn.get("id") if isinstance(turn, dict) else None
+    value = params.get("turnId")
+    return value if isinstance(value, str) else None
 
 
 def _nested_id(result: dict[str, Any], key: str) -> str | None:

@@ -96,6 +96,7 @@ class HostSupervisor(pykka.ThreadingActor):
         spec: SupervisorSpec,
         storage_vfs: str | None = None,
         transcript_fs: Any = None,
+        prepare_resume: Callable[[str, int], bool] | None = None,
     ) -> None:
         super().__init__()
         self._root = root
@@ -112,6 +113,7 @@ class HostSupervisor(pykka.ThreadingActor):
         self._rng_seed = rng_seed
         self._spec = spec
         self._storage_vfs = storage_vfs
+        self._prepare_resume = prepare_resume
         self._transcript_fs = transcript_fs
         self._registry = TurnRegistry()
         self._state: HostState = "running"
@@ -156,7 +158,7 @@ class HostSupervisor(pykka.ThreadingActor):
         if name == "turns":
             return TurnCoordinator.start(
                 persistence_ref=refs["persistence"], mapping_ref=refs["mapping"], clock=self._clock,
-                settings=self._settings, registry=self._registry,
+                settings=self._settings, registry=self._registry, prepare_resume=self._prepare_resume,
                 project_dir=lambda project_id: str(self._root.project_dir(project_id)), supervisor_ref=me,
             )
         return PoolSupervisor.start(

@@ -7,26 +7,35 @@ Contract:
 - Each worker's stderr is appended to `system/logs/worker-<id>.log`.
 - `codex` runs the native `codex app-server` binary (never the npm node launcher, which orphans the native child
   on kill) with `-c key=value` overrides and a persistent `CODEX_HOME` per worker; noisy notifications are opted
-  out of at `initialize`.
+  out of at `initialize`. `CodexRolloutSync` copies a thread's rollout between the workers' homes before a resume,
+  so a thread that fails over to another worker keeps its history in the model's context.
 - Fault knobs (chaos.RuntimeFaults) are passed per worker id on the command line; a worker without an entry runs
-  without faults. Knobs are read again at every restart, so a test can change them between generations.
+  without faults. Knobs are read again at every restart, so a test can change them between generations. Every
+  builtin runtime also gets `--faults-file <root>/system/faults/worker-<id>.json` (`faults_file_path`): while that
+  file exists it overrides the command-line knobs and the runtime re-reads it live.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from actors._worker import WorkerSpec
 from chaos import RuntimeFaults, encode_faults
-from storage import StorageRoot
+from storage import StorageRoot, atomic_write
 
 __all__ = [
-    "CODEX_OPT_OUT", "CodexBinaryError", "builtin_spec_factory", "check_codex_binary", "codex_spec_factory",
-    "find_native_codex",
+    "CODEX_OPT_OUT", "CodexBinaryError", "CodexRolloutSync", "builtin_spec_factory", "check_codex_binary", "codex_spec_factory",
+    "faults_file_path", "find_native_codex",
 ]
+
+
+def faults_file_path(root: StorageRoot, worker_id: int) -> Path:
+    """The live faults file of builtin worker `worker_id`: `<root>/system/faults/worker-<id>.json`."""
+    return root.system_dir / "faults" / f"worker-{worker_id}.json"
 
 
 def builtin_spec_factory(
@@ -44,6 +53,7 @@ def builtin_spec_factory(
             sys.executable, "-m", "protocol.reference_runtime",
             "--state-dir", str(root.runtime_state_dir),
             "--deltas-per-reply", str(deltas_per_reply),
+            "--faults-file", str(faults_file_path(root, worker_id)),
         ]
         worker_faults = faults.get(worker_id)
         if worker_faults is not None:
@@ -135,3 +145,40 @@ def _checked_override(override: str) -> str:
     if not sep or not key.strip() or any(c.isspace() for c in key.strip()):
         raise ValueError(f"codex config override must look like key=value, got {override!r}")
     return override
+
+
+_UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+class CodexRolloutSync:
+    """Keeps a codex thread resumable on whichever worker it is pinned to.
+
+    Each codex worker has its own CODEX_HOME, and `thread/resume` finds a thread only through the rollout file
+    (`sessions/YYYY/MM/DD/rollout-<ts>-<thread id>.jsonl`) in its own home. Before the host resumes a thread on a
+    worker, `prepare_resume` copies the newest copy of that thread's rollout (by size, then mtime) from any
+    worker's home into the target home when the target has none or an older one: atomic (temp file, fsync,
+    rename), never touching the source. The thread id must be a UUID before it is used in a path.
+    """
+
+    def __init__(self, root: StorageRoot) -> None:
+        self._homes = root.system_dir / "codex-home"
+
+    def prepare_resume(self, runtime_thread_id: str, worker_id: int) -> bool:
+        if not _UUID_RE.match(runtime_thread_id):
+            return False
+        copies = sorted(
+            self._homes.glob(f"worker-*/sessions/*/*/*/rollout-*-{runtime_thread_id}.jsonl"),
+            key=lambda path: (path.stat().st_size, path.stat().st_mtime),
+        )
+        if not copies:
+            return False
+        target_home = self._homes / f"worker-{worker_id}"
+        newest = copies[-1]
+        if newest.is_relative_to(target_home):
+            return False
+        target = target_home / newest.relative_to(newest.parents[4])
+        if target.exists() and target.stat().st_size >= newest.stat().st_size:
+            return False
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(target, newest.read_bytes())
+        return True

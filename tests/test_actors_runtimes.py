@@ -55,3 +55,22 @@ def test_bad_override_and_missing_binary_config_are_refused(tmp_path) -> None:
                            startup_timeout_s=1)
     with pytest.raises(ValueError, match="codex_bin is required"):
         HostConfig(storage_root=str(tmp_path), runtime="codex")
+
+
+def test_rollout_sync_copies_the_newest_rollout_into_the_target_home_only(tmp_path) -> None:
+    from actors._runtimes import CodexRolloutSync
+
+    root = StorageRoot(tmp_path / "root")
+    thread = "01a211f9-ffa7-7f21-90ba-733f150c6a8c"
+    day = "sessions/2026/11/25"
+    source = root.system_dir / "codex-home/worker-1" / day / f"rollout-2026-11-25T09-12-06-{thread}.jsonl"
+    source.parent.mkdir(parents=True)
+    source.write_text('{"turn": 1}\n{"turn": 2}\n')
+    sync = CodexRolloutSync(root)
+    assert sync.prepare_resume(thread, 2) is True
+    copied = root.system_dir / "codex-home/worker-2" / day / source.name
+    assert copied.read_text() == source.read_text()
+    assert sync.prepare_resume(thread, 2) is False  # already as new
+    assert sync.prepare_resume(thread, 1) is False  # the newest copy is already there
+    assert sync.prepare_resume("../../etc/passwd", 2) is False  # never globbed with a non-UUID id
+    assert sync.prepare_resume("01a211f9-ffa7-7f21-90ba-000000000000", 2) is False  # nothing to copy
