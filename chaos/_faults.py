@@ -3,10 +3,12 @@
 Contract:
 - `RuntimeFaults` is validated at construction (and when decoded): crash_after_deltas >= 1 or None; hang_on a
   non-empty method name or None; delta_delay_s a finite number of seconds >= 0. A bad value raises ValueError naming
-  the field and the value. All defaults mean "no fault".
+  the field and the value. All defaults mean "no fault". `eof_mid_line` and `stop_self` fire once per loaded
+  value (a process that re-reads an unchanged faults file does not fire them again).
 - `encode_faults` writes compact JSON with defaults omitted (`{}` for no faults); `decode_faults` is strict (unknown
   fields, wrong types, bad values) and raises ValueError naming the problem. The runtime reads the JSON from
-  `--faults` or, when that flag is absent, from the environment variable FAULTS_ENV_VAR.
+  `--faults` or, when that flag is absent, from the environment variable FAULTS_ENV_VAR; a `--faults-file` that
+  exists overrides both and is re-read live whenever its mtime or size changes.
 - `kill_process_group(pid, sig)` signals the process group of `pid` (start runtimes with start_new_session=True so
   the group is theirs). A process that is already gone is not an error. It refuses (ValueError) to signal the
   caller's own process group.
@@ -31,6 +33,8 @@ class RuntimeFaults(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     garbage_before_turn: bool = False  # write a non-JSON line to stdout before each turn's first notification
     delta_delay_s: float = 0.0  # sleep between deltas (slow stream), seconds
     crash_on_start: bool = False  # exit(3) before reading stdin
+    eof_mid_line: bool = False  # at the next turn start or delta: write half a JSON line, flush, exit 0 (once)
+    stop_self: bool = False  # at the next turn start or delta: SIGSTOP itself (once; someone else sends SIGCONT)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -45,7 +49,7 @@ class RuntimeFaults(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
         delay = self.delta_delay_s
         if type(delay) not in (int, float) or not math.isfinite(delay) or delay < 0:
             raise ValueError(f"delta_delay_s {delay!r} is invalid: must be a finite number of seconds >= 0")
-        for name in ("garbage_before_turn", "crash_on_start"):
+        for name in ("garbage_before_turn", "crash_on_start", "eof_mid_line", "stop_self"):
             if type(getattr(self, name)) is not bool:
                 raise ValueError(f"{name} {getattr(self, name)!r} is invalid: must be a bool")
 

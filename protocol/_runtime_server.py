@@ -9,6 +9,12 @@ Contract (see protocol/reference_runtime.py for the command line and the full me
   answers -32603 "Internal error: ..." and the runtime keeps serving. Unparsable lines and replies to unknown
   request ids are logged to stderr and otherwise ignored.
 - Server->client request ids are ints from 0, process-wide; a reply matches only with the same JSON type.
+- Faults: `LiveFaults` holds the `--faults` value, overridden by the JSON of `faults_file` while that file exists;
+  the file is stat()ed before each request, each turn start and each delta and re-read when its mtime or size
+  changed (an unreadable or invalid file is logged and ignored: the previous value stays). `eof_mid_line` and
+  `stop_self` fire once per loaded value, at the next turn start or delta: half of that JSON line is written and
+  flushed and the process exits 0 / the process SIGSTOPs itself. A `crash_after_deltas` from the file counts the
+  deltas written after the file was loaded (the `--faults` one counts from process start).
 - Persisted state: thread files via ThreadStore; a turn is saved "inProgress" when it starts and with its final
   status before its `turn/completed` is written (a failed final save is logged, the turn still completes).
 """
@@ -17,13 +23,15 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
+import sys
 import threading
 import traceback
 import uuid
 from collections.abc import Callable
 from typing import Any
 
-from chaos._faults import RuntimeFaults
+from chaos._faults import RuntimeFaults, decode_faults
 from protocol._jsonrpc import (
     ErrorResponse,
     LineBuffer,
@@ -36,7 +44,7 @@ from protocol._jsonrpc import (
 from protocol._runtime_io import StdoutWriter, log, now_ms
 from protocol._runtime_store import ThreadRecord, ThreadStore, looks_like_uuid
 
-__all__ = ["ReferenceRuntime"]
+__all__ = ["LiveFaults", "ReferenceRuntime"]
 
 USER_AGENT = "agenthost-reference/0.1"
 INTERNAL_ERROR = -32603
@@ -82,13 +90,66 @@ class _ActiveTurn:
         return str(self.record["id"])
 
 
+class LiveFaults:
+    """The faults in force: `base`, overridden by `path`'s JSON while that file exists (re-read on change)."""
+
+    def __init__(self, base: RuntimeFaults, path: str | None = None) -> None:
+        self._base = base
+        self._path = path
+        self._stamp: tuple[int, int] | None = None  # (mtime_ns, size) of the file last loaded; None: no file
+        self._faults = base
+        self.version = 0  # bumped whenever the faults in force change
+        self._fired: set[str] = set()  # one-shot knobs already fired for this version
+        self.refresh()
+
+    @property
+    def faults(self) -> RuntimeFaults:
+        return self._faults
+
+    def refresh(self) -> RuntimeFaults:
+        """Stat the file; re-read it if it changed; return the faults in force."""
+        if self._path is None:
+            return self._faults
+        try:
+            info = os.stat(self._path)
+        except FileNotFoundError:
+            if self._stamp is not None:
+                self._stamp = None
+                self._set(self._base)
+            return self._faults
+        stamp = (info.st_mtime_ns, info.st_size)
+        if stamp != self._stamp:
+            self._stamp = stamp
+            try:
+                with open(self._path, encoding="utf-8") as handle:
+                    self._set(decode_faults(handle.read().strip() or "{}"))
+            except (OSError, ValueError) as exc:
+                log(f"faults file {self._path!r} ignored: {exc}")
+        return self._faults
+
+    def fire_once(self, knob: str) -> bool:
+        """True the first time a one-shot knob (eof_mid_line, stop_self) is seen set in this version."""
+        if getattr(self._faults, knob) and knob not in self._fired:
+            self._fired.add(knob)
+            return True
+        return False
+
+    def _set(self, faults: RuntimeFaults) -> None:
+        self._faults = faults
+        self.version += 1
+        self._fired = set()
+
+
 class ReferenceRuntime:
-    def __init__(self, *, state_dir: str, out: StdoutWriter, faults: RuntimeFaults, deltas_per_reply: int = 4) -> None:
+    def __init__(self, *, state_dir: str, out: StdoutWriter, faults: RuntimeFaults, deltas_per_reply: int = 4,
+                 faults_file: str | None = None) -> None:
         if deltas_per_reply < 2:
             raise ValueError(f"deltas_per_reply {deltas_per_reply!r} is invalid: a reply needs >= 2 deltas")
         self._state_dir = state_dir
         self._out = out
-        self._faults = faults
+        self._live = LiveFaults(faults, faults_file)
+        self._file_crash_version = self._live.version  # the value at start is armed in `out` by the caller
+        self._deltas_left: int | None = None  # deltas until a file-armed crash_after_deltas fires
         self._deltas_per_reply = deltas_per_reply
         self._store = ThreadStore(state_dir)
         self._lock = threading.Lock()
@@ -131,6 +192,35 @@ class ReferenceRuntime:
                 log(f"ignoring notification {message.method!r}")
         else:
             log(f"Failed to deserialize JSONRPCMessage: {message.reason}")
+
+    @property
+    def _faults(self) -> RuntimeFaults:
+        return self._live.refresh()
+
+    def _live_faults_point(self, next_line: bytes | None = None) -> None:
+        """Before a turn start or a delta (state lock held): fire eof_mid_line / stop_self once per loaded value."""
+        faults = self._live.refresh()
+        if self._live.version != self._file_crash_version:
+            self._file_crash_version = self._live.version
+            self._deltas_left = faults.crash_after_deltas
+        if self._live.fire_once("stop_self"):
+            log("fault stop_self: SIGSTOP")
+            os.kill(os.getpid(), signal.SIGSTOP)
+        if self._live.fire_once("eof_mid_line"):
+            line = next_line or b'{"method":"turn/started","params":{"threadId":"cut-off-here"}}\n'
+            log("fault eof_mid_line: writing half a line, then exit 0")
+            sys.stdout.buffer.flush()
+            os.write(sys.stdout.fileno(), line[: max(1, len(line) // 2)])
+            os._exit(0)
+
+    def _count_file_delta(self) -> None:
+        """After a delta was written: SIGKILL when the file's crash_after_deltas count is reached."""
+        if self._deltas_left is None:
+            return
+        self._deltas_left -= 1
+        if self._deltas_left <= 0:
+            log("fault crash_after_deltas (faults file): SIGKILL")
+            os.kill(os.getpid(), signal.SIGKILL)
 
     def _handle_request(self, request: Request) -> None:
         if request.method == self._faults.hang_on:
@@ -223,6 +313,7 @@ class ReferenceRuntime:
         self._active[record.id] = turn
         started_turn = {"id": turn.id, "status": "inProgress", "items": [], "error": None}
         self._out.response(request.id, {"turn": started_turn})
+        self._live_faults_point()
         if self._faults.garbage_before_turn:
             self._out.garbage()
         self._out.notify("turn/started", {"threadId": record.id, "turn": started_turn})
@@ -347,8 +438,10 @@ class ReferenceRuntime:
                     self._changed.wait_for(lambda: turn.done, timeout=self._faults.delta_delay_s)
                 if turn.done:
                     return
+                self._live_faults_point()
                 self._out.delta({"threadId": turn.thread.id, "turnId": turn.id, "itemId": agent_item["id"],
                                  "delta": chunk})
+                self._count_file_delta()
         with self._lock:
             if turn.done:
                 return

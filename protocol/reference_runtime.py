@@ -1,5 +1,5 @@
 """The built-in reference runtime: `python -m protocol.reference_runtime --state-dir DIR [--faults JSON]
-[--deltas-per-reply N]`.
+[--faults-file PATH] [--deltas-per-reply N]`.
 
 A small stand-in for `codex app-server` (stdlib + msgspec + chaos faults) speaking its dialect over stdin/stdout:
 newline-delimited JSON, never "jsonrpc", notifications carry "emittedAtMs", server->client request ids are ints from 0
@@ -34,8 +34,10 @@ Methods (before `initialize`, any other request gets "Not initialized"; a second
   "Invalid request: missing field `threadId`" / "Invalid request: invalid type: integer `5`, expected a string".
   Unparsable lines: logged, no answer. Replies to unknown ids: ignored. stdin EOF -> exit 0 at once.
 
-Faults: `--faults` JSON, else env AGENTHOST_RUNTIME_FAULTS (see chaos._faults.RuntimeFaults). Bad faults or bad
-arguments -> exit 2 with the reason on stderr; crash_on_start -> exit 3 before reading stdin.
+Faults: `--faults` JSON, else env AGENTHOST_RUNTIME_FAULTS (see chaos._faults.RuntimeFaults). `--faults-file PATH`:
+while that file exists its JSON overrides them, re-read live whenever its mtime/size changes (before each request,
+turn start and delta; see protocol._runtime_server.LiveFaults). Bad faults or bad arguments -> exit 2 with the
+reason on stderr (a bad faults FILE is logged and ignored); crash_on_start -> exit 3 before reading stdin.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ import sys
 
 from chaos._faults import FAULTS_ENV_VAR, RuntimeFaults, decode_faults
 from protocol._runtime_io import StdoutWriter, log
-from protocol._runtime_server import ReferenceRuntime
+from protocol._runtime_server import LiveFaults, ReferenceRuntime
 
 __all__ = ["main"]
 
@@ -57,14 +59,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = _argument_parser()
     args = parser.parse_args(argv)
     faults = _load_faults(parser, args.faults)
-    if faults.crash_on_start:
+    in_force = LiveFaults(faults, args.faults_file).faults
+    if in_force.crash_on_start:
         log(f"fault crash_on_start: exiting with {CRASH_ON_START_EXIT_CODE}")
         return CRASH_ON_START_EXIT_CODE
     runtime = ReferenceRuntime(
         state_dir=os.path.abspath(args.state_dir),
-        out=StdoutWriter(sys.stdout.buffer, faults.crash_after_deltas),
+        out=StdoutWriter(sys.stdout.buffer, in_force.crash_after_deltas),
         faults=faults,
         deltas_per_reply=args.deltas_per_reply,
+        faults_file=args.faults_file,
     )
     return runtime.serve(sys.stdin.fileno())
 
@@ -73,6 +77,8 @@ def _argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m protocol.reference_runtime", description=__doc__.split("\n")[0])
     parser.add_argument("--state-dir", required=True, help="folder for persisted threads (created if missing)")
     parser.add_argument("--faults", default=None, help=f"RuntimeFaults JSON (default: ${FAULTS_ENV_VAR})")
+    parser.add_argument("--faults-file", default=None,
+                        help="RuntimeFaults JSON file; overrides --faults while it exists, re-read live on change")
     parser.add_argument("--deltas-per-reply", type=_at_least_two, default=4, help="deltas per agent reply (>= 2)")
     return parser
 
