@@ -43,10 +43,11 @@ class BenchParams(msgspec.Struct, frozen=True, kw_only=True):
     turns: int
     completions: int
     repeats: int
+    codex_turns: int = 20
 
 
 FULL = BenchParams(deltas_per_reply=5000, turns=40, completions=2000, repeats=3)
-QUICK = BenchParams(deltas_per_reply=2000, turns=3, completions=200, repeats=1)
+QUICK = BenchParams(deltas_per_reply=2000, turns=3, completions=200, repeats=1, codex_turns=3)
 
 
 class Machine(msgspec.Struct, frozen=True, kw_only=True):
@@ -72,6 +73,8 @@ class BenchReport(msgspec.Struct, frozen=True, kw_only=True):
     params: BenchParams
     deltas: Comparison  # baseline = raw pipe + decode floor
     durability: Comparison  # baseline = raw APSW commits
+    codex: Comparison | None = None  # baseline = a direct minimal client on the same codex; None: not installed
+    codex_skipped: str | None = None
     design_target_pct: float = DESIGN_TARGET_PCT
     seconds_total: float = 0.0
 
@@ -117,10 +120,29 @@ def run(params: BenchParams) -> BenchReport:
         lambda work_dir: _durability.measure_host(params.completions, work_dir),
         params.repeats,
     )
+    codex, skipped = _codex_comparison(params)
     return BenchReport(
-        machine=_machine(), params=params, deltas=deltas, durability=durability,
-        seconds_total=time.perf_counter() - started,
+        machine=_machine(), params=params, deltas=deltas, durability=durability, codex=codex,
+        codex_skipped=skipped, seconds_total=time.perf_counter() - started,
     )
+
+
+def _codex_comparison(params: BenchParams) -> tuple[Comparison | None, str | None]:
+    from actors._cli import CODEX_CACHE
+    from actors._runtimes import find_native_codex
+
+    binary = os.environ.get("AGENTHOST_CODEX_BIN") or find_native_codex(CODEX_CACHE)
+    if binary is None:
+        return None, f"codex 0.169.0 not installed under {CODEX_CACHE} (run .ci/install-codex)"
+    from bench import _codex
+
+    turns = params.codex_turns
+    return _compare(
+        "turns/s",
+        lambda work_dir: _codex.measure_direct(str(binary), turns, work_dir),
+        lambda work_dir: _codex.measure_host(str(binary), turns, work_dir),
+        params.repeats,
+    ), None
 
 
 # --- output ------------------------------------------------------------------------------------------------------
@@ -157,9 +179,27 @@ def format_report(report: BenchReport) -> str:
         "  when its reply arrives: committed (synchronous=FULL, group commit of up to 64) AND its thread's",
         "  transcript re-rendered and atomically replaced (write, fsync, rename, fsync dir). Raw: commits only.",
         "",
+        *_codex_lines(report),
         f"total {report.seconds_total:.1f} s (figures are reported, never asserted)",
     ]
     return "\n".join(lines)
+
+
+def _codex_lines(report: BenchReport) -> list[str]:
+    codex = report.codex
+    if codex is None:
+        return [f"3. Codex turn round trip: skipped ({report.codex_skipped})", ""]
+    ms = lambda rate: f"{1000.0 / rate:.1f} ms/turn"  # noqa: E731
+    return [
+        f"3. Codex turn round trip (codex 0.169.0, mock model, {report.params.codex_turns} timed turns per repeat)",
+        _rate_line("direct: minimal client on codex app-server pipes", codex.baseline_per_s, "turns/s",
+                   codex.baseline_runs) + f"  = {ms(codex.baseline_per_s)}",
+        _rate_line("host:   AgentHost(runtime=codex, workers=1) send+wait", codex.host_per_s, "turns/s",
+                   codex.host_runs) + f"  = {ms(codex.host_per_s)}",
+        f"  host/direct {codex.ratio_pct:.1f} %  (host adds {1000.0 / codex.host_per_s - 1000.0 / codex.baseline_per_s:.1f} "
+        "ms per turn: actor hops + durable begin/finish)",
+        "",
+    ]
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -38,7 +38,7 @@ from actors import AgentHost, HostConfig
 from protocol import Delta, ErrorResponse, Notification, Response, TurnFinished
 from protocol._jsonrpc import Incoming, LineBuffer, decode_line, encode_notification, encode_request
 
-__all__ = ["DeltaBenchError", "DeltaParams", "DeltaRun", "measure_floor", "measure_host", "turn_text"]
+__all__ = ["DeltaBenchError", "DeltaParams", "DeltaRun", "RawRuntime", "measure_floor", "measure_host", "turn_text"]
 
 READ_CHUNK_BYTES = 65536
 DELTA_METHOD = "item/agentMessage/delta"
@@ -80,26 +80,23 @@ def _check_count(side: str, turn: int, deltas: int, expected: int) -> None:
 
 
 # --- floor: the runtime's stdout read and decoded directly ----------------------------------------------------------
-class _RawRuntime:
-    """One reference runtime on pipes; a watchdog kills it after `timeout_s`, so no read blocks forever."""
+class RawRuntime:
+    """A minimal direct client: one runtime process on pipes, no host. A watchdog kills it after `timeout_s`, so no
+    read blocks forever. Used for the floors the host is compared with (reference runtime and codex)."""
 
-    def __init__(self, params: DeltaParams, work_dir: Path) -> None:
-        state_dir = work_dir / "floor-state"
-        self._stderr_path = work_dir / "floor-runtime.stderr"
-        argv = [
-            sys.executable, "-m", "protocol.reference_runtime",
-            "--state-dir", str(state_dir), "--deltas-per-reply", str(params.deltas_per_reply),
-        ]
+    def __init__(self, argv: list[str], *, stderr_path: Path, timeout_s: float, env: dict[str, str] | None = None) -> None:
+        self._stderr_path = stderr_path
         with open(self._stderr_path, "wb") as stderr:
             self._proc = subprocess.Popen(
                 argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, start_new_session=True,
+                env=None if env is None else {**os.environ, **env},
             )
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self._stdin = self._proc.stdin
         self._fd = self._proc.stdout.fileno()
         self._ids = itertools.count(1)
         self._messages = self._decoded_messages()
-        self._watchdog = threading.Timer(params.timeout_s, self._proc.kill)
+        self._watchdog = threading.Timer(timeout_s, self._proc.kill)
         self._watchdog.daemon = True
         self._watchdog.start()
 
@@ -179,7 +176,11 @@ def _check_completed(params: Any) -> None:
 
 def measure_floor(params: DeltaParams, work_dir: Path) -> DeltaRun:
     """Deltas/s of the bare pipe + decode loop (see the module docstring)."""
-    runtime = _RawRuntime(params, work_dir)
+    argv = [
+        sys.executable, "-m", "protocol.reference_runtime",
+        "--state-dir", str(work_dir / "floor-state"), "--deltas-per-reply", str(params.deltas_per_reply),
+    ]
+    runtime = RawRuntime(argv, stderr_path=work_dir / "floor-runtime.stderr", timeout_s=params.timeout_s)
     try:
         runtime.call("initialize", CLIENT_INFO)
         runtime.notify("initialized")

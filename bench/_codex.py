@@ -1,0 +1,80 @@
+"""Turn round trip on real codex app-server: through the host vs a direct minimal client, on the same binary.
+
+Both sides run the same native codex 0.169.0 binary against the same local mock model server
+(protocol/mock_model.py, loopback, replies streamed with no delay), each with its own fresh CODEX_HOME.
+- direct: `RawRuntime` (bench/_deltas.py) spawns `codex app-server -c ...`, does initialize/initialized and
+  thread/start, then per turn sends turn/start and reads until `turn/completed`.
+- host: `AgentHost(HostConfig(runtime="codex", workers=1, ...))`, one thread, per turn `send()` + `wait()`; this
+  includes the actor hops and the turn's durable begin and finish.
+Timed: per turn, send to end seen, `time.perf_counter()`, after one untimed warm-up turn per side. Reported as
+milliseconds per turn and as a throughput ratio (direct ms / host ms). Skipped when codex is not installed.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import msgspec
+
+from actors import AgentHost, HostConfig
+from actors._runtimes import CODEX_OPT_OUT
+from bench._deltas import CLIENT_INFO, RawRuntime
+from protocol.mock_model import MockModelServer
+
+__all__ = ["TurnRun", "measure_direct", "measure_host"]
+
+TEXT = "bench round trip"
+TIMEOUT_S = 120.0
+
+
+class TurnRun(msgspec.Struct, frozen=True, kw_only=True):
+    turns: int
+    seconds: float
+
+    @property
+    def per_s(self) -> float:
+        return self.turns / self.seconds
+
+    @property
+    def ms_per_turn(self) -> float:
+        return 1000.0 * self.seconds / self.turns
+
+
+def measure_direct(codex_bin: str, turns: int, work_dir: Path) -> TurnRun:
+    with MockModelServer() as model:
+        argv = [codex_bin, "app-server"]
+        for override in model.codex_overrides():
+            argv += ["-c", override]
+        home = work_dir / "direct-home"
+        home.mkdir(parents=True, exist_ok=True)
+        runtime = RawRuntime(argv, stderr_path=work_dir / "direct.stderr", timeout_s=TIMEOUT_S,
+                             env={"CODEX_HOME": str(home)})
+        try:
+            runtime.call("initialize", {**CLIENT_INFO, "capabilities": {"optOutNotificationMethods": list(CODEX_OPT_OUT)}})
+            runtime.notify("initialized")
+            thread_id = runtime.call("thread/start", {"cwd": str(work_dir)})["thread"]["id"]
+            runtime.run_turn(thread_id, TEXT)
+            started = time.perf_counter()
+            for _ in range(turns):
+                runtime.run_turn(thread_id, TEXT)
+            seconds = time.perf_counter() - started
+        finally:
+            runtime.close()
+    return TurnRun(turns=turns, seconds=seconds)
+
+
+def measure_host(codex_bin: str, turns: int, work_dir: Path) -> TurnRun:
+    with MockModelServer() as model:
+        config = HostConfig(storage_root=str(work_dir / "host-root"), workers=1, runtime="codex",
+                            codex_bin=codex_bin, codex_config=model.codex_overrides())
+        with AgentHost(config) as host:
+            thread_id = host.create_thread("bench codex")
+            host.send(thread_id, TEXT).wait(TIMEOUT_S)
+            started = time.perf_counter()
+            for _ in range(turns):
+                done = host.send(thread_id, TEXT).wait(TIMEOUT_S)
+                if done.status != "completed":
+                    raise RuntimeError(f"host codex turn ended {done.status}: {done.error}")
+            seconds = time.perf_counter() - started
+    return TurnRun(turns=turns, seconds=seconds)
