@@ -16,6 +16,7 @@ from ._errors import (
     UnknownTurnError,
 )
 from ._ids import ID_PATTERN, validate_id
+from ._lock import RootLock, RootLockedError
 from ._paths import StorageRoot
 from ._rows import (
     ActionCardRow,
@@ -38,8 +39,33 @@ from ._transcripts import (
     parse_checkpoints,
     render_transcript,
 )
+from ._health import RESTARTED_NOTE, Finding, FindingStatus, check_storage
+from ._migrate import (
+    MigrationError,
+    MigrationHooks,
+    MigrationReport,
+    MigrationStep,
+    migrate_storage,
+    resolve_root,
+    root_in_use,
+)
+from ._quarantine import (
+    ParsedCard,
+    ParsedThread,
+    ParsedTurn,
+    QuarantineReport,
+    TranscriptParseError,
+    import_transcript,
+    open_or_quarantine,
+    parse_transcript,
+    parsed_rows,
+    quarantine,
+    quarantine_runtime_state,
+)
 
 __all__ = [
+    "RootLock",
+    "RootLockedError",
     "ID_PATTERN",
     "PHASES",
     "ActionCardRow",
@@ -68,4 +94,26 @@ __all__ = [
     "checkpoint_phase",
     "parse_checkpoints",
     "render_transcript",
+    "RESTARTED_NOTE",
+    "Finding",
+    "FindingStatus",
+    "check_storage",
+    "MigrationError",
+    "MigrationHooks",
+    "MigrationReport",
+    "MigrationStep",
+    "migrate_storage",
+    "resolve_root",
+    "root_in_use",
+    "ParsedCard",
+    "ParsedThread",
+    "ParsedTurn",
+    "QuarantineReport",
+    "TranscriptParseError",
+    "import_transcript",
+    "open_or_quarantine",
+    "parse_transcript",
+    "parsed_rows",
+    "quarantine",
+    "quarantine_runtime_state",
 ]
