@@ -48,7 +48,7 @@ from protocol._messages import (
     TurnFinished,
 )
 from protocol._messages import CreateThread as _CreateThread
-from storage import AtomicFs, StorageRoot, atomic_write, validate_id
+from storage import AtomicFs, StorageRoot, atomic_write, resolve_root, validate_id
 
 __all__ = ["AgentHost", "HostConfig", "HostStartError", "HostUnavailableError", "TurnHandle"]
 
@@ -170,7 +170,7 @@ class AgentHost:
         """`clock` drives every timer (default: real time); `storage_vfs` (a registered APSW VFS name) and
         `transcript_fs` are fault-injection seams for the database and the transcript writes."""
         self.config = config
-        self.root = StorageRoot(config.storage_root)
+        self.root = resolve_root(StorageRoot(config.storage_root))  # follows a finished `migrate-storage`
         self._clock = clock or SystemClock()
         self._wall = wall
         self._faults = dict(config.worker_faults)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 from actors._api import HostStartError
+from actors._cli_storage import STORAGE_COMMANDS, add_storage_commands, run_storage_command
 from actors._log import configure
 from actors._runtimes import find_native_codex
 from storage import Database, StorageError, StorageRoot, validate_id
@@ -50,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="threads, turns and pins stored under a root")
     status.add_argument("--root", required=True)
 
+    add_storage_commands(commands)
     transcript = commands.add_parser("transcript", help="print a thread's transcript")
     transcript.add_argument("--root", required=True)
     transcript.add_argument("thread_id")
@@ -84,6 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_demo(args.root, runtime=args.runtime, codex_bin=_codex_bin(args),
                             codex_config=args.codex_config)
+        if args.command in STORAGE_COMMANDS:
+            return run_storage_command(args)
         if args.command == "send":
             return _send(args)
         if args.command == "status":

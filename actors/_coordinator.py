@@ -43,6 +43,7 @@ from actors._mapping import NoHealthyWorkerError
 from actors._refs import SupervisedActor, tell_quietly, unknown_message
 from protocol._errors import is_no_rollout, is_thread_not_found
 from protocol._jsonrpc import Notification, Request, RpcError
+from storage import RESTARTED_NOTE
 from protocol._messages import (
     AbortActiveTurns,
     HOST_UNSUPPORTED_REQUEST,
@@ -239,7 +240,7 @@ class TurnCoordinator(SupervisedActor):
 
     def on_child_start(self) -> None:
         """Settle what a previous coordinator (or host process) left unfinished; see the module contract."""
-        reason = "agenthost restarted while this turn was running; it did not finish. Send the message again."
+        reason = RESTARTED_NOTE
         for row in self._persistence.ask(ListPendingTurns()):
             self._persistence.ask(
                 FinishTurn(turn_id=row.turn_id, status="failed", assistant_text=row.assistant_text, error=reason)

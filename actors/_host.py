@@ -79,6 +79,7 @@ def host_spec(strategy: str, policy: RecoveryPolicy, shutdown_timeout_s: float) 
 
 
 class HostSupervisor(pykka.ThreadingActor):
+    use_daemon_thread = True
     def __init__(
         self,
         *,

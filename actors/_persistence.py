@@ -20,7 +20,11 @@ use to fail reads, writes, syncs and each step of a transcript replace.
 Checkpoints: automatic checkpoints are off. A WAL hook watches the WAL size after each commit; past
 `checkpoint_pages` a PASSIVE checkpoint runs right after the write. A PASSIVE checkpoint also runs every
 `checkpoint_interval_s` (injected clock) and a TRUNCATE checkpoint when the actor stops. `quick_check` runs at
-open: a database that fails it is refused with `StorageCorruptError` (the host then quarantines it).
+open: a database that fails it is moved into `system/quarantine/<timestamp>-<reason>/` and rebuilt from the
+transcripts ("storage.quarantined" event); then the start-up health checks run with repairs (missing project
+folders, transcripts that disagree with the DB, leftover temp files, orphan transcripts, bad mappings), each
+finding one "storage.health" event. The actor holds the root's lock (`system/agenthost.lock`) while it lives: a
+second host on the same root fails to start with `RootLockedError`.
 Errors from storage (unknown ids, invalid ids, I/O errors) are raised to the asker; the actor keeps running.
 """
 
@@ -60,6 +64,9 @@ from protocol._messages import (
 from storage import (
     AtomicFs,
     Database,
+    RootLock,
+    check_storage,
+    open_or_quarantine,
     StorageCorruptError,
     StorageError,
     StorageRoot,
@@ -110,7 +117,12 @@ class PersistenceActor(SupervisedActor):
         # Opened here, in the starting thread, so that a database that cannot be opened fails `start()` itself
         # with the storage error instead of killing the actor silently (apsw connections may change threads).
         root.ensure()
-        self._db: Database | None = _open_checked(root, vfs)
+        self._lock: RootLock | None = RootLock.acquire(root)
+        try:
+            self._db: Database | None = _open_and_repair(root, vfs, wall())
+        except BaseException:
+            self._release_lock()
+            raise
         self._db.set_wal_hook(self._on_wal_commit)
 
     @property
@@ -130,11 +142,18 @@ class PersistenceActor(SupervisedActor):
         if self._db is not None:
             self._db.close(checkpoint=True)
             _log.info("persistence.closed", checkpoint="TRUNCATE")
+        self._release_lock()
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
         if self._db is not None:
             self._db.close(checkpoint=False)
+        self._release_lock()
         super().on_failure(exception_type, exception_value, traceback)
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def _schedule_checkpoint(self) -> None:
         ref = self.actor_ref
@@ -282,10 +301,29 @@ class PersistenceActor(SupervisedActor):
         return frames
 
 
-def _open_checked(root: StorageRoot, vfs: str | None) -> Database:
-    db = Database.open(root.db_path, vfs=vfs)
-    problems = db.quick_check()
-    if problems != ["ok"]:
+def _open_and_repair(root: StorageRoot, vfs: str | None, now: float) -> Database:
+    """Open the database (quick_check included); a corrupt one is quarantined and rebuilt from the transcripts.
+    Then the start-up health checks run with repairs; every finding is one "storage.health" event."""
+    if vfs is None:
+        db, quarantined = open_or_quarantine(root, now)
+        if quarantined is not None:
+            _log.error(
+                "storage.quarantined", reason=quarantined.reason, moved=list(quarantined.moved), into=quarantined.into,
+                rebuilt_threads=quarantined.rebuilt_threads, rebuilt_turns=quarantined.rebuilt_turns,
+                skipped=list(quarantined.skipped),
+            )
+    else:  # fault-injection runs: no quarantine, the injected error must surface
+        db = Database.open(root.db_path, vfs=vfs)
+        problems = db.quick_check()
+        if problems != ["ok"]:
+            db.close(checkpoint=False)
+            raise StorageCorruptError(f"database {str(root.db_path)!r} failed quick_check: {problems[:5]}")
+    try:
+        for finding in check_storage(db, root, repair=True, now=now, pending_turns=False):
+            log = _log.info if finding.status == "ok" else _log.warning
+            log("storage.health", kind=finding.kind, subject=finding.subject, status=finding.status,
+                detail=finding.detail)
+    except BaseException:
         db.close(checkpoint=False)
-        raise StorageCorruptError(f"database {str(root.db_path)!r} failed quick_check: {problems[:5]}")
+        raise
     return db

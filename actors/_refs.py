@@ -34,6 +34,7 @@ class SupervisedActor(pykka.ThreadingActor):
     """
 
     child_name = "child"
+    use_daemon_thread = True  # an embedding process that exits without shutdown() must not hang on our threads
 
     def __init__(self, *, supervisor_ref: Any = None) -> None:
         super().__init__()

@@ -161,6 +161,7 @@ def _read_stdout(stream: IO[bytes], inbox: StdoutInbox, actor_ref: pykka.ActorRe
 
 
 class WorkerActor(pykka.ThreadingActor):
+    use_daemon_thread = True
     def __init__(
         self,
         spec: WorkerSpec,

@@ -13,6 +13,15 @@ from actors import AgentHost, FakeClock, HostConfig
 from actors._log import DecisionLog, capture_events
 
 
+@pytest.fixture(autouse=True)
+def no_actor_outlives_its_test() -> Iterator[None]:
+    """A failing test must not leave a host running into the next test (or keep the interpreter alive)."""
+    import pykka
+
+    yield
+    pykka.ActorRegistry.stop_all(block=True, timeout=30)
+
+
 @pytest.fixture
 def seed() -> int:
     """Randomness in tests comes from here; the seed is printed so a failure can be replayed."""

@@ -10,15 +10,30 @@ from storage import StorageRoot
 pytestmark = pytest.mark.timeout(30)
 
 
-def test_corrupt_database_fails_start_with_the_cause_and_keeps_the_file(tmp_path) -> None:
+def test_corrupt_database_is_quarantined_and_the_host_starts_on_a_rebuilt_one(tmp_path) -> None:
+    from actors._log import capture_events
+
     root = StorageRoot(tmp_path / "root")
-    root.ensure()
+    config = HostConfig(storage_root=str(root.root), workers=1)
+    with AgentHost(config, clock=FakeClock()) as host:
+        thread_id = host.create_thread("survives corruption")
+        assert host.send(thread_id, "remember me").wait(20.0).status == "completed"
     garbage = b"this is not a database" * 100
     root.db_path.write_bytes(garbage)
-    with pytest.raises(HostStartError, match="could not start") as failure:
-        AgentHost(HostConfig(storage_root=str(root.root), workers=1), clock=FakeClock()).start()
-    assert "StorageCorruptError" in str(failure.value) and str(root.db_path) in str(failure.value)
-    assert root.db_path.read_bytes() == garbage  # nothing overwritten
+    with capture_events("storage.quarantined") as log, AgentHost(config, clock=FakeClock()) as host:
+        assert [(t.user_text, t.status) for t in host.turns(thread_id)] == [("remember me", "completed")]
+        assert host.send(thread_id, "and after").wait(20.0).status == "completed"
+    event = log.events[0]
+    assert event["rebuilt_threads"] == 1 and event["rebuilt_turns"] == 1
+    quarantined = [p for p in (root.system_dir / "quarantine").rglob("agenthost.db")]
+    assert [p.read_bytes() for p in quarantined] == [garbage]  # moved aside untouched, never deleted
+
+
+def test_a_second_host_on_the_same_root_is_refused(tmp_path) -> None:
+    config = HostConfig(storage_root=str(tmp_path / "root"), workers=1)
+    with AgentHost(config, clock=FakeClock()):
+        with pytest.raises(HostStartError, match="in use by another agenthost process"):
+            AgentHost(config, clock=FakeClock()).start()
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,8 @@ import pytest
 from actors import FakeClock
 from actors._log import capture_events
 from actors._persistence import PersistenceActor
-from protocol._messages import BeginTurn, CompleteTurn, CreateThread, FinishTurn, TurnPersisted
-from storage import Database, StorageCorruptError, StorageRoot, parse_checkpoints
+from protocol._messages import BeginTurn, CompleteTurn, CreateThread, FinishTurn, ListTurns, TurnPersisted
+from storage import Database, StorageRoot, parse_checkpoints
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -97,19 +97,28 @@ def test_wal_growth_triggers_a_passive_checkpoint_without_the_timer(persistence)
     assert [e["mode"] for e in log.events] and all(e["mode"] == "PASSIVE" for e in log.events)
 
 
-def test_a_database_that_fails_quick_check_is_refused_as_corrupt(tmp_path) -> None:
+def test_a_database_that_fails_quick_check_is_quarantined_and_rebuilt(tmp_path) -> None:
     root = StorageRoot(tmp_path / "root")
-    root.ensure()
+    ref = PersistenceActor.start(root=root, clock=FakeClock(), wall=time.time)
+    ids = _turns(ref, 3)
+    ref.stop()
     db = Database.open(root.db_path)
-    db.ensure_project("p", "p", 1.0)
-    for i in range(300):
-        db.create_thread(f"t{i}", "p", "x" * 200, 1.0)
+    db.ensure_project("filler", "filler", 1.0)
+    for i in range(300):  # pages beyond the first few, so garbage can hit a b-tree page
+        db.create_thread(f"f{i}", "filler", "x" * 200, 1.0)
     db.close()
     data = bytearray(root.db_path.read_bytes())
-    data[4096 * 2: 4096 * 2 + 512] = b"\xff" * 512  # garbage over a b-tree page
+    data[4096 * 2: 4096 * 2 + 512] = b"\xff" * 512
     root.db_path.write_bytes(bytes(data))
-    with pytest.raises(StorageCorruptError, match="corrupt|quick_check"):
-        PersistenceActor(root=root, clock=FakeClock(), wall=time.time)
+    with capture_events("storage.quarantined") as log:
+        ref = PersistenceActor.start(root=root, clock=FakeClock(), wall=time.time)
+    try:
+        event = log.events[0]
+        assert "corrupt" in event["reason"] and any(path.endswith("agenthost.db") for path in event["moved"])
+        rebuilt = ref.ask(ListTurns(thread_id="t1"))
+        assert [t.turn_id for t in rebuilt] == ids  # rebuilt from the transcript
+    finally:
+        ref.stop()
 
 
 def test_followup_dispatch_is_one_transaction_and_runs_once(tmp_path) -> None:
