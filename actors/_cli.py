@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 from actors._api import HostStartError
+from actors._cli_chaos import add_chaos_command, run_chaos_command
 from actors._cli_storage import STORAGE_COMMANDS, add_storage_commands, run_storage_command
 from actors._log import configure
 from actors._runtimes import find_native_codex
@@ -52,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--root", required=True)
 
     add_storage_commands(commands)
+    add_chaos_command(commands)
     transcript = commands.add_parser("transcript", help="print a thread's transcript")
     transcript.add_argument("--root", required=True)
     transcript.add_argument("thread_id")
@@ -88,6 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                             codex_config=args.codex_config)
         if args.command in STORAGE_COMMANDS:
             return run_storage_command(args)
+        if args.command == "chaos":
+            return run_chaos_command(args)
         if args.command == "send":
             return _send(args)
         if args.command == "status":

@@ -1,0 +1,775 @@
+"""The chaos campaign runner: drive a workload plus a fault schedule against an AgentHost, record, then check.
+
+Contract:
+- `run_campaign(schedule, root, settings)` runs the host in a SUBPROCESS (`python -m chaos._campaign serve
+  CONFIG_JSON`) so HostKill9 and StorageCrash are real SIGKILLs of the whole host process; a new host process is then
+  started on the same storage root (its start settles what the dead one left: orphaned turns fail with a note,
+  queued follow-ups run). `run_embedded(host_driver, schedule, settings)` (see chaos._plugin) uses the same loop on
+  an in-process host and skips the faults that need a process kill.
+- Control protocol (JSON lines): runner -> host `{"id": n, "op": name, ...args}`; host -> runner
+  `{"id": n, "ok": true, "result": ...}` / `{"id": n, "ok": false, "error": "..."}` and unsolicited
+  `{"event": {"kind": ..., "t": monotonic, ...}}` (turn events of every acknowledged send, and every structlog event
+  named in RECORDED_EVENTS, stamped when logged). Ops: create_thread, send, answer, status, set_faults,
+  storage_fault, power_cut, shutdown.
+- The loop, for op i of the schedule: inject the faults scheduled at i, expire timed faults (clear fault files,
+  SIGCONT hung runtimes, heal the disk), wait (bounded) until fewer than `max_inflight` turns are open, send op i.
+  Approvals are answered as the op planned, except one per ApprovalNeverAnswered. After the last op: wait for open
+  turns (bounded), heal everything, let workers settle, record the final status and fd count, shut the host down
+  cleanly, wait (bounded) for runtime processes to go, then run every invariant checker on history + storage.
+- A host that reports "failed" (e.g. after persistent storage faults: the host policy gave up) is shut down and a
+  new host process is started on the same root; that is recorded, not a violation by itself.
+- Host settings are small so 1000 faults take minutes: worker backoff 0.01 s doubling to 0.08 s, 8 attempts,
+  intensity 50 restarts / 1 s, stable after 0.3 s; host backoff 0.01..0.08 s, 4 attempts; turn timeout 2 s;
+  request timeout 1 s. Every random choice is in the schedule (one seed); wall-clock timing is not replayed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import msgspec
+
+from chaos._faults import RuntimeFaults, kill_process_group
+from chaos._history import History
+from chaos._schedule import (
+    ApprovalNeverAnswered,
+    CrashOnStart,
+    DiskFull,
+    EofMidLine,
+    FaultEvent,
+    HostKill9,
+    Schedule,
+    SlowStream,
+    StdoutGarbage,
+    StorageCrash,
+    StorageIOError,
+    TranscriptStepFailure,
+    WorkerHang,
+    WorkerKill9,
+    encode_schedule,
+)
+
+__all__ = [
+    "RECORDED_EVENTS",
+    "CampaignResult",
+    "CampaignSettings",
+    "HostDriver",
+    "HostGoneError",
+    "SubprocessHost",
+    "campaign_host_config",
+    "git_commit",
+    "run_campaign",
+    "run_loop",
+]
+
+RECORDED_EVENTS: tuple[str, ...] = (
+    "supervisor.decision", "pool.worker_restarting", "pool.worker_up", "pool.failed", "worker.spawned",
+    "worker.exited", "worker.eof_mid_line", "worker.protocol_error", "turns.dispatched", "turns.finished",
+    "turns.approvals_reset", "turns.reconciled_pending", "turns.persist_failed", "host.restarting_children",
+    "persistence.transcript_failed", "mapping.pins_moved",
+)
+_FILE_KNOB_FAULTS = (WorkerHang, StdoutGarbage, EofMidLine, SlowStream, CrashOnStart)
+
+
+class HostGoneError(RuntimeError):
+    """The host process died or stopped answering."""
+
+
+class CampaignSettings(msgspec.Struct, frozen=True, kw_only=True):
+    runtime: str = "builtin"  # builtin | codex
+    codex_bin: str | None = None
+    max_inflight: int = 4
+    turn_timeout_s: float = 2.0
+    request_timeout_s: float = 1.0
+    drain_timeout_s: float = 30.0
+    storage_faults: bool = True  # stack FaultyVFS/CrashVFS/ArmableFs in the host (needed by storage fault kinds)
+    progress: bool = False
+
+
+class CampaignResult(msgspec.Struct, kw_only=True):
+    seed: int
+    commit: str | None
+    runtime: str
+    faults_scheduled: int
+    faults_injected: dict[str, int]
+    faults_skipped: dict[str, int]
+    ops: int
+    turns_acknowledged: int
+    turns_by_status: dict[str, int]
+    host_processes: int
+    repairs: int  # new host processes started on a root left by a killed host (they settle its orphans)
+    invariants_checked: tuple[str, ...]
+    violations: list[dict[str, Any]]  # at most 20: the first of each invariant, then in order
+    violations_total: int
+    duration_s: float
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent.parent)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def campaign_host_config(root: str, workers: int, settings: CampaignSettings, codex_config: tuple[str, ...] = ()) -> Any:
+    from actors import Backoff, HostConfig, Intensity, RecoveryPolicy
+
+    fast = Backoff(initial_s=0.01, multiplier=2.0, max_s=0.08)
+    return HostConfig(
+        storage_root=root, workers=workers, runtime=settings.runtime,  # type: ignore[arg-type]
+        codex_bin=settings.codex_bin, codex_config=codex_config,
+        worker_policy=RecoveryPolicy(backoff=fast, max_attempts=8, intensity=Intensity(max_restarts=50, period_s=1.0),
+                                     stable_after_s=0.3),
+        host_policy=RecoveryPolicy(backoff=fast, max_attempts=4, intensity=Intensity(max_restarts=20, period_s=1.0),
+                                   stable_after_s=0.3),
+        startup_timeout_s=10.0 if settings.runtime == "codex" else 5.0,
+        request_timeout_s=settings.request_timeout_s if settings.runtime == "builtin" else 10.0,
+        turn_timeout_s=settings.turn_timeout_s, shutdown_timeout_s=1.0, drain_timeout_s=2.0,
+        checkpoint_interval_s=0.5, max_active_turns=8, deltas_per_reply=6,
+    )
+
+
+# --- the driver interface (one host incarnation) ----------------------------------------------------------------
+class HostDriver(Protocol):
+    pid: int
+
+    def request(self, op: str, timeout_s: float = 30.0, **args: Any) -> Any: ...
+    def kill(self) -> None: ...
+    def close(self, timeout_s: float = 30.0) -> None: ...
+
+
+class SubprocessHost:
+    """Runner side of the control protocol: one host process."""
+
+    def __init__(self, config: dict[str, Any], on_event: Callable[[dict[str, Any]], None], log_path: Path) -> None:
+        self._on_event = on_event
+        self._replies: dict[int, queue.Queue[dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+        self._next_id = 0
+        self._dead = False
+        with open(log_path, "ab") as log:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "chaos._campaign", "serve", json.dumps(config)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                cwd=Path(__file__).resolve().parent.parent,
+            )
+        self.pid = self._proc.pid
+        self._ready: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, name=f"chaos-host-{self.pid}", daemon=True)
+        self._reader.start()
+        try:
+            hello = self._ready.get(timeout=60.0)
+        except queue.Empty:
+            self.kill()
+            raise HostGoneError(f"host process {self.pid} did not start within 60 s") from None
+        if not hello.get("ok"):
+            self.kill()
+            raise HostGoneError(f"host process {self.pid} failed to start: {hello.get('error')}")
+
+    def _read(self) -> None:
+        assert self._proc.stdout is not None
+        for raw in self._proc.stdout:
+            try:
+                message = json.loads(raw)
+            except ValueError:
+                continue
+            if "event" in message:
+                self._on_event(message["event"])
+            elif message.get("id") == 0:
+                self._ready.put(message)
+            else:
+                with self._lock:
+                    waiter = self._replies.pop(message.get("id"), None)
+                if waiter is not None:
+                    waiter.put(message)
+        self._dead = True
+        self._ready.put({"ok": False, "error": "host process exited"})
+        with self._lock:
+            waiters, self._replies = list(self._replies.values()), {}
+        for waiter in waiters:
+            waiter.put({"ok": False, "error": "host process exited", "gone": True})
+
+    def request(self, op: str, timeout_s: float = 30.0, **args: Any) -> Any:
+        if self._dead:
+            raise HostGoneError(f"host process {self.pid} is gone")
+        waiter: queue.Queue[dict[str, Any]] = queue.Queue()
+        with self._lock:
+            self._next_id += 1
+            request_id = self._next_id
+            self._replies[request_id] = waiter
+            line = json.dumps({"id": request_id, "op": op, **args}) + "\n"
+            try:
+                assert self._proc.stdin is not None
+                self._proc.stdin.write(line.encode())
+                self._proc.stdin.flush()
+            except (BrokenPipeError, ValueError, OSError):
+                self._replies.pop(request_id, None)
+                raise HostGoneError(f"host process {self.pid} is gone") from None
+        try:
+            reply = waiter.get(timeout=timeout_s)
+        except queue.Empty:
+            raise HostGoneError(f"host process {self.pid}: no answer to {op} within {timeout_s:g} s") from None
+        if reply.get("gone"):
+            raise HostGoneError(f"host process {self.pid} exited during {op}")
+        if not reply.get("ok"):
+            raise RuntimeError(str(reply.get("error")))
+        return reply.get("result")
+
+    def kill(self) -> None:
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self._proc.wait(30)
+        self._reader.join(10)
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        try:
+            self.request("shutdown", timeout_s=timeout_s)
+        except (HostGoneError, RuntimeError):
+            pass
+        try:
+            self._proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        self._reader.join(10)
+
+    @property
+    def alive(self) -> bool:
+        return not self._dead and self._proc.poll() is None
+
+
+# --- the loop ---------------------------------------------------------------------------------------------------
+class _Loop:
+    """State of one campaign run (runner side)."""
+
+    def __init__(self, schedule: Schedule, settings: CampaignSettings, history: History,
+                 start_host: Callable[[Callable[[dict[str, Any]], None]], Any], root: Path | None,
+                 can_kill_host: bool) -> None:
+        self.schedule = schedule
+        self.settings = settings
+        self.history = history
+        self._start_host = start_host
+        self.root = root
+        self.can_kill_host = can_kill_host
+        self.events: queue.Queue[tuple[int, dict[str, Any]]] = queue.Queue()
+        self.host: Any = None
+        self.thread_ids = [f"chaos-{n}" for n in range(schedule.threads)]
+        self.open: dict[str, float] = {}  # turn id -> time sent (this host)
+        self.turn_answers: dict[str, str] = {}
+        self.never_answer = 0
+        self.file_faults: dict[int, dict[str, Any]] = {}  # worker -> knob -> (value, until_op)
+        self.timed: list[tuple[int, Callable[[], None]]] = []  # (until op, undo)
+        self.watchers: list[Callable[[dict[str, Any]], bool]] = []  # drop when they return True
+        self.hung_pids: set[int] = set()
+        self.injected: dict[str, int] = {}
+        self.skipped: dict[str, int] = {}
+        self.host_processes = 0
+        self.repairs = 0
+        self.status: dict[str, Any] = {}
+
+    # --- host lifecycle ---
+    def start_host(self) -> None:
+        incarnation = self.history.host
+
+        def sink(event: dict[str, Any]) -> None:
+            self.events.put((incarnation, event))
+
+        self.host = self._start_host(sink)
+        self.host_processes += 1
+        self.history.add("host_start", pid=self.host.pid)
+        self.note_fds()
+
+    def replace_host(self, why: str, killed: bool) -> None:
+        """After a kill (or a failed host): a new host process on the same root."""
+        if killed:
+            self.history.add("host_kill", pid=self.host.pid, why=why)
+        else:
+            self.history.add("host_stop", clean=False, why=why)
+        self.resume_hung()
+        self.continue_all()
+        self.clear_all_faults(remote=False)
+        self.pump(0.0)
+        self.history.host += 1
+        self.open.clear()
+        if self.root is not None:
+            for path in (self.root / "system" / "faults").glob("worker-*.json"):
+                path.unlink(missing_ok=True)
+        self.start_host()
+        self.repairs += 1 if killed else 0
+
+    def note_fds(self) -> None:
+        try:
+            count = self.host.request("fd_count", timeout_s=10.0)
+        except (HostGoneError, RuntimeError):
+            return
+        self.history.add("note", what="fd_count", count=count)
+
+    # --- events ---
+    def pump(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                incarnation, event = self.events.get(timeout=max(0.0, remaining)) if remaining > 0 else \
+                    self.events.get_nowait()
+            except queue.Empty:
+                return
+            self.record(incarnation, event)
+
+    def record(self, incarnation: int, event: dict[str, Any]) -> None:
+        kind = event.pop("kind")
+        t = float(event.pop("t"))
+        self.history.add(kind, t=t, host=incarnation, **event)
+        self.watchers = [w for w in self.watchers if not w(event)]
+        if kind != "turn" or incarnation != self.history.host:
+            return
+        if event.get("event") == "TurnFinished":
+            self.open.pop(str(event.get("turn_id")), None)
+        elif event.get("event") == "ApprovalRequested":
+            self.answer(str(event["turn_id"]), str(event["approval_id"]))
+
+    def answer(self, turn_id: str, approval_id: str) -> None:
+        if self.never_answer:
+            self.never_answer -= 1
+            self.history.add("note", what="approval_never_answered", approval_id=approval_id, turn_id=turn_id)
+            return
+        decision = self.turn_answers.get(turn_id, "accept")
+        try:
+            self.host.request("answer", approval_id=approval_id, decision=decision)
+        except (HostGoneError, RuntimeError) as exc:
+            self.history.add("note", what="answer_failed", approval_id=approval_id, error=str(exc)[:300])
+            return
+        self.history.add("answer", approval_id=approval_id, turn_id=turn_id, decision=decision)
+
+    # --- workload ---
+    def send(self, index: int) -> None:
+        op = self.schedule.ops[index]
+        thread_id = self.thread_ids[op.thread]
+        try:
+            result = self.host.request("send", thread_id=thread_id, text=op.text)
+        except HostGoneError:
+            raise
+        except RuntimeError as exc:
+            self.history.add("send_failed", op=index, thread_id=thread_id, error=str(exc)[:300])
+            return
+        turn_id = str(result["turn_id"])
+        if op.answer is not None:
+            self.turn_answers[turn_id] = op.answer
+        self.open[turn_id] = time.monotonic()
+        self.history.add("send", op=index, turn_id=turn_id, thread_id=thread_id, queued=bool(result["queued"]))
+
+    def wait_capacity(self, limit: int, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while len(self.open) >= limit:
+            if time.monotonic() >= deadline:
+                return False
+            self.pump(0.05)
+        return True
+
+    def refresh_status(self) -> dict[str, Any]:
+        self.status = self.host.request("status", timeout_s=30.0)
+        return self.status
+
+    def worker_pid(self, worker_id: int, wait_s: float = 5.0) -> int | None:
+        deadline = time.monotonic() + wait_s
+        while True:
+            for worker in self.refresh_status()["workers"]:
+                if worker["worker_id"] == worker_id and worker["pid"] and worker["state"] in ("ready", "degraded"):
+                    return int(worker["pid"])
+            if time.monotonic() >= deadline:
+                return None
+            self.pump(0.02)
+
+    # --- faults ---
+    def inject(self, index: int, event: FaultEvent, op_index: int) -> None:
+        fault, name = event.fault, type(event.fault).__name__
+        detail = self._inject(fault, event.target, op_index)
+        injected = detail is not None
+        bucket = self.injected if injected else self.skipped
+        bucket[name] = bucket.get(name, 0) + 1
+        self.history.add("fault", index=index, fault=name, target=event.target, injected=injected,
+                         detail=detail or "skipped", at=event.at)
+
+    def _inject(self, fault: Any, target: str, op_index: int) -> str | None:
+        builtin = self.settings.runtime == "builtin"
+        if isinstance(fault, ApprovalNeverAnswered):
+            self.never_answer += 1
+            return "next approval will not be answered"
+        if isinstance(fault, (HostKill9, StorageCrash)):
+            return self._kill_host(fault)
+        if isinstance(fault, (StorageIOError, DiskFull, TranscriptStepFailure)):
+            return self._storage(fault, op_index)
+        worker_id = int(target.split(":", 1)[1])
+        if isinstance(fault, WorkerKill9):
+            pid = self.worker_pid(worker_id)
+            if pid is None:
+                return None
+            kill_process_group(pid, signal.SIGKILL)
+            return f"SIGKILL pid {pid}"
+        if isinstance(fault, WorkerHang) and not builtin:
+            pid = self.worker_pid(worker_id)
+            if pid is None:
+                return None
+            kill_process_group(pid, signal.SIGSTOP)
+            self.hung_pids.add(pid)
+            self.timed.append((op_index + fault.resume_after_ops, self.resume_hung))
+            return f"SIGSTOP pid {pid} for {fault.resume_after_ops} ops"
+        if not builtin or not isinstance(fault, _FILE_KNOB_FAULTS):
+            return None
+        return self._file_fault(fault, worker_id, op_index)
+
+    def _file_fault(self, fault: Any, worker_id: int, op_index: int) -> str | None:
+        if isinstance(fault, WorkerHang):
+            pid = self.worker_pid(worker_id, wait_s=0.0)
+            if pid is not None:
+                self.hung_pids.add(pid)
+            self.set_knob(worker_id, "stop_self", True)
+            self.timed.append((op_index + fault.resume_after_ops, lambda: self._unhang(worker_id)))
+            return f"stop_self for {fault.resume_after_ops} ops (pid {pid})"
+        if isinstance(fault, StdoutGarbage):
+            self.set_knob(worker_id, "garbage_before_turn", True)
+            self.timed.append((op_index + fault.ops, lambda: self.set_knob(worker_id, "garbage_before_turn", None)))
+            return f"garbage_before_turn for {fault.ops} ops"
+        if isinstance(fault, SlowStream):
+            self.set_knob(worker_id, "delta_delay_s", fault.delay_s)
+            self.timed.append((op_index + fault.ops, lambda: self.set_knob(worker_id, "delta_delay_s", None)))
+            return f"delta_delay_s={fault.delay_s} for {fault.ops} ops"
+        if isinstance(fault, EofMidLine):
+            self.set_knob(worker_id, "eof_mid_line", True)
+            self._clear_after_exits(worker_id, "eof_mid_line", 1)
+            self.timed.append((op_index + 3, lambda: self.set_knob(worker_id, "eof_mid_line", None)))
+            return "eof_mid_line at the next turn start or delta"
+        assert isinstance(fault, CrashOnStart)
+        pid = self.worker_pid(worker_id)
+        if pid is None:
+            return None
+        self.set_knob(worker_id, "crash_on_start", True)
+        self._clear_after_exits(worker_id, "crash_on_start", fault.restarts + 1)
+        kill_process_group(pid, signal.SIGKILL)
+        return f"SIGKILL pid {pid}, then {fault.restarts} crashing starts"
+
+    def _clear_after_exits(self, worker_id: int, knob: str, exits: int) -> None:
+        seen = [0]
+
+        def watcher(event: dict[str, Any]) -> bool:
+            if event.get("event") == "worker.exited" and event.get("worker") == worker_id:
+                seen[0] += 1
+                if seen[0] >= exits:
+                    self.set_knob(worker_id, knob, None)
+                    return True
+            return False
+
+        self.watchers.append(watcher)
+
+    def set_knob(self, worker_id: int, knob: str, value: Any) -> None:
+        knobs = self.file_faults.setdefault(worker_id, {})
+        if value is None:
+            if knobs.pop(knob, None) is None:
+                return
+        else:
+            knobs[knob] = value
+        faults = RuntimeFaults(**knobs) if knobs else None
+        try:
+            self.host.request("set_faults", worker_id=worker_id,
+                              faults=None if faults is None else msgspec.to_builtins(faults))
+        except (HostGoneError, RuntimeError) as exc:
+            self.history.add("note", what="set_faults_failed", worker=worker_id, error=str(exc)[:200])
+
+    def _unhang(self, worker_id: int) -> None:
+        self.set_knob(worker_id, "stop_self", None)
+        pid = self.worker_pid(worker_id, wait_s=0.0)
+        if pid is not None:
+            self.hung_pids.add(pid)
+        self.resume_hung()
+
+    def continue_all(self) -> None:
+        """SIGCONT every process of this root: a runtime that stopped itself (stop_self) after its host was killed
+        could otherwise never read the EOF that tells it to exit."""
+        from chaos._invariants import processes_under
+
+        if self.root is None:
+            return
+        for pid, _ in processes_under(self.root, exclude=frozenset({self.host.pid})):
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def resume_hung(self) -> None:
+        for pid in sorted(self.hung_pids):
+            try:
+                kill_process_group(pid, signal.SIGCONT)
+            except (ValueError, PermissionError):
+                pass
+        self.hung_pids.clear()
+
+    def _storage(self, fault: Any, op_index: int) -> str | None:
+        if not self.settings.storage_faults:
+            return None
+        if isinstance(fault, StorageIOError):
+            spec = {"what": "io", "io_op": fault.op, "nth": fault.nth, "persistent": fault.persistent}
+            until = op_index + fault.ops
+        elif isinstance(fault, DiskFull):
+            spec = {"what": "full"}
+            until = op_index + fault.ops
+        else:
+            spec = {"what": "fs", "step": fault.step}
+            until = op_index + 2
+        try:
+            self.host.request("storage_fault", **spec)
+        except (HostGoneError, RuntimeError):
+            return None
+        self.timed.append((until, self.heal_storage))
+        return json.dumps(spec)
+
+    def heal_storage(self) -> None:
+        try:
+            self.host.request("storage_fault", what="heal")
+        except (HostGoneError, RuntimeError) as exc:
+            self.history.add("note", what="heal_failed", error=str(exc)[:200])
+
+    def _kill_host(self, fault: Any) -> str | None:
+        if not self.can_kill_host:
+            return None
+        pid = self.host.pid
+        if isinstance(fault, StorageCrash):
+            if not self.settings.storage_faults:
+                return None
+            try:
+                self.host.request("power_cut", timeout_s=5.0)
+            except (HostGoneError, RuntimeError):
+                pass
+        self.host.kill()
+        self.timed = [(until, undo) for until, undo in self.timed if undo != self.heal_storage]
+        self.replace_host(type(fault).__name__, killed=True)
+        return f"host pid {pid} killed; new host pid {self.host.pid}"
+
+    def expire(self, op_index: int) -> None:
+        due = [undo for until, undo in self.timed if until <= op_index]
+        self.timed = [(until, undo) for until, undo in self.timed if until > op_index]
+        for undo in due:
+            undo()
+
+    def clear_all_faults(self, remote: bool = True) -> None:
+        for _, undo in self.timed:
+            if remote or undo in (self.resume_hung,):
+                undo()
+        self.timed = []
+        self.watchers = []
+        self.never_answer = 0
+        if remote:
+            for worker_id in list(self.file_faults):
+                for knob in list(self.file_faults[worker_id]):
+                    self.set_knob(worker_id, knob, None)
+            self.heal_storage()
+        self.file_faults = {}
+        self.resume_hung()
+
+
+def run_loop(loop: _Loop, *, progress: Callable[[str], None] | None = None, close: bool = True) -> None:
+    """Drive the whole schedule through `loop` (host started by the caller), then drain and stop the host."""
+    schedule = loop.schedule
+    by_op: dict[int, list[tuple[int, FaultEvent]]] = {}
+    for index, event in enumerate(schedule.events):
+        by_op.setdefault(event.at, []).append((index, event))
+    for thread_id in loop.thread_ids:
+        loop.host.request("create_thread", thread_id=thread_id)
+    loop.pump(0.0)
+    stall_s = 3 * loop.settings.turn_timeout_s + 10.0
+    started = time.monotonic()
+    for op_index in range(len(schedule.ops)):
+        try:
+            _one_op(loop, op_index, by_op.get(op_index, ()), stall_s)
+        except HostGoneError as exc:
+            loop.history.add("note", what="host_gone", error=str(exc)[:300])
+            loop.host.kill()
+            loop.replace_host(f"host process died: {exc}", killed=True)
+        if progress and (op_index + 1) % 100 == 0:
+            injected = sum(loop.injected.values())
+            progress(f"op {op_index + 1}/{len(schedule.ops)}: {injected} faults injected, "
+                     f"{loop.host_processes} host processes, {time.monotonic() - started:.1f} s")
+    _finish(loop, close)
+
+
+def _one_op(loop: _Loop, op_index: int, events: Any, stall_s: float) -> None:
+    loop.pump(0.0)
+    for index, event in events:
+        loop.inject(index, event, op_index)
+    loop.expire(op_index)
+    status = loop.refresh_status()
+    if status["state"] == "failed" and loop.can_kill_host:
+        loop.history.add("note", what="host_failed", cause=status.get("cause"))
+        loop.host.close()
+        loop.replace_host(f"host failed: {status.get('cause')}", killed=False)
+    if not loop.wait_capacity(loop.settings.max_inflight, stall_s):
+        loop.history.add("note", what="stalled", open=sorted(loop.open)[:20])
+    loop.send(op_index)
+
+
+def _finish(loop: _Loop, close: bool = True) -> None:
+    loop.clear_all_faults()
+    loop.wait_capacity(1, loop.settings.drain_timeout_s)
+    loop.pump(0.2)
+    try:
+        status = loop.host.request("settle", timeout_s=60.0)
+        loop.history.add("note", what="final_status", **status)
+        loop.note_fds()
+    except (HostGoneError, RuntimeError) as exc:
+        loop.history.add("note", what="final_status_failed", error=str(exc)[:300])
+    if close:
+        loop.continue_all()
+        loop.host.close()
+        loop.continue_all()
+        loop.pump(0.5)
+        loop.history.add("host_stop", clean=True)
+
+
+def _wait_no_processes(root: Path, timeout_s: float) -> None:
+    from chaos._invariants import processes_under
+
+    deadline = time.monotonic() + timeout_s
+    while processes_under(root) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def run_campaign(schedule: Schedule, root: str | Path, settings: CampaignSettings = CampaignSettings(), *,
+                 shrink: bool = True, progress: Callable[[str], None] | None = None,
+                 history_path: str | Path | None = None) -> CampaignResult:
+    """Run `schedule` against a host subprocess on `root` (created; must be new or empty) and check it."""
+    from chaos._invariants import INVARIANTS, check_all
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    began = time.monotonic()
+    history = History()
+    config = msgspec.to_builtins(settings) | {"root": str(root), "workers": schedule.workers,
+                                              "storage_faults": settings.storage_faults}
+
+    def start_host(sink: Callable[[dict[str, Any]], None]) -> SubprocessHost:
+        return SubprocessHost(config, sink, root / "campaign-host.log")
+
+    loop = _Loop(schedule, settings, history, start_host, root, can_kill_host=True)
+    loop.start_host()
+    run_loop(loop, progress=progress)
+    _wait_no_processes(root, 15.0)
+    host_config = campaign_host_config(str(root), schedule.workers, settings)
+    violations = check_all(history, root, worker_policy=host_config.worker_policy,
+                           host_policy=host_config.host_policy, turn_timeout_s=settings.turn_timeout_s)
+    if history_path is not None:
+        history.write(history_path)
+    first_of_each = {v.invariant: v for v in reversed(violations)}
+    chosen = list(first_of_each.values()) + [v for v in violations if v not in first_of_each.values()]
+    reports = [_violation_report(schedule, v, root, settings, shrink) for v in chosen[:20]]
+    return CampaignResult(
+        seed=schedule.seed, commit=git_commit(), runtime=settings.runtime, faults_scheduled=len(schedule.events),
+        faults_injected=dict(sorted(loop.injected.items())), faults_skipped=dict(sorted(loop.skipped.items())),
+        ops=len(schedule.ops), turns_acknowledged=len(history.entries("send")),
+        turns_by_status=_turns_by_status(root), host_processes=loop.host_processes, repairs=loop.repairs,
+        invariants_checked=INVARIANTS, violations=reports, violations_total=len(violations), duration_s=round(time.monotonic() - began, 3),
+    )
+
+
+def _turns_by_status(root: Path) -> dict[str, int]:
+    from chaos._invariants import read_storage
+
+    counts: dict[str, int] = {}
+    for row in read_storage(root).turns.values():
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def reproducer(schedule: Schedule, at_fault: int | None, extra_ops: int = 20) -> Schedule:
+    """The schedule prefix up to (and including) fault `at_fault`, with the ops it needs plus `extra_ops`."""
+    events = schedule.events[: (at_fault + 1) if at_fault is not None else 0]
+    last_op = max((e.at for e in events), default=0)
+    ops = schedule.ops[: min(len(schedule.ops), last_op + 1 + extra_ops)]
+    return msgspec.structs.replace(schedule, events=events, ops=ops)
+
+
+def _violation_report(schedule: Schedule, violation: Any, root: Path, settings: CampaignSettings,
+                      shrink: bool) -> dict[str, Any]:
+    small = reproducer(schedule, violation.at_fault)
+    shrunk = False
+    if shrink and len(small.events) <= 8 and len(small.ops) <= 60:
+        small, shrunk = _shrink(small, violation.invariant, root, settings)
+    return {
+        "invariant": violation.invariant, "message": violation.message, "at_fault": violation.at_fault,
+        "reproducer": {"seed": schedule.seed, "shrunk": shrunk, "schedule": json.loads(encode_schedule(small))},
+    }
+
+
+def _reproduces(schedule: Schedule, invariant: str, root: Path, settings: CampaignSettings, attempt: int) -> bool:
+    replay_root = root.parent / f"{root.name}-shrink-{attempt}"
+    result = run_campaign(schedule, replay_root, settings, shrink=False)
+    return any(v["invariant"] == invariant for v in result.violations)
+
+
+def _shrink(schedule: Schedule, invariant: str, root: Path, settings: CampaignSettings,
+            budget: int = 6) -> tuple[Schedule, bool]:
+    """Greedy: drop fault events one at a time while the violation still reproduces (at most `budget` runs)."""
+    runs = 0
+    if not _reproduces(schedule, invariant, root, settings, runs):
+        return schedule, False
+    index = len(schedule.events) - 1
+    while index >= 0 and runs < budget:
+        runs += 1
+        candidate = schedule.without(index)
+        if _reproduces(candidate, invariant, root, settings, runs):
+            schedule = candidate
+        index -= 1
+    return schedule, True
+
+
+# --- host side: the control server ------------------------------------------------------------------------------
+def serve(config: dict[str, Any]) -> int:
+    """Run one host on `config["root"]` and answer control requests on stdin until "shutdown" or EOF."""
+    from chaos._plugin import EmbeddedHost, tee_structlog_to
+
+    out_lock = threading.Lock()
+    stdout = sys.stdout.buffer
+
+    def emit(message: dict[str, Any]) -> None:
+        line = json.dumps(message, default=str).encode() + b"\n"
+        with out_lock:
+            stdout.write(line)
+            stdout.flush()
+
+    tee_structlog_to(lambda event: emit({"event": event}), RECORDED_EVENTS, echo_level="warning")
+    try:
+        host = EmbeddedHost.from_config(config, lambda event: emit({"event": event}))
+    except Exception as exc:  # noqa: BLE001 - reported to the runner, which decides
+        emit({"id": 0, "ok": False, "error": f"{type(exc).__name__}: {exc}"})
+        return 1
+    emit({"id": 0, "ok": True, "result": {"pid": os.getpid()}})
+    for raw in sys.stdin.buffer:
+        request = json.loads(raw)
+        request_id, op = request.pop("id"), request.pop("op")
+        try:
+            result = host.handle(op, request)
+        except Exception as exc:  # noqa: BLE001 - every error goes back to the runner by name
+            emit({"id": request_id, "ok": False, "error": f"{type(exc).__name__}: {exc}"})
+            continue
+        emit({"id": request_id, "ok": True, "result": result})
+        if op == "shutdown":
+            return 0
+    host.handle("shutdown", {})
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "serve":
+        sys.exit(serve(json.loads(sys.argv[2])))
+    print("usage: python -m chaos._campaign serve CONFIG_JSON", file=sys.stderr)
+    sys.exit(2)

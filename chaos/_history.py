@@ -1,0 +1,66 @@
+"""The recorded history of a chaos campaign: one JSON line per thing that happened, with its monotonic time.
+
+Contract:
+- An `Entry` is `t` (time.monotonic() seconds; CLOCK_MONOTONIC is system-wide on Linux, so entries written by the
+  runner and by the host process it controls share one time line), `host` (the host incarnation, 1-based: a new
+  host process after a kill is the next one), `kind` and `data` (JSON-able dict).
+- Kinds: "send" (turn_id, thread_id, queued, op), "send_failed" (op, error), "turn" (turn_id, event: the turn
+  event type name, status, error, approval_id), "log" (event: the structlog event name, plus its fields, e.g.
+  every "supervisor.decision"), "fault" (index, fault: kind name, target, injected, detail), "host_start" (pid),
+  "host_kill" (pid, why), "host_stop" (clean), "note" (text).
+- `History` is thread-safe (one lock); `entries()` returns a snapshot in append order; `write(path)` writes JSON
+  lines; `load(path)` reads them back.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import msgspec
+
+__all__ = ["Entry", "History"]
+
+
+class Entry(msgspec.Struct, frozen=True, kw_only=True):
+    t: float
+    host: int
+    kind: str
+    data: dict[str, Any] = {}
+
+
+class History:
+    def __init__(self, entries: Iterable[Entry] = ()) -> None:
+        self._entries: list[Entry] = list(entries)
+        self._lock = threading.Lock()
+        self.host = 1  # incarnation of the host process entries are recorded against
+
+    def add(self, kind: str, t: float | None = None, host: int | None = None, **data: Any) -> Entry:
+        entry = Entry(t=time.monotonic() if t is None else t, host=self.host if host is None else host,
+                      kind=kind, data=data)
+        with self._lock:
+            self._entries.append(entry)
+        return entry
+
+    def entries(self, kind: str | None = None) -> list[Entry]:
+        with self._lock:
+            return [e for e in self._entries if kind is None or e.kind == kind]
+
+    def logs(self, event: str, **match: Any) -> list[Entry]:
+        """"log" entries of structlog event `event` whose data has every `match` item."""
+        return [e for e in self.entries("log")
+                if e.data.get("event") == event and all(e.data.get(k) == v for k, v in match.items())]
+
+    def write(self, path: str | Path) -> None:
+        encoder = msgspec.json.Encoder()
+        with open(path, "wb") as handle:
+            for entry in self.entries():
+                handle.write(encoder.encode(entry) + b"\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "History":
+        decoder = msgspec.json.Decoder(Entry)
+        with open(path, "rb") as handle:
+            return cls(decoder.decode(line) for line in handle if line.strip())

@@ -1,0 +1,308 @@
+"""Chaos for a user's own suite: run a schedule against an embedded AgentHost, plus the host side of a campaign.
+
+Contract:
+- `run_schedule(host, schedule, *, turn_timeout_s=None) -> list[Violation]` runs the schedule's workload and faults
+  against an already started, in-process `AgentHost` (builtin runtime) and returns the invariant violations
+  (storage, restarts, deadlines, approvals, pins; not process leaks: the host keeps running and stays the caller's
+  to shut down). Faults that need a process kill (HostKill9, StorageCrash) and storage faults (the host was not
+  built on a fault-injecting VFS) are skipped and counted as skipped. Recording needs structlog to pass info-level
+  events (the default configuration does).
+- `chaos_host` (pytest fixture, registered by `pytest_plugins = ["chaos._plugin"]`) yields a started builtin
+  `AgentHost` on a temporary root with the campaign's fast recovery settings; shut down after the test.
+- `EmbeddedHost` is the host side of the control protocol (used by `python -m chaos._campaign serve`): it owns or
+  wraps an AgentHost, forwards the turn events of every send (ApprovalRequested, ApprovalReset, TurnFinished) to
+  `emit` stamped with time.monotonic(), and optionally stacks the storage fault seams (CrashVFS under FaultyVFS for
+  the database, `ArmableFs` for transcripts), re-armed live by `storage_fault`.
+- `tee_structlog_to(emit, names)` prepends a processor that forwards events named `names` (stamped "t") to `emit`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import msgspec
+
+from chaos._faults import RuntimeFaults
+from chaos._history import History
+from chaos._schedule import Schedule
+
+__all__ = ["ArmableFs", "EmbeddedHost", "chaos_host", "run_schedule", "tee_structlog_to"]
+
+Emit = Callable[[dict[str, Any]], None]
+_FORWARDED = ("ApprovalRequested", "ApprovalReset", "TurnFinished")
+
+
+def tee_structlog_to(emit: Emit, names: tuple[str, ...], echo_level: str | None = None) -> Callable[[], None]:
+    """Forward events named `names` to `emit`; with `echo_level`, (re)configure structlog to print events at that
+    level or above on stderr (info events are still forwarded). Returns a function that removes the tee."""
+    import structlog
+
+    wanted = frozenset(names)
+
+    def tee(logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+        if event_dict.get("event") in wanted:
+            emit({"kind": "log", "t": time.monotonic(), **{k: _plain(v) for k, v in event_dict.items()}})
+        return event_dict
+
+    if echo_level is not None:
+        threshold = logging.getLevelName(echo_level.upper())
+
+        def quiet(logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+            if logging.getLevelName(method.upper()) < threshold:
+                raise structlog.DropEvent
+            return event_dict
+
+        structlog.configure(
+            processors=[tee, quiet, structlog.processors.add_log_level, structlog.dev.ConsoleRenderer(colors=False)],
+            wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+            logger_factory=structlog.PrintLoggerFactory(sys.stderr), cache_logger_on_first_use=False,
+        )
+        return lambda: None
+    previous = list(structlog.get_config()["processors"])
+    structlog.configure(processors=[tee, *previous])
+    return lambda: structlog.configure(processors=previous)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return str(value)
+
+
+def _fs_base() -> type:
+    from chaos._fsfaults import FailingFs
+
+    return FailingFs
+
+
+class ArmableFs(_fs_base()):  # type: ignore[misc]
+    """A `FailingFs` that starts disarmed; `arm(step)` fails the next call of that step, `disarm()` heals."""
+
+    _NEVER = 1 << 62
+
+    def __init__(self) -> None:
+        super().__init__(step="write", nth=self._NEVER)
+
+    def arm(self, step: str, nth: int = 1, persistent: bool = False) -> None:
+        self.step, self.persistent = step, persistent
+        self.nth = self.calls[step] + nth
+
+    def disarm(self) -> None:
+        self.nth, self.persistent = self._NEVER, False
+
+
+class EmbeddedHost:
+    """Host side of one campaign host: an AgentHost plus the fault seams, driven by `handle(op, args)`."""
+
+    def __init__(self, host: Any, emit: Emit, *, faulty: Any = None, crash: Any = None, fs: Any = None,
+                 mock: Any = None) -> None:
+        self.host = host
+        self._emit = emit
+        self._faulty, self._crash, self._fs, self._mock = faulty, crash, fs, mock
+        self._closed = threading.Event()
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], emit: Emit) -> "EmbeddedHost":
+        from actors import AgentHost
+        from chaos._campaign import CampaignSettings, campaign_host_config
+
+        fields = {k: v for k, v in config.items() if k in CampaignSettings.__struct_fields__}
+        settings = CampaignSettings(**fields)
+        faulty = crash = fs = mock = None
+        codex_config: tuple[str, ...] = ()
+        if settings.runtime == "codex":
+            from protocol.mock_model import MockModelServer
+
+            mock = MockModelServer()
+            mock.start()
+            codex_config = tuple(mock.codex_overrides())
+        host_config = campaign_host_config(config["root"], int(config["workers"]), settings, codex_config)
+        extra: dict[str, Any] = {}
+        if settings.storage_faults:
+            from chaos._vfs import CrashVFS, FaultyVFS
+
+            crash = CrashVFS()
+            faulty = FaultyVFS(None, base=crash.vfs_name)
+            fs = ArmableFs()
+            extra = {"storage_vfs": faulty.vfs_name, "transcript_fs": fs}
+        host = AgentHost(host_config, **extra).start()
+        return cls(host, emit, faulty=faulty, crash=crash, fs=fs, mock=mock)
+
+    def handle(self, op: str, args: dict[str, Any]) -> Any:
+        handler = getattr(self, f"_op_{op}", None)
+        if handler is None:
+            raise ValueError(f"unknown control op {op!r}")
+        return handler(**args)
+
+    # --- ops ---
+    def _op_create_thread(self, thread_id: str) -> str:
+        return self.host.create_thread(thread_id, thread_id=thread_id)
+
+    def _op_send(self, thread_id: str, text: str) -> dict[str, Any]:
+        handle = self.host.send(thread_id, text)
+        threading.Thread(target=self._pump, args=(handle,), name=f"chaos-pump-{handle.turn_id}", daemon=True).start()
+        return {"turn_id": handle.turn_id, "queued": handle.queued}
+
+    def _pump(self, handle: Any) -> None:
+        while not self._closed.is_set():
+            try:
+                event = handle.next_event(0.5)
+            except TimeoutError:
+                continue
+            except RuntimeError:
+                return
+            name = type(event).__name__
+            if name in _FORWARDED:
+                self._emit({"kind": "turn", "t": time.monotonic(), "event": name, **msgspec.to_builtins(event)})
+            if name == "TurnFinished":
+                return
+
+    def _op_answer(self, approval_id: str, decision: str) -> None:
+        self.host.answer_approval(approval_id, decision)
+
+    def _op_status(self) -> dict[str, Any]:
+        return msgspec.to_builtins(self.host.status())
+
+    def _op_set_faults(self, worker_id: int, faults: dict[str, Any] | None) -> None:
+        self.host.set_worker_faults(worker_id, None if faults is None else RuntimeFaults(**faults))
+
+    def _op_storage_fault(self, what: str, **spec: Any) -> str:
+        if self._faulty is None:
+            raise ValueError("this host was started without storage fault seams")
+        from chaos._vfs import FaultPlan
+
+        if what == "io":
+            self._faulty.plan = FaultPlan(op=spec["io_op"], nth=spec["nth"], persistent=spec["persistent"])
+        elif what == "full":
+            self._faulty.plan = FaultPlan(op="write", nth=1, persistent=True, error="full")
+        elif what == "fs":
+            self._fs.arm(spec["step"])
+        elif what == "heal":
+            self._faulty.plan = None
+            self._fs.disarm()
+        else:
+            raise ValueError(f"storage fault {what!r} is unknown: expected io, full, fs or heal")
+        return what
+
+    def _op_power_cut(self) -> None:
+        """Drop every unsynced database byte, then die like a machine losing power (never returns)."""
+        if self._crash is None:
+            raise ValueError("this host was started without storage fault seams")
+        self._crash.crash()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def _op_fd_count(self) -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    def _op_settle(self, timeout_s: float = 15.0) -> dict[str, Any]:
+        """Wait (bounded) until the host runs and no worker is starting or restarting; return the status."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            status = self.host.status()
+            settled = status.state in ("running", "failed") and all(
+                w.state not in ("starting", "restarting") for w in status.workers)
+            if (settled and not status.active_turns) or time.monotonic() >= deadline:
+                return msgspec.to_builtins(status)
+            time.sleep(0.02)
+
+    def _op_shutdown(self) -> None:
+        self._closed.set()
+        try:
+            self.host.shutdown(drain_timeout_s=2.0)
+        finally:
+            for seam in (self._faulty, self._crash):
+                if seam is not None:
+                    seam.unregister()
+            if self._mock is not None:
+                self._mock.stop()
+
+
+class _InProcessDriver:
+    """The campaign loop's driver for an embedded host: requests are direct calls."""
+
+    def __init__(self, embedded: EmbeddedHost) -> None:
+        self.embedded = embedded
+        self.pid = os.getpid()
+
+    def request(self, op: str, timeout_s: float = 30.0, **args: Any) -> Any:
+        try:
+            return self.embedded.handle(op, args)
+        except Exception as exc:  # noqa: BLE001 - the loop treats every failed request alike
+            raise RuntimeError(f"{type(exc).__name__}: {exc}") from exc
+
+    def kill(self) -> None:
+        raise RuntimeError("an embedded host cannot be killed")
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        self.request("shutdown")
+
+
+def run_schedule(host: Any, schedule: Schedule, *, history: History | None = None) -> list[Any]:
+    """Run `schedule` against the started in-process `host`; return the invariant violations."""
+    from chaos._campaign import RECORDED_EVENTS, CampaignSettings, _Loop, run_loop
+    from chaos._invariants import check_approvals, check_deadlines, check_final_status, check_restarts
+    from chaos._invariants import check_storage, read_storage
+
+    history = history if history is not None else History()
+    config = host.config
+    settings = CampaignSettings(runtime=config.runtime, turn_timeout_s=config.turn_timeout_s,
+                                request_timeout_s=config.request_timeout_s, storage_faults=False)
+    holder: dict[str, Any] = {}
+
+    def start(sink: Emit) -> _InProcessDriver:
+        if "driver" in holder:
+            raise RuntimeError("an embedded host cannot be replaced")
+        holder["sink"] = sink
+        holder["driver"] = _InProcessDriver(EmbeddedHost(host, sink))
+        return holder["driver"]
+
+    loop = _Loop(schedule, settings, history, start, Path(config.storage_root), can_kill_host=False)
+    loop.start_host()
+    untee = tee_structlog_to(lambda event: holder["sink"](event), RECORDED_EVENTS)
+    try:
+        run_loop(loop, close=False)
+    finally:
+        untee()
+        holder["driver"].embedded._closed.set()
+    loop.pump(0.2)
+    storage = read_storage(config.storage_root)
+    return [
+        *check_storage(history, storage),
+        *check_restarts(history, config.worker_policy, config.host_policy),
+        *check_deadlines(history, config.turn_timeout_s),
+        *check_approvals(history, storage),
+        *check_final_status(history),
+    ]
+
+
+def _chaos_host_fixture() -> Iterator[Any]:
+    from actors import AgentHost
+    from chaos._campaign import CampaignSettings, campaign_host_config
+
+    with tempfile.TemporaryDirectory(prefix="chaos-host-") as folder:
+        config = campaign_host_config(str(Path(folder) / "root"), 2, CampaignSettings(storage_faults=False))
+        host = AgentHost(config).start()
+        try:
+            yield host
+        finally:
+            host.shutdown(drain_timeout_s=2.0)
+
+
+try:
+    import pytest
+
+    chaos_host = pytest.fixture(name="chaos_host")(_chaos_host_fixture)
+except ImportError:  # pytest is a test dependency; without it the fixture is the plain generator
+    chaos_host = _chaos_host_fixture
