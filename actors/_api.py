@@ -155,6 +155,12 @@ class TurnHandle:
         return self.wait_for(TurnFinished, timeout_s)
 
 
+def _clear_live_faults(root: StorageRoot, workers: int) -> None:
+    """Live fault files are test knobs of one host's life: a new host never inherits them."""
+    for worker_id in range(1, workers + 1):
+        faults_file_path(root, worker_id).unlink(missing_ok=True)
+
+
 class AgentHost:
     """A supervised pool of runtimes plus durable threads; use as a context manager."""
 
@@ -192,6 +198,7 @@ class AgentHost:
             raise RuntimeError("AgentHost already started")
         config = self.config
         self.root.ensure()
+        _clear_live_faults(self.root, config.workers)
         prepare_resume = None
         if config.runtime == "codex":
             assert config.codex_bin is not None

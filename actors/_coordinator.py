@@ -21,6 +21,11 @@ through the mapping actor (`thread/start` when the thread has none yet); `turn/s
 - Start-up reconciliation (a new coordinator, after a host or coordinator restart): every turn still "pending" in
   the database is ended as failed with a note, and its caller, if the host's `TurnRegistry` still has it, hears
   `TurnFinished`; dispatched follow-ups are settled; queued follow-ups are dispatched once workers are up.
+- Approvals leave durable cards (requested / answered / withdrawn / reset, each `<approval id>: ...`), so a host
+  that died with an approval open resets it with a card at the next start. An approval request whose card cannot
+  be stored is refused to the runtime at once: no command ever runs on an approval that is not on record.
+- A turn end the storage refuses (disk full, I/O error) is reported to the caller as failed "not persisted yet"
+  and retried with backoff (1, 2, 4 ... 30 s, injected clock) until it lands with its real outcome.
 - Every server->client request is answered: approvals when the caller decides (or reset on worker death), all
   others at once with a HOST_UNSUPPORTED_REQUEST error, so no runtime turn can block on the host.
 - Output from an older generation of a worker is ignored.
@@ -40,10 +45,11 @@ import pykka
 from actors._clock import Clock, Timer
 from actors._log import get_logger
 from actors._mapping import NoHealthyWorkerError
+from actors._recovery import Backoff, next_delay
 from actors._refs import SupervisedActor, tell_quietly, unknown_message
 from protocol._errors import is_no_rollout, is_thread_not_found
 from protocol._jsonrpc import Notification, Request, RpcError
-from storage import RESTARTED_NOTE
+from storage import RESTARTED_NOTE, StorageError
 from protocol._messages import (
     AbortActiveTurns,
     HOST_UNSUPPORTED_REQUEST,
@@ -72,9 +78,11 @@ from protocol._messages import (
     ResetWorkers,
     InterruptTurn,
     InvalidateRuntimeThread,
+    ListActionCards,
     ListActiveTurns,
     NextFollowUp,
     ResolveThread,
+    RetryPersistence,
     RuntimeCall,
     RuntimeOutput,
     SendMessage,
@@ -101,6 +109,7 @@ __all__ = [
 
 _log = get_logger("agenthost.turns")
 
+_PERSIST_RETRY = Backoff(initial_s=1.0, multiplier=2.0, max_s=30.0)  # retrying turn ends the storage refused
 APPROVAL_METHODS = frozenset({"item/commandExecution/requestApproval", "item/fileChange/requestApproval"})
 _DECISIONS = frozenset({"accept", "acceptForSession", "decline", "cancel"})
 
@@ -146,6 +155,14 @@ class TurnRegistry:
     def pop(self, turn_id: str) -> Any:
         with self._lock:
             return self._sinks.pop(turn_id, None)
+
+    def fail_all(self, reason: str) -> int:
+        """Tell every caller still waiting that its turn ended as failed (the host itself failed)."""
+        with self._lock:
+            sinks, self._sinks = self._sinks, {}
+        for turn_id, sink in sinks.items():
+            _emit(sink, TurnFinished(turn_id=turn_id, status="failed", text="", error=reason))
+        return len(sinks)
 
 
 class _Approval(msgspec.Struct):
@@ -230,18 +247,21 @@ class TurnCoordinator(SupervisedActor):
         self._routes: dict[tuple[int, str], str] = {}  # (worker, runtime thread) -> turn id
         self._calls: dict[int, tuple[str, str]] = {}  # call id -> (turn id, step)
         self._call_ids = itertools.count(1)
-        self._approval_ids = itertools.count(1)
         self._approvals: dict[str, _Approval] = {}
         self._workers: dict[int, tuple[int, Any]] = {}  # worker id -> (generation, ref)
         self._waiting: collections.deque[str] = collections.deque()  # threads waiting for a slot
         self._loaded: set[tuple[int, int, str]] = set()  # (worker, generation, runtime thread) known loaded
         self._persisting: dict[str, tuple[_Turn, str]] = {}  # completed turns waiting for the group commit
+        self._unpersisted: dict[str, FinishTurn] = {}  # turn ends the storage refused (disk full, I/O): retried
+        self._retry_attempt = 0
+        self._retry_timer: Timer | None = None
         self._intake_open = True
 
     def on_child_start(self) -> None:
         """Settle what a previous coordinator (or host process) left unfinished; see the module contract."""
         reason = RESTARTED_NOTE
         for row in self._persistence.ask(ListPendingTurns()):
+            self._reset_orphaned_approvals(row.thread_id, row.turn_id)
             self._persistence.ask(
                 FinishTurn(turn_id=row.turn_id, status="failed", assistant_text=row.assistant_text, error=reason)
             )
@@ -250,6 +270,23 @@ class TurnCoordinator(SupervisedActor):
             _log.warning("turns.reconciled_pending", turn=row.turn_id, thread=row.thread_id)
         for thread in self._persistence.ask(ListThreads()):
             self._settle_followups(thread.thread_id)
+
+    def _reset_orphaned_approvals(self, thread_id: str, turn_id: str) -> None:
+        """Approvals a dead host left open (requested, never answered/withdrawn/reset) get their reset card."""
+        opened: dict[str, str] = {}
+        for card in self._persistence.ask(ListActionCards(thread_id=thread_id)):
+            if card.turn_id != turn_id or not card.kind.startswith("approval "):
+                continue
+            approval_id = card.text.split(":", 1)[0]
+            if card.kind == "approval requested":
+                opened[approval_id] = card.text
+            else:
+                opened.pop(approval_id, None)
+        for approval_id in opened:
+            text = (f"{approval_id}: reset: agenthost restarted while this approval waited for an answer. "
+                    "Nothing was executed; send the message again to retry.")
+            self._persistence.ask(AddActionCard(thread_id=thread_id, turn_id=turn_id, kind="approval reset", text=text))
+            _log.warning("turns.approvals_reset", turn=turn_id, approvals=[approval_id], reason="agenthost restarted")
 
     def _settle_followups(self, thread_id: str) -> None:
         statuses = {t.turn_id: t.status for t in self._persistence.ask(ListTurns(thread_id=thread_id))}
@@ -269,6 +306,8 @@ class TurnCoordinator(SupervisedActor):
                 self._on_call_result(message)
             case TurnPersisted():
                 self._on_persisted(message)
+            case RetryPersistence():
+                self._on_retry_persistence()
             case SendMessage():
                 return self._on_send(message)
             case AnswerApproval():
@@ -523,9 +562,17 @@ class TurnCoordinator(SupervisedActor):
             return
         params = request.params
         approval = _Approval(
-            approval_id=f"approval-{next(self._approval_ids)}", turn_id=turn.turn_id, worker_id=worker_id,
+            approval_id=f"approval-{uuid.uuid4().hex[:12]}", turn_id=turn.turn_id, worker_id=worker_id,
             request_id=request.id, method=request.method, command=params.get("command"),
         )
+        reason = params.get("reason")
+        recorded = self._approval_card(turn, "approval requested", approval.approval_id,
+                                       f"the runtime asks to run `{approval.command or request.method}`"
+                                       + (f" ({reason})" if reason else ""))
+        if not recorded:  # never let a command run on an approval that is not on record
+            message = f"{request.method}: refused, the approval could not be recorded (storage error)"
+            self._answer(worker_id, request.id, error=RpcError(code=HOST_UNSUPPORTED_REQUEST, message=message))
+            return
         self._approvals[approval.approval_id] = approval
         turn.approvals[approval.approval_id] = approval
         _log.info("turns.approval_requested", turn=turn.turn_id, approval=approval.approval_id, method=request.method)
@@ -533,7 +580,7 @@ class TurnCoordinator(SupervisedActor):
             turn.sink,
             ApprovalRequested(
                 turn_id=turn.turn_id, approval_id=approval.approval_id, method=request.method,
-                command=approval.command, reason=params.get("reason"),
+                command=approval.command, reason=reason,
             ),
         )
 
@@ -541,6 +588,7 @@ class TurnCoordinator(SupervisedActor):
         for approval in list(turn.approvals.values()):
             if approval.request_id == request_id and type(approval.request_id) is type(request_id):
                 self._drop_approval(turn, approval.approval_id)
+                self._approval_card(turn, "approval withdrawn", approval.approval_id, "the runtime withdrew the request")
                 _emit(turn.sink, ApprovalResolved(turn_id=turn.turn_id, approval_id=approval.approval_id))
 
     def _answer(self, worker_id: int, request_id: int | str, *, result: Any = None, error: RpcError | None = None) -> None:
@@ -556,9 +604,21 @@ class TurnCoordinator(SupervisedActor):
             raise UnknownApprovalError(f"unknown or already answered approval id {message.approval_id!r}")
         turn = self._turns[approval.turn_id]
         self._drop_approval(turn, approval.approval_id)
+        self._approval_card(turn, "approval answered", approval.approval_id, f"{decision}")
         self._answer(approval.worker_id, approval.request_id, result={"decision": decision})
         _log.info("turns.approval_answered", turn=turn.turn_id, approval=approval.approval_id, decision=decision)
         _emit(turn.sink, ApprovalResolved(turn_id=turn.turn_id, approval_id=approval.approval_id))
+
+    def _approval_card(self, turn: _Turn, kind: str, approval_id: str, text: str) -> bool:
+        """Every step of an approval is a durable card `<approval id>: <text>` under its turn, so a host that died
+        with the approval open can still reset it with a message at its next start. False if it was not stored."""
+        card = AddActionCard(thread_id=turn.thread_id, turn_id=turn.turn_id, kind=kind, text=f"{approval_id}: {text}")
+        try:
+            self._persistence.ask(card)
+        except Exception as exc:  # noqa: BLE001 - reported; the caller decides what an unrecorded step means
+            _log.error("turns.approval_card_failed", turn=turn.turn_id, approval=approval_id, error=repr(exc))
+            return False
+        return True
 
     def _drop_approval(self, turn: _Turn, approval_id: str) -> None:
         turn.approvals.pop(approval_id, None)
@@ -582,9 +642,11 @@ class TurnCoordinator(SupervisedActor):
         turn = self._turns.get(turn_id)
         if turn is None:
             return
+        why = f"turn deadline of {self._settings.turn_timeout_s:g} s exceeded"
+        self._reset_approvals(turn, why)
         if turn.phase == "streaming":
             self._send_interrupt(turn)
-        self._finish(turn, "failed", f"turn deadline of {self._settings.turn_timeout_s:g} s exceeded")
+        self._finish(turn, "failed", why)
 
     # --- worker lifecycle -------------------------------------------------------------------------------------
     def _on_worker_down(self, message: WorkerDown) -> None:
@@ -612,12 +674,13 @@ class TurnCoordinator(SupervisedActor):
             _log.warning("turns.approvals_reset", turn=turn.turn_id, approvals=sorted(turn.approvals), reason=why)
         for approval in list(turn.approvals.values()):
             text = (
-                f"Approval request {approval.approval_id} for `{approval.command or approval.method}` was reset: "
-                f"{why} before it could run. Nothing was executed; send the message again to retry."
+                f"the request to run `{approval.command or approval.method}` was reset: {why} before it could run. "
+                "Nothing was executed; send the message again to retry."
             )
-            self._persistence.ask(AddActionCard(thread_id=turn.thread_id, turn_id=turn.turn_id, kind="approval reset", text=text))
+            self._approval_card(turn, "approval reset", approval.approval_id, text)
             self._drop_approval(turn, approval.approval_id)
-            _emit(turn.sink, ApprovalReset(turn_id=turn.turn_id, approval_id=approval.approval_id, message=text))
+            _emit(turn.sink, ApprovalReset(turn_id=turn.turn_id, approval_id=approval.approval_id,
+                                           message=f"{approval.approval_id}: {text}"))
 
     # --- ending a turn ----------------------------------------------------------------------------------------
     def _finish(self, turn: _Turn, status: Any, error: str | None, *, dispatch_next: bool = True) -> None:
@@ -646,7 +709,8 @@ class TurnCoordinator(SupervisedActor):
                 self._persistence.ask(finish)
             except Exception as exc:  # noqa: BLE001 - the caller must still hear how the turn ended
                 _log.error("turns.persist_failed", turn=turn.turn_id, error=repr(exc))
-                error = f"{error or status}; NOT persisted: {exc!r}"
+                self._keep_for_retry(finish)
+                error = f"{error or status}; not persisted yet (retrying): {exc!r}"
             self._announce(turn, status, text, error)
         if dispatch_next:
             self._dispatch_next(turn.thread_id)
@@ -658,9 +722,36 @@ class TurnCoordinator(SupervisedActor):
         turn, text = entry
         if message.error is not None:
             _log.error("turns.persist_failed", turn=turn.turn_id, error=message.error)
-            self._announce(turn, "failed", text, f"the turn completed but was NOT persisted: {message.error}")
+            self._keep_for_retry(FinishTurn(turn_id=turn.turn_id, status="completed", assistant_text=text,
+                                            worker_id=turn.worker_id))
+            self._announce(turn, "failed", text,
+                           f"the turn completed but is not persisted yet (retrying): {message.error}")
         else:
             self._announce(turn, "completed", text, None)
+
+    def _keep_for_retry(self, finish: FinishTurn) -> None:
+        """Keep a turn end the storage refused and retry it with backoff until it lands (e.g. disk space freed)."""
+        self._unpersisted[finish.turn_id] = finish
+        if self._retry_timer is None:
+            self._retry_attempt += 1
+            delay = next_delay(_PERSIST_RETRY, self._retry_attempt)
+            ref = self.actor_ref
+            self._retry_timer = self._clock.call_later(delay, lambda: tell_quietly(ref, RetryPersistence()))
+
+    def _on_retry_persistence(self) -> None:
+        self._retry_timer = None
+        for turn_id, finish in list(self._unpersisted.items()):
+            try:
+                self._persistence.ask(finish)
+            except StorageError as exc:
+                if "terminal states are final" not in str(exc):
+                    continue  # still refused: kept for the next try
+            del self._unpersisted[turn_id]
+            _log.warning("turns.persist_recovered", turn=turn_id, status=finish.status)
+        if self._unpersisted:
+            self._keep_for_retry(next(iter(self._unpersisted.values())))
+        else:
+            self._retry_attempt = 0
 
     def _announce(self, turn: _Turn, status: Any, text: str, error: str | None) -> None:
         """Tell the caller how the turn ended (its end is durable by now) and settle its follow-up entry."""

@@ -14,7 +14,8 @@ Contract:
   - "restart": the affected children (per strategy) stop now, in reverse order; after `delay_s` (injected clock)
     they start again in order. While the pool is down the coordinator is told `ResetWorkers`, so turns and
     approvals on the lost workers are reconciled at once.
-  - "give_up" / "escalate": every child stops in reverse order and the host is "failed" with the cause. The root
+  - "give_up" / "escalate": every child stops in reverse order, every caller still waiting on a turn hears it
+    failed, and the host is "failed" with the cause. The root
     has no parent: it never loops, and reads of the status keep working.
 - Asks go only downwards (host -> children), never up, so status reads cannot deadlock.
 """
@@ -208,6 +209,8 @@ class HostSupervisor(pykka.ThreadingActor):
         else:
             self._state, self._cause = "failed", cause
             self._stop_children(self._spec.names, f"agenthost failed: {cause}")
+            self._registry.fail_all(f"agenthost failed: {cause}. Nothing stored is lost: the transcript shows "
+                                    "each turn's final state after the next start.")
         decision(
             _log, supervisor="host", child=child, decision=verdict.action, reason=f"{cause}; {verdict.reason}",
             attempt=verdict.attempt, delay_s=verdict.delay_s, restarts=list(affected),

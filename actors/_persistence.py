@@ -12,7 +12,9 @@ When is a caller's write durable? (synchronous=FULL in WAL mode: a committed tra
   writes in the order the actor received them. If the batch transaction fails, each completion is retried alone,
   so one bad row never fails the others, and every caller hears its own outcome.
 - The transcript is derived from committed rows, so a crash between the commit and the transcript rewrite leaves
-  the old transcript, which start-up repair re-renders from the database.
+  the old transcript, which start-up repair re-renders from the database. When a transcript write fails (I/O error,
+  disk full) the commit still stands and is acknowledged; the transcript is marked stale and rewritten at the next
+  write or checkpoint tick, and at start-up at the latest.
 
 Fault injection: `vfs` (a registered APSW VFS name) and `transcript_fs` (an `AtomicFs`) are the seams chaos tests
 use to fail reads, writes, syncs and each step of a transcript replace.
@@ -50,6 +52,7 @@ from protocol._messages import (
     EnqueueFollowUp,
     FinishTurn,
     GetThread,
+    ListActionCards,
     ListFollowUps,
     ListPendingTurns,
     ListThreads,
@@ -113,6 +116,7 @@ class PersistenceActor(SupervisedActor):
         self._timer: Timer | None = None
         self._batch: list[CompleteTurn] = []
         self._docs: collections.OrderedDict[str, ThreadDocument] = collections.OrderedDict()  # LRU of transcripts
+        self._stale: set[str] = set()  # threads whose transcript write failed: rewritten at the next write
         self._wal_pages = 0
         # Opened here, in the starting thread, so that a database that cannot be opened fails `start()` itself
         # with the storage error instead of killing the actor silently (apsw connections may change threads).
@@ -206,6 +210,8 @@ class PersistenceActor(SupervisedActor):
                 return db.pending_turns()
             case ListFollowUps():
                 return db.list_followups(message.thread_id)
+            case ListActionCards():
+                return db.list_action_cards(message.thread_id)
             case ListThreads():
                 return db.list_threads()
             case ListTurns():
@@ -222,6 +228,8 @@ class PersistenceActor(SupervisedActor):
             case Checkpoint():
                 return self._checkpoint(message.mode)
             case _CheckpointTick():
+                if self._stale:
+                    self._write_transcript(min(self._stale))
                 self._checkpoint("PASSIVE")
                 self._schedule_checkpoint()
                 return None
@@ -273,10 +281,7 @@ class PersistenceActor(SupervisedActor):
             if row is not None:
                 self._document(row.thread_id).upsert_turn(row)
         for thread_id in sorted({row.thread_id for row, _ in outcomes if row is not None}):
-            try:
-                self._write_transcript(thread_id)
-            except StorageError as exc:  # the DB is committed (the truth); start-up repair re-renders
-                _log.error("persistence.transcript_failed", thread=thread_id, error=str(exc))
+            self._write_transcript(thread_id)
         for completion, (row, error) in zip(batch, outcomes):
             tell_quietly(completion.reply_to, TurnPersisted(turn_id=completion.turn_id, row=row, error=error))
         _log.debug("persistence.group_commit", completions=len(batch))
@@ -290,8 +295,17 @@ class PersistenceActor(SupervisedActor):
             return None, str(exc)
 
     def _write_transcript(self, thread_id: str) -> None:
-        doc = self._document(thread_id)
-        self._transcripts.write(doc.thread.project_id, thread_id, doc.render())
+        """Rewrite the thread's transcript (and any left stale by an earlier failure). The database is the truth:
+        a failed transcript write is logged and retried, never reported as a failed commit."""
+        self._stale.add(thread_id)
+        for stale in sorted(self._stale):
+            doc = self._document(stale)
+            try:
+                self._transcripts.write(doc.thread.project_id, stale, doc.render())
+            except StorageError as exc:
+                _log.error("persistence.transcript_failed", thread=stale, error=str(exc))
+                return
+            self._stale.discard(stale)
 
     def _checkpoint(self, mode: str) -> tuple[int, int]:
         frames = self.db.checkpoint(mode)  # type: ignore[arg-type]

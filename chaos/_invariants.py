@@ -198,14 +198,12 @@ def check_approvals(history: History, storage: StorageView) -> list[Violation]:
     turn_events = history.entries("turn")
     resets = {(e.host, e.data.get("approval_id")) for e in turn_events
               if e.data.get("event") == "ApprovalReset" and e.data.get("message")}
-    deadline_turns = {e.data.get("turn") for e in history.logs("turns.finished")
-                      if "deadline" in str(e.data.get("error") or "")}
     violations = []
     for entry in turn_events:
         if entry.data.get("event") != "ApprovalRequested":
             continue
         key, turn_id = (entry.host, entry.data.get("approval_id")), str(entry.data.get("turn_id"))
-        if key in answered or key in resets or turn_id in deadline_turns:
+        if key in answered or key in resets:
             continue
         thread_id = storage.turns.get(turn_id, {}).get("thread_id")
         if _turn_section_has_reset(storage.transcripts.get(thread_id) if thread_id else None, turn_id, key[1]):
@@ -225,7 +223,7 @@ def _turn_section_has_reset(text: str | None, turn_id: str, approval_id: str) ->
         return False
     end = text.find("\n## Turn ", start)
     section = text[start:] if end < 0 else text[start:end]
-    return "**approval reset:**" in section and f"Approval request {approval_id} " in section
+    return f"**approval reset:** {approval_id}: " in section
 
 
 # --- storage ----------------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ __all__ = [
     "ListThreads", "ListTurns", "ReadTranscript", "Checkpoint", "GetThread", "EnqueueFollowUp", "NextFollowUp",
     "SetFollowUpState",
     "SendMessage", "TurnAccepted", "AnswerApproval", "InterruptTurn", "TurnDeadline", "ListActiveTurns",
-    "ActiveTurn", "CloseIntake", "AbortActiveTurns", "GetHostStatus", "HostStatus", "ShutdownHost", "GetChildren", "RestartChildren", "ResetWorkers", "WorkerHealth", "ListPendingTurns", "ListFollowUps",
+    "ActiveTurn", "CloseIntake", "AbortActiveTurns", "GetHostStatus", "HostStatus", "ShutdownHost", "GetChildren", "RestartChildren", "ResetWorkers", "WorkerHealth", "ListPendingTurns", "ListFollowUps", "ListActionCards", "RetryPersistence",
     "TurnStarted", "Delta", "ApprovalRequested", "ApprovalResolved", "ApprovalReset", "TurnFinished", "TurnEvent",
     "ChildFailed",
 ]
@@ -276,6 +276,14 @@ class LoadMappings(_Msg, kw_only=True):
 
 class ListPendingTurns(_Msg, kw_only=True):
     pass
+
+
+class ListActionCards(_Msg, kw_only=True):
+    thread_id: str
+
+
+class RetryPersistence(_Msg, kw_only=True):
+    """Timer message to the coordinator: try again to persist turn ends the storage refused."""
 
 
 class ListFollowUps(_Msg, kw_only=True):
