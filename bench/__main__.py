@@ -25,17 +25,16 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
 
 import msgspec
 
 from actors._log import configure
 from bench import _deltas, _durability
+from bench._rate import Run
 
 __all__ = ["BenchParams", "BenchReport", "format_report", "main", "run"]
 
 DESIGN_TARGET_PCT = 50.0
-RunT = TypeVar("RunT", _deltas.DeltaRun, _durability.CompletionRun)
 
 
 class BenchParams(msgspec.Struct, frozen=True, kw_only=True):
@@ -86,7 +85,7 @@ def _machine() -> Machine:
     )
 
 
-def _repeat(measure: Callable[[Path], RunT], repeats: int) -> list[float]:
+def _repeat(measure: Callable[[Path], Run], repeats: int) -> list[float]:
     """Rates of `repeats` runs, each in its own fresh temp folder."""
     rates = []
     for _ in range(repeats):
@@ -95,7 +94,7 @@ def _repeat(measure: Callable[[Path], RunT], repeats: int) -> list[float]:
     return rates
 
 
-def _compare(unit: str, baseline: Callable[[Path], RunT], host: Callable[[Path], RunT], repeats: int) -> Comparison:
+def _compare(unit: str, baseline: Callable[[Path], Run], host: Callable[[Path], Run], repeats: int) -> Comparison:
     baseline_runs = _repeat(baseline, repeats)
     host_runs = _repeat(host, repeats)
     baseline_rate, host_rate = statistics.median(baseline_runs), statistics.median(host_runs)

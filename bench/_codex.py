@@ -15,33 +15,20 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import msgspec
 
 from actors import AgentHost, HostConfig
 from actors._runtimes import CODEX_OPT_OUT
 from bench._deltas import CLIENT_INFO, RawRuntime
+from bench._rate import Run
 from protocol.mock_model import MockModelServer
 
-__all__ = ["TurnRun", "measure_direct", "measure_host"]
+__all__ = ["measure_direct", "measure_host"]
 
 TEXT = "bench round trip"
 TIMEOUT_S = 120.0
 
 
-class TurnRun(msgspec.Struct, frozen=True, kw_only=True):
-    turns: int
-    seconds: float
-
-    @property
-    def per_s(self) -> float:
-        return self.turns / self.seconds
-
-    @property
-    def ms_per_turn(self) -> float:
-        return 1000.0 * self.seconds / self.turns
-
-
-def measure_direct(codex_bin: str, turns: int, work_dir: Path) -> TurnRun:
+def measure_direct(codex_bin: str, turns: int, work_dir: Path) -> Run:
     with MockModelServer() as model:
         argv = [codex_bin, "app-server"]
         for override in model.codex_overrides():
@@ -61,10 +48,10 @@ def measure_direct(codex_bin: str, turns: int, work_dir: Path) -> TurnRun:
             seconds = time.perf_counter() - started
         finally:
             runtime.close()
-    return TurnRun(turns=turns, seconds=seconds)
+    return Run(count=turns, seconds=seconds)
 
 
-def measure_host(codex_bin: str, turns: int, work_dir: Path) -> TurnRun:
+def measure_host(codex_bin: str, turns: int, work_dir: Path) -> Run:
     with MockModelServer() as model:
         config = HostConfig(storage_root=str(work_dir / "host-root"), workers=1, runtime="codex",
                             codex_bin=codex_bin, codex_config=model.codex_overrides())
@@ -77,4 +64,4 @@ def measure_host(codex_bin: str, turns: int, work_dir: Path) -> TurnRun:
                 if done.status != "completed":
                     raise RuntimeError(f"host codex turn ended {done.status}: {done.error}")
             seconds = time.perf_counter() - started
-    return TurnRun(turns=turns, seconds=seconds)
+    return Run(count=turns, seconds=seconds)

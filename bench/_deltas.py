@@ -34,11 +34,13 @@ from typing import Any
 
 import msgspec
 
+from bench._rate import Run
+
 from actors import AgentHost, HostConfig
 from protocol import Delta, ErrorResponse, Notification, Response, TurnFinished
 from protocol._jsonrpc import Incoming, LineBuffer, decode_line, encode_notification, encode_request
 
-__all__ = ["DeltaBenchError", "DeltaParams", "DeltaRun", "RawRuntime", "measure_floor", "measure_host", "turn_text"]
+__all__ = ["DeltaBenchError", "DeltaParams", "RawRuntime", "measure_floor", "measure_host", "turn_text"]
 
 READ_CHUNK_BYTES = 65536
 DELTA_METHOD = "item/agentMessage/delta"
@@ -56,17 +58,6 @@ class DeltaParams(msgspec.Struct, frozen=True, kw_only=True):
     deltas_per_reply: int
     turns: int
     timeout_s: float = 120.0
-
-
-class DeltaRun(msgspec.Struct, frozen=True, kw_only=True):
-    """Deltas counted over the timed turns and the seconds they took."""
-
-    deltas: int
-    seconds: float
-
-    @property
-    def per_s(self) -> float:
-        return self.deltas / self.seconds
 
 
 def turn_text(deltas_per_reply: int) -> str:
@@ -174,7 +165,7 @@ def _check_completed(params: Any) -> None:
         raise DeltaBenchError(f"floor turn ended {status!r}, expected 'completed': {params!r}")
 
 
-def measure_floor(params: DeltaParams, work_dir: Path) -> DeltaRun:
+def measure_floor(params: DeltaParams, work_dir: Path) -> Run:
     """Deltas/s of the bare pipe + decode loop (see the module docstring)."""
     argv = [
         sys.executable, "-m", "protocol.reference_runtime",
@@ -196,7 +187,7 @@ def measure_floor(params: DeltaParams, work_dir: Path) -> DeltaRun:
             deltas += counted
     finally:
         runtime.close()
-    return DeltaRun(deltas=deltas, seconds=seconds)
+    return Run(count=deltas, seconds=seconds)
 
 
 # --- host: the same turns through AgentHost ----------------------------------------------------------------------
@@ -214,7 +205,7 @@ def _host_turn(host: AgentHost, thread_id: str, text: str, timeout_s: float) -> 
             return deltas
 
 
-def measure_host(params: DeltaParams, work_dir: Path) -> DeltaRun:
+def measure_host(params: DeltaParams, work_dir: Path) -> Run:
     """Deltas/s through AgentHost with one worker (see the module docstring)."""
     config = HostConfig(
         storage_root=str(work_dir / "host-root"), workers=1, deltas_per_reply=params.deltas_per_reply,
@@ -231,4 +222,4 @@ def measure_host(params: DeltaParams, work_dir: Path) -> DeltaRun:
             seconds += time.perf_counter() - started
             _check_count("host", turn, counted, params.deltas_per_reply)
             deltas += counted
-    return DeltaRun(deltas=deltas, seconds=seconds)
+    return Run(count=deltas, seconds=seconds)

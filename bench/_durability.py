@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 
 import apsw
-import msgspec
+
+from bench._rate import Run
 
 from actors import SystemClock
 from actors._persistence import PersistenceActor
@@ -30,22 +31,11 @@ from protocol._messages import BeginTurn, CompleteTurn, CreateThread, TurnPersis
 from storage import StorageRoot
 from storage._schema import apply_migrations
 
-__all__ = ["CompletionRun", "measure_host", "measure_raw"]
+__all__ = ["measure_host", "measure_raw"]
 
 USER_TEXT = "bench question"
 ASSISTANT_TEXT = "Reference reply to: bench question"
 ASK_TIMEOUT_S = 60.0
-
-class CompletionRun(msgspec.Struct, frozen=True, kw_only=True):
-    """Completions made durable and the seconds the timed part took."""
-
-    completions: int
-    seconds: float
-
-    @property
-    def per_s(self) -> float:
-        return self.completions / self.seconds
-
 
 def _turn_id(index: int) -> str:
     return f"turn-{index:06d}"
@@ -77,7 +67,7 @@ def _insert_pending(conn: apsw.Connection, completions: int) -> None:
         )
 
 
-def measure_raw(completions: int, work_dir: Path, *, batch: int = 64) -> CompletionRun:
+def measure_raw(completions: int, work_dir: Path, *, batch: int = 64) -> Run:
     """Completions/s of bare APSW commits, `batch` updates per transaction (see the module docstring)."""
     conn = _open_raw(work_dir / "raw.db")
     try:
@@ -93,7 +83,7 @@ def measure_raw(completions: int, work_dir: Path, *, batch: int = 64) -> Complet
         seconds = time.perf_counter() - started
     finally:
         conn.close()
-    return CompletionRun(completions=completions, seconds=seconds)
+    return Run(count=completions, seconds=seconds)
 
 
 class _Replies:
@@ -121,7 +111,7 @@ class _Replies:
 
 
 # --- host: BeginTurn (untimed), then every CompleteTurn told at once and timed until all are durable -----------
-def measure_host(completions: int, work_dir: Path, *, threads: int = 1) -> CompletionRun:
+def measure_host(completions: int, work_dir: Path, *, threads: int = 1) -> Run:
     """Completions/s through the persistence actor's group commit (see the module docstring)."""
     root = StorageRoot(work_dir / "host-root")
     actor = PersistenceActor.start(root=root, clock=SystemClock(), wall=time.time)
@@ -140,4 +130,4 @@ def measure_host(completions: int, work_dir: Path, *, threads: int = 1) -> Compl
         seconds = time.perf_counter() - started
     finally:
         actor.stop(timeout=ASK_TIMEOUT_S)
-    return CompletionRun(completions=completions, seconds=seconds)
+    return Run(count=completions, seconds=seconds)
