@@ -12,21 +12,17 @@ Commands (every one takes `--root DIR`, the storage root; exit code 0 on success
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from pathlib import Path
 from typing import Sequence
 
 from actors._api import HostStartError
 from actors._cli_chaos import add_chaos_command, run_chaos_command
 from actors._cli_storage import STORAGE_COMMANDS, add_storage_commands, run_storage_command
 from actors._log import configure
-from actors._runtimes import find_native_codex
+from actors._runtimes import CODEX_CACHE, default_codex_bin
 from storage import Database, StorageError, StorageRoot, validate_id
 
-__all__ = ["CODEX_CACHE", "main"]
-
-CODEX_CACHE = Path(os.environ.get("AGENTHOST_CODEX_CACHE", Path.home() / ".cache" / "agenthost")) / "codex-0.169.0"
+__all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -73,7 +69,7 @@ def _codex_bin(args: argparse.Namespace) -> str | None:
         return None
     if args.codex_bin:
         return str(args.codex_bin)
-    found = find_native_codex(CODEX_CACHE)
+    found = default_codex_bin()
     if found is None:
         raise ValueError(f"no codex binary under {CODEX_CACHE}: run .ci/install-codex or pass --codex-bin")
     return str(found)

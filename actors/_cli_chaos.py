@@ -6,7 +6,7 @@ Contract:
   progress every 100 ops on stderr, then a summary; writes the JSON report (faults injected/skipped by kind,
   invariants checked, violations each with a reproducer: seed + schedule prefix, shrunk when cheap) to `--report`.
 - `--root` defaults to a new temporary folder (kept, its path printed). Exit 0 when no invariant was violated, 1 when
-  one was, 2 on bad input (the message names the value). `--runtime codex` needs `--codex-bin` (the native binary);
+  one was, 2 on bad input (the message names the value). `--runtime codex` uses `--codex-bin` or the binary `.ci/install-codex` installed;
   runtime fault knobs do not apply to codex and are counted as skipped.
 """
 
@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 import tempfile
+from actors._runtimes import CODEX_CACHE, default_codex_bin
 from typing import Any
 
 __all__ = ["add_chaos_command", "run_chaos_command"]
@@ -43,7 +44,9 @@ def run_chaos_command(args: argparse.Namespace) -> int:
 
     kinds = tuple(k.strip() for k in args.kinds.split(",")) if args.kinds else FAULT_KINDS
     if args.runtime == "codex" and not args.codex_bin:
-        print("agenthost: --runtime codex needs --codex-bin (the native codex binary)", file=sys.stderr)
+        args.codex_bin = default_codex_bin()
+    if args.runtime == "codex" and not args.codex_bin:
+        print(f"agenthost: --runtime codex needs --codex-bin (none installed under {CODEX_CACHE})", file=sys.stderr)
         return 2
     try:
         schedule = generate_schedule(args.seed, args.faults, kinds, workers=args.workers)

@@ -28,7 +28,7 @@ from chaos import RuntimeFaults, encode_faults
 from storage import StorageRoot, atomic_write
 
 __all__ = [
-    "CODEX_OPT_OUT", "CodexBinaryError", "CodexRolloutSync", "builtin_spec_factory", "check_codex_binary", "codex_spec_factory",
+    "CODEX_CACHE", "CODEX_OPT_OUT", "CodexBinaryError", "default_codex_bin", "CodexRolloutSync", "builtin_spec_factory", "check_codex_binary", "codex_spec_factory",
     "faults_file_path", "find_native_codex",
 ]
 
@@ -99,6 +99,15 @@ def check_codex_binary(path: str) -> Path:
             "node_modules/@openai/codex-<platform>/vendor/<target>/bin/codex)"
         )
     return binary
+
+
+CODEX_CACHE = Path(os.environ.get("AGENTHOST_CODEX_CACHE", Path.home() / ".cache" / "agenthost")) / "codex-0.169.0"
+
+
+def default_codex_bin() -> Path | None:
+    """`AGENTHOST_CODEX_BIN`, else the native binary `.ci/install-codex` put under CODEX_CACHE, else None."""
+    explicit = os.environ.get("AGENTHOST_CODEX_BIN")
+    return Path(explicit) if explicit else find_native_codex(CODEX_CACHE)
 
 
 def find_native_codex(npm_prefix: str | os.PathLike[str]) -> Path | None:

@@ -127,10 +127,9 @@ def run(params: BenchParams) -> BenchReport:
 
 
 def _codex_comparison(params: BenchParams) -> tuple[Comparison | None, str | None]:
-    from actors._cli import CODEX_CACHE
-    from actors._runtimes import find_native_codex
+    from actors._runtimes import CODEX_CACHE, default_codex_bin
 
-    binary = os.environ.get("AGENTHOST_CODEX_BIN") or find_native_codex(CODEX_CACHE)
+    binary = default_codex_bin()
     if binary is None:
         return None, f"codex 0.169.0 not installed under {CODEX_CACHE} (run .ci/install-codex)"
     from bench import _codex
