@@ -44,7 +44,8 @@ def run_chaos_command(args: argparse.Namespace) -> int:
 
     kinds = tuple(k.strip() for k in args.kinds.split(",")) if args.kinds else FAULT_KINDS
     if args.runtime == "codex" and not args.codex_bin:
-        args.codex_bin = default_codex_bin()
+        found = default_codex_bin()
+        args.codex_bin = None if found is None else str(found)
     if args.runtime == "codex" and not args.codex_bin:
         print(f"agenthost: --runtime codex needs --codex-bin (none installed under {CODEX_CACHE})", file=sys.stderr)
         return 2
