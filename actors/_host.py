@@ -14,6 +14,9 @@ Contract:
   - "restart": the affected children (per strategy) stop now, in reverse order; after `delay_s` (injected clock)
     they start again in order. While the pool is down the coordinator is told `ResetWorkers`, so turns and
     approvals on the lost workers are reconciled at once.
+    When the pool failed because every worker gave up, and a fresh pool already failed once (attempt >= 2), the
+    runtimes' own state (`system/runtime-state/`, `system/codex-home/`) is quarantined before the next attempt
+    (decision "quarantine_runtime_state"): stale runtime internals are the usual cause of runtimes that cannot start.
   - "give_up" / "escalate": every child stops in reverse order, every caller still waiting on a turn hears it
     failed, and the host is "failed" with the cause. The root
     has no parent: it never loops, and reads of the status keep working.
@@ -62,7 +65,7 @@ from protocol._messages import (
     ShutdownHost,
     StopPool,
 )
-from storage import StorageRoot
+from storage import StorageError, StorageRoot, quarantine
 
 __all__ = ["HostSupervisor", "host_spec"]
 
@@ -204,6 +207,8 @@ class HostSupervisor(pykka.ThreadingActor):
             self._history = verdict.history
             self._restarting = affected
             self._stop_children(affected, f"agenthost is restarting after a failure ({cause})")
+            if child == "pool" and "gave up" in cause and verdict.attempt >= 2:
+                self._quarantine_runtime_state(cause, verdict.attempt)
             ref, due = self.actor_ref, RestartChildren(names=affected)
             self._timer = self._clock.call_later(verdict.delay_s, lambda: tell_quietly(ref, due))
         else:
@@ -215,6 +220,22 @@ class HostSupervisor(pykka.ThreadingActor):
             _log, supervisor="host", child=child, decision=verdict.action, reason=f"{cause}; {verdict.reason}",
             attempt=verdict.attempt, delay_s=verdict.delay_s, restarts=list(affected),
         )
+
+    def _quarantine_runtime_state(self, cause: str, attempt: int) -> None:
+        """Runtimes kept failing to start even after a fresh pool: move their own state (stale internals) aside
+        before the next attempt. Conversations are not lost: the transcripts and the DB keep them, and threads
+        whose runtime copy is gone are recreated (said in the transcript)."""
+        system = self._root.system_dir
+        paths = [path for path in (self._root.runtime_state_dir, system / "codex-home") if path.exists()]
+        try:
+            report = quarantine(self._root, paths, "runtime state after repeated start failures", self._wall())
+            self._root.runtime_state_dir.mkdir(parents=True, exist_ok=True)
+        except StorageError as exc:
+            _log.error("host.quarantine_failed", error=str(exc))
+            return
+        decision(_log, supervisor="host", child="pool", decision="quarantine_runtime_state",
+                 reason=f"{cause}; still failing at host attempt {attempt}: moved {list(report.moved)} to {report.into}",
+                 attempt=attempt)
 
     def _on_restart_due(self, names: tuple[str, ...]) -> None:
         if self._state != "running" or names != self._restarting:

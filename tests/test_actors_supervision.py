@@ -41,13 +41,16 @@ def test_crash_on_start_follows_the_backoff_schedule_then_gives_up(make_host, cl
 
 def test_host_recovery_runs_exactly_1_2_4_8_then_reports_failed(make_host, clock: FakeClock, events) -> None:
     host = make_host(workers=1, worker_policy=RecoveryPolicy(max_attempts=1), worker_faults={1: CRASH})
+
+    def restarts_and_give_ups() -> list[dict]:  # the host's policy decisions (quarantine is a side action)
+        return [e for e in events.of(supervisor="host") if e["decision"] in ("restart", "give_up")]
     for cycle, host_delay in enumerate([1.0, 2.0, 4.0, 8.0], start=1):
         pool_restart = _decisions(events, "worker-1", 2 * cycle - 1)[-1]
         assert (pool_restart["decision"], pool_restart["delay_s"]) == ("restart", 1.0)
         clock.advance(1.0)
         give_up = _decisions(events, "worker-1", 2 * cycle)[-1]
         assert give_up["decision"] == "give_up"
-        decision = wait_until("host decision", lambda: len(events.of(supervisor="host")) >= cycle and events.of(supervisor="host"))[-1]
+        decision = wait_until("host decision", lambda: len(restarts_and_give_ups()) >= cycle and restarts_and_give_ups())[-1]
         assert (decision["child"], decision["decision"], decision["attempt"], decision["delay_s"]) == (
             "pool", "restart", cycle, host_delay,
         )
@@ -60,13 +63,32 @@ def test_host_recovery_runs_exactly_1_2_4_8_then_reports_failed(make_host, clock
         clock.advance(0.001)
     assert _decisions(events, "worker-1", 9)[-1]["decision"] == "restart"
     clock.advance(1.0)
-    final = wait_until("host gives up", lambda: len(events.of(supervisor="host")) >= 5 and events.of(supervisor="host"))[-1]
+    final = wait_until("host gives up", lambda: len(restarts_and_give_ups()) >= 5 and restarts_and_give_ups())[-1]
     assert (final["decision"], final["attempt"]) == ("give_up", 5)
     assert "4 attempts exhausted" in final["reason"]
     status = host.status()
     assert status.state == "failed" and "all 1 workers gave up" in (status.cause or "")
     clock.advance(100.0)  # the root never loops
-    assert len(events.of(supervisor="host")) == 5
+    assert len(restarts_and_give_ups()) == 5
+
+
+def test_runtime_state_is_quarantined_when_a_fresh_pool_fails_again(make_host, clock: FakeClock, events, tmp_path) -> None:
+    host = make_host(workers=1, worker_policy=RecoveryPolicy(max_attempts=1), worker_faults={1: CRASH})
+    marker = host.root.runtime_state_dir / "stale-internals.json"
+    marker.write_text("{}")
+    for cycle in (1, 2):
+        _decisions(events, "worker-1", 2 * cycle - 1)
+        clock.advance(1.0)
+        decision = wait_until("host decision", lambda: len(events.of(supervisor="host", decision="restart")) >= cycle
+                              and events.of(supervisor="host", decision="restart"))[-1]
+        if cycle == 1:
+            assert marker.exists()  # the first fresh pool gets the state as it is
+            clock.advance(decision["delay_s"])
+    quarantined = wait_until("quarantine", lambda: events.of(decision="quarantine_runtime_state"))[0]
+    assert quarantined["attempt"] == 2 and "system/runtime-state" in quarantined["reason"]
+    assert not marker.exists() and host.root.runtime_state_dir.is_dir()
+    moved = list((host.root.system_dir / "quarantine").rglob("stale-internals.json"))
+    assert len(moved) == 1 and moved[0].read_text() == "{}"
 
 
 def test_pool_intensity_exceeded_escalates_to_the_host(make_host, clock: FakeClock, events) -> None:
