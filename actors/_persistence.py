@@ -48,7 +48,6 @@ from protocol._messages import (
     Checkpoint,
     CompleteTurn,
     CreateThread,
-    DeleteMapping,
     EnqueueFollowUp,
     FinishTurn,
     GetThread,
@@ -202,8 +201,6 @@ class PersistenceActor(SupervisedActor):
                 return card
             case SaveMapping():
                 return db.save_mapping(message.thread_id, message.worker_id, message.runtime_thread_id, now)
-            case DeleteMapping():
-                return db.delete_mapping(message.thread_id)
             case LoadMappings():
                 return db.load_mappings()
             case ListPendingTurns():

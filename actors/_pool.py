@@ -41,7 +41,6 @@ from protocol._messages import (
     RestartDue,
     StopPool,
     StopRuntime,
-    SubscribeWorkers,
     WorkerDown,
     WorkerExited,
     WorkerHealth,
@@ -131,9 +130,6 @@ class PoolSupervisor(SupervisedActor):
                 self._on_restart_due(message)
             case WorkerHealth():
                 self._on_health(message)
-            case SubscribeWorkers():
-                self._listeners.append(message.ref)
-                return tuple(self._up(slot) for slot in self._slots.values() if slot.state == "ready")
             case GetPoolStatus():
                 return tuple(slot.status() for slot in self._slots.values())
             case StopPool():

@@ -20,19 +20,18 @@ import msgspec
 from protocol._jsonrpc import Incoming, RpcError
 
 __all__ = [
-    "HOST_CALL_TIMEOUT", "HOST_WORKER_EXITED", "HOST_UNSUPPORTED_REQUEST",
-    "RuntimeCall", "CallResult", "AnswerServerRequest", "RuntimeOutput", "StopRuntime", "KillRuntime", "CallDeadline",
-    "StdoutReady", "StdoutClosed",
-    "WorkerReady", "WorkerExited", "RestartDue", "WorkerUp", "WorkerDown", "SubscribeWorkers", "GetPoolStatus",
-    "WorkerStatus", "PoolFailed", "StopPool",
-    "ResolveThread", "ThreadRoute", "BindRuntimeThread", "InvalidateRuntimeThread", "GetPins",
-    "CreateThread", "BeginTurn", "FinishTurn", "CompleteTurn", "TurnPersisted", "BeginFollowUpTurn", "AddActionCard", "SaveMapping", "DeleteMapping", "LoadMappings",
+    "HOST_CALL_TIMEOUT", "HOST_WORKER_EXITED", "HOST_UNSUPPORTED_REQUEST", "RuntimeCall", "CallResult",
+    "AnswerServerRequest", "RuntimeOutput", "StopRuntime", "KillRuntime", "CallDeadline", "StdoutReady",
+    "StdoutClosed", "WorkerReady", "WorkerExited", "RestartDue", "WorkerUp", "WorkerDown",
+    "GetPoolStatus", "WorkerStatus", "PoolFailed", "StopPool", "ResolveThread", "ThreadRoute", "BindRuntimeThread",
+    "InvalidateRuntimeThread", "GetPins", "CreateThread", "BeginTurn", "FinishTurn", "CompleteTurn",
+    "TurnPersisted", "BeginFollowUpTurn", "AddActionCard", "SaveMapping", "LoadMappings",
     "ListThreads", "ListTurns", "ReadTranscript", "Checkpoint", "GetThread", "EnqueueFollowUp", "NextFollowUp",
-    "SetFollowUpState",
-    "SendMessage", "TurnAccepted", "AnswerApproval", "InterruptTurn", "TurnDeadline", "ListActiveTurns",
-    "ActiveTurn", "CloseIntake", "AbortActiveTurns", "GetHostStatus", "HostStatus", "ShutdownHost", "GetChildren", "RestartChildren", "ResetWorkers", "WorkerHealth", "ListPendingTurns", "ListFollowUps", "ListActionCards", "RetryPersistence",
-    "TurnStarted", "Delta", "ApprovalRequested", "ApprovalResolved", "ApprovalReset", "TurnFinished", "TurnEvent",
-    "ChildFailed",
+    "SetFollowUpState", "SendMessage", "TurnAccepted", "AnswerApproval", "InterruptTurn", "TurnDeadline",
+    "ListActiveTurns", "ActiveTurn", "CloseIntake", "AbortActiveTurns", "GetHostStatus", "HostStatus",
+    "ShutdownHost", "GetChildren", "RestartChildren", "ResetWorkers", "WorkerHealth", "ListPendingTurns",
+    "ListFollowUps", "ListActionCards", "RetryPersistence", "TurnStarted", "Delta", "ApprovalRequested",
+    "ApprovalResolved", "ApprovalReset", "TurnFinished", "TurnEvent", "ChildFailed",
 ]
 
 HOST_CALL_TIMEOUT = -32010  # the runtime did not answer before the call's deadline
@@ -131,12 +130,6 @@ class WorkerDown(_Msg, kw_only=True):
     worker_id: int
     generation: int
     reason: str
-
-
-class SubscribeWorkers(_Msg, kw_only=True):
-    """Ask the pool to tell `ref` every WorkerUp/WorkerDown; the reply lists the workers up right now."""
-
-    ref: Any
 
 
 class GetPoolStatus(_Msg, kw_only=True):
@@ -264,10 +257,6 @@ class SaveMapping(_Msg, kw_only=True):
     thread_id: str
     worker_id: int
     runtime_thread_id: str | None = None
-
-
-class DeleteMapping(_Msg, kw_only=True):
-    thread_id: str
 
 
 class LoadMappings(_Msg, kw_only=True):
