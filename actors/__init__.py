@@ -8,7 +8,7 @@ coordinator and a persistence actor. Every restart decision comes from the one r
 
 from actors._api import AgentHost, HostConfig, HostStartError, HostUnavailableError, TurnHandle
 from actors._clock import Clock, FakeClock, SystemClock, Timer
-from actors._coordinator import HostClosedError, UnknownApprovalError, UnknownTurnError
+from actors._turns import HostClosedError, UnknownApprovalError, UnknownTurnError
 from actors._mapping import NoHealthyWorkerError
 from actors._recovery import (
     HOST_POLICY,

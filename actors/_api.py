@@ -25,7 +25,7 @@ import msgspec
 import pykka
 
 from actors._clock import Clock, SystemClock
-from actors._coordinator import CoordinatorSettings
+from actors._turns import CoordinatorSettings
 from actors._host import HostSupervisor, host_spec
 from actors._refs import tell_quietly
 from actors._log import get_logger

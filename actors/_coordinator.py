@@ -35,21 +35,36 @@ from __future__ import annotations
 
 import collections
 import itertools
-import threading
 import uuid
 from typing import Any, Callable
 
-import msgspec
 import pykka
 
 from actors._clock import Clock, Timer
 from actors._log import get_logger
 from actors._mapping import NoHealthyWorkerError
-from actors._recovery import Backoff, next_delay
+from actors._recovery import next_delay
 from actors._refs import SupervisedActor, tell_quietly, unknown_message
+from actors._turns import (
+    APPROVAL_METHODS,
+    PERSIST_RETRY,
+    STEP_METHODS,
+    Approval,
+    CoordinatorSettings,
+    HostClosedError,
+    TurnRegistry,
+    TurnState,
+    UnknownApprovalError,
+    UnknownTurnError,
+    emit,
+    flush_deltas,
+    nested_id,
+    new_turn_id,
+    runtime_turn_of,
+    validate_decision,
+)
 from protocol._errors import is_no_rollout, is_thread_not_found
 from protocol._jsonrpc import Notification, Request, RpcError
-from storage import RESTARTED_NOTE, StorageError
 from protocol._messages import (
     AbortActiveTurns,
     HOST_UNSUPPORTED_REQUEST,
@@ -67,7 +82,6 @@ from protocol._messages import (
     CallResult,
     CloseIntake,
     CompleteTurn,
-    Delta,
     EnqueueFollowUp,
     FinishTurn,
     GetThread,
@@ -96,127 +110,11 @@ from protocol._messages import (
     WorkerHealth,
     WorkerUp,
 )
+from storage import RESTARTED_NOTE, StorageError
 
-__all__ = [
-    "APPROVAL_METHODS",
-    "CoordinatorSettings",
-    "HostClosedError",
-    "TurnCoordinator",
-    "TurnRegistry",
-    "UnknownApprovalError",
-    "UnknownTurnError",
-]
+__all__ = ["TurnCoordinator"]
 
 _log = get_logger("agenthost.turns")
-
-_PERSIST_RETRY = Backoff(initial_s=1.0, multiplier=2.0, max_s=30.0)  # retrying turn ends the storage refused
-APPROVAL_METHODS = frozenset({"item/commandExecution/requestApproval", "item/fileChange/requestApproval"})
-_DECISIONS = frozenset({"accept", "acceptForSession", "decline", "cancel"})
-
-
-class HostClosedError(RuntimeError):
-    """The host is shutting down and takes no new messages."""
-
-
-class UnknownApprovalError(KeyError):
-    """No pending approval has this id."""
-
-
-class UnknownTurnError(KeyError):
-    """No active turn has this id."""
-
-
-class CoordinatorSettings(msgspec.Struct, frozen=True, kw_only=True):
-    request_timeout_s: float = 30.0
-    turn_timeout_s: float = 600.0
-    max_active_turns: int = 8
-    approval_policy: str = "on-request"
-    sandbox: str = "workspace-write"
-
-
-class TurnRegistry:
-    """Subscribers of open turns and queued follow-ups, by turn id. Owned by the host supervisor and handed to
-    every coordinator it starts, so a coordinator that crashed can still be followed by one that tells callers
-    how their turns ended. Thread-safe."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._sinks: dict[str, Any] = {}
-
-    def put(self, turn_id: str, sink: Any) -> None:
-        if sink is not None:
-            with self._lock:
-                self._sinks[turn_id] = sink
-
-    def get(self, turn_id: str) -> Any:
-        with self._lock:
-            return self._sinks.get(turn_id)
-
-    def pop(self, turn_id: str) -> Any:
-        with self._lock:
-            return self._sinks.pop(turn_id, None)
-
-    def fail_all(self, reason: str) -> int:
-        """Tell every caller still waiting that its turn ended as failed (the host itself failed)."""
-        with self._lock:
-            sinks, self._sinks = self._sinks, {}
-        for turn_id, sink in sinks.items():
-            _emit(sink, TurnFinished(turn_id=turn_id, status="failed", text="", error=reason))
-        return len(sinks)
-
-
-class _Approval(msgspec.Struct):
-    approval_id: str
-    turn_id: str
-    worker_id: int
-    request_id: int | str
-    method: str
-    command: str | None
-
-
-class _Turn(msgspec.Struct):
-    turn_id: str
-    thread_id: str
-    text: str
-    sink: Any
-    phase: str = "dispatching"
-    worker_id: int | None = None
-    runtime_thread_id: str | None = None
-    runtime_turn_id: str | None = None
-    items: dict[str, list[str]] = {}  # agentMessage item id -> its text parts (joined once, at the end)
-    approvals: dict[str, _Approval] = {}
-    retried: bool = False
-    interrupt_requested: bool = False
-    started: bool = False  # the runtime announced `turn/started` for runtime_turn_id
-    runtime_error: str | None = None
-    deadline: Timer | None = None
-    followup: bool = False
-
-    def reply_text(self) -> str:
-        texts = ("".join(parts) for parts in self.items.values())
-        return "\n\n".join(text for text in texts if text)
-
-
-def _new_turn_id() -> str:
-    return f"turn-{uuid.uuid4().hex[:16]}"
-
-
-def _emit(sink: Any, event: Any) -> None:
-    if sink is not None:
-        sink.put(event)
-
-
-def _flush_deltas(turn: _Turn | None, run: list[str]) -> None:
-    if turn is not None and run:
-        _emit(turn.sink, Delta(turn_id=turn.turn_id, text="".join(run), count=len(run)))
-
-
-def _validate_decision(decision: Any) -> Any:
-    if isinstance(decision, str) and decision in _DECISIONS:
-        return decision
-    if isinstance(decision, dict) and len(decision) == 1:
-        return decision
-    raise ValueError(f"approval decision must be one of {sorted(_DECISIONS)} or a one-key object, got {decision!r}")
 
 
 class TurnCoordinator(SupervisedActor):
@@ -242,16 +140,16 @@ class TurnCoordinator(SupervisedActor):
         self._clock = clock
         self._settings = settings
         self._project_dir = project_dir
-        self._turns: dict[str, _Turn] = {}
+        self._turns: dict[str, TurnState] = {}
         self._busy: dict[str, str] = {}  # thread id -> active turn id
         self._routes: dict[tuple[int, str], str] = {}  # (worker, runtime thread) -> turn id
         self._calls: dict[int, tuple[str, str]] = {}  # call id -> (turn id, step)
         self._call_ids = itertools.count(1)
-        self._approvals: dict[str, _Approval] = {}
+        self._approvals: dict[str, Approval] = {}
         self._workers: dict[int, tuple[int, Any]] = {}  # worker id -> (generation, ref)
         self._waiting: collections.deque[str] = collections.deque()  # threads waiting for a slot
         self._loaded: set[tuple[int, int, str]] = set()  # (worker, generation, runtime thread) known loaded
-        self._persisting: dict[str, tuple[_Turn, str]] = {}  # completed turns waiting for the group commit
+        self._persisting: dict[str, tuple[TurnState, str]] = {}  # completed turns waiting for the group commit
         self._unpersisted: dict[str, FinishTurn] = {}  # turn ends the storage refused (disk full, I/O): retried
         self._retry_attempt = 0
         self._retry_timer: Timer | None = None
@@ -265,7 +163,7 @@ class TurnCoordinator(SupervisedActor):
             self._persistence.ask(
                 FinishTurn(turn_id=row.turn_id, status="failed", assistant_text=row.assistant_text, error=reason)
             )
-            _emit(self._registry.pop(row.turn_id), TurnFinished(turn_id=row.turn_id, status="failed",
+            emit(self._registry.pop(row.turn_id), TurnFinished(turn_id=row.turn_id, status="failed",
                                                                 text=row.assistant_text, error=reason))
             _log.warning("turns.reconciled_pending", turn=row.turn_id, thread=row.thread_id)
         for thread in self._persistence.ask(ListThreads()):
@@ -343,7 +241,7 @@ class TurnCoordinator(SupervisedActor):
         if not self._intake_open:
             raise HostClosedError("agenthost is shutting down and accepts no new messages")
         self._persistence.ask(GetThread(thread_id=message.thread_id))  # raises for an unknown/invalid id
-        turn_id = _new_turn_id()
+        turn_id = new_turn_id()
         thread_busy = message.thread_id in self._busy
         if thread_busy or len(self._turns) >= self._settings.max_active_turns:
             self._persistence.ask(EnqueueFollowUp(followup_id=turn_id, thread_id=message.thread_id, text=message.text))
@@ -361,7 +259,7 @@ class TurnCoordinator(SupervisedActor):
         else:
             self._persistence.ask(BeginTurn(turn_id=turn_id, thread_id=thread_id, user_text=text))
         self._registry.put(turn_id, sink)
-        turn = _Turn(turn_id=turn_id, thread_id=thread_id, text=text, sink=sink, followup=followup)
+        turn = TurnState(turn_id=turn_id, thread_id=thread_id, text=text, sink=sink, followup=followup)
         self._turns[turn_id] = turn
         self._busy[thread_id] = turn_id
         ref = self.actor_ref
@@ -387,7 +285,7 @@ class TurnCoordinator(SupervisedActor):
         worker = self._workers.get(worker_id)
         return worker is not None and (worker_id, worker[0], runtime_thread_id) in self._loaded
 
-    def _resume(self, turn: _Turn, reason: str) -> None:
+    def _resume(self, turn: TurnState, reason: str) -> None:
         _log.info("turns.resuming", turn=turn.turn_id, runtime_thread=turn.runtime_thread_id, reason=reason)
         if self._prepare_resume is not None and turn.runtime_thread_id and turn.worker_id is not None:
             try:
@@ -397,7 +295,7 @@ class TurnCoordinator(SupervisedActor):
                 _log.warning("turns.runtime_state_import_failed", turn=turn.turn_id, error=repr(exc))
         self._call(turn, "resume", "thread/resume", {"threadId": turn.runtime_thread_id})
 
-    def _start_thread(self, turn: _Turn) -> None:
+    def _start_thread(self, turn: TurnState) -> None:
         thread = self._persistence.ask(GetThread(thread_id=turn.thread_id))
         params = {
             "cwd": self._project_dir(thread.project_id),
@@ -406,13 +304,13 @@ class TurnCoordinator(SupervisedActor):
         }
         self._call(turn, "thread_start", "thread/start", params)
 
-    def _start_turn(self, turn: _Turn) -> None:
+    def _start_turn(self, turn: TurnState) -> None:
         assert turn.worker_id is not None and turn.runtime_thread_id is not None
         self._routes[(turn.worker_id, turn.runtime_thread_id)] = turn.turn_id
         params = {"threadId": turn.runtime_thread_id, "input": [{"type": "text", "text": turn.text}]}
         self._call(turn, "turn_start", "turn/start", params)
 
-    def _call(self, turn: _Turn, step: str, method: str, params: Any) -> None:
+    def _call(self, turn: TurnState, step: str, method: str, params: Any) -> None:
         turn.phase = step
         call_id = next(self._call_ids)
         self._calls[call_id] = (turn.turn_id, step)
@@ -443,7 +341,7 @@ class TurnCoordinator(SupervisedActor):
             return
         result = reply.result if isinstance(reply.result, dict) else {}
         if step in ("thread_start", "resume"):
-            runtime_thread_id = _nested_id(result, "thread")
+            runtime_thread_id = nested_id(result, "thread")
             if runtime_thread_id is None:
                 self._finish(turn, "failed", f"{step} answered without thread.id: {reply.result!r}")
                 return
@@ -457,11 +355,11 @@ class TurnCoordinator(SupervisedActor):
                 self._loaded.add((turn.worker_id, worker[0], runtime_thread_id))
             self._start_turn(turn)
         elif step == "turn_start":
-            turn.runtime_turn_id = _nested_id(result, "turn")
+            turn.runtime_turn_id = nested_id(result, "turn")
             turn.phase = "streaming"
-            _emit(turn.sink, TurnStarted(turn_id=turn.turn_id, worker_id=turn.worker_id or 0))
+            emit(turn.sink, TurnStarted(turn_id=turn.turn_id, worker_id=turn.worker_id or 0))
 
-    def _on_call_error(self, turn: _Turn, step: str, error: RpcError) -> None:
+    def _on_call_error(self, turn: TurnState, step: str, error: RpcError) -> None:
         if step == "turn_start" and is_thread_not_found(error) and not turn.retried:
             turn.retried = True
             assert turn.worker_id is not None and turn.runtime_thread_id is not None
@@ -481,7 +379,7 @@ class TurnCoordinator(SupervisedActor):
             )
             self._start_thread(turn)
             return
-        self._finish(turn, "failed", f"{_STEP_METHODS[step]} failed: {error.message}")
+        self._finish(turn, "failed", f"{STEP_METHODS[step]} failed: {error.message}")
 
     def _on_output(self, output: RuntimeOutput) -> None:
         """Route one stdout read. Hot path: a run of deltas for one turn becomes one coalesced `Delta` event."""
@@ -489,7 +387,7 @@ class TurnCoordinator(SupervisedActor):
         if known is None or known[0] != output.generation:
             return
         worker_id = output.worker_id
-        run_turn: _Turn | None = None
+        run_turn: TurnState | None = None
         run: list[str] = []
         for message in output.messages:
             if isinstance(message, Notification) and message.method == "item/agentMessage/delta":
@@ -498,21 +396,21 @@ class TurnCoordinator(SupervisedActor):
                 if turn is None:
                     continue
                 if turn is not run_turn:
-                    _flush_deltas(run_turn, run)
+                    flush_deltas(run_turn, run)
                     run_turn, run = turn, []
                 delta = params.get("delta", "")
                 turn.items.setdefault(params.get("itemId", ""), []).append(delta)
                 run.append(delta)
                 continue
-            _flush_deltas(run_turn, run)
+            flush_deltas(run_turn, run)
             run_turn, run = None, []
             if isinstance(message, Notification):
                 self._on_notification(worker_id, message)
             elif isinstance(message, Request):
                 self._on_server_request(worker_id, message)
-        _flush_deltas(run_turn, run)
+        flush_deltas(run_turn, run)
 
-    def _turn_for(self, worker_id: int, method: str, params: Any) -> _Turn | None:
+    def _turn_for(self, worker_id: int, method: str, params: Any) -> TurnState | None:
         """The active turn a runtime message belongs to: same worker and runtime thread, and, when the message
         names a runtime turn, that very turn (a late message of an earlier turn on the thread is not ours)."""
         if not isinstance(params, dict):
@@ -521,7 +419,7 @@ class TurnCoordinator(SupervisedActor):
         turn = None if turn_id is None else self._turns.get(turn_id)
         if turn is None:
             return None
-        named = _runtime_turn_of(method, params)
+        named = runtime_turn_of(method, params)
         return turn if named is None or named == turn.runtime_turn_id else None
 
     def _on_notification(self, worker_id: int, note: Notification) -> None:
@@ -544,7 +442,7 @@ class TurnCoordinator(SupervisedActor):
         elif method == "error" and not params.get("willRetry", False):
             turn.runtime_error = (params.get("error") or {}).get("message")
 
-    def _on_turn_completed(self, turn: _Turn, runtime_turn: dict[str, Any]) -> None:
+    def _on_turn_completed(self, turn: TurnState, runtime_turn: dict[str, Any]) -> None:
         status = runtime_turn.get("status")
         error = (runtime_turn.get("error") or {}).get("message") if isinstance(runtime_turn.get("error"), dict) else None
         if status == "completed":
@@ -561,7 +459,7 @@ class TurnCoordinator(SupervisedActor):
             self._answer(worker_id, request.id, error=RpcError(code=HOST_UNSUPPORTED_REQUEST, message=f"{request.method}: {why}"))
             return
         params = request.params
-        approval = _Approval(
+        approval = Approval(
             approval_id=f"approval-{uuid.uuid4().hex[:12]}", turn_id=turn.turn_id, worker_id=worker_id,
             request_id=request.id, method=request.method, command=params.get("command"),
         )
@@ -576,7 +474,7 @@ class TurnCoordinator(SupervisedActor):
         self._approvals[approval.approval_id] = approval
         turn.approvals[approval.approval_id] = approval
         _log.info("turns.approval_requested", turn=turn.turn_id, approval=approval.approval_id, method=request.method)
-        _emit(
+        emit(
             turn.sink,
             ApprovalRequested(
                 turn_id=turn.turn_id, approval_id=approval.approval_id, method=request.method,
@@ -584,12 +482,12 @@ class TurnCoordinator(SupervisedActor):
             ),
         )
 
-    def _on_request_resolved(self, turn: _Turn, request_id: Any) -> None:
+    def _on_request_resolved(self, turn: TurnState, request_id: Any) -> None:
         for approval in list(turn.approvals.values()):
             if approval.request_id == request_id and type(approval.request_id) is type(request_id):
                 self._drop_approval(turn, approval.approval_id)
                 self._approval_card(turn, "approval withdrawn", approval.approval_id, "the runtime withdrew the request")
-                _emit(turn.sink, ApprovalResolved(turn_id=turn.turn_id, approval_id=approval.approval_id))
+                emit(turn.sink, ApprovalResolved(turn_id=turn.turn_id, approval_id=approval.approval_id))
 
     def _answer(self, worker_id: int, request_id: int | str, *, result: Any = None, error: RpcError | None = None) -> None:
         worker = self._workers.get(worker_id)
@@ -598,7 +496,7 @@ class TurnCoordinator(SupervisedActor):
 
     # --- commands from the caller -----------------------------------------------------------------------------
     def _on_answer(self, message: AnswerApproval) -> None:
-        decision = _validate_decision(message.decision)
+        decision = validate_decision(message.decision)
         approval = self._approvals.get(message.approval_id)
         if approval is None:
             raise UnknownApprovalError(f"unknown or already answered approval id {message.approval_id!r}")
@@ -607,9 +505,9 @@ class TurnCoordinator(SupervisedActor):
         self._approval_card(turn, "approval answered", approval.approval_id, f"{decision}")
         self._answer(approval.worker_id, approval.request_id, result={"decision": decision})
         _log.info("turns.approval_answered", turn=turn.turn_id, approval=approval.approval_id, decision=decision)
-        _emit(turn.sink, ApprovalResolved(turn_id=turn.turn_id, approval_id=approval.approval_id))
+        emit(turn.sink, ApprovalResolved(turn_id=turn.turn_id, approval_id=approval.approval_id))
 
-    def _approval_card(self, turn: _Turn, kind: str, approval_id: str, text: str) -> bool:
+    def _approval_card(self, turn: TurnState, kind: str, approval_id: str, text: str) -> bool:
         """Every step of an approval is a durable card `<approval id>: <text>` under its turn, so a host that died
         with the approval open can still reset it with a message at its next start. False if it was not stored."""
         card = AddActionCard(thread_id=turn.thread_id, turn_id=turn.turn_id, kind=kind, text=f"{approval_id}: {text}")
@@ -620,7 +518,7 @@ class TurnCoordinator(SupervisedActor):
             return False
         return True
 
-    def _drop_approval(self, turn: _Turn, approval_id: str) -> None:
+    def _drop_approval(self, turn: TurnState, approval_id: str) -> None:
         turn.approvals.pop(approval_id, None)
         self._approvals.pop(approval_id, None)
 
@@ -632,7 +530,7 @@ class TurnCoordinator(SupervisedActor):
         if turn.phase == "streaming" and turn.started:
             self._send_interrupt(turn)
 
-    def _send_interrupt(self, turn: _Turn) -> None:
+    def _send_interrupt(self, turn: TurnState) -> None:
         params = {"threadId": turn.runtime_thread_id, "turnId": turn.runtime_turn_id}
         phase = turn.phase
         self._call(turn, "interrupt", "turn/interrupt", params)
@@ -669,7 +567,7 @@ class TurnCoordinator(SupervisedActor):
         for turn in affected:
             self._dispatch_next(turn.thread_id)
 
-    def _reset_approvals(self, turn: _Turn, why: str) -> None:
+    def _reset_approvals(self, turn: TurnState, why: str) -> None:
         if turn.approvals:
             _log.warning("turns.approvals_reset", turn=turn.turn_id, approvals=sorted(turn.approvals), reason=why)
         for approval in list(turn.approvals.values()):
@@ -679,11 +577,11 @@ class TurnCoordinator(SupervisedActor):
             )
             self._approval_card(turn, "approval reset", approval.approval_id, text)
             self._drop_approval(turn, approval.approval_id)
-            _emit(turn.sink, ApprovalReset(turn_id=turn.turn_id, approval_id=approval.approval_id,
+            emit(turn.sink, ApprovalReset(turn_id=turn.turn_id, approval_id=approval.approval_id,
                                            message=f"{approval.approval_id}: {text}"))
 
     # --- ending a turn ----------------------------------------------------------------------------------------
-    def _finish(self, turn: _Turn, status: Any, error: str | None, *, dispatch_next: bool = True) -> None:
+    def _finish(self, turn: TurnState, status: Any, error: str | None, *, dispatch_next: bool = True) -> None:
         if self._turns.pop(turn.turn_id, None) is None:
             return
         if turn.deadline is not None:
@@ -734,7 +632,7 @@ class TurnCoordinator(SupervisedActor):
         self._unpersisted[finish.turn_id] = finish
         if self._retry_timer is None:
             self._retry_attempt += 1
-            delay = next_delay(_PERSIST_RETRY, self._retry_attempt)
+            delay = next_delay(PERSIST_RETRY, self._retry_attempt)
             ref = self.actor_ref
             self._retry_timer = self._clock.call_later(delay, lambda: tell_quietly(ref, RetryPersistence()))
 
@@ -753,7 +651,7 @@ class TurnCoordinator(SupervisedActor):
         else:
             self._retry_attempt = 0
 
-    def _announce(self, turn: _Turn, status: Any, text: str, error: str | None) -> None:
+    def _announce(self, turn: TurnState, status: Any, text: str, error: str | None) -> None:
         """Tell the caller how the turn ended (its end is durable by now) and settle its follow-up entry."""
         if turn.followup:
             try:
@@ -762,7 +660,7 @@ class TurnCoordinator(SupervisedActor):
             except Exception as exc:  # noqa: BLE001 - start-up reconciliation settles it from the turn's status
                 _log.error("turns.followup_state_failed", turn=turn.turn_id, error=repr(exc))
         self._registry.pop(turn.turn_id)
-        _emit(turn.sink, TurnFinished(turn_id=turn.turn_id, status=status, text=text, error=error))
+        emit(turn.sink, TurnFinished(turn_id=turn.turn_id, status=status, text=text, error=error))
 
     def on_stop(self) -> None:
         """Completions still in the group commit: wait for it (any ask flushes it) and tell their callers."""
@@ -803,26 +701,8 @@ class TurnCoordinator(SupervisedActor):
             if thread_id not in self._busy:
                 self._dispatch_followup(thread_id)
 
-    def _active(self, turn: _Turn) -> ActiveTurn:
+    def _active(self, turn: TurnState) -> ActiveTurn:
         return ActiveTurn(
             turn_id=turn.turn_id, thread_id=turn.thread_id, worker_id=turn.worker_id, phase=turn.phase,
             pending_approvals=tuple(turn.approvals),
         )
-
-
-_STEP_METHODS = {"thread_start": "thread/start", "resume": "thread/resume", "turn_start": "turn/start"}
-
-
-def _runtime_turn_of(method: str, params: dict[str, Any]) -> str | None:
-    """The runtime turn id a message names: `turn.id` on turn/started|completed, else `turnId`; None if none."""
-    if method in ("turn/started", "turn/completed"):
-        turn = params.get("turn")
-        return turn.get("id") if isinstance(turn, dict) else None
-    value = params.get("turnId")
-    return value if isinstance(value, str) else None
-
-
-def _nested_id(result: dict[str, Any], key: str) -> str | None:
-    inner = result.get(key)
-    value = inner.get("id") if isinstance(inner, dict) else None
-    return value if isinstance(value, str) else None

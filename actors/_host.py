@@ -32,7 +32,8 @@ from typing import Any, Callable
 import pykka
 
 from actors._clock import Clock, Timer
-from actors._coordinator import CoordinatorSettings, TurnCoordinator, TurnRegistry
+from actors._coordinator import TurnCoordinator
+from actors._turns import CoordinatorSettings, TurnRegistry
 from actors._log import decision, get_logger
 from actors._mapping import MappingActor
 from actors._persistence import PersistenceActor

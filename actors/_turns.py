@@ -1,0 +1,151 @@
+"""Turn data and pure helpers of the turn coordinator: settings, errors, the host-owned subscriber registry, the
+per-turn state, and the small functions that read runtime messages.
+
+Contract: no actor logic here. `TurnRegistry` is thread-safe; everything else is plain data or pure functions.
+Runtime ids are read defensively: a malformed message yields None, never an exception.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from typing import Any
+
+import msgspec
+
+from actors._clock import Timer
+from actors._recovery import Backoff
+from protocol._messages import Delta, TurnFinished
+
+__all__ = [
+    "APPROVAL_METHODS", "PERSIST_RETRY", "STEP_METHODS", "Approval", "CoordinatorSettings", "HostClosedError",
+    "TurnRegistry", "TurnState", "UnknownApprovalError", "UnknownTurnError", "emit", "flush_deltas", "nested_id",
+    "new_turn_id", "runtime_turn_of", "validate_decision",
+]
+
+PERSIST_RETRY = Backoff(initial_s=1.0, multiplier=2.0, max_s=30.0)  # retrying turn ends the storage refused
+APPROVAL_METHODS = frozenset({"item/commandExecution/requestApproval", "item/fileChange/requestApproval"})
+_DECISIONS = frozenset({"accept", "acceptForSession", "decline", "cancel"})
+
+
+class HostClosedError(RuntimeError):
+    """The host is shutting down and takes no new messages."""
+
+
+class UnknownApprovalError(KeyError):
+    """No pending approval has this id."""
+
+
+class UnknownTurnError(KeyError):
+    """No active turn has this id."""
+
+
+class CoordinatorSettings(msgspec.Struct, frozen=True, kw_only=True):
+    request_timeout_s: float = 30.0
+    turn_timeout_s: float = 600.0
+    max_active_turns: int = 8
+    approval_policy: str = "on-request"
+    sandbox: str = "workspace-write"
+
+
+class TurnRegistry:
+    """Subscribers of open turns and queued follow-ups, by turn id. Owned by the host supervisor and handed to
+    every coordinator it starts, so a coordinator that crashed can still be followed by one that tells callers
+    how their turns ended. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sinks: dict[str, Any] = {}
+
+    def put(self, turn_id: str, sink: Any) -> None:
+        if sink is not None:
+            with self._lock:
+                self._sinks[turn_id] = sink
+
+    def get(self, turn_id: str) -> Any:
+        with self._lock:
+            return self._sinks.get(turn_id)
+
+    def pop(self, turn_id: str) -> Any:
+        with self._lock:
+            return self._sinks.pop(turn_id, None)
+
+    def fail_all(self, reason: str) -> int:
+        """Tell every caller still waiting that its turn ended as failed (the host itself failed)."""
+        with self._lock:
+            sinks, self._sinks = self._sinks, {}
+        for turn_id, sink in sinks.items():
+            emit(sink, TurnFinished(turn_id=turn_id, status="failed", text="", error=reason))
+        return len(sinks)
+
+
+class Approval(msgspec.Struct):
+    approval_id: str
+    turn_id: str
+    worker_id: int
+    request_id: int | str
+    method: str
+    command: str | None
+
+
+class TurnState(msgspec.Struct):
+    turn_id: str
+    thread_id: str
+    text: str
+    sink: Any
+    phase: str = "dispatching"
+    worker_id: int | None = None
+    runtime_thread_id: str | None = None
+    runtime_turn_id: str | None = None
+    items: dict[str, list[str]] = {}  # agentMessage item id -> its text parts (joined once, at the end)
+    approvals: dict[str, Approval] = {}
+    retried: bool = False
+    interrupt_requested: bool = False
+    started: bool = False  # the runtime announced `turn/started` for runtime_turn_id
+    runtime_error: str | None = None
+    deadline: Timer | None = None
+    followup: bool = False
+
+    def reply_text(self) -> str:
+        texts = ("".join(parts) for parts in self.items.values())
+        return "\n\n".join(text for text in texts if text)
+
+
+def new_turn_id() -> str:
+    return f"turn-{uuid.uuid4().hex[:16]}"
+
+
+def emit(sink: Any, event: Any) -> None:
+    if sink is not None:
+        sink.put(event)
+
+
+def flush_deltas(turn: TurnState | None, run: list[str]) -> None:
+    if turn is not None and run:
+        emit(turn.sink, Delta(turn_id=turn.turn_id, text="".join(run), count=len(run)))
+
+
+def validate_decision(decision: Any) -> Any:
+    if isinstance(decision, str) and decision in _DECISIONS:
+        return decision
+    if isinstance(decision, dict) and len(decision) == 1:
+        return decision
+    raise ValueError(f"approval decision must be one of {sorted(_DECISIONS)} or a one-key object, got {decision!r}")
+
+
+STEP_METHODS = {"thread_start": "thread/start", "resume": "thread/resume", "turn_start": "turn/start"}
+
+
+def runtime_turn_of(method: str, params: dict[str, Any]) -> str | None:
+    """The runtime turn id a message names: `turn.id` on turn/started|completed, else `turnId`; None if none."""
+    if method in ("turn/started", "turn/completed"):
+        turn = params.get("turn")
+        return turn.get("id") if isinstance(turn, dict) else None
+    value = params.get("turnId")
+    return value if isinstance(value, str) else None
+
+
+def nested_id(result: dict[str, Any], key: str) -> str | None:
+    inner = result.get(key)
+    value = inner.get("id") if isinstance(inner, dict) else None
+    return value if isinstance(value, str) else None
