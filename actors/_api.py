@@ -8,7 +8,8 @@ Contract:
 - `send()` returns at once with a `TurnHandle`; by then the user message and the pending checkpoint are durable
   (or, for a busy thread, the message is durable in the follow-up queue). Events stream through the handle;
   `TurnHandle.wait()` returns the `TurnFinished` event, which is emitted only after the turn's end is durable.
-- `shutdown()` drains: no new messages, waits up to `drain_timeout_s` for open turns, then stops the host (turns
+- `shutdown()` drains: no new messages, waits up to `drain_timeout_s` for open turns (without consuming their
+  events: every event stays in its handle for the caller), then stops the host (turns
   still open end as failed and are persisted; runtimes get stdin closed, then their group SIGKILLed after
   `shutdown_timeout_s`). It is idempotent; `__exit__` calls it.
 - Every wait on a handle takes a timeout; a timeout raises `TimeoutError` naming the turn, nothing is lost.
@@ -17,6 +18,7 @@ Contract:
 from __future__ import annotations
 
 import queue
+import threading
 import time
 import uuid
 from typing import Any, Callable, Iterator, Literal
@@ -112,10 +114,23 @@ class HostConfig(msgspec.Struct, frozen=True, kw_only=True):
                 raise ValueError(f"HostConfig.worker_faults names worker {worker_id!r}; workers are 1..{self.workers}")
 
 
+class TurnEvents(queue.Queue):  # type: ignore[type-arg]
+    """A turn's event queue that also records, without consuming anything, that `TurnFinished` was delivered."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ended = threading.Event()
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        super().put(item, block, timeout)
+        if isinstance(item, TurnFinished):
+            self.ended.set()
+
+
 class TurnHandle:
     """The caller's view of one turn: its events, in order, ending with `TurnFinished`."""
 
-    def __init__(self, turn_id: str, queued: bool, events: "queue.Queue[TurnEvent]") -> None:
+    def __init__(self, turn_id: str, queued: bool, events: TurnEvents) -> None:
         self.turn_id = turn_id
         self.queued = queued
         self._events = events
@@ -133,6 +148,10 @@ class TurnHandle:
         if isinstance(event, TurnFinished):
             self.finished = event
         return event
+
+    def ended(self, timeout_s: float) -> bool:
+        """Wait until the turn's `TurnFinished` was delivered, WITHOUT consuming any event; False on timeout."""
+        return self._events.ended.wait(timeout_s)
 
     def events(self, timeout_s: float = 60.0) -> Iterator[TurnEvent]:
         """Yield events until (and including) `TurnFinished`; each must come within `timeout_s`."""
@@ -255,11 +274,8 @@ class AgentHost:
         if turns is not None:
             tell_quietly(turns, CloseIntake())
         deadline = time.monotonic() + drain
-        for handle in list(self._open.values()):
-            try:
-                while handle.finished is None and time.monotonic() < deadline:
-                    handle.next_event(max(0.0, deadline - time.monotonic()))
-            except TimeoutError:
+        for handle in list(self._open.values()):  # wait, never consume: the events belong to the caller
+            if not handle.ended(max(0.0, deadline - time.monotonic())):
                 break
         try:
             host.ask(ShutdownHost(timeout_s=self.config.shutdown_timeout_s))
@@ -292,10 +308,10 @@ class AgentHost:
         return thread_id
 
     def send(self, thread_id: str, text: str) -> TurnHandle:
-        events: queue.Queue[TurnEvent] = queue.Queue()
+        events = TurnEvents()
         accepted = self._ask("turns", SendMessage(thread_id=thread_id, text=text, sink=events))
         handle = TurnHandle(accepted.turn_id, accepted.queued, events)
-        self._open = {tid: h for tid, h in self._open.items() if h.finished is None}
+        self._open = {tid: h for tid, h in self._open.items() if not h.ended(0)}
         self._open[handle.turn_id] = handle
         return handle
 

@@ -204,6 +204,7 @@ def test_shutdown_aborts_open_turns_and_persists_them(tmp_path) -> None:
     thread_id = host.create_thread()
     handle = host.send(thread_id, "never answered")
     host.shutdown(drain_timeout_s=0.2)
+    assert handle.history == []  # the drain waited without consuming: every event is still the caller's
     finished = handle.wait(5.0)
     assert finished.status == "failed" and "shut down" in (finished.error or "")
     db = Database.open(StorageRoot(config.storage_root).db_path)
