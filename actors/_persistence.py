@@ -6,7 +6,7 @@ When is a caller's write durable? (synchronous=FULL in WAL mode: a committed tra
   re-rendered from the database and atomically replaced (temp file, fsync, rename, fsync of the folder). Failures,
   interruptions and approval resets always take this path: they are never batched.
 - `CompleteTurn` (a completed turn, told with `reply_to`): group-committed. Completions that arrive back to back
-  are finished in ONE transaction when `max_batch` are waiting or the actor's mailbox is empty (so an idle host
+  are finished in ONE transaction when `max_batch` (default MAX_BATCH, 256) are waiting or the actor's mailbox is empty (so an idle host
   adds no delay); then the transcripts of the threads in the batch are rewritten once each; only then does every
   caller get its `TurnPersisted`. Any other message first flushes the waiting completions, so the database sees
   writes in the order the actor received them. If the batch transaction fails, each completion is retried alone,
@@ -78,10 +78,11 @@ from storage import (
     validate_id,
 )
 
-__all__ = ["PersistenceActor"]
+__all__ = ["MAX_BATCH", "PersistenceActor"]
 
 _log = get_logger("agenthost.persistence")
 _DOCUMENTS_CACHED = 256  # threads whose transcript stays in memory between writes
+MAX_BATCH = 256  # completions per group commit at most
 
 
 class _CheckpointTick(msgspec.Struct, frozen=True):
@@ -99,7 +100,7 @@ class PersistenceActor(SupervisedActor):
         wall: Callable[[], float],
         checkpoint_interval_s: float = 5.0,
         checkpoint_pages: int = 1000,
-        max_batch: int = 64,
+        max_batch: int = MAX_BATCH,
         vfs: str | None = None,
         transcript_fs: AtomicFs | None = None,
         supervisor_ref: Any = None,

@@ -2,12 +2,12 @@
 
 - `measure_raw`: one `apsw.Connection` on a fresh temp file with journal_mode=WAL, synchronous=FULL and automatic
   checkpoints off, with agenthost's own schema (its migrations). `completions` pending turns are inserted first
-  (untimed); then the completions are UPDATEs, 64 per transaction (one fsync'd commit per 64): the floor for a
+  (untimed); then the completions are UPDATEs, MAX_BATCH (256) per transaction (one fsync'd commit per batch): the floor for a
   durable batched write of the same rows.
 - `measure_host`: a `PersistenceActor` (actors._persistence) on a fresh `storage.StorageRoot`; every turn is begun
   first (untimed `BeginTurn` asks), then every completion is told at once as `CompleteTurn` and the clock stops when
   the last `TurnPersisted` reply arrives. A reply means the completion is durable: committed by the group commit
-  (up to 64 per transaction, synchronous=FULL) AND its thread's transcript re-rendered (incrementally) and
+  (up to MAX_BATCH per transaction, synchronous=FULL) AND its thread's transcript re-rendered (incrementally) and
   atomically replaced (temp file, fsync, rename, fsync of the folder).
 
 Not measured: concurrent writers, turns spread over many threads (each thread in a batch costs one transcript
@@ -26,7 +26,7 @@ import apsw
 from bench._rate import Run
 
 from actors import SystemClock
-from actors._persistence import PersistenceActor
+from actors._persistence import MAX_BATCH, PersistenceActor
 from protocol._messages import BeginTurn, CompleteTurn, CreateThread, TurnPersisted
 from storage import StorageRoot
 from storage._schema import apply_migrations
@@ -67,7 +67,7 @@ def _insert_pending(conn: apsw.Connection, completions: int) -> None:
         )
 
 
-def measure_raw(completions: int, work_dir: Path, *, batch: int = 64) -> Run:
+def measure_raw(completions: int, work_dir: Path, *, batch: int = MAX_BATCH) -> Run:
     """Completions/s of bare APSW commits, `batch` updates per transaction (see the module docstring)."""
     conn = _open_raw(work_dir / "raw.db")
     try:

@@ -120,7 +120,7 @@ class ThreadDocument:
         for turn in ordered_turns:
             cards = tuple(cards_by_turn[turn.turn_id])
             cached = self._sections.get(turn.turn_id)
-            if cached is None or cached[0] != turn or cached[1] != cards:
+            if cached is None or (cached[0] is not turn and cached[0] != turn) or cached[1] != cards:
                 cached = (turn, cards, "\n\n".join(_render_turn(turn, cards)))
                 self._sections[turn.turn_id] = cached
             blocks.append(cached[2])
