@@ -8,7 +8,8 @@ Contract (each checker returns a list of `Violation`; none means the invariant h
   events are stamped when logged, a few microseconds after the decision was taken; default 0.002 s).
 - `check_deadlines(history, turn_timeout_s, slack_s)`: every "turns.dispatched" turn ends in the same host
   incarnation ("turns.finished", "turns.reconciled_pending" or a TurnFinished event) within turn_timeout_s +
-  slack_s, unless that incarnation was killed (then the storage check covers it).
+  slack_s, unless that incarnation was killed (then the storage check covers it) or failed (its storage refused
+  every write) and a later incarnation settled the turn ("turns.reconciled_pending").
 - `check_approvals(history, storage)`: an approval the runner did not answer and whose turn did not end at its
   deadline must have been reset with a message: an ApprovalReset event, or (after a host kill, when no caller was
   left to tell) an "approval reset" card naming it in the thread's transcript.
@@ -176,11 +177,16 @@ def check_deadlines(history: History, turn_timeout_s: float, slack_s: float = 2.
                      if e.data.get("event") == "TurnFinished"})
     finished.update({(e.host, e.data.get("turn")): e for e in history.logs("turns.finished")})
     killed = _killed_hosts(history)
+    failed = {e.host for e in history.entries("host_stop") if not e.data.get("clean", True)}
+    settled_later = {(e.host, e.data.get("turn")) for e in history.logs("turns.reconciled_pending")}
     violations = []
     for entry in history.logs("turns.dispatched"):
         key = (entry.host, entry.data.get("turn"))
         end = finished.get(key)
         if end is None:
+            # a host that FAILED (its storage refused every write) cannot settle its turns; the next host does
+            if entry.host in failed and any(t == key[1] and h > entry.host for h, t in settled_later):
+                continue
             if entry.host not in killed:
                 violations.append(_violation(history, "turn_deadlines",
                     f"turn {key[1]} dispatched at {entry.t:.3f} (host {entry.host}) never finished", entry.t))
