@@ -26,6 +26,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 import uuid
 from collections.abc import Callable
@@ -90,6 +91,9 @@ class _ActiveTurn:
         return str(self.record["id"])
 
 
+STAT_INTERVAL_S = 0.01  # live faults file: stat at most this often on the delta path
+
+
 class LiveFaults:
     """The faults in force: `base`, overridden by `path`'s JSON while that file exists (re-read on change)."""
 
@@ -100,16 +104,22 @@ class LiveFaults:
         self._faults = base
         self.version = 0  # bumped whenever the faults in force change
         self._fired: set[str] = set()  # one-shot knobs already fired for this version
-        self.refresh()
+        self._next_stat = 0.0  # monotonic time before which refresh() does not stat again
+        self.refresh(force=True)
 
     @property
     def faults(self) -> RuntimeFaults:
         return self._faults
 
-    def refresh(self) -> RuntimeFaults:
-        """Stat the file; re-read it if it changed; return the faults in force."""
+    def refresh(self, *, force: bool = False) -> RuntimeFaults:
+        """Stat the file (at most every STAT_INTERVAL_S unless `force`); re-read it if it changed; return the faults
+        in force. The rate limit keeps the stat off the per-delta hot path."""
         if self._path is None:
             return self._faults
+        now = time.monotonic()
+        if not force and now < self._next_stat:
+            return self._faults
+        self._next_stat = now + STAT_INTERVAL_S
         try:
             info = os.stat(self._path)
         except FileNotFoundError:
@@ -197,9 +207,10 @@ class ReferenceRuntime:
     def _faults(self) -> RuntimeFaults:
         return self._live.refresh()
 
-    def _live_faults_point(self, next_line: bytes | None = None) -> None:
-        """Before a turn start or a delta (state lock held): fire eof_mid_line / stop_self once per loaded value."""
-        faults = self._live.refresh()
+    def _live_faults_point(self, next_line: bytes | None = None, *, turn_start: bool = False) -> None:
+        """Before a turn start or a delta (state lock held): fire eof_mid_line / stop_self once per loaded value.
+        A turn start always re-reads the file; deltas at most every STAT_INTERVAL_S."""
+        faults = self._live.refresh(force=turn_start)
         if self._live.version != self._file_crash_version:
             self._file_crash_version = self._live.version
             self._deltas_left = faults.crash_after_deltas
@@ -313,7 +324,7 @@ class ReferenceRuntime:
         self._active[record.id] = turn
         started_turn = {"id": turn.id, "status": "inProgress", "items": [], "error": None}
         self._out.response(request.id, {"turn": started_turn})
-        self._live_faults_point()
+        self._live_faults_point(turn_start=True)
         if self._faults.garbage_before_turn:
             self._out.garbage()
         self._out.notify("turn/started", {"threadId": record.id, "turn": started_turn})
