@@ -72,6 +72,7 @@ class BenchReport(msgspec.Struct, frozen=True, kw_only=True):
     params: BenchParams
     deltas: Comparison  # baseline = raw pipe + decode floor
     durability: Comparison  # baseline = raw APSW commits
+    durability_breakdown: _durability.Breakdown | None = None
     codex: Comparison | None = None  # baseline = a direct minimal client on the same codex; None: not installed
     codex_skipped: str | None = None
     design_target_pct: float = DESIGN_TARGET_PCT
@@ -120,8 +121,11 @@ def run(params: BenchParams) -> BenchReport:
         params.repeats,
     )
     codex, skipped = _codex_comparison(params)
+    with tempfile.TemporaryDirectory(prefix="agenthost-bench-") as work_dir:
+        breakdown = _durability.measure_breakdown(params.completions, Path(work_dir))
     return BenchReport(
-        machine=_machine(), params=params, deltas=deltas, durability=durability, codex=codex,
+        machine=_machine(), params=params, deltas=deltas, durability=durability, durability_breakdown=breakdown,
+        codex=codex,
         codex_skipped=skipped, seconds_total=time.perf_counter() - started,
     )
 
@@ -176,11 +180,26 @@ def format_report(report: BenchReport) -> str:
         "  host: every CompleteTurn told at once, timed until the last TurnPersisted; one completion is durable",
         "  when its reply arrives: committed (synchronous=FULL, group commit of up to 256) AND its thread's",
         "  transcript re-rendered and atomically replaced (write, fsync, rename, fsync dir). Raw: commits only.",
+        *_breakdown_lines(report, durability),
         "",
         *_codex_lines(report),
         f"total {report.seconds_total:.1f} s (figures are reported, never asserted)",
     ]
     return "\n".join(lines)
+
+
+def _breakdown_lines(report: BenchReport, durability: Comparison) -> list[str]:
+    parts = report.durability_breakdown
+    if parts is None:
+        return []
+    raw_us, host_us = 1e6 / durability.baseline_per_s, 1e6 / durability.host_per_s
+    rest = host_us - parts.finish_rows_us - parts.transcript_us
+    return [
+        f"  per completion: raw {raw_us:.1f} us; host {host_us:.1f} us = rows {parts.finish_rows_us:.1f} (validate, "
+        f"update, group commit)",
+        f"    + transcript {parts.transcript_us:.1f} (one render + atomic write per batch) + actor messaging and the "
+        f"rest {rest:.1f}",
+    ]
 
 
 def _codex_lines(report: BenchReport) -> list[str]:

@@ -4,6 +4,9 @@
   checkpoints off, with agenthost's own schema (its migrations). `completions` pending turns are inserted first
   (untimed); then the completions are UPDATEs, MAX_BATCH (256) per transaction (one fsync'd commit per batch): the floor for a
   durable batched write of the same rows.
+- `measure_breakdown`: the storage parts of a host completion timed alone (no actors): `finish_turns` per
+  completion, and one transcript render + atomic write per batch, amortised; the rest of the host's time per
+  completion is actor messaging.
 - `measure_host`: a `PersistenceActor` (actors._persistence) on a fresh `storage.StorageRoot`; every turn is begun
   first (untimed `BeginTurn` asks), then every completion is told at once as `CompleteTurn` and the clock stops when
   the last `TurnPersisted` reply arrives. A reply means the completion is durable: committed by the group commit
@@ -25,13 +28,15 @@ import apsw
 
 from bench._rate import Run
 
+import msgspec
+
 from actors import SystemClock
 from actors._persistence import MAX_BATCH, PersistenceActor
 from protocol._messages import BeginTurn, CompleteTurn, CreateThread, TurnPersisted
-from storage import StorageRoot
+from storage import Database, StorageRoot, ThreadDocument, TranscriptStore, TurnFinish
 from storage._schema import apply_migrations
 
-__all__ = ["measure_host", "measure_raw"]
+__all__ = ["Breakdown", "measure_breakdown", "measure_host", "measure_raw"]
 
 USER_TEXT = "bench question"
 ASSISTANT_TEXT = "Reference reply to: bench question"
@@ -131,3 +136,37 @@ def measure_host(completions: int, work_dir: Path, *, threads: int = 1) -> Run:
     finally:
         actor.stop(timeout=ASK_TIMEOUT_S)
     return Run(count=completions, seconds=seconds)
+
+
+class Breakdown(msgspec.Struct, frozen=True, kw_only=True):
+    """Where one host completion's time goes, in microseconds per completion (no actors involved)."""
+
+    finish_rows_us: float  # Database.finish_turns (validation, update, group commit), per completion
+    transcript_us: float  # one render + atomic write of the thread's transcript per batch, amortised
+
+
+def measure_breakdown(completions: int, work_dir: Path, *, batch: int = MAX_BATCH) -> Breakdown:
+    """The storage parts of a completion timed alone: what the host pays before any actor messaging."""
+    root = StorageRoot(work_dir / "breakdown-root")
+    root.ensure()
+    db = Database.open(root.db_path)
+    try:
+        db.ensure_project("bench", "bench", time.time())
+        db.create_thread("bench-thread", "bench", "bench", time.time())
+        for index in range(completions):
+            db.begin_turn(_turn_id(index), "bench-thread", USER_TEXT, time.time())
+        finishes = [TurnFinish(_turn_id(i), "completed", ASSISTANT_TEXT, None, time.time(), 1) for i in range(completions)]
+        started = time.perf_counter()
+        for first in range(0, completions, batch):
+            db.finish_turns(finishes[first:first + batch])
+        rows_s = time.perf_counter() - started
+        doc = ThreadDocument(db.get_thread("bench-thread"), db.list_turns("bench-thread"), ())
+        store = TranscriptStore(root)
+        batches = -(-completions // batch)  # as many transcript writes as the host's group commits
+        started = time.perf_counter()
+        for _ in range(batches):
+            store.write("bench", "bench-thread", doc.render())
+        transcript_s = time.perf_counter() - started
+    finally:
+        db.close()
+    return Breakdown(finish_rows_us=1e6 * rows_s / completions, transcript_us=1e6 * transcript_s / completions)
