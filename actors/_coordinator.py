@@ -110,7 +110,7 @@ from protocol._messages import (
     WorkerHealth,
     WorkerUp,
 )
-from storage import RESTARTED_NOTE, StorageError
+from storage import RESTARTED_NOTE, StorageError, TurnAlreadyFinishedError
 
 __all__ = ["TurnCoordinator"]
 
@@ -641,9 +641,10 @@ class TurnCoordinator(SupervisedActor):
         for turn_id, finish in list(self._unpersisted.items()):
             try:
                 self._persistence.ask(finish)
-            except StorageError as exc:
-                if "terminal states are final" not in str(exc):
-                    continue  # still refused: kept for the next try
+            except TurnAlreadyFinishedError:
+                pass  # settled meanwhile (e.g. by a reconciliation): nothing left to retry
+            except StorageError:
+                continue  # still refused: kept for the next try
             del self._unpersisted[turn_id]
             _log.warning("turns.persist_recovered", turn=turn_id, status=finish.status)
         if self._unpersisted:

@@ -184,7 +184,7 @@ class HostSupervisor(pykka.ThreadingActor):
             case ChildFailed():
                 self._on_failure(message.child, f"{message.child} crashed: {message.error}")
             case PoolFailed():
-                self._on_failure("pool", message.reason)
+                self._on_failure("pool", message.reason, workers_gave_up=message.workers_gave_up)
             case RestartChildren():
                 self._on_restart_due(message.names)
             case GetHostStatus():
@@ -198,7 +198,7 @@ class HostSupervisor(pykka.ThreadingActor):
         return None
 
     # --- failures -------------------------------------------------------------------------------------------
-    def _on_failure(self, child: str, cause: str) -> None:
+    def _on_failure(self, child: str, cause: str, *, workers_gave_up: bool = False) -> None:
         if self._state in ("failed", "stopped") or child in self._restarting:
             return  # already down, or already being restarted
         now = self._clock.now()
@@ -208,7 +208,7 @@ class HostSupervisor(pykka.ThreadingActor):
             self._history = verdict.history
             self._restarting = affected
             self._stop_children(affected, f"agenthost is restarting after a failure ({cause})")
-            if child == "pool" and "gave up" in cause and verdict.attempt >= 2:
+            if workers_gave_up and verdict.attempt >= 2:
                 self._quarantine_runtime_state(cause, verdict.attempt)
             ref, due = self.actor_ref, RestartChildren(names=affected)
             self._timer = self._clock.call_later(verdict.delay_s, lambda: tell_quietly(ref, due))

@@ -233,7 +233,7 @@ class PoolSupervisor(SupervisedActor):
         if verdict.action == "escalate":
             self._escalate(f"{child}: {verdict.reason}")
         elif verdict.action == "give_up" and all(s.state == "given_up" for s in self._slots.values()):
-            self._escalate(f"all {len(self._slots)} workers gave up; last: {child} {exit_reason}")
+            self._escalate(f"all {len(self._slots)} workers gave up; last: {child} {exit_reason}", workers_gave_up=True)
 
     def _on_restart_due(self, message: RestartDue) -> None:
         slot = self._current(message.worker_id, message.generation)
@@ -243,12 +243,12 @@ class PoolSupervisor(SupervisedActor):
         _log.info("pool.worker_restarting", worker=slot.worker_id, attempt=slot.history.attempt)
         self._spawn(slot)
 
-    def _escalate(self, reason: str) -> None:
+    def _escalate(self, reason: str, *, workers_gave_up: bool = False) -> None:
         """Stop every worker (reverse order), then hand the failure to the parent."""
         self._stop_all(self._shutdown_timeout_s)
         _log.error("pool.failed", reason=reason)
         if self._parent is not None:
-            tell_quietly(self._parent, PoolFailed(reason=reason))
+            tell_quietly(self._parent, PoolFailed(reason=reason, workers_gave_up=workers_gave_up))
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
         self._stop_all(self._shutdown_timeout_s)

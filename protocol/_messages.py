@@ -162,6 +162,7 @@ class WorkerHealth(_Msg, kw_only=True):
 
 class PoolFailed(_Msg, kw_only=True):
     reason: str
+    workers_gave_up: bool = False  # True: every worker exhausted its restarts (not an intensity escalation)
 
 
 class StopPool(_Msg, kw_only=True):

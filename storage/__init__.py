@@ -12,6 +12,7 @@ from ._errors import (
     StorageError,
     StorageFullError,
     StorageIOError,
+    TurnAlreadyFinishedError,
     UnknownThreadError,
     UnknownTurnError,
 )
@@ -81,6 +82,7 @@ __all__ = [
     "StorageError",
     "StorageFullError",
     "StorageIOError",
+    "TurnAlreadyFinishedError",
     "StorageRoot",
     "ThreadRow",
     "ThreadDocument",

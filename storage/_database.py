@@ -38,6 +38,7 @@ from ._errors import (
     StorageError,
     StorageFullError,
     StorageIOError,
+    TurnAlreadyFinishedError,
     UnknownThreadError,
     UnknownTurnError,
 )
@@ -283,7 +284,7 @@ class Database:
         with self._transaction(f"setting worker of turn {turn_id!r}"):
             turn = self._require_turn(turn_id)
             if turn.status != "pending":
-                raise StorageError(f"turn {turn_id!r} is already {turn.status}; terminal states are final")
+                raise TurnAlreadyFinishedError(f"turn {turn_id!r} is already {turn.status}; terminal states are final")
             self._conn.execute("UPDATE turns SET worker_id = ? WHERE turn_id = ?", (worker, turn_id))
 
     def finish_turn(
@@ -417,7 +418,7 @@ class Database:
         finished_at = _time("now", finish.now)
         turn = self._require_turn(finish.turn_id)
         if turn.status != "pending":
-            raise StorageError(f"turn {finish.turn_id!r} is already {turn.status}; terminal states are final")
+            raise TurnAlreadyFinishedError(f"turn {finish.turn_id!r} is already {turn.status}; terminal states are final")
         worker_id = turn.worker_id if finish.worker_id is None else _integer("worker id", finish.worker_id)
         self._conn.execute(
             "UPDATE turns SET status = ?, assistant_text = ?, error = ?, finished_at = ?, worker_id = ?"

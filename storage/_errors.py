@@ -12,6 +12,7 @@ __all__ = [
     "SchemaError",
     "StorageError",
     "StorageCorruptError",
+    "TurnAlreadyFinishedError",
     "StorageFullError",
     "StorageIOError",
     "UnknownThreadError",
@@ -39,6 +40,10 @@ class UnknownTurnError(StorageError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class TurnAlreadyFinishedError(StorageError):
+    """The turn already reached a terminal state; terminal states are final."""
 
 
 class SchemaError(StorageError):
