@@ -643,8 +643,8 @@ class TurnCoordinator(SupervisedActor):
                 self._persistence.ask(finish)
             except TurnAlreadyFinishedError:
                 pass  # settled meanwhile (e.g. by a reconciliation): nothing left to retry
-            except StorageError:
-                continue  # still refused: kept for the next try
+            except (StorageError, pykka.ActorDeadError):
+                continue  # still refused (or storage restarting): kept for the next try
             del self._unpersisted[turn_id]
             _log.warning("turns.persist_recovered", turn=turn_id, status=finish.status)
         if self._unpersisted:
