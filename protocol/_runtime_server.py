@@ -33,6 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 from chaos._faults import RuntimeFaults, decode_faults
+from protocol._chunks import split_text
 from protocol._jsonrpc import (
     ErrorResponse,
     LineBuffer,
@@ -443,7 +444,7 @@ class ReferenceRuntime:
         agent_item = {"type": "agentMessage", "id": f"msg_{next(self._item_numbers)}", "text": ""}
         if not self._emit(turn, "item/started", self._item_params(turn, agent_item, "startedAtMs")):
             return
-        for index, chunk in enumerate(_split_reply(reply_text, self._deltas_per_reply)):
+        for index, chunk in enumerate(split_text(reply_text, self._deltas_per_reply)):
             with self._lock:
                 if index and self._faults.delta_delay_s:
                     self._changed.wait_for(lambda: turn.done, timeout=self._faults.delta_delay_s)
@@ -599,13 +600,3 @@ def _approval_outcome(reply: Response | ErrorResponse | None) -> str:
     return "failed"
 
 
-def _split_reply(text: str, parts: int) -> list[str]:
-    """Split into `parts` roughly equal non-empty chunks (fewer only if the text is shorter)."""
-    parts = max(1, min(parts, len(text)))
-    size, extra = divmod(len(text), parts)
-    chunks, start = [], 0
-    for index in range(parts):
-        end = start + size + (1 if index < extra else 0)
-        chunks.append(text[start:end])
-        start = end
-    return chunks

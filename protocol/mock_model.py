@@ -44,6 +44,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator
 
+from protocol._chunks import split_text
+
 __all__ = ["MockModelServer", "Reply", "main", "reply_for"]
 
 RUN_MARKER = "RUN:"
@@ -118,16 +120,6 @@ def _tool_call(reply: Reply) -> tuple[str, str]:
     return "request_user_input", json.dumps({"questions": [question]})
 
 
-def _chunks(text: str, count: int) -> list[str]:
-    """`text` cut into min(count, len(text)) non-empty pieces of near-equal size (one piece for "")."""
-    pieces = max(1, min(count, len(text)))
-    size, extra = divmod(len(text), pieces)
-    out, start = [], 0
-    for index in range(pieces):
-        end = start + size + (1 if index < extra else 0)
-        out.append(text[start:end])
-        start = end
-    return out
 
 
 def _usage(input_tokens: int, output_tokens: int) -> dict[str, Any]:
@@ -259,7 +251,7 @@ class MockModelServer:
             item_id = f"msg_{response_id}"
             message = {"type": "message", "id": item_id, "role": "assistant", "status": "in_progress", "content": []}
             yield "response.output_item.added", {"output_index": 0, "item": message}, 0.0
-            for index, piece in enumerate(_chunks(text, count)):
+            for index, piece in enumerate(split_text(text, count)):
                 yield "response.output_text.delta", {"item_id": item_id, "output_index": 0, "content_index": 0,
                                                      "delta": piece}, (delay if index else 0.0)
             done = {**message, "status": "completed",
