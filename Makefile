@@ -3,13 +3,18 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# Wheels of the runtime dependencies, for the packaging test's fresh venv (it installs offline from here).
+WHEELHOUSE := $(VENV)/wheelhouse
+RUNTIME_DEPS := pykka|msgspec|apsw|structlog
 
-.PHONY: demo test bench clean codex
+.PHONY: demo test lint bench clean codex
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip wheel --quiet --no-deps -w $(WHEELHOUSE) \
+		$$($(BIN)/python -m pip freeze --exclude-editable | grep -iE '^($(RUNTIME_DEPS))==')
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -20,7 +25,13 @@ demo: $(STAMP)
 codex:
 	@bash .ci/install-codex > /dev/null
 
-test: $(STAMP) codex
+# ruff (lint + format check) and mypy (strict for the public API; see pyproject.toml).
+lint: $(STAMP)
+	$(BIN)/python -m ruff check .
+	$(BIN)/python -m ruff format --check .
+	bash .ci/typecheck $(BIN)/python
+
+test: $(STAMP) codex lint
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

@@ -1,38 +1,61 @@
-"""agenthost's actors and its embedding API.
+"""agenthost's supervision layer: the actors and the one recovery policy.
 
-`AgentHost` (a context manager) is the entry point for applications; the actors behind it are a root host
-supervisor, a pool supervisor with one worker actor per runtime process, a thread-mapping actor, a turn
-coordinator and a persistence actor. Every restart decision comes from the one recovery policy
-(`RecoveryPolicy`, `admit_restart`, `next_delay`) and is made by a supervisor.
+The actors are a root host supervisor, a pool supervisor with one worker actor per runtime process, a
+thread-mapping actor, a turn coordinator and a persistence actor. Every restart decision comes from the one
+recovery policy (`RecoveryPolicy`, `admit_restart`, `next_delay`) and is made by a supervisor. Applications use
+`agenthost.AgentHost`, which starts and drives these actors.
 """
 
-from actors._api import AgentHost, HostConfig, HostStartError, HostUnavailableError, TurnHandle
-from actors._clock import Clock, FakeClock, SystemClock, Timer
-from actors._turns import HostClosedError, UnknownApprovalError, UnknownTurnError
-from actors._mapping import NoHealthyWorkerError
-from actors._recovery import (
+from agenthost.actors._clock import Clock, FakeClock, SystemClock, Timer
+from agenthost.actors._log import Event, EventLogger, Listener, subscribe
+from agenthost.actors._mapping import NoHealthyWorkerError
+from agenthost.actors._recovery import (
     HOST_POLICY,
-    ChildSpec,
-    SupervisorSpec,
-    children_to_restart,
-    should_restart,
     WORKER_POLICY,
     Backoff,
+    ChildSpec,
     Decision,
     Intensity,
     PolicyError,
     RecoveryPolicy,
     RestartHistory,
+    SupervisorSpec,
     admit_restart,
+    children_to_restart,
     next_delay,
     record_start,
     schedule,
+    should_restart,
 )
+from agenthost.actors._turns import HostClosedError, TurnNotActiveError, UnknownApprovalError
 
 __all__ = [
-    "AgentHost", "HostConfig", "HostStartError", "HostUnavailableError", "TurnHandle",
-    "Clock", "FakeClock", "SystemClock", "Timer",
-    "HostClosedError", "UnknownApprovalError", "UnknownTurnError", "NoHealthyWorkerError",
-    "HOST_POLICY", "WORKER_POLICY", "ChildSpec", "SupervisorSpec", "children_to_restart", "should_restart", "Backoff", "Decision", "Intensity", "PolicyError", "RecoveryPolicy",
-    "RestartHistory", "admit_restart", "next_delay", "record_start", "schedule",
+    "HOST_POLICY",
+    "WORKER_POLICY",
+    "Backoff",
+    "ChildSpec",
+    "Clock",
+    "Decision",
+    "Event",
+    "EventLogger",
+    "FakeClock",
+    "HostClosedError",
+    "Intensity",
+    "Listener",
+    "NoHealthyWorkerError",
+    "PolicyError",
+    "RecoveryPolicy",
+    "RestartHistory",
+    "SupervisorSpec",
+    "SystemClock",
+    "Timer",
+    "TurnNotActiveError",
+    "UnknownApprovalError",
+    "admit_restart",
+    "children_to_restart",
+    "next_delay",
+    "record_start",
+    "schedule",
+    "should_restart",
+    "subscribe",
 ]

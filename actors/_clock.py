@@ -18,21 +18,22 @@ import heapq
 import itertools
 import threading
 import time
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
-import structlog
+from agenthost.actors._log import get_logger
 
 __all__ = ["Clock", "FakeClock", "SystemClock", "Timer"]
 
-_log = structlog.get_logger("agenthost.clock")
+_log = get_logger("agenthost.clock")
 
 
 class Timer:
     """A scheduled callback; `cancel()` stops it if it has not run yet."""
 
-    __slots__ = ("due_at", "callback", "cancelled")
+    __slots__ = ("callback", "cancelled", "due_at")
 
-    def __init__(self, due_at: float, callback: Callable[[], None]) -> None:
+    def __init__(self, due_at: float, callback: Callable[[], object]) -> None:
         self.due_at = due_at
         self.callback = callback
         self.cancelled = False
@@ -44,7 +45,7 @@ class Timer:
 class Clock(Protocol):
     def now(self) -> float: ...
 
-    def call_later(self, delay_s: float, callback: Callable[[], None]) -> Timer: ...
+    def call_later(self, delay_s: float, callback: Callable[[], object]) -> Timer: ...
 
 
 class _TimerHeap:
@@ -92,7 +93,7 @@ class SystemClock:
     def now(self) -> float:
         return time.monotonic()
 
-    def call_later(self, delay_s: float, callback: Callable[[], None]) -> Timer:
+    def call_later(self, delay_s: float, callback: Callable[[], object]) -> Timer:
         timer = Timer(self.now() + max(0.0, delay_s), callback)
         with self._wakeup:
             self._timers.push(timer)
@@ -122,7 +123,7 @@ class FakeClock:
         with self._lock:
             return self._now
 
-    def call_later(self, delay_s: float, callback: Callable[[], None]) -> Timer:
+    def call_later(self, delay_s: float, callback: Callable[[], object]) -> Timer:
         with self._lock:
             timer = Timer(self._now + max(0.0, delay_s), callback)
             self._timers.push(timer)

@@ -36,26 +36,27 @@ from __future__ import annotations
 import collections
 import itertools
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pykka
 
-from actors._clock import Clock, Timer
-from actors._log import get_logger
-from actors._mapping import NoHealthyWorkerError
-from actors._recovery import next_delay
-from actors._refs import SupervisedActor, tell_quietly, unknown_message
-from actors._turns import (
+from agenthost.actors._clock import Clock, Timer
+from agenthost.actors._log import get_logger
+from agenthost.actors._mapping import NoHealthyWorkerError
+from agenthost.actors._recovery import next_delay
+from agenthost.actors._refs import SupervisedActor, ask, tell_quietly, unknown_message
+from agenthost.actors._turns import (
     APPROVAL_METHODS,
     PERSIST_RETRY,
     STEP_METHODS,
     Approval,
     CoordinatorSettings,
     HostClosedError,
+    TurnNotActiveError,
     TurnRegistry,
     TurnState,
     UnknownApprovalError,
-    UnknownTurnError,
     emit,
     flush_deltas,
     nested_id,
@@ -63,12 +64,12 @@ from actors._turns import (
     runtime_turn_of,
     validate_decision,
 )
-from protocol._errors import is_no_rollout, is_thread_not_found
-from protocol._jsonrpc import Notification, Request, RpcError
-from protocol._messages import (
-    AbortActiveTurns,
+from agenthost.protocol._errors import is_no_rollout, is_thread_not_found
+from agenthost.protocol._jsonrpc import Notification, Request, RpcError
+from agenthost.protocol._messages import (
     HOST_UNSUPPORTED_REQUEST,
     HOST_WORKER_EXITED,
+    AbortActiveTurns,
     ActiveTurn,
     AddActionCard,
     AnswerApproval,
@@ -85,16 +86,16 @@ from protocol._messages import (
     EnqueueFollowUp,
     FinishTurn,
     GetThread,
-    ListFollowUps,
-    ListPendingTurns,
-    ListThreads,
-    ListTurns,
-    ResetWorkers,
     InterruptTurn,
     InvalidateRuntimeThread,
     ListActionCards,
     ListActiveTurns,
+    ListFollowUps,
+    ListPendingTurns,
+    ListThreads,
+    ListTurns,
     NextFollowUp,
+    ResetWorkers,
     ResolveThread,
     RetryPersistence,
     RuntimeCall,
@@ -110,7 +111,7 @@ from protocol._messages import (
     WorkerHealth,
     WorkerUp,
 )
-from storage import RESTARTED_NOTE, StorageError, TurnAlreadyFinishedError
+from agenthost.storage import RESTARTED_NOTE, FollowUpState, StorageError, TurnAlreadyFinishedError
 
 __all__ = ["TurnCoordinator"]
 
@@ -158,21 +159,24 @@ class TurnCoordinator(SupervisedActor):
     def on_child_start(self) -> None:
         """Settle what a previous coordinator (or host process) left unfinished; see the module contract."""
         reason = RESTARTED_NOTE
-        for row in self._persistence.ask(ListPendingTurns()):
+        for row in ask(self._persistence, ListPendingTurns()):
             self._reset_orphaned_approvals(row.thread_id, row.turn_id)
-            self._persistence.ask(
-                FinishTurn(turn_id=row.turn_id, status="failed", assistant_text=row.assistant_text, error=reason)
+            ask(
+                self._persistence,
+                FinishTurn(turn_id=row.turn_id, status="failed", assistant_text=row.assistant_text, error=reason),
             )
-            emit(self._registry.pop(row.turn_id), TurnFinished(turn_id=row.turn_id, status="failed",
-                                                                text=row.assistant_text, error=reason))
+            emit(
+                self._registry.pop(row.turn_id),
+                TurnFinished(turn_id=row.turn_id, status="failed", text=row.assistant_text, error=reason),
+            )
             _log.warning("turns.reconciled_pending", turn=row.turn_id, thread=row.thread_id)
-        for thread in self._persistence.ask(ListThreads()):
+        for thread in ask(self._persistence, ListThreads()):
             self._settle_followups(thread.thread_id)
 
     def _reset_orphaned_approvals(self, thread_id: str, turn_id: str) -> None:
         """Approvals a dead host left open (requested, never answered/withdrawn/reset) get their reset card."""
         opened: dict[str, str] = {}
-        for card in self._persistence.ask(ListActionCards(thread_id=thread_id)):
+        for card in ask(self._persistence, ListActionCards(thread_id=thread_id)):
             if card.turn_id != turn_id or not card.kind.startswith("approval "):
                 continue
             approval_id = card.text.split(":", 1)[0]
@@ -181,17 +185,21 @@ class TurnCoordinator(SupervisedActor):
             else:
                 opened.pop(approval_id, None)
         for approval_id in opened:
-            text = (f"{approval_id}: reset: agenthost restarted while this approval waited for an answer. "
-                    "Nothing was executed; send the message again to retry.")
-            self._persistence.ask(AddActionCard(thread_id=thread_id, turn_id=turn_id, kind="approval reset", text=text))
+            text = (
+                f"{approval_id}: reset: agenthost restarted while this approval waited for an answer. "
+                "Nothing was executed; send the message again to retry."
+            )
+            ask(
+                self._persistence, AddActionCard(thread_id=thread_id, turn_id=turn_id, kind="approval reset", text=text)
+            )
             _log.warning("turns.approvals_reset", turn=turn_id, approvals=[approval_id], reason="agenthost restarted")
 
     def _settle_followups(self, thread_id: str) -> None:
-        statuses = {t.turn_id: t.status for t in self._persistence.ask(ListTurns(thread_id=thread_id))}
-        for followup in self._persistence.ask(ListFollowUps(thread_id=thread_id)):
+        statuses = {t.turn_id: t.status for t in ask(self._persistence, ListTurns(thread_id=thread_id))}
+        for followup in ask(self._persistence, ListFollowUps(thread_id=thread_id)):
             if followup.state == "dispatched":
-                state = "done" if statuses.get(followup.followup_id) == "completed" else "failed"
-                self._persistence.ask(SetFollowUpState(followup_id=followup.followup_id, state=state))
+                settled: FollowUpState = "done" if statuses.get(followup.followup_id) == "completed" else "failed"
+                ask(self._persistence, SetFollowUpState(followup_id=followup.followup_id, state=settled))
             elif followup.state == "queued" and thread_id not in self._waiting:
                 self._waiting.append(thread_id)
 
@@ -216,12 +224,12 @@ class TurnCoordinator(SupervisedActor):
                 self._on_deadline(message.turn_id)
             case WorkerUp():
                 self._workers[message.worker_id] = (message.generation, message.ref)
-                self._mapping.ask(message)
+                ask(self._mapping, message)
                 self._dispatch_waiting()
             case WorkerDown():
                 self._on_worker_down(message)
             case WorkerHealth():
-                self._mapping.ask(message)
+                ask(self._mapping, message)
             case ResetWorkers():
                 for worker_id, (generation, _) in list(self._workers.items()):
                     self._on_worker_down(WorkerDown(worker_id=worker_id, generation=generation, reason=message.reason))
@@ -240,11 +248,11 @@ class TurnCoordinator(SupervisedActor):
     def _on_send(self, message: SendMessage) -> TurnAccepted:
         if not self._intake_open:
             raise HostClosedError("agenthost is shutting down and accepts no new messages")
-        self._persistence.ask(GetThread(thread_id=message.thread_id))  # raises for an unknown/invalid id
+        ask(self._persistence, GetThread(thread_id=message.thread_id))  # raises for an unknown/invalid id
         turn_id = new_turn_id()
         thread_busy = message.thread_id in self._busy
         if thread_busy or len(self._turns) >= self._settings.max_active_turns:
-            self._persistence.ask(EnqueueFollowUp(followup_id=turn_id, thread_id=message.thread_id, text=message.text))
+            ask(self._persistence, EnqueueFollowUp(followup_id=turn_id, thread_id=message.thread_id, text=message.text))
             self._registry.put(turn_id, message.sink)
             if not thread_busy and message.thread_id not in self._waiting:
                 self._waiting.append(message.thread_id)
@@ -255,9 +263,9 @@ class TurnCoordinator(SupervisedActor):
 
     def _dispatch(self, turn_id: str, thread_id: str, text: str, sink: Any, *, followup: bool) -> None:
         if followup:  # dispatched + turn begun in one transaction: a crash can neither lose nor repeat it
-            self._persistence.ask(BeginFollowUpTurn(followup_id=turn_id))
+            ask(self._persistence, BeginFollowUpTurn(followup_id=turn_id))
         else:
-            self._persistence.ask(BeginTurn(turn_id=turn_id, thread_id=thread_id, user_text=text))
+            ask(self._persistence, BeginTurn(turn_id=turn_id, thread_id=thread_id, user_text=text))
         self._registry.put(turn_id, sink)
         turn = TurnState(turn_id=turn_id, thread_id=thread_id, text=text, sink=sink, followup=followup)
         self._turns[turn_id] = turn
@@ -267,7 +275,7 @@ class TurnCoordinator(SupervisedActor):
             self._settings.turn_timeout_s, lambda: tell_quietly(ref, TurnDeadline(turn_id=turn_id))
         )
         try:
-            route = self._mapping.ask(ResolveThread(thread_id=thread_id))
+            route = ask(self._mapping, ResolveThread(thread_id=thread_id))
         except NoHealthyWorkerError as exc:
             self._finish(turn, "failed", str(exc))
             return
@@ -296,7 +304,7 @@ class TurnCoordinator(SupervisedActor):
         self._call(turn, "resume", "thread/resume", {"threadId": turn.runtime_thread_id})
 
     def _start_thread(self, turn: TurnState) -> None:
-        thread = self._persistence.ask(GetThread(thread_id=turn.thread_id))
+        thread = ask(self._persistence, GetThread(thread_id=turn.thread_id))
         params = {
             "cwd": self._project_dir(thread.project_id),
             "approvalPolicy": self._settings.approval_policy,
@@ -316,7 +324,10 @@ class TurnCoordinator(SupervisedActor):
         self._calls[call_id] = (turn.turn_id, step)
         worker = self._workers.get(turn.worker_id) if turn.worker_id is not None else None
         call = RuntimeCall(
-            call_id=call_id, method=method, params=params, timeout_s=self._settings.request_timeout_s,
+            call_id=call_id,
+            method=method,
+            params=params,
+            timeout_s=self._settings.request_timeout_s,
             reply_to=self.actor_ref,
         )
         if worker is None or not tell_quietly(worker[1], call):
@@ -346,8 +357,11 @@ class TurnCoordinator(SupervisedActor):
                 self._finish(turn, "failed", f"{step} answered without thread.id: {reply.result!r}")
                 return
             assert turn.worker_id is not None
-            self._mapping.ask(
-                BindRuntimeThread(thread_id=turn.thread_id, worker_id=turn.worker_id, runtime_thread_id=runtime_thread_id)
+            ask(
+                self._mapping,
+                BindRuntimeThread(
+                    thread_id=turn.thread_id, worker_id=turn.worker_id, runtime_thread_id=runtime_thread_id
+                ),
             )
             turn.runtime_thread_id = runtime_thread_id
             worker = self._workers.get(turn.worker_id)
@@ -369,13 +383,16 @@ class TurnCoordinator(SupervisedActor):
             self._resume(turn, f"runtime answered: {error.message}")
             return
         if step == "resume" and is_no_rollout(error):
-            self._mapping.ask(InvalidateRuntimeThread(thread_id=turn.thread_id))
-            self._persistence.ask(
+            ask(self._mapping, InvalidateRuntimeThread(thread_id=turn.thread_id))
+            ask(
+                self._persistence,
                 AddActionCard(
-                    thread_id=turn.thread_id, turn_id=turn.turn_id, kind="runtime thread recreated",
+                    thread_id=turn.thread_id,
+                    turn_id=turn.turn_id,
+                    kind="runtime thread recreated",
                     text="The runtime no longer had this conversation; a new runtime thread was started. "
                     "This transcript still holds the full history.",
-                )
+                ),
             )
             self._start_thread(turn)
             return
@@ -413,9 +430,9 @@ class TurnCoordinator(SupervisedActor):
     def _turn_for(self, worker_id: int, method: str, params: Any) -> TurnState | None:
         """The active turn a runtime message belongs to: same worker and runtime thread, and, when the message
         names a runtime turn, that very turn (a late message of an earlier turn on the thread is not ours)."""
-        if not isinstance(params, dict):
+        if not isinstance(params, dict) or not isinstance(thread_id := params.get("threadId"), str):
             return None
-        turn_id = self._routes.get((worker_id, params.get("threadId")))  # type: ignore[arg-type]
+        turn_id = self._routes.get((worker_id, thread_id))
         turn = None if turn_id is None else self._turns.get(turn_id)
         if turn is None:
             return None
@@ -444,7 +461,9 @@ class TurnCoordinator(SupervisedActor):
 
     def _on_turn_completed(self, turn: TurnState, runtime_turn: dict[str, Any]) -> None:
         status = runtime_turn.get("status")
-        error = (runtime_turn.get("error") or {}).get("message") if isinstance(runtime_turn.get("error"), dict) else None
+        error = (
+            (runtime_turn.get("error") or {}).get("message") if isinstance(runtime_turn.get("error"), dict) else None
+        )
         if status == "completed":
             self._finish(turn, "completed", None)
         elif status == "interrupted":
@@ -456,17 +475,26 @@ class TurnCoordinator(SupervisedActor):
         turn = self._turn_for(worker_id, request.method, request.params)
         if request.method not in APPROVAL_METHODS or turn is None:
             why = "no active turn for its thread" if turn is None else "not supported by agenthost"
-            self._answer(worker_id, request.id, error=RpcError(code=HOST_UNSUPPORTED_REQUEST, message=f"{request.method}: {why}"))
+            self._answer(
+                worker_id, request.id, error=RpcError(code=HOST_UNSUPPORTED_REQUEST, message=f"{request.method}: {why}")
+            )
             return
         params = request.params
         approval = Approval(
-            approval_id=f"approval-{uuid.uuid4().hex[:12]}", turn_id=turn.turn_id, worker_id=worker_id,
-            request_id=request.id, method=request.method, command=params.get("command"),
+            approval_id=f"approval-{uuid.uuid4().hex[:12]}",
+            turn_id=turn.turn_id,
+            worker_id=worker_id,
+            request_id=request.id,
+            method=request.method,
+            command=params.get("command"),
         )
         reason = params.get("reason")
-        recorded = self._approval_card(turn, "approval requested", approval.approval_id,
-                                       f"the runtime asks to run `{approval.command or request.method}`"
-                                       + (f" ({reason})" if reason else ""))
+        recorded = self._approval_card(
+            turn,
+            "approval requested",
+            approval.approval_id,
+            f"the runtime asks to run `{approval.command or request.method}`" + (f" ({reason})" if reason else ""),
+        )
         if not recorded:  # never let a command run on an approval that is not on record
             message = f"{request.method}: refused, the approval could not be recorded (storage error)"
             self._answer(worker_id, request.id, error=RpcError(code=HOST_UNSUPPORTED_REQUEST, message=message))
@@ -477,8 +505,11 @@ class TurnCoordinator(SupervisedActor):
         emit(
             turn.sink,
             ApprovalRequested(
-                turn_id=turn.turn_id, approval_id=approval.approval_id, method=request.method,
-                command=approval.command, reason=reason,
+                turn_id=turn.turn_id,
+                approval_id=approval.approval_id,
+                method=request.method,
+                command=approval.command,
+                reason=reason,
             ),
         )
 
@@ -486,10 +517,14 @@ class TurnCoordinator(SupervisedActor):
         for approval in list(turn.approvals.values()):
             if approval.request_id == request_id and type(approval.request_id) is type(request_id):
                 self._drop_approval(turn, approval.approval_id)
-                self._approval_card(turn, "approval withdrawn", approval.approval_id, "the runtime withdrew the request")
+                self._approval_card(
+                    turn, "approval withdrawn", approval.approval_id, "the runtime withdrew the request"
+                )
                 emit(turn.sink, ApprovalResolved(turn_id=turn.turn_id, approval_id=approval.approval_id))
 
-    def _answer(self, worker_id: int, request_id: int | str, *, result: Any = None, error: RpcError | None = None) -> None:
+    def _answer(
+        self, worker_id: int, request_id: int | str, *, result: Any = None, error: RpcError | None = None
+    ) -> None:
         worker = self._workers.get(worker_id)
         if worker is not None:
             tell_quietly(worker[1], AnswerServerRequest(request_id=request_id, result=result, error=error))
@@ -512,7 +547,7 @@ class TurnCoordinator(SupervisedActor):
         with the approval open can still reset it with a message at its next start. False if it was not stored."""
         card = AddActionCard(thread_id=turn.thread_id, turn_id=turn.turn_id, kind=kind, text=f"{approval_id}: {text}")
         try:
-            self._persistence.ask(card)
+            ask(self._persistence, card)
         except Exception as exc:  # noqa: BLE001 - reported; the caller decides what an unrecorded step means
             _log.error("turns.approval_card_failed", turn=turn.turn_id, approval=approval_id, error=repr(exc))
             return False
@@ -525,7 +560,7 @@ class TurnCoordinator(SupervisedActor):
     def _on_interrupt(self, turn_id: str) -> None:
         turn = self._turns.get(turn_id)
         if turn is None:
-            raise UnknownTurnError(f"no active turn with id {turn_id!r}")
+            raise TurnNotActiveError(f"no active turn with id {turn_id!r}")
         turn.interrupt_requested = True
         if turn.phase == "streaming" and turn.started:
             self._send_interrupt(turn)
@@ -562,7 +597,7 @@ class TurnCoordinator(SupervisedActor):
             self._finish(turn, "failed", why, dispatch_next=False)
         self._loaded = {entry for entry in self._loaded if entry[0] != message.worker_id}
         _log.info("turns.runtime_cache_cleared", worker=message.worker_id)
-        self._mapping.ask(message)
+        ask(self._mapping, message)
         _log.info("turns.worker_reconciled", worker=message.worker_id, turns_failed=len(affected))
         for turn in affected:
             self._dispatch_next(turn.thread_id)
@@ -577,8 +612,12 @@ class TurnCoordinator(SupervisedActor):
             )
             self._approval_card(turn, "approval reset", approval.approval_id, text)
             self._drop_approval(turn, approval.approval_id)
-            emit(turn.sink, ApprovalReset(turn_id=turn.turn_id, approval_id=approval.approval_id,
-                                           message=f"{approval.approval_id}: {text}"))
+            emit(
+                turn.sink,
+                ApprovalReset(
+                    turn_id=turn.turn_id, approval_id=approval.approval_id, message=f"{approval.approval_id}: {text}"
+                ),
+            )
 
     # --- ending a turn ----------------------------------------------------------------------------------------
     def _finish(self, turn: TurnState, status: Any, error: str | None, *, dispatch_next: bool = True) -> None:
@@ -598,13 +637,16 @@ class TurnCoordinator(SupervisedActor):
         if status == "completed":  # group-committed; the caller hears TurnFinished once it is durable
             self._persisting[turn.turn_id] = (turn, text)
             self._persistence.tell(
-                CompleteTurn(turn_id=turn.turn_id, assistant_text=text, worker_id=turn.worker_id, reply_to=self.actor_ref)
+                CompleteTurn(
+                    turn_id=turn.turn_id, assistant_text=text, worker_id=turn.worker_id, reply_to=self.actor_ref
+                )
             )
         else:  # failures and interruptions bypass the batch: durable before anyone hears of them
-            finish = FinishTurn(turn_id=turn.turn_id, status=status, assistant_text=text, error=error,
-                                worker_id=turn.worker_id)
+            finish = FinishTurn(
+                turn_id=turn.turn_id, status=status, assistant_text=text, error=error, worker_id=turn.worker_id
+            )
             try:
-                self._persistence.ask(finish)
+                ask(self._persistence, finish)
             except Exception as exc:  # noqa: BLE001 - the caller must still hear how the turn ended
                 _log.error("turns.persist_failed", turn=turn.turn_id, error=repr(exc))
                 self._keep_for_retry(finish)
@@ -620,10 +662,12 @@ class TurnCoordinator(SupervisedActor):
         turn, text = entry
         if message.error is not None:
             _log.error("turns.persist_failed", turn=turn.turn_id, error=message.error)
-            self._keep_for_retry(FinishTurn(turn_id=turn.turn_id, status="completed", assistant_text=text,
-                                            worker_id=turn.worker_id))
-            self._announce(turn, "failed", text,
-                           f"the turn completed but is not persisted yet (retrying): {message.error}")
+            self._keep_for_retry(
+                FinishTurn(turn_id=turn.turn_id, status="completed", assistant_text=text, worker_id=turn.worker_id)
+            )
+            self._announce(
+                turn, "failed", text, f"the turn completed but is not persisted yet (retrying): {message.error}"
+            )
         else:
             self._announce(turn, "completed", text, None)
 
@@ -640,7 +684,7 @@ class TurnCoordinator(SupervisedActor):
         self._retry_timer = None
         for turn_id, finish in list(self._unpersisted.items()):
             try:
-                self._persistence.ask(finish)
+                ask(self._persistence, finish)
             except TurnAlreadyFinishedError:
                 pass  # settled meanwhile (e.g. by a reconciliation): nothing left to retry
             except (StorageError, pykka.ActorDeadError):
@@ -656,8 +700,8 @@ class TurnCoordinator(SupervisedActor):
         """Tell the caller how the turn ended (its end is durable by now) and settle its follow-up entry."""
         if turn.followup:
             try:
-                state = "done" if status == "completed" else "failed"
-                self._persistence.ask(SetFollowUpState(followup_id=turn.turn_id, state=state))
+                settled: FollowUpState = "done" if status == "completed" else "failed"
+                ask(self._persistence, SetFollowUpState(followup_id=turn.turn_id, state=settled))
             except Exception as exc:  # noqa: BLE001 - start-up reconciliation settles it from the turn's status
                 _log.error("turns.followup_state_failed", turn=turn.turn_id, error=repr(exc))
         self._registry.pop(turn.turn_id)
@@ -668,7 +712,7 @@ class TurnCoordinator(SupervisedActor):
         if not self._persisting:
             return
         try:
-            pending = {row.turn_id for row in self._persistence.ask(ListPendingTurns(), timeout=10.0)}
+            pending = {row.turn_id for row in ask(self._persistence, ListPendingTurns(), timeout_s=10.0)}
         except Exception:  # noqa: BLE001 - persistence gone: the callers' handles time out; start-up repair settles
             return
         for turn_id, (turn, text) in list(self._persisting.items()):
@@ -686,7 +730,7 @@ class TurnCoordinator(SupervisedActor):
             if thread_id not in self._waiting and self._has_followup(thread_id):
                 self._waiting.append(thread_id)
             return False
-        followup = self._persistence.ask(NextFollowUp(thread_id=thread_id))
+        followup = ask(self._persistence, NextFollowUp(thread_id=thread_id))
         if followup is None:
             return False
         sink = self._registry.get(followup.followup_id)
@@ -694,7 +738,7 @@ class TurnCoordinator(SupervisedActor):
         return True
 
     def _has_followup(self, thread_id: str) -> bool:
-        return self._persistence.ask(NextFollowUp(thread_id=thread_id)) is not None
+        return ask(self._persistence, NextFollowUp(thread_id=thread_id)) is not None
 
     def _dispatch_waiting(self) -> None:
         while self._waiting and len(self._turns) < self._settings.max_active_turns:
@@ -704,6 +748,9 @@ class TurnCoordinator(SupervisedActor):
 
     def _active(self, turn: TurnState) -> ActiveTurn:
         return ActiveTurn(
-            turn_id=turn.turn_id, thread_id=turn.thread_id, worker_id=turn.worker_id, phase=turn.phase,
+            turn_id=turn.turn_id,
+            thread_id=turn.thread_id,
+            worker_id=turn.worker_id,
+            phase=turn.phase,
             pending_approvals=tuple(turn.approvals),
         )

@@ -27,29 +27,31 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pykka
 
-from actors._clock import Clock, Timer
-from actors._coordinator import TurnCoordinator
-from actors._turns import CoordinatorSettings, TurnRegistry
-from actors._log import decision, get_logger
-from actors._mapping import MappingActor
-from actors._persistence import PersistenceActor
-from actors._pool import PoolSupervisor, SpecFactory
-from actors._recovery import (
+from agenthost.actors._clock import Clock, Timer
+from agenthost.actors._coordinator import TurnCoordinator
+from agenthost.actors._log import decision, get_logger
+from agenthost.actors._mapping import MappingActor
+from agenthost.actors._persistence import PersistenceActor
+from agenthost.actors._pool import PoolSupervisor, SpecFactory
+from agenthost.actors._recovery import (
     ChildSpec,
     RecoveryPolicy,
     RestartHistory,
     RestartType,
+    Strategy,
     SupervisorSpec,
     admit_restart,
     children_to_restart,
     record_start,
 )
-from actors._refs import tell_quietly, unknown_message
-from protocol._messages import (
+from agenthost.actors._refs import tell_quietly, unknown_message
+from agenthost.actors._turns import CoordinatorSettings, TurnRegistry
+from agenthost.protocol._messages import (
     AbortActiveTurns,
     ChildFailed,
     CloseIntake,
@@ -66,7 +68,7 @@ from protocol._messages import (
     ShutdownHost,
     StopPool,
 )
-from storage import StorageError, StorageRoot, quarantine
+from agenthost.storage import StorageError, StorageRoot, quarantine
 
 __all__ = ["HostSupervisor", "host_spec"]
 
@@ -74,17 +76,20 @@ _log = get_logger("agenthost.host")
 CHILD_ORDER = ("persistence", "mapping", "turns", "pool")
 
 
-def host_spec(strategy: str, policy: RecoveryPolicy, shutdown_timeout_s: float) -> SupervisorSpec:
+def host_spec(strategy: Strategy, policy: RecoveryPolicy, shutdown_timeout_s: float) -> SupervisorSpec:
     """The host's supervisor spec; validates the strategy."""
     if strategy == "one_for_one":
-        raise ValueError("host strategy 'one_for_one' would leave later children with stale references; "
-                         "use 'rest_for_one' or 'one_for_all'")
+        raise ValueError(
+            "host strategy 'one_for_one' would leave later children with stale references; "
+            "use 'rest_for_one' or 'one_for_all'"
+        )
     children = tuple(ChildSpec(name=name, shutdown_timeout_s=shutdown_timeout_s) for name in CHILD_ORDER)
-    return SupervisorSpec(strategy=strategy, children=children, policy=policy)  # type: ignore[arg-type]
+    return SupervisorSpec(strategy=strategy, children=children, policy=policy)
 
 
 class HostSupervisor(pykka.ThreadingActor):
     use_daemon_thread = True
+
     def __init__(
         self,
         *,
@@ -144,8 +149,13 @@ class HostSupervisor(pykka.ThreadingActor):
                 if booting:  # OTP: a supervisor whose child fails in init does not start; nothing to retry
                     self._state, self._cause = "failed", cause
                     self._stop_children(self._spec.names, f"agenthost failed to start: {cause}")
-                    decision(_log, supervisor="host", child=name, decision="give_up",
-                             reason=f"{cause}; a child that fails at boot is not restarted")
+                    decision(
+                        _log,
+                        supervisor="host",
+                        child=name,
+                        decision="give_up",
+                        reason=f"{cause}; a child that fails at boot is not restarted",
+                    )
                 else:
                     self._on_failure(name, cause)
                 return
@@ -155,22 +165,37 @@ class HostSupervisor(pykka.ThreadingActor):
         me, refs = self.actor_ref, self._children
         if name == "persistence":
             return PersistenceActor.start(
-                root=self._root, clock=self._clock, wall=self._wall,
-                checkpoint_interval_s=self._checkpoint_interval_s, vfs=self._storage_vfs,
-                transcript_fs=self._transcript_fs, supervisor_ref=me,
+                root=self._root,
+                clock=self._clock,
+                wall=self._wall,
+                checkpoint_interval_s=self._checkpoint_interval_s,
+                vfs=self._storage_vfs,
+                transcript_fs=self._transcript_fs,
+                supervisor_ref=me,
             )
         if name == "mapping":
             return MappingActor.start(persistence_ref=refs["persistence"], supervisor_ref=me)
         if name == "turns":
             return TurnCoordinator.start(
-                persistence_ref=refs["persistence"], mapping_ref=refs["mapping"], clock=self._clock,
-                settings=self._settings, registry=self._registry, prepare_resume=self._prepare_resume,
-                project_dir=lambda project_id: str(self._root.project_dir(project_id)), supervisor_ref=me,
+                persistence_ref=refs["persistence"],
+                mapping_ref=refs["mapping"],
+                clock=self._clock,
+                settings=self._settings,
+                registry=self._registry,
+                prepare_resume=self._prepare_resume,
+                project_dir=lambda project_id: str(self._root.project_dir(project_id)),
+                supervisor_ref=me,
             )
         return PoolSupervisor.start(
-            worker_count=self._worker_count, spec_factory=self._spec_factory, policy=self._worker_policy,
-            worker_restart=self._worker_restart, clock=self._clock, output_ref=refs["turns"],
-            listeners=[refs["turns"]], parent_ref=me, rng_seed=self._rng.randrange(2**32),
+            worker_count=self._worker_count,
+            spec_factory=self._spec_factory,
+            policy=self._worker_policy,
+            worker_restart=self._worker_restart,
+            clock=self._clock,
+            output_ref=refs["turns"],
+            listeners=[refs["turns"]],
+            parent_ref=me,
+            rng_seed=self._rng.randrange(2**32),
             shutdown_timeout_s=self._child_spec("pool").shutdown_timeout_s,
             max_consecutive_timeouts=self._max_consecutive_timeouts,
         )
@@ -215,11 +240,19 @@ class HostSupervisor(pykka.ThreadingActor):
         else:
             self._state, self._cause = "failed", cause
             self._stop_children(self._spec.names, f"agenthost failed: {cause}")
-            self._registry.fail_all(f"agenthost failed: {cause}. Nothing stored is lost: the transcript shows "
-                                    "each turn's final state after the next start.")
+            self._registry.fail_all(
+                f"agenthost failed: {cause}. Nothing stored is lost: the transcript shows "
+                "each turn's final state after the next start."
+            )
         decision(
-            _log, supervisor="host", child=child, decision=verdict.action, reason=f"{cause}; {verdict.reason}",
-            attempt=verdict.attempt, delay_s=verdict.delay_s, restarts=list(affected),
+            _log,
+            supervisor="host",
+            child=child,
+            decision=verdict.action,
+            reason=f"{cause}; {verdict.reason}",
+            attempt=verdict.attempt,
+            delay_s=verdict.delay_s,
+            restarts=list(affected),
         )
 
     def _quarantine_runtime_state(self, cause: str, attempt: int) -> None:
@@ -234,9 +267,14 @@ class HostSupervisor(pykka.ThreadingActor):
         except StorageError as exc:
             _log.error("host.quarantine_failed", error=str(exc))
             return
-        decision(_log, supervisor="host", child="pool", decision="quarantine_runtime_state",
-                 reason=f"{cause}; still failing at host attempt {attempt}: moved {list(report.moved)} to {report.into}",
-                 attempt=attempt)
+        decision(
+            _log,
+            supervisor="host",
+            child="pool",
+            decision="quarantine_runtime_state",
+            reason=f"{cause}; still failing at host attempt {attempt}: moved {list(report.moved)} to {report.into}",
+            attempt=attempt,
+        )
 
     def _on_restart_due(self, names: tuple[str, ...]) -> None:
         if self._state != "running" or names != self._restarting:

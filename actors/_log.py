@@ -1,35 +1,128 @@
-"""Structured events: one logger per actor kind, one event per supervisor decision.
+"""Structured events: one logger per component, one event per supervisor decision, silent unless configured.
 
 Contract:
-- Every restart/backoff/give-up decision is emitted by `decision()` as ONE event named "supervisor.decision" with
-  the keys supervisor, child, decision, reason, attempt, delay_s (plus optional extras). Tests capture these with
-  `structlog.testing.capture_logs()` instead of parsing text.
-- Hot-path logs (per delta) are emitted at debug level only; `configure(level)` installs a filtering logger so a
-  disabled level costs one method call.
-- `capture_events()` tees chosen events into a list for tests and the demo, leaving the output as it was.
-- The library never configures structlog on import; the CLI calls `configure()`. An embedding application keeps
-  its own configuration.
+- `get_logger(name)` returns an `EventLogger`; `log.info("pool.worker_up", worker=1, ...)` is one event: a name, a
+  level (debug, info, warning, error) and keyword fields.
+- Every event first goes to the listeners subscribed to its name (`subscribe(callback, names)`; `names=None` means
+  every event), in the emitting thread, as one `Event`. Listeners must be quick; one that raises is unsubscribed
+  (and the error is emitted once as "log.listener_failed" to the others), so a bad listener can never break a
+  supervisor.
+- Then, and only when the application configured structlog (`structlog.is_configured()`), the event is handed to
+  structlog under the logger `name`, where the application's processors decide what is printed. agenthost never
+  configures structlog itself: embedded, it writes nothing to stdout or stderr unless the application (or the
+  `agenthost` command line, see `agenthost._logging`) configured logging, as pykka does with a NullHandler.
+- Every restart/backoff/give-up decision is emitted by `decision()` as ONE "supervisor.decision" event with the keys
+  supervisor, child, decision, reason, attempt, delay_s (plus optional extras), at warning level.
+- Cost: with no listener and structlog unconfigured an event is two attribute reads and a function call.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import sys
 import threading
-from typing import Any, Iterator, TextIO
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
 
+import msgspec
 import structlog
 
-__all__ = ["DecisionLog", "capture_events", "configure", "decision", "get_logger"]
+__all__ = ["Event", "EventLogger", "Listener", "decision", "get_logger", "subscribe"]
+
+LEVELS = ("debug", "info", "warning", "error")
 
 
-def get_logger(name: str) -> Any:
-    return structlog.get_logger(name)
+class Event(msgspec.Struct, frozen=True, kw_only=True):
+    """One structured event as listeners see it; `t` is `time.monotonic()` when it was emitted."""
+
+    name: str
+    level: str
+    logger: str
+    t: float
+    fields: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The event as structlog would render it: `{"event": name, "level": level, **fields}`."""
+        return {"event": self.name, "level": self.level, **self.fields}
+
+
+Listener = Callable[[Event], None]
+
+
+class _Listeners:
+    """The subscribed listeners: an immutable tuple replaced under a lock, read without one on every event."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.entries: tuple[tuple[frozenset[str] | None, Listener], ...] = ()
+
+    def add(self, entry: tuple[frozenset[str] | None, Listener]) -> None:
+        with self._lock:
+            self.entries = (*self.entries, entry)
+
+    def remove(self, entry: tuple[frozenset[str] | None, Listener]) -> None:
+        with self._lock:
+            self.entries = tuple(item for item in self.entries if item is not entry)
+
+
+_listeners = _Listeners()
+
+
+def subscribe(callback: Listener, names: Iterable[str] | None = None) -> Callable[[], None]:
+    """Deliver events named `names` (None: all) to `callback`; returns the function that unsubscribes it."""
+    entry = (None if names is None else frozenset(names), callback)
+    _listeners.add(entry)
+    return lambda: _listeners.remove(entry)
+
+
+class EventLogger:
+    """A named emitter of structured events (see the module contract)."""
+
+    __slots__ = ("_structlog", "name")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._structlog: Any = structlog.get_logger(name)
+
+    def _emit(self, level: str, event: str, fields: dict[str, Any]) -> None:
+        listeners = _listeners.entries
+        if listeners:
+            record: Event | None = None
+            for entry in listeners:
+                names, callback = entry
+                if names is None or event in names:
+                    if record is None:
+                        record = Event(name=event, level=level, logger=self.name, t=time.monotonic(), fields=fields)
+                    try:
+                        callback(record)
+                    except Exception as exc:  # noqa: BLE001 - a broken listener must never break the emitter
+                        _listeners.remove(entry)
+                        self._emit("error", "log.listener_failed", {"listener": repr(callback), "error": repr(exc)})
+        if structlog.is_configured():
+            getattr(self._structlog, level)(event, logger=self.name, **fields)
+
+    def debug(self, event: str, **fields: Any) -> None:
+        self._emit("debug", event, fields)
+
+    def info(self, event: str, **fields: Any) -> None:
+        self._emit("info", event, fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self._emit("warning", event, fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        self._emit("error", event, fields)
+
+    def exception(self, event: str, **fields: Any) -> None:
+        """An error event with the exception being handled (rendered as a traceback by structlog, if configured)."""
+        self._emit("error", event, {**fields, "exc_info": True})
+
+
+def get_logger(name: str) -> EventLogger:
+    return EventLogger(name)
 
 
 def decision(
-    log: Any,
+    log: EventLogger,
     *,
     supervisor: str,
     child: str,
@@ -50,53 +143,3 @@ def decision(
         delay_s=delay_s,
         **extra,
     )
-
-
-def configure(level: str = "info", stream: TextIO | None = None) -> None:
-    """Human-readable key=value lines on `stream` (default stderr), filtered at `level`."""
-    numeric = logging.getLevelName(level.upper())
-    if not isinstance(numeric, int):
-        raise ValueError(f"unknown log level {level!r}")
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False),
-            structlog.dev.ConsoleRenderer(colors=False),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
-        cache_logger_on_first_use=False,
-    )
-
-
-class DecisionLog:
-    """Supervisor decisions (and any other named events) seen while a `capture_events()` block runs."""
-
-    def __init__(self, names: frozenset[str]) -> None:
-        self.names = names
-        self.events: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
-        if event_dict.get("event") in self.names:
-            with self._lock:
-                self.events.append(dict(event_dict))
-        return event_dict
-
-    def of(self, name: str = "supervisor.decision", **match: Any) -> list[dict[str, Any]]:
-        """Events named `name` whose keys equal every `match` item, in emission order."""
-        with self._lock:
-            return [e for e in self.events if e["event"] == name and all(e.get(k) == v for k, v in match.items())]
-
-
-@contextlib.contextmanager
-def capture_events(*names: str) -> Iterator[DecisionLog]:
-    """Tee events named `names` (default: supervisor decisions) into a `DecisionLog`; output is unchanged."""
-    recorder = DecisionLog(frozenset(names or ("supervisor.decision",)))
-    config = structlog.get_config()
-    previous = list(config["processors"])
-    structlog.configure(processors=[recorder, *previous])
-    try:
-        yield recorder
-    finally:
-        structlog.configure(processors=previous)

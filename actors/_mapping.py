@@ -19,9 +19,9 @@ from typing import Any
 import msgspec
 import pykka
 
-from actors._log import get_logger
-from actors._refs import SupervisedActor, unknown_message
-from protocol._messages import (
+from agenthost.actors._log import get_logger
+from agenthost.actors._refs import SupervisedActor, ask, unknown_message
+from agenthost.protocol._messages import (
     BindRuntimeThread,
     GetPins,
     InvalidateRuntimeThread,
@@ -59,7 +59,7 @@ class MappingActor(SupervisedActor):
         self._degraded: set[int] = set()
 
     def on_child_start(self) -> None:
-        for row in self._persistence.ask(LoadMappings()):
+        for row in ask(self._persistence, LoadMappings()):
             self._pins[row.thread_id] = _Pin(worker_id=row.worker_id, runtime_thread_id=row.runtime_thread_id)
         _log.info("mapping.hydrated", threads=len(self._pins))
 
@@ -68,7 +68,9 @@ class MappingActor(SupervisedActor):
             case ResolveThread():
                 return self._resolve(message.thread_id)
             case BindRuntimeThread():
-                self._save(message.thread_id, _Pin(worker_id=message.worker_id, runtime_thread_id=message.runtime_thread_id))
+                self._save(
+                    message.thread_id, _Pin(worker_id=message.worker_id, runtime_thread_id=message.runtime_thread_id)
+                )
             case InvalidateRuntimeThread():
                 pin = self._pins.get(message.thread_id)
                 if pin is not None:
@@ -89,8 +91,9 @@ class MappingActor(SupervisedActor):
         return None
 
     def _save(self, thread_id: str, pin: _Pin) -> None:
-        self._persistence.ask(
-            SaveMapping(thread_id=thread_id, worker_id=pin.worker_id, runtime_thread_id=pin.runtime_thread_id)
+        ask(
+            self._persistence,
+            SaveMapping(thread_id=thread_id, worker_id=pin.worker_id, runtime_thread_id=pin.runtime_thread_id),
         )
         self._pins[thread_id] = pin
 

@@ -6,11 +6,11 @@ When is a caller's write durable? (synchronous=FULL in WAL mode: a committed tra
   re-rendered from the database and atomically replaced (temp file, fsync, rename, fsync of the folder). Failures,
   interruptions and approval resets always take this path: they are never batched.
 - `CompleteTurn` (a completed turn, told with `reply_to`): group-committed. Completions that arrive back to back
-  are finished in ONE transaction when `max_batch` (default MAX_BATCH, 256) are waiting or the actor's mailbox is empty (so an idle host
-  adds no delay); then the transcripts of the threads in the batch are rewritten once each; only then does every
-  caller get its `TurnPersisted`. Any other message first flushes the waiting completions, so the database sees
-  writes in the order the actor received them. If the batch transaction fails, each completion is retried alone,
-  so one bad row never fails the others, and every caller hears its own outcome.
+  are finished in ONE transaction when `max_batch` (default MAX_BATCH, 256) are waiting or the actor's mailbox is
+  empty (so an idle host adds no delay); then the transcripts of the threads in the batch are rewritten once each;
+  only then does every caller get its `TurnPersisted`. Any other message first flushes the waiting completions, so
+  the database sees writes in the order the actor received them. If the batch transaction fails, each completion is
+  retried alone, so one bad row never fails the others, and every caller hears its own outcome.
 - The transcript is derived from committed rows, so a crash between the commit and the transcript rewrite leaves
   the old transcript, which start-up repair re-renders from the database. When a transcript write fails (I/O error,
   disk full) the commit still stands and is acknowledged; the transcript is marked stale and rewritten at the next
@@ -33,15 +33,15 @@ Errors from storage (unknown ids, invalid ids, I/O errors) are raised to the ask
 from __future__ import annotations
 
 import collections
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import msgspec
-import pykka
 
-from actors._clock import Clock, Timer
-from actors._log import get_logger
-from actors._refs import SupervisedActor, tell_quietly, unknown_message
-from protocol._messages import (
+from agenthost.actors._clock import Clock, Timer
+from agenthost.actors._log import get_logger
+from agenthost.actors._refs import SupervisedActor, tell_quietly, unknown_message
+from agenthost.protocol._messages import (
     AddActionCard,
     BeginFollowUpTurn,
     BeginTurn,
@@ -63,18 +63,19 @@ from protocol._messages import (
     SetFollowUpState,
     TurnPersisted,
 )
-from storage import (
+from agenthost.storage import (
     AtomicFs,
+    CheckpointMode,
     Database,
     RootLock,
-    check_storage,
-    open_or_quarantine,
     StorageCorruptError,
     StorageError,
     StorageRoot,
-    TranscriptStore,
     ThreadDocument,
+    TranscriptStore,
     TurnFinish,
+    check_storage,
+    open_or_quarantine,
     validate_id,
 )
 
@@ -192,8 +193,9 @@ class PersistenceActor(SupervisedActor):
             case BeginFollowUpTurn():
                 return self._turn_written(db.begin_followup_turn(message.followup_id, now))
             case FinishTurn():
-                finish = TurnFinish(message.turn_id, message.status, message.assistant_text, message.error, now,
-                                    message.worker_id)
+                finish = TurnFinish(
+                    message.turn_id, message.status, message.assistant_text, message.error, now, message.worker_id
+                )
                 return self._turn_written(db.finish_turns([finish])[0])
             case AddActionCard():
                 card = db.add_action_card(message.thread_id, message.turn_id, message.kind, message.text, now)
@@ -280,7 +282,7 @@ class PersistenceActor(SupervisedActor):
                 self._document(row.thread_id).upsert_turn(row)
         for thread_id in sorted({row.thread_id for row, _ in outcomes if row is not None}):
             self._write_transcript(thread_id)
-        for completion, (row, error) in zip(batch, outcomes):
+        for completion, (row, error) in zip(batch, outcomes, strict=True):
             tell_quietly(completion.reply_to, TurnPersisted(turn_id=completion.turn_id, row=row, error=error))
         _log.debug("persistence.group_commit", completions=len(batch))
         if self._wal_pages >= self._checkpoint_pages:
@@ -305,8 +307,8 @@ class PersistenceActor(SupervisedActor):
                 return
             self._stale.discard(stale)
 
-    def _checkpoint(self, mode: str) -> tuple[int, int]:
-        frames = self.db.checkpoint(mode)  # type: ignore[arg-type]
+    def _checkpoint(self, mode: CheckpointMode) -> tuple[int, int]:
+        frames = self.db.checkpoint(mode)
         if frames[0] == frames[1]:
             self._wal_pages = 0
         _log.debug("persistence.checkpoint", mode=mode, wal_frames=frames[0], checkpointed=frames[1])
@@ -320,8 +322,12 @@ def _open_and_repair(root: StorageRoot, vfs: str | None, now: float) -> Database
         db, quarantined = open_or_quarantine(root, now)
         if quarantined is not None:
             _log.error(
-                "storage.quarantined", reason=quarantined.reason, moved=list(quarantined.moved), into=quarantined.into,
-                rebuilt_threads=quarantined.rebuilt_threads, rebuilt_turns=quarantined.rebuilt_turns,
+                "storage.quarantined",
+                reason=quarantined.reason,
+                moved=list(quarantined.moved),
+                into=quarantined.into,
+                rebuilt_threads=quarantined.rebuilt_threads,
+                rebuilt_turns=quarantined.rebuilt_turns,
                 skipped=list(quarantined.skipped),
             )
     else:  # fault-injection runs: no quarantine, the injected error must surface
@@ -333,8 +339,13 @@ def _open_and_repair(root: StorageRoot, vfs: str | None, now: float) -> Database
     try:
         for finding in check_storage(db, root, repair=True, now=now, pending_turns=False):
             log = _log.info if finding.status == "ok" else _log.warning
-            log("storage.health", kind=finding.kind, subject=finding.subject, status=finding.status,
-                detail=finding.detail)
+            log(
+                "storage.health",
+                kind=finding.kind,
+                subject=finding.subject,
+                status=finding.status,
+                detail=finding.detail,
+            )
     except BaseException:
         db.close(checkpoint=False)
         raise

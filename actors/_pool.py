@@ -24,17 +24,25 @@ Contract:
 from __future__ import annotations
 
 import random
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import msgspec
 import pykka
 
-from actors._clock import Clock, Timer
-from actors._refs import SupervisedActor, tell_quietly, unknown_message
-from actors._log import decision, get_logger
-from actors._recovery import RecoveryPolicy, RestartHistory, RestartType, admit_restart, record_start, should_restart
-from actors._worker import WorkerActor, WorkerSpec
-from protocol._messages import (
+from agenthost.actors._clock import Clock, Timer
+from agenthost.actors._log import decision, get_logger
+from agenthost.actors._recovery import (
+    RecoveryPolicy,
+    RestartHistory,
+    RestartType,
+    admit_restart,
+    record_start,
+    should_restart,
+)
+from agenthost.actors._refs import SupervisedActor, tell_quietly, unknown_message
+from agenthost.actors._worker import WorkerActor, WorkerSpec
+from agenthost.protocol._messages import (
     GetPoolStatus,
     KillRuntime,
     PoolFailed,
@@ -178,15 +186,33 @@ class PoolSupervisor(SupervisedActor):
             self._notify(message)
             return
         if message.consecutive_timeouts >= self._max_timeouts:
-            reason = f"{message.consecutive_timeouts} calls in a row timed out (max {self._max_timeouts}): {message.reason}"
-            decision(_log, supervisor="pool", child=child, decision="kill", reason=reason,
-                     attempt=slot.history.attempt, delay_s=0.0, generation=slot.generation)
+            reason = (
+                f"{message.consecutive_timeouts} calls in a row timed out (max {self._max_timeouts}): {message.reason}"
+            )
+            decision(
+                _log,
+                supervisor="pool",
+                child=child,
+                decision="kill",
+                reason=reason,
+                attempt=slot.history.attempt,
+                delay_s=0.0,
+                generation=slot.generation,
+            )
             tell_quietly(slot.ref, KillRuntime(reason=reason))
             return
         if slot.state == "ready":
             slot.state = "degraded"
-            decision(_log, supervisor="pool", child=child, decision="degrade", reason=message.reason,
-                     attempt=slot.history.attempt, delay_s=0.0, generation=slot.generation)
+            decision(
+                _log,
+                supervisor="pool",
+                child=child,
+                decision="degrade",
+                reason=message.reason,
+                attempt=slot.history.attempt,
+                delay_s=0.0,
+                generation=slot.generation,
+            )
             self._notify(message)
 
     def _on_exited(self, message: WorkerExited) -> None:
@@ -202,8 +228,14 @@ class PoolSupervisor(SupervisedActor):
         abnormal = message.returncode != 0
         if not should_restart(self._worker_restart, abnormal):
             slot.state = "stopped"
-            decision(_log, supervisor="pool", child=f"worker-{slot.worker_id}", decision="no_restart",
-                     reason=f"{message.reason}; restart type {self._worker_restart}", generation=slot.generation)
+            decision(
+                _log,
+                supervisor="pool",
+                child=f"worker-{slot.worker_id}",
+                decision="no_restart",
+                reason=f"{message.reason}; restart type {self._worker_restart}",
+                generation=slot.generation,
+            )
             return
         self._decide(slot, message.reason)
 

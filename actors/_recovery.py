@@ -49,24 +49,24 @@ from typing import Literal
 import msgspec
 
 __all__ = [
-    "ChildSpec",
-    "RestartType",
-    "Strategy",
-    "SupervisorSpec",
-    "children_to_restart",
-    "should_restart",
     "HOST_POLICY",
     "WORKER_POLICY",
     "Backoff",
+    "ChildSpec",
     "Decision",
     "Intensity",
     "PolicyError",
     "RecoveryPolicy",
     "RestartHistory",
+    "RestartType",
+    "Strategy",
+    "SupervisorSpec",
     "admit_restart",
+    "children_to_restart",
     "next_delay",
     "record_start",
     "schedule",
+    "should_restart",
 ]
 
 
@@ -78,14 +78,10 @@ class PolicyError(ValueError):
 # Shared value checks
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _require_finite(field: str, value: object) -> float:
-    if not _is_number(value) or not math.isfinite(value):  # type: ignore[arg-type]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise PolicyError(f"{field} must be a finite number, got {value!r}")
-    return float(value)  # type: ignore[arg-type]
+    return float(value)
 
 
 def _require_int(field: str, value: object) -> int:
@@ -305,7 +301,7 @@ def admit_restart(
         reason = f"{policy.max_attempts} attempts exhausted"
         return Decision(action="give_up", attempt=attempt, delay_s=0.0, reason=reason, history=refused)
     delay_s = next_delay(policy.backoff, attempt, rng)
-    admitted = RestartHistory(restarts=window + (now,), attempt=attempt, last_started_at=None)
+    admitted = RestartHistory(restarts=(*window, now), attempt=attempt, last_started_at=None)
     reason = f"attempt {attempt} of {policy.max_attempts}, backoff {_format_seconds(delay_s)} s"
     return Decision(action="restart", attempt=attempt, delay_s=delay_s, reason=reason, history=admitted)
 
@@ -339,7 +335,7 @@ def _check_strategy(value: str) -> None:
         raise PolicyError(f"strategy must be one of {_STRATEGIES}, got {value!r}")
 
 
-def _check_unique_children(children: tuple["ChildSpec", ...]) -> None:
+def _check_unique_children(children: tuple[ChildSpec, ...]) -> None:
     names = [child.name for child in children]
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if not children or duplicates:
@@ -394,4 +390,4 @@ def children_to_restart(spec: SupervisorSpec, failed: str) -> tuple[str, ...]:
         return (failed,)
     if spec.strategy == "one_for_all":
         return names
-    return names[names.index(failed):]
+    return names[names.index(failed) :]

@@ -2,6 +2,9 @@
 
 Contract: `unknown_message` raises `UnknownMessageError`: an actor that gets a message it has no handler for
 crashes and its supervisor decides (let it crash), instead of dropping the message silently.
+`ask(ref, message, timeout_s)` is the one way actors ask each other: every ask has a deadline (default
+ASK_TIMEOUT_S, 30 s) and raises `pykka.Timeout` when it passes, the receiver's own exception when it raised, or
+`pykka.ActorDeadError` when the receiver is gone.
 `tell_quietly` delivers a message or, when the receiver has stopped, drops it and returns False. It is used
 for events whose receiver may legitimately be gone (a stopped worker, a finished shutdown); it never hides a
 failure of a live receiver, because `tell` itself cannot fail for a live one.
@@ -13,7 +16,14 @@ from typing import Any, NoReturn
 
 import pykka
 
-__all__ = ["SupervisedActor", "UnknownMessageError", "tell_quietly", "unknown_message"]
+__all__ = ["ASK_TIMEOUT_S", "SupervisedActor", "UnknownMessageError", "ask", "tell_quietly", "unknown_message"]
+
+ASK_TIMEOUT_S = 30.0  # seconds an actor waits for another actor's reply
+
+
+def ask(ref: pykka.ActorRef[Any], message: Any, timeout_s: float = ASK_TIMEOUT_S) -> Any:
+    """Ask `ref` and wait at most `timeout_s` seconds for the reply (see the module contract)."""
+    return ref.ask(message, block=True, timeout=timeout_s)
 
 
 def tell_quietly(ref: Any, message: Any) -> bool:
@@ -51,7 +61,7 @@ class SupervisedActor(pykka.ThreadingActor):
         """Start-up work of the child (runs in the actor's thread)."""
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
-        from protocol._messages import ChildFailed
+        from agenthost.protocol._messages import ChildFailed
 
         if self.supervisor_ref is not None:
             tell_quietly(self.supervisor_ref, ChildFailed(child=self.child_name, error=repr(exception_value)))

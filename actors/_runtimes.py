@@ -1,7 +1,7 @@
 """Runtime adapters: how a pool turns (worker id, generation) into the command line of one runtime process.
 
 Contract:
-- `builtin` runs the reference runtime with the current interpreter (`python -m protocol.reference_runtime`).
+- `builtin` runs the reference runtime with the current interpreter (`python -m agenthost.protocol.reference_runtime`).
   All workers of a host share one state folder, `system/runtime-state/`, so a thread pinned to another worker
   after a crash can be resumed there with its history.
 - Each worker's stderr is appended to `system/logs/worker-<id>.log`.
@@ -20,16 +20,24 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
-from actors._worker import WorkerSpec
-from chaos import RuntimeFaults, encode_faults
-from storage import StorageRoot, atomic_write
+from agenthost.actors._worker import WorkerSpec
+from agenthost.protocol._faults import RuntimeFaults, encode_faults
+from agenthost.storage import StorageRoot, atomic_write
 
 __all__ = [
-    "CODEX_CACHE", "CODEX_OPT_OUT", "CodexBinaryError", "default_codex_bin", "CodexRolloutSync", "builtin_spec_factory", "check_codex_binary", "codex_spec_factory",
-    "faults_file_path", "find_native_codex",
+    "CODEX_CACHE",
+    "CODEX_OPT_OUT",
+    "CodexBinaryError",
+    "CodexRolloutSync",
+    "builtin_spec_factory",
+    "check_codex_binary",
+    "codex_spec_factory",
+    "default_codex_bin",
+    "faults_file_path",
+    "find_native_codex",
 ]
 
 
@@ -50,10 +58,15 @@ def builtin_spec_factory(
 
     def spec(worker_id: int, generation: int) -> WorkerSpec:
         argv = [
-            sys.executable, "-m", "protocol.reference_runtime",
-            "--state-dir", str(root.runtime_state_dir),
-            "--deltas-per-reply", str(deltas_per_reply),
-            "--faults-file", str(faults_file_path(root, worker_id)),
+            sys.executable,
+            "-m",
+            "agenthost.protocol.reference_runtime",
+            "--state-dir",
+            str(root.runtime_state_dir),
+            "--deltas-per-reply",
+            str(deltas_per_reply),
+            "--faults-file",
+            str(faults_file_path(root, worker_id)),
         ]
         worker_faults = faults.get(worker_id)
         if worker_faults is not None:

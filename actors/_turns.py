@@ -13,14 +13,27 @@ from typing import Any
 
 import msgspec
 
-from actors._clock import Timer
-from actors._recovery import Backoff
-from protocol._messages import Delta, TurnFinished
+from agenthost.actors._clock import Timer
+from agenthost.actors._recovery import Backoff
+from agenthost.protocol._messages import Delta, TurnFinished
 
 __all__ = [
-    "APPROVAL_METHODS", "PERSIST_RETRY", "STEP_METHODS", "Approval", "CoordinatorSettings", "HostClosedError",
-    "TurnRegistry", "TurnState", "UnknownApprovalError", "UnknownTurnError", "emit", "flush_deltas", "nested_id",
-    "new_turn_id", "runtime_turn_of", "validate_decision",
+    "APPROVAL_METHODS",
+    "PERSIST_RETRY",
+    "STEP_METHODS",
+    "Approval",
+    "CoordinatorSettings",
+    "HostClosedError",
+    "TurnNotActiveError",
+    "TurnRegistry",
+    "TurnState",
+    "UnknownApprovalError",
+    "emit",
+    "flush_deltas",
+    "nested_id",
+    "new_turn_id",
+    "runtime_turn_of",
+    "validate_decision",
 ]
 
 PERSIST_RETRY = Backoff(initial_s=1.0, multiplier=2.0, max_s=30.0)  # retrying turn ends the storage refused
@@ -36,7 +49,7 @@ class UnknownApprovalError(KeyError):
     """No pending approval has this id."""
 
 
-class UnknownTurnError(KeyError):
+class TurnNotActiveError(KeyError):
     """No active turn has this id."""
 
 

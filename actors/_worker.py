@@ -5,8 +5,9 @@ Contract:
   stderr goes to `stderr_path` (append) or /dev/null.
 - A reader thread decodes stdout (reads of up to 64 KiB) into a `StdoutInbox` and tells the actor `StdoutReady`
   only when no such signal is pending, so while the actor is busy the decoded lines pile up and are handled as one
-  batch (the batch grows with load; an idle worker still sees each line at once). Unparsable lines become `ProtocolError`s that are logged (warning) and dropped; a line
-  over 16 MiB is logged and dropped, the lines around it are kept.
+  batch (the batch grows with load; an idle worker still sees each line at once). Unparsable lines become
+  `ProtocolError`s that are logged (warning) and dropped; a line over 16 MiB is logged and dropped, the lines around
+  it are kept.
 - Handshake: `initialize` is sent at start; the worker reports `WorkerReady` to the pool only when it answers
   successfully, then sends the `initialized` notification. No answer within `startup_timeout_s` (injected clock)
   kills the process group; the exit is then reported with reason "initialize timed out after N s".
@@ -36,10 +37,10 @@ from typing import IO, Any
 import msgspec
 import pykka
 
-from actors._clock import Clock, Timer
-from actors._refs import tell_quietly, unknown_message
-from actors._log import get_logger
-from protocol._jsonrpc import (
+from agenthost.actors._clock import Clock, Timer
+from agenthost.actors._log import get_logger
+from agenthost.actors._refs import tell_quietly, unknown_message
+from agenthost.protocol._jsonrpc import (
     ErrorResponse,
     LineBuffer,
     LineTooLongError,
@@ -54,17 +55,17 @@ from protocol._jsonrpc import (
     encode_request,
     encode_response,
 )
-from protocol._messages import (
+from agenthost.protocol._messages import (
     HOST_CALL_TIMEOUT,
     HOST_WORKER_EXITED,
     AnswerServerRequest,
     CallDeadline,
     CallResult,
+    KillRuntime,
     RuntimeCall,
     RuntimeOutput,
-    StdoutReady,
     StdoutClosed,
-    KillRuntime,
+    StdoutReady,
     StopRuntime,
     WorkerExited,
     WorkerHealth,
@@ -162,6 +163,7 @@ def _read_stdout(stream: IO[bytes], inbox: StdoutInbox, actor_ref: pykka.ActorRe
 
 class WorkerActor(pykka.ThreadingActor):
     use_daemon_thread = True
+
     def __init__(
         self,
         spec: WorkerSpec,
@@ -310,7 +312,9 @@ class WorkerActor(pykka.ThreadingActor):
 
     def _flush(self, forward: list[Any]) -> None:
         if forward:
-            out = RuntimeOutput(worker_id=self._spec.worker_id, generation=self._spec.generation, messages=tuple(forward))
+            out = RuntimeOutput(
+                worker_id=self._spec.worker_id, generation=self._spec.generation, messages=tuple(forward)
+            )
             tell_quietly(self._output, out)
 
     def _on_response(self, message: Response | ErrorResponse) -> None:
@@ -359,8 +363,13 @@ class WorkerActor(pykka.ThreadingActor):
 
     def _report_health(self, *, degraded: bool, reason: str) -> None:
         spec = self._spec
-        health = WorkerHealth(worker_id=spec.worker_id, generation=spec.generation, degraded=degraded,
-                              consecutive_timeouts=self._consecutive_timeouts, reason=reason)
+        health = WorkerHealth(
+            worker_id=spec.worker_id,
+            generation=spec.generation,
+            degraded=degraded,
+            consecutive_timeouts=self._consecutive_timeouts,
+            reason=reason,
+        )
         tell_quietly(self._pool, health)
 
     def _kill(self, reason: str) -> None:

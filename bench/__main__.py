@@ -28,7 +28,7 @@ from pathlib import Path
 
 import msgspec
 
-from actors._log import configure
+from agenthost._logging import configure
 from bench import _deltas, _durability
 from bench._rate import Run
 
@@ -81,7 +81,9 @@ class BenchReport(msgspec.Struct, frozen=True, kw_only=True):
 
 def _machine() -> Machine:
     return Machine(
-        cpu_count=os.cpu_count(), python=platform.python_version(), platform=platform.platform(),
+        cpu_count=os.cpu_count(),
+        python=platform.python_version(),
+        platform=platform.platform(),
         temp_dir=tempfile.gettempdir(),
     )
 
@@ -100,8 +102,12 @@ def _compare(unit: str, baseline: Callable[[Path], Run], host: Callable[[Path], 
     host_runs = _repeat(host, repeats)
     baseline_rate, host_rate = statistics.median(baseline_runs), statistics.median(host_runs)
     return Comparison(
-        unit=unit, baseline_per_s=baseline_rate, host_per_s=host_rate, ratio_pct=100.0 * host_rate / baseline_rate,
-        baseline_runs=baseline_runs, host_runs=host_runs,
+        unit=unit,
+        baseline_per_s=baseline_rate,
+        host_per_s=host_rate,
+        ratio_pct=100.0 * host_rate / baseline_rate,
+        baseline_runs=baseline_runs,
+        host_runs=host_runs,
     )
 
 
@@ -124,14 +130,19 @@ def run(params: BenchParams) -> BenchReport:
     with tempfile.TemporaryDirectory(prefix="agenthost-bench-") as work_dir:
         breakdown = _durability.measure_breakdown(params.completions, Path(work_dir))
     return BenchReport(
-        machine=_machine(), params=params, deltas=deltas, durability=durability, durability_breakdown=breakdown,
+        machine=_machine(),
+        params=params,
+        deltas=deltas,
+        durability=durability,
+        durability_breakdown=breakdown,
         codex=codex,
-        codex_skipped=skipped, seconds_total=time.perf_counter() - started,
+        codex_skipped=skipped,
+        seconds_total=time.perf_counter() - started,
     )
 
 
 def _codex_comparison(params: BenchParams) -> tuple[Comparison | None, str | None]:
-    from actors._runtimes import CODEX_CACHE, default_codex_bin
+    from agenthost.actors._runtimes import CODEX_CACHE, default_codex_bin
 
     binary = default_codex_bin()
     if binary is None:
@@ -159,22 +170,39 @@ def format_report(report: BenchReport) -> str:
     lines = [
         "agenthost bench",
         f"machine: {machine.cpu_count} CPUs, Python {machine.python}, {machine.platform}, temp dir {machine.temp_dir}",
-        f"each figure: median of {params.repeats} repeat(s), time.perf_counter(); ratio = host median / baseline median",
+        f"each figure: median of {params.repeats} repeat(s), time.perf_counter(); "
+        "ratio = host median / baseline median",
         "",
         f"1. Deltas/s, reference runtime without faults, {params.deltas_per_reply} deltas per reply, "
         f"{params.turns} timed turns (+1 untimed warm-up) per repeat",
-        _rate_line("floor: raw pipe, os.read 64 KiB + LineBuffer + decode_line", deltas.baseline_per_s,
-                   "deltas/s", deltas.baseline_runs),
-        _rate_line("host:  AgentHost(workers=1), every TurnHandle event consumed", deltas.host_per_s,
-                   "deltas/s", deltas.host_runs),
+        _rate_line(
+            "floor: raw pipe, os.read 64 KiB + LineBuffer + decode_line",
+            deltas.baseline_per_s,
+            "deltas/s",
+            deltas.baseline_runs,
+        ),
+        _rate_line(
+            "host:  AgentHost(workers=1), every TurnHandle event consumed",
+            deltas.host_per_s,
+            "deltas/s",
+            deltas.host_runs,
+        ),
         f"  host/floor {deltas.ratio_pct:.1f} %   (design target >= {report.design_target_pct:.0f} %: {target_met})",
         "  timed per turn: send -> turn end seen; host turns include their durable begin/finish",
         "",
         f"2. Durable turn completions/s, {params.completions} completions per repeat, all in one thread",
-        _rate_line("raw:  APSW WAL synchronous=FULL, 256 UPDATEs per COMMIT", durability.baseline_per_s,
-                   "completions/s", durability.baseline_runs),
-        _rate_line("host: PersistenceActor group commit (CompleteTurn)", durability.host_per_s,
-                   "completions/s", durability.host_runs),
+        _rate_line(
+            "raw:  APSW WAL synchronous=FULL, 256 UPDATEs per COMMIT",
+            durability.baseline_per_s,
+            "completions/s",
+            durability.baseline_runs,
+        ),
+        _rate_line(
+            "host: PersistenceActor group commit (CompleteTurn)",
+            durability.host_per_s,
+            "completions/s",
+            durability.host_runs,
+        ),
         f"  host/raw {durability.ratio_pct:.1f} %   (design target >= 80 %: "
         f"{'met' if durability.ratio_pct >= 80 else 'NOT met'})",
         "  host: every CompleteTurn told at once, timed until the last TurnPersisted; one completion is durable",
@@ -209,11 +237,16 @@ def _codex_lines(report: BenchReport) -> list[str]:
     ms = lambda rate: f"{1000.0 / rate:.1f} ms/turn"  # noqa: E731
     return [
         f"3. Codex turn round trip (codex 0.169.0, mock model, {report.params.codex_turns} timed turns per repeat)",
-        _rate_line("direct: minimal client on codex app-server pipes", codex.baseline_per_s, "turns/s",
-                   codex.baseline_runs) + f"  = {ms(codex.baseline_per_s)}",
-        _rate_line("host:   AgentHost(runtime=codex, workers=1) send+wait", codex.host_per_s, "turns/s",
-                   codex.host_runs) + f"  = {ms(codex.host_per_s)}",
-        f"  host/direct {codex.ratio_pct:.1f} %  (host adds {1000.0 / codex.host_per_s - 1000.0 / codex.baseline_per_s:.1f} "
+        _rate_line(
+            "direct: minimal client on codex app-server pipes", codex.baseline_per_s, "turns/s", codex.baseline_runs
+        )
+        + f"  = {ms(codex.baseline_per_s)}",
+        _rate_line(
+            "host:   AgentHost(runtime=codex, workers=1) send+wait", codex.host_per_s, "turns/s", codex.host_runs
+        )
+        + f"  = {ms(codex.host_per_s)}",
+        f"  host/direct {codex.ratio_pct:.1f} %  "
+        f"(host adds {1000.0 / codex.host_per_s - 1000.0 / codex.baseline_per_s:.1f} "
         "ms per turn: actor hops + durable begin/finish)",
         "",
     ]

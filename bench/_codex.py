@@ -15,12 +15,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-
-from actors import AgentHost, HostConfig
-from actors._runtimes import CODEX_OPT_OUT
+from agenthost import AgentHost, HostConfig
+from agenthost.actors._runtimes import CODEX_OPT_OUT
+from agenthost.protocol.mock_model import MockModelServer
 from bench._deltas import CLIENT_INFO, RawRuntime
 from bench._rate import Run
-from protocol.mock_model import MockModelServer
 
 __all__ = ["measure_direct", "measure_host"]
 
@@ -35,10 +34,13 @@ def measure_direct(codex_bin: str, turns: int, work_dir: Path) -> Run:
             argv += ["-c", override]
         home = work_dir / "direct-home"
         home.mkdir(parents=True, exist_ok=True)
-        runtime = RawRuntime(argv, stderr_path=work_dir / "direct.stderr", timeout_s=TIMEOUT_S,
-                             env={"CODEX_HOME": str(home)})
+        runtime = RawRuntime(
+            argv, stderr_path=work_dir / "direct.stderr", timeout_s=TIMEOUT_S, env={"CODEX_HOME": str(home)}
+        )
         try:
-            runtime.call("initialize", {**CLIENT_INFO, "capabilities": {"optOutNotificationMethods": list(CODEX_OPT_OUT)}})
+            runtime.call(
+                "initialize", {**CLIENT_INFO, "capabilities": {"optOutNotificationMethods": list(CODEX_OPT_OUT)}}
+            )
             runtime.notify("initialized")
             thread_id = runtime.call("thread/start", {"cwd": str(work_dir)})["thread"]["id"]
             runtime.run_turn(thread_id, TEXT)
@@ -53,8 +55,13 @@ def measure_direct(codex_bin: str, turns: int, work_dir: Path) -> Run:
 
 def measure_host(codex_bin: str, turns: int, work_dir: Path) -> Run:
     with MockModelServer() as model:
-        config = HostConfig(storage_root=str(work_dir / "host-root"), workers=1, runtime="codex",
-                            codex_bin=codex_bin, codex_config=model.codex_overrides())
+        config = HostConfig(
+            storage_root=str(work_dir / "host-root"),
+            workers=1,
+            runtime="codex",
+            codex_bin=codex_bin,
+            codex_config=model.codex_overrides(),
+        )
         with AgentHost(config) as host:
             thread_id = host.create_thread("bench codex")
             host.send(thread_id, TEXT).wait(TIMEOUT_S)

@@ -1,7 +1,7 @@
 """Deltas/s: the whole host against the raw pipe + decode floor, on the same reference runtime.
 
-Both sides run `python -m protocol.reference_runtime --deltas-per-reply N` without faults and send the same user
-text, long enough (N characters) that the reply splits into exactly N non-empty `item/agentMessage/delta`s.
+Both sides run `python -m agenthost.protocol.reference_runtime --deltas-per-reply N` without faults and send the
+same user text, long enough (N characters) that the reply splits into exactly N non-empty `item/agentMessage/delta`s.
 
 - `measure_floor`: spawns the runtime directly, does the handshake (initialize -> initialized) and thread/start,
   then per turn sends turn/start and reads stdout with `os.read(fd, 65536)` + `LineBuffer` + `decode_line` on every
@@ -34,11 +34,10 @@ from typing import Any
 
 import msgspec
 
+from agenthost import AgentHost, HostConfig
+from agenthost.protocol import Delta, ErrorResponse, Notification, Response, TurnFinished
+from agenthost.protocol._jsonrpc import Incoming, LineBuffer, decode_line, encode_notification, encode_request
 from bench._rate import Run
-
-from actors import AgentHost, HostConfig
-from protocol import Delta, ErrorResponse, Notification, Response, TurnFinished
-from protocol._jsonrpc import Incoming, LineBuffer, decode_line, encode_notification, encode_request
 
 __all__ = ["DeltaBenchError", "DeltaParams", "RawRuntime", "measure_floor", "measure_host", "turn_text"]
 
@@ -75,11 +74,17 @@ class RawRuntime:
     """A minimal direct client: one runtime process on pipes, no host. A watchdog kills it after `timeout_s`, so no
     read blocks forever. Used for the floors the host is compared with (reference runtime and codex)."""
 
-    def __init__(self, argv: list[str], *, stderr_path: Path, timeout_s: float, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, argv: list[str], *, stderr_path: Path, timeout_s: float, env: dict[str, str] | None = None
+    ) -> None:
         self._stderr_path = stderr_path
         with open(self._stderr_path, "wb") as stderr:
             self._proc = subprocess.Popen(
-                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, start_new_session=True,
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                start_new_session=True,
                 env=None if env is None else {**os.environ, **env},
             )
         assert self._proc.stdin is not None and self._proc.stdout is not None
@@ -168,8 +173,13 @@ def _check_completed(params: Any) -> None:
 def measure_floor(params: DeltaParams, work_dir: Path) -> Run:
     """Deltas/s of the bare pipe + decode loop (see the module docstring)."""
     argv = [
-        sys.executable, "-m", "protocol.reference_runtime",
-        "--state-dir", str(work_dir / "floor-state"), "--deltas-per-reply", str(params.deltas_per_reply),
+        sys.executable,
+        "-m",
+        "agenthost.protocol.reference_runtime",
+        "--state-dir",
+        str(work_dir / "floor-state"),
+        "--deltas-per-reply",
+        str(params.deltas_per_reply),
     ]
     runtime = RawRuntime(argv, stderr_path=work_dir / "floor-runtime.stderr", timeout_s=params.timeout_s)
     try:
@@ -208,8 +218,11 @@ def _host_turn(host: AgentHost, thread_id: str, text: str, timeout_s: float) -> 
 def measure_host(params: DeltaParams, work_dir: Path) -> Run:
     """Deltas/s through AgentHost with one worker (see the module docstring)."""
     config = HostConfig(
-        storage_root=str(work_dir / "host-root"), workers=1, deltas_per_reply=params.deltas_per_reply,
-        startup_timeout_s=min(params.timeout_s, 30.0), turn_timeout_s=params.timeout_s,
+        storage_root=str(work_dir / "host-root"),
+        workers=1,
+        deltas_per_reply=params.deltas_per_reply,
+        startup_timeout_s=min(params.timeout_s, 30.0),
+        turn_timeout_s=params.timeout_s,
     )
     text = turn_text(params.deltas_per_reply)
     with AgentHost(config) as host:

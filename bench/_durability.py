@@ -2,8 +2,8 @@
 
 - `measure_raw`: one `apsw.Connection` on a fresh temp file with journal_mode=WAL, synchronous=FULL and automatic
   checkpoints off, with agenthost's own schema (its migrations). `completions` pending turns are inserted first
-  (untimed); then the completions are UPDATEs, MAX_BATCH (256) per transaction (one fsync'd commit per batch): the floor for a
-  durable batched write of the same rows.
+  (untimed); then the completions are UPDATEs, MAX_BATCH (256) per transaction (one fsync'd commit per batch): the
+  floor for a durable batched write of the same rows.
 - `measure_breakdown`: the storage parts of a host completion timed alone (no actors): `finish_turns` per
   completion, and one transcript render + atomic write per batch, amortised; the rest of the host's time per
   completion is actor messaging.
@@ -25,22 +25,21 @@ import time
 from pathlib import Path
 
 import apsw
-
-from bench._rate import Run
-
 import msgspec
 
-from actors import SystemClock
-from actors._persistence import MAX_BATCH, PersistenceActor
-from protocol._messages import BeginTurn, CompleteTurn, CreateThread, TurnPersisted
-from storage import Database, StorageRoot, ThreadDocument, TranscriptStore, TurnFinish
-from storage._schema import apply_migrations
+from agenthost.actors import SystemClock
+from agenthost.actors._persistence import MAX_BATCH, PersistenceActor
+from agenthost.protocol._messages import BeginTurn, CompleteTurn, CreateThread, TurnPersisted
+from agenthost.storage import Database, StorageRoot, ThreadDocument, TranscriptStore, TurnFinish
+from agenthost.storage._schema import apply_migrations
+from bench._rate import Run
 
 __all__ = ["Breakdown", "measure_breakdown", "measure_host", "measure_raw"]
 
 USER_TEXT = "bench question"
 ASSISTANT_TEXT = "Reference reply to: bench question"
 ASK_TIMEOUT_S = 60.0
+
 
 def _turn_id(index: int) -> str:
     return f"turn-{index:06d}"
@@ -54,7 +53,9 @@ def _open_raw(path: Path) -> apsw.Connection:
     conn.wal_autocheckpoint(0)
     settings = (conn.pragma("journal_mode"), conn.pragma("synchronous"))
     if settings != ("wal", 2):
-        raise RuntimeError(f"raw database {str(path)!r}: journal_mode/synchronous are {settings!r}, expected ('wal', 2)")
+        raise RuntimeError(
+            f"raw database {str(path)!r}: journal_mode/synchronous are {settings!r}, expected ('wal', 2)"
+        )
     return conn
 
 
@@ -64,8 +65,10 @@ def _insert_pending(conn: apsw.Connection, completions: int) -> None:
     rows = [(_turn_id(i), "bench-thread", i + 1, USER_TEXT, "pending", time.time()) for i in range(completions)]
     with conn:
         conn.execute("INSERT INTO projects (project_id, name, created_at) VALUES ('bench', 'bench', 0)")
-        conn.execute("INSERT INTO threads (thread_id, project_id, title, created_at) VALUES "
-                     "('bench-thread', 'bench', 'bench', 0)")
+        conn.execute(
+            "INSERT INTO threads (thread_id, project_id, title, created_at) VALUES "
+            "('bench-thread', 'bench', 'bench', 0)"
+        )
         conn.executemany(
             "INSERT INTO turns (turn_id, thread_id, seq, user_text, status, created_at) VALUES (?, ?, ?, ?, ?, ?)",
             rows,
@@ -155,10 +158,12 @@ def measure_breakdown(completions: int, work_dir: Path, *, batch: int = MAX_BATC
         db.create_thread("bench-thread", "bench", "bench", time.time())
         for index in range(completions):
             db.begin_turn(_turn_id(index), "bench-thread", USER_TEXT, time.time())
-        finishes = [TurnFinish(_turn_id(i), "completed", ASSISTANT_TEXT, None, time.time(), 1) for i in range(completions)]
+        finishes = [
+            TurnFinish(_turn_id(i), "completed", ASSISTANT_TEXT, None, time.time(), 1) for i in range(completions)
+        ]
         started = time.perf_counter()
         for first in range(0, completions, batch):
-            db.finish_turns(finishes[first:first + batch])
+            db.finish_turns(finishes[first : first + batch])
         rows_s = time.perf_counter() - started
         doc = ThreadDocument(db.get_thread("bench-thread"), db.list_turns("bench-thread"), ())
         store = TranscriptStore(root)

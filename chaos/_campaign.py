@@ -1,7 +1,7 @@
 """The chaos campaign runner: drive a workload plus a fault schedule against an AgentHost, record, then check.
 
 Contract:
-- `run_campaign(schedule, root, settings)` runs the host in a SUBPROCESS (`python -m chaos._campaign serve
+- `run_campaign(schedule, root, settings)` runs the host in a SUBPROCESS (`python -m agenthost.chaos._serve
   CONFIG_JSON`) so HostKill9 and StorageCrash are real SIGKILLs of the whole host process; a new host process is then
   started on the same storage root (its start settles what the dead one left: orphaned turns fail with a note,
   queued follow-ups run). `run_embedded(host_driver, schedule, settings)` (see chaos._plugin) uses the same loop on
@@ -33,14 +33,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import msgspec
 
-from chaos._faults import RuntimeFaults, kill_process_group
-from chaos._history import History
-from chaos._schedule import (
+from agenthost.chaos._history import History
+from agenthost.chaos._schedule import (
     ApprovalNeverAnswered,
     CrashOnStart,
     DiskFull,
@@ -57,6 +57,7 @@ from chaos._schedule import (
     WorkerKill9,
     encode_schedule,
 )
+from agenthost.protocol._faults import RuntimeFaults, kill_process_group
 
 __all__ = [
     "RECORDED_EVENTS",
@@ -72,10 +73,22 @@ __all__ = [
 ]
 
 RECORDED_EVENTS: tuple[str, ...] = (
-    "supervisor.decision", "pool.worker_restarting", "pool.worker_up", "pool.failed", "worker.spawned",
-    "worker.exited", "worker.eof_mid_line", "worker.protocol_error", "turns.dispatched", "turns.finished",
-    "turns.approvals_reset", "turns.reconciled_pending", "turns.persist_failed", "host.restarting_children",
-    "persistence.transcript_failed", "mapping.pins_moved",
+    "supervisor.decision",
+    "pool.worker_restarting",
+    "pool.worker_up",
+    "pool.failed",
+    "worker.spawned",
+    "worker.exited",
+    "worker.eof_mid_line",
+    "worker.protocol_error",
+    "turns.dispatched",
+    "turns.finished",
+    "turns.approvals_reset",
+    "turns.reconciled_pending",
+    "turns.persist_failed",
+    "host.restarting_children",
+    "persistence.transcript_failed",
+    "mapping.pins_moved",
 )
 _FILE_KNOB_FAULTS = (WorkerHang, StdoutGarbage, EofMidLine, SlowStream, CrashOnStart)
 
@@ -115,28 +128,46 @@ class CampaignResult(msgspec.Struct, kw_only=True):
 
 def git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent.parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def campaign_host_config(root: str, workers: int, settings: CampaignSettings, codex_config: tuple[str, ...] = ()) -> Any:
-    from actors import Backoff, HostConfig, Intensity, RecoveryPolicy
+def campaign_host_config(
+    root: str, workers: int, settings: CampaignSettings, codex_config: tuple[str, ...] = ()
+) -> Any:
+    from agenthost import HostConfig
+    from agenthost.actors import Backoff, Intensity, RecoveryPolicy
 
     fast = Backoff(initial_s=0.01, multiplier=2.0, max_s=0.08)
     return HostConfig(
-        storage_root=root, workers=workers, runtime=settings.runtime,  # type: ignore[arg-type]
-        codex_bin=settings.codex_bin, codex_config=codex_config,
-        worker_policy=RecoveryPolicy(backoff=fast, max_attempts=8, intensity=Intensity(max_restarts=50, period_s=1.0),
-                                     stable_after_s=0.3),
-        host_policy=RecoveryPolicy(backoff=fast, max_attempts=4, intensity=Intensity(max_restarts=20, period_s=1.0),
-                                   stable_after_s=0.3),
+        storage_root=root,
+        workers=workers,
+        runtime=settings.runtime,  # type: ignore[arg-type]
+        codex_bin=settings.codex_bin,
+        codex_config=codex_config,
+        worker_policy=RecoveryPolicy(
+            backoff=fast, max_attempts=8, intensity=Intensity(max_restarts=50, period_s=1.0), stable_after_s=0.3
+        ),
+        host_policy=RecoveryPolicy(
+            backoff=fast, max_attempts=4, intensity=Intensity(max_restarts=20, period_s=1.0), stable_after_s=0.3
+        ),
         startup_timeout_s=10.0 if settings.runtime == "codex" else 5.0,
         request_timeout_s=settings.request_timeout_s if settings.runtime == "builtin" else 10.0,
-        turn_timeout_s=settings.turn_timeout_s, shutdown_timeout_s=1.0, drain_timeout_s=2.0,
-        checkpoint_interval_s=0.5, max_active_turns=8, deltas_per_reply=6,
+        turn_timeout_s=settings.turn_timeout_s,
+        shutdown_timeout_s=1.0,
+        drain_timeout_s=2.0,
+        checkpoint_interval_s=0.5,
+        max_active_turns=8,
+        deltas_per_reply=6,
     )
 
 
@@ -160,8 +191,10 @@ class SubprocessHost:
         self._dead = False
         with open(log_path, "ab") as log:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "chaos._campaign", "serve", json.dumps(config)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                [sys.executable, "-m", "agenthost.chaos._serve", json.dumps(config)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
                 cwd=Path(__file__).resolve().parent.parent,
             )
         self.pid = self._proc.pid
@@ -254,9 +287,15 @@ class SubprocessHost:
 class _Loop:
     """State of one campaign run (runner side)."""
 
-    def __init__(self, schedule: Schedule, settings: CampaignSettings, history: History,
-                 start_host: Callable[[Callable[[dict[str, Any]], None]], Any], root: Path | None,
-                 can_kill_host: bool) -> None:
+    def __init__(
+        self,
+        schedule: Schedule,
+        settings: CampaignSettings,
+        history: History,
+        start_host: Callable[[Callable[[dict[str, Any]], None]], Any],
+        root: Path | None,
+        can_kill_host: bool,
+    ) -> None:
         self.schedule = schedule
         self.settings = settings
         self.history = history
@@ -322,8 +361,9 @@ class _Loop:
         while True:
             remaining = deadline - time.monotonic()
             try:
-                incarnation, event = self.events.get(timeout=max(0.0, remaining)) if remaining > 0 else \
-                    self.events.get_nowait()
+                incarnation, event = (
+                    self.events.get(timeout=max(0.0, remaining)) if remaining > 0 else self.events.get_nowait()
+                )
             except queue.Empty:
                 return
             self.record(incarnation, event)
@@ -399,8 +439,15 @@ class _Loop:
         injected = detail is not None
         bucket = self.injected if injected else self.skipped
         bucket[name] = bucket.get(name, 0) + 1
-        self.history.add("fault", index=index, fault=name, target=event.target, injected=injected,
-                         detail=detail or "skipped", at=event.at)
+        self.history.add(
+            "fault",
+            index=index,
+            fault=name,
+            target=event.target,
+            injected=injected,
+            detail=detail or "skipped",
+            at=event.at,
+        )
 
     def _inject(self, fault: Any, target: str, op_index: int) -> str | None:
         builtin = self.settings.runtime == "builtin"
@@ -482,8 +529,9 @@ class _Loop:
             knobs[knob] = value
         faults = RuntimeFaults(**knobs) if knobs else None
         try:
-            self.host.request("set_faults", worker_id=worker_id,
-                              faults=None if faults is None else msgspec.to_builtins(faults))
+            self.host.request(
+                "set_faults", worker_id=worker_id, faults=None if faults is None else msgspec.to_builtins(faults)
+            )
         except (HostGoneError, RuntimeError) as exc:
             self.history.add("note", what="set_faults_failed", worker=worker_id, error=str(exc)[:200])
 
@@ -497,7 +545,7 @@ class _Loop:
     def continue_all(self) -> None:
         """SIGCONT every process of this root: a runtime that stopped itself (stop_self) after its host was killed
         could otherwise never read the EOF that tells it to exit."""
-        from chaos._invariants import processes_under
+        from agenthost.chaos._invariants import processes_under
 
         if self.root is None:
             return
@@ -598,8 +646,10 @@ def run_loop(loop: _Loop, *, progress: Callable[[str], None] | None = None, clos
             loop.replace_host(f"host process died: {exc}", killed=True)
         if progress and (op_index + 1) % 100 == 0:
             injected = sum(loop.injected.values())
-            progress(f"op {op_index + 1}/{len(schedule.ops)}: {injected} faults injected, "
-                     f"{loop.host_processes} host processes, {time.monotonic() - started:.1f} s")
+            progress(
+                f"op {op_index + 1}/{len(schedule.ops)}: {injected} faults injected, "
+                f"{loop.host_processes} host processes, {time.monotonic() - started:.1f} s"
+            )
     _finish(loop, close)
 
 
@@ -637,25 +687,35 @@ def _finish(loop: _Loop, close: bool = True) -> None:
 
 
 def _wait_no_processes(root: Path, timeout_s: float) -> None:
-    from chaos._invariants import processes_under
+    from agenthost.chaos._invariants import processes_under
 
     deadline = time.monotonic() + timeout_s
     while processes_under(root) and time.monotonic() < deadline:
         time.sleep(0.05)
 
 
-def run_campaign(schedule: Schedule, root: str | Path, settings: CampaignSettings = CampaignSettings(), *,
-                 shrink: bool = True, progress: Callable[[str], None] | None = None,
-                 history_path: str | Path | None = None) -> CampaignResult:
+def run_campaign(
+    schedule: Schedule,
+    root: str | Path,
+    settings: CampaignSettings | None = None,
+    *,
+    shrink: bool = True,
+    progress: Callable[[str], None] | None = None,
+    history_path: str | Path | None = None,
+) -> CampaignResult:
     """Run `schedule` against a host subprocess on `root` (created; must be new or empty) and check it."""
-    from chaos._invariants import INVARIANTS, check_all
+    from agenthost.chaos._invariants import INVARIANTS, check_all
 
+    settings = settings or CampaignSettings()
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     began = time.monotonic()
     history = History()
-    config = msgspec.to_builtins(settings) | {"root": str(root), "workers": schedule.workers,
-                                              "storage_faults": settings.storage_faults}
+    config = msgspec.to_builtins(settings) | {
+        "root": str(root),
+        "workers": schedule.workers,
+        "storage_faults": settings.storage_faults,
+    }
 
     def start_host(sink: Callable[[dict[str, Any]], None]) -> SubprocessHost:
         return SubprocessHost(config, sink, root / "campaign-host.log")
@@ -665,24 +725,39 @@ def run_campaign(schedule: Schedule, root: str | Path, settings: CampaignSetting
     run_loop(loop, progress=progress)
     _wait_no_processes(root, 15.0)
     host_config = campaign_host_config(str(root), schedule.workers, settings)
-    violations = check_all(history, root, worker_policy=host_config.worker_policy,
-                           host_policy=host_config.host_policy, turn_timeout_s=settings.turn_timeout_s)
+    violations = check_all(
+        history,
+        root,
+        worker_policy=host_config.worker_policy,
+        host_policy=host_config.host_policy,
+        turn_timeout_s=settings.turn_timeout_s,
+    )
     if history_path is not None:
         history.write(history_path)
     first_of_each = {v.invariant: v for v in reversed(violations)}
     chosen = list(first_of_each.values()) + [v for v in violations if v not in first_of_each.values()]
     reports = [_violation_report(schedule, v, root, settings, shrink) for v in chosen[:20]]
     return CampaignResult(
-        seed=schedule.seed, commit=git_commit(), runtime=settings.runtime, faults_scheduled=len(schedule.events),
-        faults_injected=dict(sorted(loop.injected.items())), faults_skipped=dict(sorted(loop.skipped.items())),
-        ops=len(schedule.ops), turns_acknowledged=len(history.entries("send")),
-        turns_by_status=_turns_by_status(root), host_processes=loop.host_processes, repairs=loop.repairs,
-        invariants_checked=INVARIANTS, violations=reports, violations_total=len(violations), duration_s=round(time.monotonic() - began, 3),
+        seed=schedule.seed,
+        commit=git_commit(),
+        runtime=settings.runtime,
+        faults_scheduled=len(schedule.events),
+        faults_injected=dict(sorted(loop.injected.items())),
+        faults_skipped=dict(sorted(loop.skipped.items())),
+        ops=len(schedule.ops),
+        turns_acknowledged=len(history.entries("send")),
+        turns_by_status=_turns_by_status(root),
+        host_processes=loop.host_processes,
+        repairs=loop.repairs,
+        invariants_checked=INVARIANTS,
+        violations=reports,
+        violations_total=len(violations),
+        duration_s=round(time.monotonic() - began, 3),
     )
 
 
 def _turns_by_status(root: Path) -> dict[str, int]:
-    from chaos._invariants import read_storage
+    from agenthost.chaos._invariants import read_storage
 
     counts: dict[str, int] = {}
     for row in read_storage(root).turns.values():
@@ -698,14 +773,17 @@ def reproducer(schedule: Schedule, at_fault: int | None, extra_ops: int = 20) ->
     return msgspec.structs.replace(schedule, events=events, ops=ops)
 
 
-def _violation_report(schedule: Schedule, violation: Any, root: Path, settings: CampaignSettings,
-                      shrink: bool) -> dict[str, Any]:
+def _violation_report(
+    schedule: Schedule, violation: Any, root: Path, settings: CampaignSettings, shrink: bool
+) -> dict[str, Any]:
     small = reproducer(schedule, violation.at_fault)
     shrunk = False
     if shrink and len(small.events) <= 8 and len(small.ops) <= 60:
         small, shrunk = _shrink(small, violation.invariant, root, settings)
     return {
-        "invariant": violation.invariant, "message": violation.message, "at_fault": violation.at_fault,
+        "invariant": violation.invariant,
+        "message": violation.message,
+        "at_fault": violation.at_fault,
         "reproducer": {"seed": schedule.seed, "shrunk": shrunk, "schedule": json.loads(encode_schedule(small))},
     }
 
@@ -716,8 +794,9 @@ def _reproduces(schedule: Schedule, invariant: str, root: Path, settings: Campai
     return any(v["invariant"] == invariant for v in result.violations)
 
 
-def _shrink(schedule: Schedule, invariant: str, root: Path, settings: CampaignSettings,
-            budget: int = 6) -> tuple[Schedule, bool]:
+def _shrink(
+    schedule: Schedule, invariant: str, root: Path, settings: CampaignSettings, budget: int = 6
+) -> tuple[Schedule, bool]:
     """Greedy: drop fault events one at a time while the violation still reproduces (at most `budget` runs)."""
     runs = 0
     if not _reproduces(schedule, invariant, root, settings, runs):
@@ -730,46 +809,3 @@ def _shrink(schedule: Schedule, invariant: str, root: Path, settings: CampaignSe
             schedule = candidate
         index -= 1
     return schedule, True
-
-
-# --- host side: the control server ------------------------------------------------------------------------------
-def serve(config: dict[str, Any]) -> int:
-    """Run one host on `config["root"]` and answer control requests on stdin until "shutdown" or EOF."""
-    from chaos._plugin import EmbeddedHost, tee_structlog_to
-
-    out_lock = threading.Lock()
-    stdout = sys.stdout.buffer
-
-    def emit(message: dict[str, Any]) -> None:
-        line = json.dumps(message, default=str).encode() + b"\n"
-        with out_lock:
-            stdout.write(line)
-            stdout.flush()
-
-    tee_structlog_to(lambda event: emit({"event": event}), RECORDED_EVENTS, echo_level="warning")
-    try:
-        host = EmbeddedHost.from_config(config, lambda event: emit({"event": event}))
-    except Exception as exc:  # noqa: BLE001 - reported to the runner, which decides
-        emit({"id": 0, "ok": False, "error": f"{type(exc).__name__}: {exc}"})
-        return 1
-    emit({"id": 0, "ok": True, "result": {"pid": os.getpid()}})
-    for raw in sys.stdin.buffer:
-        request = json.loads(raw)
-        request_id, op = request.pop("id"), request.pop("op")
-        try:
-            result = host.handle(op, request)
-        except Exception as exc:  # noqa: BLE001 - every error goes back to the runner by name
-            emit({"id": request_id, "ok": False, "error": f"{type(exc).__name__}: {exc}"})
-            continue
-        emit({"id": request_id, "ok": True, "result": result})
-        if op == "shutdown":
-            return 0
-    host.handle("shutdown", {})
-    return 0
-
-
-if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "serve":
-        sys.exit(serve(json.loads(sys.argv[2])))
-    print("usage: python -m chaos._campaign serve CONFIG_JSON", file=sys.stderr)
-    sys.exit(2)

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from storage import AtomicFs
+from agenthost.storage import AtomicFs
 
 __all__ = ["FS_STEPS", "FailingFs", "FsStep"]
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import msgspec
 
@@ -38,8 +39,9 @@ class History:
         self.host = 1  # incarnation of the host process entries are recorded against
 
     def add(self, kind: str, t: float | None = None, host: int | None = None, **data: Any) -> Entry:
-        entry = Entry(t=time.monotonic() if t is None else t, host=self.host if host is None else host,
-                      kind=kind, data=data)
+        entry = Entry(
+            t=time.monotonic() if t is None else t, host=self.host if host is None else host, kind=kind, data=data
+        )
         with self._lock:
             self._entries.append(entry)
         return entry
@@ -49,9 +51,12 @@ class History:
             return [e for e in self._entries if kind is None or e.kind == kind]
 
     def logs(self, event: str, **match: Any) -> list[Entry]:
-        """"log" entries of structlog event `event` whose data has every `match` item."""
-        return [e for e in self.entries("log")
-                if e.data.get("event") == event and all(e.data.get(k) == v for k, v in match.items())]
+        """ "log" entries of structlog event `event` whose data has every `match` item."""
+        return [
+            e
+            for e in self.entries("log")
+            if e.data.get("event") == event and all(e.data.get(k) == v for k, v in match.items())
+        ]
 
     def write(self, path: str | Path) -> None:
         encoder = msgspec.json.Encoder()
@@ -60,7 +65,7 @@ class History:
                 handle.write(encoder.encode(entry) + b"\n")
 
     @classmethod
-    def load(cls, path: str | Path) -> "History":
+    def load(cls, path: str | Path) -> History:
         decoder = msgspec.json.Decoder(Entry)
         with open(path, "rb") as handle:
             return cls(decoder.decode(line) for line in handle if line.strip())

@@ -14,8 +14,8 @@ Contract (each checker returns a list of `Violation`; none means the invariant h
   deadline must have been reset with a message: an ApprovalReset event, or (after a host kill, when no caller was
   left to tell) an "approval reset" card naming it in the thread's transcript.
 - `check_storage(history, storage)`: every acknowledged send is a turn in the DB (or, if it was queued, a durable
-  follow-up) and terminal; no turn at all is left pending ("turns_terminal"); every transcript parses with exactly one marker per DB turn whose phase
-  matches the DB status; `integrity_check` is "ok".
+  follow-up) and terminal; no turn at all is left pending ("turns_terminal"); every transcript parses with exactly
+  one marker per DB turn whose phase matches the DB status; `integrity_check` is "ok".
 - `check_final_status(history)`: in the last "final_status" note no thread is pinned to a worker that is not ready
   or degraded.
 - `check_leaks(history, root)`: no runtime or host process of the storage root is alive (after the campaign), and
@@ -34,7 +34,7 @@ from typing import Any
 import apsw
 import msgspec
 
-from chaos._history import Entry, History
+from agenthost.chaos._history import Entry, History
 
 __all__ = [
     "INVARIANTS",
@@ -52,8 +52,15 @@ __all__ = [
 ]
 
 INVARIANTS: tuple[str, ...] = (
-    "acknowledged_turns_durable", "transcripts_not_torn", "integrity_check", "restart_caps_and_delays",
-    "turn_deadlines", "approvals_reset", "pins_healthy", "no_leaks", "turns_terminal",
+    "acknowledged_turns_durable",
+    "transcripts_not_torn",
+    "integrity_check",
+    "restart_caps_and_delays",
+    "turn_deadlines",
+    "approvals_reset",
+    "pins_healthy",
+    "no_leaks",
+    "turns_terminal",
 )
 _PHASE = {"pending": "pending", "completed": "completed", "failed": "failed", "interrupted": "failed"}
 
@@ -77,8 +84,10 @@ def read_storage(root: str | Path) -> StorageView:
     root = Path(root)
     conn = apsw.Connection(str(root / "system" / "agenthost.db"), flags=apsw.SQLITE_OPEN_READONLY)
     try:
-        turns = {row[0]: {"thread_id": row[1], "seq": row[2], "status": row[3], "error": row[4]}
-                 for row in conn.execute("SELECT turn_id, thread_id, seq, status, error FROM turns")}
+        turns = {
+            row[0]: {"thread_id": row[1], "seq": row[2], "status": row[3], "error": row[4]}
+            for row in conn.execute("SELECT turn_id, thread_id, seq, status, error FROM turns")
+        }
         threads = {row[0]: row[1] for row in conn.execute("SELECT thread_id, project_id FROM threads")}
         followups = {row[0]: row[1] for row in conn.execute("SELECT followup_id, state FROM followups")}
         integrity = [str(row[0]) for row in conn.execute("PRAGMA integrity_check")]
@@ -88,8 +97,7 @@ def read_storage(root: str | Path) -> StorageView:
     for thread_id, project_id in threads.items():
         path = root / "projects" / project_id / "threads" / f"{thread_id}.md"
         transcripts[thread_id] = path.read_text(encoding="utf-8") if path.exists() else None
-    return StorageView(turns=turns, threads=threads, followups=followups, transcripts=transcripts,
-                       integrity=integrity)
+    return StorageView(turns=turns, threads=threads, followups=followups, transcripts=transcripts, integrity=integrity)
 
 
 def _fault_index_at(history: History, t: float) -> int | None:
@@ -112,8 +120,10 @@ def _last_fault(history: History) -> int | None:
 
 
 # --- supervision ------------------------------------------------------------------------------------------------
-def check_restarts(history: History, worker_policy: Any, host_policy: Any, tolerance_s: float = 0.002) -> list[Violation]:
-    from actors import schedule
+def check_restarts(
+    history: History, worker_policy: Any, host_policy: Any, tolerance_s: float = 0.002
+) -> list[Violation]:
+    from agenthost.actors import schedule
 
     delays = {"pool": schedule(worker_policy), "host": schedule(host_policy)}
     caps = {"pool": worker_policy.max_attempts, "host": host_policy.max_attempts}
@@ -122,27 +132,46 @@ def check_restarts(history: History, worker_policy: Any, host_policy: Any, toler
     for decision, start in _pool_restarts(history):
         due = decision.t + float(decision.data.get("delay_s", 0.0))
         if start.t < due - tolerance_s:
-            violations.append(_violation(history, "restart_caps_and_delays",
-                f"{decision.data['child']} restarted {due - start.t:.4f} s before its delay of "
-                f"{decision.data['delay_s']} s (decision at {decision.t:.4f}, start at {start.t:.4f}, "
-                f"host {decision.host})", start.t))
+            violations.append(
+                _violation(
+                    history,
+                    "restart_caps_and_delays",
+                    f"{decision.data['child']} restarted {due - start.t:.4f} s before its delay of "
+                    f"{decision.data['delay_s']} s (decision at {decision.t:.4f}, start at {start.t:.4f}, "
+                    f"host {decision.host})",
+                    start.t,
+                )
+            )
     return violations
 
 
-def _check_decision(history: History, entry: Entry, delays: dict[str, tuple[float, ...]],
-                    caps: dict[str, int]) -> list[Violation]:
+def _check_decision(
+    history: History, entry: Entry, delays: dict[str, tuple[float, ...]], caps: dict[str, int]
+) -> list[Violation]:
     supervisor, data = entry.data["supervisor"], entry.data
     if data.get("decision") != "restart":
         return []
     attempt, delay_s = int(data.get("attempt", 0)), float(data.get("delay_s", 0.0))
     who = f"{supervisor} decision for {data.get('child')} (host {entry.host}, t={entry.t:.4f})"
     if not 1 <= attempt <= caps[supervisor]:
-        return [_violation(history, "restart_caps_and_delays",
-                           f"{who}: restart attempt {attempt} is outside 1..{caps[supervisor]}", entry.t)]
+        return [
+            _violation(
+                history,
+                "restart_caps_and_delays",
+                f"{who}: restart attempt {attempt} is outside 1..{caps[supervisor]}",
+                entry.t,
+            )
+        ]
     expected = delays[supervisor][attempt - 1]
     if abs(delay_s - expected) > 1e-9:
-        return [_violation(history, "restart_caps_and_delays",
-                           f"{who}: attempt {attempt} delay {delay_s} s, schedule says {expected} s", entry.t)]
+        return [
+            _violation(
+                history,
+                "restart_caps_and_delays",
+                f"{who}: attempt {attempt} delay {delay_s} s, schedule says {expected} s",
+                entry.t,
+            )
+        ]
     return []
 
 
@@ -173,8 +202,9 @@ def _killed_hosts(history: History) -> set[int]:
 
 def check_deadlines(history: History, turn_timeout_s: float, slack_s: float = 2.0) -> list[Violation]:
     finished = {(e.host, e.data.get("turn")): e for e in history.logs("turns.reconciled_pending")}
-    finished.update({(e.host, e.data.get("turn_id")): e for e in history.entries("turn")
-                     if e.data.get("event") == "TurnFinished"})
+    finished.update(
+        {(e.host, e.data.get("turn_id")): e for e in history.entries("turn") if e.data.get("event") == "TurnFinished"}
+    )
     finished.update({(e.host, e.data.get("turn")): e for e in history.logs("turns.finished")})
     killed = _killed_hosts(history)
     failed = {e.host for e in history.entries("host_stop") if not e.data.get("clean", True)}
@@ -188,13 +218,25 @@ def check_deadlines(history: History, turn_timeout_s: float, slack_s: float = 2.
             if entry.host in failed and any(t == key[1] and h > entry.host for h, t in settled_later):
                 continue
             if entry.host not in killed:
-                violations.append(_violation(history, "turn_deadlines",
-                    f"turn {key[1]} dispatched at {entry.t:.3f} (host {entry.host}) never finished", entry.t))
+                violations.append(
+                    _violation(
+                        history,
+                        "turn_deadlines",
+                        f"turn {key[1]} dispatched at {entry.t:.3f} (host {entry.host}) never finished",
+                        entry.t,
+                    )
+                )
             continue
         took = end.t - entry.t
         if took > turn_timeout_s + slack_s:
-            violations.append(_violation(history, "turn_deadlines",
-                f"turn {key[1]} took {took:.3f} s, over its deadline {turn_timeout_s:g} s + {slack_s:g} s", end.t))
+            violations.append(
+                _violation(
+                    history,
+                    "turn_deadlines",
+                    f"turn {key[1]} took {took:.3f} s, over its deadline {turn_timeout_s:g} s + {slack_s:g} s",
+                    end.t,
+                )
+            )
     return violations
 
 
@@ -202,8 +244,11 @@ def check_approvals(history: History, storage: StorageView) -> list[Violation]:
     """Approval ids are per host process, so everything is keyed by (host incarnation, approval id)."""
     answered = {(e.host, e.data.get("approval_id")) for e in history.entries("answer")}
     turn_events = history.entries("turn")
-    resets = {(e.host, e.data.get("approval_id")) for e in turn_events
-              if e.data.get("event") == "ApprovalReset" and e.data.get("message")}
+    resets = {
+        (e.host, e.data.get("approval_id"))
+        for e in turn_events
+        if e.data.get("event") == "ApprovalReset" and e.data.get("message")
+    }
     violations = []
     for entry in turn_events:
         if entry.data.get("event") != "ApprovalRequested":
@@ -212,11 +257,17 @@ def check_approvals(history: History, storage: StorageView) -> list[Violation]:
         if key in answered or key in resets:
             continue
         thread_id = storage.turns.get(turn_id, {}).get("thread_id")
-        if _turn_section_has_reset(storage.transcripts.get(thread_id) if thread_id else None, turn_id, key[1]):
+        if _turn_section_has_reset(storage.transcripts.get(thread_id) if thread_id else None, turn_id, str(key[1])):
             continue
-        violations.append(_violation(history, "approvals_reset",
-            f"approval {key[1]} of turn {turn_id} (thread {thread_id}, host {entry.host}) was pending at an "
-            "interruption and never reset with a message (no ApprovalReset, no card in the transcript)", entry.t))
+        violations.append(
+            _violation(
+                history,
+                "approvals_reset",
+                f"approval {key[1]} of turn {turn_id} (thread {thread_id}, host {entry.host}) was pending at an "
+                "interruption and never reset with a message (no ApprovalReset, no card in the transcript)",
+                entry.t,
+            )
+        )
     return violations
 
 
@@ -243,25 +294,42 @@ def check_storage(history: History, storage: StorageView) -> list[Violation]:
         if row is None:
             if entry.data.get("queued") and turn_id in storage.followups:
                 continue
-            violations.append(_violation(history, "acknowledged_turns_durable",
-                f"acknowledged turn {turn_id} (thread {entry.data.get('thread_id')}, op {entry.data.get('op')}) "
-                "is not in the database", entry.t))
+            violations.append(
+                _violation(
+                    history,
+                    "acknowledged_turns_durable",
+                    f"acknowledged turn {turn_id} (thread {entry.data.get('thread_id')}, op {entry.data.get('op')}) "
+                    "is not in the database",
+                    entry.t,
+                )
+            )
         elif row["status"] == "pending":
-            violations.append(_violation(history, "acknowledged_turns_durable",
-                f"turn {turn_id} is still pending after the campaign", entry.t))
+            violations.append(
+                _violation(
+                    history,
+                    "acknowledged_turns_durable",
+                    f"turn {turn_id} is still pending after the campaign",
+                    entry.t,
+                )
+            )
     acknowledged = {str(e.data["turn_id"]) for e in history.entries("send")}
     for turn_id, row in sorted(storage.turns.items()):
         if row["status"] == "pending" and turn_id not in acknowledged:
-            violations.append(_violation(history, "turns_terminal",
-                f"turn {turn_id} (thread {row['thread_id']}, seq {row['seq']}) was never acknowledged to a caller "
-                "and is still pending after the campaign"))
+            violations.append(
+                _violation(
+                    history,
+                    "turns_terminal",
+                    f"turn {turn_id} (thread {row['thread_id']}, seq {row['seq']}) was never acknowledged to a caller "
+                    "and is still pending after the campaign",
+                )
+            )
     for thread_id, text in storage.transcripts.items():
         violations.extend(_check_transcript(history, storage, thread_id, text))
     return violations
 
 
 def _check_transcript(history: History, storage: StorageView, thread_id: str, text: str | None) -> list[Violation]:
-    from storage import parse_checkpoints
+    from agenthost.storage import parse_checkpoints
 
     db_turns = {tid: row for tid, row in storage.turns.items() if row["thread_id"] == thread_id}
     if text is None:
@@ -300,8 +368,14 @@ def check_final_status(history: History) -> list[Violation]:
     for thread_id, worker_id in sorted(status.get("pins", {}).items()):
         state = states.get(int(worker_id))
         if state not in ("ready", "degraded"):
-            violations.append(_violation(history, "pins_healthy",
-                f"thread {thread_id} is pinned to worker {worker_id} in state {state} at the end", finals[-1].t))
+            violations.append(
+                _violation(
+                    history,
+                    "pins_healthy",
+                    f"thread {thread_id} is pinned to worker {worker_id} in state {state} at the end",
+                    finals[-1].t,
+                )
+            )
     return violations
 
 
@@ -324,21 +398,35 @@ def processes_under(root: str | Path, exclude: frozenset[int] = frozenset()) -> 
 
 
 def check_leaks(history: History, root: str | Path, fd_slack: int = 16) -> list[Violation]:
-    violations = [_violation(history, "no_leaks", f"process {pid} still runs after the campaign: {cmd[:200]}")
-                  for pid, cmd in processes_under(root)]
+    violations = [
+        _violation(history, "no_leaks", f"process {pid} still runs after the campaign: {cmd[:200]}")
+        for pid, cmd in processes_under(root)
+    ]
     samples: dict[int, list[int]] = {}
     for entry in history.entries("note"):
         if entry.data.get("what") == "fd_count":
             samples.setdefault(entry.host, []).append(int(entry.data["count"]))
     for host, counts in samples.items():
         if len(counts) >= 2 and counts[-1] > counts[0] + fd_slack:
-            violations.append(_violation(history, "no_leaks",
-                f"host {host} fd count grew from {counts[0]} to {counts[-1]} (slack {fd_slack})"))
+            violations.append(
+                _violation(
+                    history,
+                    "no_leaks",
+                    f"host {host} fd count grew from {counts[0]} to {counts[-1]} (slack {fd_slack})",
+                )
+            )
     return violations
 
 
-def check_all(history: History, root: str | Path, *, worker_policy: Any, host_policy: Any, turn_timeout_s: float,
-              leaks: bool = True) -> list[Violation]:
+def check_all(
+    history: History,
+    root: str | Path,
+    *,
+    worker_policy: Any,
+    host_policy: Any,
+    turn_timeout_s: float,
+    leaks: bool = True,
+) -> list[Violation]:
     storage = read_storage(root)
     violations = [
         *check_storage(history, storage),

@@ -5,70 +5,50 @@ Contract:
   against an already started, in-process `AgentHost` (builtin runtime) and returns the invariant violations
   (storage, restarts, deadlines, approvals, pins; not process leaks: the host keeps running and stays the caller's
   to shut down). Faults that need a process kill (HostKill9, StorageCrash) and storage faults (the host was not
-  built on a fault-injecting VFS) are skipped and counted as skipped. Recording needs structlog to pass info-level
-  events (the default configuration does).
-- `chaos_host` (pytest fixture, registered by `pytest_plugins = ["chaos._plugin"]`) yields a started builtin
-  `AgentHost` on a temporary root with the campaign's fast recovery settings; shut down after the test.
-- `EmbeddedHost` is the host side of the control protocol (used by `python -m chaos._campaign serve`): it owns or
+  built on a fault-injecting VFS) are skipped and counted as skipped. Events are recorded through a listener, so
+  recording works whatever logging the application configured.
+- `chaos_host` (pytest fixture, registered through the `pytest11` entry point, so installing agenthost is enough)
+  yields a started builtin `AgentHost` on a temporary root with the campaign's fast recovery settings; shut down
+  after the test.
+- `EmbeddedHost` is the host side of the control protocol (used by `python -m agenthost.chaos._serve`): it owns or
   wraps an AgentHost, forwards the turn events of every send (ApprovalRequested, ApprovalReset, TurnFinished) to
   `emit` stamped with time.monotonic(), and optionally stacks the storage fault seams (CrashVFS under FaultyVFS for
   the database, `ArmableFs` for transcripts), re-armed live by `storage_fault`.
-- `tee_structlog_to(emit, names)` prepends a processor that forwards events named `names` (stamped "t") to `emit`.
+- `tee_events_to(emit, names)` subscribes to the structured events named `names` and forwards them to `emit`.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
-import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import msgspec
 
-from chaos._faults import RuntimeFaults
-from chaos._history import History
-from chaos._schedule import Schedule
+from agenthost.chaos._history import History
+from agenthost.chaos._schedule import Schedule
+from agenthost.protocol._faults import RuntimeFaults
 
-__all__ = ["ArmableFs", "EmbeddedHost", "chaos_host", "run_schedule", "tee_structlog_to"]
+__all__ = ["ArmableFs", "EmbeddedHost", "chaos_host", "run_schedule", "tee_events_to"]
 
 Emit = Callable[[dict[str, Any]], None]
 _FORWARDED = ("ApprovalRequested", "ApprovalReset", "TurnFinished")
 
 
-def tee_structlog_to(emit: Emit, names: tuple[str, ...], echo_level: str | None = None) -> Callable[[], None]:
-    """Forward events named `names` to `emit`; with `echo_level`, (re)configure structlog to print events at that
-    level or above on stderr (info events are still forwarded). Returns a function that removes the tee."""
-    import structlog
+def tee_events_to(emit: Emit, names: tuple[str, ...]) -> Callable[[], None]:
+    """Forward structured events named `names` to `emit` as `{"kind": "log", "t": ..., "event": name, **fields}`
+    (plain JSON values); returns the function that stops forwarding."""
+    from agenthost.actors import Event, subscribe
 
-    wanted = frozenset(names)
+    def forward(event: Event) -> None:
+        emit({"kind": "log", "t": event.t, **{k: _plain(v) for k, v in event.as_dict().items()}})
 
-    def tee(logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
-        if event_dict.get("event") in wanted:
-            emit({"kind": "log", "t": time.monotonic(), **{k: _plain(v) for k, v in event_dict.items()}})
-        return event_dict
-
-    if echo_level is not None:
-        threshold = logging.getLevelName(echo_level.upper())
-
-        def quiet(logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
-            if logging.getLevelName(method.upper()) < threshold:
-                raise structlog.DropEvent
-            return event_dict
-
-        structlog.configure(
-            processors=[tee, quiet, structlog.processors.add_log_level, structlog.dev.ConsoleRenderer(colors=False)],
-            wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
-            logger_factory=structlog.PrintLoggerFactory(sys.stderr), cache_logger_on_first_use=False,
-        )
-        return lambda: None
-    previous = list(structlog.get_config()["processors"])
-    structlog.configure(processors=[tee, *previous])
-    return lambda: structlog.configure(processors=previous)
+    return subscribe(forward, names)
 
 
 def _plain(value: Any) -> Any:
@@ -82,7 +62,7 @@ def _plain(value: Any) -> Any:
 
 
 def _fs_base() -> type:
-    from chaos._fsfaults import FailingFs
+    from agenthost.chaos._fsfaults import FailingFs
 
     return FailingFs
 
@@ -106,24 +86,25 @@ class ArmableFs(_fs_base()):  # type: ignore[misc]
 class EmbeddedHost:
     """Host side of one campaign host: an AgentHost plus the fault seams, driven by `handle(op, args)`."""
 
-    def __init__(self, host: Any, emit: Emit, *, faulty: Any = None, crash: Any = None, fs: Any = None,
-                 mock: Any = None) -> None:
+    def __init__(
+        self, host: Any, emit: Emit, *, faulty: Any = None, crash: Any = None, fs: Any = None, mock: Any = None
+    ) -> None:
         self.host = host
         self._emit = emit
         self._faulty, self._crash, self._fs, self._mock = faulty, crash, fs, mock
         self._closed = threading.Event()
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], emit: Emit) -> "EmbeddedHost":
-        from actors import AgentHost
-        from chaos._campaign import CampaignSettings, campaign_host_config
+    def from_config(cls, config: dict[str, Any], emit: Emit) -> EmbeddedHost:
+        from agenthost import AgentHost
+        from agenthost.chaos._campaign import CampaignSettings, campaign_host_config
 
         fields = {k: v for k, v in config.items() if k in CampaignSettings.__struct_fields__}
         settings = CampaignSettings(**fields)
         faulty = crash = fs = mock = None
         codex_config: tuple[str, ...] = ()
         if settings.runtime == "codex":
-            from protocol.mock_model import MockModelServer
+            from agenthost.protocol.mock_model import MockModelServer
 
             mock = MockModelServer()
             mock.start()
@@ -131,7 +112,7 @@ class EmbeddedHost:
         host_config = campaign_host_config(config["root"], int(config["workers"]), settings, codex_config)
         extra: dict[str, Any] = {}
         if settings.storage_faults:
-            from chaos._vfs import CrashVFS, FaultyVFS
+            from agenthost.chaos._vfs import CrashVFS, FaultyVFS
 
             crash = CrashVFS()
             faulty = FaultyVFS(None, base=crash.vfs_name)
@@ -148,7 +129,8 @@ class EmbeddedHost:
 
     # --- ops ---
     def _op_create_thread(self, thread_id: str) -> str:
-        return self.host.create_thread(thread_id, thread_id=thread_id)
+        created: str = self.host.create_thread(thread_id, thread_id=thread_id)
+        return created
 
     def _op_send(self, thread_id: str, text: str) -> dict[str, Any]:
         handle = self.host.send(thread_id, text)
@@ -173,7 +155,8 @@ class EmbeddedHost:
         self.host.answer_approval(approval_id, decision)
 
     def _op_status(self) -> dict[str, Any]:
-        return msgspec.to_builtins(self.host.status())
+        status: dict[str, Any] = msgspec.to_builtins(self.host.status())
+        return status
 
     def _op_set_faults(self, worker_id: int, faults: dict[str, Any] | None) -> None:
         self.host.set_worker_faults(worker_id, None if faults is None else RuntimeFaults(**faults))
@@ -181,7 +164,7 @@ class EmbeddedHost:
     def _op_storage_fault(self, what: str, **spec: Any) -> str:
         if self._faulty is None:
             raise ValueError("this host was started without storage fault seams")
-        from chaos._vfs import FaultPlan
+        from agenthost.chaos._vfs import FaultPlan
 
         if what == "io":
             self._faulty.plan = FaultPlan(op=spec["io_op"], nth=spec["nth"], persistent=spec["persistent"])
@@ -212,9 +195,11 @@ class EmbeddedHost:
         while True:
             status = self.host.status()
             settled = status.state in ("running", "failed") and all(
-                w.state not in ("starting", "restarting") for w in status.workers)
+                w.state not in ("starting", "restarting") for w in status.workers
+            )
             if (settled and not status.active_turns) or time.monotonic() >= deadline:
-                return msgspec.to_builtins(status)
+                plain: dict[str, Any] = msgspec.to_builtins(status)
+                return plain
             time.sleep(0.02)
 
     def _op_shutdown(self) -> None:
@@ -239,7 +224,7 @@ class _InProcessDriver:
     def request(self, op: str, timeout_s: float = 30.0, **args: Any) -> Any:
         try:
             return self.embedded.handle(op, args)
-        except Exception as exc:  # noqa: BLE001 - the loop treats every failed request alike
+        except Exception as exc:
             raise RuntimeError(f"{type(exc).__name__}: {exc}") from exc
 
     def kill(self) -> None:
@@ -251,26 +236,36 @@ class _InProcessDriver:
 
 def run_schedule(host: Any, schedule: Schedule, *, history: History | None = None) -> list[Any]:
     """Run `schedule` against the started in-process `host`; return the invariant violations."""
-    from chaos._campaign import RECORDED_EVENTS, CampaignSettings, _Loop, run_loop
-    from chaos._invariants import check_approvals, check_deadlines, check_final_status, check_restarts
-    from chaos._invariants import check_storage, read_storage
+    from agenthost.chaos._campaign import RECORDED_EVENTS, CampaignSettings, _Loop, run_loop
+    from agenthost.chaos._invariants import (
+        check_approvals,
+        check_deadlines,
+        check_final_status,
+        check_restarts,
+        check_storage,
+        read_storage,
+    )
 
     history = history if history is not None else History()
     config = host.config
-    settings = CampaignSettings(runtime=config.runtime, turn_timeout_s=config.turn_timeout_s,
-                                request_timeout_s=config.request_timeout_s, storage_faults=False)
+    settings = CampaignSettings(
+        runtime=config.runtime,
+        turn_timeout_s=config.turn_timeout_s,
+        request_timeout_s=config.request_timeout_s,
+        storage_faults=False,
+    )
     holder: dict[str, Any] = {}
 
     def start(sink: Emit) -> _InProcessDriver:
         if "driver" in holder:
             raise RuntimeError("an embedded host cannot be replaced")
         holder["sink"] = sink
-        holder["driver"] = _InProcessDriver(EmbeddedHost(host, sink))
-        return holder["driver"]
+        driver = holder["driver"] = _InProcessDriver(EmbeddedHost(host, sink))
+        return driver
 
     loop = _Loop(schedule, settings, history, start, Path(config.storage_root), can_kill_host=False)
     loop.start_host()
-    untee = tee_structlog_to(lambda event: holder["sink"](event), RECORDED_EVENTS)
+    untee = tee_events_to(lambda event: holder["sink"](event), RECORDED_EVENTS)  # noqa: PLW0108 - the sink is set later
     try:
         run_loop(loop, close=False)
     finally:
@@ -288,8 +283,8 @@ def run_schedule(host: Any, schedule: Schedule, *, history: History | None = Non
 
 
 def _chaos_host_fixture() -> Iterator[Any]:
-    from actors import AgentHost
-    from chaos._campaign import CampaignSettings, campaign_host_config
+    from agenthost import AgentHost
+    from agenthost.chaos._campaign import CampaignSettings, campaign_host_config
 
     with tempfile.TemporaryDirectory(prefix="chaos-host-") as folder:
         config = campaign_host_config(str(Path(folder) / "root"), 2, CampaignSettings(storage_faults=False))
@@ -302,7 +297,7 @@ def _chaos_host_fixture() -> Iterator[Any]:
 
 try:
     import pytest
-
+except ImportError:  # pytest is a test dependency; without it there is no fixture to register
+    pass
+else:
     chaos_host = pytest.fixture(name="chaos_host")(_chaos_host_fixture)
-except ImportError:  # pytest is a test dependency; without it the fixture is the plain generator
-    chaos_host = _chaos_host_fixture

@@ -19,7 +19,7 @@ Contract:
 from __future__ import annotations
 
 import random
-from typing import Literal, Union
+from typing import Literal
 
 import msgspec
 
@@ -52,44 +52,44 @@ class _Fault(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     pass
 
 
-class WorkerKill9(_Fault):
+class WorkerKill9(_Fault, frozen=True):
     """SIGKILL the worker's runtime process group."""
 
 
-class WorkerHang(_Fault):
+class WorkerHang(_Fault, frozen=True):
     """The runtime SIGSTOPs itself at its next turn start or delta (live `stop_self`); SIGCONT after N ops."""
 
     resume_after_ops: int = 1
 
 
-class StdoutGarbage(_Fault):
+class StdoutGarbage(_Fault, frozen=True):
     """A non-JSON stdout line before each turn, for `ops` ops."""
 
     ops: int = 1
 
 
-class EofMidLine(_Fault):
+class EofMidLine(_Fault, frozen=True):
     """At its next turn start or delta the runtime writes half a JSON line and exits 0."""
 
 
-class SlowStream(_Fault):
+class SlowStream(_Fault, frozen=True):
     """`delay_s` between deltas, for `ops` ops."""
 
     delay_s: float = 0.02
     ops: int = 1
 
 
-class CrashOnStart(_Fault):
+class CrashOnStart(_Fault, frozen=True):
     """The worker is killed and its next `restarts` starts exit at once (then the knob is cleared)."""
 
     restarts: int = 1
 
 
-class ApprovalNeverAnswered(_Fault):
+class ApprovalNeverAnswered(_Fault, frozen=True):
     """The next `RUN:` approval is never answered (the turn must end at its deadline)."""
 
 
-class StorageIOError(_Fault):
+class StorageIOError(_Fault, frozen=True):
     """The `nth` SQLite `op` call fails with SQLITE_IOERR (every later one too while `persistent`, for `ops` ops)."""
 
     op: Literal["read", "write", "sync"] = "write"
@@ -98,37 +98,59 @@ class StorageIOError(_Fault):
     ops: int = 1
 
 
-class DiskFull(_Fault):
+class DiskFull(_Fault, frozen=True):
     """Every SQLite write fails with SQLITE_FULL for `ops` ops."""
 
     ops: int = 1
 
 
-class StorageCrash(_Fault):
+class StorageCrash(_Fault, frozen=True):
     """Power cut: unsynced database bytes are dropped and the host process dies; a new one starts on the root."""
 
 
-class TranscriptStepFailure(_Fault):
+class TranscriptStepFailure(_Fault, frozen=True):
     """The next transcript atomic replace fails at `step` (write, fsync_file, replace, fsync_dir)."""
 
     step: Literal["write", "fsync_file", "replace", "fsync_dir"] = "replace"
 
 
-class HostKill9(_Fault):
+class HostKill9(_Fault, frozen=True):
     """SIGKILL the whole host process, then start a new host process on the same storage root."""
 
 
-Fault = Union[
-    WorkerKill9, WorkerHang, StdoutGarbage, EofMidLine, SlowStream, CrashOnStart, ApprovalNeverAnswered,
-    StorageIOError, DiskFull, StorageCrash, TranscriptStepFailure, HostKill9,
-]
+Fault = (
+    WorkerKill9
+    | WorkerHang
+    | StdoutGarbage
+    | EofMidLine
+    | SlowStream
+    | CrashOnStart
+    | ApprovalNeverAnswered
+    | StorageIOError
+    | DiskFull
+    | StorageCrash
+    | TranscriptStepFailure
+    | HostKill9
+)
 
 FAULT_KINDS: tuple[str, ...] = (
-    "WorkerKill9", "WorkerHang", "StdoutGarbage", "EofMidLine", "SlowStream", "CrashOnStart",
-    "ApprovalNeverAnswered", "StorageIOError", "DiskFull", "StorageCrash", "TranscriptStepFailure", "HostKill9",
+    "WorkerKill9",
+    "WorkerHang",
+    "StdoutGarbage",
+    "EofMidLine",
+    "SlowStream",
+    "CrashOnStart",
+    "ApprovalNeverAnswered",
+    "StorageIOError",
+    "DiskFull",
+    "StorageCrash",
+    "TranscriptStepFailure",
+    "HostKill9",
 )
 STORAGE_FAULT_KINDS: frozenset[str] = frozenset({"StorageIOError", "DiskFull", "StorageCrash", "TranscriptStepFailure"})
-_WORKER_FAULT_KINDS = frozenset({"WorkerKill9", "WorkerHang", "StdoutGarbage", "EofMidLine", "SlowStream", "CrashOnStart"})
+_WORKER_FAULT_KINDS = frozenset(
+    {"WorkerKill9", "WorkerHang", "StdoutGarbage", "EofMidLine", "SlowStream", "CrashOnStart"}
+)
 _APPROVAL_ANSWERS: tuple[str, ...] = ("accept", "accept", "decline", "cancel")
 _FS_STEPS: tuple[str, ...] = ("write", "fsync_file", "replace", "fsync_dir")
 
@@ -152,13 +174,13 @@ class Schedule(msgspec.Struct, frozen=True, kw_only=True):
     ops: tuple[WorkOp, ...]
     events: tuple[FaultEvent, ...]
 
-    def prefix(self, count: int) -> "Schedule":
+    def prefix(self, count: int) -> Schedule:
         """The same workload with only the first `count` fault events."""
         return msgspec.structs.replace(self, events=self.events[:count])
 
-    def without(self, index: int) -> "Schedule":
+    def without(self, index: int) -> Schedule:
         """The same workload without fault event number `index`."""
-        return msgspec.structs.replace(self, events=self.events[:index] + self.events[index + 1:])
+        return msgspec.structs.replace(self, events=self.events[:index] + self.events[index + 1 :])
 
     def kinds(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -193,8 +215,9 @@ def generate_schedule(
     return Schedule(seed=seed, workers=workers, threads=threads, ops=ops, events=tuple(events))
 
 
-def _check_arguments(faults: int, kinds: tuple[str, ...] | list[str], workers: int, threads: int,
-                     ops_per_fault: int) -> None:
+def _check_arguments(
+    faults: int, kinds: tuple[str, ...] | list[str], workers: int, threads: int, ops_per_fault: int
+) -> None:
     if isinstance(faults, bool) or not isinstance(faults, int) or faults < 0:
         raise ValueError(f"faults {faults!r} is invalid: must be an int >= 0")
     if not kinds:
@@ -230,15 +253,22 @@ def _fault(rng: random.Random, kind: str) -> Fault:
     if kind == "CrashOnStart":
         return CrashOnStart(restarts=rng.randint(1, 3))
     if kind == "StorageIOError":
-        return StorageIOError(op=rng.choice(("read", "write", "sync")), nth=rng.randint(1, 5),
-                              persistent=rng.random() < 0.3, ops=rng.randint(1, 2))
+        return StorageIOError(
+            op=rng.choice(("read", "write", "sync")),
+            nth=rng.randint(1, 5),
+            persistent=rng.random() < 0.3,
+            ops=rng.randint(1, 2),
+        )
     if kind == "DiskFull":
         return DiskFull(ops=rng.randint(1, 2))
     if kind == "TranscriptStepFailure":
         return TranscriptStepFailure(step=rng.choice(_FS_STEPS))  # type: ignore[arg-type]
     simple: dict[str, type[_Fault]] = {
-        "WorkerKill9": WorkerKill9, "EofMidLine": EofMidLine, "ApprovalNeverAnswered": ApprovalNeverAnswered,
-        "StorageCrash": StorageCrash, "HostKill9": HostKill9,
+        "WorkerKill9": WorkerKill9,
+        "EofMidLine": EofMidLine,
+        "ApprovalNeverAnswered": ApprovalNeverAnswered,
+        "StorageCrash": StorageCrash,
+        "HostKill9": HostKill9,
     }
     return simple[kind]()  # type: ignore[return-value]
 

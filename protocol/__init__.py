@@ -3,11 +3,15 @@
 - The newline-delimited JSON-RPC codec in the `codex app-server` dialect (`decode_line`, `encode_*`, `LineBuffer`).
 - The one place that classifies runtime errors (`classify_error`, `is_thread_not_found`, `is_no_rollout`).
 - Every actor message, as frozen msgspec Structs in tagged unions (`protocol._messages`).
-- The built-in reference runtime: `python -m protocol.reference_runtime`.
+- The built-in reference runtime: `python -m agenthost.protocol.reference_runtime`, and its fault knobs
+  (`RuntimeFaults`), plus the hard process-group kill (`kill_process_group`) used to stop runtimes.
+
+This is the lowest layer: it imports nothing else of agenthost.
 """
 
-from protocol._errors import INVALID_REQUEST, ErrorKind, classify_error, is_no_rollout, is_thread_not_found
-from protocol._jsonrpc import (
+from agenthost.protocol._errors import INVALID_REQUEST, ErrorKind, classify_error, is_no_rollout, is_thread_not_found
+from agenthost.protocol._faults import FAULTS_ENV_VAR, RuntimeFaults, decode_faults, encode_faults, kill_process_group
+from agenthost.protocol._jsonrpc import (
     ErrorResponse,
     Incoming,
     LineBuffer,
@@ -25,7 +29,8 @@ from protocol._jsonrpc import (
     encode_request,
     encode_response,
 )
-from protocol._messages import (
+from agenthost.protocol._messages import (
+    ActiveTurn,
     ApprovalRequested,
     ApprovalReset,
     ApprovalResolved,
@@ -38,10 +43,40 @@ from protocol._messages import (
 )
 
 __all__ = [
-    "INVALID_REQUEST", "ErrorKind", "classify_error", "is_no_rollout", "is_thread_not_found",
-    "ErrorResponse", "Incoming", "LineBuffer", "LineTooLongError", "Notification", "ProtocolError", "Request",
-    "RequestId", "Response", "RpcError", "decode_line", "decode_lines", "encode_error", "encode_notification",
-    "encode_request", "encode_response",
-    "ApprovalRequested", "ApprovalReset", "ApprovalResolved", "Delta", "HostStatus", "TurnEvent", "TurnFinished",
-    "TurnStarted", "WorkerStatus",
+    "FAULTS_ENV_VAR",
+    "INVALID_REQUEST",
+    "ActiveTurn",
+    "ApprovalRequested",
+    "ApprovalReset",
+    "ApprovalResolved",
+    "Delta",
+    "ErrorKind",
+    "ErrorResponse",
+    "HostStatus",
+    "Incoming",
+    "LineBuffer",
+    "LineTooLongError",
+    "Notification",
+    "ProtocolError",
+    "Request",
+    "RequestId",
+    "Response",
+    "RpcError",
+    "RuntimeFaults",
+    "TurnEvent",
+    "TurnFinished",
+    "TurnStarted",
+    "WorkerStatus",
+    "classify_error",
+    "decode_faults",
+    "decode_line",
+    "decode_lines",
+    "encode_error",
+    "encode_faults",
+    "encode_notification",
+    "encode_request",
+    "encode_response",
+    "is_no_rollout",
+    "is_thread_not_found",
+    "kill_process_group",
 ]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 
-from protocol._jsonrpc import RpcError
+from agenthost.protocol._jsonrpc import RpcError
 
 __all__ = ["INVALID_REQUEST", "ErrorKind", "classify_error", "is_no_rollout", "is_thread_not_found"]
 

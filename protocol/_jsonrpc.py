@@ -104,7 +104,7 @@ class LineTooLongError(Exception):
 class _Envelope(msgspec.Struct):
     """Lenient view of any message: UNSET tells a missing field from an explicit null."""
 
-    id: int | str | None | UnsetType = UNSET
+    id: int | str | UnsetType | None = UNSET
     method: str | UnsetType = UNSET
     params: Any = None
     result: Any = UNSET
@@ -134,7 +134,7 @@ def _classify(line: bytes, envelope: _Envelope) -> Incoming:
     if envelope.error is not UNSET:
         if envelope.result is not UNSET:
             return _protocol_error(line, "message has both result and error")
-        return ErrorResponse(id=None if msg_id is UNSET else msg_id, error=envelope.error)
+        return ErrorResponse(id=None if isinstance(msg_id, UnsetType) else msg_id, error=envelope.error)
     if envelope.result is not UNSET:
         if msg_id is UNSET or msg_id is None:
             return _protocol_error(line, "response without an id")
@@ -196,7 +196,7 @@ def _check_id(request_id: object, *, allow_none: bool = False) -> None:
     raise TypeError(f"request id {request_id!r} is invalid: must be int or str, not {type(request_id).__name__}")
 
 
-def encode_request(id: RequestId, method: str, params: Any = None) -> bytes:  # noqa: A002 - wire name
+def encode_request(id: RequestId, method: str, params: Any = None) -> bytes:
     """b'{"id":..,"method":..,"params":..}\\n' ("params" omitted when None)."""
     _check_id(id)
     return _encoder.encode(_RequestOut(id=id, method=method, params=params)) + b"\n"
@@ -207,13 +207,13 @@ def encode_notification(method: str, params: Any = None) -> bytes:
     return _encoder.encode(_NotificationOut(method=method, params=params)) + b"\n"
 
 
-def encode_response(id: RequestId, result: Any) -> bytes:  # noqa: A002 - wire name
+def encode_response(id: RequestId, result: Any) -> bytes:
     """b'{"id":..,"result":..}\\n' ("result" always written, null included)."""
     _check_id(id)
     return _encoder.encode(_ResponseOut(id=id, result=result)) + b"\n"
 
 
-def encode_error(id: RequestId | None, code: int, message: str, data: Any = None) -> bytes:  # noqa: A002
+def encode_error(id: RequestId | None, code: int, message: str, data: Any = None) -> bytes:
     """b'{"id":..,"error":{"code":..,"message":..,"data":..}}\\n' ("data" omitted when None)."""
     _check_id(id, allow_none=True)
     return _encoder.encode(_ErrorOut(id=id, error=_ErrorBodyOut(code=code, message=message, data=data))) + b"\n"

@@ -17,21 +17,80 @@ from typing import Any, Literal
 
 import msgspec
 
-from protocol._jsonrpc import Incoming, RpcError
+from agenthost.protocol._jsonrpc import Incoming, RpcError
 
 __all__ = [
-    "HOST_CALL_TIMEOUT", "HOST_WORKER_EXITED", "HOST_UNSUPPORTED_REQUEST", "RuntimeCall", "CallResult",
-    "AnswerServerRequest", "RuntimeOutput", "StopRuntime", "KillRuntime", "CallDeadline", "StdoutReady",
-    "StdoutClosed", "WorkerReady", "WorkerExited", "RestartDue", "WorkerUp", "WorkerDown",
-    "GetPoolStatus", "WorkerStatus", "PoolFailed", "StopPool", "ResolveThread", "ThreadRoute", "BindRuntimeThread",
-    "InvalidateRuntimeThread", "GetPins", "CreateThread", "BeginTurn", "FinishTurn", "CompleteTurn",
-    "TurnPersisted", "BeginFollowUpTurn", "AddActionCard", "SaveMapping", "LoadMappings",
-    "ListThreads", "ListTurns", "ReadTranscript", "Checkpoint", "GetThread", "EnqueueFollowUp", "NextFollowUp",
-    "SetFollowUpState", "SendMessage", "TurnAccepted", "AnswerApproval", "InterruptTurn", "TurnDeadline",
-    "ListActiveTurns", "ActiveTurn", "CloseIntake", "AbortActiveTurns", "GetHostStatus", "HostStatus",
-    "ShutdownHost", "GetChildren", "RestartChildren", "ResetWorkers", "WorkerHealth", "ListPendingTurns",
-    "ListFollowUps", "ListActionCards", "RetryPersistence", "TurnStarted", "Delta", "ApprovalRequested",
-    "ApprovalResolved", "ApprovalReset", "TurnFinished", "TurnEvent", "ChildFailed",
+    "HOST_CALL_TIMEOUT",
+    "HOST_UNSUPPORTED_REQUEST",
+    "HOST_WORKER_EXITED",
+    "AbortActiveTurns",
+    "ActiveTurn",
+    "AddActionCard",
+    "AnswerApproval",
+    "AnswerServerRequest",
+    "ApprovalRequested",
+    "ApprovalReset",
+    "ApprovalResolved",
+    "BeginFollowUpTurn",
+    "BeginTurn",
+    "BindRuntimeThread",
+    "CallDeadline",
+    "CallResult",
+    "Checkpoint",
+    "ChildFailed",
+    "CloseIntake",
+    "CompleteTurn",
+    "CreateThread",
+    "Delta",
+    "EnqueueFollowUp",
+    "FinishTurn",
+    "GetChildren",
+    "GetHostStatus",
+    "GetPins",
+    "GetPoolStatus",
+    "GetThread",
+    "HostStatus",
+    "InterruptTurn",
+    "InvalidateRuntimeThread",
+    "KillRuntime",
+    "ListActionCards",
+    "ListActiveTurns",
+    "ListFollowUps",
+    "ListPendingTurns",
+    "ListThreads",
+    "ListTurns",
+    "LoadMappings",
+    "NextFollowUp",
+    "PoolFailed",
+    "ReadTranscript",
+    "ResetWorkers",
+    "ResolveThread",
+    "RestartChildren",
+    "RestartDue",
+    "RetryPersistence",
+    "RuntimeCall",
+    "RuntimeOutput",
+    "SaveMapping",
+    "SendMessage",
+    "SetFollowUpState",
+    "ShutdownHost",
+    "StdoutClosed",
+    "StdoutReady",
+    "StopPool",
+    "StopRuntime",
+    "ThreadRoute",
+    "TurnAccepted",
+    "TurnDeadline",
+    "TurnEvent",
+    "TurnFinished",
+    "TurnPersisted",
+    "TurnStarted",
+    "WorkerDown",
+    "WorkerExited",
+    "WorkerHealth",
+    "WorkerReady",
+    "WorkerStatus",
+    "WorkerUp",
 ]
 
 HOST_CALL_TIMEOUT = -32010  # the runtime did not answer before the call's deadline
@@ -44,7 +103,7 @@ class _Msg(msgspec.Struct, frozen=True, kw_only=True, tag=True):
 
 
 # --- coordinator <-> worker ------------------------------------------------------------------------------------
-class RuntimeCall(_Msg, kw_only=True):
+class RuntimeCall(_Msg, frozen=True, kw_only=True):
     """Send one JSON-RPC request to the runtime; the worker answers `reply_to` with a `CallResult`."""
 
     call_id: int
@@ -54,14 +113,14 @@ class RuntimeCall(_Msg, kw_only=True):
     reply_to: Any
 
 
-class CallResult(_Msg, kw_only=True):
+class CallResult(_Msg, frozen=True, kw_only=True):
     call_id: int
     worker_id: int
     result: Any = None
     error: RpcError | None = None
 
 
-class AnswerServerRequest(_Msg, kw_only=True):
+class AnswerServerRequest(_Msg, frozen=True, kw_only=True):
     """Reply to a server->client request; `request_id` keeps the JSON type the runtime used."""
 
     request_id: int | str
@@ -69,7 +128,7 @@ class AnswerServerRequest(_Msg, kw_only=True):
     error: RpcError | None = None
 
 
-class RuntimeOutput(_Msg, kw_only=True):
+class RuntimeOutput(_Msg, frozen=True, kw_only=True):
     """Notifications and server requests from one runtime, in stdout order."""
 
     worker_id: int
@@ -77,69 +136,69 @@ class RuntimeOutput(_Msg, kw_only=True):
     messages: tuple[Incoming, ...]
 
 
-class StopRuntime(_Msg, kw_only=True):
+class StopRuntime(_Msg, frozen=True, kw_only=True):
     """Close stdin, wait `timeout_s`, then SIGKILL the process group."""
 
     timeout_s: float
 
 
-class KillRuntime(_Msg, kw_only=True):
+class KillRuntime(_Msg, frozen=True, kw_only=True):
     """Pool -> worker: SIGKILL the runtime's group; the exit is reported with `reason`."""
 
     reason: str
 
 
-class CallDeadline(_Msg, kw_only=True):
+class CallDeadline(_Msg, frozen=True, kw_only=True):
     wire_id: int
 
 
-class StdoutReady(_Msg, kw_only=True):
+class StdoutReady(_Msg, frozen=True, kw_only=True):
     """The reader thread has decoded lines waiting; at most one of these is in a worker's mailbox at a time."""
 
 
-class StdoutClosed(_Msg, kw_only=True):
+class StdoutClosed(_Msg, frozen=True, kw_only=True):
     remainder: bytes = b""
 
 
 # --- worker / pool lifecycle -----------------------------------------------------------------------------------
-class WorkerReady(_Msg, kw_only=True):
+class WorkerReady(_Msg, frozen=True, kw_only=True):
     worker_id: int
     generation: int
     pid: int
 
 
-class WorkerExited(_Msg, kw_only=True):
+class WorkerExited(_Msg, frozen=True, kw_only=True):
     worker_id: int
     generation: int
     reason: str
     returncode: int | None = None
 
 
-class RestartDue(_Msg, kw_only=True):
+class RestartDue(_Msg, frozen=True, kw_only=True):
     worker_id: int
     generation: int
 
 
-class WorkerUp(_Msg, kw_only=True):
+class WorkerUp(_Msg, frozen=True, kw_only=True):
     worker_id: int
     generation: int
     ref: Any
 
 
-class WorkerDown(_Msg, kw_only=True):
+class WorkerDown(_Msg, frozen=True, kw_only=True):
     worker_id: int
     generation: int
     reason: str
 
 
-class GetPoolStatus(_Msg, kw_only=True):
+class GetPoolStatus(_Msg, frozen=True, kw_only=True):
     pass
 
 
 WorkerState = Literal["starting", "ready", "degraded", "restarting", "given_up", "stopped"]
 
 
-class WorkerStatus(_Msg, kw_only=True):
+class WorkerStatus(_Msg, frozen=True, kw_only=True):
     worker_id: int
     state: WorkerState
     generation: int
@@ -150,7 +209,7 @@ class WorkerStatus(_Msg, kw_only=True):
     last_exit: str | None = None
 
 
-class WorkerHealth(_Msg, kw_only=True):
+class WorkerHealth(_Msg, frozen=True, kw_only=True):
     """Worker -> pool: calls are timing out (degraded) or answered again (not degraded)."""
 
     worker_id: int
@@ -160,63 +219,63 @@ class WorkerHealth(_Msg, kw_only=True):
     reason: str = ""
 
 
-class PoolFailed(_Msg, kw_only=True):
+class PoolFailed(_Msg, frozen=True, kw_only=True):
     reason: str
     workers_gave_up: bool = False  # True: every worker exhausted its restarts (not an intensity escalation)
 
 
-class StopPool(_Msg, kw_only=True):
+class StopPool(_Msg, frozen=True, kw_only=True):
     timeout_s: float
 
 
-class ChildFailed(_Msg, kw_only=True):
+class ChildFailed(_Msg, frozen=True, kw_only=True):
     child: str
     error: str
 
 
 # --- thread mapping --------------------------------------------------------------------------------------------
-class ResolveThread(_Msg, kw_only=True):
+class ResolveThread(_Msg, frozen=True, kw_only=True):
     thread_id: str
 
 
-class ThreadRoute(_Msg, kw_only=True):
+class ThreadRoute(_Msg, frozen=True, kw_only=True):
     thread_id: str
     worker_id: int
     runtime_thread_id: str | None = None
 
 
-class BindRuntimeThread(_Msg, kw_only=True):
+class BindRuntimeThread(_Msg, frozen=True, kw_only=True):
     thread_id: str
     worker_id: int
     runtime_thread_id: str
 
 
-class InvalidateRuntimeThread(_Msg, kw_only=True):
+class InvalidateRuntimeThread(_Msg, frozen=True, kw_only=True):
     thread_id: str
 
 
-class GetPins(_Msg, kw_only=True):
+class GetPins(_Msg, frozen=True, kw_only=True):
     pass
 
 
 # --- persistence -----------------------------------------------------------------------------------------------
-class CreateThread(_Msg, kw_only=True):
+class CreateThread(_Msg, frozen=True, kw_only=True):
     thread_id: str
     project_id: str
     title: str
 
 
-class GetThread(_Msg, kw_only=True):
+class GetThread(_Msg, frozen=True, kw_only=True):
     thread_id: str
 
 
-class BeginTurn(_Msg, kw_only=True):
+class BeginTurn(_Msg, frozen=True, kw_only=True):
     turn_id: str
     thread_id: str
     user_text: str
 
 
-class FinishTurn(_Msg, kw_only=True):
+class FinishTurn(_Msg, frozen=True, kw_only=True):
     turn_id: str
     status: Literal["completed", "failed", "interrupted"]
     assistant_text: str = ""
@@ -224,7 +283,7 @@ class FinishTurn(_Msg, kw_only=True):
     worker_id: int | None = None
 
 
-class CompleteTurn(_Msg, kw_only=True):
+class CompleteTurn(_Msg, frozen=True, kw_only=True):
     """A completed turn, group-committed; `reply_to` hears `TurnPersisted` once it is durable (DB + transcript)."""
 
     turn_id: str
@@ -233,7 +292,7 @@ class CompleteTurn(_Msg, kw_only=True):
     reply_to: Any
 
 
-class TurnPersisted(_Msg, kw_only=True):
+class TurnPersisted(_Msg, frozen=True, kw_only=True):
     """Reply to `CompleteTurn`: `row` when durable, else `error` (nothing committed for this turn)."""
 
     turn_id: str
@@ -241,106 +300,106 @@ class TurnPersisted(_Msg, kw_only=True):
     error: str | None = None
 
 
-class BeginFollowUpTurn(_Msg, kw_only=True):
+class BeginFollowUpTurn(_Msg, frozen=True, kw_only=True):
     """Mark a queued follow-up dispatched and begin its turn (turn id = follow-up id) in one transaction."""
 
     followup_id: str
 
 
-class AddActionCard(_Msg, kw_only=True):
+class AddActionCard(_Msg, frozen=True, kw_only=True):
     thread_id: str
     turn_id: str | None = None
     kind: str
     text: str
 
 
-class SaveMapping(_Msg, kw_only=True):
+class SaveMapping(_Msg, frozen=True, kw_only=True):
     thread_id: str
     worker_id: int
     runtime_thread_id: str | None = None
 
 
-class LoadMappings(_Msg, kw_only=True):
+class LoadMappings(_Msg, frozen=True, kw_only=True):
     pass
 
 
-class ListPendingTurns(_Msg, kw_only=True):
+class ListPendingTurns(_Msg, frozen=True, kw_only=True):
     pass
 
 
-class ListActionCards(_Msg, kw_only=True):
+class ListActionCards(_Msg, frozen=True, kw_only=True):
     thread_id: str
 
 
-class RetryPersistence(_Msg, kw_only=True):
+class RetryPersistence(_Msg, frozen=True, kw_only=True):
     """Timer message to the coordinator: try again to persist turn ends the storage refused."""
 
 
-class ListFollowUps(_Msg, kw_only=True):
+class ListFollowUps(_Msg, frozen=True, kw_only=True):
     thread_id: str
 
 
-class ListThreads(_Msg, kw_only=True):
+class ListThreads(_Msg, frozen=True, kw_only=True):
     pass
 
 
-class ListTurns(_Msg, kw_only=True):
+class ListTurns(_Msg, frozen=True, kw_only=True):
     thread_id: str
 
 
-class ReadTranscript(_Msg, kw_only=True):
+class ReadTranscript(_Msg, frozen=True, kw_only=True):
     thread_id: str
 
 
-class Checkpoint(_Msg, kw_only=True):
-    mode: Literal["PASSIVE", "FULL", "RESTART", "TRUNCATE"] = "PASSIVE"
+class Checkpoint(_Msg, frozen=True, kw_only=True):
+    mode: Literal["PASSIVE", "FULL", "RESTART", "TRUNCATE"] = "PASSIVE"  # storage.CheckpointMode
 
 
-class EnqueueFollowUp(_Msg, kw_only=True):
+class EnqueueFollowUp(_Msg, frozen=True, kw_only=True):
     followup_id: str
     thread_id: str
     text: str
 
 
-class NextFollowUp(_Msg, kw_only=True):
+class NextFollowUp(_Msg, frozen=True, kw_only=True):
     thread_id: str
 
 
-class SetFollowUpState(_Msg, kw_only=True):
+class SetFollowUpState(_Msg, frozen=True, kw_only=True):
     followup_id: str
     state: Literal["queued", "dispatched", "done", "failed"]
 
 
 # --- turn coordinator ------------------------------------------------------------------------------------------
-class SendMessage(_Msg, kw_only=True):
+class SendMessage(_Msg, frozen=True, kw_only=True):
     thread_id: str
     text: str
     sink: Any = None  # an object with put(TurnEvent); None drops events
 
 
-class TurnAccepted(_Msg, kw_only=True):
+class TurnAccepted(_Msg, frozen=True, kw_only=True):
     turn_id: str
     queued: bool
 
 
-class AnswerApproval(_Msg, kw_only=True):
+class AnswerApproval(_Msg, frozen=True, kw_only=True):
     approval_id: str
     decision: Any  # "accept" | "acceptForSession" | "decline" | "cancel" | an object decision
 
 
-class InterruptTurn(_Msg, kw_only=True):
+class InterruptTurn(_Msg, frozen=True, kw_only=True):
     turn_id: str
 
 
-class TurnDeadline(_Msg, kw_only=True):
+class TurnDeadline(_Msg, frozen=True, kw_only=True):
     turn_id: str
 
 
-class ListActiveTurns(_Msg, kw_only=True):
+class ListActiveTurns(_Msg, frozen=True, kw_only=True):
     pass
 
 
-class ActiveTurn(_Msg, kw_only=True):
+class ActiveTurn(_Msg, frozen=True, kw_only=True):
     turn_id: str
     thread_id: str
     worker_id: int | None
@@ -348,25 +407,25 @@ class ActiveTurn(_Msg, kw_only=True):
     pending_approvals: tuple[str, ...] = ()
 
 
-class CloseIntake(_Msg, kw_only=True):
+class CloseIntake(_Msg, frozen=True, kw_only=True):
     """Refuse new messages from now on (shutdown is draining)."""
 
 
-class AbortActiveTurns(_Msg, kw_only=True):
+class AbortActiveTurns(_Msg, frozen=True, kw_only=True):
     """End every active turn as failed with `reason` (persisted), resetting its approvals first."""
 
     reason: str
 
 
 # --- host ------------------------------------------------------------------------------------------------------
-class GetHostStatus(_Msg, kw_only=True):
+class GetHostStatus(_Msg, frozen=True, kw_only=True):
     pass
 
 
 HostState = Literal["running", "recovering", "failed", "stopped"]
 
 
-class HostStatus(_Msg, kw_only=True):
+class HostStatus(_Msg, frozen=True, kw_only=True):
     state: HostState
     cause: str | None = None
     workers: tuple[WorkerStatus, ...] = ()
@@ -375,33 +434,33 @@ class HostStatus(_Msg, kw_only=True):
     restarting: tuple[str, ...] = ()  # children stopped and waiting for their restart delay
 
 
-class RestartChildren(_Msg, kw_only=True):
+class RestartChildren(_Msg, frozen=True, kw_only=True):
     """Timer message to the host: the restart delay of these children has passed."""
 
     names: tuple[str, ...]
 
 
-class ResetWorkers(_Msg, kw_only=True):
+class ResetWorkers(_Msg, frozen=True, kw_only=True):
     """To the coordinator: every worker it knows is gone (the pool stopped); reconcile them all as down."""
 
     reason: str
 
 
-class GetChildren(_Msg, kw_only=True):
+class GetChildren(_Msg, frozen=True, kw_only=True):
     """Ask the host for its children's refs by name (used by the embedding facade)."""
 
 
-class ShutdownHost(_Msg, kw_only=True):
+class ShutdownHost(_Msg, frozen=True, kw_only=True):
     timeout_s: float
 
 
 # --- events to a turn's subscriber -----------------------------------------------------------------------------
-class TurnStarted(_Msg, kw_only=True):
+class TurnStarted(_Msg, frozen=True, kw_only=True):
     turn_id: str
     worker_id: int
 
 
-class Delta(_Msg, kw_only=True):
+class Delta(_Msg, frozen=True, kw_only=True):
     """Streamed reply text. Consecutive runtime deltas of one turn that arrive in one stdout read are coalesced
     into one event: `text` is their concatenation, `count` how many runtime deltas it holds."""
 
@@ -410,7 +469,7 @@ class Delta(_Msg, kw_only=True):
     count: int = 1
 
 
-class ApprovalRequested(_Msg, kw_only=True):
+class ApprovalRequested(_Msg, frozen=True, kw_only=True):
     turn_id: str
     approval_id: str
     method: str
@@ -418,18 +477,18 @@ class ApprovalRequested(_Msg, kw_only=True):
     reason: str | None = None
 
 
-class ApprovalResolved(_Msg, kw_only=True):
+class ApprovalResolved(_Msg, frozen=True, kw_only=True):
     turn_id: str
     approval_id: str
 
 
-class ApprovalReset(_Msg, kw_only=True):
+class ApprovalReset(_Msg, frozen=True, kw_only=True):
     turn_id: str
     approval_id: str
     message: str
 
 
-class TurnFinished(_Msg, kw_only=True):
+class TurnFinished(_Msg, frozen=True, kw_only=True):
     turn_id: str
     status: Literal["completed", "failed", "interrupted"]
     text: str

@@ -21,8 +21,8 @@ from typing import Any, BinaryIO
 
 import msgspec
 
-from protocol._errors import INVALID_REQUEST
-from protocol._jsonrpc import RequestId, encode_error, encode_request, encode_response
+from agenthost.protocol._errors import INVALID_REQUEST
+from agenthost.protocol._jsonrpc import RequestId, encode_error, encode_request, encode_response
 
 __all__ = ["GARBAGE_LINE", "StdoutWriter", "log", "now_ms"]
 

@@ -32,9 +32,9 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from chaos._faults import RuntimeFaults, decode_faults
-from protocol._chunks import split_text
-from protocol._jsonrpc import (
+from agenthost.protocol._chunks import split_text
+from agenthost.protocol._faults import RuntimeFaults, decode_faults
+from agenthost.protocol._jsonrpc import (
     ErrorResponse,
     LineBuffer,
     LineTooLongError,
@@ -43,8 +43,8 @@ from protocol._jsonrpc import (
     Response,
     decode_line,
 )
-from protocol._runtime_io import StdoutWriter, log, now_ms
-from protocol._runtime_store import ThreadRecord, ThreadStore, looks_like_uuid
+from agenthost.protocol._runtime_io import StdoutWriter, log, now_ms
+from agenthost.protocol._runtime_store import ThreadRecord, ThreadStore, looks_like_uuid
 
 __all__ = ["LiveFaults", "ReferenceRuntime"]
 
@@ -76,7 +76,7 @@ class _RequestError(Exception):
 class _ActiveTurn:
     """A turn that is running in this process; mutated only under the runtime's state lock."""
 
-    __slots__ = ("thread", "record", "text", "user_item", "done", "approval_id", "approval_reply")
+    __slots__ = ("approval_id", "approval_reply", "done", "record", "text", "thread", "user_item")
 
     def __init__(self, thread: ThreadRecord, record: dict[str, Any], text: str, user_item: dict[str, Any]) -> None:
         self.thread = thread
@@ -152,8 +152,15 @@ class LiveFaults:
 
 
 class ReferenceRuntime:
-    def __init__(self, *, state_dir: str, out: StdoutWriter, faults: RuntimeFaults, deltas_per_reply: int = 4,
-                 faults_file: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        state_dir: str,
+        out: StdoutWriter,
+        faults: RuntimeFaults,
+        deltas_per_reply: int = 4,
+        faults_file: str | None = None,
+    ) -> None:
         if deltas_per_reply < 2:
             raise ValueError(f"deltas_per_reply {deltas_per_reply!r} is invalid: a reply needs >= 2 deltas")
         self._state_dir = state_dir
@@ -243,7 +250,7 @@ class ReferenceRuntime:
                 self._dispatch(request)
             except _RequestError as exc:
                 self._out.error(request.id, str(exc))
-            except Exception as exc:  # a bug or a disk error: answer, log, keep serving
+            except Exception as exc:  # noqa: BLE001 - a bug or a disk error: answer, log, keep serving
                 log(f"request {request.method!r} failed:\n{traceback.format_exc()}")
                 self._out.error(request.id, f"Internal error: {exc}", code=INTERNAL_ERROR)
 
@@ -258,7 +265,7 @@ class ReferenceRuntime:
 
     def _handle_reply(self, reply: Response | ErrorResponse) -> None:
         with self._lock:
-            turn = self._pending.pop(reply.id, None) if reply.id is not None else None
+            turn = self._pending.pop(reply.id, None) if isinstance(reply.id, int) else None
             if turn is None:
                 log(f"ignoring a reply to unknown request id {reply.id!r}")
                 return
@@ -274,9 +281,15 @@ class ReferenceRuntime:
         if self._initialized:
             raise _RequestError("Already initialized")
         self._initialized = True
-        self._out.response(request.id, {
-            "userAgent": USER_AGENT, "codexHome": self._state_dir, "platformFamily": "unix", "platformOs": "linux",
-        })
+        self._out.response(
+            request.id,
+            {
+                "userAgent": USER_AGENT,
+                "codexHome": self._state_dir,
+                "platformFamily": "unix",
+                "platformOs": "linux",
+            },
+        )
 
     def _thread_start(self, request: Request) -> None:
         params = _object_params(request.params, required=False)
@@ -313,7 +326,10 @@ class ReferenceRuntime:
         text = "\n".join(text_parts)
         user_item = {"type": "userMessage", "id": str(uuid.uuid4()), "content": [_text_content(t) for t in text_parts]}
         turn_record: dict[str, Any] = {
-            "id": str(uuid.uuid4()), "status": "inProgress", "items": [user_item], "error": None,
+            "id": str(uuid.uuid4()),
+            "status": "inProgress",
+            "items": [user_item],
+            "error": None,
         }
         record.turns.append(turn_record)
         try:
@@ -323,7 +339,7 @@ class ReferenceRuntime:
             raise
         turn = _ActiveTurn(record, turn_record, text, user_item)
         self._active[record.id] = turn
-        started_turn = {"id": turn.id, "status": "inProgress", "items": [], "error": None}
+        started_turn: dict[str, Any] = {"id": turn.id, "status": "inProgress", "items": [], "error": None}
         self._out.response(request.id, {"turn": started_turn})
         self._live_faults_point(turn_start=True)
         if self._faults.garbage_before_turn:
@@ -378,7 +394,7 @@ class ReferenceRuntime:
     def _run_turn(self, turn: _ActiveTurn) -> None:
         try:
             self._stream_turn(turn)
-        except Exception as exc:  # keep the host informed: the turn fails instead of hanging
+        except Exception as exc:  # noqa: BLE001 - keep the host informed: the turn fails instead of hanging
             log(f"turn {turn.id} crashed:\n{traceback.format_exc()}")
             with self._lock:
                 if not turn.done:
@@ -402,19 +418,34 @@ class ReferenceRuntime:
             if turn.done:
                 return None
             item: dict[str, Any] = {
-                "type": "commandExecution", "id": f"call_{next(self._item_numbers)}", "command": command,
-                "cwd": turn.thread.cwd, "status": "inProgress", "exitCode": None, "aggregatedOutput": None,
+                "type": "commandExecution",
+                "id": f"call_{next(self._item_numbers)}",
+                "command": command,
+                "cwd": turn.thread.cwd,
+                "status": "inProgress",
+                "exitCode": None,
+                "aggregatedOutput": None,
             }
             request_id = next(self._request_ids)
             turn.approval_id = request_id
             self._pending[request_id] = turn
             self._out.notify("item/started", self._item_params(turn, item, "startedAtMs"))
             self._notify_status(turn, ["waitingOnApproval"])
-            self._out.request(request_id, "item/commandExecution/requestApproval", {
-                "threadId": turn.thread.id, "turnId": turn.id, "itemId": item["id"], "startedAtMs": now_ms(),
-                "kind": "command", "command": command, "cwd": turn.thread.cwd, "reason": APPROVAL_REASON,
-                "availableDecisions": AVAILABLE_DECISIONS,
-            })
+            self._out.request(
+                request_id,
+                "item/commandExecution/requestApproval",
+                {
+                    "threadId": turn.thread.id,
+                    "turnId": turn.id,
+                    "itemId": item["id"],
+                    "startedAtMs": now_ms(),
+                    "kind": "command",
+                    "command": command,
+                    "cwd": turn.thread.cwd,
+                    "reason": APPROVAL_REASON,
+                    "availableDecisions": AVAILABLE_DECISIONS,
+                },
+            )
             self._changed.wait_for(lambda: turn.done or turn.approval_reply is not None)
             if turn.done:
                 return None
@@ -451,8 +482,9 @@ class ReferenceRuntime:
                 if turn.done:
                     return
                 self._live_faults_point()
-                self._out.delta({"threadId": turn.thread.id, "turnId": turn.id, "itemId": agent_item["id"],
-                                 "delta": chunk})
+                self._out.delta(
+                    {"threadId": turn.thread.id, "turnId": turn.id, "itemId": agent_item["id"], "delta": chunk}
+                )
                 self._count_file_delta()
         with self._lock:
             if turn.done:
@@ -461,8 +493,13 @@ class ReferenceRuntime:
             self._out.notify("item/completed", self._item_params(turn, final_item, "completedAtMs"))
             self._finish_locked(turn, "completed", final_item)
 
-    def _finish_locked(self, turn: _ActiveTurn, status: str, agent_item: dict[str, Any] | None = None,
-                       error: dict[str, Any] | None = None) -> None:
+    def _finish_locked(
+        self,
+        turn: _ActiveTurn,
+        status: str,
+        agent_item: dict[str, Any] | None = None,
+        error: dict[str, Any] | None = None,
+    ) -> None:
         """End the turn: persist its final status, then write turn/completed. State lock held."""
         turn.done = True
         if turn.approval_id is not None:
@@ -568,8 +605,8 @@ def _sandbox_policy(mode: Any) -> dict[str, Any]:
 def _text_inputs(items: list[Any]) -> list[str]:
     """The texts of the `text` inputs; other input types are accepted and ignored."""
     texts: list[str] = []
-    for item in items:
-        item = _checked(item, dict, "a map")
+    for raw in items:
+        item = _checked(raw, dict, "a map")
         if _required(item, "type", str, "a string") == "text":
             texts.append(_required(item, "text", str, "a string"))
     return texts
@@ -584,12 +621,12 @@ def _requested_command(text: str) -> str | None:
     start = text.find(RUN_MARKER)
     if start < 0:
         return None
-    command = text[start + len(RUN_MARKER):].split("\n", 1)[0].strip()
+    command = text[start + len(RUN_MARKER) :].split("\n", 1)[0].strip()
     return command or None
 
 
 def _approval_outcome(reply: Response | ErrorResponse | None) -> str:
-    """"completed", "declined", "cancel" or "failed" (an error reply or an unknown decision)."""
+    """ "completed", "declined", "cancel" or "failed" (an error reply or an unknown decision)."""
     if not isinstance(reply, Response):
         log(f"approval request failed with client error: {reply!r}")
         return "failed"
@@ -598,5 +635,3 @@ def _approval_outcome(reply: Response | ErrorResponse | None) -> str:
         return _DECISIONS[decision]
     log(f"failed to deserialize CommandExecutionRequestApprovalResponse: unknown decision {decision!r}")
     return "failed"
-
-

@@ -41,10 +41,11 @@ import json
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator
+from typing import Any
 
-from protocol._chunks import split_text
+from agenthost.protocol._chunks import split_text
 
 __all__ = ["MockModelServer", "Reply", "main", "reply_for"]
 
@@ -85,18 +86,26 @@ def _command_output_line(output: Any) -> str:
     text = _content_text(output)
     lines = text.splitlines()
     if "Output:" in lines:
-        after = lines[lines.index("Output:") + 1:]
+        after = lines[lines.index("Output:") + 1 :]
         return after[0] if after else ""
     return lines[0] if lines else ""
 
 
 def reply_for(body: dict[str, Any]) -> Reply:
     """Decide the reply for one request body (see the module contract)."""
-    items = body.get("input") if isinstance(body.get("input"), list) else []
+    raw_items = body.get("input")
+    items: list[Any] = raw_items if isinstance(raw_items, list) else []
     found = _last_user_message(items)
     user_text = found[1] if found else ""
-    outputs = [item for item in items[found[0] + 1:] if isinstance(item, dict)
-               and item.get("type") == "function_call_output"] if found else []
+    outputs = (
+        [
+            item
+            for item in items[found[0] + 1 :]
+            if isinstance(item, dict) and item.get("type") == "function_call_output"
+        ]
+        if found
+        else []
+    )
     slow = SLOW_MARKER in user_text
     if outputs:
         return Reply(text=f"Tool said: {_command_output_line(outputs[-1].get('output'))}", slow=slow)
@@ -114,18 +123,21 @@ def _tool_call(reply: Reply) -> tuple[str, str]:
         return "exec_command", json.dumps(
             {"cmd": reply.command, "sandbox_permissions": "require_escalated", "justification": JUSTIFICATION}
         )
-    question = {"id": "agenthost_question", "header": "Question", "question": reply.question,
-                "options": [{"label": "Yes (Recommended)", "description": "Go on."},
-                            {"label": "No", "description": "Stop."}]}
+    question = {
+        "id": "agenthost_question",
+        "header": "Question",
+        "question": reply.question,
+        "options": [{"label": "Yes (Recommended)", "description": "Go on."}, {"label": "No", "description": "Stop."}],
+    }
     return "request_user_input", json.dumps({"questions": [question]})
-
-
 
 
 def _usage(input_tokens: int, output_tokens: int) -> dict[str, Any]:
     return {
-        "input_tokens": input_tokens, "input_tokens_details": {"cached_tokens": 0},
-        "output_tokens": output_tokens, "output_tokens_details": {"reasoning_tokens": 0},
+        "input_tokens": input_tokens,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": output_tokens,
+        "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": input_tokens + output_tokens,
     }
 
@@ -160,13 +172,16 @@ class MockModelServer:
         self._thread: threading.Thread | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------------------------
-    def start(self) -> "MockModelServer":
+    def start(self) -> MockModelServer:
         if self._httpd is not None:
             raise RuntimeError("MockModelServer already started")
         handler = type("_BoundHandler", (_Handler,), {"server_state": self})
         self._httpd = _Server(("127.0.0.1", self._requested_port), handler)
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="mock-model", daemon=True,
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="mock-model",
+            daemon=True,
         )
         self._thread.start()
         return self
@@ -181,7 +196,7 @@ class MockModelServer:
         if self._thread is not None:
             self._thread.join(timeout=5.0)
 
-    def __enter__(self) -> "MockModelServer":
+    def __enter__(self) -> MockModelServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -236,12 +251,21 @@ class MockModelServer:
         """(event type, payload, seconds to wait before it) for one response."""
         reply = reply_for(body)
         response_id = f"resp_{number}"
-        yield "response.created", {"response": {"id": response_id, "object": "response", "status": "in_progress",
-                                                "output": []}}, 0.0
+        yield (
+            "response.created",
+            {"response": {"id": response_id, "object": "response", "status": "in_progress", "output": []}},
+            0.0,
+        )
         if reply.command is not None or reply.question is not None:
             name, arguments = _tool_call(reply)
-            item = {"type": "function_call", "id": f"fc_{response_id}", "call_id": f"call_{response_id}",
-                    "name": name, "arguments": arguments, "status": "completed"}
+            item = {
+                "type": "function_call",
+                "id": f"fc_{response_id}",
+                "call_id": f"call_{response_id}",
+                "name": name,
+                "arguments": arguments,
+                "status": "completed",
+            }
             yield "response.output_item.added", {"output_index": 0, "item": {**item, "arguments": ""}}, 0.0
             yield "response.output_item.done", {"output_index": 0, "item": item}, 0.0
             output_tokens = 1
@@ -252,15 +276,32 @@ class MockModelServer:
             message = {"type": "message", "id": item_id, "role": "assistant", "status": "in_progress", "content": []}
             yield "response.output_item.added", {"output_index": 0, "item": message}, 0.0
             for index, piece in enumerate(split_text(text, count)):
-                yield "response.output_text.delta", {"item_id": item_id, "output_index": 0, "content_index": 0,
-                                                     "delta": piece}, (delay if index else 0.0)
-            done = {**message, "status": "completed",
-                    "content": [{"type": "output_text", "text": text, "annotations": []}]}
+                yield (
+                    "response.output_text.delta",
+                    {"item_id": item_id, "output_index": 0, "content_index": 0, "delta": piece},
+                    (delay if index else 0.0),
+                )
+            done = {
+                **message,
+                "status": "completed",
+                "content": [{"type": "output_text", "text": text, "annotations": []}],
+            }
             yield "response.output_item.done", {"output_index": 0, "item": done}, 0.0
             output_tokens = max(1, len(text.split()))
         usage = _usage(max(1, len(json.dumps(body.get("input", []))) // 4), output_tokens)
-        yield "response.completed", {"response": {"id": response_id, "object": "response", "status": "completed",
-                                                  "output": [], "usage": usage}}, 0.0
+        yield (
+            "response.completed",
+            {
+                "response": {
+                    "id": response_id,
+                    "object": "response",
+                    "status": "completed",
+                    "output": [],
+                    "usage": usage,
+                }
+            },
+            0.0,
+        )
 
     def _wait(self, seconds: float) -> bool:
         """Sleep up to `seconds`; False when the server is stopping."""
@@ -276,7 +317,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_state: MockModelServer
     protocol_version = "HTTP/1.0"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def _json(self, status: int, payload: Any) -> None:
@@ -287,13 +328,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib name
+    def do_GET(self) -> None:
         if self.path.split("?", 1)[0].rstrip("/") == "/v1/models":
             self._json(200, {"object": "list", "data": [], "models": []})
         else:
             self._json(404, {"error": {"message": f"mock model server has no GET {self.path}", "type": "not_found"}})
 
-    def do_POST(self) -> None:  # noqa: N802 - stdlib name
+    def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         if self.path.split("?", 1)[0].rstrip("/") != "/v1/responses":
@@ -305,8 +346,15 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(400, {"error": {"message": f"request body is not JSON: {exc}", "type": "invalid_request"}})
             return
         if not isinstance(body, dict):
-            self._json(400, {"error": {"message": f"request body must be an object, got {body!r}"[:200],
-                                       "type": "invalid_request"}})
+            self._json(
+                400,
+                {
+                    "error": {
+                        "message": f"request body must be an object, got {body!r}"[:200],
+                        "type": "invalid_request",
+                    }
+                },
+            )
             return
         state = self.server_state
         number = state._record(body)
@@ -327,8 +375,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m protocol.mock_model",
-                                     description="Mock Responses-API model server for codex.")
+    parser = argparse.ArgumentParser(
+        prog="python -m protocol.mock_model", description="Mock Responses-API model server for codex."
+    )
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0 = any free port)")
     parser.add_argument("--deltas", type=int, default=4)
     parser.add_argument("--delta-delay-s", type=float, default=0.0)

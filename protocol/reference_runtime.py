@@ -1,9 +1,10 @@
-"""The built-in reference runtime: `python -m protocol.reference_runtime --state-dir DIR [--faults JSON]
+"""The built-in reference runtime: `python -m agenthost.protocol.reference_runtime --state-dir DIR [--faults JSON]
 [--faults-file PATH] [--deltas-per-reply N]`.
 
-A small stand-in for `codex app-server` (stdlib + msgspec + chaos faults) speaking its dialect over stdin/stdout:
-newline-delimited JSON, never "jsonrpc", notifications carry "emittedAtMs", server->client request ids are ints from 0
-per process, logs go to stderr. Every request-level error is code -32600 with codex's message text.
+A small stand-in for `codex app-server` (stdlib + msgspec + the fault knobs of protocol._faults) speaking its
+dialect over stdin/stdout: newline-delimited JSON, never "jsonrpc", notifications carry "emittedAtMs",
+server->client request ids are ints from 0 per process, logs go to stderr. Every request-level error is code -32600
+with codex's message text.
 
 Methods (before `initialize`, any other request gets "Not initialized"; a second one gets "Already initialized"):
 - `initialize {clientInfo{name, version}}` -> {userAgent: "agenthost-reference/0.1", codexHome: <abs state dir>,
@@ -34,7 +35,7 @@ Methods (before `initialize`, any other request gets "Not initialized"; a second
   "Invalid request: missing field `threadId`" / "Invalid request: invalid type: integer `5`, expected a string".
   Unparsable lines: logged, no answer. Replies to unknown ids: ignored. stdin EOF -> exit 0 at once.
 
-Faults: `--faults` JSON, else env AGENTHOST_RUNTIME_FAULTS (see chaos._faults.RuntimeFaults). `--faults-file PATH`:
+Faults: `--faults` JSON, else env AGENTHOST_RUNTIME_FAULTS (see protocol._faults.RuntimeFaults). `--faults-file PATH`:
 while that file exists its JSON overrides them, re-read live whenever its mtime/size changes (before each request,
 turn start and delta; see protocol._runtime_server.LiveFaults). Bad faults or bad arguments -> exit 2 with the
 reason on stderr (a bad faults FILE is logged and ignored); crash_on_start -> exit 3 before reading stdin.
@@ -46,9 +47,9 @@ import argparse
 import os
 import sys
 
-from chaos._faults import FAULTS_ENV_VAR, RuntimeFaults, decode_faults
-from protocol._runtime_io import StdoutWriter, log
-from protocol._runtime_server import LiveFaults, ReferenceRuntime
+from agenthost.protocol._faults import FAULTS_ENV_VAR, RuntimeFaults, decode_faults
+from agenthost.protocol._runtime_io import StdoutWriter, log
+from agenthost.protocol._runtime_server import LiveFaults, ReferenceRuntime
 
 __all__ = ["main"]
 
@@ -74,11 +75,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _argument_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m protocol.reference_runtime", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m agenthost.protocol.reference_runtime", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--state-dir", required=True, help="folder for persisted threads (created if missing)")
     parser.add_argument("--faults", default=None, help=f"RuntimeFaults JSON (default: ${FAULTS_ENV_VAR})")
-    parser.add_argument("--faults-file", default=None,
-                        help="RuntimeFaults JSON file; overrides --faults while it exists, re-read live on change")
+    parser.add_argument(
+        "--faults-file",
+        default=None,
+        help="RuntimeFaults JSON file; overrides --faults while it exists, re-read live on change",
+    )
     parser.add_argument("--deltas-per-reply", type=_at_least_two, default=4, help="deltas per agent reply (>= 2)")
     return parser
 

@@ -25,9 +25,9 @@ import contextlib
 import math
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import apsw
 import msgspec
@@ -418,7 +418,9 @@ class Database:
         finished_at = _time("now", finish.now)
         turn = self._require_turn(finish.turn_id)
         if turn.status != "pending":
-            raise TurnAlreadyFinishedError(f"turn {finish.turn_id!r} is already {turn.status}; terminal states are final")
+            raise TurnAlreadyFinishedError(
+                f"turn {finish.turn_id!r} is already {turn.status}; terminal states are final"
+            )
         worker_id = turn.worker_id if finish.worker_id is None else _integer("worker id", finish.worker_id)
         self._conn.execute(
             "UPDATE turns SET status = ?, assistant_text = ?, error = ?, finished_at = ?, worker_id = ?"
@@ -426,7 +428,11 @@ class Database:
             (finish.status, assistant_text, error, finished_at, worker_id, finish.turn_id),
         )
         return msgspec.structs.replace(
-            turn, status=finish.status, assistant_text=assistant_text, error=error, finished_at=finished_at,
+            turn,
+            status=finish.status,
+            assistant_text=assistant_text,
+            error=error,
+            finished_at=finished_at,
             worker_id=worker_id,
         )
 
@@ -519,7 +525,9 @@ def _translate_errors(action: str) -> Iterator[None]:
     try:
         yield
     except (apsw.CorruptError, apsw.NotADBError) as error:
-        raise StorageCorruptError(f"{action} failed: the database is corrupt: {type(error).__name__}: {error}") from error
+        raise StorageCorruptError(
+            f"{action} failed: the database is corrupt: {type(error).__name__}: {error}"
+        ) from error
     except apsw.FullError as error:
         raise StorageFullError(f"{action} failed: the disk is full: {type(error).__name__}: {error}") from error
     except _IO_ERRORS as error:

@@ -10,11 +10,11 @@ from __future__ import annotations
 __all__ = [
     "InvalidIdError",
     "SchemaError",
-    "StorageError",
     "StorageCorruptError",
-    "TurnAlreadyFinishedError",
+    "StorageError",
     "StorageFullError",
     "StorageIOError",
+    "TurnAlreadyFinishedError",
     "UnknownThreadError",
     "UnknownTurnError",
 ]

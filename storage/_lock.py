@@ -29,7 +29,7 @@ class RootLock:
         self._descriptor: int | None = descriptor
 
     @classmethod
-    def acquire(cls, root: StorageRoot) -> "RootLock":
+    def acquire(cls, root: StorageRoot) -> RootLock:
         root.system_dir.mkdir(parents=True, exist_ok=True)
         descriptor = os.open(root.system_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
         try:

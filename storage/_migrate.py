@@ -45,8 +45,8 @@ from typing import Literal
 import apsw
 import msgspec
 
-from ._lock import LOCK_NAME
 from ._errors import StorageError
+from ._lock import LOCK_NAME
 from ._paths import StorageRoot
 from ._transcripts import AtomicFs, atomic_write
 
@@ -461,8 +461,14 @@ def _rollback(new: StorageRoot, journal: _Journal | None) -> None:
 
 def _rolled_back(old: StorageRoot, new: StorageRoot, detail: str) -> MigrationReport:
     return MigrationReport(
-        old_root=str(old.root), new_root=str(new.root), db_pages=0, transcripts=0, bytes_copied=0,
-        resumed=False, state="rolled_back", detail=detail,
+        old_root=str(old.root),
+        new_root=str(new.root),
+        db_pages=0,
+        transcripts=0,
+        bytes_copied=0,
+        resumed=False,
+        state="rolled_back",
+        detail=detail,
     )
 
 
@@ -470,8 +476,14 @@ def _report(
     old: StorageRoot, new: StorageRoot, journal: _Journal, bytes_copied: int, *, resumed: bool, detail: str
 ) -> MigrationReport:
     return MigrationReport(
-        old_root=str(old.root), new_root=str(new.root), db_pages=journal.db_pages, transcripts=journal.transcripts,
-        bytes_copied=bytes_copied, resumed=resumed, state="switched", detail=detail,
+        old_root=str(old.root),
+        new_root=str(new.root),
+        db_pages=journal.db_pages,
+        transcripts=journal.transcripts,
+        bytes_copied=bytes_copied,
+        resumed=resumed,
+        state="switched",
+        detail=detail,
     )
 
 

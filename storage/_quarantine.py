@@ -44,6 +44,7 @@ import re
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import cast
 
 import apsw
 import msgspec
@@ -224,8 +225,12 @@ def open_or_quarantine(root: StorageRoot, now: float) -> tuple[Database, Quarant
     if not root.db_path.exists() and rebuild_path.exists():
         threads, turns, skipped = _rebuild_database(root, now)
         report = QuarantineReport(
-            moved=(), into="", reason="finished an interrupted rebuild from transcripts",
-            rebuilt_threads=threads, rebuilt_turns=turns, skipped=skipped,
+            moved=(),
+            into="",
+            reason="finished an interrupted rebuild from transcripts",
+            rebuilt_threads=threads,
+            rebuilt_turns=turns,
+            skipped=skipped,
         )
         return _open_checked(root), report
     try:
@@ -371,8 +376,10 @@ def parsed_rows(parsed: ParsedThread, now: float = 0.0) -> tuple[ThreadRow, list
     """Rows that ``render_transcript`` turns back into the parsed transcript (times: see the module contract)."""
     thread = ThreadRow(thread_id=parsed.thread_id, project_id=parsed.project_id, title=parsed.title, created_at=now)
     turns = [_turn_row(parsed.thread_id, turn, now) for turn in parsed.turns]
-    cards = [_card_row(parsed.thread_id, None, card, index, now - TOP_CARD_OFFSET_S)
-             for index, card in enumerate(parsed.cards, start=1)]
+    cards = [
+        _card_row(parsed.thread_id, None, card, index, now - TOP_CARD_OFFSET_S)
+        for index, card in enumerate(parsed.cards, start=1)
+    ]
     for turn in parsed.turns:
         cards.extend(_card_row(parsed.thread_id, turn.turn_id, card, len(cards) + 1, now) for card in turn.cards)
     return thread, turns, cards
@@ -394,14 +401,12 @@ def parse_transcript(markdown: str) -> ParsedThread:
     prefix = render_transcript(stub, [], [])[:-1]
     matches = list(_TURN_RE.finditer(text, header.end()))
     top_end = matches[0].start() if matches else len(text)
-    top_cards = _parse_top_cards(stub, prefix, text[header.end():top_end])
+    top_cards = _parse_top_cards(stub, prefix, text[header.end() : top_end])
     turns = []
     for index, match in enumerate(matches):
         end = matches[index + 1].start() if index + 1 < len(matches) else len(text)
-        turns.append(_parse_turn(stub, prefix, match, text[match.end():end]))
-    parsed = ParsedThread(
-        thread_id=thread_id, project_id=project_id, title=title, cards=top_cards, turns=tuple(turns)
-    )
+        turns.append(_parse_turn(stub, prefix, match, text[match.end() : end]))
+    parsed = ParsedThread(thread_id=thread_id, project_id=project_id, title=title, cards=top_cards, turns=tuple(turns))
     if render_transcript(*parsed_rows(parsed)) != markdown:
         raise TranscriptParseError(f"transcript of thread {thread_id!r} does not re-render identically")
     return parsed
@@ -413,7 +418,7 @@ def _parse_top_cards(stub: ThreadRow, prefix: str, region: str) -> tuple[ParsedC
     if not region.startswith(_BLOCK_BREAK):
         raise TranscriptParseError(f"thread {stub.thread_id!r}: unexpected text after the heading: {region[:60]!r}")
     cards = []
-    for block in region[len(_BLOCK_BREAK):].split(_BLOCK_BREAK):
+    for block in region[len(_BLOCK_BREAK) :].split(_BLOCK_BREAK):
         card = _parse_card(stub, prefix, block)
         if card is None:
             raise TranscriptParseError(
@@ -433,7 +438,7 @@ def _parse_card(stub: ThreadRow, prefix: str, block: str) -> ParsedCard | None:
     separator = content.find(":** ", 3)
     if not content.startswith("**") or separator < 0:
         return None
-    card = ParsedCard(kind=content[2:separator], text=content[separator + 4:])
+    card = ParsedCard(kind=content[2:separator], text=content[separator + 4 :])
     row = _card_row(stub.thread_id, None, card, 1, 0.0)
     if render_transcript(stub, [], [row]) != f"{prefix}{_BLOCK_BREAK}{block}\n":
         return None
@@ -444,7 +449,7 @@ def _parse_turn(stub: ThreadRow, prefix: str, header: re.Match[str], body: str) 
     seq, turn_id, status = int(header.group(1)), header.group(2), header.group(3)
     expected = f"{prefix}{header.group(0)}{body}\n"
     if body.startswith(_USER_LABEL):
-        candidates = _turn_candidates(stub, prefix, body[len(_USER_LABEL):], turn_id, seq, status)
+        candidates = _turn_candidates(stub, prefix, body[len(_USER_LABEL) :], turn_id, seq, status)
         for candidate in itertools.islice(candidates, MAX_TURN_CANDIDATES):
             row = _turn_row(stub.thread_id, candidate, 0.0)
             cards = [_card_row(stub.thread_id, turn_id, card, n, 0.0) for n, card in enumerate(candidate.cards, 1)]
@@ -469,7 +474,7 @@ def _turn_candidates(
                     turn_id=turn_id,
                     seq=seq,
                     status=status,  # type: ignore[arg-type]  # the regex admits only TurnStatus values
-                    user_text=_unescape(user_part[len(_BLOCK_BREAK):]),
+                    user_text=_unescape(user_part[len(_BLOCK_BREAK) :]),
                     assistant_text=_unescape(assistant),
                     error=None if error is None else _unescape(error),
                     cards=cards,
@@ -478,9 +483,9 @@ def _turn_candidates(
 
 def _card_splits(stub: ThreadRow, prefix: str, rest: str) -> list[tuple[str, tuple[ParsedCard, ...]]]:
     splits: list[tuple[str, tuple[ParsedCard, ...]]] = [(rest, ())]
-    head, cards = rest, ()
+    head, cards = rest, cast("tuple[ParsedCard, ...]", ())
     while (cut := head.rfind(_BLOCK_BREAK)) >= 0:
-        card = _parse_card(stub, prefix, head[cut + len(_BLOCK_BREAK):])
+        card = _parse_card(stub, prefix, head[cut + len(_BLOCK_BREAK) :])
         if card is None:
             break
         head, cards = head[:cut], (card, *cards)
@@ -490,7 +495,7 @@ def _card_splits(stub: ThreadRow, prefix: str, rest: str) -> list[tuple[str, tup
 
 def _error_splits(head: str) -> Iterator[tuple[str, str | None]]:
     for position in reversed(_occurrences(head, _ERROR_LABEL)):
-        yield head[:position], head[position + len(_ERROR_LABEL):]
+        yield head[:position], head[position + len(_ERROR_LABEL) :]
     yield head, None
 
 
@@ -498,11 +503,11 @@ def _assistant_splits(text: str, status: str) -> Iterator[tuple[str, str]]:
     if status == "pending":
         yield text, ""
     for position in _occurrences(text, _ASSISTANT_LABEL):
-        after = text[position + len(_ASSISTANT_LABEL):]
+        after = text[position + len(_ASSISTANT_LABEL) :]
         if not after:
             yield text[:position], ""
         elif after.startswith(_BLOCK_BREAK):
-            yield text[:position], after[len(_BLOCK_BREAK):]
+            yield text[:position], after[len(_BLOCK_BREAK) :]
 
 
 def _occurrences(text: str, label: str) -> list[int]:
@@ -539,4 +544,3 @@ def _card_row(thread_id: str, turn_id: str | None, card: ParsedCard, card_id: in
     return ActionCardRow(
         card_id=card_id, thread_id=thread_id, turn_id=turn_id, kind=card.kind, text=card.text, created_at=created_at
     )
-

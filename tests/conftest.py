@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import random
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
-from actors import AgentHost, FakeClock, HostConfig
-from actors._log import DecisionLog, capture_events
+from agenthost import AgentHost, HostConfig
+from agenthost.actors import FakeClock
+from agenthost.testing import CapturedEvents, capture_events
 
 
 @pytest.fixture(autouse=True)
@@ -36,10 +38,14 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def events() -> Iterator[DecisionLog]:
+def events() -> Iterator[CapturedEvents]:
     with capture_events(
-        "supervisor.decision", "turns.resuming", "mapping.pins_moved", "worker.protocol_error",
-        "worker.exited", "pool.worker_up",
+        "supervisor.decision",
+        "turns.resuming",
+        "mapping.pins_moved",
+        "worker.protocol_error",
+        "worker.exited",
+        "pool.worker_up",
     ) as log:
         yield log
 

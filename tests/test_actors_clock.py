@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from actors import FakeClock, SystemClock
+from agenthost.actors import FakeClock, SystemClock
 
 
 def test_fake_clock_fires_due_timers_in_order_with_now_at_due_time() -> None:

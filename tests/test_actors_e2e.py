@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from conftest import wait_until, worker
 
-from actors import FakeClock
-from chaos import RuntimeFaults, kill_process_group
-from protocol import ApprovalRequested, ApprovalReset, Delta, TurnFinished
-from storage import InvalidIdError, UnknownThreadError, parse_checkpoints
+from agenthost.actors import FakeClock
+from agenthost.chaos import RuntimeFaults, kill_process_group
+from agenthost.protocol import ApprovalRequested, ApprovalReset, Delta
+from agenthost.storage import InvalidIdError, UnknownThreadError, parse_checkpoints
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -40,7 +40,10 @@ def test_worker_killed_mid_turn_recovers_per_policy(make_host, clock: FakeClock,
     # the pool decided to restart after the policy's first delay, and did not restart early
     decision = wait_until("restart decision", lambda: events.of(child=f"worker-{victim}"))[0]
     assert (decision["supervisor"], decision["decision"], decision["attempt"], decision["delay_s"]) == (
-        "pool", "restart", 1, 1.0,
+        "pool",
+        "restart",
+        1,
+        1.0,
     )
     assert worker(host, victim).state == "restarting"
 
@@ -114,11 +117,15 @@ def test_messages_for_a_busy_thread_queue_and_run_in_order(make_host) -> None:
     third = host.send(thread_id, "three")
     assert (first.queued, second.queued, third.queued) == (False, True, True)
     assert [h.wait(30.0).text for h in (first, second, third)] == [
-        "Reference reply to: one", "Reference reply to: two", "Reference reply to: three",
+        "Reference reply to: one",
+        "Reference reply to: two",
+        "Reference reply to: three",
     ]
     turns = host.turns(thread_id)
     assert [(t.seq, t.user_text, t.status) for t in turns] == [
-        (1, "one", "completed"), (2, "two", "completed"), (3, "three", "completed"),
+        (1, "one", "completed"),
+        (2, "two", "completed"),
+        (3, "three", "completed"),
     ]
 
 
@@ -133,7 +140,7 @@ def test_unknown_and_invalid_thread_ids_are_refused_by_name(make_host) -> None:
 
 
 def test_restarted_host_resumes_threads_from_the_persisted_mapping(tmp_path, events) -> None:
-    from actors import AgentHost, HostConfig
+    from agenthost import AgentHost, HostConfig
 
     config = HostConfig(storage_root=str(tmp_path / "root"), workers=1)
     with AgentHost(config, clock=FakeClock()) as host:
@@ -149,8 +156,8 @@ def test_restarted_host_resumes_threads_from_the_persisted_mapping(tmp_path, eve
 
 
 def test_lost_runtime_thread_is_recreated_and_said_so(tmp_path) -> None:
-    from actors import AgentHost, HostConfig
-    from storage import StorageRoot
+    from agenthost import AgentHost, HostConfig
+    from agenthost.storage import StorageRoot
 
     config = HostConfig(storage_root=str(tmp_path / "root"), workers=1)
     with AgentHost(config, clock=FakeClock()) as host:
@@ -181,11 +188,15 @@ def test_garbage_on_stdout_is_logged_not_fatal(make_host, events) -> None:
     assert worker(host, 1).generation == 1
 
 
-def test_pending_checkpoint_is_durable_before_the_runtime_answers_and_deadline_fails_the_turn(make_host, clock: FakeClock) -> None:
+def test_pending_checkpoint_is_durable_before_the_runtime_answers_and_deadline_fails_the_turn(
+    make_host, clock: FakeClock
+) -> None:
     host = make_host(workers=1, turn_timeout_s=5.0, worker_faults={1: RuntimeFaults(hang_on="turn/start")})
     thread_id = host.create_thread()
     handle = host.send(thread_id, "hello")
-    wait_until("turn dispatched", lambda: host.status().active_turns and host.status().active_turns[0].phase == "turn_start")
+    wait_until(
+        "turn dispatched", lambda: host.status().active_turns and host.status().active_turns[0].phase == "turn_start"
+    )
     # before the runtime answers anything, the user message and the pending checkpoint are durable
     assert parse_checkpoints(host.transcript(thread_id)) == [(handle.turn_id, "pending")]
     assert [(t.user_text, t.status) for t in host.turns(thread_id)] == [("hello", "pending")]
@@ -196,10 +207,12 @@ def test_pending_checkpoint_is_durable_before_the_runtime_answers_and_deadline_f
 
 
 def test_shutdown_aborts_open_turns_and_persists_them(tmp_path) -> None:
-    from actors import AgentHost, HostConfig
-    from storage import Database, StorageRoot
+    from agenthost import AgentHost, HostConfig
+    from agenthost.storage import Database, StorageRoot
 
-    config = HostConfig(storage_root=str(tmp_path / "root"), workers=1, worker_faults={1: RuntimeFaults(hang_on="turn/start")})
+    config = HostConfig(
+        storage_root=str(tmp_path / "root"), workers=1, worker_faults={1: RuntimeFaults(hang_on="turn/start")}
+    )
     host = AgentHost(config, clock=FakeClock()).start()
     thread_id = host.create_thread()
     handle = host.send(thread_id, "never answered")

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from actors import AgentHost, FakeClock, HostConfig, HostStartError
-from storage import StorageRoot
+from agenthost import AgentHost, HostConfig, HostStartError
+from agenthost.actors import FakeClock
+from agenthost.storage import StorageRoot
 
 pytestmark = pytest.mark.timeout(30)
 
 
 def test_corrupt_database_is_quarantined_and_the_host_starts_on_a_rebuilt_one(tmp_path) -> None:
-    from actors._log import capture_events
+    from agenthost.testing import capture_events
 
     root = StorageRoot(tmp_path / "root")
     config = HostConfig(storage_root=str(root.root), workers=1)
@@ -31,9 +32,11 @@ def test_corrupt_database_is_quarantined_and_the_host_starts_on_a_rebuilt_one(tm
 
 def test_a_second_host_on_the_same_root_is_refused(tmp_path) -> None:
     config = HostConfig(storage_root=str(tmp_path / "root"), workers=1)
-    with AgentHost(config, clock=FakeClock()):
-        with pytest.raises(HostStartError, match="in use by another agenthost process"):
-            AgentHost(config, clock=FakeClock()).start()
+    with (
+        AgentHost(config, clock=FakeClock()),
+        pytest.raises(HostStartError, match="in use by another agenthost process"),
+    ):
+        AgentHost(config, clock=FakeClock()).start()
 
 
 @pytest.mark.parametrize(
@@ -46,7 +49,7 @@ def test_config_errors_name_the_field_and_value(field: str, value: object) -> No
 
 
 def test_faults_for_a_worker_that_does_not_exist_are_refused() -> None:
-    from chaos import RuntimeFaults
+    from agenthost.chaos import RuntimeFaults
 
     with pytest.raises(ValueError, match="worker 3"):
         HostConfig(storage_root="/tmp/x", workers=2, worker_faults={3: RuntimeFaults(crash_on_start=True)})

@@ -6,10 +6,10 @@ import time
 
 import pytest
 
-from actors import FakeClock
-from actors._mapping import MappingActor, NoHealthyWorkerError
-from actors._persistence import PersistenceActor
-from protocol._messages import (
+from agenthost.actors import FakeClock
+from agenthost.actors._mapping import MappingActor, NoHealthyWorkerError
+from agenthost.actors._persistence import PersistenceActor
+from agenthost.protocol._messages import (
     BindRuntimeThread,
     CreateThread,
     GetPins,
@@ -19,7 +19,7 @@ from protocol._messages import (
     WorkerDown,
     WorkerUp,
 )
-from storage import StorageRoot
+from agenthost.storage import StorageRoot
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -74,7 +74,9 @@ def test_worker_down_moves_its_pins_and_keeps_runtime_thread_ids(actors) -> None
     _up(mapping, 1, 2, 3)
     for thread_id in threads:
         route = mapping.ask(ResolveThread(thread_id=thread_id))
-        mapping.ask(BindRuntimeThread(thread_id=thread_id, worker_id=route.worker_id, runtime_thread_id=f"rt-{thread_id}"))
+        mapping.ask(
+            BindRuntimeThread(thread_id=thread_id, worker_id=route.worker_id, runtime_thread_id=f"rt-{thread_id}")
+        )
     mapping.ask(WorkerDown(worker_id=1, generation=1, reason="killed"))
     pins = mapping.ask(GetPins())
     assert 1 not in pins.values() and set(pins) == set(threads)

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from actors import FakeClock
-from actors._log import capture_events
-from actors._persistence import PersistenceActor
-from protocol._messages import BeginTurn, CompleteTurn, CreateThread, FinishTurn, ListTurns, TurnPersisted
-from storage import Database, StorageRoot, parse_checkpoints
+from agenthost.actors import FakeClock
+from agenthost.actors._persistence import PersistenceActor
+from agenthost.protocol._messages import BeginTurn, CompleteTurn, CreateThread, FinishTurn, ListTurns, TurnPersisted
+from agenthost.storage import Database, StorageRoot, parse_checkpoints
+from agenthost.testing import capture_events
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -57,7 +57,10 @@ def test_a_completion_is_in_the_db_and_transcript_when_its_reply_arrives(persist
             assert isinstance(reply, TurnPersisted) and reply.error is None
             committed = probe.get_turn(reply.turn_id)
             assert (committed.status, committed.assistant_text, committed.worker_id) == (
-                "completed", f"a {reply.turn_id}", 1)
+                "completed",
+                f"a {reply.turn_id}",
+                1,
+            )
             phases = dict(parse_checkpoints(root.transcript_path("p", "t1").read_text()))
             assert phases[reply.turn_id] == "completed"
     finally:
@@ -108,7 +111,7 @@ def test_a_database_that_fails_quick_check_is_quarantined_and_rebuilt(tmp_path) 
         db.create_thread(f"f{i}", "filler", "x" * 200, 1.0)
     db.close()
     data = bytearray(root.db_path.read_bytes())
-    data[4096 * 2: 4096 * 2 + 512] = b"\xff" * 512
+    data[4096 * 2 : 4096 * 2 + 512] = b"\xff" * 512
     root.db_path.write_bytes(bytes(data))
     with capture_events("storage.quarantined") as log:
         ref = PersistenceActor.start(root=root, clock=FakeClock(), wall=time.time)
@@ -122,7 +125,7 @@ def test_a_database_that_fails_quick_check_is_quarantined_and_rebuilt(tmp_path) 
 
 
 def test_followup_dispatch_is_one_transaction_and_runs_once(tmp_path) -> None:
-    from storage import StorageError
+    from agenthost.storage import StorageError
 
     root = StorageRoot(tmp_path / "root")
     root.ensure()

@@ -5,15 +5,21 @@ from __future__ import annotations
 import pytest
 from conftest import wait_until, worker
 
-from actors import AgentHost, FakeClock, HostConfig
-from actors._log import capture_events
-from chaos import RuntimeFaults, kill_process_group
-from protocol import ApprovalRequested, ApprovalReset, Delta, TurnFinished
+from agenthost import AgentHost, HostConfig
+from agenthost.actors import FakeClock
+from agenthost.chaos import RuntimeFaults, kill_process_group
+from agenthost.protocol import ApprovalRequested, ApprovalReset, Delta
+from agenthost.testing import capture_events
 
 pytestmark = pytest.mark.timeout(60)
 
-ORDER = ("turns.approvals_reset", "turns.finished", "turns.runtime_cache_cleared", "mapping.pins_moved",
-         "turns.resuming")
+ORDER = (
+    "turns.approvals_reset",
+    "turns.finished",
+    "turns.runtime_cache_cleared",
+    "mapping.pins_moved",
+    "turns.resuming",
+)
 
 
 def test_worker_restart_reconciles_in_the_contract_order(make_host, clock: FakeClock) -> None:
@@ -32,7 +38,7 @@ def test_worker_restart_reconciles_in_the_contract_order(make_host, clock: FakeC
 
 
 def test_a_crashed_coordinator_is_replaced_and_callers_hear_how_their_turn_ended(make_host, clock: FakeClock) -> None:
-    from protocol._messages import GetChildren
+    from agenthost.protocol._messages import GetChildren
 
     host = make_host(workers=1, worker_faults={1: RuntimeFaults(delta_delay_s=0.2)}, deltas_per_reply=50)
     thread_id = host.create_thread()
@@ -44,16 +50,18 @@ def test_a_crashed_coordinator_is_replaced_and_callers_hear_how_their_turn_ended
     finished = handle.wait(20.0)
     assert finished.status == "failed" and "restart" in (finished.error or "")
     assert host.turns(thread_id)[-1].status == "failed"
-    wait_until("running", lambda: (s := host.status()).state == "running" and s.workers and s.workers[0].state == "ready")
+    wait_until(
+        "running", lambda: (s := host.status()).state == "running" and s.workers and s.workers[0].state == "ready"
+    )
     assert host.send(thread_id, "after the crash").wait(20.0).status == "completed"
 
 
 _DOOMED_HOST = """
 import sys
-from actors import AgentHost, HostConfig
-from actors._log import configure
+from agenthost import AgentHost, HostConfig
+from agenthost._logging import configure
 configure("warning")
-from chaos import RuntimeFaults
+from agenthost.chaos import RuntimeFaults
 config = HostConfig(storage_root=sys.argv[1], workers=1, worker_faults={1: RuntimeFaults(hang_on="turn/start")})
 host = AgentHost(config).start()
 thread_id = host.create_thread(thread_id="doomed")
@@ -70,8 +78,9 @@ def test_a_new_host_fails_orphaned_turns_and_dispatches_queued_followups(tmp_pat
     import sys
 
     root = str(tmp_path / "root")
-    doomed = subprocess.Popen([sys.executable, "-c", _DOOMED_HOST, root], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
+    doomed = subprocess.Popen(
+        [sys.executable, "-c", _DOOMED_HOST, root], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert doomed.stdout.readline().strip() == "READY"
     finally:
@@ -81,15 +90,17 @@ def test_a_new_host_fails_orphaned_turns_and_dispatches_queued_followups(tmp_pat
     assert [t.status for t in _turns(config)] == ["pending"]
 
     with AgentHost(config, clock=FakeClock()) as host:
-        turns = wait_until("follow-up dispatched and done",
-                           lambda: (t := host.turns("doomed")) and len(t) == 2 and t[1].status == "completed" and t)
+        turns = wait_until(
+            "follow-up dispatched and done",
+            lambda: (t := host.turns("doomed")) and len(t) == 2 and t[1].status == "completed" and t,
+        )
         assert (turns[0].user_text, turns[0].status) == ("never answered", "failed")
         assert "agenthost restarted" in (turns[0].error or "")
         assert turns[1].user_text == "queued behind it"
 
 
 def _turns(config: HostConfig):
-    from storage import Database, StorageRoot
+    from agenthost.storage import Database, StorageRoot
 
     db = Database.open(StorageRoot(config.storage_root).db_path)
     try:
@@ -98,9 +109,15 @@ def _turns(config: HostConfig):
         db.close()
 
 
-def test_degraded_worker_gets_no_new_pins_and_is_killed_after_repeated_timeouts(make_host, clock: FakeClock, events) -> None:
-    host = make_host(workers=2, request_timeout_s=5.0, max_consecutive_timeouts=2,
-                     worker_faults={1: RuntimeFaults(hang_on="thread/start")})
+def test_degraded_worker_gets_no_new_pins_and_is_killed_after_repeated_timeouts(
+    make_host, clock: FakeClock, events
+) -> None:
+    host = make_host(
+        workers=2,
+        request_timeout_s=5.0,
+        max_consecutive_timeouts=2,
+        worker_faults={1: RuntimeFaults(hang_on="thread/start")},
+    )
     first = host.send(host.create_thread(thread_id="a"), "one")  # least loaded: worker 1 (hangs)
     wait_until("call sent", lambda: host.status().active_turns[0].phase == "thread_start")
     wait_until("deadline armed", lambda: clock.now() + 5.0 in clock.pending_due_times())
@@ -112,7 +129,9 @@ def test_degraded_worker_gets_no_new_pins_and_is_killed_after_repeated_timeouts(
     second = host.send(host.create_thread(thread_id="b"), "two")  # worker 1 is degraded: goes to worker 2
     assert second.wait(20.0).status == "completed" and host.status().pins["b"] == 2
     third = host.send("a", "three")  # still pinned to degraded worker 1: times out again -> kill
-    wait_until("call sent", lambda: host.status().active_turns and host.status().active_turns[0].phase == "thread_start")
+    wait_until(
+        "call sent", lambda: host.status().active_turns and host.status().active_turns[0].phase == "thread_start"
+    )
     wait_until("deadline armed", lambda: clock.now() + 5.0 in clock.pending_due_times())
     clock.advance(5.0)
     assert third.wait(20.0).status == "failed"

@@ -10,19 +10,20 @@ import sys
 import pytest
 from conftest import wait_until
 
-from actors import AgentHost, FakeClock, HostConfig, RecoveryPolicy
-from chaos import FailingFs, FaultPlan, FaultyVFS, RuntimeFaults
-from protocol import Delta, TurnFinished
-from protocol._messages import GetChildren
-from storage import parse_checkpoints
+from agenthost import AgentHost, HostConfig
+from agenthost.actors import FakeClock, RecoveryPolicy
+from agenthost.chaos import FailingFs, FaultPlan, FaultyVFS, RuntimeFaults
+from agenthost.protocol import Delta
+from agenthost.protocol._messages import GetChildren
+from agenthost.storage import parse_checkpoints
 
 pytestmark = pytest.mark.timeout(60)
 
 _HOST_WITH_OPEN_APPROVAL = """
 import sys
-from actors import AgentHost, HostConfig
-from actors._log import configure
-from protocol import ApprovalRequested
+from agenthost import AgentHost, HostConfig
+from agenthost._logging import configure
+from agenthost.protocol import ApprovalRequested
 configure("warning")
 host = AgentHost(HostConfig(storage_root=sys.argv[1], workers=1)).start()
 thread_id = host.create_thread(thread_id="approval-thread")
@@ -34,8 +35,9 @@ sys.stdin.read()
 
 def test_an_approval_left_open_by_a_killed_host_is_reset_with_a_card(tmp_path) -> None:
     root = str(tmp_path / "root")
-    doomed = subprocess.Popen([sys.executable, "-c", _HOST_WITH_OPEN_APPROVAL, root], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
+    doomed = subprocess.Popen(
+        [sys.executable, "-c", _HOST_WITH_OPEN_APPROVAL, root], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         approval_id = doomed.stdout.readline().strip()
     finally:
@@ -50,13 +52,16 @@ def test_an_approval_left_open_by_a_killed_host_is_reset_with_a_card(tmp_path) -
 
 
 def test_callers_hear_their_turn_failed_when_the_host_gives_up(make_host, clock: FakeClock) -> None:
-    host = make_host(workers=1, host_policy=RecoveryPolicy(max_attempts=1),
-                     worker_faults={1: RuntimeFaults(hang_on="turn/start")})
+    host = make_host(
+        workers=1, host_policy=RecoveryPolicy(max_attempts=1), worker_faults={1: RuntimeFaults(hang_on="turn/start")}
+    )
     thread_id = host.create_thread()
     host._host.ask(GetChildren())["turns"].tell(object())  # first crash: restarted after 1 s
     wait_until("recovering", lambda: host.status().state == "recovering")
     clock.advance(1.0)
-    wait_until("running", lambda: (s := host.status()).state == "running" and s.workers and s.workers[0].state == "ready")
+    wait_until(
+        "running", lambda: (s := host.status()).state == "running" and s.workers and s.workers[0].state == "ready"
+    )
     waiting = host.send(thread_id, "never answered")
     wait_until("dispatched", lambda: host.status().active_turns)
     host._host.ask(GetChildren())["turns"].tell(object())  # second crash: attempts exhausted
@@ -68,8 +73,12 @@ def test_callers_hear_their_turn_failed_when_the_host_gives_up(make_host, clock:
 def test_a_completion_the_full_disk_refused_is_retried_until_it_lands(tmp_path) -> None:
     clock = FakeClock()
     with FaultyVFS(None) as vfs:
-        config = HostConfig(storage_root=str(tmp_path / "root"), workers=1, deltas_per_reply=4,
-                            worker_faults={1: RuntimeFaults(delta_delay_s=0.2)})
+        config = HostConfig(
+            storage_root=str(tmp_path / "root"),
+            workers=1,
+            deltas_per_reply=4,
+            worker_faults={1: RuntimeFaults(delta_delay_s=0.2)},
+        )
         with AgentHost(config, clock=clock, storage_vfs=vfs.vfs_name) as host:
             thread_id = host.create_thread()
             handle = host.send(thread_id, "finish me")
@@ -79,7 +88,7 @@ def test_a_completion_the_full_disk_refused_is_retried_until_it_lands(tmp_path) 
             assert finished.status == "failed" and "not persisted yet (retrying)" in (finished.error or "")
             assert host.turns(thread_id)[0].status == "pending"  # reads still work; the end is not lost
             vfs.plan = None  # disk space freed
-            wait_until("retry armed", lambda: clock.pending_due_times())
+            wait_until("retry armed", clock.pending_due_times)
             clock.advance(1.0)
             row = wait_until("persisted", lambda: (t := host.turns(thread_id)[0]).status == "completed" and t)
             assert row.assistant_text == "Reference reply to: finish me"

@@ -7,9 +7,9 @@ import stat
 
 import pytest
 
-from actors import HostConfig
-from actors._runtimes import CodexBinaryError, check_codex_binary, codex_spec_factory, find_native_codex
-from storage import StorageRoot
+from agenthost import HostConfig
+from agenthost.actors._runtimes import CodexBinaryError, check_codex_binary, codex_spec_factory, find_native_codex
+from agenthost.storage import StorageRoot
 
 
 def _executable(path, content: bytes):
@@ -40,7 +40,7 @@ def test_native_binary_is_found_in_an_npm_folder_and_specs_use_it(tmp_path) -> N
     assert find_native_codex(tmp_path / "empty") is None
     root = StorageRoot(tmp_path / "root")
     root.ensure()
-    factory = codex_spec_factory(root, codex_bin=str(native), config_overrides=("model=\"m\"",), startup_timeout_s=7)
+    factory = codex_spec_factory(root, codex_bin=str(native), config_overrides=('model="m"',), startup_timeout_s=7)
     one, two = factory(1, 1), factory(2, 5)
     assert one.argv == (str(native), "app-server", "-c", 'model="m"')
     assert one.env == {"CODEX_HOME": str(root.system_dir / "codex-home" / "worker-1")}
@@ -51,14 +51,15 @@ def test_native_binary_is_found_in_an_npm_folder_and_specs_use_it(tmp_path) -> N
 def test_bad_override_and_missing_binary_config_are_refused(tmp_path) -> None:
     native = _executable(tmp_path / "codex", b"\x7fELF")
     with pytest.raises(ValueError, match="'no-equals'"):
-        codex_spec_factory(StorageRoot(tmp_path / "r"), codex_bin=str(native), config_overrides=("no-equals",),
-                           startup_timeout_s=1)
+        codex_spec_factory(
+            StorageRoot(tmp_path / "r"), codex_bin=str(native), config_overrides=("no-equals",), startup_timeout_s=1
+        )
     with pytest.raises(ValueError, match="codex_bin is required"):
         HostConfig(storage_root=str(tmp_path), runtime="codex")
 
 
 def test_rollout_sync_copies_the_newest_rollout_into_the_target_home_only(tmp_path) -> None:
-    from actors._runtimes import CodexRolloutSync
+    from agenthost.actors._runtimes import CodexRolloutSync
 
     root = StorageRoot(tmp_path / "root")
     thread = "01a211f9-ffa7-7f21-90ba-733f150c6a8c"

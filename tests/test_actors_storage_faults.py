@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from actors import AgentHost, FakeClock, HostConfig
-from chaos import FaultPlan, FaultyVFS
-from storage import StorageFullError, parse_checkpoints
+from agenthost import AgentHost, HostConfig
+from agenthost.actors import FakeClock
+from agenthost.chaos import FaultPlan, FaultyVFS
+from agenthost.storage import StorageFullError, parse_checkpoints
 
 pytestmark = pytest.mark.timeout(60)
 

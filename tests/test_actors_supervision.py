@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from conftest import wait_until, worker
 
-from actors import Backoff, FakeClock, RecoveryPolicy
-from chaos import RuntimeFaults
+from agenthost.actors import Backoff, FakeClock, RecoveryPolicy
+from agenthost.chaos import RuntimeFaults
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -44,15 +44,21 @@ def test_host_recovery_runs_exactly_1_2_4_8_then_reports_failed(make_host, clock
 
     def restarts_and_give_ups() -> list[dict]:  # the host's policy decisions (quarantine is a side action)
         return [e for e in events.of(supervisor="host") if e["decision"] in ("restart", "give_up")]
+
     for cycle, host_delay in enumerate([1.0, 2.0, 4.0, 8.0], start=1):
         pool_restart = _decisions(events, "worker-1", 2 * cycle - 1)[-1]
         assert (pool_restart["decision"], pool_restart["delay_s"]) == ("restart", 1.0)
         clock.advance(1.0)
         give_up = _decisions(events, "worker-1", 2 * cycle)[-1]
         assert give_up["decision"] == "give_up"
-        decision = wait_until("host decision", lambda: len(restarts_and_give_ups()) >= cycle and restarts_and_give_ups())[-1]
+        decision = wait_until(
+            "host decision", lambda n=cycle: len(restarts_and_give_ups()) >= n and restarts_and_give_ups()
+        )[-1]
         assert (decision["child"], decision["decision"], decision["attempt"], decision["delay_s"]) == (
-            "pool", "restart", cycle, host_delay,
+            "pool",
+            "restart",
+            cycle,
+            host_delay,
         )
         assert decision["restarts"] == ["pool"]  # rest_for_one: the pool is the last child
         assert "all 1 workers gave up" in decision["reason"]
@@ -72,15 +78,22 @@ def test_host_recovery_runs_exactly_1_2_4_8_then_reports_failed(make_host, clock
     assert len(restarts_and_give_ups()) == 5
 
 
-def test_runtime_state_is_quarantined_when_a_fresh_pool_fails_again(make_host, clock: FakeClock, events, tmp_path) -> None:
+def test_runtime_state_is_quarantined_when_a_fresh_pool_fails_again(
+    make_host, clock: FakeClock, events, tmp_path
+) -> None:
     host = make_host(workers=1, worker_policy=RecoveryPolicy(max_attempts=1), worker_faults={1: CRASH})
     marker = host.root.runtime_state_dir / "stale-internals.json"
     marker.write_text("{}")
     for cycle in (1, 2):
         _decisions(events, "worker-1", 2 * cycle - 1)
         clock.advance(1.0)
-        decision = wait_until("host decision", lambda: len(events.of(supervisor="host", decision="restart")) >= cycle
-                              and events.of(supervisor="host", decision="restart"))[-1]
+        decision = wait_until(
+            "host decision",
+            lambda n=cycle: (
+                len(events.of(supervisor="host", decision="restart")) >= n
+                and events.of(supervisor="host", decision="restart")
+            ),
+        )[-1]
         if cycle == 1:
             assert marker.exists()  # the first fresh pool gets the state as it is
             clock.advance(decision["delay_s"])
@@ -92,7 +105,7 @@ def test_runtime_state_is_quarantined_when_a_fresh_pool_fails_again(make_host, c
 
 
 def test_pool_intensity_exceeded_escalates_to_the_host(make_host, clock: FakeClock, events) -> None:
-    from actors import Intensity
+    from agenthost.actors import Intensity
 
     policy = RecoveryPolicy(intensity=Intensity(max_restarts=2, period_s=60.0))
     host = make_host(workers=1, worker_policy=policy, worker_faults={1: CRASH})
@@ -112,7 +125,7 @@ def test_pool_intensity_exceeded_escalates_to_the_host(make_host, clock: FakeClo
 
 
 def test_stable_worker_starts_counting_attempts_again(make_host, clock: FakeClock, events) -> None:
-    from chaos import kill_process_group
+    from agenthost.chaos import kill_process_group
 
     host = make_host(workers=1)
     kill_process_group(worker(host, 1).pid)
@@ -130,15 +143,23 @@ def test_stable_worker_starts_counting_attempts_again(make_host, clock: FakeCloc
     assert (third["attempt"], third["delay_s"]) == (1, 1.0)
 
 
-@pytest.mark.parametrize(("strategy", "crashed", "restarted"), [
-    ("rest_for_one", "persistence", ["persistence", "mapping", "turns", "pool"]),
-    ("rest_for_one", "turns", ["turns", "pool"]),
-    ("one_for_all", "pool", ["persistence", "mapping", "turns", "pool"]),
-])
+@pytest.mark.parametrize(
+    ("strategy", "crashed", "restarted"),
+    [
+        ("rest_for_one", "persistence", ["persistence", "mapping", "turns", "pool"]),
+        ("rest_for_one", "turns", ["turns", "pool"]),
+        ("one_for_all", "pool", ["persistence", "mapping", "turns", "pool"]),
+    ],
+)
 def test_host_strategy_restarts_the_right_children_and_keeps_the_data(
-    make_host, clock: FakeClock, events, strategy: str, crashed: str, restarted: list[str],
+    make_host,
+    clock: FakeClock,
+    events,
+    strategy: str,
+    crashed: str,
+    restarted: list[str],
 ) -> None:
-    from protocol._messages import GetChildren
+    from agenthost.protocol._messages import GetChildren
 
     host = make_host(workers=1, host_strategy=strategy)
     thread_id = host.create_thread("survivor")
@@ -148,7 +169,9 @@ def test_host_strategy_restarts_the_right_children_and_keeps_the_data(
     decision = wait_until("host decision", lambda: events.of(supervisor="host"))[0]
     assert (decision["child"], decision["decision"], decision["restarts"]) == (crashed, "restart", restarted)
     clock.advance(1.0)
-    wait_until("host running", lambda: (s := host.status()).state == "running" and s.workers and s.workers[0].state == "ready")
+    wait_until(
+        "host running", lambda: (s := host.status()).state == "running" and s.workers and s.workers[0].state == "ready"
+    )
     after = host._host.ask(GetChildren())
     assert sorted(name for name in after if after[name] is not before[name]) == sorted(restarted)
     assert host.send(thread_id, "after").wait(20.0).status == "completed"
@@ -156,10 +179,13 @@ def test_host_strategy_restarts_the_right_children_and_keeps_the_data(
 
 
 def test_runtime_hanging_on_initialize_is_killed_at_the_startup_deadline(tmp_path, clock: FakeClock, events) -> None:
-    from actors import AgentHost, HostConfig
+    from agenthost import AgentHost, HostConfig
 
     config = HostConfig(
-        storage_root=str(tmp_path / "root"), workers=1, startup_timeout_s=5.0, checkpoint_interval_s=3600.0,
+        storage_root=str(tmp_path / "root"),
+        workers=1,
+        startup_timeout_s=5.0,
+        checkpoint_interval_s=3600.0,
         worker_faults={1: RuntimeFaults(hang_on="initialize")},
     )
     host = AgentHost(config, clock=clock).start(wait_ready=False)
@@ -180,7 +206,7 @@ def test_runtime_hanging_on_initialize_is_killed_at_the_startup_deadline(tmp_pat
 
 
 def test_stale_generation_exit_cannot_restart_a_newer_worker(make_host, clock: FakeClock, events) -> None:
-    from chaos import kill_process_group
+    from agenthost.chaos import kill_process_group
 
     host = make_host(workers=1)
     first_pid = worker(host, 1).pid

@@ -10,10 +10,10 @@ from typing import Any
 import pykka
 import pytest
 
-from actors import FakeClock
-from actors._worker import WorkerActor, WorkerSpec
-from chaos import RuntimeFaults, encode_faults, kill_process_group
-from protocol._messages import (
+from agenthost.actors import FakeClock
+from agenthost.actors._worker import WorkerActor, WorkerSpec
+from agenthost.chaos import RuntimeFaults, encode_faults, kill_process_group
+from agenthost.protocol._messages import (
     HOST_CALL_TIMEOUT,
     HOST_WORKER_EXITED,
     CallDeadline,
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.timeout(30)
 
 
 class Recorder(pykka.ThreadingActor):
-    def __init__(self, inbox: "queue.Queue[Any]") -> None:
+    def __init__(self, inbox: queue.Queue[Any]) -> None:
         super().__init__()
         self.inbox = inbox
 
@@ -37,7 +37,7 @@ class Recorder(pykka.ThreadingActor):
         self.inbox.put(message)
 
 
-def _next(inbox: "queue.Queue[Any]", kind: type, timeout_s: float = 10.0) -> Any:
+def _next(inbox: queue.Queue[Any], kind: type, timeout_s: float = 10.0) -> Any:
     while True:
         message = inbox.get(timeout=timeout_s)
         if isinstance(message, kind):
@@ -52,7 +52,13 @@ def harness(tmp_path):
     started: list[Any] = []
 
     def start(argv: list[str] | None = None, faults: RuntimeFaults | None = None) -> Any:
-        argv = argv or [sys.executable, "-m", "protocol.reference_runtime", "--state-dir", str(tmp_path / "state")]
+        argv = argv or [
+            sys.executable,
+            "-m",
+            "agenthost.protocol.reference_runtime",
+            "--state-dir",
+            str(tmp_path / "state"),
+        ]
         if faults is not None:
             argv += ["--faults", encode_faults(faults)]
         spec = WorkerSpec(worker_id=7, generation=3, argv=tuple(argv), startup_timeout_s=5.0)
@@ -121,7 +127,8 @@ def test_exit_fails_pending_calls_and_reports_the_signal(harness) -> None:
 
 def test_stop_kills_a_runtime_that_ignores_stdin_close(harness, tmp_path) -> None:
     script = tmp_path / "stubborn.py"
-    script.write_text(textwrap.dedent("""
+    script.write_text(
+        textwrap.dedent("""
         import json, signal, sys, time
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         line = sys.stdin.readline()
@@ -129,7 +136,8 @@ def test_stop_kills_a_runtime_that_ignores_stdin_close(harness, tmp_path) -> Non
         sys.stdout.flush()
         sys.stdin.read()          # EOF arrives ...
         time.sleep(60)            # ... and is ignored
-    """))
+    """)
+    )
     start, inbox, _, _ = harness
     ref = start(argv=[sys.executable, str(script)])
     _next(inbox, WorkerReady)

@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import msgspec
 import pytest
 
-import chaos
-from actors import Backoff, RecoveryPolicy
-from chaos import FAULT_KINDS, History, Schedule, generate_schedule
-from chaos._campaign import git_commit
-from chaos._invariants import StorageView, check_approvals, check_deadlines, check_restarts, check_storage
-from chaos._invariants import processes_under
-
-pytest_plugins = ["chaos._plugin"]
+from agenthost import chaos
+from agenthost.actors import Backoff, RecoveryPolicy
+from agenthost.chaos import FAULT_KINDS, History, generate_schedule
+from agenthost.chaos._campaign import git_commit
+from agenthost.chaos._invariants import (
+    StorageView,
+    check_approvals,
+    check_deadlines,
+    check_restarts,
+    check_storage,
+    processes_under,
+)
 
 POLICY = RecoveryPolicy(backoff=Backoff(initial_s=0.01, max_s=0.08), max_attempts=8)
 HOST_POLICY = RecoveryPolicy(backoff=Backoff(initial_s=0.01, max_s=0.08), max_attempts=4)
@@ -47,8 +49,16 @@ def test_schedule_arguments_are_validated_by_name() -> None:
 
 # --- the checkers catch injected bugs -----------------------------------------------------------------------------
 def _decision(history: History, t: float, attempt: int, delay_s: float, worker: int = 1) -> None:
-    history.add("log", t=t, event="supervisor.decision", supervisor="pool", child=f"worker-{worker}",
-                decision="restart", attempt=attempt, delay_s=delay_s)
+    history.add(
+        "log",
+        t=t,
+        event="supervisor.decision",
+        supervisor="pool",
+        child=f"worker-{worker}",
+        decision="restart",
+        attempt=attempt,
+        delay_s=delay_s,
+    )
 
 
 def test_restart_checker_reports_an_early_restart_a_wrong_delay_and_a_broken_cap() -> None:
@@ -79,8 +89,13 @@ def test_deadline_and_approval_checkers_report_what_was_never_settled() -> None:
     history.add("turn", t=2.0, event="ApprovalRequested", turn_id="turn-a", approval_id="approval-1")
     deadlines = check_deadlines(history, turn_timeout_s=2.0)
     assert {v.message.split(" ")[1] for v in deadlines} == {"turn-a", "turn-b"}
-    storage = StorageView(turns={"turn-a": {"thread_id": "t", "seq": 1, "status": "failed", "error": "boom"}},
-                          threads={"t": "default"}, followups={}, transcripts={"t": "# t\n"}, integrity=["ok"])
+    storage = StorageView(
+        turns={"turn-a": {"thread_id": "t", "seq": 1, "status": "failed", "error": "boom"}},
+        threads={"t": "default"},
+        followups={},
+        transcripts={"t": "# t\n"},
+        integrity=["ok"],
+    )
     [approval] = check_approvals(history, storage)
     assert "approval approval-1 of turn turn-a" in approval.message
 
@@ -90,9 +105,13 @@ def test_storage_checker_reports_a_lost_turn_and_a_torn_transcript() -> None:
     history.add("fault", t=0.5, index=0, fault="HostKill9", injected=True)
     history.add("send", t=1.0, turn_id="turn-lost", thread_id="t", queued=False, op=3)
     marker = "<!-- checkpoint turn=turn-x phase=pending status=pending -->"
-    storage = StorageView(turns={"turn-x": {"thread_id": "t", "seq": 1, "status": "completed", "error": None}},
-                          threads={"t": "default"}, followups={}, transcripts={"t": f"# t\n\n## Turn 1\n{marker}\n"},
-                          integrity=["ok"])
+    storage = StorageView(
+        turns={"turn-x": {"thread_id": "t", "seq": 1, "status": "completed", "error": None}},
+        threads={"t": "default"},
+        followups={},
+        transcripts={"t": f"# t\n\n## Turn 1\n{marker}\n"},
+        integrity=["ok"],
+    )
     violations = check_storage(history, storage)
     assert {v.invariant for v in violations} == {"acknowledged_turns_durable", "transcripts_not_torn"}
     lost = next(v for v in violations if v.invariant == "acknowledged_turns_durable")
@@ -105,9 +124,18 @@ def test_storage_checker_reports_a_lost_turn_and_a_torn_transcript() -> None:
 def test_faults_file_is_reread_live_and_eof_mid_line_cuts_a_line(tmp_path: Path) -> None:
     faults_file = tmp_path / "faults.json"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "protocol.reference_runtime", "--state-dir", str(tmp_path / "state"),
-         "--faults-file", str(faults_file)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "agenthost.protocol.reference_runtime",
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--faults-file",
+            str(faults_file),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
         cwd=Path(__file__).resolve().parent.parent,
     )
     assert proc.stdin and proc.stdout
@@ -137,8 +165,15 @@ def test_faults_file_is_reread_live_and_eof_mid_line_cuts_a_line(tmp_path: Path)
 
 
 # --- real campaigns -------------------------------------------------------------------------------------------------
-CI_KINDS = ["WorkerKill9", "WorkerHang", "StdoutGarbage", "EofMidLine", "SlowStream", "CrashOnStart",
-            "ApprovalNeverAnswered"]
+CI_KINDS = [
+    "WorkerKill9",
+    "WorkerHang",
+    "StdoutGarbage",
+    "EofMidLine",
+    "SlowStream",
+    "CrashOnStart",
+    "ApprovalNeverAnswered",
+]
 # agenthost bugs the full campaign finds (reported, not fixed here); each pattern names one:
 KNOWN_BUGS: dict[str, str] = {}  # invariant -> message pattern of a bug not fixed yet (the four found are fixed)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -13,7 +14,11 @@ pytestmark = pytest.mark.timeout(120)
 
 def _agenthost(*args: str, timeout_s: float = 90.0) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "actors._cli", *args], capture_output=True, text=True, timeout=timeout_s, check=False,
+        [sys.executable, "-m", "agenthost", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
     )
 
 
@@ -25,7 +30,10 @@ def test_demo_exits_zero_and_shows_the_recovery(tmp_path) -> None:
     assert "no thread pinned to worker" in out
     assert "next turn on the same thread completed" in out
     assert re.search(r"worker \d restarted once, generation 2", out)
-    assert "decision=restart" in run.stderr and "supervisor=pool" in run.stderr
+    events = [json.loads(line) for line in run.stderr.splitlines()]  # not a terminal: JSON lines by default
+    restart = [e for e in events if e["event"] == "supervisor.decision" and e["decision"] == "restart"]
+    assert restart and restart[0]["supervisor"] == "pool" and restart[0]["delay_s"] == 1.0
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z", restart[0]["timestamp"])  # ISO 8601, with the date
     assert out.count("<!-- checkpoint") >= 6
     assert "demo finished: every check held" in out
 
@@ -59,3 +67,31 @@ def test_bad_ids_are_usage_errors_naming_the_value(tmp_path) -> None:
     assert unknown.returncode == 2 and "'nope'" in unknown.stderr
     missing = _agenthost("status", "--root", str(tmp_path / "empty"))
     assert missing.returncode == 1 and "no database" in missing.stderr
+
+
+def test_version_and_help_name_every_option_with_its_default() -> None:
+    version = _agenthost("--version")
+    assert version.returncode == 0 and re.fullmatch(r"agenthost \d+\.\d+\.\d+\n", version.stdout)
+    send_help = " ".join(_agenthost("send", "--help").stdout.split())  # help text re-wrapped onto one line
+    for option in (
+        "--root",
+        "--thread",
+        "--new-thread",
+        "--workers",
+        "--runtime",
+        "--codex-bin",
+        "-c",
+        "--approval",
+        "--timeout",
+    ):
+        assert option in send_help
+    assert "(default: 120.0)" in send_help and "(default: decline)" in send_help
+    top = " ".join(_agenthost("--help").stdout.split())
+    assert "--log-format" in top and "(default: warning)" in top and "chaos" in top  # chaos: an entry-point command
+
+
+@pytest.mark.parametrize(("option", "value"), [("--log-level", "loud"), ("--log-format", "xml")])
+def test_bad_log_options_exit_2_naming_the_value(option: str, value: str) -> None:
+    bad = _agenthost(option, value, "status", "--root", "/nonexistent")
+    assert bad.returncode == 2
+    assert f"invalid choice: '{value}'" in bad.stderr and "Traceback" not in bad.stderr

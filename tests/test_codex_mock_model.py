@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from conftest import wait_until
 
-from protocol.mock_model import MockModelServer, reply_for
+from agenthost.protocol.mock_model import MockModelServer, reply_for
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -77,8 +77,11 @@ def server() -> Any:
 def test_text_reply_streams_in_the_responses_api_shape(server: MockModelServer) -> None:
     events = _stream(server, _body(_user("hello there")))
     assert [e["type"] for e in events] == [
-        "response.created", "response.output_item.added", *["response.output_text.delta"] * 4,
-        "response.output_item.done", "response.completed",
+        "response.created",
+        "response.output_item.added",
+        *["response.output_text.delta"] * 4,
+        "response.output_item.done",
+        "response.completed",
     ]
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
     deltas = [e["delta"] for e in events if e["type"] == "response.output_text.delta"]
@@ -116,18 +119,25 @@ def test_concurrent_requests_are_all_recorded(server: MockModelServer) -> None:
 def test_run_marker_asks_for_an_escalated_exec_command(server: MockModelServer) -> None:
     events = _stream(server, _body(_user("please\nRUN: echo hi there\nthanks")))
     assert [e["type"] for e in events] == [
-        "response.created", "response.output_item.added", "response.output_item.done", "response.completed",
+        "response.created",
+        "response.output_item.added",
+        "response.output_item.done",
+        "response.completed",
     ]
     item = events[2]["item"]
     assert (item["type"], item["name"], item["call_id"]) == ("function_call", "exec_command", "call_resp_1")
     assert json.loads(item["arguments"]) == {
-        "cmd": "echo hi there", "sandbox_permissions": "require_escalated", "justification": "agenthost test",
+        "cmd": "echo hi there",
+        "sandbox_permissions": "require_escalated",
+        "justification": "agenthost test",
     }
 
 
 def test_tool_output_gets_the_first_line_the_command_printed(server: MockModelServer) -> None:
-    codex_output = ("Chunk ID: f0eca7\nWall time: 0.0000 seconds\nProcess exited with code 0\n"
-                    "Original token count: 3\nOutput:\nhi there\nsecond line\n")
+    codex_output = (
+        "Chunk ID: f0eca7\nWall time: 0.0000 seconds\nProcess exited with code 0\n"
+        "Original token count: 3\nOutput:\nhi there\nsecond line\n"
+    )
     events = _stream(server, _body(_user("RUN: echo hi there"), *_call_output(codex_output)))
     assert events[-2]["item"]["content"][0]["text"] == "Tool said: hi there"
     declined = 'exec_command failed: CreateProcess { message: "Rejected(\\"rejected by user\\")" }'
@@ -223,8 +233,12 @@ def test_binds_loopback_and_points_codex_at_itself(server: MockModelServer) -> N
     assert overrides[:2] == ('model_provider="mock"', 'model="mock-model"')
     provider = overrides[2]
     assert provider.startswith("model_providers.mock={") and f'base_url="{server.base_url}"' in provider
-    for setting in ('wire_api="responses"', "supports_websockets=false", "request_max_retries=0",
-                    "stream_max_retries=0"):
+    for setting in (
+        'wire_api="responses"',
+        "supports_websockets=false",
+        "request_max_retries=0",
+        "stream_max_retries=0",
+    ):
         assert setting in provider
     assert all("=" in override for override in overrides)
 
@@ -241,8 +255,11 @@ def test_bad_constructor_arguments_name_the_value() -> None:
 @pytest.mark.timeout(30)
 def test_cli_prints_the_port_serves_and_stops_on_sigterm() -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "protocol.mock_model", "--port", "0", "--deltas", "2"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO_ROOT, text=True,
+        [sys.executable, "-m", "agenthost.protocol.mock_model", "--port", "0", "--deltas", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=REPO_ROOT,
+        text=True,
     )
     try:
         assert process.stdout is not None

@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 from conftest import wait_until, worker
 
-from actors import AgentHost, FakeClock, HostConfig
-from actors._runtimes import find_native_codex
-from chaos import kill_process_group
-from protocol import ApprovalRequested, ApprovalReset, ApprovalResolved, Delta, TurnFinished
-from protocol.mock_model import MockModelServer
-from storage import StorageRoot, parse_checkpoints
+from agenthost import AgentHost, HostConfig
+from agenthost.actors import FakeClock
+from agenthost.actors._runtimes import find_native_codex
+from agenthost.chaos import kill_process_group
+from agenthost.protocol import ApprovalRequested, ApprovalReset, ApprovalResolved, Delta, TurnFinished
+from agenthost.protocol.mock_model import MockModelServer
+from agenthost.storage import StorageRoot, parse_checkpoints
 
 CODEX_VERSION = "0.169.0"
 WAIT_S = 30.0
@@ -38,8 +40,10 @@ def _codex_binary() -> str | None:
 
 CODEX_BIN = _codex_binary()
 if CODEX_BIN is None:
-    pytest.skip(f"codex {CODEX_VERSION} not installed (npm registry unreachable?): run .ci/install-codex",
-                allow_module_level=True)
+    pytest.skip(
+        f"codex {CODEX_VERSION} not installed (npm registry unreachable?): run .ci/install-codex",
+        allow_module_level=True,
+    )
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -56,8 +60,9 @@ def codex_config(model: MockModelServer, tmp_path: Path) -> Callable[..., HostCo
     def config(*extra: str, **overrides: Any) -> HostConfig:
         settings: dict[str, Any] = {"workers": 1, "storage_root": str(tmp_path / "root")}
         settings.update(overrides)
-        return HostConfig(runtime="codex", codex_bin=CODEX_BIN, codex_config=model.codex_overrides() + extra,
-                          **settings)
+        return HostConfig(
+            runtime="codex", codex_bin=CODEX_BIN, codex_config=model.codex_overrides() + extra, **settings
+        )
 
     return config
 
@@ -121,8 +126,9 @@ def test_streamed_turn_is_delivered_in_deltas_and_persisted(codex_host, model: M
     assert _user_texts(model.requests[-1])[-1] == "hello codex"
 
 
-def test_accepted_approval_runs_the_command_and_the_turn_completes(codex_host, model: MockModelServer,
-                                                                   tmp_path: Path, seed: int) -> None:
+def test_accepted_approval_runs_the_command_and_the_turn_completes(
+    codex_host, model: MockModelServer, tmp_path: Path, seed: int
+) -> None:
     host = codex_host()
     thread_id = host.create_thread("approve")
     marker = f"agenthost-marker-{seed}"
@@ -145,8 +151,9 @@ def test_accepted_approval_runs_the_command_and_the_turn_completes(codex_host, m
         host.answer_approval(request.approval_id, "accept")
 
 
-def test_declined_approval_skips_the_command_and_codex_continues(codex_host, model: MockModelServer,
-                                                                tmp_path: Path) -> None:
+def test_declined_approval_skips_the_command_and_codex_continues(
+    codex_host, model: MockModelServer, tmp_path: Path
+) -> None:
     host = codex_host()
     thread_id = host.create_thread("decline")
     proof = tmp_path / "must-not-exist.txt"
@@ -179,7 +186,10 @@ def test_interrupt_during_a_slow_stream_persists_interrupted(codex_host, model: 
 
 
 def test_worker_killed_mid_turn_fails_the_turn_and_the_thread_resumes_with_history(
-    codex_host, model: MockModelServer, clock: FakeClock, events,
+    codex_host,
+    model: MockModelServer,
+    clock: FakeClock,
+    events,
 ) -> None:
     host = codex_host()
     thread_id = host.create_thread("killed")
@@ -208,7 +218,9 @@ def test_worker_killed_mid_turn_fails_the_turn_and_the_thread_resumes_with_histo
 
 
 def test_restarted_host_resumes_the_codex_thread_and_recreates_it_when_rollouts_are_gone(
-    codex_config, model: MockModelServer, events,
+    codex_config,
+    model: MockModelServer,
+    events,
 ) -> None:
     config = codex_config()
     with AgentHost(config, clock=FakeClock()) as host:
@@ -234,8 +246,7 @@ def test_restarted_host_resumes_the_codex_thread_and_recreates_it_when_rollouts_
         assert [t.status for t in host.turns(thread_id)] == ["completed", "completed", "completed"]
 
 
-def test_non_approval_server_request_gets_an_error_answer(codex_host, model: MockModelServer,
-                                                           codex_config) -> None:
+def test_non_approval_server_request_gets_an_error_answer(codex_host, model: MockModelServer, codex_config) -> None:
     # request_user_input is offered outside Plan mode only with this (under development) feature
     extra = ("features.default_mode_request_user_input=true",)
     host = codex_host(*extra)
@@ -248,15 +259,19 @@ def test_non_approval_server_request_gets_an_error_answer(codex_host, model: Moc
     # the host's error answer resolves the request; codex gives the model empty answers and the turn goes on
     assert (finished.status, finished.text) == ("completed", 'Tool said: {"answers":{}}')
     assert any('"answers"' in output for output in _tool_outputs(model.requests[-1]))
-    log = wait_until("codex logs the error answer",
-                     lambda: "request failed with client error" in _worker_log(codex_config(*extra))
-                     and _worker_log(codex_config(*extra)))
+    log = wait_until(
+        "codex logs the error answer",
+        lambda: (
+            "request failed with client error" in _worker_log(codex_config(*extra))
+            and _worker_log(codex_config(*extra))
+        ),
+    )
     assert "item/tool/requestUserInput: not supported by agenthost" in log
 
 
-
 def test_cancelled_approval_ends_the_turn_interrupted_without_asking_the_model_again(
-    codex_host, model: MockModelServer,
+    codex_host,
+    model: MockModelServer,
 ) -> None:
     host = codex_host()
     thread_id = host.create_thread("cancel")
@@ -269,7 +284,9 @@ def test_cancelled_approval_ends_the_turn_interrupted_without_asking_the_model_a
 
 
 def test_pending_approval_is_reset_when_codex_dies_and_the_thread_resumes(
-    codex_host, model: MockModelServer, clock: FakeClock,
+    codex_host,
+    model: MockModelServer,
+    clock: FakeClock,
 ) -> None:
     host = codex_host()
     thread_id = host.create_thread("reset")

@@ -23,6 +23,10 @@ def test_every_cited_test_exists() -> None:
 
 
 def test_every_invariant_row_cites_a_proof() -> None:
-    rows = [line for line in (ROOT / "docs" / "runtime-contract.md").read_text().splitlines() if re.match(r"\| [A-Z]\d+ \|", line)]
+    rows = [
+        line
+        for line in (ROOT / "docs" / "runtime-contract.md").read_text().splitlines()
+        if re.match(r"\| [A-Z]\d+ \|", line)
+    ]
     assert rows
     assert [row.split("|")[1].strip() for row in rows if "test_" not in row and "by construction" not in row] == []

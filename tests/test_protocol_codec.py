@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given, seed, settings
 from hypothesis import strategies as st
 
-from chaos._faults import FAULTS_ENV_VAR, RuntimeFaults, decode_faults, encode_faults, kill_process_group
-from protocol._errors import INVALID_REQUEST, ErrorKind, classify_error, is_no_rollout, is_thread_not_found
-from protocol._jsonrpc import (
+from agenthost.protocol._errors import INVALID_REQUEST, ErrorKind, classify_error, is_no_rollout, is_thread_not_found
+from agenthost.protocol._faults import FAULTS_ENV_VAR, RuntimeFaults, decode_faults, encode_faults, kill_process_group
+from agenthost.protocol._jsonrpc import (
     ErrorResponse,
     LineBuffer,
     LineTooLongError,
@@ -102,7 +102,9 @@ def test_decode_lines_skips_empty_lines() -> None:
 
 def test_incoming_round_trips_through_msgspec_as_a_tagged_union() -> None:
     messages = (
-        Request(id=1, method="m"), ProtocolError(line=b"x", reason="r"), ErrorResponse(id=None, error=RpcError(1, "m"))
+        Request(id=1, method="m"),
+        ProtocolError(line=b"x", reason="r"),
+        ErrorResponse(id=None, error=RpcError(1, "m")),
     )
     encoded = msgspec.json.encode(messages)
     assert msgspec.json.decode(encoded, type=tuple[Request | ProtocolError | ErrorResponse, ...]) == messages
@@ -127,7 +129,10 @@ def test_encoders_reject_bad_ids(bad_id: object) -> None:
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False, allow_infinity=False)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4),
     max_leaves=12,

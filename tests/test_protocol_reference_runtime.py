@@ -1,4 +1,4 @@
-"""Drives `python -m protocol.reference_runtime` as a subprocess over stdin/stdout, like a host would.
+"""Drives `python -m agenthost.protocol.reference_runtime` as a subprocess over stdin/stdout, like a host would.
 
 Every read is bounded (READ_TIMEOUT_S); every test carries a pytest timeout.
 """
@@ -21,9 +21,17 @@ from typing import Any
 import msgspec
 import pytest
 
-from chaos._faults import FAULTS_ENV_VAR, RuntimeFaults, encode_faults, kill_process_group
-from protocol._errors import ErrorKind, classify_error
-from protocol._jsonrpc import ErrorResponse, Incoming, Notification, ProtocolError, Request, Response, decode_line
+from agenthost.protocol._errors import ErrorKind, classify_error
+from agenthost.protocol._faults import FAULTS_ENV_VAR, RuntimeFaults, encode_faults, kill_process_group
+from agenthost.protocol._jsonrpc import (
+    ErrorResponse,
+    Incoming,
+    Notification,
+    ProtocolError,
+    Request,
+    Response,
+    decode_line,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 READ_TIMEOUT_S = 10.0
@@ -39,8 +47,12 @@ class RuntimeProcess:
         self.stderr_path = stderr_path
         with open(stderr_path, "wb") as stderr_file:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "protocol.reference_runtime", "--state-dir", str(state_dir), *args],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr_file, cwd=REPO_ROOT, env=env,
+                [sys.executable, "-m", "agenthost.protocol.reference_runtime", "--state-dir", str(state_dir), *args],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr_file,
+                cwd=REPO_ROOT,
+                env=env,
                 start_new_session=True,
             )
         self._lines: queue.Queue[bytes | None] = queue.Queue()
@@ -186,7 +198,8 @@ def _deltas(messages: list[Incoming]) -> list[str]:
 
 def _completed_items(messages: list[Incoming], item_type: str) -> list[dict[str, Any]]:
     return [
-        _params(m)["item"] for m in messages
+        _params(m)["item"]
+        for m in messages
         if _is_notification(m, "item/completed") and _params(m)["item"]["type"] == item_type
     ]
 
@@ -275,8 +288,13 @@ def test_turn_streams_deltas_that_add_up_to_the_final_text(spawn: Spawn) -> None
     assert (turn["status"], turn["items"], turn["error"]) == ("inProgress", [], None)
     stream = runtime.read_turn()
     assert _methods(stream) == [
-        "turn/started", "item/started", "item/completed", "item/started",
-        *["item/agentMessage/delta"] * 4, "item/completed", "turn/completed",
+        "turn/started",
+        "item/started",
+        "item/completed",
+        "item/started",
+        *["item/agentMessage/delta"] * 4,
+        "item/completed",
+        "turn/completed",
     ]
     assert _params(stream[0])["turn"]["id"] == turn["id"]
     user_item = _completed_items(stream, "userMessage")[0]
@@ -355,7 +373,11 @@ def test_command_approval_outcomes(spawn: Spawn, reply: dict[str, Any], item_sta
     turn_id = runtime.start_turn(thread_id, "please RUN: ls -la\nthanks")
     before, request = _wait_for_approval_request(runtime)
     assert _methods(before) == [
-        "turn/started", "item/started", "item/completed", "item/started", "thread/status/changed",
+        "turn/started",
+        "item/started",
+        "item/completed",
+        "item/started",
+        "thread/status/changed",
         "item/commandExecution/requestApproval",
     ]
     command_item = _params(before[3])["item"]
@@ -366,7 +388,9 @@ def test_command_approval_outcomes(spawn: Spawn, reply: dict[str, Any], item_sta
     params = request.params
     assert (params["threadId"], params["turnId"], params["itemId"]) == (thread_id, turn_id, command_item["id"])
     assert (params["kind"], params["command"], params["reason"]) == (
-        "command", "ls -la", "reference runtime wants to run a command"
+        "command",
+        "ls -la",
+        "reference runtime wants to run a command",
     )
     assert params["availableDecisions"] == ["accept", "decline", "cancel"] and isinstance(params["startedAtMs"], int)
     runtime.send({"id": request.id, **reply})
@@ -377,7 +401,8 @@ def test_command_approval_outcomes(spawn: Spawn, reply: dict[str, Any], item_sta
     assert finished_command["status"] == item_status
     if item_status == "completed":
         assert (finished_command["exitCode"], finished_command["aggregatedOutput"]) == (
-            0, "(reference runtime) ran: ls -la\n"
+            0,
+            "(reference runtime) ran: ls -la\n",
         )
     assert "".join(_deltas(after)) == _completed_items(after, "agentMessage")[0]["text"] == reply_text
     assert _params(after[-1])["turn"]["status"] == "completed"
@@ -494,7 +519,7 @@ def test_stdin_eof_exits_promptly_with_a_turn_waiting(spawn: Spawn) -> None:
 def test_garbage_gets_no_answer_and_the_connection_keeps_working(spawn: Spawn) -> None:
     runtime = spawn()
     runtime.initialize()
-    runtime.send_raw(b"this is not json\n\n[1,2,3]\n{\"jsonrpc\":\"2.0\",\"id\":78}\n{\"id\":79,\"result\":{}}\n")
+    runtime.send_raw(b'this is not json\n\n[1,2,3]\n{"jsonrpc":"2.0","id":78}\n{"id":79,"result":{}}\n')
     runtime.send_raw(b'{"id":80,"error":{"code":1,"message":"stray"}}\n')
     answer = runtime.call("thread/start", {})  # the first line back answers this request
     assert isinstance(answer, Response)

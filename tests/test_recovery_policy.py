@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors._recovery import (
+from agenthost.actors._recovery import (
     HOST_POLICY,
     WORKER_POLICY,
     Backoff,
@@ -29,9 +29,7 @@ from actors._recovery import (
 NO_CAP = dict(max_attempts=1000, stable_after_s=1e9)
 
 
-def crash_loop(
-    policy: RecoveryPolicy, exits: int, uptime_s: float = 0.25, start_at: float = 0.0
-) -> list[Decision]:
+def crash_loop(policy: RecoveryPolicy, exits: int, uptime_s: float = 0.25, start_at: float = 0.0) -> list[Decision]:
     """Start a child at ``start_at``; it exits ``uptime_s`` after every start; restart after each granted delay."""
     now = start_at
     history = record_start(RestartHistory(), now)
@@ -180,7 +178,7 @@ def test_escalate_beats_give_up_when_both_apply() -> None:
     second = admit_restart(policy, record_start(first.history, 1.0), 2.0)
     assert second.action == "escalate"
     assert second.attempt == 2
-    assert "intensity exceeded: 2 restarts within 60.0 s (max 1)" == second.reason
+    assert second.reason == "intensity exceeded: 2 restarts within 60.0 s (max 1)"
 
 
 def test_intensity_zero_escalates_every_restart() -> None:

@@ -7,9 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actors import ChildSpec, PolicyError, SupervisorSpec, children_to_restart, should_restart
-from actors._host import host_spec
-from actors import HOST_POLICY
+from agenthost.actors import HOST_POLICY, ChildSpec, PolicyError, SupervisorSpec, children_to_restart, should_restart
+from agenthost.actors._host import host_spec
 
 NAMES = ("persistence", "mapping", "turns", "pool")
 
@@ -18,13 +17,16 @@ def _spec(strategy: str) -> SupervisorSpec:
     return SupervisorSpec(strategy=strategy, children=tuple(ChildSpec(name=n) for n in NAMES))
 
 
-@pytest.mark.parametrize(("strategy", "failed", "expected"), [
-    ("one_for_one", "mapping", ("mapping",)),
-    ("one_for_all", "mapping", NAMES),
-    ("rest_for_one", "persistence", NAMES),
-    ("rest_for_one", "mapping", ("mapping", "turns", "pool")),
-    ("rest_for_one", "pool", ("pool",)),
-])
+@pytest.mark.parametrize(
+    ("strategy", "failed", "expected"),
+    [
+        ("one_for_one", "mapping", ("mapping",)),
+        ("one_for_all", "mapping", NAMES),
+        ("rest_for_one", "persistence", NAMES),
+        ("rest_for_one", "mapping", ("mapping", "turns", "pool")),
+        ("rest_for_one", "pool", ("pool",)),
+    ],
+)
 def test_children_to_restart(strategy: str, failed: str, expected: tuple[str, ...]) -> None:
     assert children_to_restart(_spec(strategy), failed) == expected
 
@@ -41,25 +43,36 @@ def test_unknown_child_is_named() -> None:
         children_to_restart(_spec("rest_for_one"), "nope")
 
 
-@pytest.mark.parametrize(("restart", "abnormal", "expected"), [
-    ("permanent", False, True), ("permanent", True, True),
-    ("transient", False, False), ("transient", True, True),
-    ("temporary", False, False), ("temporary", True, False),
-])
+@pytest.mark.parametrize(
+    ("restart", "abnormal", "expected"),
+    [
+        ("permanent", False, True),
+        ("permanent", True, True),
+        ("transient", False, False),
+        ("transient", True, True),
+        ("temporary", False, False),
+        ("temporary", True, False),
+    ],
+)
 def test_should_restart_follows_otp_restart_types(restart: str, abnormal: bool, expected: bool) -> None:
     assert should_restart(restart, abnormal) is expected  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("build", "message"), [
-    (lambda: ChildSpec(name=""), "child.name"),
-    (lambda: ChildSpec(name="a/b"), "'a/b'"),
-    (lambda: ChildSpec(name="w", restart="sometimes"), "restart must be one of .* got 'sometimes'"),
-    (lambda: ChildSpec(name="w", shutdown_timeout_s=0), "shutdown_timeout_s must be > 0, got 0"),
-    (lambda: SupervisorSpec(strategy="simple_one_for_one", children=(ChildSpec(name="a"),)), "strategy must be"),
-    (lambda: SupervisorSpec(strategy="one_for_one", children=()), r"children must be non-empty"),
-    (lambda: SupervisorSpec(strategy="one_for_one", children=(ChildSpec(name="a"), ChildSpec(name="a"))),
-     r"unique names, got \['a', 'a'\]"),
-])
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: ChildSpec(name=""), "child.name"),
+        (lambda: ChildSpec(name="a/b"), "'a/b'"),
+        (lambda: ChildSpec(name="w", restart="sometimes"), "restart must be one of .* got 'sometimes'"),
+        (lambda: ChildSpec(name="w", shutdown_timeout_s=0), "shutdown_timeout_s must be > 0, got 0"),
+        (lambda: SupervisorSpec(strategy="simple_one_for_one", children=(ChildSpec(name="a"),)), "strategy must be"),
+        (lambda: SupervisorSpec(strategy="one_for_one", children=()), r"children must be non-empty"),
+        (
+            lambda: SupervisorSpec(strategy="one_for_one", children=(ChildSpec(name="a"), ChildSpec(name="a"))),
+            r"unique names, got \['a', 'a'\]",
+        ),
+    ],
+)
 def test_validators_name_the_field_and_value(build, message: str) -> None:
     with pytest.raises(PolicyError, match=message):
         build()

@@ -8,7 +8,7 @@ from pathlib import Path
 import apsw
 import pytest
 
-from storage import (
+from agenthost.storage import (
     ActionCardRow,
     Database,
     FollowUpRow,
@@ -24,7 +24,7 @@ from storage import (
     UnknownThreadError,
     UnknownTurnError,
 )
-from storage._schema import SCHEMA_VERSION, apply_migrations
+from agenthost.storage._schema import SCHEMA_VERSION, apply_migrations
 
 
 @pytest.fixture
@@ -310,7 +310,7 @@ def test_finish_turns_commits_once(thread_db: Database) -> None:
     for index in range(5):
         thread_db.begin_turn(f"u{index}", "t1", "q", now=float(index))
     commits: list[int] = []
-    thread_db._conn.set_commit_hook(lambda: commits.append(1) or False)  # noqa: SLF001 - observe group commit
+    thread_db._conn.set_commit_hook(lambda: commits.append(1) or False)
     thread_db.finish_turns([TurnFinish(f"u{index}", "completed", "a", None, 9.0) for index in range(5)])
     assert len(commits) == 1
 

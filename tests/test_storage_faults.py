@@ -21,8 +21,8 @@ import apsw
 import msgspec
 import pytest
 
-from chaos import FS_STEPS, CrashVFS, FailingFs, FaultPlan, FaultyVFS, PowerCutError
-from storage import (
+from agenthost.chaos import FS_STEPS, CrashVFS, FailingFs, FaultPlan, FaultyVFS, PowerCutError
+from agenthost.storage import (
     ActionCardRow,
     Database,
     FollowUpRow,
@@ -80,30 +80,73 @@ def _workload() -> list[Step]:
     u3 = _pending_turn("u3", 3, "after the checkpoint", 10.0)
     return [
         Step("ensure_project", "project", (), project, lambda db: db.ensure_project("p1", "Project One", 1.0)),
-        Step("create_thread", "thread", ("ensure_project",), thread,
-             lambda db: db.create_thread("t1", "p1", "Fault sweep", 2.0)),
+        Step(
+            "create_thread",
+            "thread",
+            ("ensure_project",),
+            thread,
+            lambda db: db.create_thread("t1", "p1", "Fault sweep", 2.0),
+        ),
         Step("begin_turn u1", "turn u1", ("create_thread",), u1, lambda db: db.begin_turn("u1", "t1", "hello 1", 3.0)),
-        Step("begin_turn u2", "turn u2", ("create_thread",), u2,
-             lambda db: db.begin_turn("u2", "t1", LONG_USER_TEXT, 4.0)),
-        Step("finish_turn u1", "turn u1", ("begin_turn u1",), u1_done,
-             lambda db: db.finish_turn("u1", "completed", LONG_ANSWER, None, 5.0)),
-        Step("finish_turn u2", "turn u2", ("begin_turn u2",), u2_failed,
-             lambda db: db.finish_turn("u2", "failed", "", "runtime crashed", 6.0)),
-        Step("add_action_card", "card", ("create_thread", "begin_turn u1"), card,
-             lambda db: db.add_action_card("t1", "u1", "note", "card\nsecond line", 7.0)),
+        Step(
+            "begin_turn u2",
+            "turn u2",
+            ("create_thread",),
+            u2,
+            lambda db: db.begin_turn("u2", "t1", LONG_USER_TEXT, 4.0),
+        ),
+        Step(
+            "finish_turn u1",
+            "turn u1",
+            ("begin_turn u1",),
+            u1_done,
+            lambda db: db.finish_turn("u1", "completed", LONG_ANSWER, None, 5.0),
+        ),
+        Step(
+            "finish_turn u2",
+            "turn u2",
+            ("begin_turn u2",),
+            u2_failed,
+            lambda db: db.finish_turn("u2", "failed", "", "runtime crashed", 6.0),
+        ),
+        Step(
+            "add_action_card",
+            "card",
+            ("create_thread", "begin_turn u1"),
+            card,
+            lambda db: db.add_action_card("t1", "u1", "note", "card\nsecond line", 7.0),
+        ),
         Step("save_mapping", "mapping", ("create_thread",), mapping, lambda db: db.save_mapping("t1", 3, "rt-1", 8.0)),
-        Step("enqueue_followup", "followup", ("create_thread",), followup,
-             lambda db: db.enqueue_followup("f1", "t1", "follow up", 9.0)),
+        Step(
+            "enqueue_followup",
+            "followup",
+            ("create_thread",),
+            followup,
+            lambda db: db.enqueue_followup("f1", "t1", "follow up", 9.0),
+        ),
         Step("checkpoint PASSIVE", None, (), None, lambda db: db.checkpoint("PASSIVE")),
-        Step("begin_turn u3", "turn u3", ("create_thread",), u3,
-             lambda db: db.begin_turn("u3", "t1", "after the checkpoint", 10.0)),
+        Step(
+            "begin_turn u3",
+            "turn u3",
+            ("create_thread",),
+            u3,
+            lambda db: db.begin_turn("u3", "t1", "after the checkpoint", 10.0),
+        ),
     ]
 
 
 def _pending_turn(turn_id: str, seq: int, user_text: str, created_at: float) -> TurnRow:
     return TurnRow(
-        turn_id=turn_id, thread_id="t1", seq=seq, user_text=user_text, assistant_text="", status="pending",
-        error=None, worker_id=None, created_at=created_at, finished_at=None,
+        turn_id=turn_id,
+        thread_id="t1",
+        seq=seq,
+        user_text=user_text,
+        assistant_text="",
+        status="pending",
+        error=None,
+        worker_id=None,
+        created_at=created_at,
+        finished_at=None,
     )
 
 
@@ -165,7 +208,7 @@ def _close_quietly(db: Database | None) -> None:
         return
     try:
         db.close()
-    except Exception:  # noqa: BLE001,S110 - see test_close_under_io_faults_raises_storage_errors
+    except Exception:  # noqa: BLE001 - see test_close_under_io_faults_raises_storage_errors
         pass
 
 
@@ -296,12 +339,12 @@ def test_faulty_vfs_fails_exactly_the_nth_matching_call(tmp_path: Path) -> None:
         with conn:
             conn.execute("INSERT INTO t VALUES (1)")  # one WAL frame: header + page = matching calls 1 and 2
         assert not vfs.triggered and vfs.matching_calls == 2
-        with pytest.raises(apsw.FullError) as caught:
-            with conn:
-                conn.execute("INSERT INTO t VALUES (2)")
+        with pytest.raises(apsw.FullError) as caught, conn:
+            conn.execute("INSERT INTO t VALUES (2)")
         injected = [str(error) for error in _exception_chain(caught.value) if "injected" in str(error)]
-        assert len(injected) == 1 and re.fullmatch(r"database or disk is full \(injected: write call #3 on .*-wal'\)",
-                                                   injected[0]), injected
+        assert len(injected) == 1 and re.fullmatch(
+            r"database or disk is full \(injected: write call #3 on .*-wal'\)", injected[0]
+        ), injected
         assert vfs.triggered and vfs.failures == 1
         with conn:  # transient: the next write goes through
             conn.execute("INSERT INTO t VALUES (3)")
@@ -325,9 +368,8 @@ def test_crash_vfs_drops_unsynced_writes_and_keeps_synced_ones(tmp_path: Path) -
                 conn.execute("INSERT INTO t VALUES ('kept?')")
             assert str(path) in vfs.tracked_paths
             vfs.crash()
-            with pytest.raises(apsw.IOError) as caught:
-                with conn:
-                    conn.execute("INSERT INTO t VALUES ('after the crash')")
+            with pytest.raises(apsw.IOError) as caught, conn:
+                conn.execute("INSERT INTO t VALUES ('after the crash')")
             assert any(isinstance(error, PowerCutError) for error in _exception_chain(caught.value))
             assert vfs.refusals >= 1
             with pytest.raises(apsw.CantOpenError):

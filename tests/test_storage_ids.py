@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from storage import ID_PATTERN, InvalidIdError, StorageError, StorageRoot, validate_id
+from agenthost.storage import ID_PATTERN, InvalidIdError, StorageError, StorageRoot, validate_id
 
 
 @pytest.mark.parametrize("value", ["a", "A", "0", "thread-1", "p_2", "x" * 64, "9-_"])

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from actors._cli_storage import add_storage_commands, run_storage_command
-from storage import (
+from agenthost._cli_storage import add_storage_commands, run_storage_command
+from agenthost.storage import (
     Database,
     MigrationError,
     MigrationHooks,
@@ -130,8 +130,11 @@ def _rows(root: StorageRoot) -> dict[str, Any]:
 def _assert_faithful_copy(old: StorageRoot, new: StorageRoot) -> None:
     assert _rows(new) == _rows(old)
     old_files, new_files = _snapshot(old), _snapshot(new)
-    copied = {rel: digest for rel, digest in old_files.items() if not rel.startswith("system/agenthost.db")
-              and rel != "system/MOVED"}
+    copied = {
+        rel: digest
+        for rel, digest in old_files.items()
+        if not rel.startswith("system/agenthost.db") and rel != "system/MOVED"
+    }
     assert {rel: new_files.get(rel) for rel in copied} == copied
     assert (new.projects_dir / "default" / "empty-folder").is_dir()
     journal = json.loads((new.system_dir / "migration.json").read_text())
@@ -289,8 +292,9 @@ def test_refuses_an_old_root_that_already_moved(old: StorageRoot, new: StorageRo
     assert not elsewhere.root.exists()
 
 
-def test_refuses_a_journal_of_another_migration(old: StorageRoot, new: StorageRoot, template: StorageRoot,
-                                                tmp_path: Path) -> None:
+def test_refuses_a_journal_of_another_migration(
+    old: StorageRoot, new: StorageRoot, template: StorageRoot, tmp_path: Path
+) -> None:
     with pytest.raises(SimulatedCrash):
         migrate_storage(old, new, fs_hooks=Recorder(crash_at=5))
     other = StorageRoot(tmp_path / "other")

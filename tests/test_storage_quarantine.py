@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors._cli_storage import add_storage_commands, run_storage_command
-from storage import (
+from agenthost._cli_storage import add_storage_commands, run_storage_command
+from agenthost.storage import (
     RESTARTED_NOTE,
     ActionCardRow,
     Database,
@@ -111,11 +111,38 @@ def root(tmp_path: Path) -> StorageRoot:
 THREAD = ThreadRow(thread_id="t1", project_id="p1", title="My thread", created_at=0.0)
 # No '*', '>' or '\\': with those excluded a text cannot look like a block label, a card or a pre-escaped marker,
 # so the rendering is unambiguous and the parser must give back exactly the original rows.
-PLAIN_FRAGMENTS = ["<!--", "-->", "\n", "\r", "\r\n", "\u2028", "\x0c", "\x85", " ", "\t", "a", "é", "## Turn 2",
-                   "`", FORGED, "**User:**"]
+PLAIN_FRAGMENTS = [
+    "<!--",
+    "-->",
+    "\n",
+    "\r",
+    "\r\n",
+    "\u2028",
+    "\x0c",
+    "\x85",
+    " ",
+    "\t",
+    "a",
+    "é",
+    "## Turn 2",
+    "`",
+    FORGED,
+    "**User:**",
+]
 # Everything the renderer itself emits between blocks, to make the rendering ambiguous on purpose.
-TRICKY_FRAGMENTS = [*PLAIN_FRAGMENTS, "\n\n", "**Assistant:**", "**Error:** ", "> ", "> **info:** x", "\\", "\\<!--",
-                    "**", ":** ", "\n\n## Turn 1\n"]
+TRICKY_FRAGMENTS = [
+    *PLAIN_FRAGMENTS,
+    "\n\n",
+    "**Assistant:**",
+    "**Error:** ",
+    "> ",
+    "> **info:** x",
+    "\\",
+    "\\<!--",
+    "**",
+    ":** ",
+    "\n\n## Turn 1\n",
+]
 
 
 def _texts(fragments: list[str]) -> st.SearchStrategy[str]:
@@ -125,19 +152,28 @@ def _texts(fragments: list[str]) -> st.SearchStrategy[str]:
 @st.composite
 def _threads(draw: Any, fragments: list[str], exact: bool) -> tuple[ThreadRow, list[TurnRow], list[ActionCardRow]]:
     text = _texts(fragments)
-    title = draw(st.text(st.sampled_from("ab é#`-"), min_size=1, max_size=10).map(str.strip).filter(bool)
-                 if exact else text)
+    title = draw(
+        st.text(st.sampled_from("ab é#`-"), min_size=1, max_size=10).map(str.strip).filter(bool) if exact else text
+    )
     thread = ThreadRow(thread_id="t1", project_id="p1", title=title, created_at=0.0)
     turns = []
     for seq in range(1, draw(st.integers(0, 4)) + 1):
         status = draw(st.sampled_from(["pending", "completed", "failed", "interrupted"]))
         pending = status == "pending"
-        turns.append(TurnRow(
-            turn_id=f"u{seq}", thread_id="t1", seq=seq, user_text=draw(text),
-            assistant_text="" if pending and exact else draw(text),
-            status=status, error=None if pending else draw(st.none() | text),
-            worker_id=None, created_at=float(seq), finished_at=None if pending else float(seq),
-        ))
+        turns.append(
+            TurnRow(
+                turn_id=f"u{seq}",
+                thread_id="t1",
+                seq=seq,
+                user_text=draw(text),
+                assistant_text="" if pending and exact else draw(text),
+                status=status,
+                error=None if pending else draw(st.none() | text),
+                worker_id=None,
+                created_at=float(seq),
+                finished_at=None if pending else float(seq),
+            )
+        )
     cards = []
     turn_ids = [turn.turn_id for turn in turns]
     # Card texts lose their line-break characters (each line becomes "> line"), so exact ones are single lines.
@@ -146,8 +182,11 @@ def _threads(draw: Any, fragments: list[str], exact: bool) -> tuple[ThreadRow, l
         tied = draw(st.sampled_from([None, *turn_ids]))
         created = 0.0 if tied is None else 9.0
         kind = draw(st.sampled_from(["info", "approval reset"]))
-        cards.append(ActionCardRow(card_id=card_id, thread_id="t1", turn_id=tied, kind=kind,
-                                   text=draw(card_text), created_at=created))
+        cards.append(
+            ActionCardRow(
+                card_id=card_id, thread_id="t1", turn_id=tied, kind=kind, text=draw(card_text), created_at=created
+            )
+        )
     return thread, turns, cards
 
 
@@ -184,18 +223,41 @@ def test_parse_transcript_rerenders_identically_even_when_ambiguous(
 
 
 def test_parse_transcript_reads_escaped_markers_back_and_keeps_block_structure() -> None:
-    turn = TurnRow(turn_id="u1", thread_id="t1", seq=1, user_text=f"hi\n{FORGED}", assistant_text="<!-- a",
-                   status="failed", error="\t<!-- e", worker_id=2, created_at=1.0, finished_at=2.0)
+    turn = TurnRow(
+        turn_id="u1",
+        thread_id="t1",
+        seq=1,
+        user_text=f"hi\n{FORGED}",
+        assistant_text="<!-- a",
+        status="failed",
+        error="\t<!-- e",
+        worker_id=2,
+        created_at=1.0,
+        finished_at=2.0,
+    )
     markdown = render_transcript(THREAD, [turn], [])
     assert "\n\\<!-- checkpoint turn=u9" in markdown
     parsed = parse_transcript(markdown)
-    assert parsed.turns == (ParsedTurn(turn_id="u1", seq=1, status="failed", user_text=f"hi\n{FORGED}",
-                                       assistant_text="<!-- a", error="\t<!-- e"),)
+    assert parsed.turns == (
+        ParsedTurn(
+            turn_id="u1", seq=1, status="failed", user_text=f"hi\n{FORGED}", assistant_text="<!-- a", error="\t<!-- e"
+        ),
+    )
 
 
 def test_parse_transcript_prefers_cards_and_last_error_when_ambiguous() -> None:
-    turn = TurnRow(turn_id="u1", thread_id="t1", seq=1, user_text="q", assistant_text="a", status="failed",
-                   error="boom", worker_id=None, created_at=1.0, finished_at=2.0)
+    turn = TurnRow(
+        turn_id="u1",
+        thread_id="t1",
+        seq=1,
+        user_text="q",
+        assistant_text="a",
+        status="failed",
+        error="boom",
+        worker_id=None,
+        created_at=1.0,
+        finished_at=2.0,
+    )
     card = ActionCardRow(card_id=1, thread_id="t1", turn_id="u1", kind="approval reset", text="reset", created_at=3.0)
     parsed = parse_transcript(render_transcript(THREAD, [turn], [card]))
     assert parsed.turns[0].error == "boom"
@@ -204,8 +266,18 @@ def test_parse_transcript_prefers_cards_and_last_error_when_ambiguous() -> None:
 
 def test_pending_turn_keeps_a_pasted_assistant_label_in_the_user_text() -> None:
     text = "see this:\n\n**Assistant:**\n\nold answer"
-    turn = TurnRow(turn_id="u1", thread_id="t1", seq=1, user_text=text, assistant_text="", status="pending",
-                   error=None, worker_id=None, created_at=1.0, finished_at=None)
+    turn = TurnRow(
+        turn_id="u1",
+        thread_id="t1",
+        seq=1,
+        user_text=text,
+        assistant_text="",
+        status="pending",
+        error=None,
+        worker_id=None,
+        created_at=1.0,
+        finished_at=None,
+    )
     assert parse_transcript(render_transcript(THREAD, [turn], [])).turns[0].user_text == text
 
 
@@ -248,7 +320,7 @@ def test_quarantine_refuses_paths_outside_the_root_and_moves_nothing_when_nothin
 ) -> None:
     outside = tmp_path / "elsewhere.txt"
     outside.write_text("mine")
-    with pytest.raises(StorageError, match="elsewhere.txt"):
+    with pytest.raises(StorageError, match=r"elsewhere\.txt"):
         quarantine(root, [outside], "x", NOW)
     assert outside.exists()
     report = quarantine(root, [root.system_dir / "nothing-here"], "x", NOW)
@@ -382,8 +454,15 @@ def test_healthy_root_has_only_ok_findings_besides_the_pending_turn(root: Storag
     finally:
         db.close()
     assert [(f.kind, f.status) for f in findings if f.status != "ok"] == [("pending-turn", "problem")]
-    assert {"integrity", "project-folders", "transcripts", "orphan-transcripts", "temp-files", "mappings",
-            "quarantine"} <= set(_by_kind(findings))
+    assert {
+        "integrity",
+        "project-folders",
+        "transcripts",
+        "orphan-transcripts",
+        "temp-files",
+        "mappings",
+        "quarantine",
+    } <= set(_by_kind(findings))
 
 
 def _damage(root: StorageRoot) -> None:
@@ -392,8 +471,18 @@ def _damage(root: StorageRoot) -> None:
     t3.write_text(t3.read_text().replace("phase=completed status=completed", "phase=pending status=pending"))
     (root.threads_dir("default") / ".t1.md.abc123.tmp").write_text("torn")
     orphan = ThreadRow(thread_id="t9", project_id="default", title="Orphan", created_at=0.0)
-    orphan_turn = TurnRow(turn_id="u9", thread_id="t9", seq=1, user_text="lost", assistant_text="found",
-                          status="completed", error=None, worker_id=None, created_at=1.0, finished_at=2.0)
+    orphan_turn = TurnRow(
+        turn_id="u9",
+        thread_id="t9",
+        seq=1,
+        user_text="lost",
+        assistant_text="found",
+        status="completed",
+        error=None,
+        worker_id=None,
+        created_at=1.0,
+        finished_at=2.0,
+    )
     TranscriptStore(root).write("default", "t9", render_transcript(orphan, [orphan_turn], []))
     (root.threads_dir("default") / "notes.md").write_text("my own notes\n")
 
@@ -407,8 +496,11 @@ def test_check_storage_reports_problems_without_writing(root: StorageRoot) -> No
         assert [turn.turn_id for turn in db.pending_turns()] == ["u4"]
     finally:
         db.close(checkpoint=False)
-    problems = {(f.kind, Path(f.subject).name if "/" in f.subject else f.subject, f.detail)
-                for f in findings if f.status == "problem"}
+    problems = {
+        (f.kind, Path(f.subject).name if "/" in f.subject else f.subject, f.detail)
+        for f in findings
+        if f.status == "problem"
+    }
     assert problems == {
         ("pending-turn", "u4 (thread t1)", "pending in the database; with the host stopped it never finishes"),
         ("transcript", "t2.md", "missing"),
@@ -427,7 +519,13 @@ def test_check_storage_repairs_everything_it_reports(root: StorageRoot) -> None:
         findings = check_storage(db, root, repair=True, now=NOW + 50)
         assert [f for f in findings if f.status == "problem"] == []
         assert sorted(f.kind for f in findings if f.status == "repaired") == [
-            "orphan-transcript", "orphan-transcript", "pending-turn", "temp-file", "transcript", "transcript"]
+            "orphan-transcript",
+            "orphan-transcript",
+            "pending-turn",
+            "temp-file",
+            "transcript",
+            "transcript",
+        ]
         u4 = db.get_turn("u4")
         assert (u4.status, u4.error) == ("failed", RESTARTED_NOTE)
         assert [turn.user_text for turn in db.list_turns("t9")] == ["lost"]  # the orphan was imported
@@ -508,8 +606,12 @@ def test_doctor_cli_refuses_repair_while_the_host_holds_the_lock(
 def test_import_transcript_refuses_gapped_turn_numbers_before_writing(tmp_path: Path) -> None:
     storage_root = StorageRoot(tmp_path / "r")
     storage_root.ensure()
-    parsed = ParsedThread(thread_id="t1", project_id="p1", title="T", turns=(
-        ParsedTurn(turn_id="u1", seq=2, status="completed", user_text="a", assistant_text="b", error=None),))
+    parsed = ParsedThread(
+        thread_id="t1",
+        project_id="p1",
+        title="T",
+        turns=(ParsedTurn(turn_id="u1", seq=2, status="completed", user_text="a", assistant_text="b", error=None),),
+    )
     db = Database.open(storage_root.db_path)
     try:
         with pytest.raises(StorageError, match=r"thread 't1': turn numbers \[2\] are not 1..1"):

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from storage import (
+from agenthost.storage import (
     PHASES,
     ActionCardRow,
     AtomicFs,
@@ -206,7 +206,7 @@ def test_atomic_write_uses_temp_fsync_replace_fsync_dir_in_order(tmp_path: Path)
 def test_failure_before_replace_keeps_old_content_and_removes_temp(tmp_path: Path, failing_step: str) -> None:
     target = tmp_path / "file.md"
     target.write_bytes(b"old content")
-    with pytest.raises(StorageIOError, match="file.md") as caught:
+    with pytest.raises(StorageIOError, match=r"file\.md") as caught:
         atomic_write(target, b"new content", FailingFs(failing_step))
     assert isinstance(caught.value.__cause__, OSError)
     assert failing_step in str(caught.value)
@@ -254,7 +254,7 @@ def test_store_uses_injected_fs_and_keeps_old_transcript_on_failure(tmp_path: Pa
     root = StorageRoot(tmp_path)
     TranscriptStore(root).write("p1", "t1", "old")
     failing = TranscriptStore(root, fs=FailingFs("replace"))
-    with pytest.raises(StorageIOError, match="t1.md"):
+    with pytest.raises(StorageIOError, match=r"t1\.md"):
         failing.write("p1", "t1", "new")
     assert TranscriptStore(root).read("p1", "t1") == "old"
     assert sorted(entry.name for entry in root.threads_dir("p1").iterdir()) == ["t1.md"]
@@ -263,7 +263,7 @@ def test_store_uses_injected_fs_and_keeps_old_transcript_on_failure(tmp_path: Pa
 def test_thread_document_renders_exactly_like_render_transcript_after_each_change() -> None:
     import random
 
-    from storage import ActionCardRow, ThreadDocument, TurnRow, render_transcript
+    from agenthost.storage import ActionCardRow, ThreadDocument, TurnRow, render_transcript
 
     rng = random.Random(7)
     thread = ThreadRow(thread_id="t1", project_id="p1", title="Doc", created_at=1.0)
@@ -272,18 +272,33 @@ def test_thread_document_renders_exactly_like_render_transcript_after_each_chang
         choice = rng.random()
         if choice < 0.5 or not turns:
             seq = len(turns) + 1
-            turn = TurnRow(turn_id=f"u{seq}", thread_id="t1", seq=seq, user_text=f"q{seq}\n<!-- x -->",
-                           assistant_text="", status="pending", error=None, worker_id=None,
-                           created_at=float(step), finished_at=None)
+            turn = TurnRow(
+                turn_id=f"u{seq}",
+                thread_id="t1",
+                seq=seq,
+                user_text=f"q{seq}\n<!-- x -->",
+                assistant_text="",
+                status="pending",
+                error=None,
+                worker_id=None,
+                created_at=float(step),
+                finished_at=None,
+            )
         elif choice < 0.85:
             pending = [t for t in turns.values() if t.status == "pending"] or list(turns.values())
             old = rng.choice(pending)
-            turn = msgspec.structs.replace(old, status=rng.choice(["completed", "failed"]), assistant_text=f"a{step}",
-                                           finished_at=float(step))
+            turn = msgspec.structs.replace(
+                old, status=rng.choice(["completed", "failed"]), assistant_text=f"a{step}", finished_at=float(step)
+            )
         else:
-            card = ActionCardRow(card_id=len(cards) + 1, thread_id="t1",
-                                 turn_id=rng.choice([None, *turns]), kind="note", text=f"card {step}",
-                                 created_at=float(step))
+            card = ActionCardRow(
+                card_id=len(cards) + 1,
+                thread_id="t1",
+                turn_id=rng.choice([None, *turns]),
+                kind="note",
+                text=f"card {step}",
+                created_at=float(step),
+            )
             cards.append(card)
             doc.add_card(card)
             assert doc.render() == render_transcript(thread, list(turns.values()), cards)

@@ -17,12 +17,13 @@ from __future__ import annotations
 import contextlib
 import tempfile
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from actors._api import AgentHost, HostConfig, TurnHandle
-from actors._cli import format_table
-from chaos import RuntimeFaults, kill_process_group
-from protocol._messages import ApprovalRequested, Delta, HostStatus, TurnFinished
+from agenthost._api import AgentHost, HostConfig, TurnHandle
+from agenthost._cli import format_table
+from agenthost.protocol._faults import RuntimeFaults, kill_process_group
+from agenthost.protocol._messages import ApprovalRequested, Delta, HostStatus, TurnFinished
 
 __all__ = ["run_demo", "status_table"]
 
@@ -43,10 +44,18 @@ def status_table(status: HostStatus) -> str:
         pins.setdefault(worker_id, []).append(thread_id)
     rows = [("WORKER", "STATE", "GEN", "PID", "RESTARTS", "ATTEMPT", "LAST EXIT", "PINNED THREADS")]
     for w in status.workers:
-        rows.append((
-            str(w.worker_id), w.state, str(w.generation), str(w.pid or "-"), str(w.restarts), str(w.attempt),
-            w.last_exit or "-", ", ".join(pins.get(w.worker_id, [])) or "-",
-        ))
+        rows.append(
+            (
+                str(w.worker_id),
+                w.state,
+                str(w.generation),
+                str(w.pid or "-"),
+                str(w.restarts),
+                str(w.attempt),
+                w.last_exit or "-",
+                ", ".join(pins.get(w.worker_id, [])) or "-",
+            )
+        )
     return f"host: {status.state}" + (f" ({status.cause})" if status.cause else "") + "\n" + format_table(rows)
 
 
@@ -79,12 +88,17 @@ def run_demo(
     try:
         with contextlib.ExitStack() as stack:
             if runtime == "codex":
-                from protocol.mock_model import MockModelServer
+                from agenthost.protocol.mock_model import MockModelServer
 
                 model = stack.enter_context(MockModelServer(deltas=8, delta_delay_s=0.05))
                 print(f"mock model server on {model.base_url}; codex binary {codex_bin}")
-                config = HostConfig(storage_root=root, workers=2, runtime="codex", codex_bin=codex_bin,
-                                    codex_config=(*model.codex_overrides(), *codex_config))
+                config = HostConfig(
+                    storage_root=root,
+                    workers=2,
+                    runtime="codex",
+                    codex_bin=codex_bin,
+                    codex_config=(*model.codex_overrides(), *codex_config),
+                )
             else:
                 slow = RuntimeFaults(delta_delay_s=0.05)
                 config = HostConfig(storage_root=root, workers=2, deltas_per_reply=8, worker_faults={1: slow, 2: slow})
@@ -118,6 +132,8 @@ def _run(host: AgentHost) -> None:
     status = host.status()
     victim = status.pins[victim_thread]
     pid = next(w.pid for w in status.workers if w.worker_id == victim)
+    _check(pid is not None, f"worker {victim} has a pid (pid {pid})")
+    assert pid is not None
     print(f"  first delta arrived; SIGKILL to worker {victim} (pid {pid}) and its process group")
     kill_process_group(pid)
     done = _finish(handle)
@@ -134,7 +150,8 @@ def _run(host: AgentHost) -> None:
 
     print(f"\n5. the pool restarts worker {victim} after the policy's backoff")
     status = _wait_until(
-        host, f"worker {victim} ready again",
+        host,
+        f"worker {victim} ready again",
         lambda s: any(w.worker_id == victim and w.state == "ready" and w.restarts == 1 for w in s.workers),
     )
     print(status_table(status))

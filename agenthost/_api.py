@@ -21,20 +21,21 @@ import queue
 import threading
 import time
 import uuid
-from typing import Any, Callable, Iterator, Literal
+from collections.abc import Callable, Iterator
+from typing import Any, Literal, TypeVar
 
 import msgspec
 import pykka
 
-from actors._clock import Clock, SystemClock
-from actors._turns import CoordinatorSettings
-from actors._host import HostSupervisor, host_spec
-from actors._refs import tell_quietly
-from actors._log import get_logger
-from actors._recovery import HOST_POLICY, WORKER_POLICY, RecoveryPolicy, RestartType
-from actors._runtimes import CodexRolloutSync, builtin_spec_factory, codex_spec_factory, faults_file_path
-from chaos import RuntimeFaults, encode_faults
-from protocol._messages import (
+from agenthost.actors._clock import Clock, SystemClock
+from agenthost.actors._host import HostSupervisor, host_spec
+from agenthost.actors._log import get_logger
+from agenthost.actors._recovery import HOST_POLICY, WORKER_POLICY, RecoveryPolicy, RestartType
+from agenthost.actors._refs import ask, tell_quietly
+from agenthost.actors._runtimes import CodexRolloutSync, builtin_spec_factory, codex_spec_factory, faults_file_path
+from agenthost.actors._turns import CoordinatorSettings
+from agenthost.protocol._faults import RuntimeFaults, encode_faults
+from agenthost.protocol._messages import (
     AnswerApproval,
     CloseIntake,
     GetChildren,
@@ -49,8 +50,8 @@ from protocol._messages import (
     TurnEvent,
     TurnFinished,
 )
-from protocol._messages import CreateThread as _CreateThread
-from storage import AtomicFs, StorageRoot, atomic_write, resolve_root, validate_id
+from agenthost.protocol._messages import CreateThread as _CreateThread
+from agenthost.storage import AtomicFs, StorageRoot, ThreadRow, TurnRow, atomic_write, resolve_root, validate_id
 
 __all__ = ["AgentHost", "HostConfig", "HostStartError", "HostUnavailableError", "TurnHandle"]
 
@@ -102,8 +103,14 @@ class HostConfig(msgspec.Struct, frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         for name in ("workers", "deltas_per_reply", "max_active_turns", "max_consecutive_timeouts"):
             _at_least_one(name, getattr(self, name))
-        for name in ("startup_timeout_s", "request_timeout_s", "turn_timeout_s", "shutdown_timeout_s",
-                     "drain_timeout_s", "checkpoint_interval_s"):
+        for name in (
+            "startup_timeout_s",
+            "request_timeout_s",
+            "turn_timeout_s",
+            "shutdown_timeout_s",
+            "drain_timeout_s",
+            "checkpoint_interval_s",
+        ):
             _positive(name, getattr(self, name))
         if self.runtime == "codex" and not self.codex_bin:
             raise ValueError("HostConfig.codex_bin is required when runtime is 'codex', got None")
@@ -114,14 +121,23 @@ class HostConfig(msgspec.Struct, frozen=True, kw_only=True):
                 raise ValueError(f"HostConfig.worker_faults names worker {worker_id!r}; workers are 1..{self.workers}")
 
 
-class TurnEvents(queue.Queue):  # type: ignore[type-arg]
+EventT = TypeVar("EventT")
+
+
+def _shutdown_bound_s(config: HostConfig) -> float:
+    """How long a shutdown may take at most: every child's stop (each bounded by shutdown_timeout_s plus the
+    grace pykka gives it) with room to spare; past it the caller is told, the host threads are daemons."""
+    return 4 * (config.shutdown_timeout_s + 10.0) + 30.0
+
+
+class TurnEvents(queue.Queue[TurnEvent]):
     """A turn's event queue that also records, without consuming anything, that `TurnFinished` was delivered."""
 
     def __init__(self) -> None:
         super().__init__()
         self.ended = threading.Event()
 
-    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+    def put(self, item: TurnEvent, block: bool = True, timeout: float | None = None) -> None:
         super().put(item, block, timeout)
         if isinstance(item, TurnFinished):
             self.ended.set()
@@ -158,12 +174,12 @@ class TurnHandle:
         while self.finished is None:
             yield self.next_event(timeout_s)
 
-    def wait_for(self, kind: type, timeout_s: float = 60.0) -> Any:
+    def wait_for(self, kind: type[EventT], timeout_s: float = 60.0) -> EventT:
         """Consume events until one of type `kind` arrives; TimeoutError if the turn ends or time runs out first."""
         deadline = time.monotonic() + timeout_s
         while True:
             if self.finished is not None:
-                if kind is TurnFinished:
+                if isinstance(self.finished, kind):
                     return self.finished
                 raise TimeoutError(f"turn {self.turn_id} finished ({self.finished.status}) before a {kind.__name__}")
             event = self.next_event(max(0.0, deadline - time.monotonic()))
@@ -206,13 +222,13 @@ class AgentHost:
         self._transcript_fs = transcript_fs
 
     # --- lifecycle ------------------------------------------------------------------------------------------
-    def __enter__(self) -> "AgentHost":
+    def __enter__(self) -> AgentHost:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
 
-    def start(self, *, wait_ready: bool = True) -> "AgentHost":
+    def start(self, *, wait_ready: bool = True) -> AgentHost:
         if self._host is not None:
             raise RuntimeError("AgentHost already started")
         config = self.config
@@ -223,28 +239,42 @@ class AgentHost:
             assert config.codex_bin is not None
             prepare_resume = CodexRolloutSync(self.root).prepare_resume
             spec_factory = codex_spec_factory(
-                self.root, codex_bin=config.codex_bin, config_overrides=config.codex_config,
+                self.root,
+                codex_bin=config.codex_bin,
+                config_overrides=config.codex_config,
                 startup_timeout_s=config.startup_timeout_s,
             )
         else:
             spec_factory = builtin_spec_factory(
-                self.root, faults=self._faults, deltas_per_reply=config.deltas_per_reply,
+                self.root,
+                faults=self._faults,
+                deltas_per_reply=config.deltas_per_reply,
                 startup_timeout_s=config.startup_timeout_s,
             )
         settings = CoordinatorSettings(
-            request_timeout_s=config.request_timeout_s, turn_timeout_s=config.turn_timeout_s,
+            request_timeout_s=config.request_timeout_s,
+            turn_timeout_s=config.turn_timeout_s,
             max_active_turns=config.max_active_turns,
         )
         self._host = HostSupervisor.start(
-            root=self.root, clock=self._clock, wall=self._wall, worker_count=config.workers,
-            spec_factory=spec_factory, worker_policy=config.worker_policy, worker_restart=config.worker_restart,
-            max_consecutive_timeouts=config.max_consecutive_timeouts, settings=settings,
-            checkpoint_interval_s=config.checkpoint_interval_s, rng_seed=config.rng_seed,
+            root=self.root,
+            clock=self._clock,
+            wall=self._wall,
+            worker_count=config.workers,
+            spec_factory=spec_factory,
+            worker_policy=config.worker_policy,
+            worker_restart=config.worker_restart,
+            max_consecutive_timeouts=config.max_consecutive_timeouts,
+            settings=settings,
+            checkpoint_interval_s=config.checkpoint_interval_s,
+            rng_seed=config.rng_seed,
             spec=host_spec(config.host_strategy, config.host_policy, config.shutdown_timeout_s),
-            storage_vfs=self._storage_vfs, transcript_fs=self._transcript_fs, prepare_resume=prepare_resume,
+            storage_vfs=self._storage_vfs,
+            transcript_fs=self._transcript_fs,
+            prepare_resume=prepare_resume,
         )
-        self._children = self._host.ask(GetChildren())
-        status = self._host.ask(GetHostStatus())
+        self._children = ask(self._host, GetChildren())
+        status: HostStatus = ask(self._host, GetHostStatus())
         if status.state == "failed":
             self._host.stop()
             self._host = None
@@ -278,7 +308,7 @@ class AgentHost:
             if not handle.ended(max(0.0, deadline - time.monotonic())):
                 break
         try:
-            host.ask(ShutdownHost(timeout_s=self.config.shutdown_timeout_s))
+            ask(host, ShutdownHost(timeout_s=self.config.shutdown_timeout_s), _shutdown_bound_s(self.config))
         finally:
             host.stop()
             self._open.clear()
@@ -292,18 +322,22 @@ class AgentHost:
             ref = self._children.get(name)
             if ref is not None:
                 try:
-                    return ref.ask(message)
+                    return ask(ref, message)
                 except pykka.ActorDeadError:
                     pass
             if attempt == 1:
-                self._children = self._host.ask(GetChildren())
-        status = self._host.ask(GetHostStatus())
-        raise HostUnavailableError(f"agenthost cannot serve this now: {name} is not running (host {status.state}"
-                                   + (f": {status.cause})" if status.cause else ")"))
+                self._children = ask(self._host, GetChildren())
+        status: HostStatus = ask(self._host, GetHostStatus())
+        raise HostUnavailableError(
+            f"agenthost cannot serve this now: {name} is not running (host {status.state}"
+            + (f": {status.cause})" if status.cause else ")")
+        )
 
     def create_thread(self, title: str = "", *, project_id: str = "default", thread_id: str | None = None) -> str:
         thread_id = validate_id("thread id", thread_id) if thread_id is not None else f"th-{uuid.uuid4().hex[:12]}"
-        message = _CreateThread(thread_id=thread_id, project_id=validate_id("project id", project_id), title=title or thread_id)
+        message = _CreateThread(
+            thread_id=thread_id, project_id=validate_id("project id", project_id), title=title or thread_id
+        )
         self._ask("persistence", message)
         return thread_id
 
@@ -339,16 +373,20 @@ class AgentHost:
     def status(self) -> HostStatus:
         if self._host is None:
             raise RuntimeError("AgentHost is not running")
-        return self._host.ask(GetHostStatus(), timeout=30.0)
+        status: HostStatus = ask(self._host, GetHostStatus())
+        return status
 
-    def threads(self) -> list[Any]:
-        return self._ask("persistence", ListThreads())
+    def threads(self) -> list[ThreadRow]:
+        rows: list[ThreadRow] = self._ask("persistence", ListThreads())
+        return rows
 
-    def turns(self, thread_id: str) -> list[Any]:
-        return self._ask("persistence", ListTurns(thread_id=thread_id))
+    def turns(self, thread_id: str) -> list[TurnRow]:
+        rows: list[TurnRow] = self._ask("persistence", ListTurns(thread_id=thread_id))
+        return rows
 
     def transcript(self, thread_id: str) -> str:
-        return self._ask("persistence", ReadTranscript(thread_id=thread_id))
+        text: str = self._ask("persistence", ReadTranscript(thread_id=thread_id))
+        return text
 
     def worker_pid(self, worker_id: int) -> int | None:
         for worker in self.status().workers:

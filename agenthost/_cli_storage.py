@@ -1,6 +1,6 @@
 """The storage subcommands of `agenthost`: `migrate-storage` and `doctor`.
 
-`actors._cli` wires them in: `add_storage_commands(subparsers)` adds both parsers; `run_storage_command(args)`
+`agenthost._cli` wires them in: `add_storage_commands(subparsers)` adds both parsers; `run_storage_command(args)`
 runs the parsed command and returns the exit code.
 - `migrate-storage --root OLD NEW_ROOT`: stop the host first. Copies, verifies, switches (see `storage._migrate`);
   prints the report. Exit 0 when switched; 1 when refused, failed (rerun to resume) or rolled back.
@@ -17,7 +17,8 @@ import sys
 import time
 from typing import Any
 
-from storage import (
+from agenthost._cli_common import HelpFormatter
+from agenthost.storage import (
     Database,
     Finding,
     MigrationError,
@@ -38,11 +39,16 @@ STORAGE_COMMANDS: tuple[str, ...] = ("migrate-storage", "doctor")
 
 def add_storage_commands(subparsers: Any) -> None:
     """Add `migrate-storage` and `doctor` to an argparse subparsers object (dest must be "command")."""
-    migrate = subparsers.add_parser("migrate-storage", help="move a storage root to a new folder (stop the host first)")
+    formatter = HelpFormatter
+    migrate = subparsers.add_parser(
+        "migrate-storage", help="move a storage root to a new folder (stop the host first)", formatter_class=formatter
+    )
     migrate.add_argument("--root", required=True, help="the current storage root (kept after the move)")
     migrate.add_argument("new_root", metavar="NEW_ROOT", help="an empty or missing folder")
-    doctor = subparsers.add_parser("doctor", help="check a storage root (read-only unless --repair)")
-    doctor.add_argument("--root", required=True)
+    doctor = subparsers.add_parser(
+        "doctor", help="check a storage root (read-only unless --repair)", formatter_class=formatter
+    )
+    doctor.add_argument("--root", required=True, help="storage root")
     doctor.add_argument("--repair", action="store_true", help="apply the repairs (stop the host first)")
 
 
