@@ -3,9 +3,10 @@
 Contract:
 - `now()` returns monotonic seconds (float). Restart accounting, deadlines and backoff use only this value, never
   the wall clock, so a test can drive them with `FakeClock`.
-- `call_later(delay_s, callback)` runs `callback()` once, no earlier than `delay_s` seconds after the call (a negative
-  delay counts as 0). It returns a `Timer` whose `cancel()` is idempotent and safe from any thread. Callbacks must be
-  short and must not block: the actors only use them to `tell()` a message.
+- `call_later(delay_s, callback, name="")` runs `callback()` once, no earlier than `delay_s` seconds after the call
+  (a negative delay counts as 0). It returns a `Timer` whose `cancel()` is idempotent and safe from any thread.
+  Callbacks must be short and must not block: the actors only use them to `tell()` a message. `name` says what the
+  timer is for ("call-deadline", "restart", ...): `FakeClock.pending_due_times(name)` lets a test wait for it.
 - `SystemClock` runs every callback on one daemon scheduler thread, in due-time order (ties in scheduling order).
   A callback that raises is logged and does not stop the scheduler.
 - `FakeClock` never moves by itself: `advance(dt)` moves time forward and runs, in the calling thread, each callback
@@ -31,11 +32,12 @@ _log = get_logger("agenthost.clock")
 class Timer:
     """A scheduled callback; `cancel()` stops it if it has not run yet."""
 
-    __slots__ = ("callback", "cancelled", "due_at")
+    __slots__ = ("callback", "cancelled", "due_at", "name")
 
-    def __init__(self, due_at: float, callback: Callable[[], object]) -> None:
+    def __init__(self, due_at: float, callback: Callable[[], object], name: str = "") -> None:
         self.due_at = due_at
         self.callback = callback
+        self.name = name
         self.cancelled = False
 
     def cancel(self) -> None:
@@ -45,7 +47,7 @@ class Timer:
 class Clock(Protocol):
     def now(self) -> float: ...
 
-    def call_later(self, delay_s: float, callback: Callable[[], object]) -> Timer: ...
+    def call_later(self, delay_s: float, callback: Callable[[], object], name: str = "") -> Timer: ...
 
 
 class _TimerHeap:
@@ -65,8 +67,10 @@ class _TimerHeap:
             return heapq.heappop(self._heap)[2]
         return None
 
-    def due_times(self) -> list[float]:
-        return sorted(due for due, _, timer in self._heap if not timer.cancelled)
+    def due_times(self, name: str | None = None) -> list[float]:
+        return sorted(
+            due for due, _, timer in self._heap if not timer.cancelled and (name is None or timer.name == name)
+        )
 
     def next_due(self) -> float | None:
         while self._heap and self._heap[0][2].cancelled:
@@ -93,8 +97,8 @@ class SystemClock:
     def now(self) -> float:
         return time.monotonic()
 
-    def call_later(self, delay_s: float, callback: Callable[[], object]) -> Timer:
-        timer = Timer(self.now() + max(0.0, delay_s), callback)
+    def call_later(self, delay_s: float, callback: Callable[[], object], name: str = "") -> Timer:
+        timer = Timer(self.now() + max(0.0, delay_s), callback, name)
         with self._wakeup:
             self._timers.push(timer)
             self._wakeup.notify()
@@ -123,9 +127,9 @@ class FakeClock:
         with self._lock:
             return self._now
 
-    def call_later(self, delay_s: float, callback: Callable[[], object]) -> Timer:
+    def call_later(self, delay_s: float, callback: Callable[[], object], name: str = "") -> Timer:
         with self._lock:
-            timer = Timer(self._now + max(0.0, delay_s), callback)
+            timer = Timer(self._now + max(0.0, delay_s), callback, name)
             self._timers.push(timer)
             return timer
 
@@ -134,10 +138,11 @@ class FakeClock:
         with self._lock:
             return self._timers.next_due()
 
-    def pending_due_times(self) -> list[float]:
-        """Due times of all timers not yet fired or cancelled, ascending (lets a test wait for a timer to exist)."""
+    def pending_due_times(self, name: str | None = None) -> list[float]:
+        """Due times of the timers not yet fired or cancelled (only those called `name`, if given), ascending: lets
+        a test wait for a particular timer to exist."""
         with self._lock:
-            return self._timers.due_times()
+            return self._timers.due_times(name)
 
     def advance(self, delta_s: float) -> None:
         if delta_s < 0:

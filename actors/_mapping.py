@@ -19,8 +19,9 @@ from typing import Any
 import msgspec
 import pykka
 
+from agenthost.actors._errors import NoHealthyWorkerError
 from agenthost.actors._log import get_logger
-from agenthost.actors._refs import SupervisedActor, ask, unknown_message
+from agenthost.actors._refs import FaultHook, SupervisedActor, ask
 from agenthost.protocol._messages import (
     BindRuntimeThread,
     GetPins,
@@ -34,13 +35,9 @@ from agenthost.protocol._messages import (
     WorkerUp,
 )
 
-__all__ = ["MappingActor", "NoHealthyWorkerError"]
+__all__ = ["MappingActor"]
 
 _log = get_logger("agenthost.mapping")
-
-
-class NoHealthyWorkerError(RuntimeError):
-    """No worker is up to take the thread."""
 
 
 class _Pin(msgspec.Struct):
@@ -50,9 +47,12 @@ class _Pin(msgspec.Struct):
 
 class MappingActor(SupervisedActor):
     child_name = "mapping"
+    expected_errors = (NoHealthyWorkerError,)
 
-    def __init__(self, *, persistence_ref: pykka.ActorRef[Any], supervisor_ref: Any = None) -> None:
-        super().__init__(supervisor_ref=supervisor_ref)
+    def __init__(
+        self, *, persistence_ref: pykka.ActorRef[Any], supervisor_ref: Any = None, fault_hook: FaultHook | None = None
+    ) -> None:
+        super().__init__(supervisor_ref=supervisor_ref, fault_hook=fault_hook)
         self._persistence = persistence_ref
         self._pins: dict[str, _Pin] = {}
         self._up: set[int] = set()
@@ -63,7 +63,7 @@ class MappingActor(SupervisedActor):
             self._pins[row.thread_id] = _Pin(worker_id=row.worker_id, runtime_thread_id=row.runtime_thread_id)
         _log.info("mapping.hydrated", threads=len(self._pins))
 
-    def on_receive(self, message: Any) -> Any:
+    def handle(self, message: Any) -> Any:
         match message:
             case ResolveThread():
                 return self._resolve(message.thread_id)
@@ -87,7 +87,7 @@ class MappingActor(SupervisedActor):
             case GetPins():
                 return {tid: pin.worker_id for tid, pin in self._pins.items()}
             case _:
-                unknown_message("mapping actor", message)
+                return super().handle(message)
         return None
 
     def _save(self, thread_id: str, pin: _Pin) -> None:

@@ -40,7 +40,7 @@ import msgspec
 
 from agenthost.actors._clock import Clock, Timer
 from agenthost.actors._log import get_logger
-from agenthost.actors._refs import SupervisedActor, tell_quietly, unknown_message
+from agenthost.actors._refs import FaultHook, SupervisedActor, tell_quietly
 from agenthost.protocol._messages import (
     AddActionCard,
     BeginFollowUpTurn,
@@ -92,6 +92,7 @@ class _CheckpointTick(msgspec.Struct, frozen=True):
 
 class PersistenceActor(SupervisedActor):
     child_name = "persistence"
+    expected_errors = (StorageError,)
 
     def __init__(
         self,
@@ -105,8 +106,9 @@ class PersistenceActor(SupervisedActor):
         vfs: str | None = None,
         transcript_fs: AtomicFs | None = None,
         supervisor_ref: Any = None,
+        fault_hook: FaultHook | None = None,
     ) -> None:
-        super().__init__(supervisor_ref=supervisor_ref)
+        super().__init__(supervisor_ref=supervisor_ref, fault_hook=fault_hook)
         self._root = root
         self._clock = clock
         self._wall = wall
@@ -119,16 +121,9 @@ class PersistenceActor(SupervisedActor):
         self._docs: collections.OrderedDict[str, ThreadDocument] = collections.OrderedDict()  # LRU of transcripts
         self._stale: set[str] = set()  # threads whose transcript write failed: rewritten at the next write
         self._wal_pages = 0
-        # Opened here, in the starting thread, so that a database that cannot be opened fails `start()` itself
-        # with the storage error instead of killing the actor silently (apsw connections may change threads).
-        root.ensure()
-        self._lock: RootLock | None = RootLock.acquire(root)
-        try:
-            self._db: Database | None = _open_and_repair(root, vfs, wall())
-        except BaseException:
-            self._release_lock()
-            raise
-        self._db.set_wal_hook(self._on_wal_commit)
+        self._vfs = vfs
+        self._lock: RootLock | None = None
+        self._db: Database | None = None
 
     @property
     def db(self) -> Database:
@@ -136,7 +131,12 @@ class PersistenceActor(SupervisedActor):
         return self._db
 
     def on_child_start(self) -> None:
-        assert self._db is not None
+        """Lock the root, open (quarantine and rebuild if corrupt) and repair, in this actor's own thread: a long
+        rebuild never blocks the host supervisor's mailbox. A failure is a crash the host decides about."""
+        self._root.ensure()
+        self._lock = RootLock.acquire(self._root)
+        self._db = _open_and_repair(self._root, self._vfs, self._wall())
+        self._db.set_wal_hook(self._on_wal_commit)
         _log.info("persistence.opened", path=str(self._root.db_path), schema=self._db.schema_version)
         self._schedule_checkpoint()
 
@@ -149,11 +149,13 @@ class PersistenceActor(SupervisedActor):
             _log.info("persistence.closed", checkpoint="TRUNCATE")
         self._release_lock()
 
-    def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
+    def on_crash(self, error: BaseException) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
         if self._db is not None:
             self._db.close(checkpoint=False)
+            self._db = None
         self._release_lock()
-        super().on_failure(exception_type, exception_value, traceback)
 
     def _release_lock(self) -> None:
         if self._lock is not None:
@@ -168,7 +170,7 @@ class PersistenceActor(SupervisedActor):
         self._wal_pages = pages
 
     # --- dispatch -------------------------------------------------------------------------------------------
-    def on_receive(self, message: Any) -> Any:
+    def handle(self, message: Any) -> Any:
         if isinstance(message, CompleteTurn):
             self._batch.append(message)
             if len(self._batch) >= self._max_batch or self.actor_inbox.empty():
@@ -191,7 +193,7 @@ class PersistenceActor(SupervisedActor):
             case BeginTurn():
                 return self._turn_written(db.begin_turn(message.turn_id, message.thread_id, message.user_text, now))
             case BeginFollowUpTurn():
-                return self._turn_written(db.begin_followup_turn(message.followup_id, now))
+                return self._turn_written(db.begin_followup_turn(message.followup_id, now, message.turn_id))
             case FinishTurn():
                 finish = TurnFinish(
                     message.turn_id, message.status, message.assistant_text, message.error, now, message.worker_id
@@ -224,7 +226,7 @@ class PersistenceActor(SupervisedActor):
             case NextFollowUp():
                 return db.next_followup(message.thread_id)
             case SetFollowUpState():
-                return db.set_followup_state(message.followup_id, message.state)
+                return db.set_followup_state(message.followup_id, message.state, message.error)
             case Checkpoint():
                 return self._checkpoint(message.mode)
             case _CheckpointTick():
@@ -234,7 +236,7 @@ class PersistenceActor(SupervisedActor):
                 self._schedule_checkpoint()
                 return None
             case _:
-                unknown_message("persistence actor", message)
+                return super().handle(message)
 
     # --- writes ---------------------------------------------------------------------------------------------
     def _create_thread(self, message: CreateThread, now: float) -> Any:

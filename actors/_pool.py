@@ -3,14 +3,19 @@
 Contract:
 - Worker states: starting -> ready -> degraded -> restarting(attempt, next_restart_at) -> given_up (or stopped).
   A worker is "ready" only after its runtime answered `initialize`. It is "degraded" while its calls time out
-  (no new pins go to it); after `max_consecutive_timeouts` timeouts in a row the pool kills it (decision "kill")
-  and the exit is decided like any other.
+  (no new pins go to it).
+- The pool stops trusting a worker, by the thresholds of `WorkerWatch` (actors._recovery), and kills its runtime's
+  whole process group (decision "kill"; the exit is then decided like any other): after
+  `max_consecutive_timeouts` timeouts in a row; at once when the runtime stopped reading its stdin (`stalled`); and
+  when the worker actor itself left `missed_probes` probes in a row unanswered (one probe every `probe_interval_s`,
+  injected clock). A wedged worker actor cannot report its own exit, so the pool SIGKILLs the group by the pid it
+  was told at spawn and decides the exit itself.
 - Restart types (OTP): permanent workers are always considered for a restart, transient ones only after an
   abnormal exit (non-zero or signal), temporary ones never (decision "no_restart", state "stopped").
-- Workers never restart themselves. A `WorkerExited` from the current generation of a worker is answered by one
-  call to the recovery policy (`admit_restart`) and one "supervisor.decision" event (supervisor="pool",
-  child="worker-N"): "restart" (after `delay_s`, scheduled on the injected clock), "give_up" (attempts exhausted;
-  the worker stays down and gets no pins) or "escalate" (restart intensity exceeded; the parent is told).
+- Workers never restart themselves. An exit of the current generation of a worker is answered by one call to the
+  recovery policy (`admit_restart`) and one "supervisor.decision" event (supervisor="pool", child="worker-N"):
+  "restart" (after `delay_s`, scheduled on the injected clock), "give_up" (attempts exhausted; the worker stays
+  down and gets no pins) or "escalate" (restart intensity exceeded; the parent is told).
 - Messages from an older generation of a worker are ignored, so a late exit can never restart a newer process.
 - Listeners (mapping, coordinator) get `WorkerUp` when a worker answers `initialize` and `WorkerDown` when a worker
   that was up exits. A worker that dies before it is ready is never announced.
@@ -23,7 +28,9 @@ Contract:
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -33,19 +40,26 @@ import pykka
 from agenthost.actors._clock import Clock, Timer
 from agenthost.actors._log import decision, get_logger
 from agenthost.actors._recovery import (
+    WORKER_WATCH,
     RecoveryPolicy,
     RestartHistory,
     RestartType,
+    WorkerWatch,
     admit_restart,
     record_start,
+    should_kill_for_timeouts,
     should_restart,
+    worker_wedged,
 )
-from agenthost.actors._refs import SupervisedActor, tell_quietly, unknown_message
+from agenthost.actors._refs import FaultHook, SupervisedActor, tell_quietly
 from agenthost.actors._worker import WorkerActor, WorkerSpec
 from agenthost.protocol._messages import (
     GetPoolStatus,
     KillRuntime,
     PoolFailed,
+    Probe,
+    ProbeReply,
+    ProbeTick,
     RestartDue,
     StopPool,
     StopRuntime,
@@ -53,12 +67,13 @@ from agenthost.protocol._messages import (
     WorkerExited,
     WorkerHealth,
     WorkerReady,
+    WorkerSpawned,
     WorkerState,
     WorkerStatus,
     WorkerUp,
 )
 
-__all__ = ["PoolSupervisor"]
+__all__ = ["PoolSupervisor", "SpecFactory"]
 
 _log = get_logger("agenthost.pool")
 
@@ -76,6 +91,13 @@ class _Slot(msgspec.Struct):
     next_restart_at: float | None = None
     last_exit: str | None = None
     timer: Timer | None = None
+    probe_seq: int = 0  # the last probe sent
+    probe_answered: bool = True  # the last probe was answered
+    missed_probes: int = 0
+
+    @property
+    def child(self) -> str:
+        return f"worker-{self.worker_id}"
 
     def status(self) -> WorkerStatus:
         return WorkerStatus(
@@ -106,9 +128,10 @@ class PoolSupervisor(SupervisedActor):
         rng_seed: int = 0,
         worker_restart: RestartType = "permanent",
         shutdown_timeout_s: float = 5.0,
-        max_consecutive_timeouts: int = 3,
+        watch: WorkerWatch = WORKER_WATCH,
+        fault_hook: FaultHook | None = None,
     ) -> None:
-        super().__init__(supervisor_ref=parent_ref)
+        super().__init__(supervisor_ref=parent_ref, fault_hook=fault_hook)
         if worker_count < 1:
             raise ValueError(f"worker_count must be >= 1, got {worker_count!r}")
         self._slots = {wid: _Slot(worker_id=wid) for wid in range(1, worker_count + 1)}
@@ -122,14 +145,20 @@ class PoolSupervisor(SupervisedActor):
         self._stopping = False
         self._worker_restart = worker_restart
         self._shutdown_timeout_s = shutdown_timeout_s
-        self._max_timeouts = max_consecutive_timeouts
+        self._watch = watch
+        self._fault_hook = fault_hook
+        self._probe_timer: Timer | None = None
 
     def on_child_start(self) -> None:
         for slot in self._slots.values():
             self._spawn(slot)
+        self._schedule_probe()
 
-    def on_receive(self, message: Any) -> Any:
+    def handle(self, message: Any) -> Any:
         match message:
+            case WorkerSpawned():
+                if (slot := self._current(message.worker_id, message.generation)) is not None:
+                    slot.pid = message.pid
             case WorkerReady():
                 self._on_ready(message)
             case WorkerExited():
@@ -138,12 +167,18 @@ class PoolSupervisor(SupervisedActor):
                 self._on_restart_due(message)
             case WorkerHealth():
                 self._on_health(message)
+            case ProbeTick():
+                self._on_probe_tick()
+            case ProbeReply():
+                slot = self._current(message.worker_id, message.generation)
+                if slot is not None and message.seq == slot.probe_seq:
+                    slot.probe_answered, slot.missed_probes = True, 0
             case GetPoolStatus():
                 return tuple(slot.status() for slot in self._slots.values())
             case StopPool():
                 return self._stop_all(message.timeout_s)
             case _:
-                unknown_message("pool supervisor", message)
+                return super().handle(message)
         return None
 
     # --- lifecycle of one slot -------------------------------------------------------------------------------
@@ -153,12 +188,17 @@ class PoolSupervisor(SupervisedActor):
         slot.pid = None
         slot.next_restart_at = None
         slot.timer = None
+        slot.probe_answered, slot.missed_probes = True, 0
         slot.history = record_start(slot.history, self._clock.now())
         spec = self._spec_factory(slot.worker_id, slot.generation)
-        slot.ref = WorkerActor.start(spec, pool_ref=self.actor_ref, output_ref=self._output, clock=self._clock)
-
-    def _up(self, slot: _Slot) -> WorkerUp:
-        return WorkerUp(worker_id=slot.worker_id, generation=slot.generation, ref=slot.ref)
+        slot.ref = WorkerActor.start(
+            spec,
+            pool_ref=self.actor_ref,
+            output_ref=self._output,
+            clock=self._clock,
+            watch=self._watch,
+            fault_hook=self._fault_hook,
+        )
 
     def _current(self, worker_id: int, generation: int) -> _Slot | None:
         slot = self._slots.get(worker_id)
@@ -173,40 +213,32 @@ class PoolSupervisor(SupervisedActor):
         slot.state = "ready"
         slot.pid = message.pid
         _log.info("pool.worker_up", worker=slot.worker_id, generation=slot.generation, pid=message.pid)
-        self._notify(self._up(slot))
+        self._notify(WorkerUp(worker_id=slot.worker_id, generation=slot.generation, ref=slot.ref))
 
     def _on_health(self, message: WorkerHealth) -> None:
         slot = self._current(message.worker_id, message.generation)
-        if slot is None or slot.state not in ("ready", "degraded"):
+        if slot is None or slot.state not in ("starting", "ready", "degraded"):
             return
-        child = f"worker-{slot.worker_id}"
+        if message.stalled:
+            self._kill(slot, message.reason)
+            return
+        if slot.state == "starting":
+            return
         if not message.degraded:
             slot.state = "ready"
             _log.info("pool.worker_recovered", worker=slot.worker_id)
             self._notify(message)
             return
-        if message.consecutive_timeouts >= self._max_timeouts:
-            reason = (
-                f"{message.consecutive_timeouts} calls in a row timed out (max {self._max_timeouts}): {message.reason}"
-            )
-            decision(
-                _log,
-                supervisor="pool",
-                child=child,
-                decision="kill",
-                reason=reason,
-                attempt=slot.history.attempt,
-                delay_s=0.0,
-                generation=slot.generation,
-            )
-            tell_quietly(slot.ref, KillRuntime(reason=reason))
+        if should_kill_for_timeouts(self._watch, message.consecutive_timeouts):
+            limit = self._watch.max_consecutive_timeouts
+            self._kill(slot, f"{message.consecutive_timeouts} calls in a row timed out (max {limit}): {message.reason}")
             return
         if slot.state == "ready":
             slot.state = "degraded"
             decision(
                 _log,
                 supervisor="pool",
-                child=child,
+                child=slot.child,
                 decision="degrade",
                 reason=message.reason,
                 attempt=slot.history.attempt,
@@ -215,9 +247,64 @@ class PoolSupervisor(SupervisedActor):
             )
             self._notify(message)
 
+    def _kill(self, slot: _Slot, reason: str) -> None:
+        """Stop trusting the worker: SIGKILL its runtime's group; the exit that follows is decided as usual."""
+        decision(
+            _log,
+            supervisor="pool",
+            child=slot.child,
+            decision="kill",
+            reason=reason,
+            attempt=slot.history.attempt,
+            delay_s=0.0,
+            generation=slot.generation,
+        )
+        tell_quietly(slot.ref, KillRuntime(reason=reason))
+        self._killpg(slot)
+
+    def _killpg(self, slot: _Slot) -> None:
+        if slot.pid is not None:
+            try:
+                os.killpg(slot.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    # --- probes: the pool's own deadline on every worker actor ----------------------------------------------
+    def _schedule_probe(self) -> None:
+        ref, tick = self.actor_ref, ProbeTick()
+        self._probe_timer = self._clock.call_later(
+            self._watch.probe_interval_s, lambda: tell_quietly(ref, tick), name="probe"
+        )
+
+    def _on_probe_tick(self) -> None:
+        if self._stopping:
+            return
+        for slot in self._slots.values():
+            if slot.ref is None or slot.state not in ("starting", "ready", "degraded"):
+                continue
+            if not slot.probe_answered:
+                slot.missed_probes += 1
+                if worker_wedged(self._watch, slot.missed_probes):
+                    self._on_wedged(slot)
+                    continue
+            slot.probe_seq += 1
+            slot.probe_answered = False
+            tell_quietly(slot.ref, Probe(seq=slot.probe_seq))
+        self._schedule_probe()
+
+    def _on_wedged(self, slot: _Slot) -> None:
+        interval = self._watch.probe_interval_s
+        reason = f"worker actor did not answer {slot.missed_probes} probes in a row (one every {interval:g} s)"
+        self._kill(slot, reason)
+        old = slot.ref
+        if old is not None:
+            old.stop(block=False)  # a wedged actor may never process it: the pool decides without it
+        self._on_exited(WorkerExited(worker_id=slot.worker_id, generation=slot.generation, reason=reason))
+
+    # --- exits and restarts ----------------------------------------------------------------------------------
     def _on_exited(self, message: WorkerExited) -> None:
         slot = self._current(message.worker_id, message.generation)
-        if slot is None:
+        if slot is None or slot.state in ("restarting", "given_up", "stopped"):
             return
         was_up = slot.state in ("ready", "degraded")
         slot.last_exit = message.reason
@@ -231,7 +318,7 @@ class PoolSupervisor(SupervisedActor):
             decision(
                 _log,
                 supervisor="pool",
-                child=f"worker-{slot.worker_id}",
+                child=slot.child,
                 decision="no_restart",
                 reason=f"{message.reason}; restart type {self._worker_restart}",
                 generation=slot.generation,
@@ -243,19 +330,18 @@ class PoolSupervisor(SupervisedActor):
         """One policy call, acted on, then reported as one event (timers exist before anyone can see the event)."""
         now = self._clock.now()
         verdict = admit_restart(self._policy, slot.history, now, self._rng)
-        child = f"worker-{slot.worker_id}"
         if verdict.action == "restart":
             slot.history = verdict.history
             slot.state = "restarting"
             slot.next_restart_at = now + verdict.delay_s
             ref, due = self.actor_ref, RestartDue(worker_id=slot.worker_id, generation=slot.generation)
-            slot.timer = self._clock.call_later(verdict.delay_s, lambda: tell_quietly(ref, due))
+            slot.timer = self._clock.call_later(verdict.delay_s, lambda: tell_quietly(ref, due), name="restart")
         else:
             slot.state = "given_up"
         decision(
             _log,
             supervisor="pool",
-            child=child,
+            child=slot.child,
             decision=verdict.action,
             reason=f"{exit_reason}; {verdict.reason}",
             attempt=verdict.attempt,
@@ -263,9 +349,10 @@ class PoolSupervisor(SupervisedActor):
             generation=slot.generation,
         )
         if verdict.action == "escalate":
-            self._escalate(f"{child}: {verdict.reason}")
+            self._escalate(f"{slot.child}: {verdict.reason}")
         elif verdict.action == "give_up" and all(s.state == "given_up" for s in self._slots.values()):
-            self._escalate(f"all {len(self._slots)} workers gave up; last: {child} {exit_reason}", workers_gave_up=True)
+            reason = f"all {len(self._slots)} workers gave up; last: {slot.child} {exit_reason}"
+            self._escalate(reason, workers_gave_up=True)
 
     def _on_restart_due(self, message: RestartDue) -> None:
         slot = self._current(message.worker_id, message.generation)
@@ -282,9 +369,8 @@ class PoolSupervisor(SupervisedActor):
         if self._parent is not None:
             tell_quietly(self._parent, PoolFailed(reason=reason, workers_gave_up=workers_gave_up))
 
-    def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
+    def on_crash(self, error: BaseException) -> None:
         self._stop_all(self._shutdown_timeout_s)
-        super().on_failure(exception_type, exception_value, traceback)
 
     def _notify(self, message: Any) -> None:
         for listener in self._listeners:
@@ -292,6 +378,8 @@ class PoolSupervisor(SupervisedActor):
 
     def _stop_all(self, timeout_s: float) -> dict[int, int | None]:
         self._stopping = True
+        if self._probe_timer is not None:
+            self._probe_timer.cancel()
         futures = {}
         for slot in sorted(self._slots.values(), key=lambda s: -s.worker_id):
             if slot.timer is not None:
@@ -309,5 +397,6 @@ class PoolSupervisor(SupervisedActor):
                 codes[worker_id] = future.get(timeout=timeout_s + 5.0)
             except (pykka.ActorDeadError, pykka.Timeout):
                 codes[worker_id] = None
+                self._killpg(self._slots[worker_id])  # a worker actor that cannot stop: its runtime still dies
         _log.info("pool.stopped", returncodes=codes)
         return codes

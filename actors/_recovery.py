@@ -38,6 +38,24 @@ Children and strategies
 exit; temporary: never) and its shutdown timeout (stop request, then kill). ``SupervisorSpec`` orders the children
 (start order; stops run in reverse) and picks the strategy; ``children_to_restart`` says which children one failure
 restarts: one_for_one -> the child, one_for_all -> all, rest_for_one -> the child and all started after it.
+
+Retries and thresholds
+----------------------
+Everything else that decides to try again, or stops trusting a child, is data here too, capped, and each verdict is
+one "supervisor.decision" event emitted by the actor that acts on it:
+
+* ``RetryPolicy`` + ``decide_retry(policy, attempt)``: an operation (not a child) tried again. ``PERSIST_RETRY``:
+  a turn end the storage refused is written again after 1, 2, 4 ... 30 s, at most 20 times (about 8 minutes); then
+  the coordinator gives up and escalates to the host, whose policy decides. ``STALE_THREAD_RETRY``: a ``turn/start``
+  answered "thread not found" is retried once, at once, after the thread was resumed (or recreated).
+* ``WorkerWatch``: when the pool stops trusting a worker. ``max_consecutive_timeouts`` calls in a row that time out
+  -> kill. A call whose request the runtime has not even read from its stdin by the call's deadline (the runtime
+  stopped reading), or more than ``outbox_limit_bytes`` waiting for its stdin -> kill at once. The pool probes each
+  live worker actor every ``probe_interval_s``; ``missed_probes`` probes in a row unanswered -> the worker actor is
+  wedged: kill its runtime's process group and decide the exit itself. ``should_kill_for_timeouts`` and
+  ``worker_wedged`` are the pure verdicts.
+* ``QUARANTINE_RUNTIME_STATE_AT``: when every worker of a fresh pool gave up again (host attempt >= 2), the
+  runtimes' own state is moved aside before the next attempt.
 """
 
 from __future__ import annotations
@@ -48,9 +66,15 @@ from typing import Literal
 
 import msgspec
 
+from agenthost.actors._checks import PolicyError, above, at_least, finite, instance, integer, one_of
+
 __all__ = [
     "HOST_POLICY",
+    "PERSIST_RETRY",
+    "QUARANTINE_RUNTIME_STATE_AT",
+    "STALE_THREAD_RETRY",
     "WORKER_POLICY",
+    "WORKER_WATCH",
     "Backoff",
     "ChildSpec",
     "Decision",
@@ -59,35 +83,21 @@ __all__ = [
     "RecoveryPolicy",
     "RestartHistory",
     "RestartType",
+    "RetryPolicy",
+    "RetryVerdict",
     "Strategy",
     "SupervisorSpec",
+    "WorkerWatch",
     "admit_restart",
     "children_to_restart",
+    "decide_retry",
     "next_delay",
     "record_start",
     "schedule",
+    "should_kill_for_timeouts",
     "should_restart",
+    "worker_wedged",
 ]
-
-
-class PolicyError(ValueError):
-    """A recovery policy value (or an argument to a policy function) is invalid."""
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Shared value checks
-
-
-def _require_finite(field: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise PolicyError(f"{field} must be a finite number, got {value!r}")
-    return float(value)
-
-
-def _require_int(field: str, value: object) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise PolicyError(f"{field} must be an int, got {value!r}")
-    return value
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -95,58 +105,26 @@ def _require_int(field: str, value: object) -> int:
 
 
 def _check_initial_s(value: float) -> None:
-    if not _require_finite("backoff.initial_s", value) > 0:
-        raise PolicyError(f"backoff.initial_s must be > 0, got {value!r}")
+    above("backoff.initial_s", value, 0)
 
 
 def _check_multiplier(value: float) -> None:
-    if not _require_finite("backoff.multiplier", value) >= 1.0:
-        raise PolicyError(f"backoff.multiplier must be >= 1.0, got {value!r}")
+    at_least("backoff.multiplier", value, 1.0)
 
 
 def _check_max_s(value: float, initial_s: float) -> None:
-    if not _require_finite("backoff.max_s", value) >= initial_s:
+    if not finite("backoff.max_s", value) >= initial_s:
         raise PolicyError(f"backoff.max_s must be >= backoff.initial_s ({initial_s!r}), got {value!r}")
 
 
 def _check_jitter(value: float) -> None:
-    if not 0.0 <= _require_finite("backoff.jitter", value) < 1.0:
+    if not 0.0 <= finite("backoff.jitter", value) < 1.0:
         raise PolicyError(f"backoff.jitter must be in [0, 1), got {value!r}")
 
 
-def _check_max_restarts(value: int) -> None:
-    if _require_int("intensity.max_restarts", value) < 0:
-        raise PolicyError(f"intensity.max_restarts must be >= 0, got {value!r}")
-
-
-def _check_period_s(value: float) -> None:
-    if not _require_finite("intensity.period_s", value) > 0:
-        raise PolicyError(f"intensity.period_s must be > 0, got {value!r}")
-
-
-def _check_max_attempts(value: int) -> None:
-    if _require_int("max_attempts", value) < 1:
-        raise PolicyError(f"max_attempts must be >= 1, got {value!r}")
-
-
-def _check_stable_after_s(value: float) -> None:
-    if not _require_finite("stable_after_s", value) > 0:
-        raise PolicyError(f"stable_after_s must be > 0, got {value!r}")
-
-
-def _check_part(field: str, value: object, expected: type) -> None:
-    if not isinstance(value, expected):
-        raise PolicyError(f"{field} must be of type {expected.__name__}, got {value!r}")
-
-
 def _check_attempt(value: int) -> None:
-    if _require_int("attempt", value) < 1:
+    if integer("attempt", value) < 1:
         raise PolicyError(f"attempt must be >= 1 (1-based), got {value!r}")
-
-
-def _check_history_attempt(value: int) -> None:
-    if _require_int("history.attempt", value) < 0:
-        raise PolicyError(f"history.attempt must be >= 0, got {value!r}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -175,8 +153,8 @@ class Intensity(msgspec.Struct, frozen=True, kw_only=True):
     period_s: float = 60.0
 
     def __post_init__(self) -> None:
-        _check_max_restarts(self.max_restarts)
-        _check_period_s(self.period_s)
+        at_least("intensity.max_restarts", self.max_restarts, 0, whole=True)
+        above("intensity.period_s", self.period_s, 0)
 
 
 _WORKER_INTENSITY = Intensity(max_restarts=10, period_s=60.0)
@@ -191,10 +169,10 @@ class RecoveryPolicy(msgspec.Struct, frozen=True, kw_only=True):
     stable_after_s: float = 30.0
 
     def __post_init__(self) -> None:
-        _check_part("backoff", self.backoff, Backoff)
-        _check_max_attempts(self.max_attempts)
-        _check_part("intensity", self.intensity, Intensity)
-        _check_stable_after_s(self.stable_after_s)
+        instance("backoff", self.backoff, Backoff)
+        at_least("max_attempts", self.max_attempts, 1, whole=True)
+        instance("intensity", self.intensity, Intensity)
+        above("stable_after_s", self.stable_after_s, 0)
 
 
 WORKER_POLICY = RecoveryPolicy()
@@ -246,7 +224,7 @@ class RestartHistory(msgspec.Struct, frozen=True):
     last_started_at: float | None = None
 
     def __post_init__(self) -> None:
-        _check_history_attempt(self.attempt)
+        at_least("history.attempt", self.attempt, 0, whole=True)
 
 
 class Decision(msgspec.Struct, frozen=True, kw_only=True):
@@ -260,7 +238,7 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def _check_now(now: float) -> float:
-    return _require_finite("now", now)
+    return finite("now", now)
 
 
 def record_start(history: RestartHistory, now: float) -> RestartHistory:
@@ -320,21 +298,6 @@ def _check_child_name(value: str) -> None:
         raise PolicyError(f"child.name must be a non-empty [A-Za-z0-9_-] string, got {value!r}")
 
 
-def _check_restart_type(field: str, value: str) -> None:
-    if value not in _RESTART_TYPES:
-        raise PolicyError(f"{field} must be one of {_RESTART_TYPES}, got {value!r}")
-
-
-def _check_shutdown_timeout_s(field: str, value: float) -> None:
-    if not _require_finite(field, value) > 0:
-        raise PolicyError(f"{field} must be > 0, got {value!r}")
-
-
-def _check_strategy(value: str) -> None:
-    if value not in _STRATEGIES:
-        raise PolicyError(f"strategy must be one of {_STRATEGIES}, got {value!r}")
-
-
 def _check_unique_children(children: tuple[ChildSpec, ...]) -> None:
     names = [child.name for child in children]
     duplicates = sorted({name for name in names if names.count(name) > 1})
@@ -351,8 +314,8 @@ class ChildSpec(msgspec.Struct, frozen=True, kw_only=True):
 
     def __post_init__(self) -> None:
         _check_child_name(self.name)
-        _check_restart_type(f"child {self.name!r} restart", self.restart)
-        _check_shutdown_timeout_s(f"child {self.name!r} shutdown_timeout_s", self.shutdown_timeout_s)
+        one_of(f"child {self.name!r} restart", self.restart, _RESTART_TYPES)
+        above(f"child {self.name!r} shutdown_timeout_s", self.shutdown_timeout_s, 0)
 
 
 class SupervisorSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -363,9 +326,9 @@ class SupervisorSpec(msgspec.Struct, frozen=True, kw_only=True):
     policy: RecoveryPolicy = RecoveryPolicy()
 
     def __post_init__(self) -> None:
-        _check_strategy(self.strategy)
+        one_of("strategy", self.strategy, _STRATEGIES)
         _check_unique_children(self.children)
-        _check_part("policy", self.policy, RecoveryPolicy)
+        instance("policy", self.policy, RecoveryPolicy)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -374,7 +337,7 @@ class SupervisorSpec(msgspec.Struct, frozen=True, kw_only=True):
 
 def should_restart(restart: RestartType, abnormal: bool) -> bool:
     """OTP restart types: permanent always, transient only after an abnormal exit, temporary never."""
-    _check_restart_type("restart", restart)
+    one_of("restart", restart, _RESTART_TYPES)
     return restart == "permanent" or (restart == "transient" and abnormal)
 
 
@@ -391,3 +354,72 @@ def children_to_restart(spec: SupervisorSpec, failed: str) -> tuple[str, ...]:
     if spec.strategy == "one_for_all":
         return names
     return names[names.index(failed) :]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Retries of operations, and the thresholds at which a supervisor stops trusting a child
+
+
+class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """How often an operation is tried again: at most `max_attempts` retries, each after `next_delay(backoff, n)`
+    (or at once when `backoff` is None)."""
+
+    backoff: Backoff | None = Backoff()
+    max_attempts: int = 8
+
+    def __post_init__(self) -> None:
+        if self.backoff is not None:
+            instance("backoff", self.backoff, Backoff)
+        at_least("max_attempts", self.max_attempts, 1, whole=True)
+
+
+class RetryVerdict(msgspec.Struct, frozen=True, kw_only=True):
+    action: Literal["retry", "give_up"]
+    attempt: int
+    delay_s: float
+    reason: str
+
+
+def decide_retry(policy: RetryPolicy, attempt: int) -> RetryVerdict:
+    """The verdict on the 1-based retry `attempt`: "retry" after its delay, or "give_up" past the cap."""
+    _check_attempt(attempt)
+    if attempt > policy.max_attempts:
+        return RetryVerdict(
+            action="give_up", attempt=attempt, delay_s=0.0, reason=f"{policy.max_attempts} retries exhausted"
+        )
+    delay_s = 0.0 if policy.backoff is None else next_delay(policy.backoff, attempt)
+    reason = f"retry {attempt} of {policy.max_attempts}, after {_format_seconds(delay_s)} s"
+    return RetryVerdict(action="retry", attempt=attempt, delay_s=delay_s, reason=reason)
+
+
+PERSIST_RETRY = RetryPolicy(backoff=Backoff(initial_s=1.0, multiplier=2.0, max_s=30.0), max_attempts=20)
+STALE_THREAD_RETRY = RetryPolicy(backoff=None, max_attempts=1)
+QUARANTINE_RUNTIME_STATE_AT = 2  # host attempt at which a fresh pool that failed again gets its runtime state moved
+
+
+class WorkerWatch(msgspec.Struct, frozen=True, kw_only=True):
+    """When the pool stops trusting a worker (see the module contract)."""
+
+    max_consecutive_timeouts: int = 3
+    outbox_limit_bytes: int = 64 * 1024 * 1024
+    probe_interval_s: float = 5.0
+    missed_probes: int = 3
+
+    def __post_init__(self) -> None:
+        at_least("max_consecutive_timeouts", self.max_consecutive_timeouts, 1, whole=True)
+        at_least("outbox_limit_bytes", self.outbox_limit_bytes, 1, whole=True)
+        above("probe_interval_s", self.probe_interval_s, 0)
+        at_least("missed_probes", self.missed_probes, 1, whole=True)
+
+
+WORKER_WATCH = WorkerWatch()
+
+
+def should_kill_for_timeouts(watch: WorkerWatch, consecutive_timeouts: int) -> bool:
+    """True once `max_consecutive_timeouts` calls in a row timed out."""
+    return consecutive_timeouts >= watch.max_consecutive_timeouts
+
+
+def worker_wedged(watch: WorkerWatch, missed_probes: int) -> bool:
+    """True once `missed_probes` probes in a row went unanswered."""
+    return missed_probes >= watch.missed_probes

@@ -1,5 +1,5 @@
-"""Turn data and pure helpers of the turn coordinator: settings, errors, the host-owned subscriber registry, the
-per-turn state, and the small functions that read runtime messages.
+"""Pure helpers of the turn coordinator: its settings, the host-owned subscriber registry, and the small functions
+that read runtime messages.
 
 Contract: no actor logic here. `TurnRegistry` is thread-safe; everything else is plain data or pure functions.
 Runtime ids are read defensively: a malformed message yields None, never an exception.
@@ -13,44 +13,23 @@ from typing import Any
 
 import msgspec
 
-from agenthost.actors._clock import Timer
-from agenthost.actors._recovery import Backoff
-from agenthost.protocol._messages import Delta, TurnFinished
+from agenthost.actors._errors import InvalidDecisionError
+from agenthost.protocol._messages import TurnFinished
 
 __all__ = [
     "APPROVAL_METHODS",
-    "PERSIST_RETRY",
     "STEP_METHODS",
-    "Approval",
     "CoordinatorSettings",
-    "HostClosedError",
-    "TurnNotActiveError",
     "TurnRegistry",
-    "TurnState",
-    "UnknownApprovalError",
     "emit",
-    "flush_deltas",
     "nested_id",
     "new_turn_id",
     "runtime_turn_of",
     "validate_decision",
 ]
 
-PERSIST_RETRY = Backoff(initial_s=1.0, multiplier=2.0, max_s=30.0)  # retrying turn ends the storage refused
 APPROVAL_METHODS = frozenset({"item/commandExecution/requestApproval", "item/fileChange/requestApproval"})
 _DECISIONS = frozenset({"accept", "acceptForSession", "decline", "cancel"})
-
-
-class HostClosedError(RuntimeError):
-    """The host is shutting down and takes no new messages."""
-
-
-class UnknownApprovalError(KeyError):
-    """No pending approval has this id."""
-
-
-class TurnNotActiveError(KeyError):
-    """No active turn has this id."""
 
 
 class CoordinatorSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -92,38 +71,6 @@ class TurnRegistry:
         return len(sinks)
 
 
-class Approval(msgspec.Struct):
-    approval_id: str
-    turn_id: str
-    worker_id: int
-    request_id: int | str
-    method: str
-    command: str | None
-
-
-class TurnState(msgspec.Struct):
-    turn_id: str
-    thread_id: str
-    text: str
-    sink: Any
-    phase: str = "dispatching"
-    worker_id: int | None = None
-    runtime_thread_id: str | None = None
-    runtime_turn_id: str | None = None
-    items: dict[str, list[str]] = {}  # agentMessage item id -> its text parts (joined once, at the end)
-    approvals: dict[str, Approval] = {}
-    retried: bool = False
-    interrupt_requested: bool = False
-    started: bool = False  # the runtime announced `turn/started` for runtime_turn_id
-    runtime_error: str | None = None
-    deadline: Timer | None = None
-    followup: bool = False
-
-    def reply_text(self) -> str:
-        texts = ("".join(parts) for parts in self.items.values())
-        return "\n\n".join(text for text in texts if text)
-
-
 def new_turn_id() -> str:
     return f"turn-{uuid.uuid4().hex[:16]}"
 
@@ -133,17 +80,14 @@ def emit(sink: Any, event: Any) -> None:
         sink.put(event)
 
 
-def flush_deltas(turn: TurnState | None, run: list[str]) -> None:
-    if turn is not None and run:
-        emit(turn.sink, Delta(turn_id=turn.turn_id, text="".join(run), count=len(run)))
-
-
 def validate_decision(decision: Any) -> Any:
     if isinstance(decision, str) and decision in _DECISIONS:
         return decision
     if isinstance(decision, dict) and len(decision) == 1:
         return decision
-    raise ValueError(f"approval decision must be one of {sorted(_DECISIONS)} or a one-key object, got {decision!r}")
+    raise InvalidDecisionError(
+        f"approval decision must be one of {sorted(_DECISIONS)} or a one-key object, got {decision!r}"
+    )
 
 
 STEP_METHODS = {"thread_start": "thread/start", "resume": "thread/resume", "turn_start": "turn/start"}

@@ -2,27 +2,28 @@
 
 Contract:
 - The runtime starts in its own session/process group (`start_new_session=True`), so a kill reaches its children.
-  stderr goes to `stderr_path` (append) or /dev/null.
-- A reader thread decodes stdout (reads of up to 64 KiB) into a `StdoutInbox` and tells the actor `StdoutReady`
-  only when no such signal is pending, so while the actor is busy the decoded lines pile up and are handled as one
-  batch (the batch grows with load; an idle worker still sees each line at once). Unparsable lines become
-  `ProtocolError`s that are logged (warning) and dropped; a line over 16 MiB is logged and dropped, the lines around
-  it are kept.
+  stderr goes to `stderr_path` (append) or /dev/null. Right after the spawn the pool hears `WorkerSpawned(pid)`.
+- The actor never blocks on the runtime: a reader thread decodes stdout and a writer thread feeds stdin from a
+  bounded outbox (see actors._pipes). Unparsable stdout lines become `ProtocolError`s that are logged and dropped.
 - Handshake: `initialize` is sent at start; the worker reports `WorkerReady` to the pool only when it answers
   successfully, then sends the `initialized` notification. No answer within `startup_timeout_s` (injected clock)
   kills the process group; the exit is then reported with reason "initialize timed out after N s".
 - `RuntimeCall`s are answered exactly once with a `CallResult` to `reply_to`: the runtime's result or error, a
-  HOST_CALL_TIMEOUT error when `timeout_s` passes first, or HOST_WORKER_EXITED when the process exits or its pipe
-  breaks. Wire ids are the worker's own increasing ints; a response to an unknown id is logged and ignored.
-- Health: each call timeout is told to the pool as `WorkerHealth(degraded=True, consecutive_timeouts=n)`; the
-  next answer from the runtime resets the count and tells `WorkerHealth(degraded=False)`. `KillRuntime` (from the
-  pool) SIGKILLs the group; the exit is then reported with the pool's reason.
+  HOST_CALL_TIMEOUT error when `timeout_s` passes first, or HOST_WORKER_EXITED when the process exits, its pipe
+  breaks or it stopped reading its stdin. Wire ids are the worker's own increasing ints; a response to an unknown
+  id is logged and ignored.
+- Health, told to the pool as `WorkerHealth`: a call that times out after the runtime read its request ->
+  `degraded` with the count of timeouts in a row (the next answer resets it: `degraded=False`); a call whose
+  request the runtime had not even read by the deadline, or an outbox over its limit -> `stalled` (the pool kills).
+  `KillRuntime` (from the pool) SIGKILLs the group; the exit is then reported with the pool's reason.
+- `Probe` (from the pool) is answered at once with `ProbeReply`: a worker actor that stops answering is wedged.
 - Notifications and server requests are forwarded to `output_ref` as `RuntimeOutput` batches that keep stdout
   order relative to the `CallResult`s (pending output is flushed before each `CallResult`).
 - At stdout EOF the worker reaps the process (SIGKILL to the group if it lingers 2 s), fails what is pending,
   tells the pool `WorkerExited` with a reason and stops. `StopRuntime` (asked by the pool) closes stdin, waits up
-  to `timeout_s` (real time), then SIGKILLs the group; no `WorkerExited` is sent for a requested stop. An actor
-  stopped any other way SIGKILLs its runtime's group on the way out: no runtime outlives its worker actor.
+  to `timeout_s` (real time), then SIGKILLs the group; no `WorkerExited` is sent for a requested stop. A crash of
+  the actor (any unexpected exception) SIGKILLs the group and reports `WorkerExited`: no runtime outlives its
+  worker actor, and the pool decides.
 """
 
 from __future__ import annotations
@@ -32,24 +33,23 @@ import os
 import signal
 import subprocess
 import threading
-from typing import IO, Any
+from typing import Any
 
 import msgspec
 import pykka
 
 from agenthost.actors._clock import Clock, Timer
 from agenthost.actors._log import get_logger
-from agenthost.actors._refs import tell_quietly, unknown_message
+from agenthost.actors._pipes import OutboxFull, StdinOutbox, StdoutInbox, read_stdout
+from agenthost.actors._recovery import WORKER_WATCH, WorkerWatch
+from agenthost.actors._refs import FaultHook, SupervisedActor, tell_quietly
 from agenthost.protocol._jsonrpc import (
     ErrorResponse,
-    LineBuffer,
-    LineTooLongError,
     Notification,
     ProtocolError,
     Request,
     Response,
     RpcError,
-    decode_line,
     encode_error,
     encode_notification,
     encode_request,
@@ -62,6 +62,8 @@ from agenthost.protocol._messages import (
     CallDeadline,
     CallResult,
     KillRuntime,
+    Probe,
+    ProbeReply,
     RuntimeCall,
     RuntimeOutput,
     StdoutClosed,
@@ -70,12 +72,12 @@ from agenthost.protocol._messages import (
     WorkerExited,
     WorkerHealth,
     WorkerReady,
+    WorkerSpawned,
 )
 
 __all__ = ["WorkerActor", "WorkerSpec"]
 
 _log = get_logger("agenthost.worker")
-_READ_CHUNK = 65536
 _REAP_GRACE_S = 2.0
 
 
@@ -97,6 +99,7 @@ class WorkerSpec(msgspec.Struct, frozen=True, kw_only=True):
 class _Pending(msgspec.Struct):
     call: RuntimeCall | None  # None for the handshake
     timer: Timer
+    sent_up_to: int  # the outbox offset after the request: read by the runtime once `written` reaches it
 
 
 def _exit_reason(returncode: int | None) -> str:
@@ -110,60 +113,7 @@ def _exit_reason(returncode: int | None) -> str:
     return f"exited with code {returncode}"
 
 
-class StdoutInbox:
-    """Decoded stdout lines waiting for the worker actor, shared by the reader thread and the actor."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._messages: list[Any] = []
-        self._signalled = False
-
-    def put(self, messages: list[Any]) -> bool:
-        """Add messages; True when the caller must signal the actor (no signal is pending)."""
-        with self._lock:
-            self._messages.extend(messages)
-            if self._signalled:
-                return False
-            self._signalled = True
-            return True
-
-    def take(self) -> list[Any]:
-        """Everything waiting, in stdout order; the next `put` signals again."""
-        with self._lock:
-            messages, self._messages = self._messages, []
-            self._signalled = False
-            return messages
-
-
-def _read_stdout(stream: IO[bytes], inbox: StdoutInbox, actor_ref: pykka.ActorRef[Any]) -> None:
-    """Reader thread body: chunks -> decoded lines in `inbox` (+ StdoutReady); EOF -> StdoutClosed."""
-    lines = LineBuffer()
-    fd = stream.fileno()
-    try:
-        while True:
-            try:
-                chunk = os.read(fd, _READ_CHUNK)
-            except OSError:
-                chunk = b""
-            if not chunk:
-                break
-            try:
-                complete = lines.feed(chunk)
-            except LineTooLongError as exc:
-                _log.warning("worker.line_too_long", error=str(exc))
-                complete = lines.feed(b"")  # the good lines that came with the long one
-            if complete and inbox.put([decode_line(line) for line in complete if line]):
-                actor_ref.tell(StdoutReady())
-        actor_ref.tell(StdoutClosed(remainder=lines.flush()))
-    except pykka.ActorDeadError:
-        pass
-    finally:
-        stream.close()  # only this thread reads the fd, so only it may close it
-
-
-class WorkerActor(pykka.ThreadingActor):
-    use_daemon_thread = True
-
+class WorkerActor(SupervisedActor):
     def __init__(
         self,
         spec: WorkerSpec,
@@ -171,13 +121,18 @@ class WorkerActor(pykka.ThreadingActor):
         pool_ref: pykka.ActorRef[Any],
         output_ref: pykka.ActorRef[Any],
         clock: Clock,
+        watch: WorkerWatch = WORKER_WATCH,
+        fault_hook: FaultHook | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(supervisor_ref=pool_ref, fault_hook=fault_hook)
+        self.child_name = f"worker-{spec.worker_id}"
         self._spec = spec
         self._pool = pool_ref
         self._output = output_ref
         self._clock = clock
+        self._watch = watch
         self._proc: subprocess.Popen[bytes] | None = None
+        self._outbox: StdinOutbox | None = None
         self._wire_ids = itertools.count(0)
         self._pending: dict[int, _Pending] = {}
         self._inbox = StdoutInbox()
@@ -185,10 +140,9 @@ class WorkerActor(pykka.ThreadingActor):
         self._stopping = False
         self._consecutive_timeouts = 0
         self._exit_reason: str | None = None
-        self._name = f"worker-{spec.worker_id}"
 
     # --- lifecycle -------------------------------------------------------------------------------------------
-    def on_start(self) -> None:
+    def on_child_start(self) -> None:
         spec = self._spec
         try:
             self._proc = self._spawn()
@@ -196,18 +150,25 @@ class WorkerActor(pykka.ThreadingActor):
             self._report_exit(f"spawn failed: {exc}", None)
             self.stop()
             return
+        assert self._proc.stdin is not None
+        name = f"{self.child_name}-g{spec.generation}"
+        self._outbox = StdinOutbox(self._proc.stdin, self._watch.outbox_limit_bytes, f"{name}-stdin")
         reader = threading.Thread(
-            target=_read_stdout,
+            target=read_stdout,
             args=(self._proc.stdout, self._inbox, self.actor_ref),
-            name=f"{self._name}-g{spec.generation}-stdout",
+            name=f"{name}-stdout",
             daemon=True,
         )
         reader.start()
         _log.info("worker.spawned", worker=spec.worker_id, generation=spec.generation, pid=self._proc.pid)
+        self._pool.tell(WorkerSpawned(worker_id=spec.worker_id, generation=spec.generation, pid=self._proc.pid))
         params: dict[str, Any] = {"clientInfo": {"name": spec.client_name, "version": spec.client_version}}
         if spec.opt_out_notifications:
             params["capabilities"] = {"optOutNotificationMethods": list(spec.opt_out_notifications)}
         self._send_request(None, "initialize", params, spec.startup_timeout_s)
+
+    def report_started(self) -> None:
+        """The pool hears `WorkerSpawned` and, once `initialize` answered, `WorkerReady` instead."""
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         spec = self._spec
@@ -229,7 +190,7 @@ class WorkerActor(pykka.ThreadingActor):
             if stderr is not subprocess.DEVNULL:
                 stderr.close()
 
-    def on_receive(self, message: Any) -> Any:
+    def handle(self, message: Any) -> Any:
         match message:
             case StdoutReady():
                 self._on_stdout(self._inbox.take())
@@ -239,6 +200,13 @@ class WorkerActor(pykka.ThreadingActor):
                 self._on_answer(message)
             case CallDeadline():
                 self._on_deadline(message.wire_id)
+            case Probe():
+                pending = 0 if self._outbox is None else self._outbox.pending
+                spec = self._spec
+                reply = ProbeReply(
+                    worker_id=spec.worker_id, generation=spec.generation, seq=message.seq, outbox_bytes=pending
+                )
+                tell_quietly(self._pool, reply)
             case StdoutClosed():
                 self._on_stdout_closed(message.remainder)
             case StopRuntime():
@@ -246,36 +214,38 @@ class WorkerActor(pykka.ThreadingActor):
             case KillRuntime():
                 self._kill(message.reason)
             case _:
-                unknown_message(self._name, message)
+                return super().handle(message)
         return None
 
     # --- outgoing --------------------------------------------------------------------------------------------
     def _write(self, data: bytes) -> bool:
-        proc = self._proc
-        if proc is None or proc.stdin is None or proc.stdin.closed:
+        """Append to the runtime's stdin; False when the pipe is gone. A runtime that let the outbox fill up has
+        stopped reading: the pool is told it is stalled (and kills it)."""
+        if self._outbox is None:
             return False
         try:
-            proc.stdin.write(data)
-            proc.stdin.flush()
-        except (BrokenPipeError, OSError, ValueError):
+            return self._outbox.put(data)
+        except OutboxFull as exc:
+            self._report_health(degraded=True, reason=f"runtime stopped reading its stdin: {exc}", stalled=True)
             return False
-        return True
 
     def _send_request(self, call: RuntimeCall | None, method: str, params: Any, timeout_s: float) -> None:
         wire_id = next(self._wire_ids)
         ref = self.actor_ref
-        timer = self._clock.call_later(timeout_s, lambda: tell_quietly(ref, CallDeadline(wire_id=wire_id)))
-        self._pending[wire_id] = _Pending(call=call, timer=timer)
+        deadline = CallDeadline(wire_id=wire_id)
+        timer = self._clock.call_later(timeout_s, lambda: tell_quietly(ref, deadline), name="call-deadline")
         if not self._write(encode_request(wire_id, method, params)):
-            self._pending.pop(wire_id)
             timer.cancel()
             if call is not None:
-                self._reply(call, error=RpcError(code=HOST_WORKER_EXITED, message="runtime stdin is closed"))
+                self._reply(call, error=RpcError(code=HOST_WORKER_EXITED, message="runtime stdin is not accepting"))
+            return
+        assert self._outbox is not None
+        self._pending[wire_id] = _Pending(call=call, timer=timer, sent_up_to=self._outbox.queued)
 
     def _on_call(self, call: RuntimeCall) -> None:
         if not self._ready or self._stopping:
             state = "stopping" if self._stopping else "not ready"
-            self._reply(call, error=RpcError(code=HOST_WORKER_EXITED, message=f"{self._name} is {state}"))
+            self._reply(call, error=RpcError(code=HOST_WORKER_EXITED, message=f"{self.child_name} is {state}"))
             return
         self._send_request(call, call.method, call.params, call.timeout_s)
 
@@ -303,18 +273,14 @@ class WorkerActor(pykka.ThreadingActor):
                 forward.append(message)
             elif isinstance(message, ProtocolError):
                 _log.warning(
-                    "worker.protocol_error",
-                    worker=self._spec.worker_id,
-                    reason=message.reason,
-                    line=message.line[:200],
+                    "worker.protocol_error", worker=self._spec.worker_id, reason=message.reason, line=message.line[:200]
                 )
         self._flush(forward)
 
     def _flush(self, forward: list[Any]) -> None:
         if forward:
-            out = RuntimeOutput(
-                worker_id=self._spec.worker_id, generation=self._spec.generation, messages=tuple(forward)
-            )
+            spec = self._spec
+            out = RuntimeOutput(worker_id=spec.worker_id, generation=spec.generation, messages=tuple(forward))
             tell_quietly(self._output, out)
 
     def _on_response(self, message: Response | ErrorResponse) -> None:
@@ -353,15 +319,29 @@ class WorkerActor(pykka.ThreadingActor):
             self._kill(f"initialize timed out after {self._spec.startup_timeout_s:g} s")
             return
         call = pending.call
-        _log.warning("worker.call_timeout", worker=self._spec.worker_id, method=call.method, timeout_s=call.timeout_s)
-        self._consecutive_timeouts += 1
-        self._report_health(degraded=True, reason=f"{call.method} timed out after {call.timeout_s:g} s")
-        self._reply(
-            call,
-            error=RpcError(code=HOST_CALL_TIMEOUT, message=f"{call.method} timed out after {call.timeout_s:g} s"),
+        read = self._outbox is not None and self._outbox.read_up_to(pending.sent_up_to)
+        _log.warning(
+            "worker.call_timeout",
+            worker=self._spec.worker_id,
+            method=call.method,
+            timeout_s=call.timeout_s,
+            request_read=read,
         )
+        if read:
+            self._consecutive_timeouts += 1
+            self._report_health(degraded=True, reason=f"{call.method} timed out after {call.timeout_s:g} s")
+            why = f"{call.method} timed out after {call.timeout_s:g} s"
+            self._reply(call, error=RpcError(code=HOST_CALL_TIMEOUT, message=why))
+            return
+        unread = 0 if self._outbox is None else self._outbox.pending
+        why = (
+            f"runtime stopped reading its stdin: {call.method} still unread after {call.timeout_s:g} s "
+            f"({unread} bytes waiting)"
+        )
+        self._report_health(degraded=True, reason=why, stalled=True)
+        self._reply(call, error=RpcError(code=HOST_CALL_TIMEOUT, message=why))
 
-    def _report_health(self, *, degraded: bool, reason: str) -> None:
+    def _report_health(self, *, degraded: bool, reason: str, stalled: bool = False) -> None:
         spec = self._spec
         health = WorkerHealth(
             worker_id=spec.worker_id,
@@ -369,6 +349,7 @@ class WorkerActor(pykka.ThreadingActor):
             degraded=degraded,
             consecutive_timeouts=self._consecutive_timeouts,
             reason=reason,
+            stalled=stalled,
         )
         tell_quietly(self._pool, health)
 
@@ -410,28 +391,25 @@ class WorkerActor(pykka.ThreadingActor):
         returncode = self._reap(_REAP_GRACE_S)
         self._signal_group(signal.SIGKILL)  # children left behind in the group die with the leader
         reason = self._exit_reason or _exit_reason(returncode)
-        self._close_pipes()
-        self._fail_pending(f"{self._name} {reason}")
+        self._close_stdin()
+        self._fail_pending(f"{self.child_name} {reason}")
         self._report_exit(reason, returncode)
         self.stop()
 
     def _report_exit(self, reason: str, returncode: int | None) -> None:
         spec = self._spec
         _log.warning("worker.exited", worker=spec.worker_id, generation=spec.generation, reason=reason)
-        self._pool.tell(
-            WorkerExited(worker_id=spec.worker_id, generation=spec.generation, reason=reason, returncode=returncode)
+        exited = WorkerExited(
+            worker_id=spec.worker_id, generation=spec.generation, reason=reason, returncode=returncode
         )
+        tell_quietly(self._pool, exited)
 
     def _stop_runtime(self, timeout_s: float) -> int | None:
         self._stopping = True
         self._ready = False
         if self._proc is None:
             return None
-        if self._proc.stdin is not None and not self._proc.stdin.closed:
-            try:
-                self._proc.stdin.close()
-            except OSError:
-                pass
+        self._close_stdin()
         try:
             returncode: int | None = self._proc.wait(timeout=timeout_s)
             how = "stdin closed"
@@ -440,30 +418,28 @@ class WorkerActor(pykka.ThreadingActor):
             returncode = self._proc.wait()
             how = f"killed after {timeout_s:g} s"
         self._signal_group(signal.SIGKILL)
-        self._close_pipes()
-        self._fail_pending(f"{self._name} stopped")
+        self._fail_pending(f"{self.child_name} stopped")
         _log.info("worker.stopped", worker=self._spec.worker_id, how=how, returncode=returncode)
         self.stop()
         return returncode
 
-    def _close_pipes(self) -> None:
-        """Close stdin; stdout belongs to the reader thread, which closes it at EOF."""
-        assert self._proc is not None
-        if self._proc.stdin is not None:
-            try:
-                self._proc.stdin.close()
-            except OSError:
-                pass
+    def _close_stdin(self) -> None:
+        """No more input: the writer thread closes stdin once what waits is written (stdout is the reader's)."""
+        if self._outbox is not None:
+            self._outbox.close()
 
     def on_stop(self) -> None:
         """No runtime outlives its worker actor, however the actor was stopped."""
         if self._proc is not None and self._proc.poll() is None:
             self._signal_group(signal.SIGKILL)
             self._proc.wait()
-            self._close_pipes()
+            self._close_stdin()
 
-    def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
-        """A bug in this actor: kill the runtime and report it as an exit so the pool can decide."""
+    def on_crash(self, error: BaseException) -> None:
+        """A bug in this actor: kill the runtime and fail what it was asked."""
         self._signal_group(signal.SIGKILL)
-        self._fail_pending(f"{self._name} crashed: {exception_value!r}")
-        self._report_exit(f"worker actor crashed: {exception_value!r}", None)
+        self._fail_pending(f"{self.child_name} crashed: {error!r}")
+
+    def report_crash(self, error: BaseException) -> None:
+        """The pool decides about a crashed worker exactly as about an exited runtime."""
+        self._report_exit(f"worker actor crashed: {error!r}", None)

@@ -18,13 +18,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from agenthost._api import AgentHost, HostConfig, HostStartError, HostUnavailableError, TurnHandle
+    from agenthost._api import AgentHost, HostConfig, HostStartError, TurnHandle
     from agenthost._version import __version__
     from agenthost.actors import (
         HOST_POLICY,
         WORKER_POLICY,
         Backoff,
         HostClosedError,
+        HostUnavailableError,
         Intensity,
         NoHealthyWorkerError,
         RecoveryPolicy,
@@ -83,7 +84,7 @@ _EXPORTS: dict[str, str] = {
     "AgentHost": "agenthost._api",
     "HostConfig": "agenthost._api",
     "HostStartError": "agenthost._api",
-    "HostUnavailableError": "agenthost._api",
+    "HostUnavailableError": "agenthost.actors",
     "TurnHandle": "agenthost._api",
     "__version__": "agenthost._version",
     "HOST_POLICY": "agenthost.actors",

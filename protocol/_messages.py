@@ -38,6 +38,8 @@ __all__ = [
     "CallResult",
     "Checkpoint",
     "ChildFailed",
+    "ChildStarted",
+    "ChildStopped",
     "CloseIntake",
     "CompleteTurn",
     "CreateThread",
@@ -62,6 +64,9 @@ __all__ = [
     "LoadMappings",
     "NextFollowUp",
     "PoolFailed",
+    "Probe",
+    "ProbeReply",
+    "ProbeTick",
     "ReadTranscript",
     "ResetWorkers",
     "ResolveThread",
@@ -89,6 +94,7 @@ __all__ = [
     "WorkerExited",
     "WorkerHealth",
     "WorkerReady",
+    "WorkerSpawned",
     "WorkerStatus",
     "WorkerUp",
 ]
@@ -210,13 +216,40 @@ class WorkerStatus(_Msg, frozen=True, kw_only=True):
 
 
 class WorkerHealth(_Msg, frozen=True, kw_only=True):
-    """Worker -> pool: calls are timing out (degraded) or answered again (not degraded)."""
+    """Worker -> pool: calls are timing out (degraded) or answered again (not degraded); `stalled`: the runtime
+    stopped reading its stdin (the pool kills it)."""
 
     worker_id: int
     generation: int
     degraded: bool
     consecutive_timeouts: int = 0
     reason: str = ""
+    stalled: bool = False
+
+
+class WorkerSpawned(_Msg, frozen=True, kw_only=True):
+    """Worker -> pool: the runtime process exists (not yet initialized)."""
+
+    worker_id: int
+    generation: int
+    pid: int
+
+
+class Probe(_Msg, frozen=True, kw_only=True):
+    """Pool -> worker: answer `ProbeReply` at once (a worker actor that cannot is wedged)."""
+
+    seq: int
+
+
+class ProbeReply(_Msg, frozen=True, kw_only=True):
+    worker_id: int
+    generation: int
+    seq: int
+    outbox_bytes: int = 0  # bytes waiting for the runtime's stdin
+
+
+class ProbeTick(_Msg, frozen=True, kw_only=True):
+    """Timer message to the pool: probe every live worker."""
 
 
 class PoolFailed(_Msg, frozen=True, kw_only=True):
@@ -229,8 +262,26 @@ class StopPool(_Msg, frozen=True, kw_only=True):
 
 
 class ChildFailed(_Msg, frozen=True, kw_only=True):
+    """A supervised child crashed; `urn` names the incarnation (its actor's urn) so a stale report is ignored."""
+
     child: str
     error: str
+    urn: str = ""
+
+
+class ChildStarted(_Msg, frozen=True, kw_only=True):
+    """A supervised child finished its start-up work and serves now."""
+
+    child: str
+    urn: str = ""
+
+
+class ChildStopped(_Msg, frozen=True, kw_only=True):
+    """A child the host asked to stop has stopped (or its stop deadline passed: `timed_out`)."""
+
+    child: str
+    incarnation: int
+    timed_out: bool = False
 
 
 # --- thread mapping --------------------------------------------------------------------------------------------
@@ -301,9 +352,11 @@ class TurnPersisted(_Msg, frozen=True, kw_only=True):
 
 
 class BeginFollowUpTurn(_Msg, frozen=True, kw_only=True):
-    """Mark a queued follow-up dispatched and begin its turn (turn id = follow-up id) in one transaction."""
+    """Mark a queued follow-up dispatched and begin its turn (`turn_id`, by default the follow-up's id) in one
+    transaction."""
 
     followup_id: str
+    turn_id: str | None = None
 
 
 class AddActionCard(_Msg, frozen=True, kw_only=True):
@@ -367,7 +420,8 @@ class NextFollowUp(_Msg, frozen=True, kw_only=True):
 
 class SetFollowUpState(_Msg, frozen=True, kw_only=True):
     followup_id: str
-    state: Literal["queued", "dispatched", "done", "failed"]
+    state: Literal["queued", "dispatched", "done", "failed", "cancelled"]
+    error: str | None = None  # why its turn failed (state "failed")
 
 
 # --- turn coordinator ------------------------------------------------------------------------------------------
@@ -422,7 +476,7 @@ class GetHostStatus(_Msg, frozen=True, kw_only=True):
     pass
 
 
-HostState = Literal["running", "recovering", "failed", "stopped"]
+HostState = Literal["starting", "running", "recovering", "failed", "stopping", "stopped"]
 
 
 class HostStatus(_Msg, frozen=True, kw_only=True):
@@ -451,7 +505,10 @@ class GetChildren(_Msg, frozen=True, kw_only=True):
 
 
 class ShutdownHost(_Msg, frozen=True, kw_only=True):
+    """Stop every child in reverse order; `done` (a threading.Event) is set once they all stopped."""
+
     timeout_s: float
+    done: Any
 
 
 # --- events to a turn's subscriber -----------------------------------------------------------------------------

@@ -83,7 +83,7 @@ _IO_ERRORS: tuple[type[apsw.Error], ...] = (
     apsw.CorruptError,
     apsw.NotADBError,
 )
-_TERMINAL_FOLLOWUP_STATES: tuple[str, ...] = ("done", "failed")
+_TERMINAL_FOLLOWUP_STATES: tuple[str, ...] = ("done", "cancelled")
 _PRAGMA_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 RowT = TypeVar("RowT", bound=msgspec.Struct)
@@ -369,7 +369,9 @@ class Database:
         )
         return rows[0] if rows else None
 
-    def set_followup_state(self, followup_id: str, state: FollowUpState) -> FollowUpRow:
+    def set_followup_state(self, followup_id: str, state: FollowUpState, error: str | None = None) -> FollowUpRow:
+        """Move a follow-up to `state` ("failed" keeps `error`, the reason of its last turn); "done" and "cancelled"
+        are final, a "failed" one can be queued again (`retry_followup`)."""
         validate_id("follow-up id", followup_id)
         if state not in FOLLOWUP_STATES:
             raise StorageError(f"follow-up state {state!r} is invalid: expected one of {FOLLOWUP_STATES}")
@@ -379,20 +381,37 @@ class Database:
                 raise StorageError(f"unknown follow-up id {followup_id!r}")
             if row.state in _TERMINAL_FOLLOWUP_STATES:
                 raise StorageError(f"follow-up {followup_id!r} is already {row.state}; terminal states are final")
-            self._conn.execute("UPDATE followups SET state = ? WHERE followup_id = ?", (state, followup_id))
-        return msgspec.structs.replace(row, state=state)
+            last_error = _optional_text("follow-up error", error) if state == "failed" else row.last_error
+            self._conn.execute(
+                "UPDATE followups SET state = ?, last_error = ? WHERE followup_id = ?", (state, last_error, followup_id)
+            )
+        return msgspec.structs.replace(row, state=state, last_error=last_error)
 
-    def begin_followup_turn(self, followup_id: str, now: float) -> TurnRow:
-        """Mark a queued follow-up dispatched AND begin its turn (turn id = follow-up id) in ONE transaction, so a
-        crash can never leave a follow-up dispatched without its turn, or run it twice."""
+    def retry_followup(self, followup_id: str) -> FollowUpRow:
+        """Queue a failed follow-up again, keeping its place (seq); it runs as a new turn. Only "failed" ones."""
         validate_id("follow-up id", followup_id)
+        with self._transaction(f"retrying follow-up {followup_id!r}"):
+            row = self._require_row(FollowUpRow, "followup_id", followup_id)
+            if row.state != "failed":
+                raise StorageError(f"follow-up {followup_id!r} is {row.state}; only a failed one can be retried")
+            self._conn.execute("UPDATE followups SET state = 'queued' WHERE followup_id = ?", (followup_id,))
+        return msgspec.structs.replace(row, state="queued")
+
+    def begin_followup_turn(self, followup_id: str, now: float, turn_id: str | None = None) -> TurnRow:
+        """Mark a queued follow-up dispatched AND begin its turn in ONE transaction, so a crash can never leave a
+        follow-up dispatched without its turn, or run it twice. The turn's id is `turn_id`, by default the
+        follow-up's own id (a retried follow-up runs under a new one)."""
+        validate_id("follow-up id", followup_id)
+        turn = validate_id("turn id", turn_id if turn_id is not None else followup_id)
         created_at = _time("now", now)
         with self._transaction(f"dispatching follow-up {followup_id!r}"):
             followup = self._require_row(FollowUpRow, "followup_id", followup_id)
             if followup.state != "queued":
                 raise StorageError(f"follow-up {followup_id!r} is {followup.state}, not queued; it runs only once")
-            self._conn.execute("UPDATE followups SET state = 'dispatched' WHERE followup_id = ?", (followup_id,))
-            return self._begin_turn_row(followup_id, followup.thread_id, followup.text, created_at)
+            self._conn.execute(
+                "UPDATE followups SET state = 'dispatched', turn_id = ? WHERE followup_id = ?", (turn, followup_id)
+            )
+            return self._begin_turn_row(turn, followup.thread_id, followup.text, created_at)
 
     def list_followups(self, thread_id: str) -> list[FollowUpRow]:
         self.get_thread(thread_id)

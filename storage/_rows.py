@@ -12,10 +12,12 @@ from typing import Literal
 import msgspec
 
 __all__ = [
+    "DISPATCH_MODES",
     "FOLLOWUP_STATES",
     "TERMINAL_TURN_STATUSES",
     "TURN_STATUSES",
     "ActionCardRow",
+    "DispatchMode",
     "FollowUpRow",
     "FollowUpState",
     "MappingRow",
@@ -28,11 +30,13 @@ __all__ = [
 
 TurnStatus = Literal["pending", "completed", "failed", "interrupted"]
 TerminalTurnStatus = Literal["completed", "failed", "interrupted"]
-FollowUpState = Literal["queued", "dispatched", "done", "failed"]
+FollowUpState = Literal["queued", "dispatched", "done", "failed", "cancelled"]
+DispatchMode = Literal["auto", "manual"]
 
 TURN_STATUSES: tuple[str, ...] = ("pending", "completed", "failed", "interrupted")
 TERMINAL_TURN_STATUSES: tuple[str, ...] = ("completed", "failed", "interrupted")
-FOLLOWUP_STATES: tuple[str, ...] = ("queued", "dispatched", "done", "failed")
+FOLLOWUP_STATES: tuple[str, ...] = ("queued", "dispatched", "done", "failed", "cancelled")
+DISPATCH_MODES: tuple[str, ...] = ("auto", "manual")
 
 
 class ProjectRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -46,6 +50,7 @@ class ThreadRow(msgspec.Struct, frozen=True, kw_only=True):
     project_id: str
     title: str
     created_at: float
+    dispatch_mode: DispatchMode = "auto"
 
 
 class MappingRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -84,6 +89,8 @@ class FollowUpRow(msgspec.Struct, frozen=True, kw_only=True):
     text: str
     state: FollowUpState
     created_at: float
+    turn_id: str | None = None  # the turn of its last dispatch
+    last_error: str | None = None  # why that turn failed (state "failed": it can be retried)
 
 
 class TurnFinish(msgspec.Struct, frozen=True):

@@ -81,7 +81,32 @@ CREATE TABLE followups (
 CREATE INDEX followups_queued ON followups(thread_id, seq) WHERE state = 'queued';
 """
 
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1_SQL),)
+# v2: a follow-up keeps the error of its last failed turn and that turn's id, can be cancelled, and a failed one
+# can be retried (queued again, it runs as a new turn); a thread has a dispatch mode (auto: queued follow-ups run
+# one after the other; manual: each waits to be sent).
+_V2_SQL = """
+CREATE TABLE followups_v2 (
+    followup_id TEXT PRIMARY KEY,
+    thread_id TEXT NOT NULL REFERENCES threads(thread_id),
+    seq INTEGER NOT NULL CHECK (seq >= 1),
+    text TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('queued', 'dispatched', 'done', 'failed', 'cancelled')),
+    created_at REAL NOT NULL,
+    turn_id TEXT,
+    last_error TEXT,
+    UNIQUE (thread_id, seq)
+) STRICT;
+INSERT INTO followups_v2 (followup_id, thread_id, seq, text, state, created_at, turn_id, last_error)
+    SELECT followup_id, thread_id, seq, text, state, created_at,
+           CASE WHEN state = 'queued' THEN NULL ELSE followup_id END, NULL
+    FROM followups;
+DROP TABLE followups;
+ALTER TABLE followups_v2 RENAME TO followups;
+CREATE INDEX followups_queued ON followups(thread_id, seq) WHERE state = 'queued';
+ALTER TABLE threads ADD COLUMN dispatch_mode TEXT NOT NULL DEFAULT 'auto' CHECK (dispatch_mode IN ('auto', 'manual'));
+"""
+
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1_SQL), (2, _V2_SQL))
 SCHEMA_VERSION: int = MIGRATIONS[-1][0]
 
 

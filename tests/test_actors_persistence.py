@@ -10,7 +10,15 @@ import pytest
 
 from agenthost.actors import FakeClock
 from agenthost.actors._persistence import PersistenceActor
-from agenthost.protocol._messages import BeginTurn, CompleteTurn, CreateThread, FinishTurn, ListTurns, TurnPersisted
+from agenthost.protocol._messages import (
+    BeginTurn,
+    CompleteTurn,
+    CreateThread,
+    FinishTurn,
+    ListThreads,
+    ListTurns,
+    TurnPersisted,
+)
 from agenthost.storage import Database, StorageRoot, parse_checkpoints
 from agenthost.testing import capture_events
 
@@ -115,6 +123,7 @@ def test_a_database_that_fails_quick_check_is_quarantined_and_rebuilt(tmp_path) 
     root.db_path.write_bytes(bytes(data))
     with capture_events("storage.quarantined") as log:
         ref = PersistenceActor.start(root=root, clock=FakeClock(), wall=time.time)
+        ref.ask(ListThreads())  # answered after the actor's start-up work: the open, quarantine and rebuild
     try:
         event = log.events[0]
         assert "corrupt" in event["reason"] and any(path.endswith("agenthost.db") for path in event["moved"])

@@ -6,7 +6,7 @@ import pytest
 from conftest import wait_until, worker
 
 from agenthost import AgentHost, HostConfig
-from agenthost.actors import FakeClock
+from agenthost.actors import FakeClock, WorkerWatch
 from agenthost.chaos import RuntimeFaults, kill_process_group
 from agenthost.protocol import ApprovalRequested, ApprovalReset, Delta
 from agenthost.testing import capture_events
@@ -115,12 +115,12 @@ def test_degraded_worker_gets_no_new_pins_and_is_killed_after_repeated_timeouts(
     host = make_host(
         workers=2,
         request_timeout_s=5.0,
-        max_consecutive_timeouts=2,
+        worker_watch=WorkerWatch(max_consecutive_timeouts=2),
         worker_faults={1: RuntimeFaults(hang_on="thread/start")},
     )
     first = host.send(host.create_thread(thread_id="a"), "one")  # least loaded: worker 1 (hangs)
     wait_until("call sent", lambda: host.status().active_turns[0].phase == "thread_start")
-    wait_until("deadline armed", lambda: clock.now() + 5.0 in clock.pending_due_times())
+    wait_until("deadline armed", lambda: clock.now() + 5.0 in clock.pending_due_times("call-deadline"))
     clock.advance(5.0)
     assert first.wait(20.0).status == "failed"
     degrade = wait_until("degrade", lambda: events.of(child="worker-1", decision="degrade"))[0]
@@ -132,7 +132,7 @@ def test_degraded_worker_gets_no_new_pins_and_is_killed_after_repeated_timeouts(
     wait_until(
         "call sent", lambda: host.status().active_turns and host.status().active_turns[0].phase == "thread_start"
     )
-    wait_until("deadline armed", lambda: clock.now() + 5.0 in clock.pending_due_times())
+    wait_until("deadline armed", lambda: clock.now() + 5.0 in clock.pending_due_times("call-deadline"))
     clock.advance(5.0)
     assert third.wait(20.0).status == "failed"
     kill = wait_until("kill", lambda: events.of(child="worker-1", decision="kill"))[0]

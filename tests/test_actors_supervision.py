@@ -190,7 +190,7 @@ def test_runtime_hanging_on_initialize_is_killed_at_the_startup_deadline(tmp_pat
     )
     host = AgentHost(config, clock=clock).start(wait_ready=False)
     try:
-        wait_until("startup deadline armed", lambda: clock.now() + 5.0 in clock.pending_due_times())
+        wait_until("startup deadline armed", lambda: clock.now() + 5.0 in clock.pending_due_times("call-deadline"))
         clock.advance(4.999)
         assert worker(host, 1).state == "starting"  # not ready: initialize never answered
         clock.advance(0.001)

@@ -64,7 +64,7 @@ def test_pragmas_are_applied_and_verified(db: Database, db_path: Path) -> None:
     assert db.pragma("wal_autocheckpoint") == 0
     assert db.pragma("busy_timeout") == 5000
     assert db.pragma("foreign_keys") == 1
-    assert db.schema_version == SCHEMA_VERSION == 1
+    assert db.schema_version == SCHEMA_VERSION == 2
 
 
 def test_pragma_that_cannot_be_applied_raises_schema_error() -> None:
@@ -85,7 +85,7 @@ def test_migration_is_idempotent_on_reopen(db_path: Path) -> None:
     tables_after_first_open = _table_names(db_path)
     second = Database.open(db_path)
     try:
-        assert second.schema_version == 1
+        assert second.schema_version == SCHEMA_VERSION
         assert second.list_projects() == [ProjectRow(project_id="p1", name="One", created_at=1.0)]
     finally:
         second.close()
@@ -95,11 +95,42 @@ def test_migration_is_idempotent_on_reopen(db_path: Path) -> None:
     )
 
 
+def test_v1_database_migrates_to_v2_keeping_followups_and_their_turns(db_path: Path) -> None:
+    from agenthost.storage._schema import MIGRATIONS
+
+    conn = apsw.Connection(str(db_path))
+    apply_migrations(conn, MIGRATIONS[:1])
+    conn.execute("INSERT INTO projects VALUES ('p', 'p', 1.0)")
+    conn.execute("INSERT INTO threads VALUES ('t', 'p', 'T', 1.0)")
+    conn.execute(
+        "INSERT INTO followups VALUES ('f1', 't', 1, 'ran', 'dispatched', 1.0), ('f2', 't', 2, 'later', 'queued', 2.0)"
+    )
+    conn.close()
+    db = Database.open(db_path)
+    try:
+        assert db.schema_version == 2
+        assert [(f.followup_id, f.state, f.turn_id, f.last_error) for f in db.list_followups("t")] == [
+            ("f1", "dispatched", "f1", None),
+            ("f2", "queued", None, None),
+        ]
+        assert db.get_thread("t").dispatch_mode == "auto"
+        failed = db.set_followup_state("f1", "failed", "the runtime exited")
+        assert (failed.state, failed.last_error) == ("failed", "the runtime exited")
+        assert db.retry_followup("f1").state == "queued"
+        turn = db.begin_followup_turn("f1", 3.0, turn_id="f1-retry")
+        assert (turn.turn_id, turn.user_text) == ("f1-retry", "ran")
+        assert db.list_followups("t")[0].turn_id == "f1-retry"
+        with pytest.raises(StorageError, match="only a failed one can be retried"):
+            db.retry_followup("f2")
+    finally:
+        db.close()
+
+
 def test_newer_schema_is_refused_and_left_untouched(db_path: Path) -> None:
     conn = apsw.Connection(str(db_path))
     conn.pragma("user_version", 9)
     conn.close()
-    with pytest.raises(SchemaError, match="database schema version 9 is newer than supported 1"):
+    with pytest.raises(SchemaError, match=f"database schema version 9 is newer than supported {SCHEMA_VERSION}"):
         Database.open(db_path)
     assert _table_names(db_path) == []
 

@@ -1,0 +1,172 @@
+"""A runtime's pipes, each served by its own thread, so the worker actor never blocks on them.
+
+Contract:
+- Reading: `read_stdout` (the reader thread) decodes stdout (reads of up to 64 KiB) into a `StdoutInbox` and tells
+  the actor `StdoutReady` only when no such signal is pending, so while the actor is busy decoded lines pile up and
+  are handled as one batch. A line over 16 MiB is logged and dropped, the lines around it are kept. At EOF it tells
+  `StdoutClosed(remainder)` and closes stdout.
+- Writing: `StdinOutbox` holds the bytes waiting for the runtime's stdin; one writer thread writes them in order
+  with blocking writes. The actor only ever appends (`put` never blocks). Byte counters say how far the runtime
+  has read: `queued` (appended so far) and `written` (accepted by the pipe so far); a request appended when
+  `queued` was Q has been read by the runtime once `written >= Q + len(request)`.
+- `put` refuses (`OutboxFull`) when bytes are already waiting and the new ones would take the total past
+  `limit_bytes`: a runtime that lets that much pile up has stopped reading. One message larger than the limit is
+  still accepted when nothing is waiting.
+- When the pipe breaks (the runtime exited or closed stdin) the outbox is `broken`: waiting bytes are dropped and
+  further `put`s return False. `close()` lets the writer finish what is waiting and then close stdin; a runtime
+  that never reads again is killed by its supervisor, which breaks the pipe and ends the thread.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import threading
+from typing import IO, Any
+
+import pykka
+
+from agenthost.actors._log import get_logger
+from agenthost.protocol._jsonrpc import LineBuffer, LineTooLongError, decode_line
+from agenthost.protocol._messages import StdoutClosed, StdoutReady
+
+__all__ = ["OutboxFull", "StdinOutbox", "StdoutInbox", "read_stdout"]
+
+_log = get_logger("agenthost.worker")
+_READ_CHUNK = 65536
+_WRITE_CHUNK = 65536
+
+
+class OutboxFull(RuntimeError):
+    """More than the outbox's limit is waiting for a runtime's stdin: it stopped reading."""
+
+
+class StdoutInbox:
+    """Decoded stdout lines waiting for the worker actor, shared by the reader thread and the actor."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._messages: list[Any] = []
+        self._signalled = False
+
+    def put(self, messages: list[Any]) -> bool:
+        """Add messages; True when the caller must signal the actor (no signal is pending)."""
+        with self._lock:
+            self._messages.extend(messages)
+            if self._signalled:
+                return False
+            self._signalled = True
+            return True
+
+    def take(self) -> list[Any]:
+        """Everything waiting, in stdout order; the next `put` signals again."""
+        with self._lock:
+            messages, self._messages = self._messages, []
+            self._signalled = False
+            return messages
+
+
+def read_stdout(stream: IO[bytes], inbox: StdoutInbox, actor_ref: pykka.ActorRef[Any]) -> None:
+    """Reader thread body: chunks -> decoded lines in `inbox` (+ StdoutReady); EOF -> StdoutClosed."""
+    lines = LineBuffer()
+    fd = stream.fileno()
+    try:
+        while True:
+            try:
+                chunk = os.read(fd, _READ_CHUNK)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                break
+            try:
+                complete = lines.feed(chunk)
+            except LineTooLongError as exc:
+                _log.warning("worker.line_too_long", error=str(exc))
+                complete = lines.feed(b"")  # the good lines that came with the long one
+            if complete and inbox.put([decode_line(line) for line in complete if line]):
+                actor_ref.tell(StdoutReady())
+        actor_ref.tell(StdoutClosed(remainder=lines.flush()))
+    except pykka.ActorDeadError:
+        pass
+    finally:
+        stream.close()  # only this thread reads the fd, so only it may close it
+
+
+class StdinOutbox:
+    """Bytes waiting for a runtime's stdin and the thread that writes them (see the module contract)."""
+
+    def __init__(self, stream: IO[bytes], limit_bytes: int, name: str) -> None:
+        self._stream = stream
+        self._fd = stream.fileno()
+        self._limit = limit_bytes
+        self._cond = threading.Condition()
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self.queued = 0
+        self.written = 0
+        self.broken = False
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    @property
+    def pending(self) -> int:
+        """Bytes appended but not yet accepted by the pipe."""
+        with self._cond:
+            return self.queued - self.written
+
+    def put(self, data: bytes) -> bool:
+        """Append `data`; False if the pipe is broken or closing; OutboxFull if the runtime stopped reading."""
+        with self._cond:
+            if self.broken or self._closing:
+                return False
+            waiting = self.queued - self.written
+            if waiting and waiting + len(data) > self._limit:
+                raise OutboxFull(f"{waiting} bytes already wait for the runtime's stdin (limit {self._limit})")
+            self._chunks.append(data)
+            self.queued += len(data)
+            self._cond.notify()
+            return True
+
+    def read_up_to(self, offset: int) -> bool:
+        """True once the runtime has read every byte appended before `offset` (a `queued` value)."""
+        with self._cond:
+            return self.written >= offset
+
+    def close(self) -> None:
+        """No more bytes: the writer closes stdin once what is waiting has been written (or the pipe broke)."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    while not self._chunks and not self._closing:
+                        self._cond.wait()
+                    if not self._chunks:
+                        return  # closing and drained
+                    chunk = self._chunks.popleft()
+                if not self._write(chunk):
+                    return
+        finally:
+            try:
+                self._stream.close()
+            except OSError:
+                pass
+
+    def _write(self, chunk: bytes) -> bool:
+        view = memoryview(chunk)
+        while view:
+            try:
+                done = os.write(self._fd, view[:_WRITE_CHUNK])
+            except OSError:  # EPIPE and friends: the runtime is gone or closed its stdin
+                with self._cond:
+                    self.broken = True
+                    self.written = self.queued  # nothing more will be written; nothing is waiting any more
+                    self._chunks.clear()
+                return False
+            view = view[done:]
+            with self._cond:
+                self.written += done
+        return True

@@ -1,0 +1,87 @@
+"""Start-up reconciliation of a new turn coordinator (after a host or coordinator restart).
+
+Contract (`reconcile(persistence, registry)`, run in the coordinator's own start-up, before it serves):
+- every turn still "pending" in the database is ended as failed with RESTARTED_NOTE; approvals it left open (an
+  "approval requested" card with no later answered / withdrawn / reset card) first get an "approval reset" card;
+  its caller, if the host's `TurnRegistry` still has it, hears `TurnFinished(failed)`;
+- follow-ups left "dispatched" are settled from their turn's status ("done" if it completed, else "failed" with
+  its error);
+- the threads with queued follow-ups are returned, in thread order, for the coordinator to dispatch once workers
+  are up.
+Each reconciled turn is one "turns.reconciled_pending" event.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agenthost.actors._log import get_logger
+from agenthost.actors._refs import ask
+from agenthost.actors._turns import TurnRegistry, emit
+from agenthost.protocol._messages import (
+    AddActionCard,
+    FinishTurn,
+    ListActionCards,
+    ListFollowUps,
+    ListPendingTurns,
+    ListThreads,
+    ListTurns,
+    SetFollowUpState,
+    TurnFinished,
+)
+from agenthost.storage import RESTARTED_NOTE, FollowUpState
+
+__all__ = ["reconcile"]
+
+_log = get_logger("agenthost.turns")
+
+
+def reconcile(persistence: Any, registry: TurnRegistry) -> list[str]:
+    """Settle what a previous coordinator (or host process) left unfinished; return the threads with queued
+    follow-ups."""
+    for row in ask(persistence, ListPendingTurns()):
+        _reset_orphaned_approvals(persistence, row.thread_id, row.turn_id)
+        finish = FinishTurn(
+            turn_id=row.turn_id, status="failed", assistant_text=row.assistant_text, error=RESTARTED_NOTE
+        )
+        ask(persistence, finish)
+        ended = TurnFinished(turn_id=row.turn_id, status="failed", text=row.assistant_text, error=RESTARTED_NOTE)
+        emit(registry.pop(row.turn_id), ended)
+        _log.warning("turns.reconciled_pending", turn=row.turn_id, thread=row.thread_id)
+    return [thread.thread_id for thread in ask(persistence, ListThreads()) if _settle_followups(persistence, thread)]
+
+
+def _reset_orphaned_approvals(persistence: Any, thread_id: str, turn_id: str) -> None:
+    """Approvals a dead host left open (requested, never answered/withdrawn/reset) get their reset card."""
+    opened: dict[str, str] = {}
+    for card in ask(persistence, ListActionCards(thread_id=thread_id)):
+        if card.turn_id != turn_id or not card.kind.startswith("approval "):
+            continue
+        approval_id = card.text.split(":", 1)[0]
+        if card.kind == "approval requested":
+            opened[approval_id] = card.text
+        else:
+            opened.pop(approval_id, None)
+    for approval_id in opened:
+        text = (
+            f"{approval_id}: reset: agenthost restarted while this approval waited for an answer. "
+            "Nothing was executed; send the message again to retry."
+        )
+        ask(persistence, AddActionCard(thread_id=thread_id, turn_id=turn_id, kind="approval reset", text=text))
+        _log.warning("turns.approvals_reset", turn=turn_id, approvals=[approval_id], reason="agenthost restarted")
+
+
+def _settle_followups(persistence: Any, thread: Any) -> bool:
+    """Settle the thread's dispatched follow-ups; True if it has queued ones."""
+    turns = {t.turn_id: t for t in ask(persistence, ListTurns(thread_id=thread.thread_id))}
+    queued = False
+    for followup in ask(persistence, ListFollowUps(thread_id=thread.thread_id)):
+        if followup.state == "dispatched":
+            turn = turns.get(followup.turn_id or followup.followup_id)
+            done = turn is not None and turn.status == "completed"
+            error = None if done else (turn.error if turn is not None else "its turn was never begun")
+            state: FollowUpState = "done" if done else "failed"
+            ask(persistence, SetFollowUpState(followup_id=followup.followup_id, state=state, error=error))
+        elif followup.state == "queued":
+            queued = True
+    return queued

@@ -1,0 +1,358 @@
+"""The events the turn state machine takes and the effects it asks its shell for (see actors._turnstate).
+
+An effect whose docstring says "-> Outcome" is answered by the shell with that event, at once, before anything
+else happens; the others have no answer.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+from agenthost.actors._turnstate import Approval, Unpersisted
+from agenthost.protocol._jsonrpc import Incoming, RpcError
+
+
+# --- events (what happened) -----------------------------------------------------------------------------------
+class _Event(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    pass
+
+
+class Send(_Event, frozen=True, kw_only=True):
+    turn_id: str
+    thread_id: str
+    text: str
+    sink: Any
+
+
+class Begun(_Event, frozen=True, kw_only=True):
+    turn_id: str
+    thread_id: str
+    text: str
+    sink: Any
+    followup_id: str | None = None
+
+
+class BeginRefused(_Event, frozen=True, kw_only=True):
+    turn_id: str
+    thread_id: str
+    error: str
+
+
+class FollowUpFetched(_Event, frozen=True, kw_only=True):
+    thread_id: str
+    followup_id: str | None = None
+    turn_id: str | None = None
+    text: str = ""
+    sink: Any = None
+
+
+class Resolved(_Event, frozen=True, kw_only=True):
+    turn_id: str
+    worker_id: int
+    runtime_thread_id: str | None
+
+
+class Unresolved(_Event, frozen=True, kw_only=True):
+    turn_id: str
+    reason: str
+
+
+class CallAnswered(_Event, frozen=True, kw_only=True):
+    call_id: int
+    result: Any = None
+    error: RpcError | None = None
+
+
+class Output(_Event, frozen=True, kw_only=True):
+    worker_id: int
+    generation: int
+    messages: tuple[Incoming, ...]
+
+
+class CardStored(_Event, frozen=True, kw_only=True):
+    approval: Approval
+    ok: bool
+
+
+class Answered(_Event, frozen=True, kw_only=True):
+    approval_id: str
+    decision: Any
+
+
+class Interrupt(_Event, frozen=True, kw_only=True):
+    turn_id: str
+
+
+class DeadlinePassed(_Event, frozen=True, kw_only=True):
+    turn_id: str
+
+
+class WorkerJoined(_Event, frozen=True, kw_only=True):
+    worker_id: int
+    generation: int
+
+
+class WorkerGone(_Event, frozen=True, kw_only=True):
+    worker_id: int
+    generation: int
+    reason: str
+
+
+class WorkersReset(_Event, frozen=True, kw_only=True):
+    reason: str
+
+
+class WorkerHealthChanged(_Event, frozen=True, kw_only=True):
+    message: Any  # the pool's WorkerHealth, forwarded to the mapping
+
+
+class FinishStored(_Event, frozen=True, kw_only=True):
+    record: Unpersisted
+    retry: bool = False
+
+
+class FinishRefused(_Event, frozen=True, kw_only=True):
+    record: Unpersisted
+    reason: str
+    retry: bool = False
+
+
+class Completed(_Event, frozen=True, kw_only=True):
+    """The group commit answered a completed turn: durable (error None) or refused."""
+
+    turn_id: str
+    error: str | None = None
+
+
+class RetryDue(_Event, frozen=True, kw_only=True):
+    pass
+
+
+class StopIntake(_Event, frozen=True, kw_only=True):
+    pass
+
+
+class AbortAll(_Event, frozen=True, kw_only=True):
+    reason: str
+
+
+Event = (
+    Send
+    | Begun
+    | BeginRefused
+    | FollowUpFetched
+    | Resolved
+    | Unresolved
+    | CallAnswered
+    | Output
+    | CardStored
+    | Answered
+    | Interrupt
+    | DeadlinePassed
+    | WorkerJoined
+    | WorkerGone
+    | WorkersReset
+    | WorkerHealthChanged
+    | FinishStored
+    | FinishRefused
+    | Completed
+    | RetryDue
+    | StopIntake
+    | AbortAll
+)
+
+
+# --- effects (what the shell must do) --------------------------------------------------------------------------
+class _Effect(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    pass
+
+
+class Accept(_Effect, frozen=True, kw_only=True):
+    """The reply to `Send`."""
+
+    turn_id: str
+    queued: bool
+
+
+class Enqueue(_Effect, frozen=True, kw_only=True):
+    """Persist a message in the thread's follow-up queue (a failure goes back to the caller)."""
+
+    turn_id: str
+    thread_id: str
+    text: str
+
+
+class Begin(_Effect, frozen=True, kw_only=True):
+    """Persist the user message and the pending checkpoint -> Begun | BeginRefused (a direct send raises)."""
+
+    turn_id: str
+    thread_id: str
+    text: str
+    sink: Any
+    followup_id: str | None = None  # a queued follow-up: dispatched and begun in one transaction
+
+
+class RegisterSink(_Effect, frozen=True, kw_only=True):
+    turn_id: str
+    sink: Any
+
+
+class ForgetSink(_Effect, frozen=True, kw_only=True):
+    turn_id: str
+
+
+class ArmDeadline(_Effect, frozen=True, kw_only=True):
+    turn_id: str
+    delay_s: float
+
+
+class CancelDeadline(_Effect, frozen=True, kw_only=True):
+    turn_id: str
+
+
+class Resolve(_Effect, frozen=True, kw_only=True):
+    """Ask the mapping for the thread's worker and runtime thread -> Resolved | Unresolved."""
+
+    turn_id: str
+    thread_id: str
+
+
+class PrepareResume(_Effect, frozen=True, kw_only=True):
+    runtime_thread_id: str
+    worker_id: int
+    turn_id: str
+
+
+class CallRuntime(_Effect, frozen=True, kw_only=True):
+    """Send a request to a worker's runtime; its answer comes later as CallAnswered (-> CallAnswered at once when
+    the worker is not running). thread/start params get the thread's cwd from the shell."""
+
+    call_id: int
+    worker_id: int
+    method: str
+    params: dict[str, Any]
+    thread_id: str
+
+
+class MappingUpdate(_Effect, frozen=True, kw_only=True):
+    """Bind (runtime_thread_id set) or invalidate (None) the thread's runtime thread."""
+
+    thread_id: str
+    worker_id: int
+    runtime_thread_id: str | None
+
+
+class MappingEvent(_Effect, frozen=True, kw_only=True):
+    """Forward a worker up/down/health message to the mapping (asked: done before what follows)."""
+
+    message: Any
+
+
+class AddCard(_Effect, frozen=True, kw_only=True):
+    thread_id: str
+    turn_id: str
+    kind: str
+    text: str
+
+
+class StoreApprovalCard(_Effect, frozen=True, kw_only=True):
+    """Record that the runtime asks for an approval -> CardStored."""
+
+    approval: Approval
+    thread_id: str
+    text: str
+
+
+class AnswerRuntime(_Effect, frozen=True, kw_only=True):
+    worker_id: int
+    request_id: int | str
+    result: Any = None
+    error: RpcError | None = None
+
+
+class Emit(_Effect, frozen=True, kw_only=True):
+    sink: Any
+    event: Any
+
+
+class Persist(_Effect, frozen=True, kw_only=True):
+    """Write a failed or interrupted turn end at once (or any end again: `retry`) -> FinishStored | FinishRefused."""
+
+    record: Unpersisted
+    retry: bool = False
+
+
+class PersistComplete(_Effect, frozen=True, kw_only=True):
+    """Group-commit a completed turn; the answer comes later as Completed."""
+
+    turn_id: str
+    text: str
+    worker_id: int | None
+
+
+class SetFollowUp(_Effect, frozen=True, kw_only=True):
+    followup_id: str
+    state: Literal["done", "failed"]
+    error: str | None = None
+
+
+class FetchFollowUp(_Effect, frozen=True, kw_only=True):
+    """The thread's next queued follow-up -> FollowUpFetched."""
+
+    thread_id: str
+
+
+class ArmRetry(_Effect, frozen=True, kw_only=True):
+    delay_s: float
+
+
+class Decide(_Effect, frozen=True, kw_only=True):
+    """One "supervisor.decision" event by the coordinator."""
+
+    child: str
+    decision: str
+    reason: str
+    attempt: int = 0
+    delay_s: float = 0.0
+
+
+class Escalate(_Effect, frozen=True, kw_only=True):
+    """Crash the coordinator on purpose: its supervisor's policy decides."""
+
+    reason: str
+
+
+class Log(_Effect, frozen=True, kw_only=True):
+    level: Literal["debug", "info", "warning", "error"]
+    event: str
+    fields: dict[str, Any] = {}
+
+
+Effect = (
+    Accept
+    | Enqueue
+    | Begin
+    | RegisterSink
+    | ForgetSink
+    | ArmDeadline
+    | CancelDeadline
+    | Resolve
+    | PrepareResume
+    | CallRuntime
+    | MappingUpdate
+    | MappingEvent
+    | AddCard
+    | StoreApprovalCard
+    | AnswerRuntime
+    | Emit
+    | Persist
+    | PersistComplete
+    | SetFollowUp
+    | FetchFollowUp
+    | ArmRetry
+    | Decide
+    | Escalate
+    | Log
+)

@@ -1,0 +1,78 @@
+"""`HostConfig`: everything a host needs, validated at construction and when decoded (errors name the field and
+the bad value). All times are in seconds.
+
+Defaults: 2 workers on the built-in runtime; `WORKER_POLICY` (1, 2, 4, ... 30 s, 8 attempts) for workers and
+`HOST_POLICY` (1, 2, 4, 8 s, then failed) for the host's children; `WORKER_WATCH` for when the pool stops trusting
+a worker; startup 10 s per runtime, 30 s per runtime call, 600 s per turn, 5 s to stop a runtime, 30 s to drain
+open turns at shutdown, a checkpoint every 5 s, at most 8 turns running at once, at most `boot_timeout_s` (300 s)
+for the host's own start (opening, repairing or rebuilding a large database included).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from agenthost.actors._checks import PolicyError, above, at_least
+from agenthost.actors._recovery import (
+    HOST_POLICY,
+    WORKER_POLICY,
+    WORKER_WATCH,
+    RecoveryPolicy,
+    RestartType,
+    WorkerWatch,
+)
+from agenthost.protocol._faults import RuntimeFaults
+
+__all__ = ["HostConfig"]
+
+_COUNTS = ("workers", "deltas_per_reply", "max_active_turns")
+_DURATIONS = (
+    "startup_timeout_s",
+    "request_timeout_s",
+    "turn_timeout_s",
+    "shutdown_timeout_s",
+    "drain_timeout_s",
+    "checkpoint_interval_s",
+    "boot_timeout_s",
+)
+
+
+class HostConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything a host needs; all times in seconds (see the module contract)."""
+
+    storage_root: str
+    workers: int = 2
+    runtime: Literal["builtin", "codex"] = "builtin"
+    codex_bin: str | None = None  # the native codex binary (runtime "codex")
+    codex_config: tuple[str, ...] = ()  # extra `-c key=value` overrides for codex app-server
+    worker_faults: dict[int, RuntimeFaults] = {}
+    worker_policy: RecoveryPolicy = WORKER_POLICY
+    worker_restart: RestartType = "permanent"
+    worker_watch: WorkerWatch = WORKER_WATCH
+    host_policy: RecoveryPolicy = HOST_POLICY
+    host_strategy: Literal["rest_for_one", "one_for_all"] = "rest_for_one"
+    deltas_per_reply: int = 4
+    startup_timeout_s: float = 10.0
+    request_timeout_s: float = 30.0
+    turn_timeout_s: float = 600.0
+    shutdown_timeout_s: float = 5.0
+    drain_timeout_s: float = 30.0
+    checkpoint_interval_s: float = 5.0
+    boot_timeout_s: float = 300.0
+    max_active_turns: int = 8
+    rng_seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in _COUNTS:
+            at_least(f"HostConfig.{name}", getattr(self, name), 1, whole=True)
+        for name in _DURATIONS:
+            above(f"HostConfig.{name}", getattr(self, name), 0)
+        if self.runtime == "codex" and not self.codex_bin:
+            raise PolicyError("HostConfig.codex_bin is required when runtime is 'codex', got None")
+        if self.runtime == "codex" and self.worker_faults:
+            raise PolicyError("HostConfig.worker_faults are knobs of the built-in runtime; runtime is 'codex'")
+        for worker_id in self.worker_faults:
+            if not 1 <= worker_id <= self.workers:
+                raise PolicyError(f"HostConfig.worker_faults names worker {worker_id!r}; workers are 1..{self.workers}")

@@ -1,0 +1,80 @@
+"""A turn as its caller sees it: `TurnHandle`, and the queue its events arrive in.
+
+Contract: events arrive in order and end with exactly one `TurnFinished`. Every wait takes a timeout; a timeout
+raises `TimeoutError` naming the turn and consumes nothing. `ended()` waits for the end without consuming events
+(shutdown's drain uses it, so a caller never misses its own `TurnFinished`).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from typing import TypeVar
+
+from agenthost.protocol import TurnEvent, TurnFinished
+
+__all__ = ["TurnEvents", "TurnHandle"]
+
+EventT = TypeVar("EventT")
+
+
+class TurnEvents(queue.Queue[TurnEvent]):
+    """A turn's event queue that also records, without consuming anything, that `TurnFinished` was delivered."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ended = threading.Event()
+
+    def put(self, item: TurnEvent, block: bool = True, timeout: float | None = None) -> None:
+        super().put(item, block, timeout)
+        if isinstance(item, TurnFinished):
+            self.ended.set()
+
+
+class TurnHandle:
+    """The caller's view of one turn: its events, in order, ending with `TurnFinished`."""
+
+    def __init__(self, turn_id: str, queued: bool, events: TurnEvents) -> None:
+        self.turn_id = turn_id
+        self.queued = queued
+        self._events = events
+        self.history: list[TurnEvent] = []
+        self.finished: TurnFinished | None = None
+
+    def next_event(self, timeout_s: float) -> TurnEvent:
+        if self.finished is not None:
+            raise RuntimeError(f"turn {self.turn_id} already finished ({self.finished.status})")
+        try:
+            event = self._events.get(timeout=timeout_s)
+        except queue.Empty:
+            raise TimeoutError(f"turn {self.turn_id}: no event within {timeout_s:g} s") from None
+        self.history.append(event)
+        if isinstance(event, TurnFinished):
+            self.finished = event
+        return event
+
+    def ended(self, timeout_s: float) -> bool:
+        """Wait until the turn's `TurnFinished` was delivered, WITHOUT consuming any event; False on timeout."""
+        return self._events.ended.wait(timeout_s)
+
+    def events(self, timeout_s: float = 60.0) -> Iterator[TurnEvent]:
+        """Yield events until (and including) `TurnFinished`; each must come within `timeout_s`."""
+        while self.finished is None:
+            yield self.next_event(timeout_s)
+
+    def wait_for(self, kind: type[EventT], timeout_s: float = 60.0) -> EventT:
+        """Consume events until one of type `kind` arrives; TimeoutError if the turn ends or time runs out first."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self.finished is not None:
+                if isinstance(self.finished, kind):
+                    return self.finished
+                raise TimeoutError(f"turn {self.turn_id} finished ({self.finished.status}) before a {kind.__name__}")
+            event = self.next_event(max(0.0, deadline - time.monotonic()))
+            if isinstance(event, kind):
+                return event
+
+    def wait(self, timeout_s: float = 60.0) -> TurnFinished:
+        return self.wait_for(TurnFinished, timeout_s)
