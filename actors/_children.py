@@ -145,6 +145,8 @@ def _stop(job: StopJob, host: pykka.ActorRef[Any]) -> None:
             _ask_quietly(job.ref, StopPool(timeout_s=job.timeout_s), bound_s)
         try:
             job.ref.stop(block=True, timeout=bound_s)
+        except pykka.ActorDeadError:
+            pass  # it crashed or stopped already
         except pykka.Timeout:
             _log.error("host.child_stop_timeout", child=job.name, timeout_s=bound_s)
         if job.turns_ref is not None:

@@ -56,6 +56,7 @@ from agenthost.protocol._messages import (
     CompleteTurn,
     EnqueueFollowUp,
     FinishTurn,
+    FollowUpsChanged,
     GetThread,
     InterruptTurn,
     InvalidateRuntimeThread,
@@ -159,6 +160,8 @@ class TurnCoordinator(SupervisedActor):
                 )
             case WorkerHealth():
                 self._run(ev.WorkerHealthChanged(message=message))
+            case FollowUpsChanged():
+                self._run(ev.QueueChanged(thread_id=message.thread_id))
             case ResetWorkers():
                 self._run(ev.WorkersReset(reason=message.reason))
             case ListActiveTurns():

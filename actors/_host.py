@@ -229,6 +229,20 @@ class HostSupervisor(pykka.ThreadingActor):
             return
         verdict = admit_restart(self._spec.policy, self._history, self._parts.clock.now(), self._rng)
         affected = children_to_restart(self._spec, child)
+        if verdict.action == "restart":  # acted on first, then reported: its timer exists before anyone sees it
+            self._history = verdict.history
+            self._state = "recovering"
+            self._restarting, self._restart_due = affected, False
+            quarantine_first = workers_gave_up and verdict.attempt >= QUARANTINE_RUNTIME_STATE_AT
+            self._begin_stop(
+                affected,
+                f"agenthost is restarting after a failure ({cause})",
+                then=lambda: self._stopped_for_restart(cause, verdict.attempt, quarantine_first),
+            )
+            ref, due = self.actor_ref, RestartChildren(names=affected)
+            self._restart_timer = self._parts.clock.call_later(
+                verdict.delay_s, lambda: tell_quietly(ref, due), name="host-restart"
+            )
         decision(
             _log,
             supervisor="host",
@@ -241,20 +255,6 @@ class HostSupervisor(pykka.ThreadingActor):
         )
         if verdict.action != "restart":
             self._give_up(cause)
-            return
-        self._history = verdict.history
-        self._state = "recovering"
-        self._restarting, self._restart_due = affected, False
-        quarantine_first = workers_gave_up and verdict.attempt >= QUARANTINE_RUNTIME_STATE_AT
-        self._begin_stop(
-            affected,
-            f"agenthost is restarting after a failure ({cause})",
-            then=lambda: self._stopped_for_restart(cause, verdict.attempt, quarantine_first),
-        )
-        ref, due = self.actor_ref, RestartChildren(names=affected)
-        self._restart_timer = self._parts.clock.call_later(
-            verdict.delay_s, lambda: tell_quietly(ref, due), name="host-restart"
-        )
 
     def _stopped_for_restart(self, cause: str, attempt: int, quarantine_first: bool) -> None:
         if quarantine_first:

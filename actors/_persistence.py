@@ -59,6 +59,7 @@ from agenthost.protocol._messages import (
     LoadMappings,
     NextFollowUp,
     ReadTranscript,
+    RetryFollowUp,
     SaveMapping,
     SetFollowUpState,
     TurnPersisted,
@@ -225,6 +226,8 @@ class PersistenceActor(SupervisedActor):
                 return db.enqueue_followup(message.followup_id, message.thread_id, message.text, now)
             case NextFollowUp():
                 return db.next_followup(message.thread_id)
+            case RetryFollowUp():
+                return db.retry_followup(message.followup_id)
             case SetFollowUpState():
                 return db.set_followup_state(message.followup_id, message.state, message.error)
             case Checkpoint():

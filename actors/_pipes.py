@@ -124,19 +124,21 @@ class StdinOutbox:
                 raise OutboxFull(f"{waiting} bytes already wait for the runtime's stdin (limit {self._limit})")
             self._chunks.append(data)
             self.queued += len(data)
-            self._cond.notify()
+            self._cond.notify_all()
             return True
 
-    def read_up_to(self, offset: int) -> bool:
-        """True once the runtime has read every byte appended before `offset` (a `queued` value)."""
+    def read_up_to(self, offset: int, grace_s: float = 0.0) -> bool:
+        """True once the runtime has read every byte appended before `offset` (a `queued` value); waits up to
+        `grace_s` (real time) for the writer thread to get there, so a healthy runtime is never judged by a write
+        that is merely still on its way."""
         with self._cond:
-            return self.written >= offset
+            return self._cond.wait_for(lambda: self.written >= offset, timeout=grace_s)
 
     def close(self) -> None:
         """No more bytes: the writer closes stdin once what is waiting has been written (or the pipe broke)."""
         with self._cond:
             self._closing = True
-            self._cond.notify()
+            self._cond.notify_all()
 
     def _run(self) -> None:
         try:
@@ -165,8 +167,10 @@ class StdinOutbox:
                     self.broken = True
                     self.written = self.queued  # nothing more will be written; nothing is waiting any more
                     self._chunks.clear()
+                    self._cond.notify_all()
                 return False
             view = view[done:]
             with self._cond:
                 self.written += done
+                self._cond.notify_all()
         return True

@@ -130,6 +130,12 @@ class RetryDue(_Event, frozen=True, kw_only=True):
     pass
 
 
+class QueueChanged(_Event, frozen=True, kw_only=True):
+    """The thread's follow-up queue changed outside the machine (a follow-up was retried, moved...)."""
+
+    thread_id: str
+
+
 class StopIntake(_Event, frozen=True, kw_only=True):
     pass
 
@@ -159,6 +165,7 @@ Event = (
     | FinishRefused
     | Completed
     | RetryDue
+    | QueueChanged
     | StopIntake
     | AbortAll
 )

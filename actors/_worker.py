@@ -79,6 +79,7 @@ __all__ = ["WorkerActor", "WorkerSpec"]
 
 _log = get_logger("agenthost.worker")
 _REAP_GRACE_S = 2.0
+_WRITE_GRACE_S = 0.1  # real time a call's deadline waits for its request to reach a healthy runtime's pipe
 
 
 class WorkerSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -319,7 +320,7 @@ class WorkerActor(SupervisedActor):
             self._kill(f"initialize timed out after {self._spec.startup_timeout_s:g} s")
             return
         call = pending.call
-        read = self._outbox is not None and self._outbox.read_up_to(pending.sent_up_to)
+        read = self._outbox is not None and self._outbox.read_up_to(pending.sent_up_to, _WRITE_GRACE_S)
         _log.warning(
             "worker.call_timeout",
             worker=self._spec.worker_id,

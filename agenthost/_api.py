@@ -46,15 +46,27 @@ from agenthost.protocol._messages import (
     CloseIntake,
     GetHostStatus,
     HostStatus,
+    FollowUpsChanged,
     InterruptTurn,
+    ListFollowUps,
     ListThreads,
     ListTurns,
     ReadTranscript,
+    RetryFollowUp,
     SendMessage,
     ShutdownHost,
 )
 from agenthost.protocol._messages import CreateThread as _CreateThread
-from agenthost.storage import AtomicFs, StorageRoot, ThreadRow, TurnRow, atomic_write, resolve_root, validate_id
+from agenthost.storage import (
+    AtomicFs,
+    FollowUpRow,
+    StorageRoot,
+    ThreadRow,
+    TurnRow,
+    atomic_write,
+    resolve_root,
+    validate_id,
+)
 
 __all__ = ["AgentHost", "HostConfig", "HostStartError", "HostUnavailableError", "TurnHandle"]
 
@@ -249,6 +261,17 @@ class AgentHost:
         self._open = {tid: h for tid, h in self._open.items() if not h.ended(0)}
         self._open[handle.turn_id] = handle
         return handle
+
+    def followups(self, thread_id: str) -> list[FollowUpRow]:
+        """The thread's follow-up queue: every message that waited for its turn, in order, with its state."""
+        rows: list[FollowUpRow] = self._ask("persistence", ListFollowUps(thread_id=thread_id))
+        return rows
+
+    def retry_followup(self, followup_id: str) -> FollowUpRow:
+        """Queue a failed follow-up again; it runs as a new turn when its thread is free."""
+        row: FollowUpRow = self._ask("persistence", RetryFollowUp(followup_id=followup_id))
+        self._ask("turns", FollowUpsChanged(thread_id=row.thread_id))
+        return row
 
     def answer_approval(self, approval_id: str, decision: Any) -> None:
         self._ask("turns", AnswerApproval(approval_id=approval_id, decision=decision))

@@ -423,11 +423,17 @@ class _Loop:
         return self.status
 
     def worker_pid(self, worker_id: int, wait_s: float = 5.0) -> int | None:
+        """The pid of the worker once it is up (waiting at most `wait_s`); None at once for a worker that gave up or
+        stopped (it will not come back in this host's life)."""
         deadline = time.monotonic() + wait_s
         while True:
             for worker in self.refresh_status()["workers"]:
-                if worker["worker_id"] == worker_id and worker["pid"] and worker["state"] in ("ready", "degraded"):
+                if worker["worker_id"] != worker_id:
+                    continue
+                if worker["pid"] and worker["state"] in ("ready", "degraded"):
                     return int(worker["pid"])
+                if worker["state"] in ("given_up", "stopped"):
+                    return None
             if time.monotonic() >= deadline:
                 return None
             self.pump(0.02)

@@ -63,6 +63,8 @@ __all__ = [
     "ListTurns",
     "LoadMappings",
     "NextFollowUp",
+    "RetryFollowUp",
+    "FollowUpsChanged",
     "PoolFailed",
     "Probe",
     "ProbeReply",
@@ -415,6 +417,18 @@ class EnqueueFollowUp(_Msg, frozen=True, kw_only=True):
 
 
 class NextFollowUp(_Msg, frozen=True, kw_only=True):
+    thread_id: str
+
+
+class RetryFollowUp(_Msg, frozen=True, kw_only=True):
+    """Queue a failed follow-up again (persistence); it keeps its place in its thread's queue."""
+
+    followup_id: str
+
+
+class FollowUpsChanged(_Msg, frozen=True, kw_only=True):
+    """To the coordinator: the thread's follow-up queue changed outside it (retried, moved...): dispatch if free."""
+
     thread_id: str
 
 

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import os
-import random
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from agenthost import AgentHost, HostConfig
 from agenthost.actors import FakeClock
 from agenthost.testing import CapturedEvents, capture_events
+
+settings.register_profile("agenthost", derandomize=True, print_blob=True)  # fixed examples: reproducible runs
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "agenthost"))
 
 
 @pytest.fixture(autouse=True)
@@ -24,10 +27,13 @@ def no_actor_outlives_its_test() -> Iterator[None]:
     pykka.ActorRegistry.stop_all(block=True, timeout=30)
 
 
+FIXED_SEED = 20261129  # the default: every run (CI's too) replays the same schedules; override to explore
+
+
 @pytest.fixture
 def seed() -> int:
-    """Randomness in tests comes from here; the seed is printed so a failure can be replayed."""
-    value = int(os.environ.get("AGENTHOST_TEST_SEED", random.randrange(2**32)))
+    """Randomness in tests comes from here: a fixed seed, printed, that AGENTHOST_TEST_SEED overrides."""
+    value = int(os.environ.get("AGENTHOST_TEST_SEED", FIXED_SEED))
     print(f"AGENTHOST_TEST_SEED={value}")
     return value
 
