@@ -44,9 +44,9 @@ from agenthost.protocol._faults import RuntimeFaults, encode_faults
 from agenthost.protocol._messages import (
     AnswerApproval,
     CloseIntake,
+    FollowUpsChanged,
     GetHostStatus,
     HostStatus,
-    FollowUpsChanged,
     InterruptTurn,
     ListFollowUps,
     ListThreads,
