@@ -88,7 +88,12 @@ def start_child(
             fault_hook=hook,
         )
     if name == "mapping":
-        return MappingActor.start(persistence_ref=refs["persistence"], supervisor_ref=host, fault_hook=hook)
+        return MappingActor.start(
+            persistence_ref=refs["persistence"],
+            supervisor_ref=host,
+            fault_hook=hook,
+            ask_timeout_s=parts.settings.ask_timeout_s,
+        )
     if name == "turns":
         root = parts.root
         return TurnCoordinator.start(

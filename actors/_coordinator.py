@@ -120,13 +120,17 @@ class TurnCoordinator(SupervisedActor):
             approval_policy=settings.approval_policy,
             sandbox=settings.sandbox,
         )
+        self._ask_timeout_s = settings.ask_timeout_s
         self._workers: dict[int, Any] = {}  # worker id -> its actor ref (the machine knows the generations)
         self._deadlines: dict[str, Timer] = {}
         self._retry_timer: Timer | None = None
         self._accepted: TurnAccepted | None = None
 
     def on_child_start(self) -> None:
-        self._state.waiting.extend(reconcile(self._persistence, self._registry))
+        self._state.waiting.extend(reconcile(self._persistence, self._registry, self._ask_timeout_s))
+
+    def _ask(self, ref: pykka.ActorRef[Any], message: Any) -> Any:
+        return ask(ref, message, self._ask_timeout_s)
 
     # --- messages -> events ----------------------------------------------------------------------------------
     def handle(self, message: Any) -> Any:
@@ -184,7 +188,7 @@ class TurnCoordinator(SupervisedActor):
         return None
 
     def _send(self, message: SendMessage) -> TurnAccepted:
-        ask(self._persistence, GetThread(thread_id=message.thread_id))  # raises for an unknown or invalid id
+        self._ask(self._persistence, GetThread(thread_id=message.thread_id))  # raises for an unknown or invalid id
         self._accepted = None
         self._run(ev.Send(turn_id=new_turn_id(), thread_id=message.thread_id, text=message.text, sink=message.sink))
         accepted, self._accepted = self._accepted, None
@@ -207,7 +211,10 @@ class TurnCoordinator(SupervisedActor):
             case ev.Emit():
                 emit(effect.sink, effect.event)
             case ev.Log():
-                getattr(_log, effect.level)(effect.event, **effect.fields)
+                if effect.record is not None:
+                    _log.record(effect.record, effect.level)
+                else:
+                    getattr(_log, effect.level)(effect.event, **effect.fields)
             case ev.CallRuntime():
                 return self._call(effect)
             case ev.AnswerRuntime():
@@ -249,9 +256,9 @@ class TurnCoordinator(SupervisedActor):
                         worker_id=effect.worker_id,
                         runtime_thread_id=effect.runtime_thread_id,
                     )
-                ask(self._mapping, message)
+                self._ask(self._mapping, message)
             case ev.MappingEvent():
-                ask(self._mapping, effect.message)
+                self._ask(self._mapping, effect.message)
             case ev.AddCard():
                 self._card(effect.thread_id, effect.turn_id, effect.kind, effect.text)
             case ev.StoreApprovalCard():
@@ -300,7 +307,7 @@ class TurnCoordinator(SupervisedActor):
     def _call(self, effect: ev.CallRuntime) -> ev.Event | None:
         params = effect.params
         if effect.method == "thread/start":
-            thread = ask(self._persistence, GetThread(thread_id=effect.thread_id))
+            thread = self._ask(self._persistence, GetThread(thread_id=effect.thread_id))
             params = {"cwd": self._project_dir(thread.project_id), **params}
         call = RuntimeCall(
             call_id=effect.call_id,
@@ -317,10 +324,12 @@ class TurnCoordinator(SupervisedActor):
 
     def _begin(self, effect: ev.Begin) -> ev.Event:
         if effect.followup_id is None:  # a direct send: a storage error goes back to its caller
-            ask(self._persistence, BeginTurn(turn_id=effect.turn_id, thread_id=effect.thread_id, user_text=effect.text))
+            self._ask(
+                self._persistence, BeginTurn(turn_id=effect.turn_id, thread_id=effect.thread_id, user_text=effect.text)
+            )
         else:
             try:  # dispatched and begun in one transaction: a crash can neither lose nor repeat it
-                ask(self._persistence, BeginFollowUpTurn(followup_id=effect.followup_id, turn_id=effect.turn_id))
+                self._ask(self._persistence, BeginFollowUpTurn(followup_id=effect.followup_id, turn_id=effect.turn_id))
             except _REFUSED as exc:
                 return ev.BeginRefused(turn_id=effect.turn_id, thread_id=effect.thread_id, error=repr(exc))
         return ev.Begun(
@@ -333,7 +342,7 @@ class TurnCoordinator(SupervisedActor):
 
     def _resolve(self, effect: ev.Resolve) -> ev.Event:
         try:
-            route = ask(self._mapping, ResolveThread(thread_id=effect.thread_id))
+            route = self._ask(self._mapping, ResolveThread(thread_id=effect.thread_id))
         except NoHealthyWorkerError as exc:
             return ev.Unresolved(turn_id=effect.turn_id, reason=str(exc))
         return ev.Resolved(turn_id=effect.turn_id, worker_id=route.worker_id, runtime_thread_id=route.runtime_thread_id)
@@ -350,7 +359,7 @@ class TurnCoordinator(SupervisedActor):
     def _card(self, thread_id: str, turn_id: str, kind: str, text: str) -> bool:
         """Store a card; False (logged) if the storage refused it."""
         try:
-            ask(self._persistence, AddActionCard(thread_id=thread_id, turn_id=turn_id, kind=kind, text=text))
+            self._ask(self._persistence, AddActionCard(thread_id=thread_id, turn_id=turn_id, kind=kind, text=text))
         except _REFUSED as exc:
             _log.error("turns.card_failed", turn=turn_id, kind=kind, error=repr(exc))
             return False
@@ -365,7 +374,7 @@ class TurnCoordinator(SupervisedActor):
             worker_id=record.worker_id,
         )
         try:
-            ask(self._persistence, finish)
+            self._ask(self._persistence, finish)
         except TurnAlreadyFinishedError:
             if not retry:
                 raise
@@ -384,7 +393,7 @@ class TurnCoordinator(SupervisedActor):
 
     def _fetch_followup(self, thread_id: str) -> ev.Event:
         try:
-            row = ask(self._persistence, NextFollowUp(thread_id=thread_id))
+            row = self._ask(self._persistence, NextFollowUp(thread_id=thread_id))
         except _REFUSED as exc:
             _log.error("turns.followup_fetch_failed", thread=thread_id, error=repr(exc))
             row = None

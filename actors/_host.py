@@ -47,6 +47,7 @@ from agenthost.actors._children import (
     stop_in_background,
 )
 from agenthost.actors._clock import Timer
+from agenthost.actors._events import ChildrenRestarting
 from agenthost.actors._log import decision, get_logger
 from agenthost.actors._recovery import (
     QUARANTINE_RUNTIME_STATE_AT,
@@ -267,7 +268,7 @@ class HostSupervisor(pykka.ThreadingActor):
             return
         self._restart_due, self._restart_timer = False, None
         self._history = record_start(self._history, self._parts.clock.now())
-        _log.info("host.restarting_children", children=list(self._restarting), attempt=self._history.attempt)
+        _log.record(ChildrenRestarting(children=list(self._restarting), attempt=self._history.attempt))
         self._begin_start(self._restarting)
 
     def _give_up(self, cause: str) -> None:

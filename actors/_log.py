@@ -26,6 +26,8 @@ from typing import Any
 import msgspec
 import structlog
 
+from agenthost.actors._events import HostEvent, SupervisorDecision, event_name
+
 __all__ = ["Event", "EventLogger", "Listener", "decision", "get_logger", "subscribe"]
 
 LEVELS = ("debug", "info", "warning", "error")
@@ -39,6 +41,7 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
     logger: str
     t: float
     fields: dict[str, Any]
+    payload: Any = None  # the typed event (actors._events) when the emitter recorded one
 
     def as_dict(self) -> dict[str, Any]:
         """The event as structlog would render it: `{"event": name, "level": level, **fields}`."""
@@ -67,9 +70,11 @@ class _Listeners:
 _listeners = _Listeners()
 
 
-def subscribe(callback: Listener, names: Iterable[str] | None = None) -> Callable[[], None]:
-    """Deliver events named `names` (None: all) to `callback`; returns the function that unsubscribes it."""
-    entry = (None if names is None else frozenset(names), callback)
+def subscribe(callback: Listener, names: Iterable[str | type[HostEvent]] | None = None) -> Callable[[], None]:
+    """Deliver the events named `names` (names or typed event classes; None: all) to `callback`; returns the
+    function that unsubscribes it."""
+    wanted = None if names is None else frozenset(n if isinstance(n, str) else event_name(n) for n in names)
+    entry = (wanted, callback)
     _listeners.add(entry)
     return lambda: _listeners.remove(entry)
 
@@ -83,7 +88,7 @@ class EventLogger:
         self.name = name
         self._structlog: Any = structlog.get_logger(name)
 
-    def _emit(self, level: str, event: str, fields: dict[str, Any]) -> None:
+    def _emit(self, level: str, event: str, fields: dict[str, Any], payload: Any = None) -> None:
         listeners = _listeners.entries
         if listeners:
             record: Event | None = None
@@ -91,7 +96,14 @@ class EventLogger:
                 names, callback = entry
                 if names is None or event in names:
                     if record is None:
-                        record = Event(name=event, level=level, logger=self.name, t=time.monotonic(), fields=fields)
+                        record = Event(
+                            name=event,
+                            level=level,
+                            logger=self.name,
+                            t=time.monotonic(),
+                            fields=fields,
+                            payload=payload,
+                        )
                     try:
                         callback(record)
                     except Exception as exc:  # noqa: BLE001 - a broken listener must never break the emitter
@@ -99,6 +111,10 @@ class EventLogger:
                         self._emit("error", "log.listener_failed", {"listener": repr(callback), "error": repr(exc)})
         if structlog.is_configured():
             getattr(self._structlog, level)(event, logger=self.name, **fields)
+
+    def record(self, event: HostEvent, level: str = "info") -> None:
+        """Emit a typed event (actors._events): listeners get it as `Event.payload`."""
+        self._emit(level, event_name(type(event)), msgspec.structs.asdict(event), event)
 
     def debug(self, event: str, **fields: Any) -> None:
         self._emit("debug", event, fields)
@@ -130,16 +146,18 @@ def decision(
     reason: str,
     attempt: int = 0,
     delay_s: float = 0.0,
-    **extra: Any,
+    generation: int | None = None,
+    restarts: list[str] | None = None,
 ) -> None:
     """Emit one supervisor decision event (at warning level: a decision follows a failure)."""
-    log.warning(
-        "supervisor.decision",
+    event = SupervisorDecision(
         supervisor=supervisor,
         child=child,
         decision=decision,
         reason=reason,
         attempt=attempt,
         delay_s=delay_s,
-        **extra,
+        generation=generation,
+        restarts=restarts,
     )
+    log.record(event, "warning")

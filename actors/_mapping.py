@@ -20,8 +20,9 @@ import msgspec
 import pykka
 
 from agenthost.actors._errors import NoHealthyWorkerError
+from agenthost.actors._events import PinsMoved
 from agenthost.actors._log import get_logger
-from agenthost.actors._refs import FaultHook, SupervisedActor, ask
+from agenthost.actors._refs import ASK_TIMEOUT_S, FaultHook, SupervisedActor, ask
 from agenthost.protocol._messages import (
     BindRuntimeThread,
     GetPins,
@@ -50,16 +51,22 @@ class MappingActor(SupervisedActor):
     expected_errors = (NoHealthyWorkerError,)
 
     def __init__(
-        self, *, persistence_ref: pykka.ActorRef[Any], supervisor_ref: Any = None, fault_hook: FaultHook | None = None
+        self,
+        *,
+        persistence_ref: pykka.ActorRef[Any],
+        supervisor_ref: Any = None,
+        fault_hook: FaultHook | None = None,
+        ask_timeout_s: float = ASK_TIMEOUT_S,
     ) -> None:
         super().__init__(supervisor_ref=supervisor_ref, fault_hook=fault_hook)
+        self._ask_timeout_s = ask_timeout_s
         self._persistence = persistence_ref
         self._pins: dict[str, _Pin] = {}
         self._up: set[int] = set()
         self._degraded: set[int] = set()
 
     def on_child_start(self) -> None:
-        for row in ask(self._persistence, LoadMappings()):
+        for row in self._db(LoadMappings()):
             self._pins[row.thread_id] = _Pin(worker_id=row.worker_id, runtime_thread_id=row.runtime_thread_id)
         _log.info("mapping.hydrated", threads=len(self._pins))
 
@@ -90,9 +97,11 @@ class MappingActor(SupervisedActor):
                 return super().handle(message)
         return None
 
+    def _db(self, message: Any) -> Any:
+        return ask(self._persistence, message, self._ask_timeout_s)
+
     def _save(self, thread_id: str, pin: _Pin) -> None:
-        ask(
-            self._persistence,
+        self._db(
             SaveMapping(thread_id=thread_id, worker_id=pin.worker_id, runtime_thread_id=pin.runtime_thread_id),
         )
         self._pins[thread_id] = pin
@@ -128,10 +137,6 @@ class MappingActor(SupervisedActor):
                 break
             self._save(thread_id, _Pin(worker_id=target, runtime_thread_id=self._pins[thread_id].runtime_thread_id))
             moves[thread_id] = target
-        _log.info(
-            "mapping.pins_moved",
-            from_worker=worker_id,
-            reason=reason,
-            moves=moves,
-            left_unpinned=len(stranded) - len(moves),
+        _log.record(
+            PinsMoved(from_worker=worker_id, reason=reason, moves=moves, left_unpinned=len(stranded) - len(moves))
         )

@@ -39,6 +39,7 @@ from typing import Any
 import msgspec
 
 from agenthost.actors._clock import Clock, Timer
+from agenthost.actors._events import TranscriptFailed
 from agenthost.actors._log import get_logger
 from agenthost.actors._refs import FaultHook, SupervisedActor, tell_quietly
 from agenthost.protocol._messages import (
@@ -308,7 +309,7 @@ class PersistenceActor(SupervisedActor):
             try:
                 self._transcripts.write(doc.thread.project_id, stale, doc.render())
             except StorageError as exc:
-                _log.error("persistence.transcript_failed", thread=stale, error=str(exc))
+                _log.record(TranscriptFailed(thread=stale, error=str(exc)), "error")
                 return
             self._stale.discard(stale)
 

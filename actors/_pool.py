@@ -38,6 +38,7 @@ import msgspec
 import pykka
 
 from agenthost.actors._clock import Clock, Timer
+from agenthost.actors._events import PoolFailedEvent, WorkerRestarting, WorkerUpEvent
 from agenthost.actors._log import decision, get_logger
 from agenthost.actors._recovery import (
     WORKER_WATCH,
@@ -212,7 +213,7 @@ class PoolSupervisor(SupervisedActor):
             return
         slot.state = "ready"
         slot.pid = message.pid
-        _log.info("pool.worker_up", worker=slot.worker_id, generation=slot.generation, pid=message.pid)
+        _log.record(WorkerUpEvent(worker=slot.worker_id, generation=slot.generation, pid=message.pid))
         self._notify(WorkerUp(worker_id=slot.worker_id, generation=slot.generation, ref=slot.ref))
 
     def _on_health(self, message: WorkerHealth) -> None:
@@ -359,13 +360,13 @@ class PoolSupervisor(SupervisedActor):
         if slot is None or slot.state != "restarting":
             return
         slot.restarts += 1
-        _log.info("pool.worker_restarting", worker=slot.worker_id, attempt=slot.history.attempt)
+        _log.record(WorkerRestarting(worker=slot.worker_id, attempt=slot.history.attempt))
         self._spawn(slot)
 
     def _escalate(self, reason: str, *, workers_gave_up: bool = False) -> None:
         """Stop every worker (reverse order), then hand the failure to the parent."""
         self._stop_all(self._shutdown_timeout_s)
-        _log.error("pool.failed", reason=reason)
+        _log.record(PoolFailedEvent(reason=reason), "error")
         if self._parent is not None:
             tell_quietly(self._parent, PoolFailed(reason=reason, workers_gave_up=workers_gave_up))
 

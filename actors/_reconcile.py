@@ -13,8 +13,10 @@ Each reconciled turn is one "turns.reconciled_pending" event.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from agenthost.actors._events import ApprovalsReset, PendingReconciled
 from agenthost.actors._log import get_logger
 from agenthost.actors._refs import ask
 from agenthost.actors._turns import TurnRegistry, emit
@@ -36,25 +38,29 @@ __all__ = ["reconcile"]
 _log = get_logger("agenthost.turns")
 
 
-def reconcile(persistence: Any, registry: TurnRegistry) -> list[str]:
+def reconcile(persistence: Any, registry: TurnRegistry, timeout_s: float) -> list[str]:
     """Settle what a previous coordinator (or host process) left unfinished; return the threads with queued
-    follow-ups."""
-    for row in ask(persistence, ListPendingTurns()):
-        _reset_orphaned_approvals(persistence, row.thread_id, row.turn_id)
+    follow-ups. Each ask waits at most `timeout_s`."""
+
+    def db(message: Any) -> Any:
+        return ask(persistence, message, timeout_s)
+
+    for row in db(ListPendingTurns()):
+        _reset_orphaned_approvals(db, row.thread_id, row.turn_id)
         finish = FinishTurn(
             turn_id=row.turn_id, status="failed", assistant_text=row.assistant_text, error=RESTARTED_NOTE
         )
-        ask(persistence, finish)
+        db(finish)
         ended = TurnFinished(turn_id=row.turn_id, status="failed", text=row.assistant_text, error=RESTARTED_NOTE)
         emit(registry.pop(row.turn_id), ended)
-        _log.warning("turns.reconciled_pending", turn=row.turn_id, thread=row.thread_id)
-    return [thread.thread_id for thread in ask(persistence, ListThreads()) if _settle_followups(persistence, thread)]
+        _log.record(PendingReconciled(turn=row.turn_id, thread=row.thread_id), "warning")
+    return [thread.thread_id for thread in db(ListThreads()) if _settle_followups(db, thread)]
 
 
-def _reset_orphaned_approvals(persistence: Any, thread_id: str, turn_id: str) -> None:
+def _reset_orphaned_approvals(db: Callable[[Any], Any], thread_id: str, turn_id: str) -> None:
     """Approvals a dead host left open (requested, never answered/withdrawn/reset) get their reset card."""
     opened: dict[str, str] = {}
-    for card in ask(persistence, ListActionCards(thread_id=thread_id)):
+    for card in db(ListActionCards(thread_id=thread_id)):
         if card.turn_id != turn_id or not card.kind.startswith("approval "):
             continue
         approval_id = card.text.split(":", 1)[0]
@@ -67,21 +73,21 @@ def _reset_orphaned_approvals(persistence: Any, thread_id: str, turn_id: str) ->
             f"{approval_id}: reset: agenthost restarted while this approval waited for an answer. "
             "Nothing was executed; send the message again to retry."
         )
-        ask(persistence, AddActionCard(thread_id=thread_id, turn_id=turn_id, kind="approval reset", text=text))
-        _log.warning("turns.approvals_reset", turn=turn_id, approvals=[approval_id], reason="agenthost restarted")
+        db(AddActionCard(thread_id=thread_id, turn_id=turn_id, kind="approval reset", text=text))
+        _log.record(ApprovalsReset(turn=turn_id, approvals=[approval_id], reason="agenthost restarted"), "warning")
 
 
-def _settle_followups(persistence: Any, thread: Any) -> bool:
+def _settle_followups(db: Callable[[Any], Any], thread: Any) -> bool:
     """Settle the thread's dispatched follow-ups; True if it has queued ones."""
-    turns = {t.turn_id: t for t in ask(persistence, ListTurns(thread_id=thread.thread_id))}
+    turns = {t.turn_id: t for t in db(ListTurns(thread_id=thread.thread_id))}
     queued = False
-    for followup in ask(persistence, ListFollowUps(thread_id=thread.thread_id)):
+    for followup in db(ListFollowUps(thread_id=thread.thread_id)):
         if followup.state == "dispatched":
             turn = turns.get(followup.turn_id or followup.followup_id)
             done = turn is not None and turn.status == "completed"
             error = None if done else (turn.error if turn is not None else "its turn was never begun")
             state: FollowUpState = "done" if done else "failed"
-            ask(persistence, SetFollowUpState(followup_id=followup.followup_id, state=state, error=error))
+            db(SetFollowUpState(followup_id=followup.followup_id, state=state, error=error))
         elif followup.state == "queued":
             queued = True
     return queued

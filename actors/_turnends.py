@@ -8,6 +8,7 @@ from typing import Any
 
 from agenthost.actors import _turnevents as ev
 from agenthost.actors._errors import UnknownApprovalError
+from agenthost.actors._events import ApprovalsReset, HostEvent, TurnEnded, TurnPersistFailed
 from agenthost.actors._recovery import PERSIST_RETRY, decide_retry
 from agenthost.actors._turns import validate_decision
 from agenthost.actors._turnstate import State, Turn, Unpersisted
@@ -27,6 +28,11 @@ Out = list[ev.Effect]
 
 def log(out: Out, event: str, level: Any = "info", **fields: Any) -> None:
     out.append(ev.Log(level=level, event=event, fields=fields))
+
+
+def note(out: Out, event: HostEvent, level: Any = "info") -> None:
+    """A typed event (actors._events) as an effect."""
+    out.append(ev.Log(level=level, record=event))
 
 
 def slots_left(s: State) -> int:
@@ -102,7 +108,7 @@ def _drop_approval(s: State, turn: Turn, approval_id: str) -> None:
 
 def reset_approvals(s: State, turn: Turn, why: str, out: Out) -> None:
     if turn.approvals:
-        log(out, "turns.approvals_reset", "warning", turn=turn.turn_id, approvals=sorted(turn.approvals), reason=why)
+        note(out, ApprovalsReset(turn=turn.turn_id, approvals=sorted(turn.approvals), reason=why), "warning")
     for approval in list(turn.approvals.values()):
         text = (
             f"the request to run `{approval.command or approval.method}` was reset: {why} before it could run. "
@@ -138,7 +144,7 @@ def finish(s: State, turn: Turn, status: Any, error: str | None, out: Out, *, th
         _drop_approval(s, turn, approval_id)
     text = turn.reply_text()
     out.append(ev.CancelDeadline(turn_id=turn.turn_id))
-    log(out, "turns.finished", turn=turn.turn_id, thread=turn.thread_id, status=status, error=error)
+    note(out, TurnEnded(turn=turn.turn_id, thread=turn.thread_id, status=status, error=error))
     record = Unpersisted(
         turn_id=turn.turn_id,
         thread_id=turn.thread_id,
@@ -174,7 +180,7 @@ def finish_refused(s: State, e: ev.FinishRefused, out: Out) -> None:
     if e.retry:
         _keep_for_retry(s, record, out)
         return
-    log(out, "turns.persist_failed", "error", turn=record.turn_id, error=e.reason)
+    note(out, TurnPersistFailed(turn=record.turn_id, error=e.reason), "error")
     if s.ending.pop(record.turn_id, None) is not None:
         _keep_for_retry(s, record, out)
         _announce(
@@ -189,7 +195,7 @@ def completed(s: State, e: ev.Completed, out: Out) -> None:
     if e.error is None:
         _announce(record, "completed", None, out)
         return
-    log(out, "turns.persist_failed", "error", turn=record.turn_id, error=e.error)
+    note(out, TurnPersistFailed(turn=record.turn_id, error=e.error), "error")
     _keep_for_retry(s, record, out)
     _announce(record, "failed", f"the turn completed but is not persisted yet (retrying): {e.error}", out)
 

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from agenthost.actors._events import HostEvent
 from agenthost.actors._turnstate import Approval, Unpersisted
 from agenthost.protocol._jsonrpc import Incoming, RpcError
 
@@ -332,9 +333,12 @@ class Escalate(_Effect, frozen=True, kw_only=True):
 
 
 class Log(_Effect, frozen=True, kw_only=True):
+    """One structured event: a typed one (`record`) or a name with fields."""
+
     level: Literal["debug", "info", "warning", "error"]
-    event: str
+    event: str = ""
     fields: dict[str, Any] = {}
+    record: HostEvent | None = None
 
 
 Effect = (

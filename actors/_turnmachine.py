@@ -31,6 +31,7 @@ from typing import Any
 from agenthost.actors import _turnends as ends
 from agenthost.actors import _turnevents as ev
 from agenthost.actors._errors import HostClosedError, TurnNotActiveError
+from agenthost.actors._events import TurnDispatched
 from agenthost.actors._recovery import STALE_THREAD_RETRY, decide_retry
 from agenthost.actors._turns import APPROVAL_METHODS, STEP_METHODS, nested_id, runtime_turn_of
 from agenthost.actors._turnstate import Approval, State, Step, Turn
@@ -103,7 +104,7 @@ def _resolved(s: State, e: ev.Resolved, out: Out) -> None:
     if turn is None:
         return
     turn.worker_id, turn.runtime_thread_id = e.worker_id, e.runtime_thread_id
-    ends.log(out, "turns.dispatched", turn=turn.turn_id, thread=turn.thread_id, worker=e.worker_id)
+    ends.note(out, TurnDispatched(turn=turn.turn_id, thread=turn.thread_id, worker=e.worker_id))
     if e.runtime_thread_id is None:
         _start_thread(s, turn, out)
     elif _is_loaded(s, e.worker_id, e.runtime_thread_id):

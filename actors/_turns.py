@@ -38,6 +38,7 @@ class CoordinatorSettings(msgspec.Struct, frozen=True, kw_only=True):
     max_active_turns: int = 8
     approval_policy: str = "on-request"
     sandbox: str = "workspace-write"
+    ask_timeout_s: float = 30.0  # how long the coordinator waits for the persistence or mapping actor
 
 
 class TurnRegistry:

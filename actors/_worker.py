@@ -39,6 +39,7 @@ import msgspec
 import pykka
 
 from agenthost.actors._clock import Clock, Timer
+from agenthost.actors._events import WorkerEofMidLine, WorkerExitedEvent, WorkerProtocolError, WorkerSpawnedEvent
 from agenthost.actors._log import get_logger
 from agenthost.actors._pipes import OutboxFull, StdinOutbox, StdoutInbox, read_stdout
 from agenthost.actors._recovery import WORKER_WATCH, WorkerWatch
@@ -161,7 +162,7 @@ class WorkerActor(SupervisedActor):
             daemon=True,
         )
         reader.start()
-        _log.info("worker.spawned", worker=spec.worker_id, generation=spec.generation, pid=self._proc.pid)
+        _log.record(WorkerSpawnedEvent(worker=spec.worker_id, generation=spec.generation, pid=self._proc.pid))
         self._pool.tell(WorkerSpawned(worker_id=spec.worker_id, generation=spec.generation, pid=self._proc.pid))
         params: dict[str, Any] = {"clientInfo": {"name": spec.client_name, "version": spec.client_version}}
         if spec.opt_out_notifications:
@@ -273,9 +274,9 @@ class WorkerActor(SupervisedActor):
             elif isinstance(message, (Notification, Request)):
                 forward.append(message)
             elif isinstance(message, ProtocolError):
-                _log.warning(
-                    "worker.protocol_error", worker=self._spec.worker_id, reason=message.reason, line=message.line[:200]
-                )
+                line = message.line[:200].decode("utf-8", "replace")
+                error = WorkerProtocolError(worker=self._spec.worker_id, reason=message.reason, line=line)
+                _log.record(error, "warning")
         self._flush(forward)
 
     def _flush(self, forward: list[Any]) -> None:
@@ -386,7 +387,8 @@ class WorkerActor(SupervisedActor):
     def _on_stdout_closed(self, remainder: bytes) -> None:
         self._on_stdout(self._inbox.take())  # lines decoded before EOF come first
         if remainder:
-            _log.warning("worker.eof_mid_line", worker=self._spec.worker_id, line=remainder[:200])
+            line = remainder[:200].decode("utf-8", "replace")
+            _log.record(WorkerEofMidLine(worker=self._spec.worker_id, line=line), "warning")
         if self._stopping:
             return
         returncode = self._reap(_REAP_GRACE_S)
@@ -399,7 +401,7 @@ class WorkerActor(SupervisedActor):
 
     def _report_exit(self, reason: str, returncode: int | None) -> None:
         spec = self._spec
-        _log.warning("worker.exited", worker=spec.worker_id, generation=spec.generation, reason=reason)
+        _log.record(WorkerExitedEvent(worker=spec.worker_id, generation=spec.generation, reason=reason), "warning")
         exited = WorkerExited(
             worker_id=spec.worker_id, generation=spec.generation, reason=reason, returncode=returncode
         )

@@ -164,6 +164,7 @@ class AgentHost:
             request_timeout_s=config.request_timeout_s,
             turn_timeout_s=config.turn_timeout_s,
             max_active_turns=config.max_active_turns,
+            ask_timeout_s=config.ask_timeout_s,
         )
         return HostParts(
             root=self.root,

@@ -61,6 +61,7 @@ class HostConfig(msgspec.Struct, frozen=True, kw_only=True):
     drain_timeout_s: float = 30.0
     checkpoint_interval_s: float = 5.0
     boot_timeout_s: float = 300.0
+    ask_timeout_s: float = 30.0  # how long an actor waits for another's reply (a slow disk past it is a crash)
     max_active_turns: int = 8
     rng_seed: int = 0
 

@@ -8,9 +8,9 @@ Contract:
   an in-process host and skips the faults that need a process kill.
 - Control protocol (JSON lines): runner -> host `{"id": n, "op": name, ...args}`; host -> runner
   `{"id": n, "ok": true, "result": ...}` / `{"id": n, "ok": false, "error": "..."}` and unsolicited
-  `{"event": {"kind": ..., "t": monotonic, ...}}` (turn events of every acknowledged send, and every structlog event
-  named in RECORDED_EVENTS, stamped when logged). Ops: create_thread, send, answer, status, set_faults,
-  storage_fault, power_cut, shutdown.
+  `{"event": {"kind": ..., "t": monotonic, ...}}` (turn events of every acknowledged send, and every event of
+  RECORDED_EVENTS, the typed events of actors._events, stamped when emitted). Ops: create_thread, send, answer,
+  status, set_faults, storage_fault, power_cut, shutdown.
 - The loop, for op i of the schedule: inject the faults scheduled at i, expire timed faults (clear fault files,
   SIGCONT hung runtimes, heal the disk), wait (bounded) until fewer than `max_inflight` turns are open, send op i.
   Approvals are answered as the op planned, except one per ApprovalNeverAnswered. After the last op: wait for open
@@ -39,6 +39,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from agenthost.actors._events import EVENT_TYPES, HostEvent
 from agenthost.chaos._history import History
 from agenthost.chaos._schedule import (
     ApprovalNeverAnswered,
@@ -72,24 +73,7 @@ __all__ = [
     "run_loop",
 ]
 
-RECORDED_EVENTS: tuple[str, ...] = (
-    "supervisor.decision",
-    "pool.worker_restarting",
-    "pool.worker_up",
-    "pool.failed",
-    "worker.spawned",
-    "worker.exited",
-    "worker.eof_mid_line",
-    "worker.protocol_error",
-    "turns.dispatched",
-    "turns.finished",
-    "turns.approvals_reset",
-    "turns.reconciled_pending",
-    "turns.persist_failed",
-    "host.restarting_children",
-    "persistence.transcript_failed",
-    "mapping.pins_moved",
-)
+RECORDED_EVENTS: tuple[type[HostEvent], ...] = EVENT_TYPES  # every typed event (actors._events) is recorded
 _FILE_KNOB_FAULTS = (WorkerHang, StdoutGarbage, EofMidLine, SlowStream, CrashOnStart)
 
 

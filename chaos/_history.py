@@ -5,9 +5,9 @@ Contract:
   runner and by the host process it controls share one time line), `host` (the host incarnation, 1-based: a new
   host process after a kill is the next one), `kind` and `data` (JSON-able dict).
 - Kinds: "send" (turn_id, thread_id, queued, op), "send_failed" (op, error), "turn" (turn_id, event: the turn
-  event type name, status, error, approval_id), "log" (event: the structlog event name, plus its fields, e.g.
-  every "supervisor.decision"), "fault" (index, fault: kind name, target, injected, detail), "host_start" (pid),
-  "host_kill" (pid, why), "host_stop" (clean), "note" (text).
+  event type name, status, error, approval_id), "log" (event: a typed event's name, plus its fields; `record()`
+  adds one, `typed(SupervisorDecision)` etc. read them back typed), "fault" (index, fault: kind name, target,
+  injected, detail), "host_start" (pid), "host_kill" (pid, why), "host_stop" (clean), "note" (text).
 - `History` is thread-safe (one lock); `entries()` returns a snapshot in append order; `write(path)` writes JSON
   lines; `load(path)` reads them back.
 """
@@ -18,11 +18,15 @@ import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
+from agenthost.actors._events import HostEvent, decode_event, event_name
+
 __all__ = ["Entry", "History"]
+
+EventT = TypeVar("EventT", bound=HostEvent)
 
 
 class Entry(msgspec.Struct, frozen=True, kw_only=True):
@@ -50,12 +54,26 @@ class History:
         with self._lock:
             return [e for e in self._entries if kind is None or e.kind == kind]
 
-    def logs(self, event: str, **match: Any) -> list[Entry]:
-        """ "log" entries of structlog event `event` whose data has every `match` item."""
+    def record(self, event: HostEvent, t: float | None = None, host: int | None = None) -> Entry:
+        """Add a typed event as a "log" entry, as the host process records it."""
+        return self.add("log", t=t, host=host, event=event_name(type(event)), **msgspec.structs.asdict(event))
+
+    def typed(self, kind: type[EventT]) -> list[tuple[Entry, EventT]]:
+        """The recorded events of class `kind` (actors._events), decoded, with their entries, in order. A recorded
+        event that no longer fits its class raises msgspec.ValidationError: a renamed field never goes unnoticed."""
+        found = []
+        for entry, event in self.typed_many(kind):
+            assert isinstance(event, kind)
+            found.append((entry, event))
+        return found
+
+    def typed_many(self, *kinds: type[HostEvent]) -> list[tuple[Entry, HostEvent]]:
+        """The recorded events of any of `kinds`, decoded, in the order they were recorded."""
+        names = {event_name(kind) for kind in kinds}
         return [
-            e
-            for e in self.entries("log")
-            if e.data.get("event") == event and all(e.data.get(k) == v for k, v in match.items())
+            (entry, decode_event(entry.data["event"], entry.data))
+            for entry in self.entries("log")
+            if entry.data.get("event") in names
         ]
 
     def write(self, path: str | Path) -> None:

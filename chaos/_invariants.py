@@ -34,6 +34,13 @@ from typing import Any
 import apsw
 import msgspec
 
+from agenthost.actors._events import (
+    PendingReconciled,
+    SupervisorDecision,
+    TurnDispatched,
+    TurnEnded,
+    WorkerRestarting,
+)
 from agenthost.chaos._history import Entry, History
 
 __all__ = [
@@ -127,18 +134,17 @@ def check_restarts(
 
     delays = {"pool": schedule(worker_policy), "host": schedule(host_policy)}
     caps = {"pool": worker_policy.max_attempts, "host": host_policy.max_attempts}
-    decisions = [e for e in history.logs("supervisor.decision") if e.data.get("supervisor") in delays]
-    violations = [v for e in decisions for v in _check_decision(history, e, delays, caps)]
-    for decision, start in _pool_restarts(history):
-        due = decision.t + float(decision.data.get("delay_s", 0.0))
+    decisions = [(e, d) for e, d in history.typed(SupervisorDecision) if d.supervisor in delays]
+    violations = [v for e, d in decisions for v in _check_decision(history, e, d, delays, caps)]
+    for (entry, decision), start in _pool_restarts(history):
+        due = entry.t + decision.delay_s
         if start.t < due - tolerance_s:
             violations.append(
                 _violation(
                     history,
                     "restart_caps_and_delays",
-                    f"{decision.data['child']} restarted {due - start.t:.4f} s before its delay of "
-                    f"{decision.data['delay_s']} s (decision at {decision.t:.4f}, start at {start.t:.4f}, "
-                    f"host {decision.host})",
+                    f"{decision.child} restarted {due - start.t:.4f} s before its delay of {decision.delay_s} s "
+                    f"(decision at {entry.t:.4f}, start at {start.t:.4f}, host {entry.host})",
                     start.t,
                 )
             )
@@ -146,13 +152,17 @@ def check_restarts(
 
 
 def _check_decision(
-    history: History, entry: Entry, delays: dict[str, tuple[float, ...]], caps: dict[str, int]
+    history: History,
+    entry: Entry,
+    decision: SupervisorDecision,
+    delays: dict[str, tuple[float, ...]],
+    caps: dict[str, int],
 ) -> list[Violation]:
-    supervisor, data = entry.data["supervisor"], entry.data
-    if data.get("decision") != "restart":
+    supervisor = decision.supervisor
+    if decision.decision != "restart":
         return []
-    attempt, delay_s = int(data.get("attempt", 0)), float(data.get("delay_s", 0.0))
-    who = f"{supervisor} decision for {data.get('child')} (host {entry.host}, t={entry.t:.4f})"
+    attempt, delay_s = decision.attempt, decision.delay_s
+    who = f"{supervisor} decision for {decision.child} (host {entry.host}, t={entry.t:.4f})"
     if not 1 <= attempt <= caps[supervisor]:
         return [
             _violation(
@@ -175,21 +185,20 @@ def _check_decision(
     return []
 
 
-def _pool_restarts(history: History) -> list[tuple[Entry, Entry]]:
-    """(pool "restart" decision, the "pool.worker_restarting" that acted on it), in history (emission) order: the
-    first start of that worker recorded after the decision, in the same host, before any other decision on it."""
+def _pool_restarts(history: History) -> list[tuple[tuple[Entry, SupervisorDecision], Entry]]:
+    """(pool "restart" decision, the WorkerRestarting that acted on it), in history (emission) order: the first
+    start of that worker recorded after the decision, in the same host, before any other decision on it."""
     pairs = []
-    waiting: dict[tuple[int, str], Entry] = {}  # (host, child) -> open restart decision
-    for entry in history.entries("log"):
-        event = entry.data.get("event")
-        if event == "supervisor.decision" and entry.data.get("supervisor") == "pool":
-            key = (entry.host, str(entry.data.get("child")))
-            if entry.data.get("decision") == "restart":
-                waiting[key] = entry
-            elif entry.data.get("decision") in ("give_up", "escalate", "no_restart"):
+    waiting: dict[tuple[int, str], tuple[Entry, SupervisorDecision]] = {}  # (host, child) -> open restart decision
+    for entry, event in history.typed_many(SupervisorDecision, WorkerRestarting):
+        if isinstance(event, SupervisorDecision) and event.supervisor == "pool":
+            key = (entry.host, event.child)
+            if event.decision == "restart":
+                waiting[key] = (entry, event)
+            elif event.decision in ("give_up", "escalate", "no_restart"):
                 waiting.pop(key, None)
-        elif event == "pool.worker_restarting":
-            decision = waiting.pop((entry.host, f"worker-{entry.data.get('worker')}"), None)
+        elif isinstance(event, WorkerRestarting):
+            decision = waiting.pop((entry.host, f"worker-{event.worker}"), None)
             if decision is not None:
                 pairs.append((decision, entry))
     return pairs
@@ -201,17 +210,18 @@ def _killed_hosts(history: History) -> set[int]:
 
 
 def check_deadlines(history: History, turn_timeout_s: float, slack_s: float = 2.0) -> list[Violation]:
-    finished = {(e.host, e.data.get("turn")): e for e in history.logs("turns.reconciled_pending")}
+    reconciled = history.typed(PendingReconciled)
+    finished: dict[tuple[int, Any], Entry] = {(e.host, event.turn): e for e, event in reconciled}
     finished.update(
         {(e.host, e.data.get("turn_id")): e for e in history.entries("turn") if e.data.get("event") == "TurnFinished"}
     )
-    finished.update({(e.host, e.data.get("turn")): e for e in history.logs("turns.finished")})
+    finished.update({(e.host, event.turn): e for e, event in history.typed(TurnEnded)})
     killed = _killed_hosts(history)
     failed = {e.host for e in history.entries("host_stop") if not e.data.get("clean", True)}
-    settled_later = {(e.host, e.data.get("turn")) for e in history.logs("turns.reconciled_pending")}
+    settled_later = {(e.host, event.turn) for e, event in reconciled}
     violations = []
-    for entry in history.logs("turns.dispatched"):
-        key = (entry.host, entry.data.get("turn"))
+    for entry, dispatched in history.typed(TurnDispatched):
+        key = (entry.host, dispatched.turn)
         end = finished.get(key)
         if end is None:
             # a host that FAILED (its storage refused every write) cannot settle its turns; the next host does

@@ -30,6 +30,7 @@ from typing import Any
 
 import msgspec
 
+from agenthost.actors._events import HostEvent
 from agenthost.chaos._history import History
 from agenthost.chaos._schedule import Schedule
 from agenthost.protocol._faults import RuntimeFaults
@@ -40,7 +41,7 @@ Emit = Callable[[dict[str, Any]], None]
 _FORWARDED = ("ApprovalRequested", "ApprovalReset", "TurnFinished")
 
 
-def tee_events_to(emit: Emit, names: tuple[str, ...]) -> Callable[[], None]:
+def tee_events_to(emit: Emit, names: tuple[str | type[HostEvent], ...]) -> Callable[[], None]:
     """Forward structured events named `names` to `emit` as `{"kind": "log", "t": ..., "event": name, **fields}`
     (plain JSON values); returns the function that stops forwarding."""
     from agenthost.actors import Event, subscribe
