@@ -1,4 +1,5 @@
-"""A runtime's pipes, each served by its own thread, so the worker actor never blocks on them.
+"""A runtime process: how it is spawned, and its pipes, each served by its own thread, so the worker actor never
+blocks on them.
 
 Contract:
 - Reading: `read_stdout` (the reader thread) decodes stdout (reads of up to 64 KiB) into a `StdoutInbox` and tells
@@ -21,20 +22,71 @@ from __future__ import annotations
 
 import collections
 import os
+import signal
+import subprocess
 import threading
 from typing import IO, Any
 
+import msgspec
 import pykka
 
 from agenthost.actors._log import get_logger
 from agenthost.protocol._jsonrpc import LineBuffer, LineTooLongError, decode_line
 from agenthost.protocol._messages import StdoutClosed, StdoutReady
 
-__all__ = ["OutboxFull", "StdinOutbox", "StdoutInbox", "read_stdout"]
+__all__ = ["OutboxFull", "StdinOutbox", "StdoutInbox", "WorkerSpec", "exit_reason", "read_stdout", "spawn"]
 
 _log = get_logger("agenthost.worker")
 _READ_CHUNK = 65536
 _WRITE_CHUNK = 65536
+
+
+class WorkerSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """How to start one runtime process."""
+
+    worker_id: int
+    generation: int
+    argv: tuple[str, ...]
+    env: dict[str, str] | None = None
+    cwd: str | None = None
+    stderr_path: str | None = None
+    startup_timeout_s: float = 10.0
+    client_name: str = "agenthost"
+    client_version: str = "0.1.0"
+    opt_out_notifications: tuple[str, ...] = ()
+
+
+def exit_reason(returncode: int | None) -> str:
+    if returncode is None:
+        return "runtime did not exit"
+    if returncode < 0:
+        try:
+            return f"killed by signal {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exited with code {returncode}"
+
+
+def spawn(spec: WorkerSpec) -> subprocess.Popen[bytes]:
+    """Start the runtime in its own session and process group (a kill reaches what it started), stdin and stdout
+    piped, stderr appended to `spec.stderr_path` (or discarded)."""
+    stderr: Any = subprocess.DEVNULL
+    if spec.stderr_path is not None:
+        stderr = open(spec.stderr_path, "ab")  # noqa: SIM115 - handed to the child, closed below
+    try:
+        env = None if spec.env is None else {**os.environ, **spec.env}
+        return subprocess.Popen(
+            list(spec.argv),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            cwd=spec.cwd,
+            env=env,
+            start_new_session=True,
+        )
+    finally:
+        if stderr is not subprocess.DEVNULL:
+            stderr.close()
 
 
 class OutboxFull(RuntimeError):

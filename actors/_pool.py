@@ -40,6 +40,7 @@ import pykka
 from agenthost.actors._clock import Clock, Timer
 from agenthost.actors._events import PoolFailedEvent, WorkerRestarting, WorkerUpEvent
 from agenthost.actors._log import decision, get_logger
+from agenthost.actors._pipes import WorkerSpec
 from agenthost.actors._recovery import (
     WORKER_WATCH,
     RecoveryPolicy,
@@ -53,7 +54,7 @@ from agenthost.actors._recovery import (
     worker_wedged,
 )
 from agenthost.actors._refs import FaultHook, SupervisedActor, tell_quietly
-from agenthost.actors._worker import WorkerActor, WorkerSpec
+from agenthost.actors._worker import WorkerActor
 from agenthost.protocol._messages import (
     GetPoolStatus,
     KillRuntime,

@@ -23,7 +23,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from agenthost.actors._worker import WorkerSpec
+from agenthost.actors._pipes import WorkerSpec
 from agenthost.protocol._faults import RuntimeFaults, encode_faults
 from agenthost.storage import StorageRoot, atomic_write
 

@@ -41,7 +41,7 @@ import pykka
 from agenthost.actors._clock import Clock, Timer
 from agenthost.actors._events import WorkerEofMidLine, WorkerExitedEvent, WorkerProtocolError, WorkerSpawnedEvent
 from agenthost.actors._log import get_logger
-from agenthost.actors._pipes import OutboxFull, StdinOutbox, StdoutInbox, read_stdout
+from agenthost.actors._pipes import OutboxFull, StdinOutbox, StdoutInbox, WorkerSpec, exit_reason, read_stdout, spawn
 from agenthost.actors._recovery import WORKER_WATCH, WorkerWatch
 from agenthost.actors._refs import FaultHook, SupervisedActor, tell_quietly
 from agenthost.protocol._jsonrpc import (
@@ -83,36 +83,10 @@ _REAP_GRACE_S = 2.0
 _WRITE_GRACE_S = 0.1  # real time a call's deadline waits for its request to reach a healthy runtime's pipe
 
 
-class WorkerSpec(msgspec.Struct, frozen=True, kw_only=True):
-    """How to start one runtime process."""
-
-    worker_id: int
-    generation: int
-    argv: tuple[str, ...]
-    env: dict[str, str] | None = None
-    cwd: str | None = None
-    stderr_path: str | None = None
-    startup_timeout_s: float = 10.0
-    client_name: str = "agenthost"
-    client_version: str = "0.1.0"
-    opt_out_notifications: tuple[str, ...] = ()
-
-
 class _Pending(msgspec.Struct):
     call: RuntimeCall | None  # None for the handshake
     timer: Timer
     sent_up_to: int  # the outbox offset after the request: read by the runtime once `written` reaches it
-
-
-def _exit_reason(returncode: int | None) -> str:
-    if returncode is None:
-        return "runtime did not exit"
-    if returncode < 0:
-        try:
-            return f"killed by signal {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"killed by signal {-returncode}"
-    return f"exited with code {returncode}"
 
 
 class WorkerActor(SupervisedActor):
@@ -147,7 +121,7 @@ class WorkerActor(SupervisedActor):
     def on_child_start(self) -> None:
         spec = self._spec
         try:
-            self._proc = self._spawn()
+            self._proc = spawn(self._spec)
         except OSError as exc:
             self._report_exit(f"spawn failed: {exc}", None)
             self.stop()
@@ -171,26 +145,6 @@ class WorkerActor(SupervisedActor):
 
     def report_started(self) -> None:
         """The pool hears `WorkerSpawned` and, once `initialize` answered, `WorkerReady` instead."""
-
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        spec = self._spec
-        stderr: Any = subprocess.DEVNULL
-        if spec.stderr_path is not None:
-            stderr = open(spec.stderr_path, "ab")  # noqa: SIM115 - handed to the child, closed below
-        try:
-            env = None if spec.env is None else {**os.environ, **spec.env}
-            return subprocess.Popen(
-                list(spec.argv),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                cwd=spec.cwd,
-                env=env,
-                start_new_session=True,
-            )
-        finally:
-            if stderr is not subprocess.DEVNULL:
-                stderr.close()
 
     def handle(self, message: Any) -> Any:
         match message:
@@ -393,7 +347,7 @@ class WorkerActor(SupervisedActor):
             return
         returncode = self._reap(_REAP_GRACE_S)
         self._signal_group(signal.SIGKILL)  # children left behind in the group die with the leader
-        reason = self._exit_reason or _exit_reason(returncode)
+        reason = self._exit_reason or exit_reason(returncode)
         self._close_stdin()
         self._fail_pending(f"{self.child_name} {reason}")
         self._report_exit(reason, returncode)

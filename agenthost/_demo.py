@@ -155,7 +155,8 @@ def _run(host: AgentHost) -> None:
         lambda s: any(w.worker_id == victim and w.state == "ready" and w.restarts == 1 for w in s.workers),
     )
     print(status_table(status))
-    _check(True, f"worker {victim} restarted once, generation {status.workers[victim - 1].generation}")
+    restarted = next(w for w in status.workers if w.worker_id == victim)
+    _check(restarted.generation == 2 and restarted.pid != pid, f"worker {victim} restarted once, generation 2")
 
     print("\n6. transcripts")
     for thread_id in threads:

@@ -225,3 +225,50 @@ def test_shutdown_aborts_open_turns_and_persists_them(tmp_path) -> None:
         assert db.list_turns(thread_id)[-1].status == "failed"
     finally:
         db.close()
+
+
+class _DurabilityProbe:
+    """A turn's event sink that, the moment TurnFinished arrives, reads the turn's row from the database with its
+    own connection: what the caller is told must already be on disk."""
+
+    def __init__(self, db_path: str) -> None:
+        import queue
+
+        self.db_path = db_path
+        self.seen: list[tuple[str, str]] = []  # (told status, status on disk at that moment)
+        self.events: queue.Queue[object] = queue.Queue()
+
+    def put(self, event: object) -> None:
+        from agenthost.protocol import TurnFinished
+        from agenthost.storage import Database
+
+        if isinstance(event, TurnFinished):
+            db = Database.open(self.db_path)
+            try:
+                self.seen.append((event.status, db.get_turn(event.turn_id).status))
+            finally:
+                db.close(checkpoint=False)
+        self.events.put(event)
+
+
+@pytest.mark.parametrize("ending", ["completed", "failed", "interrupted"])
+def test_the_caller_hears_a_turns_end_only_once_it_is_on_disk(make_host, clock: FakeClock, ending: str) -> None:
+    from agenthost.protocol._messages import GetChildren, InterruptTurn, SendMessage
+
+    faults = {"completed": None, "failed": RuntimeFaults(hang_on="turn/start"), "interrupted": None}[ending]
+    host = make_host(workers=1, worker_faults={1: faults} if faults else {}, turn_timeout_s=5.0, deltas_per_reply=50)
+    thread_id = host.create_thread()
+    probe = _DurabilityProbe(str(host.root.db_path))
+    turns = host._host.ask(GetChildren())["turns"]
+    accepted = turns.ask(
+        SendMessage(thread_id=thread_id, text="RUN: wait" if ending == "interrupted" else "hi", sink=probe)
+    )
+    if ending == "failed":
+        wait_until("deadline armed", lambda: clock.pending_due_times("turn-deadline"))
+        clock.advance(5.0)
+    elif ending == "interrupted":
+        while not isinstance(probe.events.get(timeout=20.0), ApprovalRequested):
+            pass
+        turns.ask(InterruptTurn(turn_id=accepted.turn_id))
+    wait_until("told", lambda: probe.seen)
+    assert probe.seen == [(ending, ending)]

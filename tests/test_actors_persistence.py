@@ -75,13 +75,66 @@ def test_a_completion_is_in_the_db_and_transcript_when_its_reply_arrives(persist
         probe.close(checkpoint=False)
 
 
-def test_one_bad_completion_does_not_fail_its_batch(persistence) -> None:
-    ref, _ = persistence
+class _Gate:
+    """A fault hook that holds the persistence actor on a Checkpoint message until released, so the completions
+    told meanwhile wait in its mailbox and are group-committed together."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.release = threading.Event()
+
+    def __call__(self, child: str, message: Any) -> None:
+        from agenthost.protocol._messages import Checkpoint
+
+        if isinstance(message, Checkpoint):
+            self.release.wait(10.0)
+
+
+@pytest.fixture
+def gated(tmp_path):
+    gate = _Gate()
+    root = StorageRoot(tmp_path / "root")
+    ref = PersistenceActor.start(root=root, clock=FakeClock(), wall=time.time, fault_hook=gate)
+    yield ref, root, gate
+    gate.release.set()
+    if ref.is_alive():
+        ref.stop()
+
+
+def _told_while_held(ref: Any, gate: _Gate, completions: list[CompleteTurn]) -> list[dict[str, Any]]:
+    """Tell `completions` while the actor is held; return the group commits it then made."""
+    from agenthost.protocol._messages import Checkpoint
+
+    with capture_events("persistence.group_commit") as log:
+        ref.tell(Checkpoint(mode="PASSIVE"))
+        for completion in completions:
+            ref.tell(completion)
+        gate.release.set()
+        ref.ask(ListThreads())  # any ask is handled after the waiting completions are flushed
+    return log.events
+
+
+def test_completions_that_wait_together_are_committed_in_one_transaction(gated) -> None:
+    ref, _root, gate = gated
+    ids = _turns(ref, 40)
+    collector = Collector()
+    commits = _told_while_held(
+        ref, gate, [CompleteTurn(turn_id=turn_id, assistant_text="a", reply_to=collector) for turn_id in ids]
+    )
+    assert [commit["completions"] for commit in commits] == [40]  # one group commit, not 40
+    assert {collector.replies.get(timeout=10).turn_id for _ in ids} == set(ids)
+
+
+def test_one_bad_completion_does_not_fail_its_batch(gated) -> None:
+    ref, _, gate = gated
     ids = _turns(ref, 5)
     ref.ask(FinishTurn(turn_id=ids[2], status="failed", error="already over"))
     collector = Collector()
-    for turn_id in ids:
-        ref.tell(CompleteTurn(turn_id=turn_id, assistant_text="x", reply_to=collector))
+    commits = _told_while_held(
+        ref, gate, [CompleteTurn(turn_id=turn_id, assistant_text="x", reply_to=collector) for turn_id in ids]
+    )
+    assert [commit["completions"] for commit in commits] == [5]  # the bad one was in the same batch
     replies = {r.turn_id: r for r in (collector.replies.get(timeout=10) for _ in ids)}
     assert [turn_id for turn_id, r in replies.items() if r.error] == [ids[2]]
     assert "terminal states are final" in replies[ids[2]].error

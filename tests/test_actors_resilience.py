@@ -88,7 +88,8 @@ def test_a_completion_the_full_disk_refused_is_retried_until_it_lands(tmp_path) 
             assert finished.status == "failed" and "not persisted yet (retrying)" in (finished.error or "")
             assert host.turns(thread_id)[0].status == "pending"  # reads still work; the end is not lost
             vfs.plan = None  # disk space freed
-            wait_until("retry armed", clock.pending_due_times)
+            due = wait_until("retry armed", lambda: clock.pending_due_times("persist-retry"))
+            assert due == [clock.now() + 1.0]  # PERSIST_RETRY's first delay
             clock.advance(1.0)
             row = wait_until("persisted", lambda: (t := host.turns(thread_id)[0]).status == "completed" and t)
             assert row.assistant_text == "Reference reply to: finish me"

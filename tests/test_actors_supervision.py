@@ -207,6 +207,7 @@ def test_runtime_hanging_on_initialize_is_killed_at_the_startup_deadline(tmp_pat
 
 def test_stale_generation_exit_cannot_restart_a_newer_worker(make_host, clock: FakeClock, events) -> None:
     from agenthost.chaos import kill_process_group
+    from agenthost.protocol._messages import GetChildren, WorkerExited, WorkerHealth
 
     host = make_host(workers=1)
     first_pid = worker(host, 1).pid
@@ -214,5 +215,22 @@ def test_stale_generation_exit_cannot_restart_a_newer_worker(make_host, clock: F
     _decisions(events, "worker-1", 1)
     clock.advance(1.0)
     wait_until("generation 2 ready", lambda: worker(host, 1).state == "ready" and worker(host, 1).generation == 2)
-    assert len(events.of(child="worker-1")) == 1
-    assert worker(host, 1).pid != first_pid
+    second_pid = worker(host, 1).pid
+    assert second_pid != first_pid
+    pool = host._host.ask(GetChildren())["pool"]
+    pool.tell(WorkerExited(worker_id=1, generation=1, reason="a late exit of generation 1", returncode=-9))
+    pool.tell(WorkerHealth(worker_id=1, generation=1, degraded=True, reason="late", stalled=True))
+    status = host.status()  # the pool handled the stale messages before this read
+    assert (status.workers[0].state, status.workers[0].generation, status.workers[0].pid) == ("ready", 2, second_pid)
+    assert len(events.of(child="worker-1")) == 1  # no decision at all on the stale generation's account
+    assert not _alive_gone(second_pid)
+
+
+def _alive_gone(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False

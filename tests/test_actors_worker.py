@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import queue
 import sys
 import textwrap
@@ -11,7 +12,8 @@ import pykka
 import pytest
 
 from agenthost.actors import FakeClock
-from agenthost.actors._worker import WorkerActor, WorkerSpec
+from agenthost.actors._pipes import WorkerSpec
+from agenthost.actors._worker import WorkerActor
 from agenthost.chaos import RuntimeFaults, encode_faults, kill_process_group
 from agenthost.protocol._messages import (
     HOST_CALL_TIMEOUT,
@@ -127,12 +129,15 @@ def test_exit_fails_pending_calls_and_reports_the_signal(harness) -> None:
 
 def test_stop_kills_a_runtime_that_ignores_stdin_close(harness, tmp_path) -> None:
     script = tmp_path / "stubborn.py"
+    pid_file = tmp_path / "grandchild.pid"
     script.write_text(
-        textwrap.dedent("""
-        import json, signal, sys, time
+        textwrap.dedent(f"""
+        import json, signal, subprocess, sys, time
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # a tool it started
+        open({str(pid_file)!r}, "w").write(str(child.pid))
         line = sys.stdin.readline()
-        sys.stdout.write(json.dumps({"id": json.loads(line)["id"], "result": {}}) + "\\n")
+        sys.stdout.write(json.dumps({{"id": json.loads(line)["id"], "result": {{}}}}) + "\\n")
         sys.stdout.flush()
         sys.stdin.read()          # EOF arrives ...
         time.sleep(60)            # ... and is ignored
@@ -140,7 +145,25 @@ def test_stop_kills_a_runtime_that_ignores_stdin_close(harness, tmp_path) -> Non
     )
     start, inbox, _, _ = harness
     ref = start(argv=[sys.executable, str(script)])
-    _next(inbox, WorkerReady)
+    ready = _next(inbox, WorkerReady)
+    grandchild = int(pid_file.read_text())
+    assert os.getpgid(grandchild) == ready.pid  # the runtime leads its own process group
     returncode = ref.ask(StopRuntime(timeout_s=0.3))
     assert returncode == -9
     assert not ref.is_alive()
+    assert _dead(grandchild)  # the SIGKILL reached the whole group, the tool the runtime started included
+
+
+def _dead(pid: int, within_s: float = 5.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                if stat.read().split()[2] == "Z":
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.02)
+    return False
