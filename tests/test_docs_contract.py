@@ -10,8 +10,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _test_names(path: Path) -> set[str]:
+    """Test functions, and tests bound to a name (e.g. `test_x = Machine.TestCase` of hypothesis.stateful)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    return {node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")}
+    functions = {node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}
+    assigned = {target.id for node in tree.body if isinstance(node, ast.Assign) for target in node.targets
+                if isinstance(target, ast.Name)}
+    return {name for name in functions | assigned if name.startswith("test_")}
 
 
 def test_every_cited_test_exists() -> None:
