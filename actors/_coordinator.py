@@ -61,8 +61,10 @@ from agenthost.protocol._messages import (
     InterruptTurn,
     InvalidateRuntimeThread,
     ListActiveTurns,
+    ListApprovals,
     ListPendingTurns,
     NextFollowUp,
+    PendingApproval,
     ResetWorkers,
     ResolveThread,
     RetryPersistence,
@@ -72,6 +74,7 @@ from agenthost.protocol._messages import (
     SetFollowUpState,
     TurnAccepted,
     TurnDeadline,
+    TurnFinished,
     TurnPersisted,
     WorkerDown,
     WorkerHealth,
@@ -165,7 +168,13 @@ class TurnCoordinator(SupervisedActor):
             case WorkerHealth():
                 self._run(ev.WorkerHealthChanged(message=message))
             case FollowUpsChanged():
-                self._run(ev.QueueChanged(thread_id=message.thread_id))
+                for followup_id in message.cancelled:  # their callers hear they will not run
+                    why = "cancelled: the message was removed from the queue before it ran"
+                    emit(
+                        self._registry.pop(followup_id),
+                        TurnFinished(turn_id=followup_id, status="interrupted", text="", error=why),
+                    )
+                self._run(ev.QueueChanged(thread_id=message.thread_id, send_next=message.send_next))
             case ResetWorkers():
                 self._run(ev.WorkersReset(reason=message.reason))
             case ListActiveTurns():
@@ -178,6 +187,19 @@ class TurnCoordinator(SupervisedActor):
                         pending_approvals=tuple(t.approvals),
                     )
                     for t in self._state.turns.values()
+                )
+            case ListApprovals():
+                state = self._state
+                return tuple(
+                    PendingApproval(
+                        approval_id=a.approval_id,
+                        turn_id=a.turn_id,
+                        thread_id=state.turns[a.turn_id].thread_id,
+                        method=a.method,
+                        command=a.command,
+                        reason=a.reason,
+                    )
+                    for a in state.approvals.values()
                 )
             case CloseIntake():
                 self._run(ev.StopIntake())
@@ -284,7 +306,7 @@ class TurnCoordinator(SupervisedActor):
             case ev.SetFollowUp():
                 self._set_followup(effect)
             case ev.FetchFollowUp():
-                return self._fetch_followup(effect.thread_id)
+                return self._fetch_followup(effect.thread_id, effect.include_manual)
             case ev.ArmRetry():
                 ref = self.actor_ref
                 self._retry_timer = self._clock.call_later(
@@ -391,9 +413,9 @@ class TurnCoordinator(SupervisedActor):
         except _REFUSED as exc:  # start-up reconciliation settles it from its turn's status
             _log.error("turns.followup_state_failed", followup=effect.followup_id, error=repr(exc))
 
-    def _fetch_followup(self, thread_id: str) -> ev.Event:
+    def _fetch_followup(self, thread_id: str, include_manual: bool) -> ev.Event:
         try:
-            row = self._ask(self._persistence, NextFollowUp(thread_id=thread_id))
+            row = self._ask(self._persistence, NextFollowUp(thread_id=thread_id, include_manual=include_manual))
         except _REFUSED as exc:
             _log.error("turns.followup_fetch_failed", thread=thread_id, error=repr(exc))
             row = None

@@ -12,6 +12,7 @@ __all__ = [
     "TurnNotActiveError",
     "UnknownApprovalError",
     "UnknownMessageError",
+    "UnknownWorkerError",
 ]
 
 
@@ -37,6 +38,10 @@ class InvalidDecisionError(ValueError):
 
 class NoHealthyWorkerError(RuntimeError):
     """No worker is up to take the thread."""
+
+
+class UnknownWorkerError(KeyError):
+    """No worker has this id."""
 
 
 class UnknownMessageError(TypeError):

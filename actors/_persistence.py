@@ -46,9 +46,11 @@ from agenthost.protocol._messages import (
     AddActionCard,
     BeginFollowUpTurn,
     BeginTurn,
+    CancelFollowUp,
     Checkpoint,
     CompleteTurn,
     CreateThread,
+    EditFollowUp,
     EnqueueFollowUp,
     FinishTurn,
     GetThread,
@@ -58,10 +60,13 @@ from agenthost.protocol._messages import (
     ListThreads,
     ListTurns,
     LoadMappings,
+    MoveFollowUp,
     NextFollowUp,
+    QueueDepths,
     ReadTranscript,
     RetryFollowUp,
     SaveMapping,
+    SetDispatchMode,
     SetFollowUpState,
     TurnPersisted,
 )
@@ -226,7 +231,17 @@ class PersistenceActor(SupervisedActor):
             case EnqueueFollowUp():
                 return db.enqueue_followup(message.followup_id, message.thread_id, message.text, now)
             case NextFollowUp():
-                return db.next_followup(message.thread_id)
+                return db.next_followup(message.thread_id, message.include_manual)
+            case QueueDepths():
+                return db.queue_depths()
+            case MoveFollowUp():
+                return db.move_followup(message.followup_id, message.position)
+            case EditFollowUp():
+                return db.edit_followup(message.followup_id, message.text)
+            case CancelFollowUp():
+                return db.cancel_followup(message.followup_id)
+            case SetDispatchMode():
+                return db.set_dispatch_mode(message.thread_id, message.mode)
             case RetryFollowUp():
                 return db.retry_followup(message.followup_id)
             case SetFollowUpState():

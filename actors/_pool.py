@@ -38,6 +38,7 @@ import msgspec
 import pykka
 
 from agenthost.actors._clock import Clock, Timer
+from agenthost.actors._errors import UnknownWorkerError
 from agenthost.actors._events import PoolFailedEvent, WorkerRestarting, WorkerUpEvent
 from agenthost.actors._log import decision, get_logger
 from agenthost.actors._pipes import WorkerSpec
@@ -47,6 +48,7 @@ from agenthost.actors._recovery import (
     RestartHistory,
     RestartType,
     WorkerWatch,
+    admit_operator_restart,
     admit_restart,
     record_start,
     should_kill_for_timeouts,
@@ -63,12 +65,14 @@ from agenthost.protocol._messages import (
     ProbeReply,
     ProbeTick,
     RestartDue,
+    RestartWorker,
     StopPool,
     StopRuntime,
     WorkerDown,
     WorkerExited,
     WorkerHealth,
     WorkerReady,
+    WorkerRestarted,
     WorkerSpawned,
     WorkerState,
     WorkerStatus,
@@ -93,6 +97,8 @@ class _Slot(msgspec.Struct):
     next_restart_at: float | None = None
     last_exit: str | None = None
     timer: Timer | None = None
+    operator: Any = None  # (reason, repair) of an operator restart under way
+    last_repair: str | None = None  # what the last operator repair did
     probe_seq: int = 0  # the last probe sent
     probe_answered: bool = True  # the last probe was answered
     missed_probes: int = 0
@@ -111,11 +117,13 @@ class _Slot(msgspec.Struct):
             restarts=self.restarts,
             next_restart_at=self.next_restart_at,
             last_exit=self.last_exit,
+            last_repair=self.last_repair,
         )
 
 
 class PoolSupervisor(SupervisedActor):
     child_name = "pool"
+    expected_errors = (UnknownWorkerError,)
 
     def __init__(
         self,
@@ -175,6 +183,8 @@ class PoolSupervisor(SupervisedActor):
                 slot = self._current(message.worker_id, message.generation)
                 if slot is not None and message.seq == slot.probe_seq:
                     slot.probe_answered, slot.missed_probes = True, 0
+            case RestartWorker():
+                return self._operator_restart(message)
             case GetPoolStatus():
                 return tuple(slot.status() for slot in self._slots.values())
             case StopPool():
@@ -304,9 +314,52 @@ class PoolSupervisor(SupervisedActor):
         self._on_exited(WorkerExited(worker_id=slot.worker_id, generation=slot.generation, reason=reason))
 
     # --- exits and restarts ----------------------------------------------------------------------------------
+    def _operator_restart(self, message: RestartWorker) -> WorkerRestarted:
+        """Replace a worker's runtime now (see the module contract); the answer names the generation to come."""
+        slot = self._slots.get(message.worker_id)
+        if slot is None or self._stopping:
+            raise UnknownWorkerError(f"no worker {message.worker_id!r}; workers are 1..{len(self._slots)}")
+        slot.operator = (message.reason, message.repair)
+        next_generation = slot.generation + 1
+        if slot.state in ("starting", "ready", "degraded"):
+            self._kill(slot, f"restart requested by the operator: {message.reason}")  # the exit brings it back
+        else:  # restarting, given up or stopped: bring it back now
+            if slot.timer is not None:
+                slot.timer.cancel()
+            self._operator_spawn(slot, f"worker was {slot.state}")
+        return WorkerRestarted(worker_id=slot.worker_id, generation=next_generation)
+
+    def _operator_spawn(self, slot: _Slot, exit_reason: str) -> None:
+        reason, repair = slot.operator
+        slot.operator = None
+        if repair is not None:
+            slot.last_repair = str(repair(slot.worker_id))
+        verdict = admit_operator_restart(slot.history)
+        if slot.state in ("given_up", "stopped"):
+            slot.history = RestartHistory()  # an operator revives it: it counts its attempts from 0 again
+        decision(
+            _log,
+            supervisor="pool",
+            child=slot.child,
+            decision="restart",
+            reason=f"{exit_reason}; {verdict.reason}: {reason}",
+            attempt=verdict.attempt,
+            delay_s=0.0,
+            generation=slot.generation,
+        )
+        slot.restarts += 1
+        self._spawn(slot)
+
     def _on_exited(self, message: WorkerExited) -> None:
         slot = self._current(message.worker_id, message.generation)
         if slot is None or slot.state in ("restarting", "given_up", "stopped"):
+            return
+        if slot.operator is not None:  # an operator restart: no policy verdict on a failure, back at once
+            was_up = slot.state in ("ready", "degraded")
+            slot.last_exit, slot.pid, slot.ref = message.reason, None, None
+            if was_up:
+                self._notify(WorkerDown(worker_id=slot.worker_id, generation=slot.generation, reason=message.reason))
+            self._operator_spawn(slot, message.reason)
             return
         was_up = slot.state in ("ready", "degraded")
         slot.last_exit = message.reason

@@ -88,6 +88,7 @@ __all__ = [
     "Strategy",
     "SupervisorSpec",
     "WorkerWatch",
+    "admit_operator_restart",
     "admit_restart",
     "children_to_restart",
     "decide_retry",
@@ -390,6 +391,14 @@ def decide_retry(policy: RetryPolicy, attempt: int) -> RetryVerdict:
     delay_s = 0.0 if policy.backoff is None else next_delay(policy.backoff, attempt)
     reason = f"retry {attempt} of {policy.max_attempts}, after {_format_seconds(delay_s)} s"
     return RetryVerdict(action="retry", attempt=attempt, delay_s=delay_s, reason=reason)
+
+
+def admit_operator_restart(history: RestartHistory) -> Decision:
+    """An operator asked for a worker to be replaced: restart at once; it counts as no failed attempt (the
+    attempt counter and the intensity window are kept as they were)."""
+    return Decision(
+        action="restart", attempt=history.attempt, delay_s=0.0, reason="requested by the operator", history=history
+    )
 
 
 PERSIST_RETRY = RetryPolicy(backoff=Backoff(initial_s=1.0, multiplier=2.0, max_s=30.0), max_attempts=20)

@@ -268,13 +268,20 @@ def dispatch_waiting(s: State, out: Out) -> None:
         if thread_id in s.busy:
             continue
         s.reserved += 1
-        out.append(ev.FetchFollowUp(thread_id=thread_id))
+        out.append(ev.FetchFollowUp(thread_id=thread_id, include_manual=thread_id in s.send_next))
+
+
+def queue_changed(s: State, e: ev.QueueChanged, out: Out) -> None:
+    if e.send_next:
+        s.send_next.add(e.thread_id)
+    dispatch_next(s, e.thread_id, out)
 
 
 def followup_fetched(s: State, e: ev.FollowUpFetched, out: Out) -> None:
     s.reserved -= 1
     if e.followup_id is None or e.turn_id is None:
         return
+    s.send_next.discard(e.thread_id)
     if e.thread_id in s.busy or not s.workers:
         if e.thread_id not in s.waiting:
             s.waiting.appendleft(e.thread_id)

@@ -132,9 +132,11 @@ class RetryDue(_Event, frozen=True, kw_only=True):
 
 
 class QueueChanged(_Event, frozen=True, kw_only=True):
-    """The thread's follow-up queue changed outside the machine (a follow-up was retried, moved...)."""
+    """The thread's follow-up queue changed outside the machine (a follow-up was retried, moved...); `send_next`:
+    run its next one even in manual dispatch mode."""
 
     thread_id: str
+    send_next: bool = False
 
 
 class StopIntake(_Event, frozen=True, kw_only=True):
@@ -310,6 +312,7 @@ class FetchFollowUp(_Effect, frozen=True, kw_only=True):
     """The thread's next queued follow-up -> FollowUpFetched."""
 
     thread_id: str
+    include_manual: bool = False
 
 
 class ArmRetry(_Effect, frozen=True, kw_only=True):

@@ -392,7 +392,7 @@ _HANDLERS: dict[type, Any] = {
     ev.FinishRefused: ends.finish_refused,
     ev.Completed: ends.completed,
     ev.RetryDue: ends.retry_due,
-    ev.QueueChanged: lambda s, e, out: ends.dispatch_next(s, e.thread_id, out),
+    ev.QueueChanged: ends.queue_changed,
     ev.StopIntake: _stop_intake,
     ev.AbortAll: _abort_all,
 }

@@ -87,6 +87,7 @@ class State(msgspec.Struct, kw_only=True):
     waiting: collections.deque[str] = msgspec.field(default_factory=collections.deque)  # threads whose queued
     # follow-ups wait, in order
     reserved: int = 0  # slots held for follow-ups being fetched
+    send_next: set[str] = set()  # threads whose next follow-up runs even in manual dispatch mode
     ending: dict[str, Unpersisted] = {}  # ended turns whose end is not durable yet
     unpersisted: dict[str, Unpersisted] = {}  # turn ends the storage refused, written again by PERSIST_RETRY
     retry_attempt: int = 0

@@ -33,32 +33,45 @@ import pykka
 
 from agenthost._config import HostConfig
 from agenthost._handle import TurnEvents, TurnHandle
+from agenthost._repair import repairer
 from agenthost.actors._children import ChildDirectory, HostParts
 from agenthost.actors._clock import Clock, SystemClock
 from agenthost.actors._errors import HostUnavailableError
 from agenthost.actors._host import HostSupervisor, host_spec
+from agenthost.actors._log import Event, subscribe
 from agenthost.actors._refs import FaultHook, ask, tell_quietly
 from agenthost.actors._runtimes import CodexRolloutSync, builtin_spec_factory, codex_spec_factory, faults_file_path
 from agenthost.actors._turns import CoordinatorSettings, TurnRegistry
 from agenthost.protocol._faults import RuntimeFaults, encode_faults
 from agenthost.protocol._messages import (
     AnswerApproval,
+    CancelFollowUp,
     CloseIntake,
+    EditFollowUp,
     FollowUpsChanged,
     GetHostStatus,
     HostStatus,
     InterruptTurn,
+    ListApprovals,
     ListFollowUps,
     ListThreads,
     ListTurns,
+    MoveFollowUp,
+    PendingApproval,
+    QueueDepths,
     ReadTranscript,
+    RestartWorker,
     RetryFollowUp,
     SendMessage,
+    SetDispatchMode,
     ShutdownHost,
+    TurnAccepted,
+    WorkerRestarted,
 )
 from agenthost.protocol._messages import CreateThread as _CreateThread
 from agenthost.storage import (
     AtomicFs,
+    DispatchMode,
     FollowUpRow,
     StorageRoot,
     ThreadRow,
@@ -257,11 +270,78 @@ class AgentHost:
 
     def send(self, thread_id: str, text: str) -> TurnHandle:
         events = TurnEvents()
-        accepted = self._ask("turns", SendMessage(thread_id=thread_id, text=text, sink=events))
+        accepted = self.submit(thread_id, text, events)
         handle = TurnHandle(accepted.turn_id, accepted.queued, events)
         self._open = {tid: h for tid, h in self._open.items() if not h.ended(0)}
         self._open[handle.turn_id] = handle
         return handle
+
+    def submit(self, thread_id: str, text: str, sink: Any) -> TurnAccepted:
+        """Send with your own event sink (an object with `put(event)`, called from the host's threads; it must not
+        block): what `send` builds a TurnHandle on, and the service's control socket uses."""
+        accepted: TurnAccepted = self._ask(
+            "turns", SendMessage(thread_id=validate_id("thread id", thread_id), text=text, sink=sink)
+        )
+        return accepted
+
+    def approvals(self) -> list[PendingApproval]:
+        """Every approval waiting for an answer."""
+        return list(self._ask("turns", ListApprovals()))
+
+    def queue_depths(self) -> dict[str, int]:
+        """The number of queued follow-ups of each thread that has any."""
+        depths: dict[str, int] = self._ask("persistence", QueueDepths())
+        return depths
+
+    def move_followup(self, followup_id: str, position: int) -> list[FollowUpRow]:
+        """Move a waiting follow-up to `position` (0-based, clamped) in its thread's queue; returns the queue."""
+        queue: list[FollowUpRow] = self._ask("persistence", MoveFollowUp(followup_id=followup_id, position=position))
+        if queue:
+            self._ask("turns", FollowUpsChanged(thread_id=queue[0].thread_id))
+        return queue
+
+    def edit_followup(self, followup_id: str, text: str) -> FollowUpRow:
+        row: FollowUpRow = self._ask("persistence", EditFollowUp(followup_id=followup_id, text=text))
+        return row
+
+    def cancel_followup(self, followup_id: str) -> FollowUpRow:
+        """Remove a waiting follow-up from its queue for good; its caller hears it ended without running."""
+        row: FollowUpRow = self._ask("persistence", CancelFollowUp(followup_id=followup_id))
+        self._ask("turns", FollowUpsChanged(thread_id=row.thread_id, cancelled=(followup_id,)))
+        return row
+
+    def set_dispatch_mode(self, thread_id: str, mode: DispatchMode) -> ThreadRow:
+        """ "auto": the thread's follow-ups run one after the other; "manual": each waits for `send_next`."""
+        row: ThreadRow = self._ask("persistence", SetDispatchMode(thread_id=thread_id, mode=mode))
+        self._ask("turns", FollowUpsChanged(thread_id=thread_id))
+        return row
+
+    def send_next(self, thread_id: str) -> None:
+        """Run the thread's next queued follow-up as soon as the thread is free, even in manual mode."""
+        self._ask("turns", FollowUpsChanged(thread_id=validate_id("thread id", thread_id), send_next=True))
+
+    def restart_worker(self, worker_id: int, reason: str = "operator request") -> int:
+        """Replace a worker's runtime now (it counts as no failed attempt); returns the generation to come."""
+        answer: WorkerRestarted = self._ask("pool", RestartWorker(worker_id=worker_id, reason=reason))
+        return answer.generation
+
+    def repair_worker(self, worker_id: int, timeout_s: float = 60.0) -> str:
+        """Move the worker's own runtime state aside (quarantined, never deleted), restart it, and return what was
+        done (a JSON report is written under system/reports/). Waits until the new runtime is up."""
+        repair = repairer(self.root, self.config.runtime, self._wall)
+        answer: WorkerRestarted = self._ask("pool", RestartWorker(worker_id=worker_id, reason="repair", repair=repair))
+        deadline = time.monotonic() + timeout_s
+        while True:
+            worker = next(w for w in self.status().workers if w.worker_id == worker_id)
+            if worker.generation >= answer.generation and worker.state != "starting" and worker.last_repair:
+                return worker.last_repair
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"worker {worker_id} was not back within {timeout_s:g} s after its repair")
+            time.sleep(0.02)
+
+    def subscribe(self, callback: Callable[[Event], None], names: Any = None) -> Callable[[], None]:
+        """Deliver the host's structured events (all, or those named) to `callback`; returns the unsubscriber."""
+        return subscribe(callback, names)
 
     def followups(self, thread_id: str) -> list[FollowUpRow]:
         """The thread's follow-up queue: every message that waited for its turn, in order, with its state."""

@@ -36,6 +36,7 @@ __all__ = [
     "BindRuntimeThread",
     "CallDeadline",
     "CallResult",
+    "CancelFollowUp",
     "Checkpoint",
     "ChildFailed",
     "ChildStarted",
@@ -44,6 +45,7 @@ __all__ = [
     "CompleteTurn",
     "CreateThread",
     "Delta",
+    "EditFollowUp",
     "EnqueueFollowUp",
     "FinishTurn",
     "FollowUpsChanged",
@@ -58,27 +60,33 @@ __all__ = [
     "KillRuntime",
     "ListActionCards",
     "ListActiveTurns",
+    "ListApprovals",
     "ListFollowUps",
     "ListPendingTurns",
     "ListThreads",
     "ListTurns",
     "LoadMappings",
+    "MoveFollowUp",
     "NextFollowUp",
+    "PendingApproval",
     "PoolFailed",
     "Probe",
     "ProbeReply",
     "ProbeTick",
+    "QueueDepths",
     "ReadTranscript",
     "ResetWorkers",
     "ResolveThread",
     "RestartChildren",
     "RestartDue",
+    "RestartWorker",
     "RetryFollowUp",
     "RetryPersistence",
     "RuntimeCall",
     "RuntimeOutput",
     "SaveMapping",
     "SendMessage",
+    "SetDispatchMode",
     "SetFollowUpState",
     "ShutdownHost",
     "StdoutClosed",
@@ -96,6 +104,7 @@ __all__ = [
     "WorkerExited",
     "WorkerHealth",
     "WorkerReady",
+    "WorkerRestarted",
     "WorkerSpawned",
     "WorkerStatus",
     "WorkerUp",
@@ -215,6 +224,7 @@ class WorkerStatus(_Msg, frozen=True, kw_only=True):
     restarts: int = 0
     next_restart_at: float | None = None
     last_exit: str | None = None
+    last_repair: str | None = None  # what the last operator repair of its runtime state did
 
 
 class WorkerHealth(_Msg, frozen=True, kw_only=True):
@@ -418,6 +428,26 @@ class EnqueueFollowUp(_Msg, frozen=True, kw_only=True):
 
 class NextFollowUp(_Msg, frozen=True, kw_only=True):
     thread_id: str
+    include_manual: bool = False  # an explicit "send next" on a thread in manual dispatch mode
+
+
+class MoveFollowUp(_Msg, frozen=True, kw_only=True):
+    followup_id: str
+    position: int
+
+
+class EditFollowUp(_Msg, frozen=True, kw_only=True):
+    followup_id: str
+    text: str
+
+
+class CancelFollowUp(_Msg, frozen=True, kw_only=True):
+    followup_id: str
+
+
+class SetDispatchMode(_Msg, frozen=True, kw_only=True):
+    thread_id: str
+    mode: Literal["auto", "manual"]
 
 
 class RetryFollowUp(_Msg, frozen=True, kw_only=True):
@@ -427,9 +457,12 @@ class RetryFollowUp(_Msg, frozen=True, kw_only=True):
 
 
 class FollowUpsChanged(_Msg, frozen=True, kw_only=True):
-    """To the coordinator: the thread's follow-up queue changed outside it (retried, moved...): dispatch if free."""
+    """To the coordinator: the thread's follow-up queue changed outside it (retried, moved...): dispatch if free.
+    `send_next`: run the next one even in manual mode; `cancelled`: their callers hear they will not run."""
 
     thread_id: str
+    send_next: bool = False
+    cancelled: tuple[str, ...] = ()
 
 
 class SetFollowUpState(_Msg, frozen=True, kw_only=True):
@@ -473,6 +506,39 @@ class ActiveTurn(_Msg, frozen=True, kw_only=True):
     worker_id: int | None
     phase: str
     pending_approvals: tuple[str, ...] = ()
+
+
+class ListApprovals(_Msg, frozen=True, kw_only=True):
+    """To the coordinator: every approval waiting for an answer."""
+
+
+class PendingApproval(_Msg, frozen=True, kw_only=True):
+    approval_id: str
+    turn_id: str
+    thread_id: str
+    method: str
+    command: str | None = None
+    reason: str | None = None
+
+
+class QueueDepths(_Msg, frozen=True, kw_only=True):
+    """To persistence: the number of queued follow-ups per thread (threads with none are left out)."""
+
+
+class RestartWorker(_Msg, frozen=True, kw_only=True):
+    """To the pool: an operator asks for a worker's runtime to be replaced now. With `repair`, the worker's own
+    runtime state is moved aside (quarantined, never deleted) before the new runtime starts; the pool answers with
+    what it did."""
+
+    worker_id: int
+    reason: str
+    repair: Any = None  # a callable (worker_id) -> report, run while the worker is down
+
+
+class WorkerRestarted(_Msg, frozen=True, kw_only=True):
+    worker_id: int
+    generation: int
+    repair_report: Any = None
 
 
 class CloseIntake(_Msg, frozen=True, kw_only=True):

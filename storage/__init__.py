@@ -44,6 +44,7 @@ from ._quarantine import (
 )
 from ._rows import (
     ActionCardRow,
+    DispatchMode,
     FollowUpRow,
     FollowUpState,
     MappingRow,
@@ -72,6 +73,7 @@ __all__ = [
     "AtomicFs",
     "CheckpointMode",
     "Database",
+    "DispatchMode",
     "Finding",
     "FindingStatus",
     "FollowUpRow",

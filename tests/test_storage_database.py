@@ -476,3 +476,33 @@ def test_data_survives_without_checkpoint_on_close(db_path: Path) -> None:
         assert [row.project_id for row in reopened.list_projects()] == ["p1"]
     finally:
         reopened.close()
+
+
+def test_followup_queue_operations_follow_the_seed_app(db: Database) -> None:
+    """The seed's testFollowUpQueuePersistenceAndOrdering, plus cancel and the manual dispatch mode."""
+    db.ensure_project("p", "p", 1.0)
+    db.create_thread("t", "p", "t", 1.0)
+    db.create_thread("sibling", "p", "s", 1.0)
+    db.enqueue_followup("f1", "t", "first", 1.0)
+    db.enqueue_followup("f2", "t", "second", 2.0)
+    db.enqueue_followup("s1", "sibling", "other", 3.0)
+    assert [f.text for f in db.list_followups("t")] == ["first", "second"]
+    db.edit_followup("f2", "second-updated")
+    moved = db.move_followup("f2", 0)
+    assert [f.text for f in moved] == ["second-updated", "first"]
+    assert [f.seq for f in moved] == [1, 2]  # the items keep the seq numbers they had, in the new order
+    assert db.next_followup("t").followup_id == "f2"
+    assert [f.followup_id for f in db.move_followup("f2", 99)] == ["f1", "f2"]  # clamped to the end
+    assert db.set_followup_state("f1", "failed", "boom").last_error == "boom"
+    assert db.next_followup("t").followup_id == "f2"  # a failed one waits for its retry
+    assert db.retry_followup("f1").state == "queued"
+    assert db.cancel_followup("f2").state == "cancelled"
+    assert [(f.followup_id, f.state) for f in db.list_followups("t")] == [("f1", "queued"), ("f2", "cancelled")]
+    with pytest.raises(StorageError, match=r"'f2' is cancelled; only a queued or failed one can be edited"):
+        db.edit_followup("f2", "x")
+    assert db.set_dispatch_mode("t", "manual").dispatch_mode == "manual"
+    assert db.next_followup("t") is None  # manual: nothing runs by itself
+    assert db.next_followup("t", include_manual=True).followup_id == "f1"
+    assert db.next_followup("sibling").followup_id == "s1"  # another thread is not affected
+    with pytest.raises(StorageError, match="dispatch mode 'sometimes' is invalid"):
+        db.set_dispatch_mode("t", "sometimes")  # type: ignore[arg-type]

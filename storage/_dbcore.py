@@ -1,0 +1,312 @@
+"""The core of the agenthost database: one APSW connection in WAL mode, its lifecycle, and the helpers the
+repository methods share (transactions that translate apsw errors, row mapping, value checks).
+
+Contract: see storage._database for the whole database's contract; this module holds what every part of it uses.
+``DatabaseCore.open(path)`` opens (creating if absent; the parent folder must exist), configures and verifies the
+pragmas (journal_mode=WAL, synchronous=FULL, automatic WAL checkpoints off, busy timeout 5000 ms,
+foreign_keys=ON; ``SchemaError`` names a pragma that did not take), then migrates (storage._schema).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal, Self, TypeVar
+
+import apsw
+import msgspec
+
+from ._errors import (
+    SchemaError,
+    StorageCorruptError,
+    StorageError,
+    StorageFullError,
+    StorageIOError,
+    UnknownThreadError,
+    UnknownTurnError,
+)
+from ._rows import ActionCardRow, FollowUpRow, MappingRow, ProjectRow, ThreadRow, TurnRow
+from ._schema import apply_migrations
+
+__all__ = ["BUSY_TIMEOUT_MS", "CheckpointMode", "DatabaseCore"]
+
+BUSY_TIMEOUT_MS: int = 5000
+CheckpointMode = Literal["PASSIVE", "FULL", "RESTART", "TRUNCATE"]
+
+_CHECKPOINT_MODES: dict[str, int] = {
+    "PASSIVE": apsw.SQLITE_CHECKPOINT_PASSIVE,
+    "FULL": apsw.SQLITE_CHECKPOINT_FULL,
+    "RESTART": apsw.SQLITE_CHECKPOINT_RESTART,
+    "TRUNCATE": apsw.SQLITE_CHECKPOINT_TRUNCATE,
+}
+_REQUIRED_PRAGMAS: tuple[tuple[str, object], ...] = (
+    ("journal_mode", "wal"),
+    ("synchronous", 2),
+    ("wal_autocheckpoint", 0),
+    ("busy_timeout", BUSY_TIMEOUT_MS),
+    ("foreign_keys", 1),
+)
+_IO_ERRORS: tuple[type[apsw.Error], ...] = (
+    apsw.IOError,
+    apsw.FullError,
+    apsw.CantOpenError,
+    apsw.ReadOnlyError,
+    apsw.CorruptError,
+    apsw.NotADBError,
+)
+_PRAGMA_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+RowT = TypeVar("RowT", bound=msgspec.Struct)
+
+
+class DatabaseCore:
+    """The connection and the helpers; `Database` adds the repository methods."""
+
+    __slots__ = ("_closed", "_conn", "_path")
+
+    def __init__(self, conn: apsw.Connection, path: Path) -> None:
+        self._conn = conn
+        self._path = path
+        self._closed = False
+
+    # --- lifecycle -------------------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, vfs: str | None = None) -> Self:
+        """Open (creating if needed), verify the pragmas and migrate. `vfs` names a registered APSW VFS (used by
+        fault-injection tests); None is SQLite's default."""
+        db_path = Path(os.fspath(path))
+        with _translate_errors(f"opening database {str(db_path)!r}"):
+            conn = apsw.Connection(str(db_path)) if vfs is None else apsw.Connection(str(db_path), vfs=vfs)
+        try:
+            with _translate_errors(f"configuring database {str(db_path)!r}"):
+                _configure(conn)
+                apply_migrations(conn)
+        except BaseException:
+            _close_quietly(conn)  # the error being raised says why; a close error must not replace it
+            raise
+        return cls(conn, db_path)
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def schema_version(self) -> int:
+        with _translate_errors("reading the schema version"):
+            return int(self._conn.pragma("user_version"))
+
+    def close(self, *, checkpoint: bool = True) -> None:
+        """TRUNCATE-checkpoint the WAL (when ``checkpoint``) and close; closing twice is a no-op."""
+        if self._closed:
+            return
+        try:
+            if checkpoint:
+                self.checkpoint("TRUNCATE")
+        except BaseException:
+            self._closed = True
+            _close_quietly(self._conn)  # keep the checkpoint's error, not a follow-on close error
+            raise
+        self._closed = True
+        with _translate_errors(f"closing database {str(self._path)!r}"):
+            self._conn.close()
+
+    def quick_check(self) -> list[str]:
+        """`PRAGMA quick_check`: ["ok"] for a sound database, otherwise the problems found (at most 100)."""
+        with _translate_errors("running quick_check"):
+            return [str(row[0]) for row in self._conn.execute("PRAGMA quick_check(100)")]
+
+    def set_wal_hook(self, hook: Callable[[int], None] | None) -> None:
+        """Call `hook(wal_pages)` after every commit with the WAL's size in pages (None removes it)."""
+        if hook is None:
+            self._conn.set_wal_hook(None)
+            return
+
+        def on_commit(_conn: apsw.Connection, _dbname: str, pages: int) -> int:
+            hook(pages)
+            return apsw.SQLITE_OK
+
+        self._conn.set_wal_hook(on_commit)
+
+    def checkpoint(self, mode: CheckpointMode = "PASSIVE") -> tuple[int, int]:
+        """Run a WAL checkpoint; return (frames in the WAL, frames checkpointed)."""
+        if mode not in _CHECKPOINT_MODES:
+            raise StorageError(f"checkpoint mode {mode!r} is invalid: expected one of {tuple(_CHECKPOINT_MODES)}")
+        with _translate_errors(f"{mode} checkpoint"):
+            wal_frames, checkpointed_frames = self._conn.wal_checkpoint(mode=_CHECKPOINT_MODES[mode])
+        return int(wal_frames), int(checkpointed_frames)
+
+    def pragma(self, name: str) -> object:
+        """Read the current value of pragma ``name`` (reading only; no value is ever set)."""
+        if not isinstance(name, str) or not _PRAGMA_NAME_RE.fullmatch(name):
+            raise StorageError(f"pragma name {name!r} is invalid: expected an identifier")
+        with _translate_errors(f"reading pragma {name}"):
+            return self._conn.pragma(name)
+
+    # --- private helpers -------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _transaction(self, action: str) -> Iterator[None]:
+        with _translate_errors(action), self._conn:
+            yield
+
+    def _require_thread(self, thread_id: str) -> ThreadRow:
+        row = self._select_one(ThreadRow, "thread_id", thread_id)
+        if row is None:
+            raise UnknownThreadError(f"unknown thread id {thread_id!r}")
+        return row
+
+    def _require_turn(self, turn_id: str) -> TurnRow:
+        row = self._select_one(TurnRow, "turn_id", turn_id)
+        if row is None:
+            raise UnknownTurnError(f"unknown turn id {turn_id!r}")
+        return row
+
+    def _require_turn_of_thread(self, turn_id: str, thread_id: str) -> TurnRow:
+        turn = self._require_turn(turn_id)
+        if turn.thread_id != thread_id:
+            raise StorageError(f"turn {turn_id!r} belongs to thread {turn.thread_id!r}, not {thread_id!r}")
+        return turn
+
+    def _require_row(self, row_type: type[RowT], key: str, value: str) -> RowT:
+        row = self._select_one(row_type, key, value)
+        if row is None:  # only reachable if a concurrent writer deleted it
+            raise StorageError(f"{key} {value!r} vanished during the transaction")
+        return row
+
+    def _next_seq(self, table: str, thread_id: str) -> int:
+        cursor = self._conn.execute(f"SELECT COALESCE(MAX(seq), 0) + 1 FROM {table} WHERE thread_id = ?", (thread_id,))
+        return int(cursor.get)
+
+    def _insert(self, table: str, row: msgspec.Struct) -> None:
+        fields = row.__struct_fields__
+        placeholders = ", ".join("?" for _ in fields)
+        self._conn.execute(f"INSERT INTO {table} ({', '.join(fields)}) VALUES ({placeholders})", _values(row))
+
+    def _select_one(self, row_type: type[RowT], key: str, value: str) -> RowT | None:
+        sql = f"SELECT {_columns(row_type)} FROM {_TABLES[row_type]} WHERE {key} = ?"
+        for values in self._conn.execute(sql, (value,)):
+            return _row(row_type, values)
+        return None
+
+    def _select_all(
+        self, row_type: type[RowT], table: str, where: str, bindings: tuple[Any, ...], order_by: str
+    ) -> list[RowT]:
+        sql = f"SELECT {_columns(row_type)} FROM {table} {where} ORDER BY {order_by}"
+        with _translate_errors(f"listing {table}"):
+            return [_row(row_type, values) for values in self._conn.execute(sql, bindings)]
+
+    def _begin_turn_row(self, turn_id: str, thread_id: str, text: str, created_at: float) -> TurnRow:
+        """Insert a pending turn; the caller holds the transaction."""
+        self._require_thread(thread_id)
+        if self._select_one(TurnRow, "turn_id", turn_id) is not None:
+            raise StorageError(f"turn id {turn_id!r} already exists")
+        row = TurnRow(
+            turn_id=turn_id,
+            thread_id=thread_id,
+            seq=self._next_seq("turns", thread_id),
+            user_text=text,
+            assistant_text="",
+            status="pending",
+            error=None,
+            worker_id=None,
+            created_at=created_at,
+            finished_at=None,
+        )
+        self._insert("turns", row)
+        return row
+
+
+_TABLES: dict[type[msgspec.Struct], str] = {
+    ProjectRow: "projects",
+    ThreadRow: "threads",
+    MappingRow: "runtime_thread_mappings",
+    TurnRow: "turns",
+    ActionCardRow: "action_cards",
+    FollowUpRow: "followups",
+}
+
+
+def _configure(conn: apsw.Connection) -> None:
+    conn.pragma("journal_mode", "wal")
+    conn.pragma("synchronous", "FULL")
+    conn.wal_autocheckpoint(0)
+    conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+    conn.pragma("foreign_keys", "ON")
+    for name, expected in _REQUIRED_PRAGMAS:
+        _verify_pragma(conn, name, expected)
+
+
+def _verify_pragma(conn: apsw.Connection, name: str, expected: object) -> None:
+    actual = conn.pragma(name)
+    if isinstance(actual, str):
+        actual = actual.lower()
+    if actual != expected:
+        raise SchemaError(f"pragma {name} was not applied: expected {expected!r}, got {actual!r}")
+
+
+def _close_quietly(conn: apsw.Connection) -> None:
+    """Close while another error is already being raised: the connection ends up closed either way."""
+    try:
+        conn.close()
+    except apsw.Error:
+        pass
+
+
+@contextlib.contextmanager
+def _translate_errors(action: str) -> Iterator[None]:
+    """Re-raise apsw errors as StorageIOError (I/O) or StorageError (anything else), chained."""
+    try:
+        yield
+    except (apsw.CorruptError, apsw.NotADBError) as error:
+        raise StorageCorruptError(
+            f"{action} failed: the database is corrupt: {type(error).__name__}: {error}"
+        ) from error
+    except apsw.FullError as error:
+        raise StorageFullError(f"{action} failed: the disk is full: {type(error).__name__}: {error}") from error
+    except _IO_ERRORS as error:
+        raise StorageIOError(f"{action} failed with an I/O error: {type(error).__name__}: {error}") from error
+    except apsw.Error as error:
+        raise StorageError(f"{action} failed: {type(error).__name__}: {error}") from error
+
+
+def _columns(row_type: type[msgspec.Struct]) -> str:
+    return ", ".join(row_type.__struct_fields__)
+
+
+def _row(row_type: type[RowT], values: Sequence[Any]) -> RowT:
+    return row_type(**dict(zip(row_type.__struct_fields__, values, strict=True)))
+
+
+def _values(row: msgspec.Struct) -> tuple[Any, ...]:
+    return tuple(getattr(row, field) for field in row.__struct_fields__)
+
+
+def _fields_of(row_type: type[msgspec.Struct], values: Sequence[Any], *, skip: int) -> dict[str, Any]:
+    return dict(zip(row_type.__struct_fields__[skip:], values, strict=True))
+
+
+def _text(field: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise StorageError(f"{field} {value!r} is invalid: must be a str, got {type(value).__name__}")
+    return value
+
+
+def _optional_text(field: str, value: object) -> str | None:
+    return None if value is None else _text(field, value)
+
+
+def _integer(field: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise StorageError(f"{field} {value!r} is invalid: must be an int")
+    return value
+
+
+def _time(field: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise StorageError(f"{field} {value!r} is invalid: must be finite float seconds")
+    return float(value)

@@ -1,0 +1,181 @@
+"""The follow-up queue of the agenthost database: messages that wait for their thread, in order.
+
+Contract (a mixin of `Database`; every write is one transaction):
+- A thread's queue is its follow-ups in "queued" or "failed" state, ordered by `seq`. `enqueue_followup` appends.
+- `next_followup(thread, include_manual=False)` is the oldest "queued" one (a "failed" one is skipped, it waits for
+  a retry); a thread in dispatch mode "manual" yields none unless `include_manual` (an explicit "send next").
+- `begin_followup_turn` marks one "dispatched" and begins its turn in the same transaction.
+- `set_followup_state`: "done" and "cancelled" are final; "failed" keeps the error of its turn (`last_error`);
+  `retry_followup` queues a failed one again in its place (it runs as a new turn).
+- User operations on waiting items ("queued" or "failed"): `move_followup(id, position)` reorders the thread's
+  queue (position 0-based, clamped to the queue's length; the items keep the set of seq numbers they had),
+  `edit_followup(id, text)`, `cancel_followup(id)` (final). Anything else raises `StorageError` naming the item and
+  its state. `set_dispatch_mode(thread, "auto" | "manual")`.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from ._dbcore import DatabaseCore, _optional_text, _text, _time, _translate_errors
+from ._errors import StorageError
+from ._ids import validate_id
+from ._rows import DISPATCH_MODES, FOLLOWUP_STATES, DispatchMode, FollowUpRow, FollowUpState, ThreadRow, TurnRow
+
+__all__ = ["FollowUpQueue"]
+
+_FINAL_STATES: tuple[str, ...] = ("done", "cancelled")
+_WAITING_STATES: tuple[str, ...] = ("queued", "failed")
+
+
+class FollowUpQueue(DatabaseCore):
+    """The follow-up queue operations (see the module contract)."""
+
+    __slots__ = ()
+
+    def enqueue_followup(self, followup_id: str, thread_id: str, text: str, now: float) -> FollowUpRow:
+        """Queue a message for the thread with seq = 1 + the thread's highest follow-up seq."""
+        validate_id("follow-up id", followup_id)
+        validate_id("thread id", thread_id)
+        message = _text("follow-up text", text)
+        created_at = _time("now", now)
+        with self._transaction(f"enqueueing follow-up {followup_id!r}"):
+            self._require_thread(thread_id)
+            if self._select_one(FollowUpRow, "followup_id", followup_id) is not None:
+                raise StorageError(f"follow-up id {followup_id!r} already exists")
+            row = FollowUpRow(
+                followup_id=followup_id,
+                thread_id=thread_id,
+                seq=self._next_seq("followups", thread_id),
+                text=message,
+                state="queued",
+                created_at=created_at,
+            )
+            self._insert("followups", row)
+        return row
+
+    def next_followup(self, thread_id: str, include_manual: bool = False) -> FollowUpRow | None:
+        """The oldest (lowest seq) queued follow-up of the thread, or None (always None for a thread in manual mode
+        unless `include_manual`)."""
+        validate_id("thread id", thread_id)
+        with _translate_errors(f"reading thread {thread_id!r}"):
+            thread = self._require_thread(thread_id)
+        if thread.dispatch_mode == "manual" and not include_manual:
+            return None
+        rows = self._select_all(
+            FollowUpRow, "followups", "WHERE thread_id = ? AND state = 'queued'", (thread_id,), "seq LIMIT 1"
+        )
+        return rows[0] if rows else None
+
+    def set_followup_state(self, followup_id: str, state: FollowUpState, error: str | None = None) -> FollowUpRow:
+        """Move a follow-up to `state` ("failed" keeps `error`, the reason of its last turn); "done" and "cancelled"
+        are final, a "failed" one can be queued again (`retry_followup`)."""
+        validate_id("follow-up id", followup_id)
+        if state not in FOLLOWUP_STATES:
+            raise StorageError(f"follow-up state {state!r} is invalid: expected one of {FOLLOWUP_STATES}")
+        with self._transaction(f"setting state of follow-up {followup_id!r}"):
+            row = self._select_one(FollowUpRow, "followup_id", followup_id)
+            if row is None:
+                raise StorageError(f"unknown follow-up id {followup_id!r}")
+            if row.state in _FINAL_STATES:
+                raise StorageError(f"follow-up {followup_id!r} is already {row.state}; terminal states are final")
+            last_error = _optional_text("follow-up error", error) if state == "failed" else row.last_error
+            self._conn.execute(
+                "UPDATE followups SET state = ?, last_error = ? WHERE followup_id = ?", (state, last_error, followup_id)
+            )
+        return msgspec.structs.replace(row, state=state, last_error=last_error)
+
+    def retry_followup(self, followup_id: str) -> FollowUpRow:
+        """Queue a failed follow-up again, keeping its place (seq); it runs as a new turn. Only "failed" ones."""
+        validate_id("follow-up id", followup_id)
+        with self._transaction(f"retrying follow-up {followup_id!r}"):
+            row = self._require_row(FollowUpRow, "followup_id", followup_id)
+            if row.state != "failed":
+                raise StorageError(f"follow-up {followup_id!r} is {row.state}; only a failed one can be retried")
+            self._conn.execute("UPDATE followups SET state = 'queued' WHERE followup_id = ?", (followup_id,))
+        return msgspec.structs.replace(row, state="queued")
+
+    def begin_followup_turn(self, followup_id: str, now: float, turn_id: str | None = None) -> TurnRow:
+        """Mark a queued follow-up dispatched AND begin its turn in ONE transaction, so a crash can never leave a
+        follow-up dispatched without its turn, or run it twice. The turn's id is `turn_id`, by default the
+        follow-up's own id (a retried follow-up runs under a new one)."""
+        validate_id("follow-up id", followup_id)
+        turn = validate_id("turn id", turn_id if turn_id is not None else followup_id)
+        created_at = _time("now", now)
+        with self._transaction(f"dispatching follow-up {followup_id!r}"):
+            followup = self._require_row(FollowUpRow, "followup_id", followup_id)
+            if followup.state != "queued":
+                raise StorageError(f"follow-up {followup_id!r} is {followup.state}, not queued; it runs only once")
+            self._conn.execute(
+                "UPDATE followups SET state = 'dispatched', turn_id = ? WHERE followup_id = ?", (turn, followup_id)
+            )
+            return self._begin_turn_row(turn, followup.thread_id, followup.text, created_at)
+
+    def list_followups(self, thread_id: str) -> list[FollowUpRow]:
+        validate_id("thread id", thread_id)
+        with _translate_errors(f"reading thread {thread_id!r}"):
+            self._require_thread(thread_id)
+        return self._select_all(FollowUpRow, "followups", "WHERE thread_id = ?", (thread_id,), "seq")
+
+    def queue_depths(self) -> dict[str, int]:
+        """The number of queued follow-ups of each thread that has any."""
+        sql = "SELECT thread_id, COUNT(*) FROM followups WHERE state = 'queued' GROUP BY thread_id ORDER BY thread_id"
+        with _translate_errors("counting queued follow-ups"):
+            return {str(thread_id): int(count) for thread_id, count in self._conn.execute(sql)}
+
+    def move_followup(self, followup_id: str, position: int) -> list[FollowUpRow]:
+        """Move a waiting follow-up to `position` (0-based, clamped) in its thread's queue; return the queue."""
+        validate_id("follow-up id", followup_id)
+        if isinstance(position, bool) or not isinstance(position, int):
+            raise StorageError(f"follow-up position {position!r} is invalid: must be an int")
+        with self._transaction(f"moving follow-up {followup_id!r}"):
+            row = self._waiting(followup_id, "moved")
+            queue = self._select_all(
+                FollowUpRow,
+                "followups",
+                "WHERE thread_id = ? AND state IN ('queued', 'failed')",
+                (row.thread_id,),
+                "seq",
+            )
+            order = [item for item in queue if item.followup_id != followup_id]
+            order.insert(max(0, min(position, len(order))), row)
+            seqs = sorted(item.seq for item in queue)
+            offset = max(seqs) + len(seqs)  # park the rows above every seq first: UNIQUE(thread_id, seq) holds
+            for item in queue:
+                self._conn.execute(
+                    "UPDATE followups SET seq = seq + ? WHERE followup_id = ?", (offset, item.followup_id)
+                )
+            for item, seq in zip(order, seqs, strict=True):
+                self._conn.execute("UPDATE followups SET seq = ? WHERE followup_id = ?", (seq, item.followup_id))
+        return [item for item in self.list_followups(row.thread_id) if item.state in _WAITING_STATES]
+
+    def edit_followup(self, followup_id: str, text: str) -> FollowUpRow:
+        validate_id("follow-up id", followup_id)
+        message = _text("follow-up text", text)
+        with self._transaction(f"editing follow-up {followup_id!r}"):
+            row = self._waiting(followup_id, "edited")
+            self._conn.execute("UPDATE followups SET text = ? WHERE followup_id = ?", (message, followup_id))
+        return msgspec.structs.replace(row, text=message)
+
+    def cancel_followup(self, followup_id: str) -> FollowUpRow:
+        validate_id("follow-up id", followup_id)
+        with self._transaction(f"cancelling follow-up {followup_id!r}"):
+            row = self._waiting(followup_id, "cancelled")
+            self._conn.execute("UPDATE followups SET state = 'cancelled' WHERE followup_id = ?", (followup_id,))
+        return msgspec.structs.replace(row, state="cancelled")
+
+    def set_dispatch_mode(self, thread_id: str, mode: DispatchMode) -> ThreadRow:
+        validate_id("thread id", thread_id)
+        if mode not in DISPATCH_MODES:
+            raise StorageError(f"dispatch mode {mode!r} is invalid: expected one of {DISPATCH_MODES}")
+        with self._transaction(f"setting the dispatch mode of thread {thread_id!r}"):
+            thread = self._require_thread(thread_id)
+            self._conn.execute("UPDATE threads SET dispatch_mode = ? WHERE thread_id = ?", (mode, thread_id))
+        return msgspec.structs.replace(thread, dispatch_mode=mode)
+
+    def _waiting(self, followup_id: str, action: str) -> FollowUpRow:
+        """The follow-up, which must still wait in its queue ("queued" or "failed") to be `action`."""
+        row = self._require_row(FollowUpRow, "followup_id", followup_id)
+        if row.state not in _WAITING_STATES:
+            raise StorageError(f"follow-up {followup_id!r} is {row.state}; only a queued or failed one can be {action}")
+        return row
