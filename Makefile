@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 # Wheels of the runtime dependencies, for the packaging test's fresh venv (it installs offline from here).
 WHEELHOUSE := $(VENV)/wheelhouse
-RUNTIME_DEPS := pykka|msgspec|apsw|structlog
+RUNTIME_DEPS := pykka|msgspec|apsw|structlog|prometheus.client
 
 .PHONY: demo test lint bench clean codex
 

@@ -70,6 +70,7 @@ from agenthost.protocol._messages import (
     RetryPersistence,
     RuntimeCall,
     RuntimeOutput,
+    RuntimeStderr,
     SendMessage,
     SetFollowUpState,
     TurnAccepted,
@@ -142,6 +143,8 @@ class TurnCoordinator(SupervisedActor):
                 self._run(
                     ev.Output(worker_id=message.worker_id, generation=message.generation, messages=message.messages)
                 )
+            case RuntimeStderr():
+                self._run(ev.StderrLine(worker_id=message.worker_id, generation=message.generation, line=message.line))
             case CallResult():
                 self._run(ev.CallAnswered(call_id=message.call_id, result=message.result, error=message.error))
             case TurnPersisted():

@@ -139,6 +139,13 @@ class TranscriptFailed(HostEvent, frozen=True, kw_only=True, tag="persistence.tr
     error: str
 
 
+class StorageTimed(HostEvent, frozen=True, kw_only=True, tag="persistence.timed"):
+    """How long one storage write took: "commit" (a transaction, a group commit included) or "transcript"."""
+
+    op: str
+    seconds: float
+
+
 EVENT_TYPES: tuple[type[HostEvent], ...] = (
     SupervisorDecision,
     WorkerSpawnedEvent,
@@ -156,6 +163,7 @@ EVENT_TYPES: tuple[type[HostEvent], ...] = (
     PendingReconciled,
     TurnPersistFailed,
     TranscriptFailed,
+    StorageTimed,
 )
 
 

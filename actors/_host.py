@@ -77,7 +77,7 @@ from agenthost.protocol._messages import (
     RestartChildren,
     ShutdownHost,
 )
-from agenthost.storage import StorageError, quarantine
+from agenthost.storage import StorageError, private_mkdir, quarantine
 
 __all__ = ["CHILD_ORDER", "HostSupervisor", "host_spec"]
 
@@ -297,7 +297,7 @@ class HostSupervisor(pykka.ThreadingActor):
         paths = [path for path in (root.runtime_state_dir, root.system_dir / "codex-home") if path.exists()]
         try:
             report = quarantine(root, paths, "runtime state after repeated start failures", self._parts.wall())
-            root.runtime_state_dir.mkdir(parents=True, exist_ok=True)
+            private_mkdir(root.runtime_state_dir)
         except StorageError as exc:
             _log.error("host.quarantine_failed", error=str(exc))
             return

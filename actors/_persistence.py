@@ -33,13 +33,14 @@ Errors from storage (unknown ids, invalid ids, I/O errors) are raised to the ask
 from __future__ import annotations
 
 import collections
+import time
 from collections.abc import Callable
 from typing import Any
 
 import msgspec
 
 from agenthost.actors._clock import Clock, Timer
-from agenthost.actors._events import TranscriptFailed
+from agenthost.actors._events import StorageTimed, TranscriptFailed
 from agenthost.actors._log import get_logger
 from agenthost.actors._refs import FaultHook, SupervisedActor, tell_quietly
 from agenthost.protocol._messages import (
@@ -54,6 +55,8 @@ from agenthost.protocol._messages import (
     EnqueueFollowUp,
     FinishTurn,
     GetThread,
+    GetTurn,
+    HealthCheck,
     ListActionCards,
     ListFollowUps,
     ListPendingTurns,
@@ -81,12 +84,25 @@ from agenthost.storage import (
     ThreadDocument,
     TranscriptStore,
     TurnFinish,
+    check_permissions,
     check_storage,
     open_or_quarantine,
+    private_mkdir,
     validate_id,
 )
 
 __all__ = ["MAX_BATCH", "PersistenceActor"]
+
+_WRITES = (
+    BeginTurn,
+    BeginFollowUpTurn,
+    FinishTurn,
+    AddActionCard,
+    CreateThread,
+    SaveMapping,
+    EnqueueFollowUp,
+    SetFollowUpState,
+)
 
 _log = get_logger("agenthost.persistence")
 _DOCUMENTS_CACHED = 256  # threads whose transcript stays in memory between writes
@@ -128,6 +144,7 @@ class PersistenceActor(SupervisedActor):
         self._docs: collections.OrderedDict[str, ThreadDocument] = collections.OrderedDict()  # LRU of transcripts
         self._stale: set[str] = set()  # threads whose transcript write failed: rewritten at the next write
         self._wal_pages = 0
+        self._transcript_s = 0.0  # transcript time inside the message being handled (kept out of its commit time)
         self._vfs = vfs
         self._lock: RootLock | None = None
         self._db: Database | None = None
@@ -184,9 +201,13 @@ class PersistenceActor(SupervisedActor):
                 self._flush()
             return None
         self._flush()
+        started, self._transcript_s = time.perf_counter(), 0.0
         try:
             return self._handle(message, self._wall())
         finally:
+            if isinstance(message, _WRITES):  # the transaction's own time, its transcript rewrite left out
+                seconds = time.perf_counter() - started - self._transcript_s
+                _log.record(StorageTimed(op="commit", seconds=max(0.0, seconds)), "debug")
             if self._wal_pages >= self._checkpoint_pages:
                 self._checkpoint("PASSIVE")
 
@@ -234,6 +255,11 @@ class PersistenceActor(SupervisedActor):
                 return db.next_followup(message.thread_id, message.include_manual)
             case QueueDepths():
                 return db.queue_depths()
+            case GetTurn():
+                return db.get_turn(message.turn_id)
+            case HealthCheck():
+                findings = check_storage(db, self._root, repair=False, pending_turns=False)
+                return [*findings, *check_permissions(self._root)]
             case MoveFollowUp():
                 return db.move_followup(message.followup_id, message.position)
             case EditFollowUp():
@@ -261,7 +287,7 @@ class PersistenceActor(SupervisedActor):
     def _create_thread(self, message: CreateThread, now: float) -> Any:
         project_id = validate_id("project id", message.project_id)
         thread_id = validate_id("thread id", message.thread_id)
-        self._root.threads_dir(project_id).mkdir(parents=True, exist_ok=True)
+        private_mkdir(self._root.threads_dir(project_id))
         self.db.ensure_project(project_id, project_id, now)
         row = self.db.create_thread(thread_id, project_id, message.title, now)
         self._write_transcript(thread_id)
@@ -294,10 +320,12 @@ class PersistenceActor(SupervisedActor):
         now = self._wall()
         finishes = [TurnFinish(c.turn_id, "completed", c.assistant_text, None, now, c.worker_id) for c in batch]
         outcomes: list[tuple[Any, str | None]]
+        started = time.perf_counter()
         try:
             outcomes = [(row, None) for row in self.db.finish_turns(finishes)]
         except StorageError:
             outcomes = [self._finish_alone(finish) for finish in finishes]
+        _log.record(StorageTimed(op="commit", seconds=time.perf_counter() - started), "debug")
         for row, _ in outcomes:
             if row is not None:
                 self._document(row.thread_id).upsert_turn(row)
@@ -321,11 +349,16 @@ class PersistenceActor(SupervisedActor):
         self._stale.add(thread_id)
         for stale in sorted(self._stale):
             doc = self._document(stale)
+            started = time.perf_counter()
             try:
                 self._transcripts.write(doc.thread.project_id, stale, doc.render())
             except StorageError as exc:
                 _log.record(TranscriptFailed(thread=stale, error=str(exc)), "error")
                 return
+            finally:
+                seconds = time.perf_counter() - started
+                self._transcript_s += seconds
+            _log.record(StorageTimed(op="transcript", seconds=seconds), "debug")
             self._stale.discard(stale)
 
     def _checkpoint(self, mode: CheckpointMode) -> tuple[int, int]:

@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import collections
 import os
+import re
 import signal
 import subprocess
 import threading
+from collections.abc import Callable
 from typing import IO, Any
 
 import msgspec
@@ -34,7 +36,18 @@ from agenthost.actors._log import get_logger
 from agenthost.protocol._jsonrpc import LineBuffer, LineTooLongError, decode_line
 from agenthost.protocol._messages import StdoutClosed, StdoutReady
 
-__all__ = ["OutboxFull", "StdinOutbox", "StdoutInbox", "WorkerSpec", "exit_reason", "read_stdout", "spawn"]
+__all__ = [
+    "OutboxFull",
+    "RuntimeLog",
+    "StdinOutbox",
+    "StdoutInbox",
+    "WorkerSpec",
+    "clean_line",
+    "exit_reason",
+    "read_stderr",
+    "read_stdout",
+    "spawn",
+]
 
 _log = get_logger("agenthost.worker")
 _READ_CHUNK = 65536
@@ -68,25 +81,75 @@ def exit_reason(returncode: int | None) -> str:
 
 
 def spawn(spec: WorkerSpec) -> subprocess.Popen[bytes]:
-    """Start the runtime in its own session and process group (a kill reaches what it started), stdin and stdout
-    piped, stderr appended to `spec.stderr_path` (or discarded)."""
-    stderr: Any = subprocess.DEVNULL
-    if spec.stderr_path is not None:
-        stderr = open(spec.stderr_path, "ab")  # noqa: SIM115 - handed to the child, closed below
+    """Start the runtime in its own session and process group (a kill reaches what it started), with umask 077 (what
+    it creates is owner-only), stdin and stdout piped, stderr piped when `spec.stderr_path` is set (a `RuntimeLog`
+    keeps it) or discarded."""
+    env = None if spec.env is None else {**os.environ, **spec.env}
+    return subprocess.Popen(
+        list(spec.argv),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL if spec.stderr_path is None else subprocess.PIPE,
+        cwd=spec.cwd,
+        env=env,
+        start_new_session=True,
+        umask=0o077,
+    )
+
+
+_ANSI = re.compile(rb"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")  # CSI, OSC
+_ERROR_WORDS = (b"ERROR", b"error:", b"Error:", b"Traceback", b"panicked", b"Connection refused")
+
+
+class RuntimeLog:
+    """A runtime's stderr on disk: ANSI codes stripped, one line per line, rotated by size (`path`, `path.1` ...
+    `path.<keep>`; the oldest is dropped), created owner-only. Only the stderr thread writes to it."""
+
+    def __init__(self, path: str, max_bytes: int = 10 * 1024 * 1024, keep: int = 3) -> None:
+        self.path, self.max_bytes, self.keep = path, max_bytes, keep
+        self._file = self._open()
+
+    def _open(self) -> Any:
+        return os.fdopen(os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab")
+
+    def write(self, line: bytes) -> None:
+        self._file.write(line + b"\n")
+        self._file.flush()
+        if self._file.tell() >= self.max_bytes:
+            self._rotate()
+
+    def _rotate(self) -> None:
+        self._file.close()
+        for index in range(self.keep, 0, -1):
+            older = f"{self.path}.{index - 1}" if index > 1 else self.path
+            if os.path.exists(older):
+                os.replace(older, f"{self.path}.{index}")
+        self._file = self._open()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def clean_line(raw: bytes) -> bytes:
+    """A stderr line without ANSI escape codes or trailing whitespace."""
+    return _ANSI.sub(b"", raw).rstrip()
+
+
+def read_stderr(stream: IO[bytes], log: RuntimeLog, on_error: Callable[[str], None]) -> None:
+    """Stderr thread body: every line, cleaned, into `log`; lines that report an error also to `on_error`."""
     try:
-        env = None if spec.env is None else {**os.environ, **spec.env}
-        return subprocess.Popen(
-            list(spec.argv),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            cwd=spec.cwd,
-            env=env,
-            start_new_session=True,
-        )
+        for raw in stream:
+            line = clean_line(raw)
+            if not line:
+                continue
+            log.write(line)
+            if any(word in line for word in _ERROR_WORDS):
+                on_error(line[:500].decode("utf-8", "replace"))
+    except (OSError, ValueError):
+        pass
     finally:
-        if stderr is not subprocess.DEVNULL:
-            stderr.close()
+        stream.close()
+        log.close()
 
 
 class OutboxFull(RuntimeError):

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from agenthost.actors._pipes import WorkerSpec
 from agenthost.protocol._faults import RuntimeFaults, encode_faults
-from agenthost.storage import StorageRoot, atomic_write
+from agenthost.storage import StorageRoot, atomic_write, private_mkdir
 
 __all__ = [
     "CODEX_CACHE",
@@ -54,7 +54,7 @@ def builtin_spec_factory(
     startup_timeout_s: float,
 ) -> Callable[[int, int], WorkerSpec]:
     logs = root.system_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
+    private_mkdir(logs)
 
     def spec(worker_id: int, generation: int) -> WorkerSpec:
         argv = [
@@ -143,12 +143,12 @@ def codex_spec_factory(
     `system/codex-home/worker-<id>/` (kept across restarts, so `thread/resume` finds the rollouts)."""
     binary = check_codex_binary(codex_bin)
     logs = root.system_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
+    private_mkdir(logs)
     overrides = [item for override in config_overrides for item in ("-c", _checked_override(override))]
 
     def spec(worker_id: int, generation: int) -> WorkerSpec:
         home = root.system_dir / "codex-home" / f"worker-{worker_id}"
-        home.mkdir(parents=True, exist_ok=True)
+        private_mkdir(home)
         return WorkerSpec(
             worker_id=worker_id,
             generation=generation,
@@ -201,6 +201,6 @@ class CodexRolloutSync:
         target = target_home / newest.relative_to(newest.parents[4])
         if target.exists() and target.stat().st_size >= newest.stat().st_size:
             return False
-        target.parent.mkdir(parents=True, exist_ok=True)
+        private_mkdir(target.parent)
         atomic_write(target, newest.read_bytes())
         return True

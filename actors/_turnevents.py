@@ -131,6 +131,14 @@ class RetryDue(_Event, frozen=True, kw_only=True):
     pass
 
 
+class StderrLine(_Event, frozen=True, kw_only=True):
+    """An error line of a runtime's stderr: kept to explain the next turn that fails on that worker."""
+
+    worker_id: int
+    generation: int
+    line: str
+
+
 class QueueChanged(_Event, frozen=True, kw_only=True):
     """The thread's follow-up queue changed outside the machine (a follow-up was retried, moved...); `send_next`:
     run its next one even in manual dispatch mode."""
@@ -169,6 +177,7 @@ Event = (
     | Completed
     | RetryDue
     | QueueChanged
+    | StderrLine
     | StopIntake
     | AbortAll
 )

@@ -300,8 +300,12 @@ def _notification(s: State, worker_id: int, note: Notification, out: Out) -> Non
             )
     elif method == "serverRequest/resolved":
         ends.withdraw(turn, params.get("requestId"), out)
-    elif method == "error" and not params.get("willRetry", False):
-        turn.runtime_error = (params.get("error") or {}).get("message")
+    elif method == "error":
+        message = (params.get("error") or {}).get("message")
+        if params.get("willRetry", False):
+            turn.retrying = message
+        else:
+            turn.runtime_error = message
 
 
 # --- server requests -------------------------------------------------------------------------------------------
@@ -327,6 +331,11 @@ def _server_request(s: State, worker_id: int, request: Request, out: Out) -> Non
         f" ({approval.reason})" if approval.reason else ""
     )
     out.append(ev.StoreApprovalCard(approval=approval, thread_id=turn.thread_id, text=text))
+
+
+def _stderr_line(s: State, e: ev.StderrLine, out: Out) -> None:
+    if s.workers.get(e.worker_id) == e.generation:
+        s.stderr[e.worker_id] = e.line
 
 
 # --- commands from callers and timers ----------------------------------------------------------------------------
@@ -355,6 +364,10 @@ def _deadline(s: State, e: ev.DeadlinePassed, out: Out) -> None:
     if turn is None:
         return
     why = f"turn deadline of {s.turn_timeout_s:g} s exceeded"
+    if turn.retrying:
+        why += f"; the runtime kept retrying: {turn.retrying}"
+    if turn.worker_id is not None and turn.worker_id in s.stderr:
+        why += f"; its last error: {s.stderr[turn.worker_id]}"
     ends.reset_approvals(s, turn, why, out)
     if turn.phase == "streaming":
         _send_interrupt(s, turn, out)
@@ -393,6 +406,7 @@ _HANDLERS: dict[type, Any] = {
     ev.Completed: ends.completed,
     ev.RetryDue: ends.retry_due,
     ev.QueueChanged: ends.queue_changed,
+    ev.StderrLine: _stderr_line,
     ev.StopIntake: _stop_intake,
     ev.AbortAll: _abort_all,
 }

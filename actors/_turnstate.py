@@ -48,6 +48,7 @@ class Turn(msgspec.Struct, kw_only=True):
     interrupt_requested: bool = False
     started: bool = False  # the runtime announced `turn/started` for runtime_turn_id
     runtime_error: str | None = None
+    retrying: str | None = None  # the last error the runtime said it is retrying (e.g. "Reconnecting...")
 
     def reply_text(self) -> str:
         texts = ("".join(parts) for parts in self.items.values())
@@ -88,6 +89,7 @@ class State(msgspec.Struct, kw_only=True):
     # follow-ups wait, in order
     reserved: int = 0  # slots held for follow-ups being fetched
     send_next: set[str] = set()  # threads whose next follow-up runs even in manual dispatch mode
+    stderr: dict[int, str] = {}  # worker id -> the last error line its runtime wrote to stderr
     ending: dict[str, Unpersisted] = {}  # ended turns whose end is not durable yet
     unpersisted: dict[str, Unpersisted] = {}  # turn ends the storage refused, written again by PERSIST_RETRY
     retry_attempt: int = 0

@@ -33,6 +33,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from typing import Any
 
 import msgspec
@@ -41,7 +42,17 @@ import pykka
 from agenthost.actors._clock import Clock, Timer
 from agenthost.actors._events import WorkerEofMidLine, WorkerExitedEvent, WorkerProtocolError, WorkerSpawnedEvent
 from agenthost.actors._log import get_logger
-from agenthost.actors._pipes import OutboxFull, StdinOutbox, StdoutInbox, WorkerSpec, exit_reason, read_stdout, spawn
+from agenthost.actors._pipes import (
+    OutboxFull,
+    RuntimeLog,
+    StdinOutbox,
+    StdoutInbox,
+    WorkerSpec,
+    exit_reason,
+    read_stderr,
+    read_stdout,
+    spawn,
+)
 from agenthost.actors._recovery import WORKER_WATCH, WorkerWatch
 from agenthost.actors._refs import FaultHook, SupervisedActor, tell_quietly
 from agenthost.protocol._jsonrpc import (
@@ -67,6 +78,7 @@ from agenthost.protocol._messages import (
     ProbeReply,
     RuntimeCall,
     RuntimeOutput,
+    RuntimeStderr,
     StdoutClosed,
     StdoutReady,
     StopRuntime,
@@ -116,6 +128,7 @@ class WorkerActor(SupervisedActor):
         self._stopping = False
         self._consecutive_timeouts = 0
         self._exit_reason: str | None = None
+        self._last_stderr = 0.0
 
     # --- lifecycle -------------------------------------------------------------------------------------------
     def on_child_start(self) -> None:
@@ -136,12 +149,29 @@ class WorkerActor(SupervisedActor):
             daemon=True,
         )
         reader.start()
+        if self._proc.stderr is not None and spec.stderr_path is not None:
+            log = RuntimeLog(spec.stderr_path)
+            threading.Thread(
+                target=read_stderr,
+                args=(self._proc.stderr, log, self._stderr_error),
+                name=f"{name}-stderr",
+                daemon=True,
+            ).start()
         _log.record(WorkerSpawnedEvent(worker=spec.worker_id, generation=spec.generation, pid=self._proc.pid))
         self._pool.tell(WorkerSpawned(worker_id=spec.worker_id, generation=spec.generation, pid=self._proc.pid))
         params: dict[str, Any] = {"clientInfo": {"name": spec.client_name, "version": spec.client_version}}
         if spec.opt_out_notifications:
             params["capabilities"] = {"optOutNotificationMethods": list(spec.opt_out_notifications)}
         self._send_request(None, "initialize", params, spec.startup_timeout_s)
+
+    def _stderr_error(self, line: str) -> None:
+        """(stderr thread) Forward an error line to the coordinator, at most one a second."""
+        now = time.monotonic()
+        if now - self._last_stderr < 1.0:
+            return
+        self._last_stderr = now
+        spec = self._spec
+        tell_quietly(self._output, RuntimeStderr(worker_id=spec.worker_id, generation=spec.generation, line=line))
 
     def report_started(self) -> None:
         """The pool hears `WorkerSpawned` and, once `initialize` answered, `WorkerReady` instead."""

@@ -50,6 +50,8 @@ from agenthost.protocol._messages import (
     EditFollowUp,
     FollowUpsChanged,
     GetHostStatus,
+    GetTurn,
+    HealthCheck,
     HostStatus,
     InterruptTurn,
     ListApprovals,
@@ -72,11 +74,13 @@ from agenthost.protocol._messages import CreateThread as _CreateThread
 from agenthost.storage import (
     AtomicFs,
     DispatchMode,
+    Finding,
     FollowUpRow,
     StorageRoot,
     ThreadRow,
     TurnRow,
     atomic_write,
+    private_mkdir,
     resolve_root,
     validate_id,
 )
@@ -284,6 +288,19 @@ class AgentHost:
         )
         return accepted
 
+    def turn(self, turn_id: str) -> TurnRow:
+        row: TurnRow = self._ask("persistence", GetTurn(turn_id=validate_id("turn id", turn_id)))
+        return row
+
+    def health(self) -> list[Finding]:
+        """The storage health checks, read-only, as the running host sees them (turns in flight are no problem)."""
+        findings: list[Finding] = self._ask("persistence", HealthCheck())
+        return findings
+
+    def close_intake(self) -> None:
+        """Take no new messages from now on (a drain): sends raise HostClosedError."""
+        self._ask("turns", CloseIntake())
+
     def approvals(self) -> list[PendingApproval]:
         """Every approval waiting for an answer."""
         return list(self._ask("turns", ListApprovals()))
@@ -371,7 +388,7 @@ class AgentHost:
             path.unlink(missing_ok=True)
         else:
             self._faults[worker_id] = faults
-            path.parent.mkdir(parents=True, exist_ok=True)
+            private_mkdir(path.parent)
             atomic_write(path, encode_faults(faults).encode())
 
     # --- reads ----------------------------------------------------------------------------------------------

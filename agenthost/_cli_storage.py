@@ -25,6 +25,7 @@ from agenthost.storage import (
     MigrationReport,
     StorageError,
     StorageRoot,
+    check_permissions,
     check_storage,
     migrate_storage,
     open_or_quarantine,
@@ -111,6 +112,7 @@ def _doctor(root: StorageRoot, *, repair: bool) -> int:
         findings.extend(check_storage(db, target, repair=repair, now=now if repair else None))
     finally:
         db.close(checkpoint=repair)
+    findings.extend(check_permissions(target, repair=repair))
     return _print_findings(findings)
 
 

@@ -39,7 +39,7 @@ _DURATIONS = (
 )
 
 
-class HostConfig(msgspec.Struct, frozen=True, kw_only=True):
+class HostConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Everything a host needs; all times in seconds (see the module contract)."""
 
     storage_root: str

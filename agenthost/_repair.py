@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import msgspec
 
-from agenthost.storage import StorageRoot, atomic_write, quarantine
+from agenthost.storage import StorageRoot, atomic_write, private_mkdir, quarantine
 
 __all__ = ["repairer"]
 
@@ -47,7 +47,7 @@ def repairer(root: StorageRoot, runtime: str, wall: Callable[[], float] = time.t
             )
             report = RepairReport(worker_id=worker_id, runtime=runtime, at=now, moved=(), into="", note=note)
         folder = root.system_dir / "reports"
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_mkdir(folder)
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
         path = folder / f"{stamp}-repair-worker-{worker_id}.json"
         atomic_write(path, msgspec.json.encode(report))

@@ -54,6 +54,8 @@ __all__ = [
     "GetPins",
     "GetPoolStatus",
     "GetThread",
+    "GetTurn",
+    "HealthCheck",
     "HostStatus",
     "InterruptTurn",
     "InvalidateRuntimeThread",
@@ -84,6 +86,7 @@ __all__ = [
     "RetryPersistence",
     "RuntimeCall",
     "RuntimeOutput",
+    "RuntimeStderr",
     "SaveMapping",
     "SendMessage",
     "SetDispatchMode",
@@ -151,6 +154,15 @@ class RuntimeOutput(_Msg, frozen=True, kw_only=True):
     worker_id: int
     generation: int
     messages: tuple[Incoming, ...]
+
+
+class RuntimeStderr(_Msg, frozen=True, kw_only=True):
+    """Worker -> coordinator: an error line the runtime wrote to its stderr (ANSI codes stripped; at most one a
+    second per worker), kept to explain a turn that fails."""
+
+    worker_id: int
+    generation: int
+    line: str
 
 
 class StopRuntime(_Msg, frozen=True, kw_only=True):
@@ -519,6 +531,15 @@ class PendingApproval(_Msg, frozen=True, kw_only=True):
     method: str
     command: str | None = None
     reason: str | None = None
+
+
+class GetTurn(_Msg, frozen=True, kw_only=True):
+    turn_id: str
+
+
+class HealthCheck(_Msg, frozen=True, kw_only=True):
+    """To persistence: the storage health checks, read-only, as the running host sees them (turns in flight are
+    the coordinator's, not problems)."""
 
 
 class QueueDepths(_Msg, frozen=True, kw_only=True):

@@ -28,7 +28,8 @@ from ._migrate import (
     resolve_root,
     root_in_use,
 )
-from ._paths import StorageRoot
+from ._paths import StorageRoot, private_mkdir
+from ._permissions import check_permissions, make_private
 from ._quarantine import (
     ParsedCard,
     ParsedThread,
@@ -108,14 +109,17 @@ __all__ = [
     "UnknownThreadError",
     "UnknownTurnError",
     "atomic_write",
+    "check_permissions",
     "check_storage",
     "checkpoint_phase",
     "import_transcript",
+    "make_private",
     "migrate_storage",
     "open_or_quarantine",
     "parse_checkpoints",
     "parse_transcript",
     "parsed_rows",
+    "private_mkdir",
     "quarantine",
     "quarantine_runtime_state",
     "render_transcript",

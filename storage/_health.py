@@ -30,7 +30,7 @@ import msgspec
 
 from ._database import Database
 from ._errors import StorageError
-from ._paths import StorageRoot
+from ._paths import StorageRoot, private_mkdir
 from ._quarantine import import_transcript, quarantine, quarantine_dir, read_transcript_file, transcript_paths
 from ._transcripts import TranscriptStore, checkpoint_phase, parse_checkpoints, render_transcript
 
@@ -104,7 +104,7 @@ def _check_project_folders(db: Database, root: StorageRoot, repair: bool) -> lis
     for project in missing:
         folder = root.threads_dir(project.project_id)
         if repair:
-            folder.mkdir(parents=True, exist_ok=True)
+            private_mkdir(folder)
             findings.append(_repaired("project-folder", str(folder), "created"))
         else:
             findings.append(_problem("project-folder", str(folder), "missing"))

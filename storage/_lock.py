@@ -12,7 +12,7 @@ import fcntl
 import os
 
 from ._errors import StorageError
-from ._paths import StorageRoot
+from ._paths import StorageRoot, private_mkdir
 
 __all__ = ["LOCK_NAME", "RootLock", "RootLockedError"]
 
@@ -30,8 +30,8 @@ class RootLock:
 
     @classmethod
     def acquire(cls, root: StorageRoot) -> RootLock:
-        root.system_dir.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(root.system_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        private_mkdir(root.system_dir)
+        descriptor = os.open(root.system_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -47,7 +47,7 @@ import msgspec
 
 from ._errors import StorageError
 from ._lock import LOCK_NAME
-from ._paths import StorageRoot
+from ._paths import StorageRoot, private_mkdir
 from ._transcripts import AtomicFs, atomic_write
 
 __all__ = [
@@ -359,7 +359,7 @@ def _is_transcript(rel: str) -> bool:
 def _make_dir(path: Path, hooks: MigrationHooks) -> None:
     if not path.is_dir():
         hooks.before("mkdir", path)
-        path.mkdir(parents=True, exist_ok=True)
+        private_mkdir(path)
 
 
 def _backup_database(source: Path, target: Path, hooks: MigrationHooks) -> int:

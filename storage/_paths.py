@@ -8,7 +8,8 @@ Contract: ``StorageRoot(path)`` makes ``path`` absolute (``os.path.abspath``; sy
     <root>/system/runtime-state/                          runtime scratch state
 
 Every id is checked with ``validate_id`` before it becomes a path component, so derived paths always stay inside the
-root. Nothing touches the disk except ``ensure()``, which creates the four folders (``mkdir -p``; idempotent).
+root. Nothing touches the disk except ``ensure()``, which creates the four folders owner-only (0700; idempotent), and
+``private_mkdir(path)``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from ._ids import validate_id
 
-__all__ = ["StorageRoot"]
+__all__ = ["StorageRoot", "private_mkdir"]
 
 
 class StorageRoot:
@@ -54,9 +55,12 @@ class StorageRoot:
         return self.system_dir / "runtime-state"
 
     def ensure(self) -> None:
-        """Create projects/, global/, system/ and system/runtime-state/ (parents included); idempotent."""
+        """Create projects/, global/, system/ and system/runtime-state/ (parents included, owner-only); idempotent.
+        The root folder itself is made owner-only (0700)."""
         for directory in (self.projects_dir, self.global_dir, self.system_dir, self.runtime_state_dir):
-            directory.mkdir(parents=True, exist_ok=True)
+            private_mkdir(directory)
+        if self._root.stat().st_mode & 0o077:
+            self._root.chmod(0o700)
 
     def project_dir(self, project_id: str) -> Path:
         return self.projects_dir / validate_id("project id", project_id)
@@ -76,3 +80,14 @@ class StorageRoot:
 
     def __repr__(self) -> str:
         return f"StorageRoot({str(self._root)!r})"
+
+
+def private_mkdir(path: Path) -> Path:
+    """Create `path` and its missing parents owner-only (0700); an existing folder is left as it is."""
+    missing = [parent for parent in (path, *path.parents) if not parent.exists()]
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
+    return path

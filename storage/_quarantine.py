@@ -57,7 +57,7 @@ from ._errors import (
     UnknownThreadError,
     UnknownTurnError,
 )
-from ._paths import StorageRoot
+from ._paths import StorageRoot, private_mkdir
 from ._rows import ActionCardRow, ThreadRow, TurnRow, TurnStatus
 from ._transcripts import AtomicFs, render_transcript
 
@@ -156,7 +156,7 @@ def quarantine(root: StorageRoot, paths: Sequence[Path], reason: str, now: float
     for rel in existing:
         source, target = root.root / rel, folder / rel
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
+            private_mkdir(target.parent)
             os.rename(source, target)
             fs.fsync_dir(source.parent)
             fs.fsync_dir(target.parent)
@@ -178,7 +178,7 @@ def quarantine_runtime_state(root: StorageRoot, now: float, reason: str) -> Quar
         prefix = _relative_to_root(root, state_dir).as_posix()
         report = msgspec.structs.replace(report, moved=tuple(f"{prefix}/{name}" for name in entries))
     try:
-        state_dir.mkdir(parents=True, exist_ok=True)
+        private_mkdir(state_dir)
     except OSError as error:
         raise StorageIOError(f"cannot recreate runtime state folder {str(state_dir)!r}: {error!r}") from error
     return report
@@ -202,11 +202,11 @@ def _claim_folder(root: StorageRoot, reason: str, now: float) -> Path:
     base = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(now))}-{slug}"
     parent = quarantine_dir(root)
     try:
-        parent.mkdir(parents=True, exist_ok=True)
+        private_mkdir(parent)
         for attempt in range(1, 1000):
             folder = parent / (base if attempt == 1 else f"{base}-{attempt}")
             try:
-                folder.mkdir()
+                folder.mkdir(mode=0o700)
                 return folder
             except FileExistsError:
                 continue

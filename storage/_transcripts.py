@@ -47,7 +47,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ._errors import StorageError, StorageIOError
-from ._paths import StorageRoot
+from ._paths import StorageRoot, private_mkdir
 from ._rows import ActionCardRow, ThreadRow, TurnRow, TurnStatus
 
 __all__ = [
@@ -262,7 +262,7 @@ class TranscriptStore:
         path = self._root.transcript_path(project_id, thread_id)
         data = _encode(text, thread_id)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            private_mkdir(path.parent)
         except OSError as error:
             raise StorageIOError(f"cannot create transcript folder {str(path.parent)!r}: {error!r}") from error
         atomic_write(path, data, self._fs)

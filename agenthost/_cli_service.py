@@ -1,0 +1,115 @@
+"""`agenthost serve` on the command line: flags and a TOML file into a `HostConfig` and `ServiceOptions`.
+
+Contract: `--config FILE` is TOML (read with tomllib) with two tables: `[host]`, any `HostConfig` field
+(`storage_root`, `workers`, `runtime`, `turn_timeout_s`, `worker_policy = {backoff = {initial_s = 1.0}}`, ...), and
+`[service]`, any `ServiceOptions` field (`metrics`, `log_file`, `log_level`, `log_format`). Flags given on the
+command line win over the file. Every value is checked (unknown keys too); a bad one is exit 2 with one line naming
+the file, the key and the value. `--check-config` prints the resulting configuration as JSON and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tomllib
+from typing import Any
+
+import msgspec
+
+from agenthost._cli_common import HelpFormatter
+from agenthost._config import HostConfig
+from agenthost._metrics import parse_loopback
+from agenthost._service import Service, ServiceOptions
+
+__all__ = ["add_serve_parser", "load_service_config", "run_serve"]
+
+_HOST_FLAGS = {
+    "root": "storage_root",
+    "workers": "workers",
+    "runtime": "runtime",
+    "codex_bin": "codex_bin",
+    "drain_timeout": "drain_timeout_s",
+    "turn_timeout": "turn_timeout_s",
+    "request_timeout": "request_timeout_s",
+    "max_active_turns": "max_active_turns",
+}
+
+
+def add_serve_parser(commands: Any) -> argparse.ArgumentParser:
+    serve: argparse.ArgumentParser = commands.add_parser(
+        "serve", help="run a host as a long-running service with a control socket", formatter_class=HelpFormatter
+    )
+    serve.add_argument("--root", help="storage root (or storage_root in the [host] table of --config)")
+    serve.add_argument("--config", metavar="FILE", help="TOML file with [host] and [service] tables")
+    serve.add_argument("--check-config", action="store_true", help="print the configuration as JSON and exit")
+    serve.add_argument("--workers", type=int, help="runtime workers (default 2)")
+    serve.add_argument("--runtime", choices=("builtin", "codex"), help="runtime to host (default builtin)")
+    serve.add_argument("--codex-bin", help="native codex binary (runtime codex)")
+    serve.add_argument(
+        "-c",
+        dest="codex_config",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="codex config override, passed to `codex app-server -c` (repeatable)",
+    )
+    serve.add_argument("--drain-timeout", type=float, metavar="S", help="seconds open turns get at SIGTERM (30)")
+    serve.add_argument("--turn-timeout", type=float, metavar="S", help="a turn's deadline in seconds (600)")
+    serve.add_argument("--request-timeout", type=float, metavar="S", help="a runtime call's deadline (30)")
+    serve.add_argument("--max-active-turns", type=int, metavar="N", help="turns running at once (8)")
+    serve.add_argument("--metrics", metavar="HOST:PORT", help="serve Prometheus metrics on this loopback address")
+    serve.add_argument("--log-file", metavar="FILE", help="structured log file (reopened on SIGHUP); default stderr")
+    return serve
+
+
+def load_service_config(args: argparse.Namespace) -> tuple[HostConfig, ServiceOptions]:
+    """The configuration from --config and the flags; ValueError naming the bad value."""
+    host: dict[str, Any] = {}
+    service: dict[str, Any] = {}
+    if args.config:
+        try:
+            with open(args.config, "rb") as handle:
+                document = tomllib.load(handle)
+        except OSError as exc:
+            raise ValueError(f"config {args.config!r} cannot be read: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"config {args.config!r} is not valid TOML: {exc}") from None
+        unknown = sorted(set(document) - {"host", "service"})
+        if unknown:
+            raise ValueError(f"config {args.config!r} has unknown tables {unknown}: expected [host] and [service]")
+        host, service = dict(document.get("host", {})), dict(document.get("service", {}))
+    for flag, field in _HOST_FLAGS.items():
+        if getattr(args, flag, None) is not None:
+            host[field] = getattr(args, flag)
+    if args.codex_config:
+        host["codex_config"] = list(args.codex_config)
+    for flag, field in (
+        ("metrics", "metrics"),
+        ("log_file", "log_file"),
+        ("log_level", "log_level"),
+        ("log_format", "log_format"),
+    ):
+        if getattr(args, flag, None) is not None:
+            service[field] = getattr(args, flag)
+    if "storage_root" not in host:
+        raise ValueError("no storage root: pass --root DIR or set storage_root in the [host] table of --config")
+    source = f"config {args.config!r}" if args.config else "the flags"
+    try:
+        config = msgspec.convert(host, HostConfig)
+        options = msgspec.convert(service, ServiceOptions)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"{source}: {exc}") from None
+    if options.metrics is not None:
+        parse_loopback(options.metrics)
+    if config.runtime == "builtin" and config.codex_config:
+        raise ValueError(f"-c {list(config.codex_config)} configures codex; the runtime is 'builtin'")
+    return config, options
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    config, options = load_service_config(args)
+    if args.check_config:
+        print(msgspec.json.format(msgspec.json.encode({"host": config, "service": options})).decode())
+        return 0
+    print(f"agenthost serve: root {config.storage_root}, {config.workers} {config.runtime} workers", file=sys.stderr)
+    return Service(config, options).run()
