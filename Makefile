@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 WHEELHOUSE := $(VENV)/wheelhouse
 RUNTIME_DEPS := pykka|msgspec|apsw|structlog|prometheus.client
 
-.PHONY: demo test lint bench clean codex
+.PHONY: demo test lint bench clean codex mutation
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ test: $(STAMP) codex lint
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# Mutation testing (cosmic-ray) of mutation/modules.txt, in throwaway copies with their own venvs (never this tree or
+# .venv); see .ci/mutation and mutation/README.md. About 45 minutes on 2 cores for every module; not part of `test`.
+# Example: make mutation MODULES=recovery,database MUTATION_ARGS="--limit 50"
+mutation:
+	PYTHON=$(PYTHON) bash .ci/mutation $(if $(MODULES),--modules $(MODULES)) $(MUTATION_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

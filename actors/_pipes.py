@@ -98,7 +98,9 @@ def spawn(spec: WorkerSpec) -> subprocess.Popen[bytes]:
 
 
 _ANSI = re.compile(rb"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")  # CSI, OSC
-_ERROR_WORDS = (b"ERROR", b"error:", b"Error:", b"Traceback", b"panicked", b"Connection refused")
+# a line with one of these is the runtime's latest error (tracing's `error=` field included: codex logs the cause of
+# a retried model connection as "WARN ... stream connection failed; waiting to retry ... error=Connection failed")
+_ERROR_WORDS = (b"ERROR", b"error:", b"error=", b"Error:", b"Traceback", b"panicked", b"Connection refused")
 
 
 class RuntimeLog:

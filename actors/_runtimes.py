@@ -7,7 +7,8 @@ Contract:
 - Each worker's stderr is appended to `system/logs/worker-<id>.log`.
 - `codex` runs the native `codex app-server` binary (never the npm node launcher, which orphans the native child
   on kill) with `-c key=value` overrides and a persistent `CODEX_HOME` per worker; noisy notifications are opted
-  out of at `initialize`. `CodexRolloutSync` copies a thread's rollout between the workers' homes before a resume,
+  out of at `initialize`. Codex logs at `RUST_LOG=warn` (`CODEX_LOG_FILTER`) unless RUST_LOG is set: its default
+  (errors only) hides why a model connection is being retried, which a failed turn's error should name. `CodexRolloutSync` copies a thread's rollout between the workers' homes before a resume,
   so a thread that fails over to another worker keeps its history in the model's context.
 - Fault knobs (chaos.RuntimeFaults) are passed per worker id on the command line; a worker without an entry runs
   without faults. Knobs are read again at every restart, so a test can change them between generations. Every
@@ -83,6 +84,8 @@ def builtin_spec_factory(
 
 
 # --- codex app-server ------------------------------------------------------------------------------------------
+CODEX_LOG_FILTER = "warn"  # RUST_LOG for codex workers when the environment sets none
+
 CODEX_OPT_OUT = (
     "account/rateLimits/updated",
     "thread/tokenUsage/updated",
@@ -145,6 +148,7 @@ def codex_spec_factory(
     logs = root.system_dir / "logs"
     private_mkdir(logs)
     overrides = [item for override in config_overrides for item in ("-c", _checked_override(override))]
+    log_filter = {} if "RUST_LOG" in os.environ else {"RUST_LOG": CODEX_LOG_FILTER}
 
     def spec(worker_id: int, generation: int) -> WorkerSpec:
         home = root.system_dir / "codex-home" / f"worker-{worker_id}"
@@ -153,7 +157,7 @@ def codex_spec_factory(
             worker_id=worker_id,
             generation=generation,
             argv=(str(binary), "app-server", *overrides),
-            env={"CODEX_HOME": str(home)},
+            env={"CODEX_HOME": str(home), **log_filter},
             stderr_path=str(logs / f"worker-{worker_id}.log"),
             startup_timeout_s=startup_timeout_s,
             opt_out_notifications=CODEX_OPT_OUT,

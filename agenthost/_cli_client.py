@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -183,24 +182,21 @@ def send_via_service(client: ControlClient, args: argparse.Namespace, text: str)
             f"thread {thread_id} turn {accepted['turn_id']}" + (" (queued)" if accepted["queued"] else ""),
             file=sys.stderr,
         )
-    interrupts = 0
     finished: dict[str, Any] | None = None
-    previous = signal.getsignal(signal.SIGINT)
+    interrupted = False
     try:
         while finished is None:
             try:
-                note = client.next_notification(timeout_s=args.timeout)
+                finished = _on_turn_event(client, args, client.next_notification(timeout_s=args.timeout).params)
             except KeyboardInterrupt:
-                interrupts += 1
-                if interrupts >= 2:
-                    print(f"\nagenthost: detached; turn {accepted['turn_id']} goes on in the service", file=sys.stderr)
-                    return 130
+                if interrupted:
+                    raise
+                interrupted = True
                 print("\nagenthost: interrupting the turn (Ctrl-C again to detach)", file=sys.stderr)
                 _quietly_interrupt(client, accepted["turn_id"])
-                continue
-            finished = _on_turn_event(client, args, note.params)
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    except KeyboardInterrupt:  # the second Ctrl-C, wherever it lands
+        print(f"\nagenthost: detached; turn {accepted['turn_id']} goes on in the service", file=sys.stderr)
+        return 130
     return _report(args, thread_id, finished)
 
 

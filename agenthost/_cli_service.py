@@ -93,6 +93,9 @@ def load_service_config(args: argparse.Namespace) -> tuple[HostConfig, ServiceOp
             service[field] = getattr(args, flag)
     if "storage_root" not in host:
         raise ValueError("no storage root: pass --root DIR or set storage_root in the [host] table of --config")
+    faults = host.get("worker_faults")
+    if isinstance(faults, dict):  # TOML keys are strings; worker ids are ints
+        host["worker_faults"] = {int(k) if isinstance(k, str) and k.isdigit() else k: v for k, v in faults.items()}
     source = f"config {args.config!r}" if args.config else "the flags"
     try:
         config = msgspec.convert(host, HostConfig)

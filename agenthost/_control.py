@@ -52,6 +52,8 @@ class MethodError(Exception):
         self.code, self.data = code, data
 
 
+_BACKLOG = 1024  # pending connects the kernel queues; asyncio's default of 100 refuses a burst of clients
+
 # (connection, params) -> result; runs on the event loop (it may await; blocking work goes to `connection.call`)
 Handler = Callable[["Connection", Any], Awaitable[Any]]
 
@@ -149,8 +151,7 @@ class ControlServer:
         finally:
             os.umask(old)
         os.chmod(self.path, 0o600)
-        sock.listen(512)
-        self._server = await asyncio.start_unix_server(self._serve, sock=sock)
+        self._server = await asyncio.start_unix_server(self._serve, sock=sock, backlog=_BACKLOG)
         _log.info("control.listening", path=str(self.path))
 
     async def close(self) -> None:

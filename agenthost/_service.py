@@ -50,6 +50,7 @@ class ServiceOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     log_format: str | None = None  # console | json; default json unless stderr is a terminal
     log_file: str | None = None
     metrics: str | None = None  # "127.0.0.1:PORT"
+    control_buffer_bytes: int = 8 * 1024 * 1024  # what a client may leave unread before it is dropped
 
     def __post_init__(self) -> None:
         if self.log_level not in LEVELS:
@@ -106,7 +107,9 @@ class Service:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        self.server = ControlServer(socket_path(self.host.root.system_dir), methods(self))
+        self.server = ControlServer(
+            socket_path(self.host.root.system_dir), methods(self), max_buffer_bytes=self.options.control_buffer_bytes
+        )
         await self.server.start()
         if self.options.metrics:
             self.metrics = Metrics(self.host)

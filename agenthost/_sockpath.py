@@ -3,7 +3,8 @@
 Contract: a socket path longer than the kernel's limit (108 bytes) is bound or connected through the folder's file
 descriptor (`/proc/self/fd/<fd>/<name>`), so a deep storage root still gets its socket. `socket_path(root)` is
 `ROOT/system/agenthost.sock`. `connect(path, timeout_s)` returns a connected blocking socket or raises OSError
-(FileNotFoundError / ConnectionRefusedError when no service listens).
+(FileNotFoundError / ConnectionRefusedError when no service listens; TimeoutError when its listen queue stays
+full for `timeout_s`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,12 +44,22 @@ def bind(sock: socket.socket, path: Path) -> None:
 
 
 def connect(path: Path, timeout_s: float = 10.0) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout_s)
-    try:
-        with _short(path) as short:
-            sock.connect(short)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+    """A connected socket; a full listen queue (EAGAIN) is waited out until `timeout_s`, then TimeoutError."""
+    deadline = time.monotonic() + timeout_s
+    pause_s = 0.001
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout_s)
+        try:
+            with _short(path) as short:
+                sock.connect(short)
+            return sock
+        except BlockingIOError:
+            sock.close()
+            if time.monotonic() + pause_s > deadline:
+                raise TimeoutError(f"the service at {path} accepted no connection within {timeout_s:g} s") from None
+            time.sleep(pause_s)  # the service is accepting a burst of clients; try again shortly
+            pause_s = min(pause_s * 2, 0.1)
+        except BaseException:
+            sock.close()
+            raise

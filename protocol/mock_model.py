@@ -214,12 +214,13 @@ class MockModelServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def codex_overrides(self) -> tuple[str, ...]:
-        """`-c key=value` strings that point codex at this server and keep it offline (no retries)."""
+        """`-c key=value` strings that point codex at this server and keep it offline (no retries, no plugin sync)."""
         provider = (
             f'{{name="mock", base_url="{self.base_url}", wire_api="responses", supports_websockets=false, '
             "request_max_retries=0, stream_max_retries=0, stream_idle_timeout_ms=30000}"
         )
         return (
+            "features.plugins=false",  # no curated-plugin sync with github.com: the tests stay on loopback
             'model_provider="mock"',
             'model="mock-model"',
             f"model_providers.mock={provider}",

@@ -80,7 +80,8 @@ class DatabaseCore:
         """Open (creating if needed), verify the pragmas and migrate. `vfs` names a registered APSW VFS (used by
         fault-injection tests); None is SQLite's default."""
         db_path = Path(os.fspath(path))
-        if vfs is None and db_path.parent.is_dir() and not db_path.exists():
+        on_disk = os.fspath(path) not in ("", ":memory:") and not os.fspath(path).startswith("file:")
+        if vfs is None and on_disk and db_path.parent.is_dir() and not db_path.exists():
             os.close(os.open(db_path, os.O_WRONLY | os.O_CREAT, 0o600))  # owner-only: its -wal and -shm inherit it
         with _translate_errors(f"opening database {str(db_path)!r}"):
             conn = apsw.Connection(str(db_path)) if vfs is None else apsw.Connection(str(db_path), vfs=vfs)

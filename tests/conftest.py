@@ -14,6 +14,8 @@ from agenthost import AgentHost, HostConfig
 from agenthost.actors import FakeClock
 from agenthost.testing import CapturedEvents, capture_events
 
+pytest_plugins = ["servicekit"]  # the `service` fixture: `agenthost serve` as a subprocess
+
 settings.register_profile("agenthost", derandomize=True, print_blob=True)  # fixed examples: reproducible runs
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "agenthost"))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 from conftest import wait_until, worker
@@ -30,8 +31,9 @@ def test_a_given_up_worker_can_be_brought_back_by_the_operator(make_host, clock:
     from agenthost.actors import RecoveryPolicy
     from agenthost.protocol import RuntimeFaults
 
-    host = make_host(workers=2, worker_policy=RecoveryPolicy(max_attempts=1),
-                     worker_faults={1: RuntimeFaults(crash_on_start=True)})
+    host = make_host(
+        workers=2, worker_policy=RecoveryPolicy(max_attempts=1), worker_faults={1: RuntimeFaults(crash_on_start=True)}
+    )
     clock.advance(1.0)
     wait_until("given up", lambda: worker(host, 1).state == "given_up")
     host.set_worker_faults(1, None)
@@ -44,7 +46,7 @@ def test_repair_worker_writes_a_report_and_restarts_it(make_host) -> None:
     summary = host.repair_worker(1)
     assert summary.startswith("worker 1: moved nothing; the built-in runtime keeps one state folder")
     report_path = re.search(r"report: (\S+)\)", summary).group(1)
-    report = json.loads(open(report_path).read())
+    report = json.loads(Path(report_path).read_text())
     assert (report["worker_id"], report["runtime"], report["moved"]) == (1, "builtin", [])
     assert worker(host, 1).generation == 2
 
@@ -61,8 +63,10 @@ def test_the_followup_queue_can_be_reordered_edited_cancelled_and_sent_by_hand(m
     host.edit_followup(first.turn_id, "first, edited")
     host.cancel_followup(second.turn_id)
     cancelled = second.wait(5.0)
-    assert (cancelled.status, cancelled.error) == ("interrupted",
-                                                   "cancelled: the message was removed from the queue before it ran")
+    assert (cancelled.status, cancelled.error) == (
+        "interrupted",
+        "cancelled: the message was removed from the queue before it ran",
+    )
     host.set_dispatch_mode(thread_id, "manual")
     approval = host.approvals()[0]
     assert (approval.thread_id, approval.command) == (thread_id, "wait")

@@ -34,7 +34,8 @@ def test_missing_and_non_executable_binaries_are_named(tmp_path) -> None:
         check_codex_binary(str(plain))
 
 
-def test_native_binary_is_found_in_an_npm_folder_and_specs_use_it(tmp_path) -> None:
+def test_native_binary_is_found_in_an_npm_folder_and_specs_use_it(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("RUST_LOG", raising=False)
     native = _executable(tmp_path / "npm/node_modules/@openai/codex-linux-x64/vendor/x86_64/bin/codex", b"\x7fELF")
     assert find_native_codex(tmp_path / "npm") == native
     assert find_native_codex(tmp_path / "empty") is None
@@ -43,7 +44,11 @@ def test_native_binary_is_found_in_an_npm_folder_and_specs_use_it(tmp_path) -> N
     factory = codex_spec_factory(root, codex_bin=str(native), config_overrides=('model="m"',), startup_timeout_s=7)
     one, two = factory(1, 1), factory(2, 5)
     assert one.argv == (str(native), "app-server", "-c", 'model="m"')
-    assert one.env == {"CODEX_HOME": str(root.system_dir / "codex-home" / "worker-1")}
+    assert one.env == {"CODEX_HOME": str(root.system_dir / "codex-home" / "worker-1"), "RUST_LOG": "warn"}
+    monkeypatch.setenv("RUST_LOG", "debug")  # the operator's choice wins: it reaches codex through the environment
+    assert "RUST_LOG" not in codex_spec_factory(root, codex_bin=str(native), config_overrides=(), startup_timeout_s=7)(
+        1, 1
+    ).env
     assert two.env["CODEX_HOME"].endswith("worker-2") and os.path.isdir(two.env["CODEX_HOME"])
     assert "account/rateLimits/updated" in one.opt_out_notifications and one.startup_timeout_s == 7
 

@@ -230,8 +230,8 @@ def test_stop_wakes_a_stream_waiting_between_deltas_and_is_idempotent() -> None:
 def test_binds_loopback_and_points_codex_at_itself(server: MockModelServer) -> None:
     assert server.base_url == f"http://127.0.0.1:{server.port}/v1"
     overrides = server.codex_overrides()
-    assert overrides[:2] == ('model_provider="mock"', 'model="mock-model"')
-    provider = overrides[2]
+    assert overrides[:3] == ("features.plugins=false", 'model_provider="mock"', 'model="mock-model"')
+    provider = overrides[3]
     assert provider.startswith("model_providers.mock={") and f'base_url="{server.base_url}"' in provider
     for setting in (
         'wire_api="responses"',

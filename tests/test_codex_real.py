@@ -9,7 +9,11 @@ Every wait is bounded.
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -343,3 +347,42 @@ def test_failover_to_another_worker_keeps_the_models_history(codex_host, model: 
     done = host.send(thread_id, "are you back?").wait(WAIT_S)
     assert done.status == "completed"
     assert "warm up words" in _user_texts(model.requests[-1])
+
+
+def test_a_model_it_cannot_reach_fails_the_turn_with_codexs_own_cause(tmp_path: Path) -> None:
+    with MockModelServer() as gone:
+        overrides = gone.codex_overrides()  # then the server stops: nothing listens on its port any more
+    settings = [item for override in overrides for item in ("-c", override)]
+    root = tmp_path / "root"
+    started = time.monotonic()
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agenthost",
+            "send",
+            "--root",
+            str(root),
+            "--runtime",
+            "codex",
+            "--codex-bin",
+            str(CODEX_BIN),
+            *settings,
+            "--timeout",
+            "10",
+            "--new-thread",
+            "offline",
+            "hello?",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+        env={k: v for k, v in os.environ.items() if k != "RUST_LOG"},
+    )
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
+    assert time.monotonic() - started < 60  # the turn's deadline, not codex's endless reconnects
+    error = re.search(r"\[turn \S+ failed: (.*)\]", run.stderr).group(1)
+    assert "turn deadline of 10 s exceeded; the runtime kept retrying: Reconnecting... waiting for network" in error
+    assert "its last error:" in error and "error=Connection failed" in error  # codex's stderr, ANSI stripped
+    assert "\x1b[" not in error

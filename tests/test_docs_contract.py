@@ -13,8 +13,13 @@ def _test_names(path: Path) -> set[str]:
     """Test functions, and tests bound to a name (e.g. `test_x = Machine.TestCase` of hypothesis.stateful)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     functions = {node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}
-    assigned = {target.id for node in tree.body if isinstance(node, ast.Assign) for target in node.targets
-                if isinstance(target, ast.Name)}
+    assigned = {
+        target.id
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
     return {name for name in functions | assigned if name.startswith("test_")}
 
 

@@ -1,0 +1,233 @@
+"""The CLI as a client of a running service (both real subprocesses), and the CLI's answer to bad input: exit 2 and
+one line naming the value, never a traceback, nothing created."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from servicekit import ServiceProcess, turn_events
+
+pytestmark = pytest.mark.timeout(120)
+
+SLOW = '[host.worker_faults."1"]\ndelta_delay_s = 0.3\n[host.worker_faults."2"]\ndelta_delay_s = 0.3\n'
+
+
+def agenthost(*args: str, stdin: str | None = None, timeout_s: float = 90.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agenthost", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+
+
+def test_cli_commands_go_through_the_service_and_say_so(service, tmp_path: Path) -> None:
+    svc: ServiceProcess = service()
+    root = str(svc.root)
+    via = f"via the service (pid {svc.process.pid})"
+    sent = agenthost("send", "--root", root, "--new-thread", "via", "-", stdin="from stdin")
+    assert sent.returncode == 0, sent.stderr
+    assert via in sent.stderr and sent.stdout.strip() == "Reference reply to: from stdin"
+    thread_id = re.search(r"thread (\S+) turn", sent.stderr).group(1)
+    message = tmp_path / "message.txt"
+    message.write_text("from a file")
+    as_json = agenthost("send", "--root", root, "--thread", thread_id, "--file", str(message), "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    result = json.loads(as_json.stdout)
+    assert (result["thread_id"], result["status"]) == (thread_id, "completed")
+    assert result["text"] == "Reference reply to: from a file"
+
+    status = agenthost("status", "--root", root)
+    assert status.returncode == 0 and via in status.stderr
+    assert status.stdout.startswith("host: running") and "follow-up queues:" in status.stdout
+    live = json.loads(agenthost("status", "--root", root, "--json").stdout)
+    assert [w["state"] for w in live["workers"]] == ["ready", "ready"] and live["service"]["pid"] == svc.process.pid
+
+    transcript = agenthost("transcript", "--root", root, thread_id)
+    assert transcript.returncode == 0 and via in transcript.stderr
+    assert "from stdin" in transcript.stdout and "Reference reply to: from a file" in transcript.stdout
+    followups = agenthost("followups", "--root", root, "list", thread_id)
+    assert followups.returncode == 0 and json.loads(followups.stdout) == []
+    approvals = agenthost("approvals", "--root", root)
+    assert approvals.returncode == 0 and json.loads(approvals.stdout) == []
+
+
+def test_doctor_against_a_service_sees_no_problem_in_a_turn_in_flight(service) -> None:
+    svc: ServiceProcess = service(SLOW)
+    with svc.client() as client:
+        thread_id = client.call("threads.create", {"title": "in flight"})["thread_id"]
+        turn_id = client.call("turns.send", {"thread_id": thread_id, "text": "one two three four five six"})["turn_id"]
+        events = turn_events(client, turn_id)
+        next(events)  # streaming now
+        doctor = agenthost("doctor", "--root", str(svc.root))
+        in_flight = [t["turn_id"] for t in client.call("status")["active_turns"]]
+        assert list(events)[-1]["event"]["status"] == "completed"
+    assert turn_id in in_flight  # doctor ran while the turn was open
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    assert "[problem]" not in doctor.stdout and "[ok] permissions" in doctor.stdout
+
+
+def _send_in_background(root: Path, *args: str) -> tuple[subprocess.Popen[str], str]:
+    """`agenthost send` as a subprocess, returned once the service has accepted the turn (with the turn id)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "agenthost", "send", "--root", str(root), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    for line in process.stderr:
+        found = re.search(r"thread \S+ turn (\S+)", line)
+        if found:
+            return process, found.group(1)
+    raise AssertionError(f"send never said which turn it started (exit {process.wait()})")
+
+
+def test_ctrl_c_once_interrupts_the_turn_and_prints_how_it_ended(service) -> None:
+    svc: ServiceProcess = service(SLOW)
+    process, turn_id = _send_in_background(svc.root, "--new-thread", "ctrl-c", "a b c d e f g h i j k l")
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 1, err
+    assert "interrupting the turn (Ctrl-C again to detach)" in err
+    assert f"[turn {turn_id} interrupted" in err and "Traceback" not in err
+
+
+def test_ctrl_c_twice_detaches_and_the_turn_goes_on_in_the_service(service) -> None:
+    deaf = "".join(f'[host.worker_faults."{w}"]\ndelta_delay_s = 0.3\nhang_on = "turn/interrupt"\n' for w in (1, 2))
+    svc: ServiceProcess = service(deaf)  # the runtime never answers the interrupt: the turn keeps streaming
+    process, turn_id = _send_in_background(svc.root, "--new-thread", "detach", "a b c d e f g h i j k l m n o p")
+    assert process.stderr is not None
+    process.send_signal(signal.SIGINT)
+    for line in process.stderr:
+        if "interrupting the turn" in line:
+            break
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert f"detached; turn {turn_id} goes on in the service" in err and "Traceback" not in err
+    with svc.client() as client:
+        assert turn_id in [t["turn_id"] for t in client.call("status")["active_turns"]]
+
+
+def test_service_commands_without_a_service_say_none_runs(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    assert agenthost("send", "--root", str(root), "--new-thread", "t", "hi").returncode == 0  # embedded
+    run = agenthost("interrupt", "--root", str(root), "turn-1")
+    assert run.returncode == 1 and "no service runs on" in run.stderr and "agenthost serve" in run.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (("--thread", "", "hi"), "--thread '' is empty"),
+        (("--new-thread", "t", "--timeout", "0", "hi"), "--timeout 0.0 is invalid"),
+        (("--new-thread", "t", "--timeout", "nan", "hi"), "--timeout nan is invalid"),
+        (("--new-thread", "t", "--timeout", "-3", "hi"), "--timeout -3.0 is invalid"),
+        (("--new-thread", "t", "-c", "model=o3", "hi"), "-c ['model=o3'] configures codex; the runtime is 'builtin'"),
+        (("--new-thread", "t"), "no message: give TEXT, - (read stdin) or --file FILE"),
+        (("--new-thread", "t", "--file", "/nonexistent/m.txt"), "--file '/nonexistent/m.txt' cannot be read"),
+    ],
+)
+def test_bad_send_input_exits_2_with_one_line(tmp_path: Path, args: tuple[str, ...], named: str) -> None:
+    root = tmp_path / "root"
+    run = agenthost("send", "--root", str(root), *args)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert named in run.stderr and len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr
+    assert not root.exists()  # nothing created for a request that was refused
+
+
+def test_a_thread_on_a_missing_root_is_refused_and_the_root_not_created(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    run = agenthost("send", "--root", str(missing), "--thread", "t-1", "hi")
+    assert run.returncode == 2 and f"--root '{missing}' does not exist" in run.stderr
+    assert not missing.exists()
+
+
+@pytest.mark.parametrize(
+    ("document", "named"),
+    [
+        ("[host]\nworkers = 'two'\n", "Expected `int`, got `str` - at `$.workers`"),
+        ("[host]\nno_such_setting = 1\n", "no_such_setting"),
+        ("[hots]\n", "unknown tables ['hots']"),
+        ("[host\n", "is not valid TOML"),
+        ("[service]\nlog_level = 'loud'\n", "service.log_level must be one of"),
+        ("[service]\nmetrics = '0.0.0.0:9100'\n", "0.0.0.0"),
+    ],
+)
+def test_bad_service_config_exits_2_naming_the_value(tmp_path: Path, document: str, named: str) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(document)
+    run = agenthost("serve", "--root", str(tmp_path / "root"), "--config", str(config), "--check-config")
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert named in run.stderr and "Traceback" not in run.stderr
+
+
+def test_check_config_prints_the_settings_it_would_run_with(tmp_path: Path) -> None:
+    config = tmp_path / "good.toml"
+    config.write_text(f'[host]\nstorage_root = "{tmp_path}/r"\nworkers = 3\n[service]\nmetrics = "127.0.0.1:9464"\n')
+    run = agenthost("serve", "--config", str(config), "--workers", "4", "--check-config")
+    assert run.returncode == 0, run.stderr
+    settings = json.loads(run.stdout)
+    assert settings["host"]["workers"] == 4 and settings["service"]["metrics"] == "127.0.0.1:9464"  # flags win
+    assert not (tmp_path / "r").exists()
+
+
+def _loose_paths(root: Path) -> list[str]:
+    """Every path under root that group or others may read, write or enter."""
+    found = [root, *root.rglob("*")]
+    return [f"{p} {oct(p.lstat().st_mode & 0o777)}" for p in found if not p.is_symlink() and p.lstat().st_mode & 0o077]
+
+
+def test_everything_agenthost_creates_is_owner_only(service) -> None:
+    svc: ServiceProcess = service()
+    with svc.client() as client:
+        thread_id = client.call("threads.create", {"title": "private"})["thread_id"]
+        turn = client.call("turns.send", {"thread_id": thread_id, "text": "secret words"})
+        assert list(turn_events(client, turn["turn_id"]))[-1]["event"]["status"] == "completed"
+        assert _loose_paths(svc.root) == []  # database, -wal, -shm, logs, runtime state, transcripts, the socket
+    assert svc.socket.exists() and oct(svc.socket.stat().st_mode & 0o777) == "0o600"
+
+
+def test_doctor_reports_loose_modes_and_repair_tightens_them(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    assert agenthost("send", "--root", str(root), "--new-thread", "t", "hello").returncode == 0
+    assert _loose_paths(root) == []
+    database = root / "system" / "agenthost.db"
+    database.chmod(0o644)
+    (root / "system").chmod(0o755)
+    doctor = agenthost("doctor", "--root", str(root))
+    assert doctor.returncode == 1
+    assert f"[problem] permissions {database}: mode 644: group or others can reach it" in doctor.stdout
+    assert f"[problem] permissions {root / 'system'}: mode 755" in doctor.stdout
+    repaired = agenthost("doctor", "--root", str(root), "--repair")
+    assert repaired.returncode == 0, repaired.stdout
+    assert f"[repaired] permissions {database}" in repaired.stdout
+    assert _loose_paths(root) == []
+    assert agenthost("doctor", "--root", str(root)).returncode == 0
+
+
+def test_status_and_transcript_of_a_migrated_root_follow_its_moved_pointer(tmp_path: Path) -> None:
+    old, new = tmp_path / "old", tmp_path / "new"
+    sent = agenthost("send", "--root", str(old), "--new-thread", "moving", "before the move")
+    thread_id = re.search(r"thread (\S+) turn", sent.stderr).group(1)
+    assert agenthost("migrate-storage", "--root", str(old), str(new)).returncode == 0
+    after = agenthost("send", "--root", str(new), "--thread", thread_id, "after the move")
+    assert after.returncode == 0, after.stderr
+    status = agenthost("status", "--root", str(old), "--json")
+    assert status.returncode == 0, status.stderr
+    assert [t["turns"] for t in json.loads(status.stdout)["threads"] if t["thread_id"] == thread_id] == [{"completed": 2}]
+    transcript = agenthost("transcript", "--root", str(old), thread_id)
+    assert transcript.returncode == 0 and "after the move" in transcript.stdout
+    (new / "system" / "migration.json").unlink()  # the pointer now leads nowhere trustworthy
+    refused = agenthost("status", "--root", str(old))
+    assert refused.returncode == 2 and "holds no finished migration" in refused.stderr
+    assert "Traceback" not in refused.stderr
