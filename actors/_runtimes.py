@@ -8,8 +8,9 @@ Contract:
 - `codex` runs the native `codex app-server` binary (never the npm node launcher, which orphans the native child
   on kill) with `-c key=value` overrides and a persistent `CODEX_HOME` per worker; noisy notifications are opted
   out of at `initialize`. Codex logs at `RUST_LOG=warn` (`CODEX_LOG_FILTER`) unless RUST_LOG is set: its default
-  (errors only) hides why a model connection is being retried, which a failed turn's error should name. `CodexRolloutSync` copies a thread's rollout between the workers' homes before a resume,
-  so a thread that fails over to another worker keeps its history in the model's context.
+  (errors only) hides why a model connection is being retried, which a failed turn's error should name.
+  `CodexRolloutSync` copies a thread's rollout between the workers' homes before a resume, so a thread that fails
+  over to another worker keeps its history in the model's context.
 - Fault knobs (chaos.RuntimeFaults) are passed per worker id on the command line; a worker without an entry runs
   without faults. Knobs are read again at every restart, so a test can change them between generations. Every
   builtin runtime also gets `--faults-file <root>/system/faults/worker-<id>.json` (`faults_file_path`): while that

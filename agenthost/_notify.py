@@ -3,8 +3,9 @@
 Contract: with NOTIFY_SOCKET set (a filesystem path, or "@name" for the abstract namespace), `ready(status)` sends
 "READY=1\\nSTATUS=...", `status(text)` "STATUS=...", `stopping()` "STOPPING=1" and `watchdog()` "WATCHDOG=1", each
 one datagram. Without NOTIFY_SOCKET every call does nothing. `watchdog_interval_s` is half of WATCHDOG_USEC when
-the watchdog is meant for this process (WATCHDOG_PID unset or equal to our pid), else None. A datagram that cannot
-be sent is logged once ("notify.failed") and never raises: systemd's absence must not stop the service.
+the watchdog is meant for this process (NOTIFY_SOCKET set, WATCHDOG_PID unset or equal to our pid), else None. A
+datagram that cannot be sent is logged once ("notify.failed") and never raises: systemd's absence must not stop the
+service.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class Notifier:
         self._address = "\0" + address[1:] if address and address.startswith("@") else address
         self._warned = False
         usec, pid = env.get("WATCHDOG_USEC"), env.get("WATCHDOG_PID")
-        mine = pid is None or pid == str(os.getpid())
+        mine = bool(address) and (pid is None or pid == str(os.getpid()))
         self.watchdog_interval_s = int(usec) / 2e6 if usec and usec.isdigit() and int(usec) > 0 and mine else None
 
     @property

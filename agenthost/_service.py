@@ -57,6 +57,8 @@ class ServiceOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
             raise ValueError(f"service.log_level must be one of {LEVELS}, got {self.log_level!r}")
         if self.log_format is not None and self.log_format not in FORMATS:
             raise ValueError(f"service.log_format must be one of {FORMATS}, got {self.log_format!r}")
+        if type(self.control_buffer_bytes) is not int or self.control_buffer_bytes < 4096:
+            raise ValueError(f"service.control_buffer_bytes {self.control_buffer_bytes!r} is invalid: must be >= 4096")
 
 
 class Service:

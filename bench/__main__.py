@@ -6,10 +6,12 @@ Contract:
   never asserted: the exit code is 0 unless a measurement crashed (then 1, with its traceback on stderr).
 - Each figure is the median of R repeats (default 3; 1 with `--quick`), each repeat on fresh processes, a fresh
   storage root and fresh temp files. A ratio is the ratio of the two medians. Timing uses `time.perf_counter()`.
-- Defaults: 5000 deltas per reply x 40 timed turns, 300 completions (about 10 s on a 2-core VM; the durable part
-  scales with the temp file system's fsync cost, so a slow disk takes longer). `--quick`: 2000 x 3 and 30
-  completions, 1 repeat (well under 5 s). `--json PATH` also writes every figure (each repeat included) as JSON.
-  `--repeats R` overrides R.
+- Figure 4 (bench/_service.py): turn latency through `agenthost serve`'s socket vs an embedded host, alternating
+  turns (300; 20 with `--quick`), p50 and p90 of each and the p50 difference.
+- Defaults: 5000 deltas per reply x 40 timed turns, 2000 completions, 20 codex turns (about a minute on a 2-core
+  VM; the durable part scales with the temp file system's fsync cost, so a slow disk takes longer). `--quick`:
+  2000 x 3, 200 completions, 3 codex turns, 1 repeat (about 20 s). `--json PATH` also writes every figure (each
+  repeat included) as JSON. `--repeats R` overrides R.
 - agenthost's structlog output is configured as the CLI's default (warning and above, on stderr), so the host is
   measured as it runs in production, not with every info event printed.
 """
@@ -29,7 +31,7 @@ from pathlib import Path
 import msgspec
 
 from agenthost._logging import configure
-from bench import _deltas, _durability
+from bench import _deltas, _durability, _service
 from bench._rate import Run
 
 __all__ = ["BenchParams", "BenchReport", "format_report", "main", "run"]
@@ -43,10 +45,11 @@ class BenchParams(msgspec.Struct, frozen=True, kw_only=True):
     completions: int
     repeats: int
     codex_turns: int = 20
+    service_turns: int = 300
 
 
 FULL = BenchParams(deltas_per_reply=5000, turns=40, completions=2000, repeats=3)
-QUICK = BenchParams(deltas_per_reply=2000, turns=3, completions=200, repeats=1, codex_turns=3)
+QUICK = BenchParams(deltas_per_reply=2000, turns=3, completions=200, repeats=1, codex_turns=3, service_turns=20)
 
 
 class Machine(msgspec.Struct, frozen=True, kw_only=True):
@@ -75,6 +78,7 @@ class BenchReport(msgspec.Struct, frozen=True, kw_only=True):
     durability_breakdown: _durability.Breakdown | None = None
     codex: Comparison | None = None  # baseline = a direct minimal client on the same codex; None: not installed
     codex_skipped: str | None = None
+    service: _service.ServiceLatency | None = None  # a turn through the control socket vs embedded
     design_target_pct: float = DESIGN_TARGET_PCT
     seconds_total: float = 0.0
 
@@ -129,6 +133,8 @@ def run(params: BenchParams) -> BenchReport:
     codex, skipped = _codex_comparison(params)
     with tempfile.TemporaryDirectory(prefix="agenthost-bench-") as work_dir:
         breakdown = _durability.measure_breakdown(params.completions, Path(work_dir))
+    with tempfile.TemporaryDirectory(prefix="agenthost-bench-") as work_dir:
+        service = _service.measure(params.service_turns, Path(work_dir))
     return BenchReport(
         machine=_machine(),
         params=params,
@@ -137,6 +143,7 @@ def run(params: BenchParams) -> BenchReport:
         durability_breakdown=breakdown,
         codex=codex,
         codex_skipped=skipped,
+        service=service,
         seconds_total=time.perf_counter() - started,
     )
 
@@ -211,6 +218,7 @@ def format_report(report: BenchReport) -> str:
         *_breakdown_lines(report, durability),
         "",
         *_codex_lines(report),
+        *_service_lines(report),
         f"total {report.seconds_total:.1f} s (figures are reported, never asserted)",
     ]
     return "\n".join(lines)
@@ -248,6 +256,24 @@ def _codex_lines(report: BenchReport) -> list[str]:
         f"  host/direct {codex.ratio_pct:.1f} %  "
         f"(host adds {1000.0 / codex.host_per_s - 1000.0 / codex.baseline_per_s:.1f} "
         "ms per turn: actor hops + durable begin/finish)",
+        "",
+    ]
+
+
+def _service_lines(report: BenchReport) -> list[str]:
+    latency = report.service
+    if latency is None:
+        return []
+    met = "met" if latency.added_p50_ms <= _service.SOCKET_TARGET_MS else "NOT met"
+    return [
+        f"4. A turn through the service's control socket vs embedded (built-in runtime, 1 worker, {latency.turns} "
+        "turns each, alternating; both log at warning)",
+        f"  embedded: AgentHost send+wait              p50 {latency.embedded_p50_ms:.2f} ms   "
+        f"p90 {latency.embedded_p90_ms:.2f} ms",
+        f"  service:  turns.send + turn.event stream   p50 {latency.service_p50_ms:.2f} ms   "
+        f"p90 {latency.service_p90_ms:.2f} ms",
+        f"  the socket adds {latency.added_p50_ms:.2f} ms at p50   (design target <= {_service.SOCKET_TARGET_MS:g} ms: "
+        f"{met})",
         "",
     ]
 

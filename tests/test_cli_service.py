@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -95,7 +96,7 @@ def test_ctrl_c_once_interrupts_the_turn_and_prints_how_it_ended(service) -> Non
     svc: ServiceProcess = service(SLOW)
     process, turn_id = _send_in_background(svc.root, "--new-thread", "ctrl-c", "a b c d e f g h i j k l")
     process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=60)
+    _, err = process.communicate(timeout=60)
     assert process.returncode == 1, err
     assert "interrupting the turn (Ctrl-C again to detach)" in err
     assert f"[turn {turn_id} interrupted" in err and "Traceback" not in err
@@ -224,10 +225,41 @@ def test_status_and_transcript_of_a_migrated_root_follow_its_moved_pointer(tmp_p
     assert after.returncode == 0, after.stderr
     status = agenthost("status", "--root", str(old), "--json")
     assert status.returncode == 0, status.stderr
-    assert [t["turns"] for t in json.loads(status.stdout)["threads"] if t["thread_id"] == thread_id] == [{"completed": 2}]
+    threads = {t["thread_id"]: t for t in json.loads(status.stdout)["threads"]}
+    assert threads[thread_id]["turns"] == {"completed": 2}  # both turns: the new root's database
     transcript = agenthost("transcript", "--root", str(old), thread_id)
     assert transcript.returncode == 0 and "after the move" in transcript.stdout
     (new / "system" / "migration.json").unlink()  # the pointer now leads nowhere trustworthy
     refused = agenthost("status", "--root", str(old))
     assert refused.returncode == 2 and "holds no finished migration" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def _unit_settings(text: str) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#"))
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+def test_the_example_unit_and_config_are_valid_and_agree() -> None:
+    docs = Path(__file__).resolve().parent.parent / "docs"
+    unit = _unit_settings((docs / "agenthost.service").read_text())
+    assert (unit["Type"], unit["KillSignal"], unit["ExecReload"]) == ("notify", "SIGTERM", "/bin/kill -HUP $MAINPID")
+    assert unit["ExecStart"].endswith("agenthost serve --config /etc/agenthost/serve.toml")
+    checked = agenthost("serve", "--config", str(docs / "serve.toml"), "--check-config")
+    assert checked.returncode == 0, checked.stderr
+    settings = json.loads(checked.stdout)
+    assert settings["host"]["storage_root"] in unit["ReadWritePaths"].split()
+    assert int(unit["TimeoutStopSec"]) > settings["host"]["drain_timeout_s"]  # the drain ends before SIGKILL
+    assert int(unit["WatchdogSec"]) > 0 and unit["UMask"] == "0077"
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
+def test_systemd_accepts_the_example_unit(tmp_path: Path) -> None:
+    installed = Path(sys.executable).parent / "agenthost"
+    text = (Path(__file__).resolve().parent.parent / "docs" / "agenthost.service").read_text()
+    unit = tmp_path / "agenthost.service"
+    unit.write_text(text.replace("/usr/local/bin/agenthost", str(installed)))
+    verify = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(unit)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert verify.returncode == 0 and verify.stderr.strip() == "", verify.stderr

@@ -20,6 +20,7 @@ import pytest
 from servicekit import ServiceProcess, raw_connect, read_lines, turn_events
 
 from agenthost._client import ServiceError
+from agenthost._notify import Notifier
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -47,6 +48,23 @@ def test_ready_and_status_are_told_to_systemd_and_the_socket_answers(service) ->
     assert svc.wait() == 0
     svc.notify.wait_for("STOPPING", "1")
     assert not svc.socket.exists()
+
+
+def test_the_watchdog_is_pinged_when_systemd_asks_for_it(service) -> None:
+    svc = service(env={"WATCHDOG_USEC": "400000"})  # WatchdogSec=0.4: a ping at least every 0.2 s
+    svc.notify.wait_for("WATCHDOG", "1")
+    deadline = time.monotonic() + 10
+    while sum(1 for m in svc.notify.messages if m.get("WATCHDOG") == "1") < 5:
+        assert time.monotonic() < deadline, svc.notify.messages
+        time.sleep(0.05)
+
+
+def test_a_watchdog_meant_for_another_process_is_not_pinged() -> None:
+    mine = {"NOTIFY_SOCKET": "/run/x", "WATCHDOG_USEC": "400000"}
+    assert Notifier(mine).watchdog_interval_s == 0.2
+    assert Notifier({**mine, "WATCHDOG_PID": str(os.getpid())}).watchdog_interval_s == 0.2
+    assert Notifier({**mine, "WATCHDOG_PID": "1"}).watchdog_interval_s is None
+    assert Notifier({"WATCHDOG_USEC": "400000"}).watchdog_interval_s is None  # no NOTIFY_SOCKET: nobody listens
 
 
 def test_sigterm_drains_a_turn_in_flight_and_refuses_new_ones(service) -> None:
