@@ -263,3 +263,36 @@ def test_systemd_accepts_the_example_unit(tmp_path: Path) -> None:
         ["systemd-analyze", "verify", "--man=no", str(unit)], capture_output=True, text=True, timeout=60, check=False
     )
     assert verify.returncode == 0 and verify.stderr.strip() == "", verify.stderr
+
+
+def test_approvals_interrupt_and_tail_from_the_cli(service) -> None:
+    svc: ServiceProcess = service(SLOW)
+    root = str(svc.root)
+    tail = subprocess.Popen(
+        [sys.executable, "-m", "agenthost", "tail", "--root", root, "--names", "turns.finished"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert "via the service" in tail.stderr.readline()  # connected; it subscribes right after saying so
+        with svc.client() as client:
+            thread_id = client.call("threads.create", {"title": "cli ops"})["thread_id"]
+            asked = client.call("turns.send", {"thread_id": thread_id, "text": "RUN: echo from-the-cli"})["turn_id"]
+            events = turn_events(client, asked)
+            request = next(e["event"] for e in events if e["event"]["type"] == "ApprovalRequested")
+            listed = json.loads(agenthost("approvals", "--root", root).stdout)
+            assert [a["approval_id"] for a in listed] == [request["approval_id"]]
+            assert agenthost("approve", "--root", root, request["approval_id"], "accept").returncode == 0
+            assert list(events)[-1]["event"]["status"] == "completed"
+            long = client.call("turns.send", {"thread_id": thread_id, "text": "one two three four five six seven"})
+            events = turn_events(client, long["turn_id"])
+            next(events)
+            stopped = agenthost("interrupt", "--root", root, long["turn_id"])
+            assert stopped.returncode == 0, stopped.stderr
+            assert list(events)[-1]["event"]["status"] == "interrupted"
+        first = json.loads(tail.stdout.readline())  # the tail saw the first turn end
+        assert first["name"] == "turns.finished" and first["fields"]["turn"] == asked
+    finally:
+        tail.send_signal(signal.SIGINT)
+        assert tail.wait(30) == 0 and "Traceback" not in tail.stderr.read()
