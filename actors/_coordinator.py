@@ -3,10 +3,9 @@
 Contract: every message becomes one machine event; the machine's effects are carried out here, in order, and an
 effect that has an outcome feeds it back as the next event at once, so one message is handled completely before
 the next. The effects' I/O:
-- persistence (asked, each with a deadline): begin a turn (a direct send's storage error goes back to its caller;
-  a follow-up that cannot be begun stays queued), enqueue, finish (a refusal becomes `FinishRefused`, retried by
-  the machine), cards (an approval card that cannot be stored refuses the approval), follow-up states and fetches;
-  completed turns are told to the group commit and answered later by `TurnPersisted`;
+- persistence (asked, each with a deadline, through actors._turnstore, which has the rules for refusals): begin,
+  enqueue, finish, cards (an approval card that cannot be stored refuses the approval), follow-up states and
+  fetches; completed turns are told to the group commit and answered later by `TurnPersisted`;
 - the mapping (asked): resolve, bind, invalidate, worker up/down/health;
 - workers (told): runtime calls (a worker that is not running answers at once with HOST_WORKER_EXITED), answers
   to server requests;
@@ -28,7 +27,6 @@ from agenthost.actors import _turnevents as ev
 from agenthost.actors._clock import Clock, Timer
 from agenthost.actors._errors import (
     HostClosedError,
-    HostUnavailableError,
     InvalidDecisionError,
     NoHealthyWorkerError,
     TurnNotActiveError,
@@ -39,23 +37,19 @@ from agenthost.actors._reconcile import reconcile
 from agenthost.actors._refs import FaultHook, SupervisedActor, ask, tell_quietly
 from agenthost.actors._turnmachine import step
 from agenthost.actors._turns import CoordinatorSettings, TurnRegistry, emit, new_turn_id
-from agenthost.actors._turnstate import State, Unpersisted
+from agenthost.actors._turnstate import State
+from agenthost.actors._turnstore import TurnStore
 from agenthost.protocol._jsonrpc import RpcError
 from agenthost.protocol._messages import (
     HOST_WORKER_EXITED,
     AbortActiveTurns,
     ActiveTurn,
-    AddActionCard,
     AnswerApproval,
     AnswerServerRequest,
-    BeginFollowUpTurn,
-    BeginTurn,
     BindRuntimeThread,
     CallResult,
     CloseIntake,
     CompleteTurn,
-    EnqueueFollowUp,
-    FinishTurn,
     FollowUpsChanged,
     GetThread,
     InterruptTurn,
@@ -63,7 +57,6 @@ from agenthost.protocol._messages import (
     ListActiveTurns,
     ListApprovals,
     ListPendingTurns,
-    NextFollowUp,
     PendingApproval,
     ResetWorkers,
     ResolveThread,
@@ -72,7 +65,6 @@ from agenthost.protocol._messages import (
     RuntimeOutput,
     RuntimeStderr,
     SendMessage,
-    SetFollowUpState,
     TurnAccepted,
     TurnDeadline,
     TurnFinished,
@@ -81,12 +73,11 @@ from agenthost.protocol._messages import (
     WorkerHealth,
     WorkerUp,
 )
-from agenthost.storage import StorageError, TurnAlreadyFinishedError
+from agenthost.storage import StorageError
 
 __all__ = ["TurnCoordinator"]
 
 _log = get_logger("agenthost.turns")
-_REFUSED = (StorageError, HostUnavailableError, pykka.ActorDeadError, pykka.Timeout)  # the storage did not take it
 
 
 class _Escalation(RuntimeError):
@@ -125,6 +116,7 @@ class TurnCoordinator(SupervisedActor):
             sandbox=settings.sandbox,
         )
         self._ask_timeout_s = settings.ask_timeout_s
+        self._store = TurnStore(persistence_ref, self._registry, settings.ask_timeout_s)
         self._workers: dict[int, Any] = {}  # worker id -> its actor ref (the machine knows the generations)
         self._deadlines: dict[str, Timer] = {}
         self._retry_timer: Timer | None = None
@@ -251,12 +243,9 @@ class TurnCoordinator(SupervisedActor):
             case ev.Accept():
                 self._accepted = TurnAccepted(turn_id=effect.turn_id, queued=effect.queued)
             case ev.Begin():
-                return self._begin(effect)
+                return self._store.begin(effect)
             case ev.Enqueue():
-                ask(
-                    self._persistence,
-                    EnqueueFollowUp(followup_id=effect.turn_id, thread_id=effect.thread_id, text=effect.text),
-                )
+                self._store.enqueue(effect)
             case ev.RegisterSink():
                 self._registry.put(effect.turn_id, effect.sink)
             case ev.ForgetSink():
@@ -285,9 +274,9 @@ class TurnCoordinator(SupervisedActor):
             case ev.MappingEvent():
                 self._ask(self._mapping, effect.message)
             case ev.AddCard():
-                self._card(effect.thread_id, effect.turn_id, effect.kind, effect.text)
+                self._store.card(effect.thread_id, effect.turn_id, effect.kind, effect.text)
             case ev.StoreApprovalCard():
-                ok = self._card(
+                ok = self._store.card(
                     effect.thread_id,
                     effect.approval.turn_id,
                     "approval requested",
@@ -295,7 +284,7 @@ class TurnCoordinator(SupervisedActor):
                 )
                 return ev.CardStored(approval=effect.approval, ok=ok)
             case ev.Persist():
-                return self._persist(effect.record, effect.retry)
+                return self._store.finish(effect.record, effect.retry)
             case ev.PersistComplete():
                 tell_quietly(
                     self._persistence,
@@ -307,9 +296,9 @@ class TurnCoordinator(SupervisedActor):
                     ),
                 )
             case ev.SetFollowUp():
-                self._set_followup(effect)
+                self._store.set_followup(effect)
             case ev.FetchFollowUp():
-                return self._fetch_followup(effect.thread_id, effect.include_manual)
+                return self._store.fetch_followup(effect.thread_id, effect.include_manual)
             case ev.ArmRetry():
                 ref = self.actor_ref
                 self._retry_timer = self._clock.call_later(
@@ -347,24 +336,6 @@ class TurnCoordinator(SupervisedActor):
             return ev.CallAnswered(call_id=effect.call_id, error=gone)
         return None
 
-    def _begin(self, effect: ev.Begin) -> ev.Event:
-        if effect.followup_id is None:  # a direct send: a storage error goes back to its caller
-            self._ask(
-                self._persistence, BeginTurn(turn_id=effect.turn_id, thread_id=effect.thread_id, user_text=effect.text)
-            )
-        else:
-            try:  # dispatched and begun in one transaction: a crash can neither lose nor repeat it
-                self._ask(self._persistence, BeginFollowUpTurn(followup_id=effect.followup_id, turn_id=effect.turn_id))
-            except _REFUSED as exc:
-                return ev.BeginRefused(turn_id=effect.turn_id, thread_id=effect.thread_id, error=repr(exc))
-        return ev.Begun(
-            turn_id=effect.turn_id,
-            thread_id=effect.thread_id,
-            text=effect.text,
-            sink=effect.sink,
-            followup_id=effect.followup_id,
-        )
-
     def _resolve(self, effect: ev.Resolve) -> ev.Event:
         try:
             route = self._ask(self._mapping, ResolveThread(thread_id=effect.thread_id))
@@ -380,58 +351,6 @@ class TurnCoordinator(SupervisedActor):
                 _log.info("turns.runtime_state_imported", turn=effect.turn_id, worker=effect.worker_id)
         except OSError as exc:  # resume still runs: at worst the thread is recreated, as before
             _log.warning("turns.runtime_state_import_failed", turn=effect.turn_id, error=repr(exc))
-
-    def _card(self, thread_id: str, turn_id: str, kind: str, text: str) -> bool:
-        """Store a card; False (logged) if the storage refused it."""
-        try:
-            self._ask(self._persistence, AddActionCard(thread_id=thread_id, turn_id=turn_id, kind=kind, text=text))
-        except _REFUSED as exc:
-            _log.error("turns.card_failed", turn=turn_id, kind=kind, error=repr(exc))
-            return False
-        return True
-
-    def _persist(self, record: Unpersisted, retry: bool) -> ev.Event:
-        finish = FinishTurn(
-            turn_id=record.turn_id,
-            status=record.status,
-            assistant_text=record.text,
-            error=record.error,
-            worker_id=record.worker_id,
-        )
-        try:
-            self._ask(self._persistence, finish)
-        except TurnAlreadyFinishedError:
-            if not retry:
-                raise
-        except _REFUSED as exc:
-            return ev.FinishRefused(record=record, reason=repr(exc), retry=retry)
-        return ev.FinishStored(record=record, retry=retry)
-
-    def _set_followup(self, effect: ev.SetFollowUp) -> None:
-        try:
-            ask(
-                self._persistence,
-                SetFollowUpState(followup_id=effect.followup_id, state=effect.state, error=effect.error),
-            )
-        except _REFUSED as exc:  # start-up reconciliation settles it from its turn's status
-            _log.error("turns.followup_state_failed", followup=effect.followup_id, error=repr(exc))
-
-    def _fetch_followup(self, thread_id: str, include_manual: bool) -> ev.Event:
-        try:
-            row = self._ask(self._persistence, NextFollowUp(thread_id=thread_id, include_manual=include_manual))
-        except _REFUSED as exc:
-            _log.error("turns.followup_fetch_failed", thread=thread_id, error=repr(exc))
-            row = None
-        if row is None:
-            return ev.FollowUpFetched(thread_id=thread_id)
-        turn_id = row.followup_id if row.turn_id is None else new_turn_id()  # a retried one runs as a new turn
-        return ev.FollowUpFetched(
-            thread_id=thread_id,
-            followup_id=row.followup_id,
-            turn_id=turn_id,
-            text=row.text,
-            sink=self._registry.get(row.followup_id),
-        )
 
     def on_stop(self) -> None:
         """Completions still in the group commit: wait for it (any ask flushes it) and tell their callers."""

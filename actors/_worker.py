@@ -4,7 +4,8 @@ Contract:
 - The runtime starts in its own session/process group (`start_new_session=True`), so a kill reaches its children.
   stderr goes to `stderr_path` (append) or /dev/null. Right after the spawn the pool hears `WorkerSpawned(pid)`.
 - The actor never blocks on the runtime: a reader thread decodes stdout and a writer thread feeds stdin from a
-  bounded outbox (see actors._pipes). Unparsable stdout lines become `ProtocolError`s that are logged and dropped.
+  bounded outbox (actors._process holds them, actors._pipes has the pipes). Unparsable stdout lines become
+  `ProtocolError`s that are logged and dropped.
 - Handshake: `initialize` is sent at start; the worker reports `WorkerReady` to the pool only when it answers
   successfully, then sends the `initialized` notification. No answer within `startup_timeout_s` (injected clock)
   kills the process group; the exit is then reported with reason "initialize timed out after N s".
@@ -29,10 +30,7 @@ Contract:
 from __future__ import annotations
 
 import itertools
-import os
 import signal
-import subprocess
-import threading
 import time
 from typing import Any
 
@@ -42,17 +40,8 @@ import pykka
 from agenthost.actors._clock import Clock, Timer
 from agenthost.actors._events import WorkerEofMidLine, WorkerExitedEvent, WorkerProtocolError, WorkerSpawnedEvent
 from agenthost.actors._log import get_logger
-from agenthost.actors._pipes import (
-    OutboxFull,
-    RuntimeLog,
-    StdinOutbox,
-    StdoutInbox,
-    WorkerSpec,
-    exit_reason,
-    read_stderr,
-    read_stdout,
-    spawn,
-)
+from agenthost.actors._pipes import OutboxFull, StdoutInbox, WorkerSpec, exit_reason
+from agenthost.actors._process import RuntimeProcess
 from agenthost.actors._recovery import WORKER_WATCH, WorkerWatch
 from agenthost.actors._refs import FaultHook, SupervisedActor, tell_quietly
 from agenthost.protocol._jsonrpc import (
@@ -119,8 +108,7 @@ class WorkerActor(SupervisedActor):
         self._output = output_ref
         self._clock = clock
         self._watch = watch
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._outbox: StdinOutbox | None = None
+        self._runtime: RuntimeProcess | None = None
         self._wire_ids = itertools.count(0)
         self._pending: dict[int, _Pending] = {}
         self._inbox = StdoutInbox()
@@ -134,31 +122,19 @@ class WorkerActor(SupervisedActor):
     def on_child_start(self) -> None:
         spec = self._spec
         try:
-            self._proc = spawn(self._spec)
+            runtime = self._runtime = RuntimeProcess.start(
+                spec,
+                outbox_limit_bytes=self._watch.outbox_limit_bytes,
+                inbox=self._inbox,
+                actor_ref=self.actor_ref,
+                on_error_line=self._stderr_error,
+            )
         except OSError as exc:
             self._report_exit(f"spawn failed: {exc}", None)
             self.stop()
             return
-        assert self._proc.stdin is not None
-        name = f"{self.child_name}-g{spec.generation}"
-        self._outbox = StdinOutbox(self._proc.stdin, self._watch.outbox_limit_bytes, f"{name}-stdin")
-        reader = threading.Thread(
-            target=read_stdout,
-            args=(self._proc.stdout, self._inbox, self.actor_ref),
-            name=f"{name}-stdout",
-            daemon=True,
-        )
-        reader.start()
-        if self._proc.stderr is not None and spec.stderr_path is not None:
-            log = RuntimeLog(spec.stderr_path)
-            threading.Thread(
-                target=read_stderr,
-                args=(self._proc.stderr, log, self._stderr_error),
-                name=f"{name}-stderr",
-                daemon=True,
-            ).start()
-        _log.record(WorkerSpawnedEvent(worker=spec.worker_id, generation=spec.generation, pid=self._proc.pid))
-        self._pool.tell(WorkerSpawned(worker_id=spec.worker_id, generation=spec.generation, pid=self._proc.pid))
+        _log.record(WorkerSpawnedEvent(worker=spec.worker_id, generation=spec.generation, pid=runtime.pid))
+        self._pool.tell(WorkerSpawned(worker_id=spec.worker_id, generation=spec.generation, pid=runtime.pid))
         params: dict[str, Any] = {"clientInfo": {"name": spec.client_name, "version": spec.client_version}}
         if spec.opt_out_notifications:
             params["capabilities"] = {"optOutNotificationMethods": list(spec.opt_out_notifications)}
@@ -187,7 +163,7 @@ class WorkerActor(SupervisedActor):
             case CallDeadline():
                 self._on_deadline(message.wire_id)
             case Probe():
-                pending = 0 if self._outbox is None else self._outbox.pending
+                pending = 0 if self._runtime is None else self._runtime.outbox.pending
                 spec = self._spec
                 reply = ProbeReply(
                     worker_id=spec.worker_id, generation=spec.generation, seq=message.seq, outbox_bytes=pending
@@ -207,10 +183,10 @@ class WorkerActor(SupervisedActor):
     def _write(self, data: bytes) -> bool:
         """Append to the runtime's stdin; False when the pipe is gone. A runtime that let the outbox fill up has
         stopped reading: the pool is told it is stalled (and kills it)."""
-        if self._outbox is None:
+        if self._runtime is None:
             return False
         try:
-            return self._outbox.put(data)
+            return self._runtime.outbox.put(data)
         except OutboxFull as exc:
             self._report_health(degraded=True, reason=f"runtime stopped reading its stdin: {exc}", stalled=True)
             return False
@@ -225,8 +201,8 @@ class WorkerActor(SupervisedActor):
             if call is not None:
                 self._reply(call, error=RpcError(code=HOST_WORKER_EXITED, message="runtime stdin is not accepting"))
             return
-        assert self._outbox is not None
-        self._pending[wire_id] = _Pending(call=call, timer=timer, sent_up_to=self._outbox.queued)
+        assert self._runtime is not None
+        self._pending[wire_id] = _Pending(call=call, timer=timer, sent_up_to=self._runtime.outbox.queued)
 
     def _on_call(self, call: RuntimeCall) -> None:
         if not self._ready or self._stopping:
@@ -293,9 +269,9 @@ class WorkerActor(SupervisedActor):
             return
         self._write(encode_notification("initialized"))
         self._ready = True
-        assert self._proc is not None
-        _log.info("worker.ready", worker=spec.worker_id, generation=spec.generation, pid=self._proc.pid)
-        self._pool.tell(WorkerReady(worker_id=spec.worker_id, generation=spec.generation, pid=self._proc.pid))
+        assert self._runtime is not None
+        _log.info("worker.ready", worker=spec.worker_id, generation=spec.generation, pid=self._runtime.pid)
+        self._pool.tell(WorkerReady(worker_id=spec.worker_id, generation=spec.generation, pid=self._runtime.pid))
 
     def _on_deadline(self, wire_id: int) -> None:
         pending = self._pending.pop(wire_id, None)
@@ -305,7 +281,7 @@ class WorkerActor(SupervisedActor):
             self._kill(f"initialize timed out after {self._spec.startup_timeout_s:g} s")
             return
         call = pending.call
-        read = self._outbox is not None and self._outbox.read_up_to(pending.sent_up_to, _WRITE_GRACE_S)
+        read = self._runtime is not None and self._runtime.outbox.read_up_to(pending.sent_up_to, _WRITE_GRACE_S)
         _log.warning(
             "worker.call_timeout",
             worker=self._spec.worker_id,
@@ -319,7 +295,7 @@ class WorkerActor(SupervisedActor):
             why = f"{call.method} timed out after {call.timeout_s:g} s"
             self._reply(call, error=RpcError(code=HOST_CALL_TIMEOUT, message=why))
             return
-        unread = 0 if self._outbox is None else self._outbox.pending
+        unread = 0 if self._runtime is None else self._runtime.outbox.pending
         why = (
             f"runtime stopped reading its stdin: {call.method} still unread after {call.timeout_s:g} s "
             f"({unread} bytes waiting)"
@@ -346,21 +322,10 @@ class WorkerActor(SupervisedActor):
         self._signal_group(signal.SIGKILL)
 
     def _signal_group(self, sig: int) -> None:
-        if self._proc is not None:
-            try:
-                os.killpg(self._proc.pid, sig)
-            except (ProcessLookupError, PermissionError):
-                pass
+        if self._runtime is not None:
+            self._runtime.signal_group(sig)
 
     # --- exit ------------------------------------------------------------------------------------------------
-    def _reap(self, timeout_s: float) -> int | None:
-        assert self._proc is not None
-        try:
-            return self._proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self._signal_group(signal.SIGKILL)
-            return self._proc.wait()
-
     def _fail_pending(self, reason: str) -> None:
         pending, self._pending = self._pending, {}
         for entry in pending.values():
@@ -375,10 +340,11 @@ class WorkerActor(SupervisedActor):
             _log.record(WorkerEofMidLine(worker=self._spec.worker_id, line=line), "warning")
         if self._stopping:
             return
-        returncode = self._reap(_REAP_GRACE_S)
+        assert self._runtime is not None
+        returncode = self._runtime.reap(_REAP_GRACE_S)
         self._signal_group(signal.SIGKILL)  # children left behind in the group die with the leader
         reason = self._exit_reason or exit_reason(returncode)
-        self._close_stdin()
+        self._runtime.close_stdin()
         self._fail_pending(f"{self.child_name} {reason}")
         self._report_exit(reason, returncode)
         self.stop()
@@ -394,33 +360,18 @@ class WorkerActor(SupervisedActor):
     def _stop_runtime(self, timeout_s: float) -> int | None:
         self._stopping = True
         self._ready = False
-        if self._proc is None:
+        if self._runtime is None:
             return None
-        self._close_stdin()
-        try:
-            returncode: int | None = self._proc.wait(timeout=timeout_s)
-            how = "stdin closed"
-        except subprocess.TimeoutExpired:
-            self._signal_group(signal.SIGKILL)
-            returncode = self._proc.wait()
-            how = f"killed after {timeout_s:g} s"
-        self._signal_group(signal.SIGKILL)
+        returncode, how = self._runtime.stop(timeout_s)
         self._fail_pending(f"{self.child_name} stopped")
         _log.info("worker.stopped", worker=self._spec.worker_id, how=how, returncode=returncode)
         self.stop()
         return returncode
 
-    def _close_stdin(self) -> None:
-        """No more input: the writer thread closes stdin once what waits is written (stdout is the reader's)."""
-        if self._outbox is not None:
-            self._outbox.close()
-
     def on_stop(self) -> None:
         """No runtime outlives its worker actor, however the actor was stopped."""
-        if self._proc is not None and self._proc.poll() is None:
-            self._signal_group(signal.SIGKILL)
-            self._proc.wait()
-            self._close_stdin()
+        if self._runtime is not None and self._runtime.running():
+            self._runtime.kill_and_wait()
 
     def on_crash(self, error: BaseException) -> None:
         """A bug in this actor: kill the runtime and fail what it was asked."""
