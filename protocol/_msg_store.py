@@ -1,0 +1,239 @@
+"""Actor messages of the thread mapping and of persistence: threads, turns, action cards, follow-ups, health.
+
+Contract: the mapping actor is asked which worker serves a thread (`ResolveThread` -> `ThreadRoute`), to bind or
+forget a thread's runtime thread id (`BindRuntimeThread`, `InvalidateRuntimeThread`) and for its pins (`GetPins`);
+it asks persistence to load and keep them (`LoadMappings`, `SaveMapping`). Persistence is asked the other requests
+here and answers with what storage returns (rows, findings, counts) or raises; `CompleteTurn` is told instead, and
+`reply_to` hears `TurnPersisted`. `RetryPersistence` (a timer message) and `FollowUpsChanged` go to the
+coordinator.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from agenthost.protocol._msg_base import Msg
+
+__all__ = [
+    "AddActionCard",
+    "BeginFollowUpTurn",
+    "BeginTurn",
+    "BindRuntimeThread",
+    "CancelFollowUp",
+    "Checkpoint",
+    "CompleteTurn",
+    "CreateThread",
+    "EditFollowUp",
+    "EnqueueFollowUp",
+    "FinishTurn",
+    "FollowUpsChanged",
+    "GetPins",
+    "GetThread",
+    "GetTurn",
+    "HealthCheck",
+    "InvalidateRuntimeThread",
+    "ListActionCards",
+    "ListFollowUps",
+    "ListPendingTurns",
+    "ListThreads",
+    "ListTurns",
+    "LoadMappings",
+    "MoveFollowUp",
+    "NextFollowUp",
+    "QueueDepths",
+    "ReadTranscript",
+    "ResolveThread",
+    "RetryFollowUp",
+    "RetryPersistence",
+    "SaveMapping",
+    "SetDispatchMode",
+    "SetFollowUpState",
+    "ThreadRoute",
+    "TurnPersisted",
+]
+
+
+class ResolveThread(Msg, frozen=True, kw_only=True):
+    thread_id: str
+
+
+class ThreadRoute(Msg, frozen=True, kw_only=True):
+    thread_id: str
+    worker_id: int
+    runtime_thread_id: str | None = None
+
+
+class BindRuntimeThread(Msg, frozen=True, kw_only=True):
+    thread_id: str
+    worker_id: int
+    runtime_thread_id: str
+
+
+class InvalidateRuntimeThread(Msg, frozen=True, kw_only=True):
+    thread_id: str
+
+
+class GetPins(Msg, frozen=True, kw_only=True):
+    pass
+
+
+class CreateThread(Msg, frozen=True, kw_only=True):
+    thread_id: str
+    project_id: str
+    title: str
+
+
+class GetThread(Msg, frozen=True, kw_only=True):
+    thread_id: str
+
+
+class BeginTurn(Msg, frozen=True, kw_only=True):
+    turn_id: str
+    thread_id: str
+    user_text: str
+
+
+class FinishTurn(Msg, frozen=True, kw_only=True):
+    turn_id: str
+    status: Literal["completed", "failed", "interrupted"]
+    assistant_text: str = ""
+    error: str | None = None
+    worker_id: int | None = None
+
+
+class CompleteTurn(Msg, frozen=True, kw_only=True):
+    """A completed turn, group-committed; `reply_to` hears `TurnPersisted` once it is durable (DB + transcript)."""
+
+    turn_id: str
+    assistant_text: str = ""
+    worker_id: int | None = None
+    reply_to: Any
+
+
+class TurnPersisted(Msg, frozen=True, kw_only=True):
+    """Reply to `CompleteTurn`: `row` when durable, else `error` (nothing committed for this turn)."""
+
+    turn_id: str
+    row: Any = None
+    error: str | None = None
+
+
+class BeginFollowUpTurn(Msg, frozen=True, kw_only=True):
+    """Mark a queued follow-up dispatched and begin its turn (`turn_id`, by default the follow-up's id) in one
+    transaction."""
+
+    followup_id: str
+    turn_id: str | None = None
+
+
+class AddActionCard(Msg, frozen=True, kw_only=True):
+    thread_id: str
+    turn_id: str | None = None
+    kind: str
+    text: str
+
+
+class SaveMapping(Msg, frozen=True, kw_only=True):
+    thread_id: str
+    worker_id: int
+    runtime_thread_id: str | None = None
+
+
+class LoadMappings(Msg, frozen=True, kw_only=True):
+    pass
+
+
+class ListPendingTurns(Msg, frozen=True, kw_only=True):
+    pass
+
+
+class ListActionCards(Msg, frozen=True, kw_only=True):
+    thread_id: str
+
+
+class RetryPersistence(Msg, frozen=True, kw_only=True):
+    """Timer message to the coordinator: try again to persist turn ends the storage refused."""
+
+
+class ListFollowUps(Msg, frozen=True, kw_only=True):
+    thread_id: str
+
+
+class ListThreads(Msg, frozen=True, kw_only=True):
+    pass
+
+
+class ListTurns(Msg, frozen=True, kw_only=True):
+    thread_id: str
+
+
+class ReadTranscript(Msg, frozen=True, kw_only=True):
+    thread_id: str
+
+
+class Checkpoint(Msg, frozen=True, kw_only=True):
+    mode: Literal["PASSIVE", "FULL", "RESTART", "TRUNCATE"] = "PASSIVE"  # storage.CheckpointMode
+
+
+class EnqueueFollowUp(Msg, frozen=True, kw_only=True):
+    followup_id: str
+    thread_id: str
+    text: str
+
+
+class NextFollowUp(Msg, frozen=True, kw_only=True):
+    thread_id: str
+    include_manual: bool = False  # an explicit "send next" on a thread in manual dispatch mode
+
+
+class MoveFollowUp(Msg, frozen=True, kw_only=True):
+    followup_id: str
+    position: int
+
+
+class EditFollowUp(Msg, frozen=True, kw_only=True):
+    followup_id: str
+    text: str
+
+
+class CancelFollowUp(Msg, frozen=True, kw_only=True):
+    followup_id: str
+
+
+class SetDispatchMode(Msg, frozen=True, kw_only=True):
+    thread_id: str
+    mode: Literal["auto", "manual"]
+
+
+class RetryFollowUp(Msg, frozen=True, kw_only=True):
+    """Queue a failed follow-up again (persistence); it keeps its place in its thread's queue."""
+
+    followup_id: str
+
+
+class FollowUpsChanged(Msg, frozen=True, kw_only=True):
+    """To the coordinator: the thread's follow-up queue changed outside it (retried, moved...): dispatch if free.
+    `send_next`: run the next one even in manual mode; `cancelled`: their callers hear they will not run."""
+
+    thread_id: str
+    send_next: bool = False
+    cancelled: tuple[str, ...] = ()
+
+
+class SetFollowUpState(Msg, frozen=True, kw_only=True):
+    followup_id: str
+    state: Literal["queued", "dispatched", "done", "failed", "cancelled"]
+    error: str | None = None  # why its turn failed (state "failed")
+
+
+class GetTurn(Msg, frozen=True, kw_only=True):
+    turn_id: str
+
+
+class HealthCheck(Msg, frozen=True, kw_only=True):
+    """To persistence: the storage health checks, read-only, as the running host sees them (turns in flight are
+    the coordinator's, not problems)."""
+
+
+class QueueDepths(Msg, frozen=True, kw_only=True):
+    """To persistence: the number of queued follow-ups per thread (threads with none are left out)."""
