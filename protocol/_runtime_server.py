@@ -7,7 +7,7 @@ Contract (see protocol/reference_runtime.py for the command line and the full me
 - Every request-level error uses code -32600 with codex's message text (protocol._runtime_params); an unexpected
   exception inside a handler answers -32603 "Internal error: ..." and the runtime keeps serving. Unparsable lines
   and replies to unknown request ids are logged to stderr and otherwise ignored.
-- Faults: protocol._live_faults (`LiveFaults` is re-exported here). The faults file is also stat()ed before each
+- Faults: protocol._live_faults. The faults file is also stat()ed before each
   request (`hang_on`: that request is never answered); `garbage_before_turn` writes a non-JSON line before each
   `turn/started`.
 - Persisted state: thread files via ThreadStore; a thread is saved before `thread/start` is answered, a turn is
@@ -49,7 +49,7 @@ from agenthost.protocol._runtime_params import (
 from agenthost.protocol._runtime_store import ThreadRecord, ThreadStore, looks_like_uuid
 from agenthost.protocol._runtime_turns import RunningTurn, TurnRunner
 
-__all__ = ["LiveFaults", "ReferenceRuntime"]
+__all__ = ["ReferenceRuntime"]
 
 USER_AGENT = "agenthost-reference/0.1"
 INTERNAL_ERROR = -32603

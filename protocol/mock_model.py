@@ -46,10 +46,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from agenthost.protocol._chunks import split_text
+from agenthost.protocol._runtime_turns import RUN_MARKER
 
 __all__ = ["MockModelServer", "Reply", "main", "reply_for"]
 
-RUN_MARKER = "RUN:"
 ASK_MARKER = "ASK:"
 SLOW_MARKER = "SLOW"
 JUSTIFICATION = "agenthost test"

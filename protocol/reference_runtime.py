@@ -37,7 +37,7 @@ Methods (before `initialize`, any other request gets "Not initialized"; a second
 
 Faults: `--faults` JSON, else env AGENTHOST_RUNTIME_FAULTS (see protocol._faults.RuntimeFaults). `--faults-file PATH`:
 while that file exists its JSON overrides them, re-read live whenever its mtime/size changes (before each request,
-turn start and delta; see protocol._runtime_server.LiveFaults). Bad faults or bad arguments -> exit 2 with the
+turn start and delta; see protocol._live_faults.LiveFaults). Bad faults or bad arguments -> exit 2 with the
 reason on stderr (a bad faults FILE is logged and ignored); crash_on_start -> exit 3 before reading stdin.
 """
 
@@ -48,8 +48,9 @@ import os
 import sys
 
 from agenthost.protocol._faults import FAULTS_ENV_VAR, RuntimeFaults, decode_faults
+from agenthost.protocol._live_faults import LiveFaults
 from agenthost.protocol._runtime_io import StdoutWriter, log
-from agenthost.protocol._runtime_server import LiveFaults, ReferenceRuntime
+from agenthost.protocol._runtime_server import ReferenceRuntime
 
 __all__ = ["main"]
 

@@ -4,7 +4,7 @@ Contract: plain synchronous code with no threads; the persistence actor is its o
 database connection. Every error derives from ``StorageError``; see each private module's docstring for details.
 """
 
-from ._database import CheckpointMode, Database
+from ._database import MAX_SETTINGS_BYTES, CheckpointMode, Database
 from ._errors import (
     InvalidIdError,
     SchemaError,
@@ -30,19 +30,8 @@ from ._migrate import (
 )
 from ._paths import StorageRoot, private_mkdir
 from ._permissions import check_permissions, make_private
-from ._quarantine import (
-    ParsedCard,
-    ParsedThread,
-    ParsedTurn,
-    QuarantineReport,
-    TranscriptParseError,
-    import_transcript,
-    open_or_quarantine,
-    parse_transcript,
-    parsed_rows,
-    quarantine,
-    quarantine_runtime_state,
-)
+from ._quarantine import QuarantineReport, open_or_quarantine, quarantine, quarantine_runtime_state
+from ._rebuild import import_transcript
 from ._rows import (
     ActionCardRow,
     DispatchMode,
@@ -51,9 +40,18 @@ from ._rows import (
     MappingRow,
     ProjectRow,
     ThreadRow,
+    ThreadSettings,
     TurnFinish,
     TurnRow,
     TurnStatus,
+)
+from ._transcript_parser import (
+    ParsedCard,
+    ParsedThread,
+    ParsedTurn,
+    TranscriptParseError,
+    parse_transcript,
+    parsed_rows,
 )
 from ._transcripts import (
     PHASES,
@@ -68,6 +66,7 @@ from ._transcripts import (
 
 __all__ = [
     "ID_PATTERN",
+    "MAX_SETTINGS_BYTES",
     "PHASES",
     "RESTARTED_NOTE",
     "ActionCardRow",
@@ -100,6 +99,7 @@ __all__ = [
     "StorageRoot",
     "ThreadDocument",
     "ThreadRow",
+    "ThreadSettings",
     "TranscriptParseError",
     "TranscriptStore",
     "TurnAlreadyFinishedError",

@@ -16,6 +16,9 @@ Contract:
   other apsw error raises ``StorageError``, also chained.
 - Terminal states are final: a turn that is completed/failed/interrupted cannot be finished again nor get a worker;
   a follow-up that is done or cancelled cannot change state (storage._followups has the queue's rules).
+- A thread keeps its runtime settings (``ThreadSettings``: thread-level and per-turn parameters for the runtime);
+  ``update_thread`` renames it and merges settings (a key given as None is removed), at most
+  ``MAX_SETTINGS_BYTES`` (64 KiB) of JSON.
 - Listing order: projects and threads by (created_at, id); turns and follow-ups by seq; action cards by card_id
   (insertion order); pending turns by (created_at, thread_id, seq); mappings by thread_id.
 """
@@ -23,7 +26,7 @@ Contract:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -41,9 +44,33 @@ from ._dbcore import (
 from ._errors import StorageError, TurnAlreadyFinishedError
 from ._followups import FollowUpQueue
 from ._ids import validate_id
-from ._rows import TERMINAL_TURN_STATUSES, ActionCardRow, MappingRow, ProjectRow, ThreadRow, TurnFinish, TurnRow
+from ._rows import (
+    TERMINAL_TURN_STATUSES,
+    ActionCardRow,
+    MappingRow,
+    ProjectRow,
+    ThreadRow,
+    ThreadSettings,
+    TurnFinish,
+    TurnRow,
+)
 
-__all__ = ["BUSY_TIMEOUT_MS", "CheckpointMode", "Database"]
+__all__ = ["BUSY_TIMEOUT_MS", "MAX_SETTINGS_BYTES", "CheckpointMode", "Database"]
+
+MAX_SETTINGS_BYTES = 64 * 1024
+
+
+def _merged(field: str, stored: dict[str, Any], changes: dict[str, Any] | None) -> dict[str, Any]:
+    if changes is None:
+        return stored
+    if not isinstance(changes, dict) or not all(isinstance(key, str) for key in changes):
+        raise StorageError(f"{field} {changes!r} are invalid: must be a JSON object")
+    try:
+        msgspec.json.encode(changes)
+    except (TypeError, msgspec.EncodeError) as exc:
+        raise StorageError(f"{field} are invalid: not JSON ({exc})") from None
+    merged = {**stored, **changes}
+    return {key: value for key, value in merged.items() if value is not None}
 
 
 class Database(FollowUpQueue):
@@ -93,6 +120,40 @@ class Database(FollowUpQueue):
 
     def list_threads(self) -> list[ThreadRow]:
         return self._select_all(ThreadRow, "threads", "", (), "created_at, thread_id")
+
+    def update_thread(
+        self,
+        thread_id: str,
+        *,
+        title: str | None = None,
+        thread_settings: dict[str, Any] | None = None,
+        turn_settings: dict[str, Any] | None = None,
+    ) -> ThreadRow:
+        """Rename the thread and/or merge settings into its `ThreadSettings` (a key given as None is removed: the
+        runtime's default applies again). Settings over `MAX_SETTINGS_BYTES` of JSON are refused."""
+        validate_id("thread id", thread_id)
+        new_title = None if title is None else _text("thread title", title)
+        with self._transaction(f"updating thread {thread_id!r}"):
+            row = self._require_thread(thread_id)
+            settings = row.thread_settings()
+            merged = ThreadSettings(
+                thread=_merged("thread settings", settings.thread, thread_settings),
+                turn=_merged("turn settings", settings.turn, turn_settings),
+            )
+            encoded = msgspec.json.encode(merged).decode()
+            if len(encoded) > MAX_SETTINGS_BYTES:
+                raise StorageError(
+                    f"settings of thread {thread_id!r} are too large: {len(encoded)} bytes of JSON, "
+                    f"at most {MAX_SETTINGS_BYTES}"
+                )
+            updated = msgspec.structs.replace(
+                row, title=row.title if new_title is None else new_title, settings=encoded
+            )
+            self._conn.execute(
+                "UPDATE threads SET title = ?, settings = ? WHERE thread_id = ?",
+                (updated.title, updated.settings, thread_id),
+            )
+        return updated
 
     # --- runtime-thread mappings -----------------------------------------------------------------------------
 

@@ -31,7 +31,8 @@ import msgspec
 from ._database import Database
 from ._errors import StorageError
 from ._paths import StorageRoot, private_mkdir
-from ._quarantine import import_transcript, quarantine, quarantine_dir, read_transcript_file, transcript_paths
+from ._quarantine import quarantine, quarantine_dir
+from ._rebuild import import_transcript, read_transcript_file, transcript_paths
 from ._transcripts import TranscriptStore, checkpoint_phase, parse_checkpoints, render_transcript
 
 __all__ = ["RESTARTED_NOTE", "Finding", "FindingStatus", "check_storage"]

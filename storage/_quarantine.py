@@ -40,39 +40,13 @@ from ._dbfiles import database_files
 from ._errors import StorageCorruptError, StorageError, StorageIOError
 from ._paths import StorageRoot, private_mkdir
 from ._rebuild import (
-    import_transcript,
     mark_rebuild_started,
-    read_transcript_file,
     rebuild_database,
     rebuild_interrupted,
-    transcript_paths,
-)
-from ._transcript_parser import (
-    ParsedCard,
-    ParsedThread,
-    ParsedTurn,
-    TranscriptParseError,
-    parse_transcript,
-    parsed_rows,
 )
 from ._transcripts import AtomicFs
 
-__all__ = [
-    "ParsedCard",
-    "ParsedThread",
-    "ParsedTurn",
-    "QuarantineReport",
-    "TranscriptParseError",
-    "import_transcript",
-    "open_or_quarantine",
-    "parse_transcript",
-    "parsed_rows",
-    "quarantine",
-    "quarantine_dir",
-    "quarantine_runtime_state",
-    "read_transcript_file",
-    "transcript_paths",
-]
+__all__ = ["QuarantineReport", "open_or_quarantine", "quarantine", "quarantine_dir", "quarantine_runtime_state"]
 
 _SLUG_RE = re.compile(r"[^a-z0-9]+")
 _SLUG_MAX = 40

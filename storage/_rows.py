@@ -7,7 +7,7 @@ a turn is pending. ``TurnFinish`` is the input of ``Database.finish_turns`` (pos
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -23,6 +23,7 @@ __all__ = [
     "MappingRow",
     "ProjectRow",
     "ThreadRow",
+    "ThreadSettings",
     "TurnFinish",
     "TurnRow",
     "TurnStatus",
@@ -45,12 +46,29 @@ class ProjectRow(msgspec.Struct, frozen=True, kw_only=True):
     created_at: float
 
 
+class ThreadSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A thread's runtime settings, kept with it so failover and resume keep them: `thread` holds the
+    thread-level parameters a runtime gets at `thread/start` and `thread/resume` (cwd, approvalPolicy, sandbox,
+    model, ...), `turn` the per-turn overrides it gets at every `turn/start` (model, effort, sandboxPolicy, ...).
+    Keys and values are the runtime protocol's own (JSON)."""
+
+    thread: dict[str, Any] = {}
+    turn: dict[str, Any] = {}
+
+
+_settings_decoder = msgspec.json.Decoder(ThreadSettings)
+
+
 class ThreadRow(msgspec.Struct, frozen=True, kw_only=True):
     thread_id: str
     project_id: str
     title: str
     created_at: float
     dispatch_mode: DispatchMode = "auto"
+    settings: str = "{}"  # ThreadSettings as JSON (see `thread_settings`)
+
+    def thread_settings(self) -> ThreadSettings:
+        return _settings_decoder.decode(self.settings)
 
 
 class MappingRow(msgspec.Struct, frozen=True, kw_only=True):

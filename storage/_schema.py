@@ -106,7 +106,13 @@ CREATE INDEX followups_queued ON followups(thread_id, seq) WHERE state = 'queued
 ALTER TABLE threads ADD COLUMN dispatch_mode TEXT NOT NULL DEFAULT 'auto' CHECK (dispatch_mode IN ('auto', 'manual'));
 """
 
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1_SQL), (2, _V2_SQL))
+# v3: a thread keeps its runtime settings (storage._rows.ThreadSettings as JSON), so a thread that fails over to
+# another worker, or is resumed after a restart, runs with the parameters its client gave.
+_V3_SQL = """
+ALTER TABLE threads ADD COLUMN settings TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(settings));
+"""
+
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1_SQL), (2, _V2_SQL), (3, _V3_SQL))
 SCHEMA_VERSION: int = MIGRATIONS[-1][0]
 
 

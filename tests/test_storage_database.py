@@ -64,7 +64,7 @@ def test_pragmas_are_applied_and_verified(db: Database, db_path: Path) -> None:
     assert db.pragma("wal_autocheckpoint") == 0
     assert db.pragma("busy_timeout") == 5000
     assert db.pragma("foreign_keys") == 1
-    assert db.schema_version == SCHEMA_VERSION == 2
+    assert db.schema_version == SCHEMA_VERSION == 3
 
 
 def test_pragma_that_cannot_be_applied_raises_schema_error() -> None:
@@ -108,7 +108,7 @@ def test_v1_database_migrates_to_v2_keeping_followups_and_their_turns(db_path: P
     conn.close()
     db = Database.open(db_path)
     try:
-        assert db.schema_version == 2
+        assert db.schema_version == SCHEMA_VERSION  # through v2 and v3
         assert [(f.followup_id, f.state, f.turn_id, f.last_error) for f in db.list_followups("t")] == [
             ("f1", "dispatched", "f1", None),
             ("f2", "queued", None, None),
