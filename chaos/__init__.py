@@ -3,10 +3,12 @@
 The top layer: it drives `agenthost.AgentHost` and the runtime fault knobs of the reference runtime
 (`agenthost.protocol.RuntimeFaults`, re-exported here); nothing in production imports it.
 Campaigns: `chaos._schedule` (fault schedules as data, one seed), `chaos._campaign` (the runner: a host subprocess
-driven through a JSON-lines control protocol), `chaos._history` (what happened), `chaos._invariants` (the checkers)
-and `chaos._plugin` (`run_schedule` and the `chaos_host` fixture, registered as a pytest plugin by the `pytest11`
-entry point). See `chaos._vfs` (SQLite VFS that fails the Nth read/write/sync, and a power-cut VFS) and
-`chaos._fsfaults` (an `AtomicFs` that fails a step of the transcript's atomic replace) for each contract.
+driven through a JSON-lines control protocol; `chaos._liveness` is its last phase), `chaos._history` (what
+happened), `chaos._invariants` (every checker: `chaos._storage_checks`, `chaos._supervision_checks`,
+`chaos._violations`) and `chaos._plugin` (`run_schedule`, `ArmableHook` and the `chaos_host` fixture, registered as
+a pytest plugin by the `pytest11` entry point). See `chaos._vfs` (SQLite VFS that fails the Nth read/write/sync,
+delays syncs, and a power-cut VFS) and `chaos._fsfaults` (an `AtomicFs` that fails a step of the transcript's atomic
+replace) for each contract.
 """
 
 from agenthost.chaos._campaign import CampaignResult, CampaignSettings, run_campaign
@@ -18,22 +20,28 @@ from agenthost.chaos._invariants import (
     check_all,
     check_approvals,
     check_deadlines,
+    check_events_recorded,
     check_final_status,
     check_leaks,
+    check_liveness,
     check_restarts,
     check_storage,
+    liveness_bound_s,
     read_storage,
 )
-from agenthost.chaos._plugin import run_schedule
+from agenthost.chaos._plugin import ArmableHook, run_schedule
 from agenthost.chaos._schedule import (
     FAULT_KINDS,
+    ActorCrash,
     ApprovalNeverAnswered,
     CrashOnStart,
     DiskFull,
     EofMidLine,
     FaultEvent,
     HostKill9,
+    RuntimeStopsReading,
     Schedule,
+    SlowDisk,
     SlowStream,
     StdoutGarbage,
     StorageCrash,
@@ -54,7 +62,9 @@ __all__ = [
     "FAULT_KINDS",
     "FS_STEPS",
     "INVARIANTS",
+    "ActorCrash",
     "ApprovalNeverAnswered",
+    "ArmableHook",
     "CampaignResult",
     "CampaignSettings",
     "CrashOnStart",
@@ -71,7 +81,9 @@ __all__ = [
     "HostKill9",
     "PowerCutError",
     "RuntimeFaults",
+    "RuntimeStopsReading",
     "Schedule",
+    "SlowDisk",
     "SlowStream",
     "StdoutGarbage",
     "StorageCrash",
@@ -84,8 +96,10 @@ __all__ = [
     "check_all",
     "check_approvals",
     "check_deadlines",
+    "check_events_recorded",
     "check_final_status",
     "check_leaks",
+    "check_liveness",
     "check_restarts",
     "check_storage",
     "decode_faults",
@@ -94,6 +108,7 @@ __all__ = [
     "encode_schedule",
     "generate_schedule",
     "kill_process_group",
+    "liveness_bound_s",
     "read_storage",
     "run_campaign",
     "run_schedule",

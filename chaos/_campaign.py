@@ -10,21 +10,41 @@ Contract:
   `{"id": n, "ok": true, "result": ...}` / `{"id": n, "ok": false, "error": "..."}` and unsolicited
   `{"event": {"kind": ..., "t": monotonic, ...}}` (turn events of every acknowledged send, and every event of
   RECORDED_EVENTS, the typed events of actors._events, stamped when emitted). Ops: create_thread, send, answer,
-  status, set_faults, storage_fault, power_cut, shutdown.
+  status, set_faults, storage_fault, actor_crash, power_cut, fd_count, settle, shutdown.
 - The loop, for op i of the schedule: inject the faults scheduled at i, expire timed faults (clear fault files,
-  SIGCONT hung runtimes, heal the disk), wait (bounded) until fewer than `max_inflight` turns are open, send op i.
-  Approvals are answered as the op planned, except one per ApprovalNeverAnswered. After the last op: wait for open
-  turns (bounded), heal everything, let workers settle, record the final status and fd count, shut the host down
-  cleanly, wait (bounded) for runtime processes to go, then run every invariant checker on history + storage.
+  SIGCONT hung or stopped runtimes, heal the disk, disarm an actor crash that never fired), wait (bounded) until
+  fewer than `max_inflight` turns are open, send op i. Approvals are answered as the op planned, except one per
+  ApprovalNeverAnswered. A send the host refuses (e.g. HostUnavailableError while a crashed child is restarted) is
+  recorded as "send_failed"; so is a status read that fails ("status_failed" note): neither stops the runner.
+- RuntimeStopsReading: the runner picks a campaign thread pinned to the target worker (or, when none is, a thread
+  pinned to another live worker, named in the detail), waits (bounded) until that thread has no open turn, runs a
+  small warm-up turn on it (at most twice) until one completes on the worker's current process (so the thread is
+  loaded there and the next call is the big turn/start, not a small thread/resume), SIGSTOPs the worker's process
+  group and sends `size_kib` KiB of text on the thread (warm-up and big sends are acknowledged sends like any other,
+  with `fault` set), then waits (bounded: the call's deadline + 1.5 s) for the detection before the next fault can
+  pre-empt it. A "stall_detected" note records the pool's "kill" decision for that worker generation, a
+  "stall_not_detected" note the SIGCONT of a group that was still waiting for one: after `ops` ops but never before
+  the call's deadline + 1 s, at any heal, and before a host is replaced.
+  ActorCrash arms the host's `ArmableHook` (op actor_crash); at expiry it is disarmed and an "actor_crash_fired" or
+  "actor_crash_not_fired" note records whether it fired. SlowDisk arms slow syncs on the host's FaultyVFS
+  (storage_fault "slow") and is healed at expiry.
+- After the last op: heal everything, wait for open turns (bounded by `drain_timeout_s`; turns the host ended or
+  reconciled over 5 s ago whose caller was still not told are not waited for, but recorded in a "never_told" note),
+  replace a host that reports "failed", let workers settle, record the final status and fd count, then the liveness
+  phase (chaos._liveness: one new message on every campaign thread, each must complete within `liveness_bound_s` of
+  the policies), shut the host down cleanly, wait (bounded) for runtime processes to go, then run every invariant
+  checker on history + storage.
 - A host that reports "failed" (e.g. after persistent storage faults: the host policy gave up) is shut down and a
   new host process is started on the same root; that is recorded, not a violation by itself.
 - Host settings are small so 1000 faults take minutes: worker backoff 0.01 s doubling to 0.08 s, 8 attempts,
   intensity 50 restarts / 1 s, stable after 0.3 s; host backoff 0.01..0.08 s, 4 attempts; turn timeout 2 s;
-  request timeout 1 s. Every random choice is in the schedule (one seed); wall-clock timing is not replayed.
+  request timeout 1 s; ask timeout 1.5 s (so a SlowDisk sync of 2..3 s makes the asking actor time out and
+  crash). Every random choice is in the schedule (one seed); wall-clock timing is not replayed.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import queue
@@ -42,13 +62,16 @@ import msgspec
 from agenthost.actors._events import EVENT_TYPES, HostEvent
 from agenthost.chaos._history import History
 from agenthost.chaos._schedule import (
+    ActorCrash,
     ApprovalNeverAnswered,
     CrashOnStart,
     DiskFull,
     EofMidLine,
     FaultEvent,
     HostKill9,
+    RuntimeStopsReading,
     Schedule,
+    SlowDisk,
     SlowStream,
     StdoutGarbage,
     StorageCrash,
@@ -87,6 +110,7 @@ class CampaignSettings(msgspec.Struct, frozen=True, kw_only=True):
     max_inflight: int = 4
     turn_timeout_s: float = 2.0
     request_timeout_s: float = 1.0
+    ask_timeout_s: float = 1.5  # an actor's deadline on another's reply: a slower sync (SlowDisk) is a crash
     drain_timeout_s: float = 30.0
     storage_faults: bool = True  # stack FaultyVFS/CrashVFS/ArmableFs in the host (needed by storage fault kinds)
     progress: bool = False
@@ -150,6 +174,7 @@ def campaign_host_config(
         shutdown_timeout_s=1.0,
         drain_timeout_s=2.0,
         checkpoint_interval_s=0.5,
+        ask_timeout_s=settings.ask_timeout_s,
         max_active_turns=8,
         deltas_per_reply=6,
     )
@@ -279,6 +304,9 @@ class _Loop:
         start_host: Callable[[Callable[[dict[str, Any]], None]], Any],
         root: Path | None,
         can_kill_host: bool,
+        *,
+        can_crash_actors: bool = True,
+        liveness_bound_s: float = 30.0,
     ) -> None:
         self.schedule = schedule
         self.settings = settings
@@ -286,10 +314,21 @@ class _Loop:
         self._start_host = start_host
         self.root = root
         self.can_kill_host = can_kill_host
+        self.can_crash_actors = can_crash_actors
+        self.liveness_bound_s = liveness_bound_s
         self.events: queue.Queue[tuple[int, dict[str, Any]]] = queue.Queue()
         self.host: Any = None
         self.thread_ids = [f"chaos-{n}" for n in range(schedule.threads)]
         self.open: dict[str, float] = {}  # turn id -> time sent (this host)
+        self.turn_threads: dict[str, str] = {}  # turn id -> thread id, for every acknowledged send
+        self.finished: dict[str, dict[str, Any]] = {}  # turn id -> its TurnFinished event (this host)
+        self.ended: dict[str, float] = {}  # turn id -> when the host ended or reconciled it (this host)
+        self.stopped_pids: set[int] = set()  # runtimes SIGSTOPped by RuntimeStopsReading
+        self.generations: dict[int, int] = {}  # worker id -> generation of its process that is up (this host)
+        self.turn_workers: dict[str, tuple[int, int]] = {}  # turn id -> (worker, generation) it ran on (this host)
+        self.bound: dict[str, tuple[int, int]] = {}  # thread id -> (worker, generation) of its last completed turn
+        self.stalls: dict[int, tuple[int, int, int]] = {}  # fault index -> (pid, worker, generation): not found yet
+        self.op_index = 0  # the op being run (timed undos may postpone themselves to the next one)
         self.turn_answers: dict[str, str] = {}
         self.never_answer = 0
         self.file_faults: dict[int, dict[str, Any]] = {}  # worker -> knob -> (value, until_op)
@@ -326,6 +365,11 @@ class _Loop:
         self.pump(0.0)
         self.history.host += 1
         self.open.clear()
+        self.finished.clear()
+        self.ended.clear()
+        self.generations.clear()
+        self.turn_workers.clear()
+        self.bound.clear()
         if self.root is not None:
             for path in (self.root / "system" / "faults").glob("worker-*.json"):
                 path.unlink(missing_ok=True)
@@ -357,10 +401,24 @@ class _Loop:
         t = float(event.pop("t"))
         self.history.add(kind, t=t, host=incarnation, **event)
         self.watchers = [w for w in self.watchers if not w(event)]
+        if kind == "log" and incarnation == self.history.host:
+            if event.get("event") == "pool.worker_up":
+                self.generations[int(event.get("worker", 0))] = int(event.get("generation", 0))
+            elif event.get("event") == "turns.dispatched":
+                worker_id = int(event.get("worker", 0))
+                self.turn_workers[str(event.get("turn"))] = (worker_id, self.generations.get(worker_id, 0))
+            elif event.get("event") == "supervisor.decision" and event.get("decision") == "kill":
+                self._match_stall(event)
+            elif event.get("event") in ("turns.finished", "turns.reconciled_pending"):
+                self.ended[str(event.get("turn"))] = time.monotonic()
         if kind != "turn" or incarnation != self.history.host:
             return
         if event.get("event") == "TurnFinished":
-            self.open.pop(str(event.get("turn_id")), None)
+            turn_id = str(event.get("turn_id"))
+            self.open.pop(turn_id, None)
+            self.finished[turn_id] = {**event, "t": t}
+            if event.get("status") == "completed" and turn_id in self.turn_threads and turn_id in self.turn_workers:
+                self.bound[self.turn_threads[turn_id]] = self.turn_workers[turn_id]
         elif event.get("event") == "ApprovalRequested":
             self.answer(str(event["turn_id"]), str(event["approval_id"]))
 
@@ -380,19 +438,57 @@ class _Loop:
     # --- workload ---
     def send(self, index: int) -> None:
         op = self.schedule.ops[index]
-        thread_id = self.thread_ids[op.thread]
+        turn_id = self.send_text(self.thread_ids[op.thread], op.text, op=index)
+        if turn_id is not None and op.answer is not None:
+            self.turn_answers[turn_id] = op.answer
+
+    def send_text(self, thread_id: str, text: str, *, op: int | str, **extra: Any) -> str | None:
+        """Send `text` on `thread_id`; the turn id, or None when the host refused it (recorded as send_failed)."""
         try:
-            result = self.host.request("send", thread_id=thread_id, text=op.text)
+            result = self.host.request("send", thread_id=thread_id, text=text)
         except HostGoneError:
             raise
         except RuntimeError as exc:
-            self.history.add("send_failed", op=index, thread_id=thread_id, error=str(exc)[:300])
-            return
+            self.history.add("send_failed", op=op, thread_id=thread_id, error=str(exc)[:300], **extra)
+            return None
         turn_id = str(result["turn_id"])
-        if op.answer is not None:
-            self.turn_answers[turn_id] = op.answer
         self.open[turn_id] = time.monotonic()
-        self.history.add("send", op=index, turn_id=turn_id, thread_id=thread_id, queued=bool(result["queued"]))
+        self.turn_threads[turn_id] = thread_id
+        self.history.add("send", op=op, turn_id=turn_id, thread_id=thread_id, queued=bool(result["queued"]), **extra)
+        return turn_id
+
+    def wait_turn(self, turn_id: str, timeout_s: float) -> bool:
+        """Wait (bounded) until the turn finished."""
+        deadline = time.monotonic() + timeout_s
+        while turn_id in self.open:
+            if time.monotonic() >= deadline:
+                return False
+            self.pump(0.02)
+        return True
+
+    def wait_thread_idle(self, thread_id: str, timeout_s: float) -> bool:
+        """Wait (bounded) until no open turn of this host is on `thread_id`."""
+        deadline = time.monotonic() + timeout_s
+        while any(self.turn_threads.get(turn_id) == thread_id for turn_id in self.open):
+            if time.monotonic() >= deadline:
+                return False
+            self.pump(0.05)
+        return True
+
+    def wait_drained(self, timeout_s: float, told_within_s: float = 5.0) -> None:
+        """Wait (bounded) until every open turn finished; stop early when each one left ended in the host (TurnEnded
+        or reconciled) more than `told_within_s` ago and its caller was still not told: it never will be. Those are
+        recorded as a "never_told" note."""
+        deadline = time.monotonic() + timeout_s
+        while self.open and time.monotonic() < deadline:
+            now = time.monotonic()
+            if all(now - self.ended.get(turn_id, now) > told_within_s for turn_id in self.open):
+                break
+            self.pump(0.05)
+        if self.open:
+            self.history.add(
+                "note", what="never_told", turns=sorted(self.open), ended=sorted(set(self.open) & set(self.ended))
+            )
 
     def wait_capacity(self, limit: int, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
@@ -403,7 +499,12 @@ class _Loop:
         return True
 
     def refresh_status(self) -> dict[str, Any]:
-        self.status = self.host.request("status", timeout_s=30.0)
+        """The host's status; when the read fails (RuntimeError: the host answered with an error), the last one."""
+        try:
+            self.status = self.host.request("status", timeout_s=30.0)
+        except RuntimeError as exc:
+            self.history.add("note", what="status_failed", error=str(exc)[:300])
+            return self.status or {"state": "unknown", "workers": [], "pins": {}}
         return self.status
 
     def worker_pid(self, worker_id: int, wait_s: float = 5.0) -> int | None:
@@ -425,7 +526,12 @@ class _Loop:
     # --- faults ---
     def inject(self, index: int, event: FaultEvent, op_index: int) -> None:
         fault, name = event.fault, type(event.fault).__name__
-        detail = self._inject(fault, event.target, op_index)
+        if isinstance(fault, RuntimeStopsReading):
+            detail = self._stop_reading(fault, index, int(event.target.split(":", 1)[1]), op_index)
+        elif isinstance(fault, ActorCrash):
+            detail = self._actor_crash(fault, index, op_index)
+        else:
+            detail = self._inject(fault, event.target, op_index)
         injected = detail is not None
         bucket = self.injected if injected else self.skipped
         bucket[name] = bucket.get(name, 0) + 1
@@ -446,7 +552,7 @@ class _Loop:
             return "next approval will not be answered"
         if isinstance(fault, (HostKill9, StorageCrash)):
             return self._kill_host(fault)
-        if isinstance(fault, (StorageIOError, DiskFull, TranscriptStepFailure)):
+        if isinstance(fault, (StorageIOError, DiskFull, TranscriptStepFailure, SlowDisk)):
             return self._storage(fault, op_index)
         worker_id = int(target.split(":", 1)[1])
         if isinstance(fault, WorkerKill9):
@@ -556,11 +662,15 @@ class _Loop:
     def _storage(self, fault: Any, op_index: int) -> str | None:
         if not self.settings.storage_faults:
             return None
+        spec: dict[str, Any]
         if isinstance(fault, StorageIOError):
             spec = {"what": "io", "io_op": fault.op, "nth": fault.nth, "persistent": fault.persistent}
             until = op_index + fault.ops
         elif isinstance(fault, DiskFull):
             spec = {"what": "full"}
+            until = op_index + fault.ops
+        elif isinstance(fault, SlowDisk):
+            spec = {"what": "slow", "delay_s": fault.delay_s, "syncs": fault.syncs}
             until = op_index + fault.ops
         else:
             spec = {"what": "fs", "step": fault.step}
@@ -595,16 +705,18 @@ class _Loop:
         return f"host pid {pid} killed; new host pid {self.host.pid}"
 
     def expire(self, op_index: int) -> None:
+        self.op_index = op_index
         due = [undo for until, undo in self.timed if until <= op_index]
         self.timed = [(until, undo) for until, undo in self.timed if until > op_index]
         for undo in due:
             undo()
 
     def clear_all_faults(self, remote: bool = True) -> None:
-        for _, undo in self.timed:
+        timed, self.timed = self.timed, []
+        for _, undo in timed:
             if remote or undo in (self.resume_hung,):
                 undo()
-        self.timed = []
+        self.timed = []  # what an undo postponed (a stopped runtime: resume_stopped below resumes every one)
         self.watchers = []
         self.never_answer = 0
         if remote:
@@ -614,6 +726,121 @@ class _Loop:
             self.heal_storage()
         self.file_faults = {}
         self.resume_hung()
+        self.resume_stopped()
+
+    # --- RuntimeStopsReading ---
+    def _stop_reading(self, fault: RuntimeStopsReading, index: int, worker_id: int, op_index: int) -> str | None:
+        self.worker_pid(worker_id)  # a worker that is restarting: wait (bounded) until it is up again
+        picked = self._stall_thread(worker_id)
+        if picked is not None:
+            self.wait_thread_idle(picked[0], self.settings.turn_timeout_s + 0.5)
+            picked = self._warm_up(picked, index, op_index)
+        pid = None if picked is None else self.worker_pid(picked[1], wait_s=0.0)
+        if picked is None or pid is None:
+            pins = self.status.get("pins", {})
+            self.history.add("note", what="stall_skipped", fault=index, worker=worker_id, pins=pins)
+            return None
+        thread_id, worker_id = picked
+        kill_process_group(pid, signal.SIGSTOP)
+        self.stopped_pids.add(pid)
+        # ops can take milliseconds: stay stopped past the call's deadline (+ grace), or the runtime would read on
+        not_before = time.monotonic() + self.settings.request_timeout_s + 1.0
+        self.timed.append((op_index + fault.ops, functools.partial(self._resume_stopped_after, pid, not_before)))
+        generation = next(
+            (int(w["generation"]) for w in self.status.get("workers", ()) if int(w["worker_id"]) == worker_id), 0
+        )
+        self.stalls[index] = (pid, worker_id, generation)
+        filler = "the runtime stopped reading its stdin; " * (fault.size_kib * 1024 // 39 + 1)
+        text = f"op {op_index}: stall {index}: {filler[: fault.size_kib * 1024]}"
+        turn_id = self.send_text(thread_id, text, op=op_index, fault=index)
+        deadline = time.monotonic() + self.settings.request_timeout_s + 1.5  # the call's deadline, then the kill
+        while turn_id is not None and index in self.stalls and time.monotonic() < deadline:
+            self.pump(0.02)  # the next faults (a host kill...) would otherwise pre-empt the detection
+        return f"SIGSTOP pid {pid} (worker {worker_id}), {fault.size_kib} KiB on {thread_id}: turn {turn_id}"
+
+    def _warm_up(self, picked: tuple[str, int], index: int, op_index: int) -> tuple[str, int] | None:
+        """A small turn on the thread first (twice at most) until one completes on the worker's current process: the
+        thread is then loaded there, so the big turn/start goes out at once (a thread that must be resumed first
+        would send a small thread/resume, which only times out). The (thread, worker) to stall, or None."""
+        for _ in range(2):
+            found = self._stall_thread(picked[1], prefer=picked[0])
+            if found is None:
+                return None
+            picked = found
+            warm_up = self.send_text(picked[0], f"op {op_index}: warm-up for stall {index}", op=op_index, fault=index)
+            done = warm_up is not None and self.wait_turn(warm_up, self.settings.turn_timeout_s + 0.5)
+            if done and self.finished.get(str(warm_up), {}).get("status") == "completed" and self.is_bound(*picked):
+                break
+        return self._stall_thread(picked[1], prefer=picked[0])
+
+    def _stall_thread(self, worker_id: int, prefer: str | None = None) -> tuple[str, int] | None:
+        """(thread, worker): a campaign thread pinned to `worker_id` (`prefer` first, then idle ones), or else one
+        pinned to another worker that is up; None when no campaign thread is pinned to a live worker."""
+        status = self.refresh_status()
+        live = {int(w["worker_id"]) for w in status.get("workers", ()) if w["state"] in ("ready", "degraded")}
+        pins = {t: int(w) for t, w in status.get("pins", {}).items() if t in self.thread_ids and int(w) in live}
+        busy = {self.turn_threads.get(turn_id) for turn_id in self.open}
+
+        def rank(thread_id: str) -> tuple[bool, bool, bool, bool, str]:
+            ran_there = self.is_bound(thread_id, pins[thread_id])
+            return (pins[thread_id] != worker_id, thread_id != prefer, not ran_there, thread_id in busy, thread_id)
+
+        ranked = sorted(pins, key=rank)
+        return (ranked[0], pins[ranked[0]]) if ranked else None
+
+    def is_bound(self, thread_id: str, worker_id: int) -> bool:
+        """The thread's last turn completed on the worker's current process: its runtime thread is loaded there, so
+        its next turn/start goes out at once (a thread that must be resumed first sends a small thread/resume)."""
+        return self.bound.get(thread_id) == (worker_id, self.generations.get(worker_id, -1))
+
+    def _match_stall(self, event: dict[str, Any]) -> None:
+        """A pool "kill" decision because a runtime stopped reading its stdin: the stall it detected."""
+        if "stopped reading its stdin" not in str(event.get("reason")):
+            return
+        for index, (pid, worker_id, generation) in list(self.stalls.items()):
+            if event.get("child") == f"worker-{worker_id}" and event.get("generation") == generation:
+                del self.stalls[index]
+                self.history.add("note", what="stall_detected", fault=index, worker=worker_id, pid=pid)
+
+    def _resume_stopped_after(self, pid: int, not_before: float) -> None:
+        if pid not in self.stopped_pids:
+            return
+        if time.monotonic() < not_before:  # expired by ops but too early: look again at the next op
+            self.timed.append((self.op_index + 1, functools.partial(self._resume_stopped_after, pid, not_before)))
+            return
+        self.resume_stopped(pid)
+
+    def resume_stopped(self, pid: int | None = None) -> None:
+        """SIGCONT the group of a runtime RuntimeStopsReading stopped (every one when `pid` is None)."""
+        for stopped in sorted(self.stopped_pids) if pid is None else [pid]:
+            self.stopped_pids.discard(stopped)
+            for index in [i for i, stall in self.stalls.items() if stall[0] == stopped]:
+                del self.stalls[index]
+                self.history.add("note", what="stall_not_detected", fault=index, pid=stopped)
+            try:
+                kill_process_group(stopped, signal.SIGCONT)
+            except (ValueError, PermissionError, ProcessLookupError):
+                pass
+
+    # --- ActorCrash ---
+    def _actor_crash(self, fault: ActorCrash, index: int, op_index: int) -> str | None:
+        if not self.can_crash_actors:
+            return None
+        try:
+            self.host.request("actor_crash", what="arm", child=fault.child, message=fault.message)
+        except (HostGoneError, RuntimeError):
+            return None
+        self.timed.append((op_index + fault.ops, functools.partial(self._disarm_crash, index, fault)))
+        return f"armed: {fault.child} crashes at its next {fault.message}"
+
+    def _disarm_crash(self, index: int, fault: ActorCrash) -> None:
+        try:
+            fired = self.host.request("actor_crash", what="disarm")
+        except (HostGoneError, RuntimeError) as exc:
+            self.history.add("note", what="disarm_failed", fault=index, error=str(exc)[:200])
+            return
+        what = "actor_crash_fired" if fired else "actor_crash_not_fired"
+        self.history.add("note", what=what, fault=index, child=fault.child, message=fault.message)
 
 
 def run_loop(loop: _Loop, *, progress: Callable[[str], None] | None = None, close: bool = True) -> None:
@@ -659,15 +886,23 @@ def _one_op(loop: _Loop, op_index: int, events: Any, stall_s: float) -> None:
 
 
 def _finish(loop: _Loop, close: bool = True) -> None:
+    from agenthost.chaos._liveness import run_liveness
+
     loop.clear_all_faults()
-    loop.wait_capacity(1, loop.settings.drain_timeout_s)
+    loop.wait_drained(loop.settings.drain_timeout_s)
     loop.pump(0.2)
     try:
+        status = loop.refresh_status()
+        if status["state"] == "failed" and loop.can_kill_host:  # a failed host never recovers by itself: replace it
+            loop.history.add("note", what="host_failed", cause=status.get("cause"))
+            loop.host.close()
+            loop.replace_host(f"host failed: {status.get('cause')}", killed=False)
         status = loop.host.request("settle", timeout_s=60.0)
         loop.history.add("note", what="final_status", **status)
         loop.note_fds()
     except (HostGoneError, RuntimeError) as exc:
         loop.history.add("note", what="final_status_failed", error=str(exc)[:300])
+    run_liveness(loop)
     if close:
         loop.continue_all()
         loop.host.close()
@@ -694,7 +929,7 @@ def run_campaign(
     history_path: str | Path | None = None,
 ) -> CampaignResult:
     """Run `schedule` against a host subprocess on `root` (created; must be new or empty) and check it."""
-    from agenthost.chaos._invariants import INVARIANTS, check_all
+    from agenthost.chaos._invariants import INVARIANTS, check_all, liveness_bound_s
 
     settings = settings or CampaignSettings()
     root = Path(root)
@@ -710,11 +945,12 @@ def run_campaign(
     def start_host(sink: Callable[[dict[str, Any]], None]) -> SubprocessHost:
         return SubprocessHost(config, sink, root / "campaign-host.log")
 
-    loop = _Loop(schedule, settings, history, start_host, root, can_kill_host=True)
+    host_config = campaign_host_config(str(root), schedule.workers, settings)
+    bound_s = liveness_bound_s(host_config.worker_policy, host_config.host_policy, host_config.turn_timeout_s)
+    loop = _Loop(schedule, settings, history, start_host, root, can_kill_host=True, liveness_bound_s=bound_s)
     loop.start_host()
     run_loop(loop, progress=progress)
     _wait_no_processes(root, 15.0)
-    host_config = campaign_host_config(str(root), schedule.workers, settings)
     violations = check_all(
         history,
         root,

@@ -4,10 +4,12 @@ Contract:
 - An `Entry` is `t` (time.monotonic() seconds; CLOCK_MONOTONIC is system-wide on Linux, so entries written by the
   runner and by the host process it controls share one time line), `host` (the host incarnation, 1-based: a new
   host process after a kill is the next one), `kind` and `data` (JSON-able dict).
-- Kinds: "send" (turn_id, thread_id, queued, op), "send_failed" (op, error), "turn" (turn_id, event: the turn
-  event type name, status, error, approval_id), "log" (event: a typed event's name, plus its fields; `record()`
-  adds one, `typed(SupervisorDecision)` etc. read them back typed), "fault" (index, fault: kind name, target,
-  injected, detail), "host_start" (pid), "host_kill" (pid, why), "host_stop" (clean), "note" (text).
+- Kinds: "send" (turn_id, thread_id, queued, op: the op index, or "liveness"; `fault` for the sends a fault made),
+  "send_failed" (op, error), "turn" (turn_id, event: the turn event type name, status, error, approval_id), "log"
+  (event: a typed event's name, plus its fields; `record()` adds one, `typed(SupervisorDecision)` etc. read them
+  back typed), "fault" (index, fault: kind name, target, injected, detail), "host_start" (pid), "host_kill" (pid,
+  why), "host_stop" (clean), "liveness_begin" (bound_s, threads), "liveness" (thread_id, turn_id, status, took_s,
+  bound_s, error), "note" (what, plus its fields).
 - `History` is thread-safe (one lock); `entries()` returns a snapshot in append order; `write(path)` writes JSON
   lines; `load(path)` reads them back.
 """

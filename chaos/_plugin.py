@@ -1,19 +1,26 @@
 """Chaos for a user's own suite: run a schedule against an embedded AgentHost, plus the host side of a campaign.
 
 Contract:
-- `run_schedule(host, schedule, *, turn_timeout_s=None) -> list[Violation]` runs the schedule's workload and faults
-  against an already started, in-process `AgentHost` (builtin runtime) and returns the invariant violations
-  (storage, restarts, deadlines, approvals, pins; not process leaks: the host keeps running and stays the caller's
-  to shut down). Faults that need a process kill (HostKill9, StorageCrash) and storage faults (the host was not
-  built on a fault-injecting VFS) are skipped and counted as skipped. Events are recorded through a listener, so
-  recording works whatever logging the application configured.
+- `run_schedule(host, schedule, *, history=None, fault_hook=None) -> list[Violation]` runs the schedule's workload
+  and faults against an already started, in-process `AgentHost` (builtin runtime) and returns the invariant
+  violations (storage, restarts, deadlines, approvals, pins, events recorded, liveness; not process leaks: the host
+  keeps running and stays the caller's to shut down). Runtime faults apply (RuntimeStopsReading included); faults
+  that need a process kill (HostKill9, StorageCrash) and storage faults (the host was not built on a
+  fault-injecting VFS) are skipped and counted as skipped; so is ActorCrash unless the host was built with an
+  `ArmableHook` as its `fault_hook` (pass it as `fault_hook=`; the `chaos_host` fixture's host has one and is found
+  without it). Events are recorded through a listener, so recording works whatever logging the application
+  configured.
+- `ArmableHook` is a `fault_hook` for `AgentHost`: `arm(child, message)` makes the next handler call of actor
+  `child` on a message of type `message` raise `agenthost.actors.InjectedFault` (once); `disarm()` returns how many
+  armed crashes fired since the last disarm.
 - `chaos_host` (pytest fixture, registered through the `pytest11` entry point, so installing agenthost is enough)
-  yields a started builtin `AgentHost` on a temporary root with the campaign's fast recovery settings; shut down
-  after the test.
+  yields a started builtin `AgentHost` on a temporary root with the campaign's fast recovery settings and an
+  `ArmableHook`; shut down after the test.
 - `EmbeddedHost` is the host side of the control protocol (used by `python -m agenthost.chaos._serve`): it owns or
-  wraps an AgentHost, forwards the turn events of every send (ApprovalRequested, ApprovalReset, TurnFinished) to
-  `emit` stamped with time.monotonic(), and optionally stacks the storage fault seams (CrashVFS under FaultyVFS for
-  the database, `ArmableFs` for transcripts), re-armed live by `storage_fault`.
+  wraps an AgentHost, forwards the turn events of every send (ApprovalRequested, ApprovalResolved, ApprovalReset,
+  TurnFinished) to `emit` stamped with time.monotonic(), and optionally stacks the storage fault seams (CrashVFS
+  under FaultyVFS for the database, `ArmableFs` for transcripts), re-armed live by `storage_fault` (what: io, full,
+  fs, slow, heal); `actor_crash` (what: arm with child and message, or disarm) arms its `ArmableHook`.
 - `tee_events_to(emit, names)` subscribes to the structured events named `names` and forwards them to `emit`.
 """
 
@@ -24,6 +31,7 @@ import signal
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -35,10 +43,43 @@ from agenthost.chaos._history import History
 from agenthost.chaos._schedule import Schedule
 from agenthost.protocol._faults import RuntimeFaults
 
-__all__ = ["ArmableFs", "EmbeddedHost", "chaos_host", "run_schedule", "tee_events_to"]
+__all__ = ["ArmableFs", "ArmableHook", "EmbeddedHost", "chaos_host", "run_schedule", "tee_events_to"]
 
 Emit = Callable[[dict[str, Any]], None]
-_FORWARDED = ("ApprovalRequested", "ApprovalReset", "TurnFinished")
+_FORWARDED = ("ApprovalRequested", "ApprovalResolved", "ApprovalReset", "TurnFinished")
+
+
+class ArmableHook:
+    """An AgentHost `fault_hook` that crashes one actor on purpose when armed (see the module contract)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._armed: tuple[str, str] | None = None
+        self._fired = 0
+
+    def arm(self, child: str, message: str) -> None:
+        with self._lock:
+            self._armed = (child, message)
+
+    def disarm(self) -> int:
+        """Disarm; the number of armed crashes that fired since the last disarm."""
+        with self._lock:
+            fired, self._armed, self._fired = self._fired, None, 0
+            return fired
+
+    def __call__(self, child: str, message: object) -> None:
+        name = type(message).__name__
+        with self._lock:
+            if self._armed != (child, name):
+                return
+            self._armed = None
+            self._fired += 1
+        from agenthost.actors import InjectedFault
+
+        raise InjectedFault(f"chaos: injected into {child} handling {name}")
+
+
+_HOOKS: weakref.WeakKeyDictionary[Any, ArmableHook] = weakref.WeakKeyDictionary()  # chaos_host's host -> its hook
 
 
 def tee_events_to(emit: Emit, names: tuple[str | type[HostEvent], ...]) -> Callable[[], None]:
@@ -88,11 +129,20 @@ class EmbeddedHost:
     """Host side of one campaign host: an AgentHost plus the fault seams, driven by `handle(op, args)`."""
 
     def __init__(
-        self, host: Any, emit: Emit, *, faulty: Any = None, crash: Any = None, fs: Any = None, mock: Any = None
+        self,
+        host: Any,
+        emit: Emit,
+        *,
+        faulty: Any = None,
+        crash: Any = None,
+        fs: Any = None,
+        mock: Any = None,
+        hook: ArmableHook | None = None,
     ) -> None:
         self.host = host
         self._emit = emit
         self._faulty, self._crash, self._fs, self._mock = faulty, crash, fs, mock
+        self._hook = hook
         self._closed = threading.Event()
 
     @classmethod
@@ -119,8 +169,9 @@ class EmbeddedHost:
             faulty = FaultyVFS(None, base=crash.vfs_name)
             fs = ArmableFs()
             extra = {"storage_vfs": faulty.vfs_name, "transcript_fs": fs}
-        host = AgentHost(host_config, **extra).start()
-        return cls(host, emit, faulty=faulty, crash=crash, fs=fs, mock=mock)
+        hook = ArmableHook()
+        host = AgentHost(host_config, fault_hook=hook, **extra).start()
+        return cls(host, emit, faulty=faulty, crash=crash, fs=fs, mock=mock, hook=hook)
 
     def handle(self, op: str, args: dict[str, Any]) -> Any:
         handler = getattr(self, f"_op_{op}", None)
@@ -173,12 +224,25 @@ class EmbeddedHost:
             self._faulty.plan = FaultPlan(op="write", nth=1, persistent=True, error="full")
         elif what == "fs":
             self._fs.arm(spec["step"])
+        elif what == "slow":
+            self._faulty.slow_syncs(float(spec["delay_s"]), int(spec["syncs"]) or None)
         elif what == "heal":
-            self._faulty.plan = None
+            self._faulty.heal()
             self._fs.disarm()
         else:
-            raise ValueError(f"storage fault {what!r} is unknown: expected io, full, fs or heal")
+            raise ValueError(f"storage fault {what!r} is unknown: expected io, full, fs, slow or heal")
         return what
+
+    def _op_actor_crash(self, what: str, child: str = "", message: str = "") -> int:
+        """Arm a crash of actor `child` at its next `message` (returns 0), or disarm (returns how many fired)."""
+        if self._hook is None:
+            raise ValueError("this host was started without an armable fault hook")
+        if what == "arm":
+            self._hook.arm(child, message)
+            return 0
+        if what == "disarm":
+            return self._hook.disarm()
+        raise ValueError(f"actor crash {what!r} is unknown: expected arm or disarm")
 
     def _op_power_cut(self) -> None:
         """Drop every unsynced database byte, then die like a machine losing power (never returns)."""
@@ -235,19 +299,25 @@ class _InProcessDriver:
         self.request("shutdown")
 
 
-def run_schedule(host: Any, schedule: Schedule, *, history: History | None = None) -> list[Any]:
+def run_schedule(
+    host: Any, schedule: Schedule, *, history: History | None = None, fault_hook: ArmableHook | None = None
+) -> list[Any]:
     """Run `schedule` against the started in-process `host`; return the invariant violations."""
     from agenthost.chaos._campaign import RECORDED_EVENTS, CampaignSettings, _Loop, run_loop
     from agenthost.chaos._invariants import (
         check_approvals,
         check_deadlines,
+        check_events_recorded,
         check_final_status,
+        check_liveness,
         check_restarts,
         check_storage,
+        liveness_bound_s,
         read_storage,
     )
 
     history = history if history is not None else History()
+    hook = fault_hook if fault_hook is not None else _HOOKS.get(host)
     config = host.config
     settings = CampaignSettings(
         runtime=config.runtime,
@@ -261,10 +331,20 @@ def run_schedule(host: Any, schedule: Schedule, *, history: History | None = Non
         if "driver" in holder:
             raise RuntimeError("an embedded host cannot be replaced")
         holder["sink"] = sink
-        driver = holder["driver"] = _InProcessDriver(EmbeddedHost(host, sink))
+        driver = holder["driver"] = _InProcessDriver(EmbeddedHost(host, sink, hook=hook))
         return driver
 
-    loop = _Loop(schedule, settings, history, start, Path(config.storage_root), can_kill_host=False)
+    bound_s = liveness_bound_s(config.worker_policy, config.host_policy, config.turn_timeout_s)
+    loop = _Loop(
+        schedule,
+        settings,
+        history,
+        start,
+        Path(config.storage_root),
+        can_kill_host=False,
+        can_crash_actors=hook is not None,
+        liveness_bound_s=bound_s,
+    )
     loop.start_host()
     untee = tee_events_to(lambda event: holder["sink"](event), RECORDED_EVENTS)  # noqa: PLW0108 - the sink is set later
     try:
@@ -280,6 +360,8 @@ def run_schedule(host: Any, schedule: Schedule, *, history: History | None = Non
         *check_deadlines(history, config.turn_timeout_s),
         *check_approvals(history, storage),
         *check_final_status(history),
+        *check_events_recorded(history),
+        *check_liveness(history),
     ]
 
 
@@ -289,7 +371,9 @@ def _chaos_host_fixture() -> Iterator[Any]:
 
     with tempfile.TemporaryDirectory(prefix="chaos-host-") as folder:
         config = campaign_host_config(str(Path(folder) / "root"), 2, CampaignSettings(storage_faults=False))
-        host = AgentHost(config).start()
+        hook = ArmableHook()
+        host = AgentHost(config, fault_hook=hook).start()
+        _HOOKS[host] = hook
         try:
             yield host
         finally:

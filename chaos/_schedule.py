@@ -8,10 +8,13 @@ Contract:
   the same arguments give an identical schedule (and identical JSON). There are `ops_per_fault` ops per fault
   (default 2, at least 1 op); the kinds are dealt round-robin from a seeded shuffle, so a campaign of
   `len(kinds)` faults or more injects every kind at least once. Targets: "worker:<n>" (1..workers) for runtime
-  faults, "host" for HostKill9 and ApprovalNeverAnswered, "storage" for storage faults.
+  faults (and an ActorCrash of a worker actor), "host" for HostKill9, ApprovalNeverAnswered and an ActorCrash of
+  one of the host's children, "storage" for storage faults (SlowDisk included).
 - Limits: `faults` >= 0, `workers` >= 1, `threads` >= 1, `kinds` non-empty and known; a bad value raises
   ValueError naming it. Fault fields are bounded by construction (CrashOnStart.restarts 1..3 stays below any
-  attempt cap >= 4; hangs and slow streams last 1..3 ops).
+  attempt cap >= 4; hangs and slow streams last 1..3 ops; RuntimeStopsReading sends 512..1024 KiB, several times a
+  pipe's 64 KiB; SlowDisk delays 1 or 2 syncs by 2.0..3.0 s, past the campaign's 1.5 s ask deadline; ActorCrash
+  names a (child, message type) pair from ACTOR_CRASH_POINTS, message types that flow in every campaign).
 - `encode_schedule` / `decode_schedule` round-trip through JSON; `Schedule.prefix(n)` keeps the first n events
   (the ops are kept: a reproducer replays the same workload).
 """
@@ -24,8 +27,10 @@ from typing import Literal
 import msgspec
 
 __all__ = [
+    "ACTOR_CRASH_POINTS",
     "FAULT_KINDS",
     "STORAGE_FAULT_KINDS",
+    "ActorCrash",
     "ApprovalNeverAnswered",
     "CrashOnStart",
     "DiskFull",
@@ -33,7 +38,9 @@ __all__ = [
     "Fault",
     "FaultEvent",
     "HostKill9",
+    "RuntimeStopsReading",
     "Schedule",
+    "SlowDisk",
     "SlowStream",
     "StdoutGarbage",
     "StorageCrash",
@@ -118,6 +125,36 @@ class HostKill9(_Fault, frozen=True):
     """SIGKILL the whole host process, then start a new host process on the same storage root."""
 
 
+class RuntimeStopsReading(_Fault, frozen=True):
+    """SIGSTOP the worker's runtime process group, then send `size_kib` KiB of text on a campaign thread pinned to
+    that worker: the request cannot fit in the stdin pipe, so at the call's deadline the worker reports `stalled`
+    and the pool kills and restarts it. No heal of its own: after `ops` ops the group gets SIGCONT (harmless if it
+    was killed)."""
+
+    size_kib: int = 512
+    ops: int = 2
+
+
+class ActorCrash(_Fault, frozen=True):
+    """`InjectedFault` raised in the actor `child` ("persistence", "mapping", "turns", "pool" or "worker-N") before it
+    handles its next message of type `message` (AgentHost's `fault_hook`); disarmed after `ops` ops if it never
+    fired. The supervisors decide by their policies; a caller of the crashed child gets HostUnavailableError."""
+
+    child: str = "turns"
+    message: str = "SendMessage"
+    ops: int = 2
+
+
+class SlowDisk(_Fault, frozen=True):
+    """Each of the next `syncs` SQLite syncs (0: every sync) sleeps `delay_s` before reaching the disk, longer than
+    the host's ask deadline: the actor waiting on the persistence actor times out and crashes. Healed after `ops`
+    ops."""
+
+    delay_s: float = 2.0
+    syncs: int = 1
+    ops: int = 1
+
+
 Fault = (
     WorkerKill9
     | WorkerHang
@@ -131,6 +168,9 @@ Fault = (
     | StorageCrash
     | TranscriptStepFailure
     | HostKill9
+    | RuntimeStopsReading
+    | ActorCrash
+    | SlowDisk
 )
 
 FAULT_KINDS: tuple[str, ...] = (
@@ -146,10 +186,26 @@ FAULT_KINDS: tuple[str, ...] = (
     "StorageCrash",
     "TranscriptStepFailure",
     "HostKill9",
+    "RuntimeStopsReading",
+    "ActorCrash",
+    "SlowDisk",
 )
-STORAGE_FAULT_KINDS: frozenset[str] = frozenset({"StorageIOError", "DiskFull", "StorageCrash", "TranscriptStepFailure"})
+STORAGE_FAULT_KINDS: frozenset[str] = frozenset(
+    {"StorageIOError", "DiskFull", "StorageCrash", "TranscriptStepFailure", "SlowDisk"}
+)
 _WORKER_FAULT_KINDS = frozenset(
-    {"WorkerKill9", "WorkerHang", "StdoutGarbage", "EofMidLine", "SlowStream", "CrashOnStart"}
+    {"WorkerKill9", "WorkerHang", "StdoutGarbage", "EofMidLine", "SlowStream", "CrashOnStart", "RuntimeStopsReading"}
+)
+# (child, message type) where an ActorCrash fires: message types every campaign sends ("worker" = the target's
+# worker actor, "worker-N"). A status read asks the pool (GetPoolStatus) and every send goes through the others.
+ACTOR_CRASH_POINTS: tuple[tuple[str, str], ...] = (
+    ("persistence", "BeginTurn"),
+    ("persistence", "CompleteTurn"),
+    ("mapping", "ResolveThread"),
+    ("turns", "SendMessage"),
+    ("turns", "RuntimeOutput"),
+    ("pool", "GetPoolStatus"),
+    ("worker", "RuntimeCall"),
 )
 _APPROVAL_ANSWERS: tuple[str, ...] = ("accept", "accept", "decline", "cancel")
 _FS_STEPS: tuple[str, ...] = ("write", "fsync_file", "replace", "fsync_dir")
@@ -211,7 +267,11 @@ def generate_schedule(
     for number in range(faults):
         kind = deck[number % len(deck)]
         at = min(op_count - 1, number * ops_per_fault + rng.randrange(ops_per_fault))
-        events.append(FaultEvent(at=at, target=_target(rng, kind, workers), fault=_fault(rng, kind)))
+        target, fault = _target(rng, kind, workers), _fault(rng, kind)
+        if isinstance(fault, ActorCrash) and fault.child == "worker":
+            target = f"worker:{rng.randrange(1, workers + 1)}"
+            fault = msgspec.structs.replace(fault, child=f"worker-{target.split(':')[1]}")
+        events.append(FaultEvent(at=at, target=target, fault=fault))
     return Schedule(seed=seed, workers=workers, threads=threads, ops=ops, events=tuple(events))
 
 
@@ -263,6 +323,13 @@ def _fault(rng: random.Random, kind: str) -> Fault:
         return DiskFull(ops=rng.randint(1, 2))
     if kind == "TranscriptStepFailure":
         return TranscriptStepFailure(step=rng.choice(_FS_STEPS))  # type: ignore[arg-type]
+    if kind == "RuntimeStopsReading":
+        return RuntimeStopsReading(size_kib=rng.choice((512, 768, 1024)), ops=rng.randint(1, 2))
+    if kind == "ActorCrash":
+        child, message = rng.choice(ACTOR_CRASH_POINTS)
+        return ActorCrash(child=child, message=message, ops=rng.randint(1, 2))
+    if kind == "SlowDisk":
+        return SlowDisk(delay_s=rng.choice((2.0, 2.5, 3.0)), syncs=rng.randint(1, 2), ops=rng.randint(1, 2))
     simple: dict[str, type[_Fault]] = {
         "WorkerKill9": WorkerKill9,
         "EofMidLine": EofMidLine,

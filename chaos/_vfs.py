@@ -12,6 +12,10 @@ Contract:
   ``persistent`` every later matching call raises too. ``triggered`` turns True at the first raised fault and
   ``failures`` counts the raised faults. What reaches the caller is SQLite's own error (often its generic text,
   e.g. "disk I/O error"), with the injected exception chained as ``__context__``.
+  ``slow_syncs(delay_s, count=None)`` makes each of the next ``count`` ``xSync`` calls (every one while ``count`` is
+  None) sleep ``delay_s`` seconds before it reaches the disk (then it succeeds, unless the plan fails it): a slow
+  fsync. ``slow_syncs(None)`` (or ``heal()``, which also drops the plan) ends it and wakes a sync that is sleeping.
+  ``delayed_syncs`` counts the syncs that were delayed. Arming and healing are safe from any thread.
 - ``CrashVFS(crash_at=None)`` passes everything through and remembers, per file path, the bytes last made durable:
   the file's content when first opened, then its full content after every successful ``xSync``; a delete through
   the VFS is durable. ``crash()`` is a power cut: it rewrites every file it tracks to its durable bytes (dropping
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 from typing import Literal
 
 import apsw
@@ -77,6 +82,11 @@ class FaultyVFS(apsw.VFS):
         self.matching_calls = 0  # calls of plan.op on files matching plan.file_suffix since the plan was set
         self.triggered = False
         self.failures = 0
+        self.delayed_syncs = 0
+        self._slow_lock = threading.Lock()
+        self._sync_delay_s: float | None = None
+        self._slow_left: int | None = None  # None: every sync while the delay is set
+        self._woken = threading.Event()  # set when the delay is healed: a sleeping sync goes on at once
         self._base = base
         self._name = name if name is not None else f"agenthost-faulty-{os.getpid()}-{next(_names)}"
         super().__init__(self._name, base)
@@ -96,6 +106,37 @@ class FaultyVFS(apsw.VFS):
 
     def xOpen(self, name: str | apsw.URIFilename | None, flags: list[int]) -> apsw.VFSFile:
         return _FaultyFile(self, self._base, name, flags)
+
+    def slow_syncs(self, delay_s: float | None, count: int | None = None) -> None:
+        """Delay each of the next `count` syncs (all while None) by `delay_s` seconds; `delay_s=None` heals."""
+        if delay_s is not None and not delay_s > 0:
+            raise ValueError(f"sync delay_s {delay_s!r} is invalid: must be > 0 or None")
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+            raise ValueError(f"slow sync count {count!r} is invalid: must be an int >= 1 or None")
+        with self._slow_lock:
+            self._sync_delay_s, self._slow_left = delay_s, count
+            if delay_s is None:
+                self._woken.set()
+            else:
+                self._woken = threading.Event()
+
+    def heal(self) -> None:
+        """No planned failure and no slow sync any more."""
+        self.plan = None
+        self.slow_syncs(None)
+
+    def delay_sync(self) -> None:
+        """Sleep before a sync while slow syncs are armed (see `slow_syncs`)."""
+        with self._slow_lock:
+            delay_s, woken = self._sync_delay_s, self._woken
+            if delay_s is None:
+                return
+            if self._slow_left is not None:
+                self._slow_left -= 1
+                if self._slow_left <= 0:
+                    self._sync_delay_s, self._slow_left = None, None
+            self.delayed_syncs += 1
+        woken.wait(delay_s)
 
     def __enter__(self) -> FaultyVFS:
         return self
@@ -134,6 +175,7 @@ class _FaultyFile(apsw.VFSFile):
         super().xWrite(data, offset)
 
     def xSync(self, flags: int) -> None:
+        self._owner.delay_sync()
         self._owner.check("sync", self._file_name)
         super().xSync(flags)
 
