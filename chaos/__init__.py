@@ -2,16 +2,20 @@
 
 The top layer: it drives `agenthost.AgentHost` and the runtime fault knobs of the reference runtime
 (`agenthost.protocol.RuntimeFaults`, re-exported here); nothing in production imports it.
-Campaigns: `chaos._schedule` (fault schedules as data, one seed), `chaos._campaign` (the runner: a host subprocess
-driven through a JSON-lines control protocol; `chaos._liveness` is its last phase), `chaos._history` (what
-happened), `chaos._invariants` (every checker: `chaos._storage_checks`, `chaos._supervision_checks`,
-`chaos._violations`) and `chaos._plugin` (`run_schedule`, `ArmableHook` and the `chaos_host` fixture, registered as
-a pytest plugin by the `pytest11` entry point). See `chaos._vfs` (SQLite VFS that fails the Nth read/write/sync,
-delays syncs, and a power-cut VFS) and `chaos._fsfaults` (an `AtomicFs` that fails a step of the transcript's atomic
-replace) for each contract.
+Campaigns: `chaos._schedule` (fault schedules as data, one seed), `chaos._campaign` (the runner: a host subprocess,
+`chaos._host_process`, driven through a JSON-lines control protocol, with `chaos._campaign_settings`; the loop is
+`chaos._campaign_run` over `chaos._campaign_loop`, the fault families `chaos._worker_faults`, `chaos._stall_faults`
+and `chaos._host_faults`, and `chaos._liveness` as its last phase; `chaos._campaign_report` is what it reports),
+`chaos._history` (what happened), `chaos._invariants` (every checker: `chaos._storage_checks`,
+`chaos._supervision_checks`, `chaos._violations`) and `chaos._plugin` (`run_schedule`, `ArmableHook` and the
+`chaos_host` fixture, registered as a pytest plugin by the `pytest11` entry point). See `chaos._vfs` (SQLite VFS that
+fails the Nth read/write/sync, delays syncs, and a power-cut VFS) and `chaos._fsfaults` (an `AtomicFs` that fails a
+step of the transcript's atomic replace) for each contract.
 """
 
-from agenthost.chaos._campaign import CampaignResult, CampaignSettings, run_campaign
+from agenthost.chaos._campaign import run_campaign
+from agenthost.chaos._campaign_report import CampaignResult
+from agenthost.chaos._campaign_settings import CampaignSettings
 from agenthost.chaos._fsfaults import FS_STEPS, FailingFs, FsStep
 from agenthost.chaos._history import Entry, History
 from agenthost.chaos._invariants import (

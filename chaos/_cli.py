@@ -48,7 +48,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from agenthost.chaos._campaign import CampaignSettings, git_commit, run_campaign
+    from agenthost.chaos._campaign import run_campaign
+    from agenthost.chaos._campaign_report import git_commit
+    from agenthost.chaos._campaign_settings import CampaignSettings
     from agenthost.chaos._schedule import FAULT_KINDS, generate_schedule
 
     kinds = tuple(k.strip() for k in args.kinds.split(",")) if args.kinds else FAULT_KINDS

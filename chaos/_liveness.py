@@ -18,14 +18,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from agenthost.chaos._host_process import HostGoneError
+
 __all__ = ["run_liveness"]
 
 _RESEND_S = 0.2
 
 
 def run_liveness(loop: Any) -> None:
-    from agenthost.chaos._campaign import HostGoneError
-
     bound_s = float(loop.liveness_bound_s)
     threads = list(loop.thread_ids)
     began = loop.history.add("liveness_begin", bound_s=bound_s, threads=threads).t

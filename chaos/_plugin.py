@@ -148,7 +148,7 @@ class EmbeddedHost:
     @classmethod
     def from_config(cls, config: dict[str, Any], emit: Emit) -> EmbeddedHost:
         from agenthost import AgentHost
-        from agenthost.chaos._campaign import CampaignSettings, campaign_host_config
+        from agenthost.chaos._campaign_settings import CampaignSettings, campaign_host_config
 
         fields = {k: v for k, v in config.items() if k in CampaignSettings.__struct_fields__}
         settings = CampaignSettings(**fields)
@@ -303,7 +303,10 @@ def run_schedule(
     host: Any, schedule: Schedule, *, history: History | None = None, fault_hook: ArmableHook | None = None
 ) -> list[Any]:
     """Run `schedule` against the started in-process `host`; return the invariant violations."""
-    from agenthost.chaos._campaign import RECORDED_EVENTS, CampaignSettings, _Loop, run_loop
+    from agenthost.chaos._campaign_loop import CampaignLoop
+    from agenthost.chaos._campaign_run import run_loop
+    from agenthost.chaos._campaign_settings import CampaignSettings
+    from agenthost.chaos._host_process import RECORDED_EVENTS
     from agenthost.chaos._invariants import (
         check_approvals,
         check_deadlines,
@@ -335,7 +338,7 @@ def run_schedule(
         return driver
 
     bound_s = liveness_bound_s(config.worker_policy, config.host_policy, config.turn_timeout_s)
-    loop = _Loop(
+    loop = CampaignLoop(
         schedule,
         settings,
         history,
@@ -367,7 +370,7 @@ def run_schedule(
 
 def _chaos_host_fixture() -> Iterator[Any]:
     from agenthost import AgentHost
-    from agenthost.chaos._campaign import CampaignSettings, campaign_host_config
+    from agenthost.chaos._campaign_settings import CampaignSettings, campaign_host_config
 
     with tempfile.TemporaryDirectory(prefix="chaos-host-") as folder:
         config = campaign_host_config(str(Path(folder) / "root"), 2, CampaignSettings(storage_faults=False))

@@ -1,7 +1,7 @@
 """The host side of a chaos campaign: `python -m agenthost.chaos._serve CONFIG_JSON`.
 
 Contract: runs one `EmbeddedHost` on `config["root"]` (see chaos._plugin) and answers the runner's control requests,
-one JSON object per line on stdin, until "shutdown" or EOF (see chaos._campaign for the protocol). The first line
+one JSON object per line on stdin, until "shutdown" or EOF (see chaos._host_process for the protocol). The first line
 written is `{"id": 0, "ok": true, "result": {"pid": ...}}` once the host started (or `ok: false` with the error,
 exit 1). Every event named in RECORDED_EVENTS and every turn event goes to stdout as `{"event": {...}}`; the host's
 own warnings and errors go to stderr as console lines.
@@ -16,7 +16,7 @@ import threading
 from typing import Any
 
 from agenthost._logging import configure
-from agenthost.chaos._campaign import RECORDED_EVENTS
+from agenthost.chaos._host_process import RECORDED_EVENTS
 from agenthost.chaos._plugin import EmbeddedHost, tee_events_to
 
 __all__ = ["serve"]

@@ -3,7 +3,7 @@
 Contract: a `Violation` names the invariant, says what broke (ids, times) and carries `at_fault`: the index of the
 last fault injected at or before the evidence (`violation(history, invariant, message, t)`), or, without a time,
 the last fault injected at all; None when no fault had been injected. That index is the schedule prefix a
-reproducer needs (chaos._campaign.reproducer).
+reproducer needs (chaos._campaign_report.reproducer).
 """
 
 from __future__ import annotations

@@ -20,7 +20,8 @@ from agenthost.actors._events import (
     WorkerRestarting,
 )
 from agenthost.chaos import FAULT_KINDS, History, generate_schedule
-from agenthost.chaos._campaign import git_commit
+from agenthost.chaos._campaign_report import git_commit
+from agenthost.chaos._campaign_settings import campaign_host_config
 from agenthost.chaos._invariants import (
     StorageView,
     check_approvals,
@@ -195,7 +196,7 @@ def test_liveness_bound_is_the_policies_worst_case_recovery_time() -> None:
     # worker: 0.01 + 0.02 + 0.04 + 5 * 0.08 = 0.47 s; host: 0.01 + 0.02 + 0.04 + 0.08 = 0.15 s; turn: 2 s; slack 5 s
     assert liveness_bound_s(POLICY, HOST_POLICY, turn_timeout_s=2.0) == pytest.approx(7.62)
     assert liveness_bound_s(POLICY, HOST_POLICY, turn_timeout_s=2.0, slack_s=0.0) == pytest.approx(2.62)
-    config = chaos._campaign.campaign_host_config("/nonexistent", 2, chaos.CampaignSettings())
+    config = campaign_host_config("/nonexistent", 2, chaos.CampaignSettings())
     assert config.ask_timeout_s == chaos.CampaignSettings().ask_timeout_s < 2.0  # a SlowDisk sync outlasts it
 
 
