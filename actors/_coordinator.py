@@ -8,7 +8,8 @@ the next. The effects' I/O:
   fetches; completed turns are told to the group commit and answered later by `TurnPersisted`;
 - the mapping (asked): resolve, bind, invalidate, worker up/down/health;
 - workers (told): runtime calls (a worker that is not running answers at once with HOST_WORKER_EXITED), answers
-  to server requests;
+  to server requests, and `RuntimeRequest`s that belong to no turn (to the lowest worker id that is up; its answer
+  goes straight to the asker's `reply_to`);
 - callers: events into their sinks; the host-owned `TurnRegistry` keeps the sinks so a replacement coordinator can
   still tell callers how their turns ended;
 - timers (injected clock): each turn's deadline and the persistence retry.
@@ -63,8 +64,10 @@ from agenthost.protocol._messages import (
     RetryPersistence,
     RuntimeCall,
     RuntimeOutput,
+    RuntimeRequest,
     RuntimeStderr,
     SendMessage,
+    SteerTurn,
     TurnAccepted,
     TurnDeadline,
     TurnFinished,
@@ -73,7 +76,7 @@ from agenthost.protocol._messages import (
     WorkerHealth,
     WorkerUp,
 )
-from agenthost.storage import StorageError
+from agenthost.storage import StorageError, validate_id
 
 __all__ = ["TurnCoordinator"]
 
@@ -147,6 +150,10 @@ class TurnCoordinator(SupervisedActor):
                 self._run(ev.Answered(approval_id=message.approval_id, decision=message.decision))
             case InterruptTurn():
                 self._run(ev.Interrupt(turn_id=message.turn_id))
+            case RuntimeRequest():
+                return self._pass_request(message)
+            case SteerTurn():
+                self._run(ev.Steer(turn_id=message.turn_id, text=message.text, input=message.input))
             case TurnDeadline():
                 self._deadlines.pop(message.turn_id, None)
                 self._run(ev.DeadlinePassed(turn_id=message.turn_id))
@@ -206,11 +213,38 @@ class TurnCoordinator(SupervisedActor):
 
     def _send(self, message: SendMessage) -> TurnAccepted:
         self._ask(self._persistence, GetThread(thread_id=message.thread_id))  # raises for an unknown or invalid id
+        turn_id = new_turn_id() if message.turn_id is None else validate_id("turn id", message.turn_id)
+        if turn_id in self._state.turns or self._registry.get(turn_id) is not None:
+            raise StorageError(f"turn id {turn_id!r} is already in use")
         self._accepted = None
-        self._run(ev.Send(turn_id=new_turn_id(), thread_id=message.thread_id, text=message.text, sink=message.sink))
+        self._run(
+            ev.Send(
+                turn_id=turn_id,
+                thread_id=message.thread_id,
+                text=message.text,
+                sink=message.sink,
+                input=message.input,
+                passthrough=message.passthrough,
+            )
+        )
         accepted, self._accepted = self._accepted, None
         assert accepted is not None, "the machine accepted no turn for a send"
         return accepted
+
+    def _pass_request(self, message: RuntimeRequest) -> int:
+        up = sorted(worker for worker in self._state.workers if worker in self._workers)
+        if not up:
+            raise NoHealthyWorkerError(f"no runtime worker is up to answer {message.method}")
+        call = RuntimeCall(
+            call_id=0,
+            method=message.method,
+            params=message.params,
+            timeout_s=self._state.request_timeout_s,
+            reply_to=message.reply_to,
+        )
+        if not tell_quietly(self._workers[up[0]], call):
+            raise NoHealthyWorkerError(f"runtime worker {up[0]} stopped before it could answer {message.method}")
+        return up[0]
 
     def _run(self, event: ev.Event) -> None:
         """Step the machine, carry out its effects in order, and feed each outcome back at once."""
@@ -271,6 +305,8 @@ class TurnCoordinator(SupervisedActor):
                         runtime_thread_id=effect.runtime_thread_id,
                     )
                 self._ask(self._mapping, message)
+            case ev.ForgetOptions():
+                self._store.forget_options(effect.thread_id, effect.keys)
             case ev.MappingEvent():
                 self._ask(self._mapping, effect.message)
             case ev.AddCard():

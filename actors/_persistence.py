@@ -1,7 +1,8 @@
 """Persistence actor: the only owner of the database connection and the transcript files.
 
 When is a caller's write durable? (synchronous=FULL in WAL mode: a committed transaction survives power loss.)
-- Asked commands (`BeginTurn`, `FinishTurn`, `AddActionCard`, `CreateThread`, follow-up and mapping writes): when
+- Asked commands (`BeginTurn`, `FinishTurn`, `AddActionCard`, `CreateThread`, `UpdateThread`, follow-up and mapping
+  writes): when
   the ask returns, the transaction is committed and, for thread content, the thread's Markdown transcript has been
   re-rendered from the database and atomically replaced (temp file, fsync, rename, fsync of the folder). Failures,
   interruptions and approval resets always take this path: they are never batched.
@@ -71,7 +72,9 @@ from agenthost.protocol._messages import (
     SaveMapping,
     SetDispatchMode,
     SetFollowUpState,
+    TurnBegun,
     TurnPersisted,
+    UpdateThread,
 )
 from agenthost.storage import (
     AtomicFs,
@@ -82,6 +85,7 @@ from agenthost.storage import (
     StorageError,
     StorageRoot,
     ThreadDocument,
+    ThreadRow,
     TranscriptStore,
     TurnFinish,
     check_permissions,
@@ -94,6 +98,7 @@ from agenthost.storage import (
 __all__ = ["MAX_BATCH", "PersistenceActor"]
 
 _WRITES = (
+    UpdateThread,
     BeginTurn,
     BeginFollowUpTurn,
     FinishTurn,
@@ -219,9 +224,19 @@ class PersistenceActor(SupervisedActor):
             case GetThread():
                 return db.get_thread(message.thread_id)
             case BeginTurn():
-                return self._turn_written(db.begin_turn(message.turn_id, message.thread_id, message.user_text, now))
+                return self._begun(db.begin_turn(message.turn_id, message.thread_id, message.user_text, now))
             case BeginFollowUpTurn():
-                return self._turn_written(db.begin_followup_turn(message.followup_id, now, message.turn_id))
+                return self._begun(db.begin_followup_turn(message.followup_id, now, message.turn_id))
+            case UpdateThread():
+                return self._thread_updated(
+                    db.update_thread(
+                        message.thread_id,
+                        title=message.title,
+                        thread_settings=message.thread_settings,
+                        turn_settings=message.turn_settings,
+                    ),
+                    renamed=message.title is not None,
+                )
             case FinishTurn():
                 finish = TurnFinish(
                     message.turn_id, message.status, message.assistant_text, message.error, now, message.worker_id
@@ -267,7 +282,7 @@ class PersistenceActor(SupervisedActor):
             case CancelFollowUp():
                 return db.cancel_followup(message.followup_id)
             case SetDispatchMode():
-                return db.set_dispatch_mode(message.thread_id, message.mode)
+                return self._thread_updated(db.set_dispatch_mode(message.thread_id, message.mode), renamed=False)
             case RetryFollowUp():
                 return db.retry_followup(message.followup_id)
             case SetFollowUpState():
@@ -292,6 +307,19 @@ class PersistenceActor(SupervisedActor):
         row = self.db.create_thread(thread_id, project_id, message.title, now)
         self._write_transcript(thread_id)
         _log.info("persistence.thread_created", thread=thread_id, project=project_id)
+        return row
+
+    def _begun(self, row: Any) -> TurnBegun:
+        self._turn_written(row)
+        return TurnBegun(turn=row, settings=self._document(row.thread_id).thread.thread_settings())
+
+    def _thread_updated(self, row: ThreadRow, *, renamed: bool) -> ThreadRow:
+        """A thread row changed: its cached document takes it, and a new title reaches the transcript."""
+        doc = self._docs.get(row.thread_id)
+        if doc is not None:
+            doc.thread = row
+        if renamed:
+            self._write_transcript(row.thread_id)  # (a document not cached is loaded from the updated row)
         return row
 
     def _turn_written(self, row: Any) -> Any:

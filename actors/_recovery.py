@@ -48,6 +48,8 @@ one "supervisor.decision" event emitted by the actor that acts on it:
   a turn end the storage refused is written again after 1, 2, 4 ... 30 s, at most 20 times (about 8 minutes); then
   the coordinator gives up and escalates to the host, whose policy decides. ``STALE_THREAD_RETRY``: a ``turn/start``
   answered "thread not found" is retried once, at once, after the thread was resumed (or recreated).
+  ``OPTIONS_RETRY``: a ``turn/start`` the runtime refused while it carried per-turn options (model, effort ...) is
+  started once more, at once, without them.
 * ``WorkerWatch``: when the pool stops trusting a worker. ``max_consecutive_timeouts`` calls in a row that time out
   -> kill. A call whose request the runtime has not even read from its stdin by the call's deadline (the runtime
   stopped reading), or more than ``outbox_limit_bytes`` waiting for its stdin -> kill at once. The pool probes each
@@ -70,6 +72,7 @@ from agenthost.actors._checks import PolicyError, above, at_least, finite, insta
 
 __all__ = [
     "HOST_POLICY",
+    "OPTIONS_RETRY",
     "PERSIST_RETRY",
     "QUARANTINE_RUNTIME_STATE_AT",
     "STALE_THREAD_RETRY",
@@ -194,8 +197,9 @@ def _capped_delay(backoff: Backoff, steps: int) -> float:
         return max_s
     try:
         return min(max_s, initial_s * multiplier**steps)
-    except OverflowError:
-        return max_s
+    except OverflowError:  # multiplier**steps alone overflows, but a tiny initial_s can keep the delay below max_s
+        log_delay = math.log(initial_s) + steps * math.log(multiplier)
+        return max_s if log_delay >= math.log(max_s) else min(max_s, math.exp(log_delay))
 
 
 def next_delay(backoff: Backoff, attempt: int, rng: random.Random | None = None) -> float:
@@ -403,6 +407,7 @@ def admit_operator_restart(history: RestartHistory) -> Decision:
 
 PERSIST_RETRY = RetryPolicy(backoff=Backoff(initial_s=1.0, multiplier=2.0, max_s=30.0), max_attempts=20)
 STALE_THREAD_RETRY = RetryPolicy(backoff=None, max_attempts=1)
+OPTIONS_RETRY = RetryPolicy(backoff=None, max_attempts=1)
 QUARANTINE_RUNTIME_STATE_AT = 2  # host attempt at which a fresh pool that failed again gets its runtime state moved
 
 

@@ -61,6 +61,7 @@ def card_stored(s: State, e: ev.CardStored, out: Out) -> None:
                 method=approval.method,
                 command=approval.command,
                 reason=approval.reason,
+                params=approval.params,
             ),
         )
     )

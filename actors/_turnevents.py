@@ -25,6 +25,8 @@ class Send(_Event, frozen=True, kw_only=True):
     thread_id: str
     text: str
     sink: Any
+    input: tuple[Any, ...] | None = None
+    passthrough: bool = False
 
 
 class Begun(_Event, frozen=True, kw_only=True):
@@ -33,6 +35,13 @@ class Begun(_Event, frozen=True, kw_only=True):
     text: str
     sink: Any
     followup_id: str | None = None
+    settings: Any = None  # the thread's storage.ThreadSettings when the turn began (None: none)
+
+
+class Steer(_Event, frozen=True, kw_only=True):
+    turn_id: str
+    text: str
+    input: tuple[Any, ...] | None = None
 
 
 class BeginRefused(_Event, frozen=True, kw_only=True):
@@ -166,6 +175,7 @@ Event = (
     | Output
     | CardStored
     | Answered
+    | Steer
     | Interrupt
     | DeadlinePassed
     | WorkerJoined
@@ -261,6 +271,13 @@ class MappingUpdate(_Effect, frozen=True, kw_only=True):
     thread_id: str
     worker_id: int
     runtime_thread_id: str | None
+
+
+class ForgetOptions(_Effect, frozen=True, kw_only=True):
+    """Remove per-turn settings the runtime refused from the thread's stored settings (a failure is logged)."""
+
+    thread_id: str
+    keys: tuple[str, ...]
 
 
 class MappingEvent(_Effect, frozen=True, kw_only=True):
@@ -365,6 +382,7 @@ Effect = (
     | PrepareResume
     | CallRuntime
     | MappingUpdate
+    | ForgetOptions
     | MappingEvent
     | AddCard
     | StoreApprovalCard

@@ -28,13 +28,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from agenthost.actors import _turncalls as calls
 from agenthost.actors import _turnends as ends
 from agenthost.actors import _turnevents as ev
 from agenthost.actors._errors import HostClosedError, TurnNotActiveError
 from agenthost.actors._events import TurnDispatched
 from agenthost.actors._recovery import STALE_THREAD_RETRY, decide_retry
 from agenthost.actors._turns import APPROVAL_METHODS, STEP_METHODS, nested_id, runtime_turn_of
-from agenthost.actors._turnstate import Approval, State, Step, Turn
+from agenthost.actors._turnstate import Approval, Extras, State, Step, Turn
 from agenthost.protocol._errors import is_no_rollout, is_thread_not_found
 from agenthost.protocol._jsonrpc import Notification, Request, RpcError
 from agenthost.protocol._messages import HOST_UNSUPPORTED_REQUEST, Delta, TurnStarted
@@ -66,6 +67,8 @@ def _send(s: State, e: ev.Send, out: Out) -> None:
         if ends.slots_left(s) <= 0
         else None
     )
+    if e.input is not None or e.passthrough:
+        s.extras[e.turn_id] = Extras(input=e.input, passthrough=e.passthrough)
     if why is None:
         out.append(ev.Begin(turn_id=e.turn_id, thread_id=thread, text=e.text, sink=e.sink))
         return
@@ -80,7 +83,19 @@ def _send(s: State, e: ev.Send, out: Out) -> None:
 
 
 def _begun(s: State, e: ev.Begun, out: Out) -> None:
-    turn = Turn(turn_id=e.turn_id, thread_id=e.thread_id, text=e.text, sink=e.sink, followup_id=e.followup_id)
+    extras = s.extras.pop(e.turn_id, None) or Extras()
+    settings = e.settings
+    turn = Turn(
+        turn_id=e.turn_id,
+        thread_id=e.thread_id,
+        text=e.text,
+        sink=e.sink,
+        followup_id=e.followup_id,
+        input=extras.input,
+        passthrough=extras.passthrough,
+        thread_params=dict(settings.thread) if settings is not None else {},
+        turn_params=dict(settings.turn) if settings is not None else {},
+    )
     s.turns[turn.turn_id] = turn
     s.busy[turn.thread_id] = turn.turn_id
     out += [
@@ -106,11 +121,11 @@ def _resolved(s: State, e: ev.Resolved, out: Out) -> None:
     turn.worker_id, turn.runtime_thread_id = e.worker_id, e.runtime_thread_id
     ends.note(out, TurnDispatched(turn=turn.turn_id, thread=turn.thread_id, worker=e.worker_id))
     if e.runtime_thread_id is None:
-        _start_thread(s, turn, out)
-    elif _is_loaded(s, e.worker_id, e.runtime_thread_id):
-        _start_turn(s, turn, out)
+        calls.start_thread(s, turn, out)
+    elif calls.is_loaded(s, e.worker_id, e.runtime_thread_id):
+        calls.start_turn(s, turn, out)
     else:
-        _resume(s, turn, f"not loaded in runtime worker {e.worker_id} since its last start", out)
+        calls.resume(s, turn, f"not loaded in runtime worker {e.worker_id} since its last start", out)
 
 
 def _unresolved(s: State, e: ev.Unresolved, out: Out) -> None:
@@ -120,44 +135,6 @@ def _unresolved(s: State, e: ev.Unresolved, out: Out) -> None:
         ends.log(out, "turns.held", turn=turn.turn_id, thread=turn.thread_id, reason=e.reason)
 
 
-def _is_loaded(s: State, worker_id: int, runtime_thread_id: str) -> bool:
-    generation = s.workers.get(worker_id)
-    return generation is not None and (worker_id, generation, runtime_thread_id) in s.loaded
-
-
-def _call(s: State, turn: Turn, step_name: Step, method: str, params: dict[str, Any], out: Out) -> None:
-    if step_name != "interrupt":
-        turn.phase = step_name
-    call_id, s.next_call = s.next_call, s.next_call + 1
-    s.calls[call_id] = (turn.turn_id, step_name)
-    assert turn.worker_id is not None
-    out.append(
-        ev.CallRuntime(
-            call_id=call_id, worker_id=turn.worker_id, method=method, params=params, thread_id=turn.thread_id
-        )
-    )
-
-
-def _start_thread(s: State, turn: Turn, out: Out) -> None:
-    _call(s, turn, "thread_start", "thread/start", {"approvalPolicy": s.approval_policy, "sandbox": s.sandbox}, out)
-
-
-def _start_turn(s: State, turn: Turn, out: Out) -> None:
-    assert turn.worker_id is not None and turn.runtime_thread_id is not None
-    s.routes[(turn.worker_id, turn.runtime_thread_id)] = turn.turn_id
-    params = {"threadId": turn.runtime_thread_id, "input": [{"type": "text", "text": turn.text}]}
-    _call(s, turn, "turn_start", "turn/start", params, out)
-
-
-def _resume(s: State, turn: Turn, reason: str, out: Out) -> None:
-    ends.log(out, "turns.resuming", turn=turn.turn_id, runtime_thread=turn.runtime_thread_id, reason=reason)
-    if turn.runtime_thread_id is not None and turn.worker_id is not None:
-        out.append(
-            ev.PrepareResume(runtime_thread_id=turn.runtime_thread_id, worker_id=turn.worker_id, turn_id=turn.turn_id)
-        )
-    _call(s, turn, "resume", "thread/resume", {"threadId": turn.runtime_thread_id}, out)
-
-
 # --- answers from runtimes ---------------------------------------------------------------------------------------
 def _call_answered(s: State, e: ev.CallAnswered, out: Out) -> None:
     entry = s.calls.pop(e.call_id, None)
@@ -165,9 +142,9 @@ def _call_answered(s: State, e: ev.CallAnswered, out: Out) -> None:
     if entry is None or turn is None:
         return
     step_name = entry[1]
-    if step_name == "interrupt":
+    if step_name in ("interrupt", "steer"):
         if e.error is not None:
-            ends.log(out, "turns.interrupt_refused", "warning", turn=turn.turn_id, error=e.error.message)
+            ends.log(out, f"turns.{step_name}_refused", "warning", turn=turn.turn_id, error=e.error.message)
         return
     if e.error is not None:
         _call_failed(s, turn, step_name, e.error, out)
@@ -177,6 +154,8 @@ def _call_answered(s: State, e: ev.CallAnswered, out: Out) -> None:
         turn.runtime_turn_id = nested_id(result, "turn")
         turn.phase = "streaming"
         out.append(ev.Emit(sink=turn.sink, event=TurnStarted(turn_id=turn.turn_id, worker_id=turn.worker_id or 0)))
+        if turn.steers:
+            calls.flush_steers(s, turn, out)
         return
     runtime_thread_id = nested_id(result, "thread")
     if runtime_thread_id is None:
@@ -190,7 +169,7 @@ def _call_answered(s: State, e: ev.CallAnswered, out: Out) -> None:
     generation = s.workers.get(turn.worker_id)
     if generation is not None:
         s.loaded.add((turn.worker_id, generation, runtime_thread_id))
-    _start_turn(s, turn, out)
+    calls.start_turn(s, turn, out)
 
 
 def _call_failed(s: State, turn: Turn, step_name: Step, error: RpcError, out: Out) -> None:
@@ -210,8 +189,10 @@ def _call_failed(s: State, turn: Turn, step_name: Step, error: RpcError, out: Ou
             generation = s.workers.get(turn.worker_id)
             if generation is not None:
                 s.loaded.discard((turn.worker_id, generation, turn.runtime_thread_id))
-            _resume(s, turn, f"runtime answered: {error.message}", out)
+            calls.resume(s, turn, f"runtime answered: {error.message}", out)
             return
+    if step_name == "turn_start" and calls.retry_without_options(s, turn, error, out):
+        return
     if step_name == "resume" and is_no_rollout(error) and turn.worker_id is not None:
         out += [
             ev.MappingUpdate(thread_id=turn.thread_id, worker_id=turn.worker_id, runtime_thread_id=None),
@@ -223,7 +204,7 @@ def _call_failed(s: State, turn: Turn, step_name: Step, error: RpcError, out: Ou
                 "This transcript still holds the full history.",
             ),
         ]
-        _start_thread(s, turn, out)
+        calls.start_thread(s, turn, out)
         return
     ends.finish(s, turn, "failed", f"{STEP_METHODS[step_name]} failed: {error.message}", out)
 
@@ -244,6 +225,9 @@ def _output(s: State, e: ev.Output, out: Out) -> None:
                 run_turn, run = turn, []
             delta = message.params.get("delta", "")
             turn.items.setdefault(message.params.get("itemId", ""), []).append(delta)
+            if turn.passthrough:  # the caller gets the runtime's own deltas instead of coalesced ones
+                out.append(calls.notice(turn, message.method, message.params))
+                continue
             run.append(delta)
             continue
         _flush_deltas(run_turn, run, out)
@@ -278,6 +262,8 @@ def _notification(s: State, worker_id: int, note: Notification, out: Out) -> Non
     if turn is None:
         return
     method, params = note.method, note.params
+    if turn.passthrough:  # before the host acts on it: a turn's end reaches its caller after this notice
+        out.append(calls.notice(turn, method, params))
     if method == "turn/started":
         turn.started = True
         if turn.interrupt_requested:  # asked before the runtime could accept it ("no active turn" race)
@@ -325,6 +311,7 @@ def _server_request(s: State, worker_id: int, request: Request, out: Out) -> Non
         method=request.method,
         command=params.get("command"),
         reason=params.get("reason"),
+        params=calls.passthrough_params(turn, params),
     )
     turn.asked.append(approval.approval_id)
     text = f"the runtime asks to run `{approval.command or request.method}`" + (
@@ -349,7 +336,7 @@ def _interrupt(s: State, e: ev.Interrupt, out: Out) -> None:
 
 
 def _send_interrupt(s: State, turn: Turn, out: Out) -> None:
-    _call(
+    calls.call(
         s,
         turn,
         "interrupt",
@@ -396,6 +383,7 @@ _HANDLERS: dict[type, Any] = {
     ev.CardStored: ends.card_stored,
     ev.Answered: ends.answered,
     ev.Interrupt: _interrupt,
+    ev.Steer: calls.steer,
     ev.DeadlinePassed: _deadline,
     ev.WorkerJoined: ends.worker_joined,
     ev.WorkerGone: ends.worker_gone,

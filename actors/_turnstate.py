@@ -15,7 +15,7 @@ from typing import Any, Literal
 import msgspec
 
 Phase = Literal["dispatching", "held", "thread_start", "resume", "turn_start", "streaming"]
-Step = Literal["thread_start", "resume", "turn_start", "interrupt"]
+Step = Literal["thread_start", "resume", "turn_start", "interrupt", "steer"]
 EndStatus = Literal["completed", "failed", "interrupted"]
 
 
@@ -27,6 +27,14 @@ class Approval(msgspec.Struct, frozen=True, kw_only=True):
     method: str
     command: str | None = None
     reason: str | None = None
+    params: Any = None  # passthrough turns: the runtime's request params, ids replaced by agenthost's
+
+
+class Extras(msgspec.Struct, frozen=True, kw_only=True):
+    """What a send asked for beyond its text, kept while the message waits in the queue."""
+
+    input: tuple[Any, ...] | None = None
+    passthrough: bool = False
 
 
 class Turn(msgspec.Struct, kw_only=True):
@@ -49,6 +57,12 @@ class Turn(msgspec.Struct, kw_only=True):
     started: bool = False  # the runtime announced `turn/started` for runtime_turn_id
     runtime_error: str | None = None
     retrying: str | None = None  # the last error the runtime said it is retrying (e.g. "Reconnecting...")
+    input: tuple[Any, ...] | None = None  # the runtime's own turn/start input items (None: one text item)
+    passthrough: bool = False  # the caller also gets the runtime's notifications (RuntimeNotice)
+    thread_params: dict[str, Any] = {}  # the thread's settings for thread/start and thread/resume
+    turn_params: dict[str, Any] = {}  # the thread's per-turn settings for turn/start
+    options_dropped: bool = False  # the runtime refused turn_params: started again without them
+    steers: list[tuple[str, tuple[Any, ...] | None]] = []  # input that waits for the runtime to announce the turn
 
     def reply_text(self) -> str:
         texts = ("".join(parts) for parts in self.items.values())
@@ -90,6 +104,7 @@ class State(msgspec.Struct, kw_only=True):
     reserved: int = 0  # slots held for follow-ups being fetched
     send_next: set[str] = set()  # threads whose next follow-up runs even in manual dispatch mode
     stderr: dict[int, str] = {}  # worker id -> the last error line its runtime wrote to stderr
+    extras: dict[str, Extras] = {}  # turn id -> what its send asked for, while it waits in the queue
     ending: dict[str, Unpersisted] = {}  # ended turns whose end is not durable yet
     unpersisted: dict[str, Unpersisted] = {}  # turn ends the storage refused, written again by PERSIST_RETRY
     retry_attempt: int = 0

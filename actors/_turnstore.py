@@ -7,6 +7,7 @@ deadline) never escapes except where the caller must hear it:
   (it stays queued). Dispatching a follow-up and beginning its turn is one transaction.
 - `finish`: a refusal becomes `FinishRefused` (the machine retries it by policy); a turn already finished is only
   accepted on a retry (the earlier attempt landed after all).
+- `forget_options` removes per-turn settings the runtime refused from the thread; a refusal is logged.
 - `card`: False (logged) when refused. `set_followup` and `fetch_followup` log a refusal; start-up reconciliation
   settles the state, and a fetch that failed reads as an empty queue.
 """
@@ -31,6 +32,7 @@ from agenthost.protocol._messages import (
     FinishTurn,
     NextFollowUp,
     SetFollowUpState,
+    UpdateThread,
 )
 from agenthost.storage import StorageError, TurnAlreadyFinishedError
 
@@ -51,10 +53,10 @@ class TurnStore:
 
     def begin(self, effect: ev.Begin) -> ev.Event:
         if effect.followup_id is None:  # a direct send: a storage error goes back to its caller
-            self.ask(BeginTurn(turn_id=effect.turn_id, thread_id=effect.thread_id, user_text=effect.text))
+            begun = self.ask(BeginTurn(turn_id=effect.turn_id, thread_id=effect.thread_id, user_text=effect.text))
         else:
             try:  # dispatched and begun in one transaction: a crash can neither lose nor repeat it
-                self.ask(BeginFollowUpTurn(followup_id=effect.followup_id, turn_id=effect.turn_id))
+                begun = self.ask(BeginFollowUpTurn(followup_id=effect.followup_id, turn_id=effect.turn_id))
             except REFUSED as exc:
                 return ev.BeginRefused(turn_id=effect.turn_id, thread_id=effect.thread_id, error=repr(exc))
         return ev.Begun(
@@ -63,7 +65,14 @@ class TurnStore:
             text=effect.text,
             sink=effect.sink,
             followup_id=effect.followup_id,
+            settings=begun.settings,
         )
+
+    def forget_options(self, thread_id: str, keys: tuple[str, ...]) -> None:
+        try:
+            self.ask(UpdateThread(thread_id=thread_id, turn_settings=dict.fromkeys(keys)))
+        except REFUSED as exc:  # the next turn is refused once more and retried without them again
+            _log.error("turns.forget_options_failed", thread=thread_id, keys=list(keys), error=repr(exc))
 
     def enqueue(self, effect: ev.Enqueue) -> None:
         self.ask(EnqueueFollowUp(followup_id=effect.turn_id, thread_id=effect.thread_id, text=effect.text))

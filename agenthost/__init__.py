@@ -2,7 +2,8 @@
 
 The public API is this flat namespace: `AgentHost` (a context manager around the actor system), `HostConfig`, the
 events a turn streams (`TurnStarted`, `Delta`, `ApprovalRequested`, `ApprovalResolved`, `ApprovalReset`,
-`TurnFinished`), the status it reports and the errors it raises. The layers below are subpackages:
+`TurnFinished`; `RuntimeNotice` and `OptionsDropped` for passthrough turns), the status it reports and the errors
+it raises. The layers below are subpackages:
 `agenthost.protocol` (codec, messages, reference runtime) -> `agenthost.storage` (SQLite + transcripts) ->
 `agenthost.actors` (supervision) -> this application layer (embedding API, CLI) -> `agenthost.chaos` (fault
 injection, on top). `agenthost.testing` has helpers for tests.
@@ -18,7 +19,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from agenthost._api import AgentHost, HostConfig, HostStartError, TurnHandle
+    from agenthost._api import AgentHost, HostConfig, HostStartError, RuntimeCallError, TurnHandle
     from agenthost._version import __version__
     from agenthost.actors import (
         HOST_POLICY,
@@ -39,7 +40,9 @@ if TYPE_CHECKING:
         ApprovalResolved,
         Delta,
         HostStatus,
+        OptionsDropped,
         RuntimeFaults,
+        RuntimeNotice,
         TurnEvent,
         TurnFinished,
         TurnStarted,
@@ -65,8 +68,11 @@ __all__ = [
     "Intensity",
     "InvalidIdError",
     "NoHealthyWorkerError",
+    "OptionsDropped",
     "RecoveryPolicy",
+    "RuntimeCallError",
     "RuntimeFaults",
+    "RuntimeNotice",
     "StorageError",
     "StorageFullError",
     "TurnEvent",
@@ -84,6 +90,7 @@ _EXPORTS: dict[str, str] = {
     "AgentHost": "agenthost._api",
     "HostConfig": "agenthost._api",
     "HostStartError": "agenthost._api",
+    "RuntimeCallError": "agenthost._api",
     "HostUnavailableError": "agenthost.actors",
     "TurnHandle": "agenthost._api",
     "__version__": "agenthost._version",
@@ -102,7 +109,9 @@ _EXPORTS: dict[str, str] = {
     "ApprovalResolved": "agenthost.protocol",
     "Delta": "agenthost.protocol",
     "HostStatus": "agenthost.protocol",
+    "OptionsDropped": "agenthost.protocol",
     "RuntimeFaults": "agenthost.protocol",
+    "RuntimeNotice": "agenthost.protocol",
     "TurnEvent": "agenthost.protocol",
     "TurnFinished": "agenthost.protocol",
     "TurnStarted": "agenthost.protocol",

@@ -33,7 +33,7 @@ import pykka
 
 from agenthost._config import HostConfig
 from agenthost._handle import TurnEvents, TurnHandle
-from agenthost._repair import repairer
+from agenthost._operations import Operations
 from agenthost.actors._children import ChildDirectory, HostParts
 from agenthost.actors._clock import Clock, SystemClock
 from agenthost.actors._errors import HostUnavailableError
@@ -42,56 +42,75 @@ from agenthost.actors._log import Event, subscribe
 from agenthost.actors._refs import FaultHook, ask, tell_quietly
 from agenthost.actors._runtimes import CodexRolloutSync, builtin_spec_factory, codex_spec_factory, faults_file_path
 from agenthost.actors._turns import CoordinatorSettings, TurnRegistry
-from agenthost.protocol._faults import RuntimeFaults, encode_faults
+from agenthost.protocol._jsonrpc import RpcError
 from agenthost.protocol._messages import (
     AnswerApproval,
-    CancelFollowUp,
+    CallResult,
     CloseIntake,
-    EditFollowUp,
-    FollowUpsChanged,
     GetHostStatus,
+    GetThread,
     GetTurn,
     HealthCheck,
     HostStatus,
     InterruptTurn,
     ListApprovals,
-    ListFollowUps,
     ListThreads,
     ListTurns,
-    MoveFollowUp,
     PendingApproval,
-    QueueDepths,
     ReadTranscript,
-    RestartWorker,
-    RetryFollowUp,
+    RuntimeRequest,
     SendMessage,
-    SetDispatchMode,
     ShutdownHost,
+    SteerTurn,
     TurnAccepted,
-    WorkerRestarted,
+    UpdateThread,
 )
 from agenthost.protocol._messages import CreateThread as _CreateThread
 from agenthost.storage import (
     AtomicFs,
-    DispatchMode,
     Finding,
-    FollowUpRow,
     StorageRoot,
     ThreadRow,
     TurnRow,
-    atomic_write,
-    private_mkdir,
     resolve_root,
     validate_id,
 )
 
-__all__ = ["AgentHost", "HostConfig", "HostStartError", "HostUnavailableError", "TurnHandle"]
+__all__ = ["AgentHost", "HostConfig", "HostStartError", "HostUnavailableError", "RuntimeCallError", "TurnHandle"]
 
 _STATUS_S = 10.0  # a status read: the host answers at any time (its children's parts are bounded by 2 s each)
 
 
 class HostStartError(RuntimeError):
     """The host could not start; the message holds the cause (e.g. the storage error)."""
+
+
+class RuntimeCallError(RuntimeError):
+    """A runtime answered a passed-on request with an error (`error` is its RpcError)."""
+
+    def __init__(self, error: RpcError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+class _Reply:
+    """The `reply_to` of one passed-on runtime request: the worker tells it the CallResult."""
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self._result: CallResult | None = None
+
+    def tell(self, message: CallResult) -> None:
+        self._result = message
+        self._done.set()
+
+    def wait(self, worker_id: int, method: str, timeout_s: float) -> Any:
+        if not self._done.wait(timeout_s):
+            raise HostUnavailableError(f"runtime worker {worker_id} did not answer {method} within {timeout_s:g} s")
+        assert self._result is not None
+        if self._result.error is not None:
+            raise RuntimeCallError(self._result.error)
+        return self._result.result
 
 
 def _clear_live_faults(root: StorageRoot, workers: int) -> None:
@@ -106,7 +125,7 @@ def _shutdown_bound_s(config: HostConfig) -> float:
     return 4 * (config.shutdown_timeout_s + 25.0) + 10.0
 
 
-class AgentHost:
+class AgentHost(Operations):
     """A supervised pool of runtimes plus durable threads; use as a context manager."""
 
     def __init__(
@@ -272,21 +291,83 @@ class AgentHost:
         self._ask("persistence", message)
         return thread_id
 
-    def send(self, thread_id: str, text: str) -> TurnHandle:
+    def thread(self, thread_id: str) -> ThreadRow:
+        row: ThreadRow = self._ask("persistence", GetThread(thread_id=validate_id("thread id", thread_id)))
+        return row
+
+    def update_thread(
+        self,
+        thread_id: str,
+        *,
+        title: str | None = None,
+        thread_settings: dict[str, Any] | None = None,
+        turn_settings: dict[str, Any] | None = None,
+    ) -> ThreadRow:
+        """Rename a thread and/or merge its runtime settings: `thread_settings` go to the runtime at thread/start and
+        thread/resume, `turn_settings` at every turn/start (keys and values are the runtime protocol's; a key given
+        as None is removed). Kept with the thread, so a turn on another worker or after a restart gets them too."""
+        message = UpdateThread(
+            thread_id=validate_id("thread id", thread_id),
+            title=title,
+            thread_settings=thread_settings,
+            turn_settings=turn_settings,
+        )
+        row: ThreadRow = self._ask("persistence", message)
+        return row
+
+    def send(
+        self,
+        thread_id: str,
+        text: str,
+        *,
+        input: tuple[Any, ...] | None = None,
+        turn_id: str | None = None,
+        passthrough: bool = False,
+    ) -> TurnHandle:
+        """Send a message. `input`: the runtime's own turn/start input items (default: one text item of `text`;
+        `text` is what the transcript records); `turn_id`: your id for the turn; `passthrough`: the handle also
+        gets the runtime's notifications of the turn (`RuntimeNotice`, ids replaced by agenthost's)."""
         events = TurnEvents()
-        accepted = self.submit(thread_id, text, events)
+        accepted = self.submit(thread_id, text, events, input=input, turn_id=turn_id, passthrough=passthrough)
         handle = TurnHandle(accepted.turn_id, accepted.queued, events)
         self._open = {tid: h for tid, h in self._open.items() if not h.ended(0)}
         self._open[handle.turn_id] = handle
         return handle
 
-    def submit(self, thread_id: str, text: str, sink: Any) -> TurnAccepted:
+    def submit(
+        self,
+        thread_id: str,
+        text: str,
+        sink: Any,
+        *,
+        input: tuple[Any, ...] | None = None,
+        turn_id: str | None = None,
+        passthrough: bool = False,
+    ) -> TurnAccepted:
         """Send with your own event sink (an object with `put(event)`, called from the host's threads; it must not
         block): what `send` builds a TurnHandle on, and the service's control socket uses."""
-        accepted: TurnAccepted = self._ask(
-            "turns", SendMessage(thread_id=validate_id("thread id", thread_id), text=text, sink=sink)
+        message = SendMessage(
+            thread_id=validate_id("thread id", thread_id),
+            text=text,
+            sink=sink,
+            input=input,
+            turn_id=turn_id,
+            passthrough=passthrough,
         )
+        accepted: TurnAccepted = self._ask("turns", message)
         return accepted
+
+    def steer(self, turn_id: str, text: str, *, input: tuple[Any, ...] | None = None) -> None:
+        """Add input to a running turn (the runtime's turn/steer, sent once the runtime has announced the turn);
+        TurnNotActiveError when it is not running."""
+        self._ask("turns", SteerTurn(turn_id=turn_id, text=text, input=input))
+
+    def runtime_call(self, method: str, params: Any = None) -> Any:
+        """Pass one request that belongs to no turn (`model/list`, `account/read` ...) to a runtime that is up and
+        return its result; its error raises RuntimeCallError; none up raises NoHealthyWorkerError."""
+        reply = _Reply()
+        worker_id = self._ask("turns", RuntimeRequest(method=method, params=params, reply_to=reply))
+        return reply.wait(worker_id, method, self.config.request_timeout_s + 5.0)
 
     def turn(self, turn_id: str) -> TurnRow:
         row: TurnRow = self._ask("persistence", GetTurn(turn_id=validate_id("turn id", turn_id)))
@@ -305,91 +386,15 @@ class AgentHost:
         """Every approval waiting for an answer."""
         return list(self._ask("turns", ListApprovals()))
 
-    def queue_depths(self) -> dict[str, int]:
-        """The number of queued follow-ups of each thread that has any."""
-        depths: dict[str, int] = self._ask("persistence", QueueDepths())
-        return depths
-
-    def move_followup(self, followup_id: str, position: int) -> list[FollowUpRow]:
-        """Move a waiting follow-up to `position` (0-based, clamped) in its thread's queue; returns the queue."""
-        queue: list[FollowUpRow] = self._ask("persistence", MoveFollowUp(followup_id=followup_id, position=position))
-        if queue:
-            self._ask("turns", FollowUpsChanged(thread_id=queue[0].thread_id))
-        return queue
-
-    def edit_followup(self, followup_id: str, text: str) -> FollowUpRow:
-        row: FollowUpRow = self._ask("persistence", EditFollowUp(followup_id=followup_id, text=text))
-        return row
-
-    def cancel_followup(self, followup_id: str) -> FollowUpRow:
-        """Remove a waiting follow-up from its queue for good; its caller hears it ended without running."""
-        row: FollowUpRow = self._ask("persistence", CancelFollowUp(followup_id=followup_id))
-        self._ask("turns", FollowUpsChanged(thread_id=row.thread_id, cancelled=(followup_id,)))
-        return row
-
-    def set_dispatch_mode(self, thread_id: str, mode: DispatchMode) -> ThreadRow:
-        """ "auto": the thread's follow-ups run one after the other; "manual": each waits for `send_next`."""
-        row: ThreadRow = self._ask("persistence", SetDispatchMode(thread_id=thread_id, mode=mode))
-        self._ask("turns", FollowUpsChanged(thread_id=thread_id))
-        return row
-
-    def send_next(self, thread_id: str) -> None:
-        """Run the thread's next queued follow-up as soon as the thread is free, even in manual mode."""
-        self._ask("turns", FollowUpsChanged(thread_id=validate_id("thread id", thread_id), send_next=True))
-
-    def restart_worker(self, worker_id: int, reason: str = "operator request") -> int:
-        """Replace a worker's runtime now (it counts as no failed attempt); returns the generation to come."""
-        answer: WorkerRestarted = self._ask("pool", RestartWorker(worker_id=worker_id, reason=reason))
-        return answer.generation
-
-    def repair_worker(self, worker_id: int, timeout_s: float = 60.0) -> str:
-        """Move the worker's own runtime state aside (quarantined, never deleted), restart it, and return what was
-        done (a JSON report is written under system/reports/). Waits until the new runtime is up."""
-        repair = repairer(self.root, self.config.runtime, self._wall)
-        answer: WorkerRestarted = self._ask("pool", RestartWorker(worker_id=worker_id, reason="repair", repair=repair))
-        deadline = time.monotonic() + timeout_s
-        while True:
-            worker = next(w for w in self.status().workers if w.worker_id == worker_id)
-            if worker.generation >= answer.generation and worker.state != "starting" and worker.last_repair:
-                return worker.last_repair
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"worker {worker_id} was not back within {timeout_s:g} s after its repair")
-            time.sleep(0.02)
-
     def subscribe(self, callback: Callable[[Event], None], names: Any = None) -> Callable[[], None]:
         """Deliver the host's structured events (all, or those named) to `callback`; returns the unsubscriber."""
         return subscribe(callback, names)
-
-    def followups(self, thread_id: str) -> list[FollowUpRow]:
-        """The thread's follow-up queue: every message that waited for its turn, in order, with its state."""
-        rows: list[FollowUpRow] = self._ask("persistence", ListFollowUps(thread_id=thread_id))
-        return rows
-
-    def retry_followup(self, followup_id: str) -> FollowUpRow:
-        """Queue a failed follow-up again; it runs as a new turn when its thread is free."""
-        row: FollowUpRow = self._ask("persistence", RetryFollowUp(followup_id=followup_id))
-        self._ask("turns", FollowUpsChanged(thread_id=row.thread_id))
-        return row
 
     def answer_approval(self, approval_id: str, decision: Any) -> None:
         self._ask("turns", AnswerApproval(approval_id=approval_id, decision=decision))
 
     def interrupt(self, turn_id: str) -> None:
         self._ask("turns", InterruptTurn(turn_id=turn_id))
-
-    def set_worker_faults(self, worker_id: int, faults: RuntimeFaults | None) -> None:
-        """Fault knobs for the next process of `worker_id` (takes effect at its next (re)start), also written
-        atomically to its live faults file (builtin runtime: the running process re-reads it); None removes both."""
-        if not 1 <= worker_id <= self.config.workers:
-            raise ValueError(f"worker id must be in 1..{self.config.workers}, got {worker_id!r}")
-        path = faults_file_path(self.root, worker_id)
-        if faults is None:
-            self._faults.pop(worker_id, None)
-            path.unlink(missing_ok=True)
-        else:
-            self._faults[worker_id] = faults
-            private_mkdir(path.parent)
-            atomic_write(path, encode_faults(faults).encode())
 
     # --- reads ----------------------------------------------------------------------------------------------
     def status(self) -> HostStatus:

@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from agenthost._cli_common import follow_turn
 from agenthost._client import ControlClient, ServiceError, connect_service
 from agenthost.storage import MigrationError, StorageRoot, resolve_root
 
@@ -177,25 +178,19 @@ def _print_json(value: Any) -> None:
 def send_via_service(client: ControlClient, args: argparse.Namespace, text: str) -> int:
     thread_id = args.thread or client.call("threads.create", {"title": args.new_thread})["thread_id"]
     accepted = client.call("turns.send", {"thread_id": thread_id, "text": text})
-    if not args.json:
-        print(
-            f"thread {thread_id} turn {accepted['turn_id']}" + (" (queued)" if accepted["queued"] else ""),
-            file=sys.stderr,
-        )
-    finished: dict[str, Any] | None = None
-    interrupted = False
-    try:
-        while finished is None:
-            try:
-                finished = _on_turn_event(client, args, client.next_notification(timeout_s=args.timeout).params)
-            except KeyboardInterrupt:
-                if interrupted:
-                    raise
-                interrupted = True
-                print("\nagenthost: interrupting the turn (Ctrl-C again to detach)", file=sys.stderr)
-                _quietly_interrupt(client, accepted["turn_id"])
-    except KeyboardInterrupt:  # the second Ctrl-C, wherever it lands
-        print(f"\nagenthost: detached; turn {accepted['turn_id']} goes on in the service", file=sys.stderr)
+    turn_id = accepted["turn_id"]
+
+    def announce() -> None:
+        if not args.json:
+            queued = " (queued)" if accepted["queued"] else ""
+            print(f"thread {thread_id} turn {turn_id}{queued}", file=sys.stderr)
+
+    def next_end() -> dict[str, Any] | None:
+        return _on_turn_event(client, args, client.next_notification(timeout_s=args.timeout).params)
+
+    finished = follow_turn(announce, next_end, lambda: _quietly_interrupt(client, turn_id), "detach")
+    if finished is None:
+        print(f"\nagenthost: detached; turn {turn_id} goes on in the service", file=sys.stderr)
         return 130
     return _report(args, thread_id, finished)
 

@@ -1,14 +1,47 @@
-"""What every `agenthost` subcommand shares: the help formatter.
+"""What `agenthost` subcommands share: the help formatter, and Ctrl-C while a turn runs.
 
 `HelpFormatter` appends "(default: X)" to an option's help text when the option has a meaningful default (not None,
 False or empty) and the text does not already say what the default is.
+
+`follow_turn(announce, next_end, interrupt, second)`: `announce()` once, then `next_end()` until it returns the
+turn's end. From the first statement on, the first Ctrl-C prints "interrupting the turn (Ctrl-C again to
+<second>)" and calls `interrupt()`, then waits on; a second Ctrl-C, wherever it lands (even inside `interrupt`),
+returns None.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Callable
+from typing import TypeVar
 
-__all__ = ["HelpFormatter"]
+__all__ = ["HelpFormatter", "follow_turn"]
+
+End = TypeVar("End")
+
+
+def follow_turn(
+    announce: Callable[[], None], next_end: Callable[[], End | None], interrupt: Callable[[], None], second: str
+) -> End | None:
+    finished: End | None = None
+    interrupted = announced = False
+    try:
+        while finished is None:
+            try:
+                if not announced:
+                    announced = True
+                    announce()
+                finished = next_end()
+            except KeyboardInterrupt:
+                if interrupted:
+                    raise
+                interrupted = True
+                print(f"\nagenthost: interrupting the turn (Ctrl-C again to {second})", file=sys.stderr)
+                interrupt()
+    except KeyboardInterrupt:
+        return None
+    return finished
 
 
 class HelpFormatter(argparse.HelpFormatter):

@@ -12,6 +12,7 @@ import json
 import sys
 
 from agenthost._api import AgentHost
+from agenthost._cli_common import follow_turn
 from agenthost._config import HostConfig
 from agenthost.actors import TurnNotActiveError
 from agenthost.protocol import ApprovalRequested, Delta, TurnFinished
@@ -33,23 +34,13 @@ def send_embedded(args: argparse.Namespace, text: str, codex_bin: str | None) ->
     with AgentHost(config) as host:
         thread_id = args.thread or host.create_thread(args.new_thread)
         handle = host.send(thread_id, text)
-        if not args.json:
-            print(f"thread {thread_id} turn {handle.turn_id}", file=sys.stderr)
-        interrupts = 0
-        while handle.finished is None:
-            try:
-                event = handle.next_event(args.timeout + _GRACE_S)
-            except KeyboardInterrupt:
-                interrupts += 1
-                if interrupts >= 2:
-                    print("\nagenthost: stopped waiting; the turn ends as the host shuts down", file=sys.stderr)
-                    return 130
-                print("\nagenthost: interrupting the turn (Ctrl-C again to stop waiting)", file=sys.stderr)
-                try:
-                    host.interrupt(handle.turn_id)
-                except TurnNotActiveError:
-                    pass  # it had not started yet or just ended: the events say which
-                continue
+
+        def announce() -> None:
+            if not args.json:
+                print(f"thread {thread_id} turn {handle.turn_id}", file=sys.stderr)
+
+        def next_end() -> TurnFinished | None:
+            event = handle.next_event(args.timeout + _GRACE_S)
             if isinstance(event, Delta) and not args.json:
                 sys.stdout.write(event.text)
                 sys.stdout.flush()
@@ -57,7 +48,19 @@ def send_embedded(args: argparse.Namespace, text: str, codex_bin: str | None) ->
                 if not args.json:
                     print(f"\n[approval {event.approval_id}: {event.command!r} -> {args.approval}]", file=sys.stderr)
                 host.answer_approval(event.approval_id, args.approval)
-        return _report(args, thread_id, handle.finished)
+            return handle.finished
+
+        def interrupt() -> None:
+            try:
+                host.interrupt(handle.turn_id)
+            except TurnNotActiveError:
+                pass  # it had not started yet or just ended: the events say which
+
+        finished = follow_turn(announce, next_end, interrupt, "stop waiting")
+        if finished is None:
+            print("\nagenthost: stopped waiting; the turn ends as the host shuts down", file=sys.stderr)
+            return 130
+        return _report(args, thread_id, finished)
 
 
 def _report(args: argparse.Namespace, thread_id: str, finished: TurnFinished) -> int:

@@ -49,7 +49,9 @@ __all__ = [
     "SetDispatchMode",
     "SetFollowUpState",
     "ThreadRoute",
+    "TurnBegun",
     "TurnPersisted",
+    "UpdateThread",
 ]
 
 
@@ -88,9 +90,27 @@ class GetThread(Msg, frozen=True, kw_only=True):
 
 
 class BeginTurn(Msg, frozen=True, kw_only=True):
+    """Asked: `TurnBegun`."""
+
     turn_id: str
     thread_id: str
     user_text: str
+
+
+class TurnBegun(Msg, frozen=True, kw_only=True):
+    """The pending turn's row and its thread's runtime settings at the time it began (storage.ThreadSettings)."""
+
+    turn: Any
+    settings: Any
+
+
+class UpdateThread(Msg, frozen=True, kw_only=True):
+    """Rename a thread and/or merge its runtime settings (see storage.Database.update_thread). Asked: the row."""
+
+    thread_id: str
+    title: str | None = None
+    thread_settings: dict[str, Any] | None = None
+    turn_settings: dict[str, Any] | None = None
 
 
 class FinishTurn(Msg, frozen=True, kw_only=True):
@@ -120,7 +140,7 @@ class TurnPersisted(Msg, frozen=True, kw_only=True):
 
 class BeginFollowUpTurn(Msg, frozen=True, kw_only=True):
     """Mark a queued follow-up dispatched and begin its turn (`turn_id`, by default the follow-up's id) in one
-    transaction."""
+    transaction. Asked: `TurnBegun`."""
 
     followup_id: str
     turn_id: str | None = None

@@ -1,9 +1,12 @@
 """Actor messages of the turn coordinator, and the events a turn's subscriber is given.
 
-Contract: the coordinator is asked to send a message (`SendMessage` -> `TurnAccepted`), answer an approval,
-interrupt a turn, list the active turns (`ActiveTurn`) and the pending approvals (`PendingApproval`), and abort the
-active turns; `CloseIntake` is asked or told; `TurnDeadline` is its timer message to itself. A `SendMessage.sink`
-is given the `TurnEvent`s of its turn.
+Contract: the coordinator is asked to send a message (`SendMessage` -> `TurnAccepted`), steer a running turn with
+more input, answer an approval, interrupt a turn, list the active turns (`ActiveTurn`) and the pending approvals
+(`PendingApproval`), and abort the active turns; `CloseIntake` is asked or told; `TurnDeadline` is its timer
+message to itself. A `SendMessage.sink` is given the `TurnEvent`s of its turn. A `passthrough` send also gets every
+runtime notification of its turn as `RuntimeNotice`, with the runtime's thread and turn ids replaced by agenthost's
+(its `Delta`s are then left out: the notices carry the deltas), and its `ApprovalRequested` carries the runtime's
+request params (ids replaced the same way).
 """
 
 from __future__ import annotations
@@ -24,8 +27,12 @@ __all__ = [
     "InterruptTurn",
     "ListActiveTurns",
     "ListApprovals",
+    "OptionsDropped",
     "PendingApproval",
+    "RuntimeNotice",
+    "RuntimeRequest",
     "SendMessage",
+    "SteerTurn",
     "TurnAccepted",
     "TurnDeadline",
     "TurnEvent",
@@ -36,8 +43,30 @@ __all__ = [
 
 class SendMessage(Msg, frozen=True, kw_only=True):
     thread_id: str
-    text: str
+    text: str  # what the transcript records as the user's message
     sink: Any = None  # an object with put(TurnEvent); None drops events
+    turn_id: str | None = None  # the caller's id for the turn (a valid id, unused so far); None: agenthost makes one
+    input: tuple[Any, ...] | None = None  # the runtime's own `turn/start` input items; None: one text item of `text`
+    passthrough: bool = False  # also deliver the runtime's notifications of this turn (`RuntimeNotice`)
+
+
+class RuntimeRequest(Msg, frozen=True, kw_only=True):
+    """Pass one request that belongs to no turn (`model/list`, `account/read` ...) to a runtime that is up (the
+    lowest worker id); its `CallResult` (call id 0) goes to `reply_to`. Asked: the worker id, or
+    NoHealthyWorkerError when no worker is up."""
+
+    method: str
+    params: Any = None
+    reply_to: Any
+
+
+class SteerTurn(Msg, frozen=True, kw_only=True):
+    """Add input to a running turn (the runtime's `turn/steer`); held until the runtime has announced the turn.
+    Asked: None, or TurnNotActiveError for a turn that is not running."""
+
+    turn_id: str
+    text: str
+    input: tuple[Any, ...] | None = None
 
 
 class TurnAccepted(Msg, frozen=True, kw_only=True):
@@ -113,6 +142,24 @@ class ApprovalRequested(Msg, frozen=True, kw_only=True):
     method: str
     command: str | None = None
     reason: str | None = None
+    params: Any = None  # passthrough turns: the runtime's request params, its ids replaced by agenthost's
+
+
+class RuntimeNotice(Msg, frozen=True, kw_only=True):
+    """A runtime notification of a passthrough turn, its thread and turn ids replaced by agenthost's."""
+
+    turn_id: str
+    method: str
+    params: Any = None
+
+
+class OptionsDropped(Msg, frozen=True, kw_only=True):
+    """The runtime refused the turn's options (e.g. a model or effort it does not know): the turn was started
+    again without them, and they are no longer kept with the thread."""
+
+    turn_id: str
+    options: tuple[str, ...]
+    reason: str
 
 
 class ApprovalResolved(Msg, frozen=True, kw_only=True):
@@ -133,4 +180,13 @@ class TurnFinished(Msg, frozen=True, kw_only=True):
     error: str | None = None
 
 
-TurnEvent = TurnStarted | Delta | ApprovalRequested | ApprovalResolved | ApprovalReset | TurnFinished
+TurnEvent = (
+    TurnStarted
+    | Delta
+    | ApprovalRequested
+    | ApprovalResolved
+    | ApprovalReset
+    | RuntimeNotice
+    | OptionsDropped
+    | TurnFinished
+)

@@ -9,6 +9,8 @@ Contract:
 - `approval_policy`: absent -> "on-request"; "untrusted", "on-request", "never" or an object with "granular" are
   kept as given. `sandbox_policy`: a sandbox mode (absent -> "read-only") -> its policy object.
 - `text_inputs`: the texts of the `text` items of a turn's input; items of other types are accepted and ignored.
+- `check_turn_options`: a turn's `model` other than the runtime's own is "model not found: <model> ..."; an
+  `effort` outside codex's levels is an unknown variant.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 __all__ = [
     "RequestError",
     "approval_policy",
+    "check_turn_options",
     "checked",
     "object_params",
     "optional_field",
@@ -109,6 +112,19 @@ def sandbox_policy(mode: Any) -> dict[str, Any]:
     if policy is None:
         raise unknown_variant(mode, _SANDBOX_POLICIES)
     return policy
+
+
+EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
+
+
+def check_turn_options(params: dict[str, Any], model: str) -> None:
+    """A turn's `model` must be the one this runtime serves and its `effort` one codex knows."""
+    chosen = optional_field(params, "model", str, "a string")
+    if chosen is not None and chosen != model:
+        raise RequestError(f"model not found: {chosen} (this runtime serves `{model}`)")
+    effort = params.get("effort")
+    if effort is not None and effort not in EFFORTS:
+        raise unknown_variant(effort, EFFORTS)
 
 
 def text_inputs(items: list[Any]) -> list[str]:

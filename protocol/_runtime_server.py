@@ -39,6 +39,7 @@ from agenthost.protocol._runtime_io import StdoutWriter, log
 from agenthost.protocol._runtime_params import (
     RequestError,
     approval_policy,
+    check_turn_options,
     object_params,
     optional_field,
     required_field,
@@ -52,6 +53,18 @@ from agenthost.protocol._runtime_turns import RunningTurn, TurnRunner
 __all__ = ["ReferenceRuntime"]
 
 USER_AGENT = "agenthost-reference/0.1"
+MODEL, MODEL_PROVIDER = "reference", "builtin"
+MODEL_INFO: dict[str, Any] = {
+    "id": MODEL,
+    "model": MODEL,
+    "displayName": "Reference runtime",
+    "description": "agenthost's built-in runtime: it answers 'Reference reply to: <your text>'",
+    "hidden": False,
+    "supportedReasoningEfforts": [],
+    "defaultReasoningEffort": None,
+    "inputModalities": ["text"],
+    "isDefault": True,
+}
 INTERNAL_ERROR = -32603
 READ_CHUNK_BYTES = 65536
 
@@ -90,6 +103,11 @@ class ReferenceRuntime:
             "thread/resume": self._thread_resume,
             "turn/start": self._turn_start,
             "turn/interrupt": self._turn_interrupt,
+            "turn/steer": self._turn_steer,
+            "account/read": self._account_read,
+            "model/list": self._model_list,
+            "config/read": self._config_read,
+            "skills/list": self._skills_list,
         }
 
     # --- reader loop -----------------------------------------------------------------------------------------------
@@ -186,11 +204,15 @@ class ReferenceRuntime:
         params = object_params(request.params)
         thread_id = required_field(params, "threadId", str, "a string")
         text_parts = text_inputs(required_field(params, "input", list, "a sequence"))
+        check_turn_options(params, MODEL)
         record = self._loaded_thread(thread_id)
-        if record.id in self._turns.active:
-            raise RequestError(f"thread {record.id} already has an active turn")
+        user_item = _user_item(text_parts)
+        active = self._turns.active.get(record.id)
+        if active is not None:  # as codex: the input joins the running turn, whose id is the answer
+            self._out.response(request.id, {"turn": _live_turn(active.id)})
+            self._turns.steer_locked(active, user_item)
+            return
         text = "\n".join(text_parts)
-        user_item = {"type": "userMessage", "id": str(uuid.uuid4()), "content": [_text_content(t) for t in text_parts]}
         turn_record: dict[str, Any] = {
             "id": str(uuid.uuid4()),
             "status": "inProgress",
@@ -205,7 +227,7 @@ class ReferenceRuntime:
             raise
         turn = RunningTurn(record, turn_record, text, user_item)
         self._turns.active[record.id] = turn
-        started_turn: dict[str, Any] = {"id": turn.id, "status": "inProgress", "items": [], "error": None}
+        started_turn = _live_turn(turn.id)
         self._out.response(request.id, {"turn": started_turn})
         self._triggers.before_output(turn_start=True)
         if self._live.refresh().garbage_before_turn:
@@ -229,6 +251,36 @@ class ReferenceRuntime:
         if pending_request_id is not None:
             self._out.notify("serverRequest/resolved", {"threadId": record.id, "requestId": pending_request_id})
 
+    def _turn_steer(self, request: Request) -> None:
+        params = object_params(request.params)
+        record = self._loaded_thread(required_field(params, "threadId", str, "a string"))
+        expected = required_field(params, "expectedTurnId", str, "a string")
+        text_parts = text_inputs(required_field(params, "input", list, "a sequence"))
+        turn = self._turns.active.get(record.id)
+        if turn is None:
+            raise RequestError("no active turn to steer")
+        if turn.id != expected:
+            raise RequestError(f"expected active turn id `{expected}` but found `{turn.id}`")
+        self._out.response(request.id, {"turnId": turn.id})
+        self._turns.steer_locked(turn, _user_item(text_parts))
+
+    def _account_read(self, request: Request) -> None:
+        self._out.response(
+            request.id, {"account": None, "userId": None, "requiresOpenaiAuth": False, "workspaceRouting": None}
+        )
+
+    def _model_list(self, request: Request) -> None:
+        self._out.response(request.id, {"data": [MODEL_INFO], "nextCursor": None})
+
+    def _config_read(self, request: Request) -> None:
+        config = {"model": MODEL, "model_provider": MODEL_PROVIDER, "approval_policy": None, "sandbox_mode": None}
+        self._out.response(request.id, {"config": config, "origins": {}, "layers": None})
+
+    def _skills_list(self, request: Request) -> None:
+        params = object_params(request.params, required=False)
+        cwds = optional_field(params, "cwds", list, "a sequence") or [os.getcwd()]
+        self._out.response(request.id, {"data": [{"cwd": cwd, "skills": [], "errors": []} for cwd in cwds]})
+
     def _loaded_thread(self, thread_id: str) -> ThreadRecord:
         if not looks_like_uuid(thread_id):
             raise RequestError(f"invalid thread id: {thread_id}")
@@ -240,8 +292,8 @@ class ReferenceRuntime:
     def _thread_result(self, record: ThreadRecord) -> dict[str, Any]:
         return {
             "thread": self._thread_json(record),
-            "model": "reference",
-            "modelProvider": "builtin",
+            "model": MODEL,
+            "modelProvider": MODEL_PROVIDER,
             "cwd": record.cwd,
             "approvalPolicy": record.approval_policy,
             "sandbox": record.sandbox,
@@ -264,6 +316,14 @@ def _complete_lines(buffer: LineBuffer, chunk: bytes) -> list[bytes]:
     except LineTooLongError as exc:
         log(f"Failed to deserialize JSONRPCMessage: {exc}")
         return buffer.feed(b"")
+
+
+def _user_item(text_parts: list[str]) -> dict[str, Any]:
+    return {"type": "userMessage", "id": str(uuid.uuid4()), "content": [_text_content(t) for t in text_parts]}
+
+
+def _live_turn(turn_id: str) -> dict[str, Any]:
+    return {"id": turn_id, "status": "inProgress", "items": [], "error": None}
 
 
 def _text_content(text: str) -> dict[str, Any]:

@@ -40,7 +40,7 @@ _DECISIONS = {"accept": "completed", "acceptForSession": "completed", "decline":
 class RunningTurn:
     """A turn that is running in this process; mutated only under the runtime's state lock."""
 
-    __slots__ = ("approval_id", "approval_reply", "done", "record", "text", "thread", "user_item")
+    __slots__ = ("approval_id", "approval_reply", "done", "record", "steered", "text", "thread", "user_item")
 
     def __init__(self, thread: ThreadRecord, record: dict[str, Any], text: str, user_item: dict[str, Any]) -> None:
         self.thread = thread
@@ -50,6 +50,7 @@ class RunningTurn:
         self.done = False
         self.approval_id: int | None = None  # the pending server request, if any
         self.approval_reply: Response | ErrorResponse | None = None
+        self.steered: list[dict[str, Any]] = []  # userMessage items added by turn/steer
 
     @property
     def id(self) -> str:
@@ -84,6 +85,12 @@ class TurnRunner:
     def start(self, turn: RunningTurn) -> None:
         threading.Thread(target=self._run_turn, args=(turn,), name=f"turn-{turn.id}", daemon=True).start()
 
+    def steer_locked(self, turn: RunningTurn, user_item: dict[str, Any]) -> None:
+        """More input for a running turn: one more userMessage item of it (kept with the turn). State lock held."""
+        turn.steered.append(user_item)
+        self._out.notify("item/started", _item_params(turn, user_item, "startedAtMs"))
+        self._out.notify("item/completed", _item_params(turn, user_item, "completedAtMs"))
+
     def accept_reply(self, reply: Response | ErrorResponse) -> None:
         """A client reply to a server request: wake the turn waiting for it (takes the state lock)."""
         with self._lock:
@@ -108,7 +115,7 @@ class TurnRunner:
             turn.approval_id = None
         del self.active[turn.thread.id]
         final_items = [agent_item] if agent_item is not None else []
-        turn.record.update(status=status, items=[turn.user_item, *final_items], error=error)
+        turn.record.update(status=status, items=[turn.user_item, *turn.steered, *final_items], error=error)
         try:
             self._store.save(turn.thread)
         except OSError as exc:

@@ -46,9 +46,10 @@ def test_native_binary_is_found_in_an_npm_folder_and_specs_use_it(tmp_path, monk
     assert one.argv == (str(native), "app-server", "-c", 'model="m"')
     assert one.env == {"CODEX_HOME": str(root.system_dir / "codex-home" / "worker-1"), "RUST_LOG": "warn"}
     monkeypatch.setenv("RUST_LOG", "debug")  # the operator's choice wins: it reaches codex through the environment
-    assert "RUST_LOG" not in codex_spec_factory(root, codex_bin=str(native), config_overrides=(), startup_timeout_s=7)(
-        1, 1
-    ).env
+    assert (
+        "RUST_LOG"
+        not in codex_spec_factory(root, codex_bin=str(native), config_overrides=(), startup_timeout_s=7)(1, 1).env
+    )
     assert two.env["CODEX_HOME"].endswith("worker-2") and os.path.isdir(two.env["CODEX_HOME"])
     assert "account/rateLimits/updated" in one.opt_out_notifications and one.startup_timeout_s == 7
 

@@ -4,6 +4,7 @@ one line naming the value, never a traceback, nothing created."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import pytest
 from servicekit import ServiceProcess, turn_events
+
+from agenthost.protocol import FAULTS_ENV_VAR, RuntimeFaults, encode_faults
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -76,13 +79,14 @@ def test_doctor_against_a_service_sees_no_problem_in_a_turn_in_flight(service) -
     assert "[problem]" not in doctor.stdout and "[ok] permissions" in doctor.stdout
 
 
-def _send_in_background(root: Path, *args: str) -> tuple[subprocess.Popen[str], str]:
-    """`agenthost send` as a subprocess, returned once the service has accepted the turn (with the turn id)."""
+def _send_in_background(root: Path, *args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str]:
+    """`agenthost send` as a subprocess, returned once the host has accepted the turn (with the turn id)."""
     process = subprocess.Popen(
         [sys.executable, "-m", "agenthost", "send", "--root", str(root), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=None if env is None else {**os.environ, **env},
     )
     assert process.stderr is not None
     for line in process.stderr:
@@ -92,18 +96,26 @@ def _send_in_background(root: Path, *args: str) -> tuple[subprocess.Popen[str], 
     raise AssertionError(f"send never said which turn it started (exit {process.wait()})")
 
 
+def _rest_of_stderr(process: subprocess.Popen[str]) -> str:
+    """Wait for the exit, then what is left of stderr (through its reader: lines it already buffered count)."""
+    process.wait(60)
+    assert process.stderr is not None and process.stdout is not None
+    process.stdout.read()
+    return process.stderr.read()
+
+
 def test_ctrl_c_once_interrupts_the_turn_and_prints_how_it_ended(service) -> None:
     svc: ServiceProcess = service(SLOW)
     process, turn_id = _send_in_background(svc.root, "--new-thread", "ctrl-c", "a b c d e f g h i j k l")
     process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=60)
+    err = _rest_of_stderr(process)
     assert process.returncode == 1, err
     assert "interrupting the turn (Ctrl-C again to detach)" in err
     assert f"[turn {turn_id} interrupted" in err and "Traceback" not in err
 
 
 def test_ctrl_c_twice_detaches_and_the_turn_goes_on_in_the_service(service) -> None:
-    deaf = "".join(f'[host.worker_faults."{w}"]\ndelta_delay_s = 0.3\nhang_on = "turn/interrupt"\n' for w in (1, 2))
+    deaf = "".join(f'[host.worker_faults."{w}"]\ndelta_delay_s = 3.0\nhang_on = "turn/interrupt"\n' for w in (1, 2))
     svc: ServiceProcess = service(deaf)  # the runtime never answers the interrupt: the turn keeps streaming
     process, turn_id = _send_in_background(svc.root, "--new-thread", "detach", "a b c d e f g h i j k l m n o p")
     assert process.stderr is not None
@@ -112,11 +124,34 @@ def test_ctrl_c_twice_detaches_and_the_turn_goes_on_in_the_service(service) -> N
         if "interrupting the turn" in line:
             break
     process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=60)
+    err = _rest_of_stderr(process)
     assert process.returncode == 130, err
     assert f"detached; turn {turn_id} goes on in the service" in err and "Traceback" not in err
     with svc.client() as client:
         assert turn_id in [t["turn_id"] for t in client.call("status")["active_turns"]]
+
+
+@pytest.mark.parametrize("presses", [1, 2])
+def test_ctrl_c_in_an_embedded_send(tmp_path: Path, presses: int) -> None:
+    slow = {FAULTS_ENV_VAR: encode_faults(RuntimeFaults(delta_delay_s=2.0))}  # the built-in runtime reads it
+    root = tmp_path / "root"
+    process, turn_id = _send_in_background(root, "--new-thread", "embedded", "a b c d e f g h", env=slow)
+    assert process.stderr is not None
+    process.send_signal(signal.SIGINT)
+    if presses == 2:
+        for line in process.stderr:
+            if "interrupting the turn (Ctrl-C again to stop waiting)" in line:
+                break
+        process.send_signal(signal.SIGINT)
+    err = _rest_of_stderr(process)
+    assert "Traceback" not in err
+    if presses == 1:
+        assert process.returncode == 1 and f"[turn {turn_id} interrupted" in err
+    else:
+        assert process.returncode == 130 and "stopped waiting; the turn ends as the host shuts down" in err
+    status = json.loads(agenthost("status", "--root", str(root), "--json").stdout)
+    [turns] = [t["turns"] for t in status["threads"]]
+    assert sum(turns.values()) == 1 and set(turns) <= {"interrupted", "failed"}  # ended and persisted, not pending
 
 
 def test_service_commands_without_a_service_say_none_runs(tmp_path: Path) -> None:

@@ -433,7 +433,10 @@ def test_reply_with_string_id_is_ignored_until_interrupt_releases_the_turn(spawn
     runtime.send({"id": "0", "result": {"decision": "accept"}})  # right id, wrong JSON type
     runtime.send({"id": 999, "result": {"decision": "accept"}})  # unknown id
     second_turn = {"threadId": thread_id, "input": [{"type": "text", "text": "more"}]}
-    assert runtime.error_message("turn/start", second_turn) == f"thread {thread_id} already has an active turn"
+    joined = runtime.result("turn/start", second_turn)  # as codex: the input joins the running turn
+    assert joined["turn"]["id"] == turn_id
+    added = runtime.read_until(lambda m: isinstance(m, Notification) and m.method == "item/completed")[-1]
+    assert added.params["item"]["content"] == [{"type": "text", "text": "more"}]
     resumed = runtime.result("thread/resume", {"threadId": thread_id})
     assert resumed["thread"]["status"] == {"type": "active", "activeFlags": ["waitingOnApproval"]}
     assert runtime.error_message("turn/interrupt", {"threadId": thread_id, "turnId": "other"}) == (
