@@ -13,6 +13,8 @@ Contract:
   actor, then tells the survivors what they lost (the coordinator hears
   `ResetWorkers` when the pool went and it stays). Each ask and the stop are bounded by the child's
   `shutdown_timeout_s` plus a grace; the host also keeps its own deadline on the whole stop.
+- `gather_status(directory, timeout_s)` asks the children for their parts of the host's status in parallel; one
+  that cannot answer within `timeout_s` shows as unknown.
 - `ChildDirectory` is a thread-safe name -> ref map the host keeps current (a child is listed once it started and
   removed before it stops), read by the embedding API without asking the host.
 """
@@ -36,10 +38,27 @@ from agenthost.actors._pool import PoolSupervisor, SpecFactory
 from agenthost.actors._recovery import WORKER_WATCH, RecoveryPolicy, RestartType, WorkerWatch
 from agenthost.actors._refs import FaultHook, ask, tell_quietly
 from agenthost.actors._turns import CoordinatorSettings, TurnRegistry
-from agenthost.protocol._messages import AbortActiveTurns, ChildStopped, ResetWorkers, StopPool
+from agenthost.protocol._messages import (
+    AbortActiveTurns,
+    ChildStopped,
+    GetPins,
+    GetPoolStatus,
+    HostStatus,
+    ListActiveTurns,
+    ResetWorkers,
+    StopPool,
+)
 from agenthost.storage import StorageRoot
 
-__all__ = ["CHILD_ORDER", "ChildDirectory", "HostParts", "StopJob", "start_child", "stop_in_background"]
+__all__ = [
+    "CHILD_ORDER",
+    "ChildDirectory",
+    "HostParts",
+    "StopJob",
+    "gather_status",
+    "start_child",
+    "stop_in_background",
+]
 
 _log = get_logger("agenthost.host")
 CHILD_ORDER = ("persistence", "mapping", "turns", "pool")
@@ -190,3 +209,29 @@ class ChildDirectory:
     def snapshot(self) -> dict[str, pykka.ActorRef[Any]]:
         with self._lock:
             return dict(self._refs)
+
+
+def gather_status(directory: ChildDirectory, timeout_s: float) -> HostStatus:
+    """The children's parts of the host's status, asked in parallel, each waited for at most `timeout_s`; a child
+    that cannot answer shows as unknown (logged): its supervisor decides about it. State and cause are the host's."""
+    asks = (("pool", GetPoolStatus()), ("turns", ListActiveTurns()), ("mapping", GetPins()))
+    futures = {}
+    for name, message in asks:
+        ref = directory.get(name)
+        if ref is not None:
+            try:
+                futures[name] = ref.ask(message, block=False)
+            except pykka.ActorDeadError:
+                pass
+    answers: dict[str, Any] = {}
+    for name, future in futures.items():
+        try:
+            answers[name] = future.get(timeout=timeout_s)
+        except Exception:  # noqa: BLE001 - a child that cannot answer shows as unknown; its supervisor decides
+            _log.warning("host.status_unanswered", child=name)
+    return HostStatus(
+        state="running",
+        workers=answers.get("pool", ()),
+        active_turns=answers.get("turns", ()),
+        pins=answers.get("mapping", {}),
+    )

@@ -119,7 +119,8 @@ class TurnCoordinator(SupervisedActor):
             sandbox=settings.sandbox,
         )
         self._ask_timeout_s = settings.ask_timeout_s
-        self._store = TurnStore(persistence_ref, self._registry, settings.ask_timeout_s)
+        self._timed_out: dict[str, str] = {}  # actor urn -> its ask that timed out while handling this message
+        self._store = TurnStore(lambda message: self._ask(persistence_ref, message), self._registry)
         self._workers: dict[int, Any] = {}  # worker id -> its actor ref (the machine knows the generations)
         self._deadlines: dict[str, Timer] = {}
         self._retry_timer: Timer | None = None
@@ -129,10 +130,21 @@ class TurnCoordinator(SupervisedActor):
         self._state.waiting.extend(reconcile(self._persistence, self._registry, self._ask_timeout_s))
 
     def _ask(self, ref: pykka.ActorRef[Any], message: Any) -> Any:
-        return ask(ref, message, self._ask_timeout_s)
+        """Ask with the ask deadline. Once an actor let one ask of this message time out, it is not asked again
+        while this message is handled: each ask would wait the full deadline on the same slow actor (a slow disk)
+        while this mailbox, turn deadlines included, waits behind it."""
+        slow = self._timed_out.get(ref.actor_urn)
+        if slow is not None:
+            raise pykka.Timeout(f"not asked: its {slow} did not answer in time while handling this message")
+        try:
+            return ask(ref, message, self._ask_timeout_s)
+        except pykka.Timeout:
+            self._timed_out[ref.actor_urn] = type(message).__name__
+            raise
 
     # --- messages -> events ----------------------------------------------------------------------------------
     def handle(self, message: Any) -> Any:
+        self._timed_out.clear()
         match message:
             case RuntimeOutput():
                 self._run(

@@ -43,6 +43,7 @@ from agenthost.actors._children import (
     ChildDirectory,
     HostParts,
     StopJob,
+    gather_status,
     start_child,
     stop_in_background,
 )
@@ -68,11 +69,8 @@ from agenthost.protocol._messages import (
     CloseIntake,
     GetChildren,
     GetHostStatus,
-    GetPins,
-    GetPoolStatus,
     HostState,
     HostStatus,
-    ListActiveTurns,
     PoolFailed,
     RestartChildren,
     ShutdownHost,
@@ -220,7 +218,21 @@ class HostSupervisor(pykka.ThreadingActor):
         if self._to_start and self._to_start[0] == child:  # it failed while (re)starting: the chain ends here
             self._to_start = []
             self._restarting = ()
+            child, urn, cause = self._earliest_failure(child, urn, cause)
         self._on_failure(child, cause, urn=urn)
+
+    def _earliest_failure(self, child: str, urn: str | None, cause: str) -> tuple[str, str | None, str]:
+        """The restart chain failed: decide about the earliest failed child (in start order) that still stands dead,
+        this one or one deferred meanwhile. A child further down often failed only because an earlier one is dead
+        (mapping hydrating from a persistence that crashed during the restart)."""
+        order = self._spec.names.index
+        standing = [d for d in self._deferred if (ref := self._refs.get(d[0])) is not None and ref.actor_urn == d[1]]
+        earlier = [d for d in standing if order(d[0]) < order(child)]
+        if not earlier:
+            return child, urn, cause
+        first = min(earlier, key=lambda failure: order(failure[0]))
+        self._deferred.remove(first)
+        return first
 
     def _on_failure(self, child: str, cause: str, *, workers_gave_up: bool = False, urn: str | None = None) -> None:
         if self._state in ("failed", "stopping", "stopped") or child in self._restarting:
@@ -393,32 +405,8 @@ class HostSupervisor(pykka.ThreadingActor):
 
     # --- status -------------------------------------------------------------------------------------------
     def _status(self) -> HostStatus:
-        asks = {
-            name: message
-            for name, message in (("pool", GetPoolStatus()), ("turns", ListActiveTurns()), ("mapping", GetPins()))
-        }
-        futures = {}
-        for name, message in asks.items():
-            ref = self._directory.get(name)
-            if ref is not None:
-                try:
-                    futures[name] = ref.ask(message, block=False)
-                except pykka.ActorDeadError:
-                    pass
-        answers: dict[str, Any] = {}
-        for name, future in futures.items():
-            try:
-                answers[name] = future.get(timeout=_STATUS_ASK_S)
-            except Exception:  # noqa: BLE001 - a child that cannot answer shows as unknown; its supervisor decides
-                _log.warning("host.status_unanswered", child=name)
-        return HostStatus(
-            state=self._state,
-            cause=self._cause,
-            workers=answers.get("pool", ()),
-            active_turns=answers.get("turns", ()),
-            pins=answers.get("mapping", {}),
-            restarting=self._restarting,
-        )
+        parts = gather_status(self._directory, _STATUS_ASK_S)
+        return msgspec.structs.replace(parts, state=self._state, cause=self._cause, restarting=self._restarting)
 
     def _child_spec(self, name: str) -> ChildSpec:
         return next(child for child in self._spec.children if child.name == name)

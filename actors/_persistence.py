@@ -170,21 +170,31 @@ class PersistenceActor(SupervisedActor):
         self._schedule_checkpoint()
 
     def on_stop(self) -> None:
-        self._flush()
-        if self._timer is not None:
-            self._timer.cancel()
-        if self._db is not None:
-            self._db.close(checkpoint=True)
-            _log.info("persistence.closed", checkpoint="TRUNCATE")
-        self._release_lock()
+        try:
+            self._flush()
+        finally:
+            self._close(checkpoint=True)
 
     def on_crash(self, error: BaseException) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        if self._db is not None:
-            self._db.close(checkpoint=False)
-            self._db = None
-        self._release_lock()
+        self._close(checkpoint=False)
+
+    def _close(self, *, checkpoint: bool) -> None:
+        """Close the database and release the root's lock. A close the storage refuses (a full disk fails SQLite's
+        checkpoint) is logged: the lock is released anyway, so the restarted actor can take the root again."""
+        try:
+            if self._timer is not None:
+                self._timer.cancel()
+            db, self._db = self._db, None
+            if db is not None:
+                try:
+                    db.close(checkpoint=checkpoint)
+                except StorageError as exc:
+                    _log.warning("persistence.close_failed", checkpoint=checkpoint, error=repr(exc))
+                else:
+                    if checkpoint:
+                        _log.info("persistence.closed", checkpoint="TRUNCATE")
+        finally:
+            self._release_lock()
 
     def _release_lock(self) -> None:
         if self._lock is not None:

@@ -6,6 +6,8 @@ Contract (`reconcile(persistence, registry)`, run in the coordinator's own start
   its caller, if the host's `TurnRegistry` still has it, hears `TurnFinished(failed)`;
 - follow-ups left "dispatched" are settled from their turn's status ("done" if it completed, else "failed" with
   its error);
+- a caller the registry still has whose turn already ended in the database (a completion the group commit wrote
+  after the previous coordinator crashed, so nobody told it) hears that end now;
 - the threads with queued follow-ups are returned, in thread order, for the coordinator to dispatch once workers
   are up.
 Each reconciled turn is one "turns.reconciled_pending" event.
@@ -23,6 +25,7 @@ from agenthost.actors._turns import TurnRegistry, emit
 from agenthost.protocol._messages import (
     AddActionCard,
     FinishTurn,
+    GetTurn,
     ListActionCards,
     ListFollowUps,
     ListPendingTurns,
@@ -31,7 +34,7 @@ from agenthost.protocol._messages import (
     SetFollowUpState,
     TurnFinished,
 )
-from agenthost.storage import RESTARTED_NOTE, FollowUpState
+from agenthost.storage import RESTARTED_NOTE, TERMINAL_TURN_STATUSES, FollowUpState, UnknownTurnError
 
 __all__ = ["reconcile"]
 
@@ -54,7 +57,22 @@ def reconcile(persistence: Any, registry: TurnRegistry, timeout_s: float) -> lis
         ended = TurnFinished(turn_id=row.turn_id, status="failed", text=row.assistant_text, error=RESTARTED_NOTE)
         emit(registry.pop(row.turn_id), ended)
         _log.record(PendingReconciled(turn=row.turn_id, thread=row.thread_id), "warning")
+    _tell_ended_turns(db, registry)
     return [thread.thread_id for thread in db(ListThreads()) if _settle_followups(db, thread)]
+
+
+def _tell_ended_turns(db: Callable[[Any], Any], registry: TurnRegistry) -> None:
+    """Callers still registered whose turn is already over in the database hear how it ended."""
+    for turn_id in registry.turn_ids():
+        try:
+            row = db(GetTurn(turn_id=turn_id))
+        except UnknownTurnError:
+            continue  # a queued follow-up: it has no turn yet
+        if row.status in TERMINAL_TURN_STATUSES:
+            emit(
+                registry.pop(turn_id),
+                TurnFinished(turn_id=turn_id, status=row.status, text=row.assistant_text, error=row.error),
+            )
 
 
 def _reset_orphaned_approvals(db: Callable[[Any], Any], thread_id: str, turn_id: str) -> None:

@@ -63,6 +63,10 @@ class TurnRegistry:
         with self._lock:
             return self._sinks.pop(turn_id, None)
 
+    def turn_ids(self) -> list[str]:
+        with self._lock:
+            return list(self._sinks)
+
     def fail_all(self, reason: str) -> int:
         """Tell every caller still waiting that its turn ended as failed (the host itself failed)."""
         with self._lock:

@@ -1,5 +1,5 @@
-"""The turn coordinator's storage effects: each asks the persistence actor (with the coordinator's ask deadline) and
-turns its outcome into the machine's next event.
+"""The turn coordinator's storage effects: each asks the persistence actor (through the coordinator's `ask`, which
+has its deadline rules) and turns its outcome into the machine's next event.
 
 Contract: a storage refusal (`REFUSED`: a storage error, the persistence actor unavailable, dead or past its
 deadline) never escapes except where the caller must hear it:
@@ -14,6 +14,7 @@ deadline) never escapes except where the caller must hear it:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pykka
@@ -21,7 +22,6 @@ import pykka
 from agenthost.actors import _turnevents as ev
 from agenthost.actors._errors import HostUnavailableError
 from agenthost.actors._log import get_logger
-from agenthost.actors._refs import ask
 from agenthost.actors._turns import TurnRegistry, new_turn_id
 from agenthost.actors._turnstate import Unpersisted
 from agenthost.protocol._messages import (
@@ -43,13 +43,9 @@ REFUSED = (StorageError, HostUnavailableError, pykka.ActorDeadError, pykka.Timeo
 
 
 class TurnStore:
-    def __init__(self, persistence_ref: pykka.ActorRef[Any], registry: TurnRegistry, ask_timeout_s: float) -> None:
-        self._persistence = persistence_ref
+    def __init__(self, ask: Callable[[Any], Any], registry: TurnRegistry) -> None:
+        self.ask = ask  # asks the persistence actor, with the coordinator's deadline rules
         self._registry = registry
-        self._ask_timeout_s = ask_timeout_s
-
-    def ask(self, message: Any) -> Any:
-        return ask(self._persistence, message, self._ask_timeout_s)
 
     def begin(self, effect: ev.Begin) -> ev.Event:
         if effect.followup_id is None:  # a direct send: a storage error goes back to its caller

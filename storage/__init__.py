@@ -33,6 +33,7 @@ from ._permissions import check_permissions, make_private
 from ._quarantine import QuarantineReport, open_or_quarantine, quarantine, quarantine_runtime_state
 from ._rebuild import import_transcript
 from ._rows import (
+    TERMINAL_TURN_STATUSES,
     ActionCardRow,
     DispatchMode,
     FollowUpRow,
@@ -69,6 +70,7 @@ __all__ = [
     "MAX_SETTINGS_BYTES",
     "PHASES",
     "RESTARTED_NOTE",
+    "TERMINAL_TURN_STATUSES",
     "ActionCardRow",
     "AtomicFs",
     "CheckpointMode",

@@ -104,7 +104,8 @@ class DatabaseCore:
             return int(self._conn.pragma("user_version"))
 
     def close(self, *, checkpoint: bool = True) -> None:
-        """TRUNCATE-checkpoint the WAL (when ``checkpoint``) and close; closing twice is a no-op."""
+        """TRUNCATE-checkpoint the WAL (when ``checkpoint``) and close; closing twice is a no-op. The connection is
+        closed even when the storage refuses the checkpoint or the close (then the error is raised)."""
         if self._closed:
             return
         try:
@@ -115,8 +116,12 @@ class DatabaseCore:
             _close_quietly(self._conn)  # keep the checkpoint's error, not a follow-on close error
             raise
         self._closed = True
-        with _translate_errors(f"closing database {str(self._path)!r}"):
-            self._conn.close()
+        try:
+            with _translate_errors(f"closing database {str(self._path)!r}"):
+                self._conn.close()
+        except BaseException:
+            _close_quietly(self._conn)  # SQLite's own checkpoint at close failed (disk full): the handle still goes
+            raise
 
     def quick_check(self) -> list[str]:
         """`PRAGMA quick_check`: ["ok"] for a sound database, otherwise the problems found (at most 100)."""
@@ -255,7 +260,7 @@ def _verify_pragma(conn: apsw.Connection, name: str, expected: object) -> None:
 def _close_quietly(conn: apsw.Connection) -> None:
     """Close while another error is already being raised: the connection ends up closed either way."""
     try:
-        conn.close()
+        conn.close(True)  # force: the handle is released whatever SQLite says
     except apsw.Error:
         pass
 

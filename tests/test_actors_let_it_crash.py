@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from conftest import wait_until, worker
 
-from agenthost import AgentHost, HostConfig, HostUnavailableError
+from agenthost import AgentHost, Delta, HostConfig, HostUnavailableError, RuntimeFaults
 from agenthost.actors import FakeClock, InjectedFault
+from agenthost.protocol import kill_process_group
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -97,3 +98,79 @@ def test_an_exception_in_a_workers_handler_is_decided_by_the_pool(crashing_host,
     clock.advance(1.0)
     wait_until("worker back", lambda: worker(host, 1).state == "ready")
     assert host.send(thread_id, "after").wait(20.0).status == "completed"
+
+
+def test_a_child_that_dies_while_others_restart_is_decided_first(crashing_host, clock: FakeClock, events) -> None:
+    """Found by chaos (seed 2030): persistence crashed while mapping was being restarted; the restart chain then
+    failed at mapping (it hydrates from persistence) and the host kept restarting mapping, never persistence."""
+    host, hook = crashing_host
+    thread_id = host.create_thread()
+    hook.arm("mapping", "ResolveThread")
+    with pytest.raises(HostUnavailableError):
+        host.send(thread_id, "crash the mapping")
+    wait_until("mapping restart decided", lambda: events.of(supervisor="host", child="mapping"))
+    hook.arm("persistence", "ListTurns")
+    with pytest.raises(HostUnavailableError):
+        host.turns(thread_id)  # persistence dies while the mapping's restart waits for its delay
+    clock.advance(1.0)  # the restart chain starts mapping, which finds persistence dead
+    decision = wait_until("persistence decided", lambda: events.of(supervisor="host", child="persistence"))[0]
+    assert decision["decision"] == "restart" and decision["restarts"] == ["persistence", "mapping", "turns", "pool"]
+    clock.advance(2.0)
+    wait_until("running", lambda: (s := host.status()).state == "running" and s.workers[0].state == "ready")
+    assert host.send(thread_id, "after").wait(20.0).status == "completed"
+
+
+def test_a_completion_written_just_before_the_coordinator_crashed_is_still_told(
+    crashing_host, clock: FakeClock, events
+) -> None:
+    """Found by chaos: the group commit wrote a completed turn, then the coordinator crashed before it could tell
+    the caller; the next coordinator finds the caller registered and the turn over, and tells it."""
+    host, hook = crashing_host
+    thread_id = host.create_thread()
+    hook.arm("turns", "TurnPersisted")
+    handle = host.send(thread_id, "completes, then the coordinator crashes")
+    wait_until("coordinator restart decided", lambda: events.of(supervisor="host", child="turns"))
+    clock.advance(1.0)
+    finished = handle.wait(20.0)
+    assert (finished.status, finished.text) == (
+        "completed",
+        "Reference reply to: completes, then the coordinator crashes",
+    )
+    assert host.turns(thread_id)[-1].status == "completed"
+
+
+def test_after_one_ask_times_out_a_message_asks_no_more(tmp_path, clock: FakeClock) -> None:
+    """Found by chaos (SlowDisk): one coordinator message ran a chain of asks to a slow persistence, each waiting the
+    full ask deadline while the coordinator's mailbox, turn deadlines included, waited behind it."""
+    seen: list[str] = []
+    slow = threading.Event()
+
+    def slow_first_finish(child: str, message: Any) -> None:
+        if child == "persistence" and type(message).__name__ == "FinishTurn":
+            seen.append(message.turn_id)
+            if len(seen) == 1:
+                slow.wait(1.0)  # a slow fsync: longer than the coordinator's ask deadline
+
+    config = HostConfig(
+        storage_root=str(tmp_path / "root"),
+        workers=1,
+        ask_timeout_s=0.3,
+        worker_faults={1: RuntimeFaults(delta_delay_s=5.0)},
+    )
+    host = AgentHost(config, clock=clock, fault_hook=slow_first_finish).start()
+    try:
+        first, second = host.create_thread(), host.create_thread()
+        handles = [host.send(first, "one two three"), host.send(second, "four five six")]
+        for handle in handles:
+            handle.wait_for(Delta, 20.0)
+        kill_process_group(worker(host, 1).pid)  # both turns end at once: two FinishTurn asks in one message
+        ends = [handle.wait(20.0) for handle in handles]
+        assert all(end.status == "failed" and "not persisted yet" in (end.error or "") for end in ends[1:])
+        host.threads()  # persistence has handled everything sent to it so far
+        assert len(seen) == 1  # the second end was refused at once, not asked into the same slow actor
+        slow.set()
+        clock.advance(1.0)  # PERSIST_RETRY writes what was refused
+        wait_until("both ends durable", lambda: all(host.turns(t)[-1].status == "failed" for t in (first, second)))
+    finally:
+        slow.set()
+        host.shutdown(drain_timeout_s=1.0)

@@ -19,7 +19,7 @@ from agenthost.protocol._messages import (
     ListTurns,
     TurnPersisted,
 )
-from agenthost.storage import Database, StorageRoot, parse_checkpoints
+from agenthost.storage import Database, StorageFullError, StorageRoot, parse_checkpoints
 from agenthost.testing import capture_events
 
 pytestmark = pytest.mark.timeout(30)
@@ -203,3 +203,26 @@ def test_followup_dispatch_is_one_transaction_and_runs_once(tmp_path) -> None:
             db.begin_followup_turn("f1", 3.0)
     finally:
         db.close()
+
+
+def test_a_close_the_disk_refuses_still_releases_the_root(tmp_path, monkeypatch) -> None:
+    """Found by chaos (seed 7): a full disk failed SQLite's checkpoint at close, the lock stayed held, and every
+    restarted persistence actor failed with RootLockedError."""
+    root = StorageRoot(tmp_path / "root")
+    first = PersistenceActor.start(root=root, clock=FakeClock(), wall=time.time)
+    assert first.ask(ListThreads(), timeout=10) == []
+
+    def refuse(self: Database, *, checkpoint: bool = True) -> None:
+        raise StorageFullError("disk is full")
+
+    monkeypatch.setattr(Database, "close", refuse)
+    with capture_events("persistence.close_failed") as events:
+        first.stop()
+    monkeypatch.undo()
+    [failed] = events.of("persistence.close_failed")
+    assert failed["checkpoint"] is True and "disk is full" in failed["error"]
+    second = PersistenceActor.start(root=root, clock=FakeClock(), wall=time.time)
+    try:
+        assert second.ask(ListThreads(), timeout=10) == []  # it took the root: the lock was released
+    finally:
+        second.stop()
