@@ -3,6 +3,7 @@
 Commands (exit code 0 on success, 1 when the operation failed, 2 on bad input with a one-line message naming the
 bad value, never a traceback; 130 after Ctrl-C detached):
 - `serve`: the host as a long-running service with a control socket (agenthost._cli_service, agenthost._service).
+- `app-server`: a drop-in `codex app-server` on stdio, backed by agenthost (agenthost._cli_appserver).
 - `demo`: the main job on the built-in runtime (see agenthost._demo); self-checking, exits 1 if any step misbehaves.
 - `send --thread ID | --new-thread TITLE  TEXT|-|--file F`: one message; through the service when one holds the
   root, else in an embedded host (agenthost._cli_client has the details).
@@ -27,6 +28,7 @@ from importlib import metadata
 from typing import Any
 
 from agenthost._api import HostStartError
+from agenthost._cli_appserver import add_appserver_parser, run_appserver
 from agenthost._cli_client import (
     add_client_parsers,
     check_send_args,
@@ -36,13 +38,12 @@ from agenthost._cli_client import (
     service_for,
     via_service,
 )
-from agenthost._cli_common import HelpFormatter
+from agenthost._cli_common import HelpFormatter, codex_bin, runtime_options
 from agenthost._cli_service import add_serve_parser, run_serve
 from agenthost._cli_storage import STORAGE_COMMANDS, add_storage_commands, run_storage_command
 from agenthost._client import ServiceError
 from agenthost._logging import FORMATS, LEVELS, configure
 from agenthost._version import __version__
-from agenthost.actors._runtimes import CODEX_CACHE, default_codex_bin
 from agenthost.storage import Database, StorageError, StorageRoot, resolve_root, validate_id
 
 __all__ = ["COMMANDS_GROUP", "format_table", "main"]
@@ -72,11 +73,12 @@ def _parser(plugins: dict[str, Any]) -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_serve_parser(commands)
+    add_appserver_parser(commands)
     demo = commands.add_parser(
         "demo", help="run the end-to-end demo on the built-in runtime", formatter_class=HelpFormatter
     )
     demo.add_argument("--root", default=None, help="storage root (default: a new temporary folder)")
-    _runtime_options(demo)
+    runtime_options(demo)
     _send_parser(commands)
     status = commands.add_parser(
         "status", help="the host's live state (service) or what the root stores", formatter_class=HelpFormatter
@@ -100,7 +102,7 @@ def _send_parser(commands: Any) -> None:
     target.add_argument("--thread", help="id of an existing thread")
     target.add_argument("--new-thread", metavar="TITLE", help="create a thread with this title")
     send.add_argument("--workers", type=int, default=1, help="runtime workers of an embedded host")
-    _runtime_options(send)
+    runtime_options(send)
     send.add_argument(
         "--approval",
         choices=("accept", "decline", "cancel"),
@@ -111,34 +113,6 @@ def _send_parser(commands: Any) -> None:
     send.add_argument("--json", action="store_true", help="print one JSON result instead of the streamed text")
     send.add_argument("--file", default=None, help="read the message from this file")
     send.add_argument("text", nargs="?", default=None, help="the message, or - to read it from stdin")
-
-
-def _runtime_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--runtime", choices=("builtin", "codex"), default="builtin", help="runtime to host")
-    parser.add_argument(
-        "--codex-bin",
-        default=None,
-        help=f"native codex binary (default: the one .ci/install-codex put under {CODEX_CACHE})",
-    )
-    parser.add_argument(
-        "-c",
-        dest="codex_config",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra codex config override, passed to `codex app-server -c` (repeatable)",
-    )
-
-
-def _codex_bin(args: argparse.Namespace) -> str | None:
-    if args.runtime != "codex":
-        return None
-    if args.codex_bin:
-        return str(args.codex_bin)
-    found = default_codex_bin()
-    if found is None:
-        raise ValueError(f"no codex binary under {CODEX_CACHE}: run .ci/install-codex or pass --codex-bin")
-    return str(found)
 
 
 def _plugins() -> dict[str, Any]:
@@ -172,10 +146,12 @@ def _run(args: argparse.Namespace, plugins: dict[str, Any]) -> int:
     command = args.command
     if command == "serve":
         return run_serve(args)
+    if command == "app-server":
+        return run_appserver(args)
     if command == "demo":
         from agenthost._demo import run_demo
 
-        return run_demo(args.root, runtime=args.runtime, codex_bin=_codex_bin(args), codex_config=args.codex_config)
+        return run_demo(args.root, runtime=args.runtime, codex_bin=codex_bin(args), codex_config=args.codex_config)
     if command in plugins:
         return int(plugins[command].run(args))
     if command in _CLIENT_COMMANDS:
@@ -256,7 +232,7 @@ def _send(args: argparse.Namespace) -> int:
             return send_via_service(client, args, text)
     from agenthost._embedded_send import send_embedded
 
-    return send_embedded(args, text, _codex_bin(args))
+    return send_embedded(args, text, codex_bin(args))
 
 
 def _status(root: StorageRoot, as_json: bool) -> int:

@@ -3,6 +3,9 @@
 `HelpFormatter` appends "(default: X)" to an option's help text when the option has a meaningful default (not None,
 False or empty) and the text does not already say what the default is.
 
+`runtime_options(parser)` adds --runtime, --codex-bin and -c; `codex_bin(args)` is the binary to run (None for the
+built-in runtime; ValueError when codex is asked for and none is installed).
+
 `follow_turn(announce, next_end, interrupt, second)`: `announce()` once, then `next_end()` until it returns the
 turn's end. From the first statement on, the first Ctrl-C prints "interrupting the turn (Ctrl-C again to
 <second>)" and calls `interrupt()`, then waits on; a second Ctrl-C, wherever it lands (even inside `interrupt`),
@@ -16,7 +19,9 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
-__all__ = ["HelpFormatter", "follow_turn"]
+from agenthost.actors._runtimes import CODEX_CACHE, default_codex_bin
+
+__all__ = ["HelpFormatter", "codex_bin", "follow_turn", "runtime_options"]
 
 End = TypeVar("End")
 
@@ -51,3 +56,31 @@ class HelpFormatter(argparse.HelpFormatter):
         if "default" in text or default in (None, False, [], argparse.SUPPRESS) or not action.option_strings:
             return text
         return f"{text} (default: %(default)s)"
+
+
+def runtime_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--runtime", choices=("builtin", "codex"), default="builtin", help="runtime to host")
+    parser.add_argument(
+        "--codex-bin",
+        default=None,
+        help=f"native codex binary (default: the one .ci/install-codex put under {CODEX_CACHE})",
+    )
+    parser.add_argument(
+        "-c",
+        dest="codex_config",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra codex config override, passed to `codex app-server -c` (repeatable)",
+    )
+
+
+def codex_bin(args: argparse.Namespace) -> str | None:
+    if args.runtime != "codex":
+        return None
+    if args.codex_bin:
+        return str(args.codex_bin)
+    found = default_codex_bin()
+    if found is None:
+        raise ValueError(f"no codex binary under {CODEX_CACHE}: run .ci/install-codex or pass --codex-bin")
+    return str(found)

@@ -30,7 +30,7 @@ from typing import Any
 import msgspec
 
 from agenthost._sockpath import bind
-from agenthost.actors import HostClosedError, HostUnavailableError
+from agenthost.actors import HostClosedError, HostUnavailableError, NoHealthyWorkerError
 from agenthost.actors._log import get_logger
 from agenthost.protocol import LineBuffer, LineTooLongError, ProtocolError, Request, decode_line
 from agenthost.protocol._jsonrpc import encode_error, encode_notification, encode_response
@@ -229,7 +229,7 @@ class ControlServer:
             connection.send(encode_error(message.id, INVALID_PARAMS, f"invalid params: {exc}"))
         except HostClosedError as exc:
             connection.send(encode_error(message.id, CLOSING, str(exc), {"error": type(exc).__name__}))
-        except HostUnavailableError as exc:
+        except (HostUnavailableError, NoHealthyWorkerError) as exc:
             connection.send(encode_error(message.id, UNAVAILABLE, str(exc), {"error": type(exc).__name__}))
         except (StorageError, KeyError, ValueError, LookupError, TimeoutError) as exc:
             text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)

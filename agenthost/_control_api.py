@@ -4,10 +4,14 @@ Every method takes a JSON object of params, decoded strictly (unknown or ill-typ
 field) and answers a JSON result:
 - `status` -> host state and cause, workers (state, pid, generation, restarts, next restart), pins, active turns,
   queue depths per thread, service facts (version, pid, uptime, socket).
-- `threads.create {title?, project_id?, thread_id?}` -> {thread_id}; `threads.list` -> [thread]; `turns.list
-  {thread_id}` -> [turn]; `transcript.read {thread_id}` -> {text}.
-- `turns.send {thread_id, text, stream=true}` -> {turn_id, queued}; with `stream`, the turn's events follow as
-  `turn.event {turn_id, seq, event}` notifications (seq 1, 2, ...; the last event has type TurnFinished).
+- `threads.create {title?, project_id?, thread_id?, thread_settings?}` -> {thread_id}; `threads.list` -> [thread];
+  `threads.get {thread_id}` -> thread; `threads.update {thread_id, title?, thread_settings?, turn_settings?}` ->
+  thread (see AgentHost.update_thread); `turns.list {thread_id}` -> [turn]; `transcript.read {thread_id}` -> {text}.
+- `turns.send {thread_id, text, stream=true, input?, turn_id?, passthrough=false}` -> {turn_id, queued}; with
+  `stream`, the turn's events follow as `turn.event {turn_id, seq, event}` notifications (seq 1, 2, ...; the last
+  event has type TurnFinished). `turns.steer {turn_id, text, input?}` adds input to a running turn.
+- `runtime.call {method, params?}` -> {result}: a request that belongs to no turn, passed to a runtime; the
+  runtime's own error comes back as -32000 with `data.runtime_error` {code, message, data}.
 - `turns.attach {turn_id, after_seq=0}` -> {turn_id, replayed, finished}: the events after `after_seq` are replayed,
   then the live ones follow, nothing missed nor repeated. A turn this service run no longer keeps answers with
   its end from the database (`finished`) and no events.
@@ -24,11 +28,13 @@ field) and answers a JSON result:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
+from agenthost._api import RuntimeCallError
 from agenthost._control import DOMAIN_ERROR, Connection, Handler, MethodError
 from agenthost._journal import TurnJournal, event_payload
 
@@ -57,16 +63,38 @@ class _Create(_P, frozen=True):
     title: str = ""
     project_id: str = "default"
     thread_id: str | None = None
+    thread_settings: dict[str, Any] | None = None
 
 
 class _Thread(_P, frozen=True):
     thread_id: str
 
 
+class _Update(_P, frozen=True):
+    thread_id: str
+    title: str | None = None
+    thread_settings: dict[str, Any] | None = None
+    turn_settings: dict[str, Any] | None = None
+
+
 class _Send(_P, frozen=True):
     thread_id: str
     text: str
     stream: bool = True
+    input: list[Any] | None = None
+    turn_id: str | None = None
+    passthrough: bool = False
+
+
+class _Steer(_P, frozen=True):
+    turn_id: str
+    text: str
+    input: list[Any] | None = None
+
+
+class _RuntimeCall(_P, frozen=True):
+    method: str
+    params: Any = None
 
 
 class _Attach(_P, frozen=True):
@@ -146,7 +174,9 @@ def methods(service: Service) -> dict[str, Handler]:
     async def send(connection: Connection, raw: Any) -> Any:
         params = _params(_Send, raw)
         journal = TurnJournal(params.thread_id)
-        accepted = await connection.call(host.submit, params.thread_id, params.text, journal)
+        items = None if params.input is None else tuple(params.input)
+        submit = functools.partial(host.submit, input=items, turn_id=params.turn_id, passthrough=params.passthrough)
+        accepted = await connection.call(submit, params.thread_id, params.text, journal)
         service.journals.add(accepted.turn_id, journal)
         result = {"turn_id": accepted.turn_id, "queued": accepted.queued}
         if not params.stream:
@@ -200,7 +230,26 @@ def methods(service: Service) -> dict[str, Handler]:
         return {**_plain(snapshot), "queue_depths": host.queue_depths(), "service": service.facts()}
 
     def create(p: _Create) -> Any:
-        return {"thread_id": host.create_thread(p.title, project_id=p.project_id, thread_id=p.thread_id)}
+        thread_id = host.create_thread(p.title, project_id=p.project_id, thread_id=p.thread_id)
+        if p.thread_settings:
+            host.update_thread(thread_id, thread_settings=p.thread_settings)
+        return {"thread_id": thread_id}
+
+    def update(p: _Update) -> Any:
+        return host.update_thread(
+            p.thread_id, title=p.title, thread_settings=p.thread_settings, turn_settings=p.turn_settings
+        )
+
+    def steer(p: _Steer) -> Any:
+        host.steer(p.turn_id, p.text, input=None if p.input is None else tuple(p.input))
+        return {"steered": p.turn_id}
+
+    def runtime_call(p: _RuntimeCall) -> Any:
+        try:
+            return {"result": host.runtime_call(p.method, p.params)}
+        except RuntimeCallError as exc:
+            error = _plain(exc.error)
+            raise MethodError(DOMAIN_ERROR, str(exc), {"error": "RuntimeCallError", "runtime_error": error}) from None
 
     def answer(p: _Answer) -> Any:
         host.answer_approval(p.approval_id, p.decision)
@@ -218,6 +267,10 @@ def methods(service: Service) -> dict[str, Handler]:
         "status": blocking(_None, status),
         "threads.create": blocking(_Create, create),
         "threads.list": blocking(_None, lambda p: host.threads()),
+        "threads.get": blocking(_Thread, lambda p: host.thread(p.thread_id)),
+        "threads.update": blocking(_Update, update),
+        "turns.steer": blocking(_Steer, steer),
+        "runtime.call": blocking(_RuntimeCall, runtime_call),
         "turns.list": blocking(_Thread, lambda p: host.turns(p.thread_id)),
         "transcript.read": blocking(_Thread, lambda p: {"text": host.transcript(p.thread_id)}),
         "turns.send": send,

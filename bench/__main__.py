@@ -6,6 +6,8 @@ Contract:
   never asserted: the exit code is 0 unless a measurement crashed (then 1, with its traceback on stderr).
 - Each figure is the median of R repeats (default 3; 1 with `--quick`), each repeat on fresh processes, a fresh
   storage root and fresh temp files. A ratio is the ratio of the two medians. Timing uses `time.perf_counter()`.
+- Figure 5 (bench/_appserver.py): a turn through `agenthost app-server --runtime codex` vs `codex app-server` on the
+  same binary, alternating turns (the codex turn count), p50 of each; skipped without codex.
 - Figure 4 (bench/_service.py): turn latency through `agenthost serve`'s socket vs an embedded host, alternating
   turns (300; 20 with `--quick`), p50 and p90 of each and the p50 difference.
 - Defaults: 5000 deltas per reply x 40 timed turns, 2000 completions, 20 codex turns (about a minute on a 2-core
@@ -31,7 +33,7 @@ from pathlib import Path
 import msgspec
 
 from agenthost._logging import configure
-from bench import _deltas, _durability, _service
+from bench import _appserver, _deltas, _durability, _service
 from bench._rate import Run
 
 __all__ = ["BenchParams", "BenchReport", "format_report", "main", "run"]
@@ -79,6 +81,7 @@ class BenchReport(msgspec.Struct, frozen=True, kw_only=True):
     codex: Comparison | None = None  # baseline = a direct minimal client on the same codex; None: not installed
     codex_skipped: str | None = None
     service: _service.ServiceLatency | None = None  # a turn through the control socket vs embedded
+    appserver: _appserver.AppServerLatency | None = None  # agenthost app-server vs codex app-server; None: no codex
     design_target_pct: float = DESIGN_TARGET_PCT
     seconds_total: float = 0.0
 
@@ -131,6 +134,7 @@ def run(params: BenchParams) -> BenchReport:
         params.repeats,
     )
     codex, skipped = _codex_comparison(params)
+    appserver = _appserver_comparison(params)
     with tempfile.TemporaryDirectory(prefix="agenthost-bench-") as work_dir:
         breakdown = _durability.measure_breakdown(params.completions, Path(work_dir))
     with tempfile.TemporaryDirectory(prefix="agenthost-bench-") as work_dir:
@@ -144,8 +148,19 @@ def run(params: BenchParams) -> BenchReport:
         codex=codex,
         codex_skipped=skipped,
         service=service,
+        appserver=appserver,
         seconds_total=time.perf_counter() - started,
     )
+
+
+def _appserver_comparison(params: BenchParams) -> _appserver.AppServerLatency | None:
+    from agenthost.actors._runtimes import default_codex_bin
+
+    binary = default_codex_bin()
+    if binary is None:
+        return None
+    with tempfile.TemporaryDirectory(prefix="agenthost-bench-") as work_dir:
+        return _appserver.measure(str(binary), params.codex_turns, Path(work_dir))
 
 
 def _codex_comparison(params: BenchParams) -> tuple[Comparison | None, str | None]:
@@ -219,6 +234,7 @@ def format_report(report: BenchReport) -> str:
         "",
         *_codex_lines(report),
         *_service_lines(report),
+        *_appserver_lines(report),
         f"total {report.seconds_total:.1f} s (figures are reported, never asserted)",
     ]
     return "\n".join(lines)
@@ -274,6 +290,22 @@ def _service_lines(report: BenchReport) -> list[str]:
         f"p90 {latency.service_p90_ms:.2f} ms",
         f"  the socket adds {latency.added_p50_ms:.2f} ms at p50   (design target <= {_service.SOCKET_TARGET_MS:g} ms: "
         f"{met})",
+        "",
+    ]
+
+
+def _appserver_lines(report: BenchReport) -> list[str]:
+    latency = report.appserver
+    if latency is None:
+        return [f"5. agenthost app-server vs codex app-server: skipped ({report.codex_skipped})", ""]
+    met = "met" if latency.ratio_pct >= _appserver.FRONT_END_TARGET_PCT else "NOT met"
+    return [
+        f"5. A turn through `agenthost app-server --runtime codex` vs `codex app-server` itself (same binary, mock "
+        f"model, {latency.turns} turns each, alternating)",
+        f"  direct:    codex app-server               p50 {latency.direct_p50_ms:.1f} ms",
+        f"  front end: agenthost app-server (1 worker) p50 {latency.front_end_p50_ms:.1f} ms",
+        f"  direct/front end {latency.ratio_pct:.1f} %, the front end adds {latency.added_p50_ms:.1f} ms at p50   "
+        f"(design target >= {_appserver.FRONT_END_TARGET_PCT:g} %: {met})",
         "",
     ]
 

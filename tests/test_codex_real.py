@@ -19,30 +19,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from codexkit import CODEX_VERSION, codex_binary
 from conftest import wait_until, worker
 
 from agenthost import AgentHost, HostConfig
 from agenthost.actors import FakeClock
-from agenthost.actors._runtimes import find_native_codex
 from agenthost.chaos import kill_process_group
 from agenthost.protocol import ApprovalRequested, ApprovalReset, ApprovalResolved, Delta, TurnFinished
 from agenthost.protocol.mock_model import MockModelServer
 from agenthost.storage import StorageRoot, parse_checkpoints
 
-CODEX_VERSION = "0.169.0"
 WAIT_S = 30.0
-
-
-def _codex_binary() -> str | None:
-    configured = os.environ.get("AGENTHOST_CODEX_BIN")
-    if configured:
-        return configured
-    cache = Path(os.environ.get("AGENTHOST_CODEX_CACHE") or Path.home() / ".cache" / "agenthost")
-    found = find_native_codex(cache / f"codex-{CODEX_VERSION}")
-    return None if found is None else str(found)
-
-
-CODEX_BIN = _codex_binary()
+CODEX_BIN = codex_binary()
 if CODEX_BIN is None:
     pytest.skip(
         f"codex {CODEX_VERSION} not installed (npm registry unreachable?): run .ci/install-codex",
