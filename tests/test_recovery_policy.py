@@ -12,17 +12,32 @@ from hypothesis import strategies as st
 
 from agenthost.actors._recovery import (
     HOST_POLICY,
+    PERSIST_RETRY,
+    QUARANTINE_RUNTIME_STATE_AT,
+    STALE_THREAD_RETRY,
     WORKER_POLICY,
+    WORKER_WATCH,
     Backoff,
+    ChildSpec,
     Decision,
     Intensity,
     PolicyError,
     RecoveryPolicy,
     RestartHistory,
+    RetryPolicy,
+    RetryVerdict,
+    SupervisorSpec,
+    WorkerWatch,
+    admit_operator_restart,
     admit_restart,
+    children_to_restart,
+    decide_retry,
     next_delay,
     record_start,
     schedule,
+    should_kill_for_timeouts,
+    should_restart,
+    worker_wedged,
 )
 
 # A policy whose attempt cap and stability reset never interfere with intensity tests.
@@ -199,6 +214,8 @@ def test_admit_restart_rejects_non_finite_time(now: float) -> None:
 def test_history_rejects_negative_attempt() -> None:
     with pytest.raises(PolicyError, match=r"history\.attempt must be >= 0, got -1"):
         RestartHistory(attempt=-1)
+    with pytest.raises(PolicyError, match=r"history\.attempt must be an int, got 1\.0"):
+        RestartHistory(attempt=1.0)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -337,3 +354,228 @@ def test_admit_restart_respects_attempt_cap_and_intensity(
     for at in restart_times:
         in_window = [t for t in restart_times if t <= at and at - t < period_s]
         assert len(in_window) <= policy.intensity.max_restarts
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Pinned by mutation testing (mutation/README.md): each test fails on a change the tests above let through
+
+
+def test_next_delay_below_the_cap_when_only_the_power_overflows() -> None:
+    # 10.0**309 overflows a float, but 1e-300 * 10**309 = 1e9 is below the cap: the delay is 1e9, not max_s.
+    backoff = Backoff(initial_s=1e-300, multiplier=10.0, max_s=1e10)
+    assert next_delay(backoff, 309) == pytest.approx(1e8, rel=1e-9)
+    assert next_delay(backoff, 310) == pytest.approx(1e9, rel=1e-9)
+    assert next_delay(backoff, 311) == 1e10
+    assert next_delay(backoff, 10**6) == 1e10
+    huge = Backoff(initial_s=1e-300, multiplier=1e300, max_s=1e300)
+    assert [next_delay(huge, n) for n in (2, 3, 4, 5)] == [1.0, 1e300, 1e300, 1e300]
+
+
+def test_exact_delays_for_sub_second_and_long_schedules() -> None:
+    backoff = Backoff(initial_s=0.1, multiplier=2.0, max_s=1.0)
+    assert schedule(RecoveryPolicy(backoff=backoff, max_attempts=6)) == (0.1, 0.2, 0.4, 0.8, 1.0, 1.0)
+    assert next_delay(Backoff(initial_s=1.0, multiplier=2.0, max_s=1000.0), 10) == 512.0
+
+
+def test_schedule_of_an_odd_number_of_attempts() -> None:
+    assert schedule(RecoveryPolicy(max_attempts=3)) == (1.0, 2.0, 4.0)
+
+
+def test_jitter_is_exactly_the_documented_formula_and_spans_both_sides() -> None:
+    backoff = Backoff(initial_s=4.0, multiplier=2.0, max_s=30.0, jitter=0.5)
+    for seed in range(20):
+        expected = 8.0 * (1.0 + random.Random(seed).uniform(-0.5, 0.5))
+        assert next_delay(backoff, 2, random.Random(seed)) == expected
+    rng = random.Random(7)
+    draws = [next_delay(backoff, 2, rng) for _ in range(200)]
+    assert min(draws) < 6.0 and max(draws) > 10.0
+
+
+def test_jittered_delay_is_clamped_to_max_s() -> None:
+    backoff = Backoff(initial_s=20.0, multiplier=2.0, max_s=30.0, jitter=0.9)
+    rng = random.Random(11)
+    draws = [next_delay(backoff, 2, rng) for _ in range(200)]  # 30 s * (1 +- 0.9)
+    assert max(draws) == 30.0 and min(draws) < 30.0
+
+
+def test_jittered_sub_second_delay_is_not_rounded_up() -> None:
+    backoff = Backoff(initial_s=0.1, multiplier=2.0, max_s=1.0, jitter=0.5)
+    rng = random.Random(3)
+    assert all(0.05 <= next_delay(backoff, 1, rng) <= 0.15 for _ in range(50))
+
+
+def test_reason_rounds_a_jittered_delay_to_milliseconds() -> None:
+    policy = RecoveryPolicy(backoff=Backoff(initial_s=4.0, jitter=0.5))
+    decision = admit_restart(policy, RestartHistory(), 0.0, random.Random(1))
+    assert len(repr(decision.delay_s).split(".")[1]) > 3  # this seed gives a delay with more than 3 decimals
+    assert decision.reason == f"attempt 1 of 8, backoff {round(decision.delay_s, 3)!r} s"
+
+
+def test_documented_defaults() -> None:
+    assert (Intensity().max_restarts, Intensity().period_s) == (5, 60.0)
+    assert WORKER_POLICY.intensity == Intensity(max_restarts=10, period_s=60.0)
+    assert WORKER_POLICY.stable_after_s == 30.0 and WORKER_POLICY.max_attempts == 8
+    assert Backoff() == Backoff(initial_s=1.0, multiplier=2.0, max_s=30.0, jitter=0.0)
+
+
+def test_worker_policy_admits_ten_restarts_per_sixty_seconds() -> None:
+    policy = msgspec.structs.replace(WORKER_POLICY, max_attempts=100)
+    history = RestartHistory()
+    for now in range(10):
+        decision = admit_restart(policy, history, float(now))
+        assert decision.action == "restart", now
+        history = decision.history
+    assert admit_restart(policy, history, 10.0).action == "escalate"
+    assert admit_restart(policy, history, 60.0).action == "restart"  # the restart at t=0 left the window
+
+
+def test_child_up_well_past_stable_after_resets_attempts() -> None:
+    history = RestartHistory(attempt=3, last_started_at=100.0)
+    decision = admit_restart(RecoveryPolicy(stable_after_s=30.0), history, 1000.0)
+    assert (decision.action, decision.attempt, decision.delay_s) == ("restart", 1, 1.0)
+
+
+def test_intensity_rejects_a_negative_period() -> None:
+    with pytest.raises(PolicyError, match=r"intensity\.period_s must be > 0, got -1\.0"):
+        Intensity(period_s=-1.0)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: Backoff(1.0),
+        lambda: Intensity(5),
+        lambda: RecoveryPolicy(Backoff()),
+        lambda: Decision("restart", 1, 1.0, "r", RestartHistory()),
+        lambda: ChildSpec("w"),
+        lambda: SupervisorSpec("one_for_one", (ChildSpec(name="w"),)),
+        lambda: RetryPolicy(None),
+        lambda: RetryVerdict("retry", 1, 1.0, "r"),
+        lambda: WorkerWatch(3),
+    ],
+    ids=[
+        "Backoff",
+        "Intensity",
+        "RecoveryPolicy",
+        "Decision",
+        "ChildSpec",
+        "SupervisorSpec",
+        "RetryPolicy",
+        "RetryVerdict",
+        "WorkerWatch",
+    ],
+)
+def test_policy_structs_are_keyword_only(build) -> None:
+    with pytest.raises(TypeError):
+        build()
+
+
+def test_decisions_specs_and_policies_are_immutable() -> None:
+    child = ChildSpec(name="w")
+    values: list[tuple[object, str]] = [
+        (admit_restart(WORKER_POLICY, RestartHistory(), 0.0), "attempt"),
+        (child, "name"),
+        (SupervisorSpec(strategy="one_for_one", children=(child,)), "strategy"),
+        (PERSIST_RETRY, "max_attempts"),
+        (decide_retry(PERSIST_RETRY, 1), "attempt"),
+        (WORKER_WATCH, "missed_probes"),
+    ]
+    for value, field in values:
+        with pytest.raises(AttributeError):
+            setattr(value, field, getattr(value, field))
+        hash(value)
+
+
+def test_child_name_of_the_wrong_type() -> None:
+    with pytest.raises(PolicyError, match=r"child\.name must be"):
+        ChildSpec(name=5)  # type: ignore[arg-type]
+
+
+def test_shutdown_timeout_accepts_sub_second_and_defaults_to_five() -> None:
+    assert ChildSpec(name="w", shutdown_timeout_s=0.5).shutdown_timeout_s == 0.5
+    assert ChildSpec(name="w").shutdown_timeout_s == 5.0
+
+
+def test_restart_types_and_strategies_compare_by_value() -> None:
+    def fresh(text: str) -> str:  # a value read from argv or JSON is an equal string, not the interned literal
+        return "".join(list(text))
+
+    assert fresh("permanent") is not "permanent"  # noqa: F632  (the point of the test)
+    assert should_restart(fresh("permanent"), False) is True  # type: ignore[arg-type]
+    assert should_restart(fresh("transient"), True) is True  # type: ignore[arg-type]
+    children = (ChildSpec(name="a"), ChildSpec(name="b"))
+    one = SupervisorSpec(strategy=fresh("one_for_one"), children=children)  # type: ignore[arg-type]
+    every = SupervisorSpec(strategy=fresh("one_for_all"), children=children)  # type: ignore[arg-type]
+    assert children_to_restart(one, "a") == ("a",)
+    assert children_to_restart(every, "b") == ("a", "b")
+
+
+# --- retries of operations, and the thresholds at which a supervisor stops trusting a child -------------------
+
+
+def test_persist_retry_waits_1_2_4_up_to_30_s_and_gives_up_after_20() -> None:
+    verdicts = [decide_retry(PERSIST_RETRY, n) for n in range(1, 22)]
+    assert [v.delay_s for v in verdicts[:20]] == [1.0, 2.0, 4.0, 8.0, 16.0] + [30.0] * 15
+    assert all(v.action == "retry" for v in verdicts[:20])
+    assert [v.attempt for v in verdicts] == list(range(1, 22))
+    assert verdicts[2].reason == "retry 3 of 20, after 4.0 s"
+    assert verdicts[20] == RetryVerdict(action="give_up", attempt=21, delay_s=0.0, reason="20 retries exhausted")
+
+
+def test_stale_thread_retry_is_once_and_at_once() -> None:
+    assert decide_retry(STALE_THREAD_RETRY, 1) == RetryVerdict(
+        action="retry", attempt=1, delay_s=0.0, reason="retry 1 of 1, after 0.0 s"
+    )
+    assert decide_retry(STALE_THREAD_RETRY, 2).action == "give_up"
+
+
+def test_retry_policy_defaults_and_validation() -> None:
+    assert RetryPolicy() == RetryPolicy(backoff=Backoff(), max_attempts=8)
+    assert [decide_retry(RetryPolicy(), n).action for n in (8, 9)] == ["retry", "give_up"]
+    with pytest.raises(PolicyError, match="max_attempts must be >= 1, got 0"):
+        RetryPolicy(max_attempts=0)
+    with pytest.raises(PolicyError, match=r"max_attempts must be an int, got 2\.0"):
+        RetryPolicy(max_attempts=2.0)  # type: ignore[arg-type]
+    with pytest.raises(PolicyError, match=r"backoff must be of type Backoff, got 1\.0"):
+        RetryPolicy(backoff=1.0)  # type: ignore[arg-type]
+    with pytest.raises(PolicyError, match=r"attempt must be >= 1 .*got 0"):
+        decide_retry(PERSIST_RETRY, 0)
+
+
+def test_operator_restart_is_at_once_and_keeps_the_history() -> None:
+    history = RestartHistory(restarts=(1.0, 2.0), attempt=2, last_started_at=None)
+    assert admit_operator_restart(history) == Decision(
+        action="restart", attempt=2, delay_s=0.0, reason="requested by the operator", history=history
+    )
+
+
+def test_worker_watch_defaults_and_thresholds() -> None:
+    assert WorkerWatch() == WORKER_WATCH
+    assert (
+        WORKER_WATCH.max_consecutive_timeouts,
+        WORKER_WATCH.outbox_limit_bytes,
+        WORKER_WATCH.probe_interval_s,
+        WORKER_WATCH.missed_probes,
+    ) == (3, 64 * 1024 * 1024, 5.0, 3)
+    assert [should_kill_for_timeouts(WORKER_WATCH, n) for n in (1, 2, 3, 4)] == [False, False, True, True]
+    assert [worker_wedged(WORKER_WATCH, n) for n in (1, 2, 3, 4)] == [False, False, True, True]
+    assert QUARANTINE_RUNTIME_STATE_AT == 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_consecutive_timeouts": 0}, "max_consecutive_timeouts must be >= 1, got 0"),
+        ({"outbox_limit_bytes": 0}, "outbox_limit_bytes must be >= 1, got 0"),
+        ({"probe_interval_s": 0.0}, "probe_interval_s must be > 0, got 0.0"),
+        ({"missed_probes": 0}, "missed_probes must be >= 1, got 0"),
+        ({"missed_probes": 1.5}, "missed_probes must be an int, got 1.5"),
+        ({"max_consecutive_timeouts": 2.0}, "max_consecutive_timeouts must be an int, got 2.0"),
+        ({"outbox_limit_bytes": 1.5}, "outbox_limit_bytes must be an int, got 1.5"),
+    ],
+)
+def test_worker_watch_validators(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(PolicyError) as caught:
+        WorkerWatch(**kwargs)  # type: ignore[arg-type]
+    assert str(caught.value) == message
+    assert WorkerWatch(max_consecutive_timeouts=1, outbox_limit_bytes=1, probe_interval_s=0.1, missed_probes=1)

@@ -24,6 +24,7 @@ from agenthost.storage import (
     UnknownThreadError,
     UnknownTurnError,
 )
+from agenthost.storage._dbcore import _verify_pragma
 from agenthost.storage._schema import SCHEMA_VERSION, apply_migrations
 
 
@@ -64,7 +65,7 @@ def test_pragmas_are_applied_and_verified(db: Database, db_path: Path) -> None:
     assert db.pragma("wal_autocheckpoint") == 0
     assert db.pragma("busy_timeout") == 5000
     assert db.pragma("foreign_keys") == 1
-    assert db.schema_version == SCHEMA_VERSION == 3
+    assert db.schema_version == SCHEMA_VERSION == 4
 
 
 def test_pragma_that_cannot_be_applied_raises_schema_error() -> None:
@@ -506,3 +507,77 @@ def test_followup_queue_operations_follow_the_seed_app(db: Database) -> None:
     assert db.next_followup("sibling").followup_id == "s1"  # another thread is not affected
     with pytest.raises(StorageError, match="dispatch mode 'sometimes' is invalid"):
         db.set_dispatch_mode("t", "sometimes")  # type: ignore[arg-type]
+
+
+# --- pinned by mutation testing (mutation/README.md) ----------------------------------------------------------
+
+
+def test_close_truncates_the_wal_even_while_another_connection_is_open(db_path: Path) -> None:
+    # SQLite checkpoints and deletes the WAL by itself when the LAST connection closes; with a reader still open
+    # only close()'s own TRUNCATE checkpoint empties it.
+    db = Database.open(db_path)
+    db.ensure_project("p1", "One", now=1.0)
+    reader = apsw.Connection(str(db_path))
+    try:
+        assert reader.execute("SELECT count(*) FROM projects").get == 1
+        assert Path(f"{db_path}-wal").stat().st_size > 0
+        db.close()
+        assert Path(f"{db_path}-wal").stat().st_size == 0
+    finally:
+        reader.close()
+
+
+def test_close_after_a_failed_checkpoint_is_final(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = Database.open(db_path)
+
+    def refuse(self: Database, mode: str = "PASSIVE") -> tuple[int, int]:
+        raise StorageIOError("injected checkpoint failure")
+
+    monkeypatch.setattr(Database, "checkpoint", refuse)
+    with pytest.raises(StorageIOError, match="injected"):
+        db.close()
+    monkeypatch.undo()
+    db.close()  # a no-op: it must not touch the connection that is already closed
+    with pytest.raises(StorageError, match="closed"):
+        db.list_threads()
+
+
+def test_open_and_close_flags_are_keyword_only(db_path: Path) -> None:
+    with pytest.raises(TypeError):
+        Database.open(db_path, None)  # type: ignore[misc]
+    db = Database.open(path=db_path)
+    with pytest.raises(TypeError):
+        db.close(False)  # type: ignore[misc]
+    db.close()
+
+
+def test_action_card_refuses_a_turn_of_a_later_sorting_thread(thread_db: Database) -> None:
+    thread_db.create_thread("t2", "p1", "Second", now=3.0)
+    thread_db.begin_turn("u2", "t2", "x", now=4.0)
+    with pytest.raises(StorageError, match="turn 'u2' belongs to thread 't2', not 't1'"):
+        thread_db.add_action_card("t1", "u2", "note", "x", now=5.0)
+    assert thread_db.list_action_cards("t1") == []
+
+
+def test_verify_pragma_refuses_a_value_above_the_expected_one(db_path: Path) -> None:
+    conn = apsw.Connection(str(db_path))
+    try:
+        conn.pragma("synchronous", "EXTRA")  # 3; FULL is 2
+        with pytest.raises(SchemaError, match="pragma synchronous was not applied: expected 2, got 3"):
+            _verify_pragma(conn, "synchronous", 2)
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("now", [True, "1.0"])
+def test_time_rejects_bool_and_str(db: Database, now: object) -> None:
+    with pytest.raises(StorageError, match=r"now .* is invalid: must be finite float seconds"):
+        db.ensure_project("p1", "One", now=now)  # type: ignore[arg-type]
+    assert db.list_projects() == []
+
+
+@pytest.mark.parametrize("kind", ["note\n", "note\r\n"])
+def test_card_kind_with_a_trailing_line_break_is_refused(thread_db: Database, kind: str) -> None:
+    with pytest.raises(StorageError, match=r"action card kind .* is invalid: must be one non-empty line"):
+        thread_db.add_action_card("t1", None, kind, "x", now=3.0)
+    assert thread_db.list_action_cards("t1") == []
