@@ -5,9 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 # Wheels of the runtime dependencies, for the packaging test's fresh venv (it installs offline from here).
 WHEELHOUSE := $(VENV)/wheelhouse
-RUNTIME_DEPS := pykka|msgspec|apsw|structlog|prometheus.client
+RUNTIME_DEPS := pykka|msgspec|apsw|structlog|prometheus.client|rich|markdown.it.py|mdurl|pygments
 
-.PHONY: demo test lint bench clean codex mutation
+.PHONY: demo test lint bench clean codex browser mutation
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,13 +25,28 @@ demo: $(STAMP)
 codex:
 	@bash .ci/install-codex > /dev/null
 
+# Headless Chromium for the status page's browser tests (tests/test_http_browser.py): Debian's chromium and
+# chromium-driver, through apt when it is there and we may use it (root, or sudo without a password). Otherwise this
+# says why and those tests skip; nothing else depends on it.
+browser:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
+	elif ! command -v apt-get >/dev/null 2>&1; then echo "make: no apt-get: the browser tests will skip"; \
+	else \
+		if [ "$$(id -u)" = 0 ]; then sudo=""; elif sudo -n true 2>/dev/null; then sudo="sudo -n"; else sudo=none; fi; \
+		if [ "$$sudo" = none ]; then echo "make: apt-get needs root: the browser tests will skip"; \
+		else $$sudo apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 \
+			|| { $$sudo apt-get update -qq >/dev/null 2>&1 \
+				&& $$sudo apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1; } \
+			|| echo "make: apt-get could not install chromium: the browser tests will skip"; fi; \
+	fi
+
 # ruff (lint + format check) and mypy (strict for the public API; see pyproject.toml).
 lint: $(STAMP)
 	$(BIN)/python -m ruff check .
 	$(BIN)/python -m ruff format --check .
 	bash .ci/typecheck $(BIN)/python
 
-test: $(STAMP) codex lint
+test: $(STAMP) codex browser lint
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

@@ -9,6 +9,7 @@ bad value, never a traceback; 130 after Ctrl-C detached):
   root, else in an embedded host (agenthost._cli_client has the details).
 - `status`, `transcript THREAD_ID`, `doctor`: the live view through the service when one runs, else the database.
 - `approvals`, `approve`, `interrupt`, `tail`, `followups`, `workers`, `shutdown`: a running service's operations.
+- `url`, `top`: the status page's URL, and the same live view in the terminal (agenthost._cli_view).
 - `migrate-storage`: see agenthost._cli_storage.
 - Commands that other installed packages register under the entry point group "agenthost.commands" (agenthost's
   own `chaos` command is one): each entry point is an object (e.g. a module) with `add_parser(subparsers)` and
@@ -41,6 +42,7 @@ from agenthost._cli_client import (
 from agenthost._cli_common import HelpFormatter, codex_bin, runtime_options
 from agenthost._cli_service import add_serve_parser, run_serve
 from agenthost._cli_storage import STORAGE_COMMANDS, add_storage_commands, run_storage_command
+from agenthost._cli_view import VIEW_COMMANDS, add_view_parsers, run_view_command
 from agenthost._client import ServiceError
 from agenthost._logging import FORMATS, LEVELS, configure
 from agenthost._version import __version__
@@ -90,6 +92,7 @@ def _parser(plugins: dict[str, Any]) -> argparse.ArgumentParser:
     transcript.add_argument("--root", required=True, help="storage root")
     transcript.add_argument("thread_id", help="the thread's id")
     add_client_parsers(commands, HelpFormatter)
+    add_view_parsers(commands, HelpFormatter)
     for plugin in plugins.values():
         plugin.add_parser(commands)
     return parser
@@ -156,6 +159,8 @@ def _run(args: argparse.Namespace, plugins: dict[str, Any]) -> int:
         return int(plugins[command].run(args))
     if command in _CLIENT_COMMANDS:
         return run_client_command(args)
+    if command in VIEW_COMMANDS:
+        return run_view_command(args)
     if command == "send":
         return _send(args)
     if command in ("status", "transcript", "doctor"):

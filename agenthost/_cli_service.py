@@ -2,9 +2,11 @@
 
 Contract: `--config FILE` is TOML (read with tomllib) with two tables: `[host]`, any `HostConfig` field
 (`storage_root`, `workers`, `runtime`, `turn_timeout_s`, `worker_policy = {backoff = {initial_s = 1.0}}`, ...), and
-`[service]`, any `ServiceOptions` field (`metrics`, `log_file`, `log_level`, `log_format`). Flags given on the
-command line win over the file. Every value is checked (unknown keys too); a bad one is exit 2 with one line naming
-the file, the key and the value. `--check-config` prints the resulting configuration as JSON and exits 0.
+`[service]`, any `ServiceOptions` field (`metrics`, `http`, `http_allow_remote`, `log_file`, `log_level`,
+`log_format`). `--http HOST:PORT` serves the status page (agenthost._http): loopback unless `--http-allow-remote`
+is given too, which prints a warning. Flags given on the command line win over the file. Every value is checked
+(unknown keys too); a bad one is exit 2 with one line naming the file, the key and the value. `--check-config`
+prints the resulting configuration as JSON and exits 0.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import msgspec
 
 from agenthost._cli_common import HelpFormatter
 from agenthost._config import HostConfig
+from agenthost._http_auth import parse_http_address
 from agenthost._metrics import parse_loopback
 from agenthost._service import Service, ServiceOptions
 
@@ -58,6 +61,13 @@ def add_serve_parser(commands: Any) -> argparse.ArgumentParser:
     serve.add_argument("--request-timeout", type=float, metavar="S", help="a runtime call's deadline (30)")
     serve.add_argument("--max-active-turns", type=int, metavar="N", help="turns running at once (8)")
     serve.add_argument("--metrics", metavar="HOST:PORT", help="serve Prometheus metrics on this loopback address")
+    serve.add_argument("--http", metavar="HOST:PORT", help="serve the status page here (loopback; see `agenthost url`)")
+    serve.add_argument(
+        "--http-allow-remote",
+        action="store_true",
+        default=None,
+        help="let --http bind a non-loopback address (exposed to the network; prefer an ssh port forward)",
+    )
     serve.add_argument("--log-file", metavar="FILE", help="structured log file (reopened on SIGHUP); default stderr")
     return serve
 
@@ -85,6 +95,8 @@ def load_service_config(args: argparse.Namespace) -> tuple[HostConfig, ServiceOp
         host["codex_config"] = list(args.codex_config)
     for flag, field in (
         ("metrics", "metrics"),
+        ("http", "http"),
+        ("http_allow_remote", "http_allow_remote"),
         ("log_file", "log_file"),
         ("log_level", "log_level"),
         ("log_format", "log_format"),
@@ -104,6 +116,8 @@ def load_service_config(args: argparse.Namespace) -> tuple[HostConfig, ServiceOp
         raise ValueError(f"{source}: {exc}") from None
     if options.metrics is not None:
         parse_loopback(options.metrics)
+    if options.http is not None:
+        parse_http_address(options.http, options.http_allow_remote)
     if config.runtime == "builtin" and config.codex_config:
         raise ValueError(f"-c {list(config.codex_config)} configures codex; the runtime is 'builtin'")
     return config, options

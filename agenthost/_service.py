@@ -30,12 +30,15 @@ from agenthost._api import AgentHost, HostStartError
 from agenthost._config import HostConfig
 from agenthost._control import ControlServer
 from agenthost._control_api import methods
+from agenthost._http import HttpServer
+from agenthost._http_auth import write_token
 from agenthost._journal import Journals
 from agenthost._logging import FORMATS, LEVELS, LogFile, configure
 from agenthost._metrics import Metrics
 from agenthost._notify import Notifier
 from agenthost._sockpath import socket_path
 from agenthost._version import __version__
+from agenthost._view import Recorder, view_methods
 from agenthost.actors._log import get_logger
 from agenthost.storage import make_private
 
@@ -51,6 +54,8 @@ class ServiceOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     log_file: str | None = None
     metrics: str | None = None  # "127.0.0.1:PORT"
     control_buffer_bytes: int = 8 * 1024 * 1024  # what a client may leave unread before it is dropped
+    http: str | None = None  # the status page, "127.0.0.1:PORT" (agenthost._http)
+    http_allow_remote: bool = False  # let `http` bind a non-loopback address (a warning says it is exposed)
 
     def __post_init__(self) -> None:
         if self.log_level not in LEVELS:
@@ -70,6 +75,8 @@ class Service:
         self.started_at = time.monotonic()
         self.metrics: Metrics | None = None
         self.server: ControlServer | None = None
+        self.recorder = Recorder(self.host)  # the history the status page and `agenthost top` show
+        self.http: HttpServer | None = None
         self._log_file: LogFile | None = None
         self._stop: asyncio.Event | None = None
         self._drain_s = config.drain_timeout_s
@@ -83,6 +90,7 @@ class Service:
             "uptime_s": round(time.monotonic() - self.started_at, 3),
             "socket": str(self.server.path) if self.server else None,
             "metrics_port": None if self.metrics is None else self.metrics.port,
+            "http": None if self.http is None else self.http.base_url,
         }
 
     # --- lifecycle ------------------------------------------------------------------------------------------
@@ -97,8 +105,13 @@ class Service:
             print(f"agenthost: {exc}", file=sys.stderr)
             return 1
         try:
+            if not self._open_http():
+                return 1
             asyncio.run(self._main())
         finally:
+            if self.http is not None:
+                self.http.close()
+            self.recorder.close()
             self.host.shutdown(drain_timeout_s=0.0)
             if self.metrics is not None:
                 self.metrics.close()
@@ -106,13 +119,41 @@ class Service:
                 self._log_file.close()
         return 0
 
+    def _open_http(self) -> bool:
+        """Bind the status page when asked (its token written first); False, said on stderr, when it cannot."""
+        if not self.options.http:
+            return True
+        system_dir = self.host.root.system_dir
+        try:
+            self.http = HttpServer(
+                self.options.http,
+                socket_path(system_dir),
+                write_token(system_dir),
+                allow_remote=self.options.http_allow_remote,
+            )
+        except OSError as exc:
+            print(f"agenthost: --http {self.options.http} cannot be served: {exc.strerror or exc}", file=sys.stderr)
+            return False
+        if not self.http.loopback_only:
+            print(
+                f"agenthost: WARNING: the status page listens on {self.http.base_url}, reachable from other "
+                "hosts (token-protected, plain HTTP); prefer 127.0.0.1 and an ssh port forward",
+                file=sys.stderr,
+            )
+            _log.warning("http.remote_bind", url=self.http.base_url)
+        return True
+
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        table = methods(self)
+        table.update(view_methods(self, table))
         self.server = ControlServer(
-            socket_path(self.host.root.system_dir), methods(self), max_buffer_bytes=self.options.control_buffer_bytes
+            socket_path(self.host.root.system_dir), table, max_buffer_bytes=self.options.control_buffer_bytes
         )
         await self.server.start()
+        if self.http is not None:
+            self.http.start()
         if self.options.metrics:
             self.metrics = Metrics(self.host)
             port = self.metrics.serve(self.options.metrics)
@@ -127,6 +168,8 @@ class Service:
         await self._stop.wait()
         ticker.cancel()
         await self._drain()
+        if self.http is not None:
+            self.http.close()
         await self.server.close()
         _log.info("service.stopped")
 
