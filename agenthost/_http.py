@@ -13,8 +13,9 @@ Contract:
   POST /api/approvals/answer {approval_id, decision}, POST /api/turns/interrupt {turn_id}. A refused request gets
   its status (400, 403, 404, 405) and a one-line reason; a service error is 409 with its message; a service that
   cannot be reached is 503. Each refusal is an `http.refused` event.
-- `HttpServer(address, socket_path, token, allow_remote)` binds at construction (OSError when it cannot);
-  `start()` serves from daemon threads; `close()` stops serving and ends the streams.
+- `HttpServer(address, socket_path, allow_remote)` binds at construction (OSError when it cannot: the service
+  checks this before its host starts); `start(token)` serves from daemon threads; `close()` stops serving and ends
+  the streams.
 """
 
 from __future__ import annotations
@@ -89,7 +90,6 @@ class HttpServer:
         self,
         address: str,
         socket_path: Path,
-        token: str,
         *,
         allow_remote: bool = False,
         min_push_s: float = 0.25,
@@ -97,7 +97,8 @@ class HttpServer:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         host, port = parse_http_address(address, allow_remote)
-        self.socket_path, self.token = socket_path, token
+        self.socket_path = socket_path
+        self.token = ""  # set by start(): nothing is served before
         self.loopback_only = is_loopback(host)
         self.min_push_s, self.max_push_s = min_push_s, max_push_s
         self.clock = clock
@@ -108,7 +109,10 @@ class HttpServer:
         self.base_url = f"http://{shown}:{self.port}/"
         self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
+    def start(self, token: str) -> None:
+        if not token:
+            raise ValueError("the status page needs a token")
+        self.token = token
         self._thread = threading.Thread(target=self._server.serve_forever, name="agenthost-http", daemon=True)
         self._thread.start()
         _log.info("http.listening", url=self.base_url, loopback_only=self.loopback_only)

@@ -98,15 +98,17 @@ class Service:
         if self.options.log_file:
             self._log_file = LogFile(self.options.log_file)
         configure(self.options.log_level, self.options.log_format, self._log_file)
+        if not self._bind_http():  # before the host starts: a busy port costs nothing
+            return 1
         make_private(self.host.root)
         try:
             self.host.start()
         except HostStartError as exc:
             print(f"agenthost: {exc}", file=sys.stderr)
+            if self.http is not None:
+                self.http.close()
             return 1
         try:
-            if not self._open_http():
-                return 1
             asyncio.run(self._main())
         finally:
             if self.http is not None:
@@ -119,16 +121,14 @@ class Service:
                 self._log_file.close()
         return 0
 
-    def _open_http(self) -> bool:
-        """Bind the status page when asked (its token written first); False, said on stderr, when it cannot."""
+    def _bind_http(self) -> bool:
+        """Bind the status page when asked (served once the socket listens); False, said on stderr, when it cannot."""
         if not self.options.http:
             return True
-        system_dir = self.host.root.system_dir
         try:
             self.http = HttpServer(
                 self.options.http,
-                socket_path(system_dir),
-                write_token(system_dir),
+                socket_path(self.host.root.system_dir),
                 allow_remote=self.options.http_allow_remote,
             )
         except OSError as exc:
@@ -153,7 +153,7 @@ class Service:
         )
         await self.server.start()
         if self.http is not None:
-            self.http.start()
+            self.http.start(write_token(self.host.root.system_dir))  # a new token at every start
         if self.options.metrics:
             self.metrics = Metrics(self.host)
             port = self.metrics.serve(self.options.metrics)

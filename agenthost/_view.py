@@ -32,7 +32,7 @@ import msgspec
 from agenthost._control import Connection, Handler
 from agenthost._journal import TurnJournal
 from agenthost.actors._events import SupervisorDecision, TurnDispatched, TurnEnded
-from agenthost.actors._log import Event, get_logger
+from agenthost.actors._log import Event
 from agenthost.protocol import Delta, TurnEvent
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DecisionRecord", "Recorder", "StreamTexts", "TurnRecord", "view_methods"]
 
-_log = get_logger("agenthost.view")
+_MAX_OPEN = 10_000  # dispatched turns whose end the recorder waits for
 
 
 class DecisionRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -102,6 +102,8 @@ class Recorder:
         with self._lock:
             if isinstance(payload, TurnDispatched):
                 self._started[payload.turn] = now
+                while len(self._started) > _MAX_OPEN:  # ends never seen (a host restart): forget the oldest
+                    del self._started[next(iter(self._started))]
             elif isinstance(payload, TurnEnded):
                 started = self._started.pop(payload.turn, None)
                 seconds = None if started is None else max(0.0, now - started)

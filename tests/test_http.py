@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -108,6 +109,16 @@ def test_bad_http_addresses_exit_2_and_a_remote_bind_needs_the_flag_and_warns(tm
     assert not (tmp_path / "root").exists()
     checked = agenthost("serve", "--root", root, "--http", "0.0.0.0:0", "--http-allow-remote", "--check-config")
     assert checked.returncode == 0 and json.loads(checked.stdout)["service"]["http_allow_remote"] is True
+
+
+def test_a_busy_port_exits_1_before_the_host_starts(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = agenthost("serve", "--root", str(tmp_path / "root"), "--http", f"127.0.0.1:{port}")
+    assert done.returncode == 1 and f"--http 127.0.0.1:{port} cannot be served" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "root").exists()
 
 
 def test_a_remote_bind_prints_a_warning(service) -> None:

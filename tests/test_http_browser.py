@@ -209,7 +209,11 @@ def test_screenshot_of_the_demos_data(service, browser, tmp_path: Path) -> None:
         client.call("turns.send", {"thread_id": threads[0]["thread_id"], "text": "RUN: make release", "stream": False})
         streaming = {"thread_id": threads[1]["thread_id"], "text": "summarise the incident report", "stream": False}
         client.call("turns.send", streaming)
+        follow = {"thread_id": threads[0]["thread_id"], "text": "then tag the release", "stream": False}
+        assert client.call("turns.send", follow)["queued"] is True  # its thread is busy: a follow-up
     wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#approvals [data-approval]"), "the approval")
+    queued = f'#followups [data-thread="{threads[0]["thread_id"]}"] [data-followup]'
+    assert "then tag the release" in wait_for(lambda: browser.find_element(By.CSS_SELECTOR, queued).text, "it")
     wait_for(
         lambda: any(e.text not in ("", "…") for e in browser.find_elements(By.CSS_SELECTOR, "#active .stream")),
         "a streaming turn",

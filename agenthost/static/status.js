@@ -219,7 +219,11 @@ function loadTranscript(threadId) {
   for (const li of document.querySelectorAll("#threads li")) li.classList.toggle("selected", li.dataset.thread === threadId);
   fetch(q("/api/transcript", { thread_id: threadId }))
     .then((r) => (r.ok ? r.json() : r.text().then((t) => Promise.reject(new Error(t)))))
-    .then((body) => { document.getElementById("transcript").textContent = body.text; })
+    .then((body) => {
+      // the machine-readable markers and trailers are HTML comments: a rendered Markdown view hides them too
+      const readable = body.text.split("\n").filter((line) => !/^<!-- .* -->$/.test(line.trim()));
+      document.getElementById("transcript").textContent = readable.join("\n").replace(/\n{3,}/g, "\n\n");
+    })
     .catch((error) => { document.getElementById("transcript").textContent = String(error.message || error); });
 }
 
