@@ -35,7 +35,6 @@ _HOST_FLAGS = {
     "turn_timeout": "turn_timeout_s",
     "request_timeout": "request_timeout_s",
     "max_active_turns": "max_active_turns",
-    "ray_address": "ray_address",
 }
 
 
@@ -61,11 +60,6 @@ def add_serve_parser(commands: Any) -> argparse.ArgumentParser:
     serve.add_argument("--turn-timeout", type=float, metavar="S", help="a turn's deadline in seconds (600)")
     serve.add_argument("--request-timeout", type=float, metavar="S", help="a runtime call's deadline (30)")
     serve.add_argument("--max-active-turns", type=int, metavar="N", help="turns running at once (8)")
-    serve.add_argument(
-        "--ray-address",
-        metavar="ADDR",
-        help="run the runtimes on this Ray cluster (auto, HOST:PORT or ray://HOST:PORT; needs agenthost[ray])",
-    )
     serve.add_argument("--metrics", metavar="HOST:PORT", help="serve Prometheus metrics on this loopback address")
     serve.add_argument("--http", metavar="HOST:PORT", help="serve the status page here (loopback; see `agenthost url`)")
     serve.add_argument(
@@ -99,8 +93,6 @@ def load_service_config(args: argparse.Namespace) -> tuple[HostConfig, ServiceOp
             host[field] = getattr(args, flag)
     if args.codex_config:
         host["codex_config"] = list(args.codex_config)
-    if getattr(args, "ray_address", None) is not None:
-        host["placement"] = "ray"  # --ray-address means: place the runtimes there
     for flag, field in (
         ("metrics", "metrics"),
         ("http", "http"),
