@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 # Wheels of the runtime dependencies, for the packaging test's fresh venv (it installs offline from here).
 WHEELHOUSE := $(VENV)/wheelhouse
+# The Ray extra (placement "ray") is installed for the tests; when the registry cannot provide it, this file says why
+# and the Ray tests skip with that reason (tests/raykit.py).
+RAY_MISSING := $(VENV)/.ray-unavailable
 RUNTIME_DEPS := pykka|msgspec|apsw|structlog|prometheus.client|rich|markdown.it.py|mdurl|pygments
 
 .PHONY: demo test lint bench clean codex browser mutation
@@ -13,6 +16,8 @@ $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,ray]' > $(VENV)/ray-install.log 2>&1 && rm -f $(RAY_MISSING) \
+		|| { tail -n 3 $(VENV)/ray-install.log > $(RAY_MISSING); echo "agenthost[ray] not installed: Ray tests will skip" >&2; }
 	$(BIN)/python -m pip wheel --quiet --no-deps -w $(WHEELHOUSE) \
 		$$($(BIN)/python -m pip freeze --exclude-editable | grep -iE '^($(RUNTIME_DEPS))==')
 	touch $(STAMP)

@@ -34,6 +34,7 @@ from agenthost.actors._coordinator import TurnCoordinator
 from agenthost.actors._log import get_logger
 from agenthost.actors._mapping import MappingActor
 from agenthost.actors._persistence import PersistenceActor
+from agenthost.actors._placement import LOCAL, ProcessHost
 from agenthost.actors._pool import PoolSupervisor, SpecFactory
 from agenthost.actors._recovery import WORKER_WATCH, RecoveryPolicy, RestartType, WorkerWatch
 from agenthost.actors._refs import FaultHook, ask, tell_quietly
@@ -83,6 +84,7 @@ class HostParts(msgspec.Struct, kw_only=True):
     transcript_fs: Any = None
     prepare_resume: Callable[[str, int], bool] | None = None
     fault_hook: FaultHook | None = None
+    process_host: ProcessHost = LOCAL  # where the workers' runtimes run (actors._placement)
 
 
 def start_child(
@@ -140,6 +142,7 @@ def start_child(
             shutdown_timeout_s=shutdown_timeout_s,
             watch=parts.watch,
             fault_hook=hook,
+            process_host=parts.process_host,
         )
     raise ValueError(f"unknown child {name!r}; children are {CHILD_ORDER}")
 

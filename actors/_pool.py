@@ -9,7 +9,8 @@ Contract:
   `max_consecutive_timeouts` timeouts in a row; at once when the runtime stopped reading its stdin (`stalled`); and
   when the worker actor itself left `missed_probes` probes in a row unanswered (one probe every `probe_interval_s`,
   injected clock). A wedged worker actor cannot report its own exit, so the pool SIGKILLs the group by the pid it
-  was told at spawn and decides the exit itself.
+  was told at spawn (through the `ProcessHost`, actors._placement, when the runtime runs on another node) and
+  decides the exit itself.
 - Restart types (OTP): permanent workers are always considered for a restart, transient ones only after an
   abnormal exit (non-zero or signal), temporary ones never (decision "no_restart", state "stopped").
 - Workers never restart themselves. An exit of the current generation of a worker is answered by one call to the
@@ -28,9 +29,7 @@ Contract:
 
 from __future__ import annotations
 
-import os
 import random
-import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -42,6 +41,7 @@ from agenthost.actors._errors import UnknownWorkerError
 from agenthost.actors._events import PoolFailedEvent, WorkerRestarting, WorkerUpEvent
 from agenthost.actors._log import decision, get_logger
 from agenthost.actors._pipes import WorkerSpec
+from agenthost.actors._placement import LOCAL, ProcessHost
 from agenthost.actors._recovery import (
     WORKER_WATCH,
     RecoveryPolicy,
@@ -140,6 +140,7 @@ class PoolSupervisor(SupervisedActor):
         shutdown_timeout_s: float = 5.0,
         watch: WorkerWatch = WORKER_WATCH,
         fault_hook: FaultHook | None = None,
+        process_host: ProcessHost = LOCAL,
     ) -> None:
         super().__init__(supervisor_ref=parent_ref, fault_hook=fault_hook)
         if worker_count < 1:
@@ -158,6 +159,7 @@ class PoolSupervisor(SupervisedActor):
         self._watch = watch
         self._fault_hook = fault_hook
         self._probe_timer: Timer | None = None
+        self._process_host = process_host
 
     def on_child_start(self) -> None:
         for slot in self._slots.values():
@@ -210,6 +212,7 @@ class PoolSupervisor(SupervisedActor):
             clock=self._clock,
             watch=self._watch,
             fault_hook=self._fault_hook,
+            process_host=self._process_host,
         )
 
     def _current(self, worker_id: int, generation: int) -> _Slot | None:
@@ -275,11 +278,8 @@ class PoolSupervisor(SupervisedActor):
         self._killpg(slot)
 
     def _killpg(self, slot: _Slot) -> None:
-        if slot.pid is not None:
-            try:
-                os.killpg(slot.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+        """The pool's own kill of a worker's runtime, by the pid it was told (on a cluster: through its Ray actor)."""
+        self._process_host.kill_group(slot.worker_id, slot.pid)
 
     # --- probes: the pool's own deadline on every worker actor ----------------------------------------------
     def _schedule_probe(self) -> None:

@@ -7,7 +7,9 @@ bounded `StdinOutbox`, and, when the spec has a `stderr_path`, a stderr thread w
 calling `on_error_line` for error lines. Signals always go to the whole group (a process that is gone, or not
 ours, is ignored). `reap(grace_s)` waits for the leader, SIGKILLing the group if it lingers past `grace_s`.
 `stop(timeout_s)` closes stdin (the writer closes it once what waits is written), waits up to `timeout_s` real
-seconds, then SIGKILLs the group; it returns the exit code and how the process ended.
+seconds, then SIGKILLs the group; it returns the exit code and how the process ended. `exit_cause(returncode)` is
+the reason an exit is reported with. This is the local `RuntimeHandle` (actors._placement); a runtime placed on a
+Ray cluster has the same operations (actors._ray_handle).
 """
 
 from __future__ import annotations
@@ -19,7 +21,16 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from agenthost.actors._pipes import RuntimeLog, StdinOutbox, StdoutInbox, WorkerSpec, read_stderr, read_stdout, spawn
+from agenthost.actors._pipes import (
+    RuntimeLog,
+    StdinOutbox,
+    StdoutInbox,
+    WorkerSpec,
+    exit_reason,
+    read_stderr,
+    read_stdout,
+    spawn,
+)
 
 __all__ = ["RuntimeProcess"]
 
@@ -88,6 +99,10 @@ class RuntimeProcess:
             how = f"killed after {timeout_s:g} s"
         self.signal_group(signal.SIGKILL)  # children left behind in the group die with the leader
         return returncode, how
+
+    def exit_cause(self, returncode: int | None) -> str:
+        """Why the process ended, as the pool is told: its exit code or signal."""
+        return exit_reason(returncode)
 
     def kill_and_wait(self) -> None:
         self.signal_group(signal.SIGKILL)

@@ -3,6 +3,8 @@
 Contract:
 - The runtime starts in its own session/process group (`start_new_session=True`), so a kill reaches its children.
   stderr goes to `stderr_path` (append) or /dev/null. Right after the spawn the pool hears `WorkerSpawned(pid)`.
+  Where it runs is the `ProcessHost`'s business (actors._placement: a local child, or a Ray actor on a cluster
+  node); everything below holds for both, and an exit is reported with the handle's `exit_cause`.
 - The actor never blocks on the runtime: a reader thread decodes stdout and a writer thread feeds stdin from a
   bounded outbox (actors._process holds them, actors._pipes has the pipes). Unparsable stdout lines become
   `ProtocolError`s that are logged and dropped.
@@ -40,8 +42,8 @@ import pykka
 from agenthost.actors._clock import Clock, Timer
 from agenthost.actors._events import WorkerEofMidLine, WorkerExitedEvent, WorkerProtocolError, WorkerSpawnedEvent
 from agenthost.actors._log import get_logger
-from agenthost.actors._pipes import OutboxFull, StdoutInbox, WorkerSpec, exit_reason
-from agenthost.actors._process import RuntimeProcess
+from agenthost.actors._pipes import OutboxFull, StdoutInbox, WorkerSpec
+from agenthost.actors._placement import LOCAL, ProcessHost, RuntimeHandle
 from agenthost.actors._recovery import WORKER_WATCH, WorkerWatch
 from agenthost.actors._refs import FaultHook, SupervisedActor, tell_quietly
 from agenthost.protocol._jsonrpc import (
@@ -100,6 +102,7 @@ class WorkerActor(SupervisedActor):
         clock: Clock,
         watch: WorkerWatch = WORKER_WATCH,
         fault_hook: FaultHook | None = None,
+        process_host: ProcessHost = LOCAL,
     ) -> None:
         super().__init__(supervisor_ref=pool_ref, fault_hook=fault_hook)
         self.child_name = f"worker-{spec.worker_id}"
@@ -108,7 +111,8 @@ class WorkerActor(SupervisedActor):
         self._output = output_ref
         self._clock = clock
         self._watch = watch
-        self._runtime: RuntimeProcess | None = None
+        self._process_host = process_host
+        self._runtime: RuntimeHandle | None = None
         self._wire_ids = itertools.count(0)
         self._pending: dict[int, _Pending] = {}
         self._inbox = StdoutInbox()
@@ -122,7 +126,7 @@ class WorkerActor(SupervisedActor):
     def on_child_start(self) -> None:
         spec = self._spec
         try:
-            runtime = self._runtime = RuntimeProcess.start(
+            runtime = self._runtime = self._process_host.start(
                 spec,
                 outbox_limit_bytes=self._watch.outbox_limit_bytes,
                 inbox=self._inbox,
@@ -343,7 +347,7 @@ class WorkerActor(SupervisedActor):
         assert self._runtime is not None
         returncode = self._runtime.reap(_REAP_GRACE_S)
         self._signal_group(signal.SIGKILL)  # children left behind in the group die with the leader
-        reason = self._exit_reason or exit_reason(returncode)
+        reason = self._exit_reason or self._runtime.exit_cause(returncode)
         self._runtime.close_stdin()
         self._fail_pending(f"{self.child_name} {reason}")
         self._report_exit(reason, returncode)

@@ -6,7 +6,8 @@ Contract: `--config FILE` is TOML (read with tomllib) with two tables: `[host]`,
 `log_format`). `--http HOST:PORT` serves the status page (agenthost._http): loopback unless `--http-allow-remote`
 is given too, which prints a warning. Flags given on the command line win over the file. Every value is checked
 (unknown keys too); a bad one is exit 2 with one line naming the file, the key and the value. `--check-config`
-prints the resulting configuration as JSON and exits 0.
+prints the resulting configuration as JSON and exits 0. `--ray-address ADDR` sets `ray_address` and
+`placement = "ray"`: the runtimes run in Ray actors on that cluster (README "Running on a cluster").
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ _HOST_FLAGS = {
     "turn_timeout": "turn_timeout_s",
     "request_timeout": "request_timeout_s",
     "max_active_turns": "max_active_turns",
+    "ray_address": "ray_address",
 }
 
 
@@ -60,6 +62,11 @@ def add_serve_parser(commands: Any) -> argparse.ArgumentParser:
     serve.add_argument("--turn-timeout", type=float, metavar="S", help="a turn's deadline in seconds (600)")
     serve.add_argument("--request-timeout", type=float, metavar="S", help="a runtime call's deadline (30)")
     serve.add_argument("--max-active-turns", type=int, metavar="N", help="turns running at once (8)")
+    serve.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="run the runtimes on this Ray cluster (auto, HOST:PORT or ray://HOST:PORT; needs agenthost[ray])",
+    )
     serve.add_argument("--metrics", metavar="HOST:PORT", help="serve Prometheus metrics on this loopback address")
     serve.add_argument("--http", metavar="HOST:PORT", help="serve the status page here (loopback; see `agenthost url`)")
     serve.add_argument(
@@ -93,6 +100,8 @@ def load_service_config(args: argparse.Namespace) -> tuple[HostConfig, ServiceOp
             host[field] = getattr(args, flag)
     if args.codex_config:
         host["codex_config"] = list(args.codex_config)
+    if getattr(args, "ray_address", None) is not None:
+        host["placement"] = "ray"  # --ray-address means: place the runtimes there
     for flag, field in (
         ("metrics", "metrics"),
         ("http", "http"),
@@ -128,5 +137,9 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.check_config:
         print(msgspec.json.format(msgspec.json.encode({"host": config, "service": options})).decode())
         return 0
-    print(f"agenthost serve: root {config.storage_root}, {config.workers} {config.runtime} workers", file=sys.stderr)
+    where = f" on the Ray cluster at {config.ray_address}" if config.placement == "ray" else ""
+    print(
+        f"agenthost serve: root {config.storage_root}, {config.workers} {config.runtime} workers{where}",
+        file=sys.stderr,
+    )
     return Service(config, options).run()

@@ -1,0 +1,308 @@
+"""The head's side of a runtime placed in a Ray actor: a `RuntimeHandle` (actors._placement) over Ray calls.
+
+Contract:
+- Output comes back in batches: one pump thread per runtime long-polls the actor (`read`, at most `READ_WAIT_S`
+  per call, up to `READ_MAX_BYTES` a batch; never one call per line), decodes the lines with the same codec as a
+  local reader (`LineBuffer`, `decode_line`, a line over 16 MiB dropped and logged), puts them in the worker's
+  `StdoutInbox` and tells the worker `StdoutReady` only when no signal is pending. Error lines from the runtime's
+  stderr come with the batches and go to `on_error_line`. At EOF, or when the actor is gone, the worker is told
+  `StdoutClosed`.
+- Input goes out in order: `RemoteOutbox` has the local outbox's semantics (`put` never blocks; `OutboxFull` past
+  the limit when bytes already wait; `queued`/`written` byte counters; `read_up_to`), and one writer thread sends
+  what waits as numbered `write` calls, one at a time, each acknowledged once the runtime's pipe took it. A write
+  that never returns (the runtime stopped reading) leaves `written` behind, so the worker's watch sees it.
+- Failures are causes, never retries: the actor dying (`ActorDiedError`, its node dying included) or not answering
+  within `READ_WAIT_S + lost_after_s` ("lost": the head kills it) ends the output with `exit_cause()` naming the
+  actor, its node and what Ray said. The pool then decides exactly as for a local crash.
+- Ray calls use three concurrency groups of the actor: "in" (stdin, in order), "out" (the long poll) and "ctl"
+  (signals, wait, info), so a runtime that stopped reading never blocks a kill. Every call the head makes is
+  awaited with a deadline; the actor is released (`ray.kill`) once its runtime was reaped, stopped or killed.
+"""
+
+from __future__ import annotations
+
+import collections
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pykka
+import ray
+
+from agenthost.actors._log import get_logger
+from agenthost.actors._pipes import OutboxFull, StdoutInbox, exit_reason
+from agenthost.actors._ray_runtime import OutputBatch, RuntimeStarted
+from agenthost.protocol._jsonrpc import LineBuffer, LineTooLongError, decode_line
+from agenthost.protocol._messages import StdoutClosed, StdoutReady
+
+__all__ = ["READ_MAX_BYTES", "READ_WAIT_S", "RayRuntime", "RemoteOutbox", "describe_death"]
+
+_log = get_logger("agenthost.placement")
+READ_WAIT_S = 0.5  # one long poll waits at most this long for output
+READ_MAX_BYTES = 4 * 1024 * 1024  # one batch carries at most this much stdout
+_WRITE_BATCH = 1024 * 1024  # one stdin call carries at most this much (more waiting goes in the next)
+_CTL_TIMEOUT_S = 5.0  # a control call (signal, info) that takes longer is given up on
+
+
+def describe_death(error: BaseException) -> str:
+    """What Ray said about a dead actor, on one line, without its id table."""
+    text = str(error)
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("\t")]
+    lines = [line for line in lines if not line.startswith("The actor died unexpectedly before finishing")]
+    return " ".join(lines)[:400] or type(error).__name__
+
+
+class RemoteOutbox:
+    """A runtime's stdin on another node, as the worker actor sees it (see the module contract)."""
+
+    def __init__(self, send: Callable[[int, bytes], bool], finish: Callable[[], None], limit: int, name: str) -> None:
+        self._send = send
+        self._finish = finish
+        self._limit = limit
+        self._cond = threading.Condition()
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self.queued = 0
+        self.written = 0
+        self.broken = False
+        self._closing = False
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    @property
+    def pending(self) -> int:
+        with self._cond:
+            return self.queued - self.written
+
+    def put(self, data: bytes) -> bool:
+        with self._cond:
+            if self.broken or self._closing:
+                return False
+            waiting = self.queued - self.written
+            if waiting and waiting + len(data) > self._limit:
+                raise OutboxFull(f"{waiting} bytes already wait for the runtime's stdin (limit {self._limit})")
+            self._chunks.append(data)
+            self.queued += len(data)
+            self._cond.notify_all()
+            return True
+
+    def read_up_to(self, offset: int, grace_s: float = 0.0) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self.written >= offset, timeout=grace_s)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+
+    def drain(self, timeout_s: float) -> bool:
+        """Wait until the writer thread finished (everything written and stdin closed, or the pipe broke)."""
+        return self._done.wait(timeout_s)
+
+    def _take(self) -> bytes | None:
+        with self._cond:
+            while not self._chunks and not self._closing:
+                self._cond.wait()
+            if not self._chunks:
+                return None
+            parts = [self._chunks.popleft()]
+            size = len(parts[0])
+            while self._chunks and size + len(self._chunks[0]) <= _WRITE_BATCH:
+                size += len(self._chunks[0])
+                parts.append(self._chunks.popleft())
+            return b"".join(parts)
+
+    def _run(self) -> None:
+        seq = 0
+        try:
+            while (data := self._take()) is not None:
+                try:
+                    ok = self._send(seq, data)
+                except Exception:  # noqa: BLE001 - the actor is gone: the pipe is broken, the pump reports why
+                    ok = False
+                seq += 1
+                with self._cond:
+                    if not ok:
+                        self.broken = True
+                        self.written = self.queued
+                        self._chunks.clear()
+                        self._cond.notify_all()
+                        return
+                    self.written += len(data)
+                    self._cond.notify_all()
+            try:
+                self._finish()
+            except Exception:  # noqa: BLE001 - closing the stdin of a dead actor: nothing left to close
+                pass
+        finally:
+            self._done.set()
+
+
+class RayRuntime:
+    """A runtime process inside a Ray actor, driven from the head (see the module contract)."""
+
+    def __init__(
+        self,
+        actor: Any,
+        *,
+        label: str,
+        where: RuntimeStarted,
+        outbox_limit_bytes: int,
+        inbox: StdoutInbox,
+        actor_ref: Any,
+        on_error_line: Callable[[str], None],
+        lost_after_s: float,
+        on_release: Callable[[RayRuntime], None],
+    ) -> None:
+        self.actor = actor
+        self.label = label  # "<namespace>/worker-<id> on <node ip>"
+        self.where = where
+        self._inbox = inbox
+        self._actor_ref = actor_ref
+        self._on_error_line = on_error_line
+        self._lost_after_s = lost_after_s
+        self._on_release = on_release
+        self._cause: str | None = None
+        self._released = threading.Event()
+        self.outbox = RemoteOutbox(self._send, self._finish, outbox_limit_bytes, f"{label}-stdin")
+        threading.Thread(target=self._pump, name=f"{label}-stdout", daemon=True).start()
+
+    @property
+    def pid(self) -> int:
+        return self.where.pid
+
+    # --- the calls ---------------------------------------------------------------------------------------------
+    def _call(self, group: str, method: str, *args: Any, timeout_s: float | None) -> Any:
+        ref = getattr(self.actor, method).options(concurrency_group=group).remote(*args)
+        return ray.get(ref, timeout=timeout_s)
+
+    def _send(self, seq: int, data: bytes) -> bool:
+        return bool(self._call("in", "write", seq, data, timeout_s=None))
+
+    def _finish(self) -> None:
+        self._call("in", "close_stdin", timeout_s=_CTL_TIMEOUT_S)
+
+    def _pump(self) -> None:
+        lines = LineBuffer()
+        try:
+            while True:
+                batch = self._read()
+                if batch is None:
+                    break
+                for line in batch.error_lines:
+                    self._on_error_line(line)
+                if batch.stdout:
+                    try:
+                        complete = lines.feed(batch.stdout)
+                    except LineTooLongError as exc:
+                        _log.warning("worker.line_too_long", error=str(exc))
+                        complete = lines.feed(b"")
+                    if complete and self._inbox.put([decode_line(line) for line in complete if line]):
+                        self._actor_ref.tell(StdoutReady())
+                if batch.eof:
+                    break
+            self._actor_ref.tell(StdoutClosed(remainder=lines.flush()))
+        except pykka.ActorDeadError:
+            pass
+
+    def _read(self) -> OutputBatch | None:
+        """The next batch; None once the actor died or was lost (the cause is kept for `exit_cause`)."""
+        unavailable_since: float | None = None
+        while not self._released.is_set():
+            try:
+                batch: OutputBatch = self._call(
+                    "out", "read", READ_WAIT_S, READ_MAX_BYTES, timeout_s=READ_WAIT_S + self._lost_after_s
+                )
+                return batch
+            except ray.exceptions.GetTimeoutError:
+                self._lose(f"did not answer within {READ_WAIT_S + self._lost_after_s:g} s")
+            except ray.exceptions.ActorUnavailableError as exc:  # maybe a network blip: lost after the bound
+                now = time.monotonic()
+                unavailable_since = unavailable_since or now
+                if now - unavailable_since < self._lost_after_s:
+                    time.sleep(0.1)
+                    continue
+                self._lose(f"unreachable for {self._lost_after_s:g} s: {describe_death(exc)}")
+            except ray.exceptions.RayError as exc:
+                self._died(describe_death(exc))
+            return None
+        return None
+
+    def _died(self, what: str) -> None:
+        if self._cause is None:
+            self._cause = f"Ray actor {self.label} died: {what}"
+            _log.warning("placement.actor_died", actor=self.label, cause=self._cause)
+
+    def _lose(self, what: str) -> None:
+        if self._cause is None:
+            self._cause = f"Ray actor {self.label} lost: {what}"
+            _log.warning("placement.actor_lost", actor=self.label, cause=self._cause)
+        self.release()
+
+    # --- RuntimeHandle -----------------------------------------------------------------------------------------
+    def running(self) -> bool:
+        return self._cause is None and not self._released.is_set()
+
+    def signal_group(self, sig: int) -> None:
+        if self._released.is_set():
+            return
+        try:
+            self._call("ctl", "signal_group", sig, timeout_s=_CTL_TIMEOUT_S)
+        except ray.exceptions.RayError:
+            pass  # the actor is gone, and its runtime with it (PR_SET_PDEATHSIG) or soon reported by the pump
+
+    def reap(self, grace_s: float) -> int | None:
+        try:
+            returncode: int | None = self._call("ctl", "wait", grace_s, timeout_s=grace_s + _CTL_TIMEOUT_S)
+        except ray.exceptions.RayError as exc:
+            self._died(describe_death(exc))
+            returncode = None
+        self.release()
+        return returncode
+
+    def close_stdin(self) -> None:
+        self.outbox.close()
+
+    def stop(self, timeout_s: float) -> tuple[int | None, str]:
+        started = time.monotonic()
+        self.outbox.close()
+        self.outbox.drain(timeout_s)
+        left = max(0.0, timeout_s - (time.monotonic() - started))
+        returncode: int | None = None
+        how = f"killed after {timeout_s:g} s"
+        try:
+            exited: bool = self._call("ctl", "exited_within", left, timeout_s=left + _CTL_TIMEOUT_S)
+            returncode = self._call("ctl", "wait", 0.0, timeout_s=_CTL_TIMEOUT_S)
+            if exited:
+                how = "stdin closed"
+        except ray.exceptions.RayError as exc:
+            self._died(describe_death(exc))
+            how = self._cause or how
+        self.release()
+        return returncode, how
+
+    def kill_and_wait(self) -> None:
+        self.signal_group(signal.SIGKILL)
+        if not self._released.is_set():
+            try:
+                self._call("ctl", "wait", 1.0, timeout_s=1.0 + _CTL_TIMEOUT_S)
+            except ray.exceptions.RayError:
+                pass
+        self.outbox.close()
+        self.release()
+
+    def exit_cause(self, returncode: int | None) -> str:
+        return self._cause if self._cause is not None else exit_reason(returncode)
+
+    def release(self) -> None:
+        """Nothing is left for the actor to host: kill it (no restart), once."""
+        if self._released.is_set():
+            return
+        self._released.set()
+        try:
+            ray.kill(self.actor, no_restart=True)
+        except Exception:  # noqa: BLE001 - already dead or unknown to Ray: nothing to release
+            pass
+        self._on_release(self)
