@@ -39,6 +39,7 @@ from agenthost.actors._clock import Clock, SystemClock
 from agenthost.actors._errors import HostUnavailableError
 from agenthost.actors._host import HostSupervisor, host_spec
 from agenthost.actors._log import Event, subscribe
+from agenthost.actors._placement import LOCAL, PlacementError, ProcessHost, open_process_host
 from agenthost.actors._refs import FaultHook, ask, tell_quietly
 from agenthost.actors._runtimes import CodexRolloutSync, builtin_spec_factory, codex_spec_factory, faults_file_path
 from agenthost.actors._turns import CoordinatorSettings, TurnRegistry
@@ -149,6 +150,7 @@ class AgentHost(Operations):
         self._storage_vfs = storage_vfs
         self._transcript_fs = transcript_fs
         self._fault_hook = fault_hook
+        self._process_host: ProcessHost = LOCAL
 
     # --- lifecycle ------------------------------------------------------------------------------------------
     def __enter__(self) -> AgentHost:
@@ -163,6 +165,12 @@ class AgentHost(Operations):
         config = self.config
         self.root.ensure()
         _clear_live_faults(self.root, config.workers)
+        try:  # placement "ray": connect to the cluster now, so a wrong address fails the start with its cause
+            self._process_host = open_process_host(
+                config.placement, ray_address=config.ray_address, resources=config.resources, root=self.root.root
+            )
+        except PlacementError as exc:
+            raise HostStartError(f"agenthost could not start on {self.root.root}: {exc}") from None
         self._host = HostSupervisor.start(
             parts=self._parts(),
             spec=host_spec(config.host_strategy, config.host_policy, config.shutdown_timeout_s),
@@ -218,6 +226,7 @@ class AgentHost(Operations):
             transcript_fs=self._transcript_fs,
             prepare_resume=prepare_resume,
             fault_hook=self._fault_hook,
+            process_host=self._process_host,
         )
 
     def _wait_booted(self, timeout_s: float) -> HostStatus:
@@ -261,6 +270,7 @@ class AgentHost(Operations):
         finally:
             host.stop()
             self._open.clear()
+            self._process_host.close()  # Ray actors a stop could not reach are released too
 
     # --- threads and turns ----------------------------------------------------------------------------------
     def _ask(self, name: str, message: Any) -> Any:

@@ -1,0 +1,191 @@
+"""Runtimes placed on a Ray cluster (HostConfig.placement="ray"), on a real local cluster: a head and a second node,
+bound to 127.0.0.1 (tests/raykit.py). Every restart is still decided by the pool from the one recovery policy.
+
+One cluster serves the whole module (starting one costs seconds); each test starts its own host on its own root,
+so its actors live in their own namespace.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import wait_until, worker
+from raykit import SLOT, LoopbackCluster, ray_or_skip, wait_gone
+
+from agenthost import AgentHost, Delta, HostConfig, HostStartError, RuntimeFaults
+from agenthost.actors import FakeClock
+from agenthost.actors._pipes import WorkerSpec
+from agenthost.actors._placement import RayResources
+from agenthost.actors._ray_runtime import RuntimeHost, RuntimeStarted
+from agenthost.testing import capture_events
+
+ray = ray_or_skip()
+from agenthost.actors._ray_placement import namespace_for  # noqa: E402 - needs ray
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LoopbackCluster]:
+    running = LoopbackCluster()
+    try:
+        yield running
+    finally:
+        running.shutdown()
+
+
+@pytest.fixture
+def ray_host(cluster: LoopbackCluster, tmp_path: Path, clock: FakeClock) -> Iterator[Callable[..., AgentHost]]:
+    hosts: list[AgentHost] = []
+
+    def make(root: Path | None = None, **overrides: Any) -> AgentHost:
+        config = HostConfig(
+            storage_root=str(root or tmp_path / "root"),
+            placement="ray",
+            ray_address=cluster.address,
+            resources=RayResources(num_cpus=0, custom={SLOT: 1}),
+            startup_timeout_s=60.0,
+            **overrides,
+        )
+        host = AgentHost(config, clock=clock).start()
+        hosts.append(host)
+        return host
+
+    yield make
+    for host in hosts:
+        host.shutdown(drain_timeout_s=1.0)
+
+
+def where(host: AgentHost, worker_id: int) -> RuntimeStarted:
+    """Where a worker's runtime runs, asked of its Ray actor (named per root and worker)."""
+    actor = ray.get_actor(f"worker-{worker_id}", namespace=namespace_for(host.root.root))
+    started: RuntimeStarted = ray.get(actor.info.options(concurrency_group="ctl").remote(), timeout=30)
+    return started
+
+
+def named(host: AgentHost, worker_id: int) -> bool:
+    try:
+        ray.get_actor(f"worker-{worker_id}", namespace=namespace_for(host.root.root))
+    except ValueError:
+        return False
+    return True
+
+
+def test_turns_run_on_both_nodes(cluster: LoopbackCluster, ray_host: Callable[..., AgentHost]) -> None:
+    host = ray_host(workers=2)
+    nodes = {worker_id: where(host, worker_id) for worker_id in (1, 2)}
+    assert {w.node_id for w in nodes.values()} == {cluster.head_id, str(cluster.second.node_id)}  # spread
+    assert all(worker(host, worker_id).pid == nodes[worker_id].pid for worker_id in (1, 2))
+
+    threads = [host.create_thread(f"thread {n}") for n in range(2)]
+    for thread_id in threads:
+        finished = host.send(thread_id, f"hello from {thread_id}").wait(60.0)
+        assert (finished.status, finished.text) == ("completed", f"Reference reply to: hello from {thread_id}")
+    pins = host.status().pins
+    assert {pins[thread_id] for thread_id in threads} == {1, 2}  # one turn ran on each node
+
+
+def test_a_killed_ray_actor_is_restarted_by_our_policy_with_the_exact_backoff(
+    ray_host: Callable[..., AgentHost], clock: FakeClock, events: Any
+) -> None:
+    host = ray_host(workers=2)
+    for attempt, delay in ((1, 1.0), (2, 2.0)):
+        victim = where(host, 1)
+        actor = ray.get_actor("worker-1", namespace=namespace_for(host.root.root))
+        ray.kill(actor, no_restart=False)  # Ray may restart it if it wants to: max_restarts=0 says it never does
+
+        decisions = wait_until(
+            "a restart decision",
+            lambda n=attempt: len(events.of(child="worker-1")) >= n and events.of(child="worker-1"),
+        )
+        decision = decisions[attempt - 1]
+        assert (decision["supervisor"], decision["decision"], decision["attempt"], decision["delay_s"]) == (
+            "pool",
+            "restart",
+            attempt,
+            delay,
+        )
+        assert "Ray actor" in decision["reason"] and "died" in decision["reason"], decision["reason"]
+        assert wait_gone(victim.pid), "the runtime outlived its Ray actor"
+        assert worker(host, 1).state == "restarting"
+
+        clock.advance(delay - 0.01)
+        time.sleep(0.2)
+        assert worker(host, 1).state == "restarting" and not named(host, 1)  # nobody restarted it early
+        clock.advance(0.01)
+        up = wait_until("worker-1 back", lambda: worker(host, 1).state == "ready" and worker(host, 1), 60.0)
+        assert (up.generation, up.restarts) == (attempt + 1, attempt)
+        assert where(host, 1).pid != victim.pid
+
+    thread_id = host.create_thread("after the restarts")
+    assert host.send(thread_id, "still there?").wait(60.0).status == "completed"
+
+
+def test_when_the_node_of_a_worker_dies_its_threads_continue_on_the_other_node_with_their_history(
+    cluster: LoopbackCluster, ray_host: Callable[..., AgentHost], events: Any
+) -> None:
+    slow = RuntimeFaults(delta_delay_s=0.25)
+    host = ray_host(workers=2, deltas_per_reply=12, worker_faults={1: slow, 2: slow})
+    second = str(cluster.second.node_id)
+    victim = next(worker_id for worker_id in (1, 2) if where(host, worker_id).node_id == second)
+    survivor = 3 - victim
+    threads = [host.create_thread(f"thread {n}") for n in range(2)]
+    for thread_id in threads:
+        assert host.send(thread_id, "first").wait(60.0).status == "completed"
+    thread_id = next(t for t in threads if host.status().pins[t] == victim)
+    runtime_pid = worker(host, victim).pid
+
+    try:
+        turn = host.send(thread_id, "second")
+        turn.wait_for(Delta, 30.0)  # streaming from the second node
+        assert cluster.kill_second() == second
+        finished = turn.wait(60.0)
+        assert finished.status == "failed"
+        assert "Ray actor" in (finished.error or "") and "node" in (finished.error or ""), finished.error
+
+        decision = wait_until("the pool's decision", lambda: events.of(child=f"worker-{victim}"))[0]
+        assert (decision["decision"], decision["attempt"], decision["delay_s"]) == ("restart", 1, 1.0)
+        assert "node" in decision["reason"], decision["reason"]
+        assert wait_until("pins moved", lambda: host.status().pins[thread_id] == survivor)
+
+        third = host.send(thread_id, "third").wait(60.0)
+        assert (third.status, third.text) == ("completed", "Reference reply to: third")
+        assert where(host, survivor).node_id == cluster.head_id
+        assert events.of("turns.resuming")  # resumed on the survivor, not recreated
+        assert [t.status for t in host.turns(thread_id)] == ["completed", "failed", "completed"]
+        transcript = host.transcript(thread_id)
+        assert all(text in transcript for text in ("first", "second", "third"))
+        assert wait_gone(runtime_pid), "a runtime outlived its node"
+    finally:
+        cluster.replace_second()
+
+
+def test_a_restarted_head_kills_the_orphans_of_its_previous_life(
+    ray_host: Callable[..., AgentHost], tmp_path: Path
+) -> None:
+    root = tmp_path / "orphaned"
+    orphan_class = ray.remote(RuntimeHost)
+    spec = WorkerSpec(worker_id=1, generation=7, argv=("sleep", "300"))
+    orphan = orphan_class.options(
+        name="worker-1", namespace=namespace_for(root), lifetime="detached", num_cpus=0
+    ).remote(spec)
+    orphan_pid = ray.get(orphan.start.remote(), timeout=60).pid
+
+    with capture_events("placement.orphan_killed") as log:
+        host = ray_host(root, workers=1)
+    assert [e["actor"] for e in log.of("placement.orphan_killed")] == ["worker-1"]
+    assert wait_gone(orphan_pid), "the orphan's runtime survived"
+    assert where(host, 1).pid != orphan_pid
+    thread_id = host.create_thread("after the sweep")
+    assert host.send(thread_id, "hello").wait(60.0).status == "completed"
+
+
+def test_a_host_pointed_at_another_cluster_fails_to_start_naming_both(cluster: LoopbackCluster, tmp_path: Path) -> None:
+    ray.init(address=cluster.address, ignore_reinit_error=True)  # this process is the test cluster's driver
+    config = HostConfig(storage_root=str(tmp_path / "root"), placement="ray", ray_address="127.0.0.1:1")
+    with pytest.raises(HostStartError, match=r"already connected to the Ray cluster at \S+, not 127\.0\.0\.1:1"):
+        AgentHost(config).start()
