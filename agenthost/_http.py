@@ -118,6 +118,9 @@ class HttpServer:
         _log.info("http.listening", url=self.base_url, loopback_only=self.loopback_only)
 
     def close(self) -> None:
+        """Stop serving and end the streams (idempotent)."""
+        if self.closing.is_set():
+            return
         self.closing.set()
         if self._thread is not None:
             self._server.shutdown()

@@ -171,17 +171,35 @@ function renderApprovals(snap) {
 }
 
 function renderActive(snap) {
+  // a card per turn, kept while the turn runs (its Interrupt button stays clickable); only its text changes
+  const container = document.getElementById("active");
+  const known = new Map([...container.querySelectorAll(".turn[data-turn]")].map((n) => [n.dataset.turn, n]));
   const cards = snap.active.map((t) => {
-    const stop = el("button", { class: "interrupt" }, "Interrupt");
-    stop.addEventListener("click", () => post("/api/turns/interrupt", { turn_id: t.turn_id }).catch(() => {}));
-    return el("div", { class: "card turn", "data-turn": t.turn_id, "data-phase": t.phase },
-      el("div", {}, el("strong", { class: "mono" }, t.turn_id), " ", el("span", { class: "badge phase" }, t.phase), " ",
-        stop),
-      el("div", { class: "meta" }, `thread ${t.thread_id} · worker ${t.worker_id ?? "-"}` +
-        (t.pending_approvals.length ? ` · waiting on ${t.pending_approvals.length} approval(s)` : "")),
-      el("pre", { class: "stream" }, t.text === null ? "(streamed to another client)" : t.text || "…"));
+    let card = known.get(t.turn_id);
+    if (!card) {
+      const stop = el("button", { class: "interrupt" }, "Interrupt");
+      stop.addEventListener("click", () => {
+        stop.disabled = true;
+        post("/api/turns/interrupt", { turn_id: t.turn_id }).catch(() => { stop.disabled = false; });
+      });
+      card = el("div", { class: "card turn", "data-turn": t.turn_id },
+        el("div", {}, el("strong", { class: "mono" }, t.turn_id), " ", el("span", { class: "badge phase" }), " ", stop),
+        el("div", { class: "meta" }), el("pre", { class: "stream" }));
+    }
+    card.dataset.phase = t.phase;
+    card.querySelector(".phase").textContent = t.phase;
+    card.querySelector(".meta").textContent = `thread ${t.thread_id} · worker ${t.worker_id ?? "-"}` +
+      (t.pending_approvals.length ? ` · waiting on ${t.pending_approvals.length} approval(s)` : "");
+    const stream = card.querySelector(".stream");
+    const text = t.text === null ? "(its stream is not followed by this service run)" : t.text || "…";
+    if (stream.textContent !== text) {
+      const atBottom = stream.scrollTop + stream.clientHeight >= stream.scrollHeight - 4;
+      stream.textContent = text;
+      if (atBottom) stream.scrollTop = stream.scrollHeight; // follow the stream unless the reader scrolled up
+    }
+    return card;
   });
-  replace(document.getElementById("active"), cards, "No turn is running.");
+  replace(container, cards, "No turn is running.");
 }
 
 function renderRecent(snap) {
@@ -227,8 +245,13 @@ function loadTranscript(threadId) {
     .catch((error) => { document.getElementById("transcript").textContent = String(error.message || error); });
 }
 
+let threadsShown = "";
+
 function renderThreads(snap) {
   document.getElementById("thread-count").textContent = `(${snap.thread_count})`;
+  const signature = JSON.stringify(snap.threads.map((t) => [t.thread_id, t.title]));
+  if (signature === threadsShown) return; // unchanged: keep the list (and a click in progress) as it is
+  threadsShown = signature;
   const items = [...snap.threads].reverse().map((t) =>
     el("li", { "data-thread": t.thread_id, class: t.thread_id === selectedThread ? "selected" : null,
       on: { click: () => loadTranscript(t.thread_id) } },
