@@ -99,6 +99,7 @@ class Service:
             self._log_file = LogFile(self.options.log_file)
         configure(self.options.log_level, self.options.log_format, self._log_file)
         if not self._bind_http():  # before the host starts: a busy port costs nothing
+            self.recorder.close()
             return 1
         make_private(self.host.root)
         try:
@@ -107,6 +108,7 @@ class Service:
             print(f"agenthost: {exc}", file=sys.stderr)
             if self.http is not None:
                 self.http.close()
+            self.recorder.close()
             return 1
         try:
             asyncio.run(self._main())
