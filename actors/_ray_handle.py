@@ -246,7 +246,7 @@ class RayRuntime:
         return self._cause is None and not self._released.is_set()
 
     def signal_group(self, sig: int) -> None:
-        if self._released.is_set():
+        if self._released.is_set() or self._cause is not None:
             return
         try:
             self._call("ctl", "signal_group", sig, timeout_s=_CTL_TIMEOUT_S)
@@ -254,6 +254,9 @@ class RayRuntime:
             pass  # the actor is gone, and its runtime with it (PR_SET_PDEATHSIG) or soon reported by the pump
 
     def reap(self, grace_s: float) -> int | None:
+        if self._cause is not None:  # the actor died or was lost: there is nobody left to ask
+            self.release()
+            return None
         try:
             returncode: int | None = self._call("ctl", "wait", grace_s, timeout_s=grace_s + _CTL_TIMEOUT_S)
         except ray.exceptions.RayError as exc:

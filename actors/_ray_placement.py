@@ -3,9 +3,11 @@
 Contract:
 - `RayProcessHost.connect(address, resources, root)` connects this process (the head) to the cluster once
   (`ray.init`, or the connection that already exists when it is the same cluster); an unreachable address is a
-  `PlacementError`. Before its first runtime starts (the pool starts after persistence, which holds the root's
-  lock) it kills every named actor left in the root's namespace by an earlier life of this host (event
-  "placement.orphan_killed"): two hosts never share a root, so whatever holds one of its names is an orphan.
+  `PlacementError`. `ray.init` runs in a thread of its own (bounded wait), so Ray never installs its SIGTERM
+  handler in the application's main thread, and Ray's driver logs stay off (log_to_driver=False, level ERROR).
+- Before its first runtime starts (the pool starts after persistence, which holds the root's lock) it kills every
+  named actor left in the root's namespace by an earlier life of this host (event "placement.orphan_killed"): two
+  hosts never share a root, so whatever holds one of its names is an orphan.
 - Each worker's runtime runs in one Ray actor (`actors._ray_runtime.RuntimeHost`), named `worker-<id>` in the
   namespace `agenthost-<hash of the root>` (`namespace_for`), created with `max_restarts=0` and
   `max_task_retries=0`: Ray never restarts it or retries a call. It reserves `RayResources` (num_cpus, custom
@@ -73,6 +75,12 @@ def _reachable(address: str) -> None:
         raise PlacementError(f"cannot reach the Ray cluster at {address!r}: {exc.strerror or exc}") from None
 
 
+def _quiet_sigterm_notice(record: logging.LogRecord) -> bool:
+    """ray.init runs in a thread of its own, so it never replaces the application's SIGTERM handler (in the main
+    thread it would install one that exits); Ray logs a warning about that, which says nothing to our users."""
+    return "SIGTERM handler is not set" not in record.getMessage()
+
+
 def _connect(address: str) -> None:
     if ray.is_initialized():
         current = str(ray.get_runtime_context().gcs_address)
@@ -86,6 +94,9 @@ def _connect(address: str) -> None:
         )
     _reachable(address)
     failure: list[BaseException] = []
+    ray_worker_log = logging.getLogger("ray._private.worker")
+    if _quiet_sigterm_notice not in ray_worker_log.filters:
+        ray_worker_log.addFilter(_quiet_sigterm_notice)
 
     def init() -> None:
         try:

@@ -85,8 +85,8 @@ def _death_signal() -> Callable[[], None] | None:
 def _where(pid: int) -> RuntimeStarted:
     """The runtime's pid and the node it runs on (Ray's view of it inside a Ray actor)."""
     node_ip, node_id = "127.0.0.1", ""
-    if "ray" in sys.modules:  # running inside a Ray worker; this module never imports ray itself
-        ray = sys.modules["ray"]
+    ray = sys.modules.get("ray")  # imported when running inside a Ray worker; this module never imports it itself
+    if ray is not None and ray.is_initialized():
         try:
             node_ip, node_id = str(ray.util.get_node_ip_address()), str(ray.get_runtime_context().get_node_id())
         except Exception:  # noqa: BLE001 - ray imported but not connected: say what we know

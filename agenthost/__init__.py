@@ -33,6 +33,7 @@ if TYPE_CHECKING:
         TurnNotActiveError,
         UnknownApprovalError,
     )
+    from agenthost.actors._placement import RayResources
     from agenthost.protocol import (
         ActiveTurn,
         ApprovalRequested,
@@ -69,6 +70,7 @@ __all__ = [
     "InvalidIdError",
     "NoHealthyWorkerError",
     "OptionsDropped",
+    "RayResources",
     "RecoveryPolicy",
     "RuntimeCallError",
     "RuntimeFaults",
@@ -101,6 +103,7 @@ _EXPORTS: dict[str, str] = {
     "Intensity": "agenthost.actors",
     "NoHealthyWorkerError": "agenthost.actors",
     "RecoveryPolicy": "agenthost.actors",
+    "RayResources": "agenthost.actors._placement",
     "TurnNotActiveError": "agenthost.actors",
     "UnknownApprovalError": "agenthost.actors",
     "ActiveTurn": "agenthost.protocol",

@@ -14,6 +14,9 @@ Contract:
   VM; the durable part scales with the temp file system's fsync cost, so a slow disk takes longer). `--quick`:
   2000 x 3, 200 completions, 3 codex turns, 1 repeat (about 20 s). `--json PATH` also writes every figure (each
   repeat included) as JSON. `--repeats R` overrides R.
+- Ray section (bench/_ray.py): deltas/s and a turn's round trip (p50, p90) with the runtime in a Ray actor on a
+  one-node loopback cluster vs a local child process, hosts side by side, turns alternating; skipped, saying why,
+  without ray. Printed after the table (not in `--json`).
 - agenthost's structlog output is configured as the CLI's default (warning and above, on stderr), so the host is
   measured as it runs in production, not with every info event printed.
 """
@@ -35,6 +38,8 @@ import msgspec
 from agenthost._logging import configure
 from bench import _appserver, _deltas, _durability, _service
 from bench._rate import Run
+from bench._ray import format_section as format_ray_section
+from bench._ray import run_section as run_ray_section
 
 __all__ = ["BenchParams", "BenchReport", "format_report", "main", "run"]
 
@@ -336,6 +341,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         params = msgspec.structs.replace(params, repeats=args.repeats)
     report = run(params)  # a crashed measurement raises: traceback on stderr, exit 1
     print(format_report(report), flush=True)
+    if getattr(args, "only", "all") != "issue10":  # Ray placement vs local placement (bench/_ray.py)
+        print(format_ray_section(*run_ray_section(args.quick)), flush=True)
     if args.json is not None:
         Path(args.json).write_bytes(msgspec.json.format(msgspec.json.encode(report)) + b"\n")
     return 0

@@ -7,6 +7,8 @@ so its actors live in their own namespace.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -128,16 +130,16 @@ def test_a_killed_ray_actor_is_restarted_by_our_policy_with_the_exact_backoff(
 def test_when_the_node_of_a_worker_dies_its_threads_continue_on_the_other_node_with_their_history(
     cluster: LoopbackCluster, ray_host: Callable[..., AgentHost], events: Any
 ) -> None:
-    slow = RuntimeFaults(delta_delay_s=0.25)
-    host = ray_host(workers=2, deltas_per_reply=12, worker_faults={1: slow, 2: slow})
+    host = ray_host(workers=2, deltas_per_reply=6)
     second = str(cluster.second.node_id)
     victim = next(worker_id for worker_id in (1, 2) if where(host, worker_id).node_id == second)
     survivor = 3 - victim
     threads = [host.create_thread(f"thread {n}") for n in range(2)]
-    for thread_id in threads:
-        assert host.send(thread_id, "first").wait(60.0).status == "completed"
+    for turn in [host.send(thread_id, "first") for thread_id in threads]:
+        assert turn.wait(60.0).status == "completed"
     thread_id = next(t for t in threads if host.status().pins[t] == victim)
     runtime_pid = worker(host, victim).pid
+    host.set_worker_faults(victim, RuntimeFaults(delta_delay_s=1.0))  # live: the next turn streams slowly
 
     try:
         turn = host.send(thread_id, "second")
@@ -189,3 +191,25 @@ def test_a_host_pointed_at_another_cluster_fails_to_start_naming_both(cluster: L
     config = HostConfig(storage_root=str(tmp_path / "root"), placement="ray", ray_address="127.0.0.1:1")
     with pytest.raises(HostStartError, match=r"already connected to the Ray cluster at \S+, not 127\.0\.0\.1:1"):
         AgentHost(config).start()
+
+
+def test_a_ray_actor_the_head_loses_is_killed_and_decided_like_a_crash(
+    ray_host: Callable[..., AgentHost], events: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import agenthost.actors._ray_placement as placement
+
+    monkeypatch.setattr(placement, "LOST_AFTER_S", 1.0)  # instead of 10 s: the test waits for it
+    host = ray_host(workers=1)
+    runtime_pid = where(host, 1).pid
+    actor_process = int(Path(f"/proc/{runtime_pid}/stat").read_text().rsplit(")", 1)[1].split()[1])  # its ppid
+    os.kill(actor_process, signal.SIGSTOP)  # alive to Ray, silent to the head
+    try:
+        decision = wait_until("the pool's decision", lambda: events.of(child="worker-1"), 30.0)[0]
+        assert (decision["decision"], decision["attempt"], decision["delay_s"]) == ("restart", 1, 1.0)
+        assert "lost: did not answer within 1.5 s" in decision["reason"], decision["reason"]
+        assert wait_gone(runtime_pid), "the runtime outlived its lost actor"
+    finally:
+        try:
+            os.kill(actor_process, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
