@@ -275,6 +275,9 @@ class RayRuntime:
         left = max(0.0, timeout_s - (time.monotonic() - started))
         returncode: int | None = None
         how = f"killed after {timeout_s:g} s"
+        if self._cause is not None:  # the actor died or was lost: its runtime went with it
+            self.release()
+            return None, self._cause
         try:
             exited: bool = self._call("ctl", "exited_within", left, timeout_s=left + _CTL_TIMEOUT_S)
             returncode = self._call("ctl", "wait", 0.0, timeout_s=_CTL_TIMEOUT_S)
@@ -288,7 +291,7 @@ class RayRuntime:
 
     def kill_and_wait(self) -> None:
         self.signal_group(signal.SIGKILL)
-        if not self._released.is_set():
+        if not self._released.is_set() and self._cause is None:
             try:
                 self._call("ctl", "wait", 1.0, timeout_s=1.0 + _CTL_TIMEOUT_S)
             except ray.exceptions.RayError:

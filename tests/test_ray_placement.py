@@ -213,3 +213,26 @@ def test_a_ray_actor_the_head_loses_is_killed_and_decided_like_a_crash(
             os.kill(actor_process, signal.SIGCONT)
         except ProcessLookupError:
             pass
+
+
+def test_a_placed_runtime_that_stops_reading_is_killed_through_its_actor_and_replaced(
+    ray_host: Callable[..., AgentHost], clock: FakeClock, events: Any
+) -> None:
+    host = ray_host(workers=1, request_timeout_s=5.0)
+    thread_id = host.create_thread("stalls")
+    assert host.send(thread_id, "warm up").wait(60.0).status == "completed"
+    stopped = where(host, 1).pid
+    os.killpg(stopped, signal.SIGSTOP)  # the cluster is this machine: it reads nothing any more
+    handle = host.send(thread_id, "x" * 1_000_000)  # cannot fit in its pipe: the actor's write blocks
+    wait_until("the request's deadline armed", lambda: clock.pending_due_times("call-deadline"))
+    clock.advance(5.0)
+    finished = handle.wait(60.0)
+    assert finished.status == "failed" and "runtime stopped reading its stdin" in (finished.error or "")
+    kill = wait_until("kill", lambda: events.of(child="worker-1", decision="kill"))[0]
+    assert "runtime stopped reading its stdin" in kill["reason"]
+    restart = wait_until("restart", lambda: events.of(child="worker-1", decision="restart"))[0]
+    assert restart["delay_s"] == 1.0 and restart["reason"].startswith("runtime stopped reading its stdin")
+    assert wait_gone(stopped)
+    clock.advance(1.0)
+    wait_until("a new runtime", lambda: worker(host, 1).state == "ready" and worker(host, 1).generation == 2, 60.0)
+    assert host.send(thread_id, "and after").wait(60.0).status == "completed"
