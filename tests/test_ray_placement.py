@@ -7,8 +7,11 @@ so its actors live in their own namespace.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +20,7 @@ from typing import Any
 import pytest
 from conftest import wait_until, worker
 from raykit import SLOT, LoopbackCluster, ray_or_skip, wait_gone
+from servicekit import ServiceProcess
 
 from agenthost import AgentHost, Delta, HostConfig, HostStartError, RuntimeFaults
 from agenthost.actors import FakeClock
@@ -35,6 +39,7 @@ pytestmark = pytest.mark.timeout(120)
 def cluster() -> Iterator[LoopbackCluster]:
     running = LoopbackCluster()
     try:
+        ray.init(address=running.address, logging_level="ERROR", log_to_driver=False)  # the tests look at actors too
         yield running
     finally:
         running.shutdown()
@@ -187,7 +192,6 @@ def test_a_restarted_head_kills_the_orphans_of_its_previous_life(
 
 
 def test_a_host_pointed_at_another_cluster_fails_to_start_naming_both(cluster: LoopbackCluster, tmp_path: Path) -> None:
-    ray.init(address=cluster.address, ignore_reinit_error=True)  # this process is the test cluster's driver
     config = HostConfig(storage_root=str(tmp_path / "root"), placement="ray", ray_address="127.0.0.1:1")
     with pytest.raises(HostStartError, match=r"already connected to the Ray cluster at \S+, not 127\.0\.0\.1:1"):
         AgentHost(config).start()
@@ -236,3 +240,55 @@ def test_a_placed_runtime_that_stops_reading_is_killed_through_its_actor_and_rep
     clock.advance(1.0)
     wait_until("a new runtime", lambda: worker(host, 1).state == "ready" and worker(host, 1).generation == 2, 60.0)
     assert host.send(thread_id, "and after").wait(60.0).status == "completed"
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agenthost", *args], capture_output=True, text=True, timeout=90, check=False
+    )
+
+
+def test_serve_on_the_cluster_and_a_head_crash_replaces_its_runtimes_keeping_the_threads(
+    cluster: LoopbackCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")  # the service sets it itself for a loopback address
+    args = ("--ray-address", cluster.address, "--workers", "1")
+    config = "resources = {num_cpus = 0, custom = {agenthost = 1}}\n"
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    first = ServiceProcess(tmp_path / "root", tmp_path / "first", config, args).start()
+    second: ServiceProcess | None = None
+    try:
+        second = _crash_and_restart(first, tmp_path, config, args)
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+
+
+def _crash_and_restart(first: ServiceProcess, tmp_path: Path, config: str, args: tuple[str, ...]) -> ServiceProcess:
+    root = str(first.root)
+    sent = _cli("send", "--root", root, "--new-thread", "on the cluster", "--json", "hello")
+    assert sent.returncode == 0, sent.stderr
+    thread_id = json.loads(sent.stdout)["thread_id"]
+    runtime = where(AgentHostStub(first.root), 1)
+
+    first.process.kill()  # the head crashes: Ray kills the actors it owned, and their runtimes die with them
+    first.process.wait(30)
+    assert wait_gone(runtime.pid, 30.0), "a runtime outlived its head"
+
+    second = ServiceProcess(tmp_path / "root", tmp_path / "second", config, args).start()
+    again = _cli("send", "--root", root, "--thread", thread_id, "--json", "still there?")
+    assert again.returncode == 0, again.stderr + second.stderr_path.read_text()[-2000:]
+    assert json.loads(again.stdout)["text"] == "Reference reply to: still there?"
+    assert where(AgentHostStub(second.root), 1).pid != runtime.pid
+    transcript = _cli("transcript", "--root", root, thread_id).stdout
+    assert "hello" in transcript and "still there?" in transcript
+    return second
+
+
+class AgentHostStub:
+    """What `where` needs of a host: its storage root (the service's root, resolved)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = type("Root", (), {"root": Path(root).resolve()})()
