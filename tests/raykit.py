@@ -7,10 +7,13 @@
   the custom resource "agenthost" each (what the tests' workers ask for), and health checks of a few hundred ms
   so a killed node is declared dead within about a second (Ray's default is tens of seconds). `RAY_ENABLE_...`
   below keeps Ray from rewriting 127.0.0.1 to the machine's address (the cluster only listens on loopback).
+  `listening()` lists the TCP sockets its processes (and their children: the actors' workers) listen on, read from
+  /proc, so a test can prove they are all on loopback.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import time
 from pathlib import Path
@@ -81,6 +84,16 @@ class LoopbackCluster:
         self.second = self.cluster.add_node(**_node_args())
         self.cluster.wait_for_nodes()
 
+    def listening(self) -> set[tuple[str, int]]:
+        """(address, port) of every TCP socket a process of the cluster (or a child of one) listens on."""
+        roots = {
+            info.process.pid
+            for node in self.cluster.list_all_nodes()
+            for infos in node.all_processes.values()
+            for info in infos
+        }
+        return _listening(_descendants(roots))
+
     def shutdown(self) -> None:
         import ray
 
@@ -100,3 +113,49 @@ def wait_gone(pid: int, timeout_s: float = 10.0) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def _descendants(roots: set[int]) -> set[int]:
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found = set(roots)
+    while True:
+        more = {pid for pid, parent in parents.items() if parent in found} - found
+        if not more:
+            return found
+        found |= more
+
+
+def _listening(pids: set[int]) -> set[tuple[str, int]]:
+    inodes: set[str] = set()
+    for pid in pids:
+        try:
+            links = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+        except OSError:
+            continue
+        inodes.update(link[len("socket:[") : -1] for link in links if link.startswith("socket:["))
+    found: set[tuple[str, int]] = set()
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # LISTEN
+                address, port = fields[1].split(":")
+                found.add((_address(address, width), int(port, 16)))
+    return found
+
+
+def _address(hex_address: str, width: int) -> str:
+    raw = bytes.fromhex(hex_address)
+    if width == 8:
+        return str(ipaddress.IPv4Address(raw[::-1]))
+    address = ipaddress.IPv6Address(b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4)))
+    return str(address.ipv4_mapped or address)
+
+
+def is_loopback(address: str) -> bool:
+    return ipaddress.ip_address(address).is_loopback

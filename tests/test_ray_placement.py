@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from conftest import wait_until, worker
-from raykit import SLOT, LoopbackCluster, ray_or_skip, wait_gone
+from raykit import SLOT, LoopbackCluster, is_loopback, ray_or_skip, wait_gone
 from servicekit import ServiceProcess
 
 from agenthost import AgentHost, Delta, HostConfig, HostStartError, RuntimeFaults
@@ -292,3 +292,12 @@ class AgentHostStub:
 
     def __init__(self, root: Path) -> None:
         self.root = type("Root", (), {"root": Path(root).resolve()})()
+
+
+def test_the_test_cluster_listens_on_loopback_only(
+    cluster: LoopbackCluster, ray_host: Callable[..., AgentHost]
+) -> None:
+    ray_host(workers=2)  # actors (and their worker processes) running on both nodes
+    listening = cluster.listening()
+    assert listening, "found no listening socket of the cluster"
+    assert {(address, port) for address, port in listening if not is_loopback(address)} == set()
