@@ -28,6 +28,7 @@ from agenthost.actors import _turnevents as ev
 from agenthost.actors._clock import Clock, Timer
 from agenthost.actors._errors import (
     HostClosedError,
+    HostUnavailableError,
     InvalidDecisionError,
     NoHealthyWorkerError,
     TurnNotActiveError,
@@ -35,7 +36,7 @@ from agenthost.actors._errors import (
 )
 from agenthost.actors._log import decision, get_logger
 from agenthost.actors._reconcile import reconcile
-from agenthost.actors._refs import FaultHook, SupervisedActor, ask, tell_quietly
+from agenthost.actors._refs import FaultHook, Reply, SupervisedActor, ask, tell_quietly
 from agenthost.actors._turnmachine import step
 from agenthost.actors._turns import CoordinatorSettings, TurnRegistry, emit, new_turn_id
 from agenthost.actors._turnstate import State
@@ -81,6 +82,7 @@ from agenthost.storage import StorageError, validate_id
 __all__ = ["TurnCoordinator"]
 
 _log = get_logger("agenthost.turns")
+MAX_BEGIN_BATCH = 256  # direct sends whose begins are committed together at most
 
 
 class _Escalation(RuntimeError):
@@ -124,7 +126,7 @@ class TurnCoordinator(SupervisedActor):
         self._workers: dict[int, Any] = {}  # worker id -> its actor ref (the machine knows the generations)
         self._deadlines: dict[str, Timer] = {}
         self._retry_timer: Timer | None = None
-        self._accepted: TurnAccepted | None = None
+        self._begins: list[ev.Begin] = []  # direct sends' begins waiting for their group commit
 
     def on_child_start(self) -> None:
         self._state.waiting.extend(reconcile(self._persistence, self._registry, self._ask_timeout_s))
@@ -145,6 +147,8 @@ class TurnCoordinator(SupervisedActor):
     # --- messages -> events ----------------------------------------------------------------------------------
     def handle(self, message: Any) -> Any:
         self._timed_out.clear()
+        if not isinstance(message, SendMessage):
+            self._flush_begins()  # begins waiting for a group commit go first: messages are handled in order
         match message:
             case RuntimeOutput():
                 self._run(
@@ -223,25 +227,45 @@ class TurnCoordinator(SupervisedActor):
                 return super().handle(message)
         return None
 
-    def _send(self, message: SendMessage) -> TurnAccepted:
-        self._ask(self._persistence, GetThread(thread_id=message.thread_id))  # raises for an unknown or invalid id
-        turn_id = new_turn_id() if message.turn_id is None else validate_id("turn id", message.turn_id)
-        if turn_id in self._state.turns or self._registry.get(turn_id) is not None:
-            raise StorageError(f"turn id {turn_id!r} is already in use")
-        self._accepted = None
-        self._run(
-            ev.Send(
+    def _send(self, message: SendMessage) -> TurnAccepted | None:
+        """A told send (`reply_to` set) is answered when its begin is durable: the begins of consecutive sends are
+        group-committed (one storage round) when the mailbox runs dry or `MAX_BEGIN_BATCH` wait. An asked one is
+        answered at once."""
+        reply = message.reply_to if message.reply_to is not None else Reply()
+        try:
+            turn_id = new_turn_id() if message.turn_id is None else validate_id("turn id", message.turn_id)
+            if turn_id in self._state.turns or turn_id in self._state.beginning or self._registry.get(turn_id):
+                raise StorageError(f"turn id {turn_id!r} is already in use")
+            event = ev.Send(
                 turn_id=turn_id,
                 thread_id=message.thread_id,
                 text=message.text,
                 sink=message.sink,
                 input=message.input,
                 passthrough=message.passthrough,
+                reply_to=reply,
             )
-        )
-        accepted, self._accepted = self._accepted, None
-        assert accepted is not None, "the machine accepted no turn for a send"
-        return accepted
+            self._run(event)
+        except self.expected_errors as exc:
+            if message.reply_to is None:
+                raise
+            reply.fail(exc)
+            return None
+        if message.reply_to is not None and len(self._begins) < MAX_BEGIN_BATCH and not self.actor_inbox.empty():
+            return None
+        self._flush_begins()
+        if message.reply_to is None:
+            accepted: TurnAccepted = reply.wait(0.0)
+            return accepted
+        return None
+
+    def _flush_begins(self) -> None:
+        """Begin the waiting direct sends in one storage round and tell each caller."""
+        if not self._begins:
+            return
+        begins, self._begins = self._begins, []
+        for outcome in self._store.begin_direct(begins):
+            self._run(outcome)
 
     def _pass_request(self, message: RuntimeRequest) -> int:
         up = sorted(worker for worker in self._state.workers if worker in self._workers)
@@ -287,9 +311,14 @@ class TurnCoordinator(SupervisedActor):
                         ref, AnswerServerRequest(request_id=effect.request_id, result=effect.result, error=effect.error)
                     )
             case ev.Accept():
-                self._accepted = TurnAccepted(turn_id=effect.turn_id, queued=effect.queued)
+                effect.reply_to.set(TurnAccepted(turn_id=effect.turn_id, queued=effect.queued))
+            case ev.Refuse():
+                effect.reply_to.fail(effect.exception)
             case ev.Begin():
-                return self._store.begin(effect)
+                if effect.followup_id is None:
+                    self._begins.append(effect)  # group-committed with the begins of the sends that follow
+                    return None
+                return self._store.begin_followup(effect)
             case ev.Enqueue():
                 self._store.enqueue(effect)
             case ev.RegisterSink():
@@ -399,6 +428,13 @@ class TurnCoordinator(SupervisedActor):
                 _log.info("turns.runtime_state_imported", turn=effect.turn_id, worker=effect.worker_id)
         except OSError as exc:  # resume still runs: at worst the thread is recreated, as before
             _log.warning("turns.runtime_state_import_failed", turn=effect.turn_id, error=repr(exc))
+
+    def on_crash(self, error: BaseException) -> None:
+        """Sends whose begins were waiting for their group commit: their callers hear at once (nothing began)."""
+        begins, self._begins = self._begins, []
+        for effect in begins:
+            why = f"agenthost's turns crashed before this message began: {error!r}"
+            effect.reply_to.fail(HostUnavailableError(why))
 
     def on_stop(self) -> None:
         """Completions still in the group commit: wait for it (any ask flushes it) and tell their callers."""

@@ -2,38 +2,39 @@
 
 When is a caller's write durable? (synchronous=FULL in WAL mode: a committed transaction survives power loss.)
 - Asked commands (`BeginTurn`, `FinishTurn`, `AddActionCard`, `CreateThread`, `UpdateThread`, follow-up and mapping
-  writes): when
-  the ask returns, the transaction is committed and, for thread content, the thread's Markdown transcript has been
-  re-rendered from the database and atomically replaced (temp file, fsync, rename, fsync of the folder). Failures,
-  interruptions and approval resets always take this path: they are never batched.
+  writes): when the ask returns, the transaction is committed and, for thread content, the change is in the thread's
+  Markdown transcript: one record appended and fsynced (a new thread's transcript is created by atomic replace);
+  storage._transcript_sync.TranscriptWriter does it. Failures, interruptions and approval resets always take this
+  path: they are never batched.
 - `CompleteTurn` (a completed turn, told with `reply_to`): group-committed. Completions that arrive back to back
   are finished in ONE transaction when `max_batch` (default MAX_BATCH, 256) are waiting or the actor's mailbox is
-  empty (so an idle host adds no delay); then the transcripts of the threads in the batch are rewritten once each;
-  only then does every caller get its `TurnPersisted`. Any other message first flushes the waiting completions, so
+  empty (so an idle host adds no delay); then each thread in the batch gets its end records in one append; only
+  then does every caller get its `TurnPersisted`. Any other message first flushes the waiting completions, so
   the database sees writes in the order the actor received them. If the batch transaction fails, each completion is
   retried alone, so one bad row never fails the others, and every caller hears its own outcome.
-- The transcript is derived from committed rows, so a crash between the commit and the transcript rewrite leaves
-  the old transcript, which start-up repair re-renders from the database. When a transcript write fails (I/O error,
-  disk full) the commit still stands and is acknowledged; the transcript is marked stale and rewritten at the next
-  write or checkpoint tick, and at start-up at the latest.
+- The transcript is written after the commit, so a crash between the two leaves a transcript without the change,
+  and its thread marked in the database (every transcript change marks its thread in the same transaction); the
+  start-up checks append what such transcripts lack. When a transcript write fails (I/O error, disk full) the
+  commit still stands and is acknowledged; the thread is stale and its transcript repaired from the database at
+  its next write or checkpoint tick, and at start-up at the latest. At each checkpoint tick and at stop the threads
+  whose transcripts hold every change are unmarked, so a start checks only the threads changed since.
 
 Fault injection: `vfs` (a registered APSW VFS name) and `transcript_fs` (an `AtomicFs`) are the seams chaos tests
-use to fail reads, writes, syncs and each step of a transcript replace.
+use to fail reads, writes, syncs and each step of a transcript append or replace.
 
 Checkpoints: automatic checkpoints are off. A WAL hook watches the WAL size after each commit; past
 `checkpoint_pages` a PASSIVE checkpoint runs right after the write. A PASSIVE checkpoint also runs every
 `checkpoint_interval_s` (injected clock) and a TRUNCATE checkpoint when the actor stops. `quick_check` runs at
 open: a database that fails it is moved into `system/quarantine/<timestamp>-<reason>/` and rebuilt from the
 transcripts ("storage.quarantined" event); then the start-up health checks run with repairs (missing project
-folders, transcripts that disagree with the DB, leftover temp files, orphan transcripts, bad mappings), each
-finding one "storage.health" event. The actor holds the root's lock (`system/agenthost.lock`) while it lives: a
-second host on the same root fails to start with `RootLockedError`.
+folders, transcripts of the threads marked as changed, bad mappings; after a rebuild also every transcript, orphan
+transcripts and leftover temp files), each finding one "storage.health" event. The actor holds the root's lock
+(`system/agenthost.lock`) while it lives: a second host on the same root fails to start with `RootLockedError`.
 Errors from storage (unknown ids, invalid ids, I/O errors) are raised to the asker; the actor keeps running.
 """
 
 from __future__ import annotations
 
-import collections
 import time
 from collections.abc import Callable
 from typing import Any
@@ -48,6 +49,7 @@ from agenthost.protocol._messages import (
     AddActionCard,
     BeginFollowUpTurn,
     BeginTurn,
+    BeginTurns,
     CancelFollowUp,
     Checkpoint,
     CompleteTurn,
@@ -80,14 +82,15 @@ from agenthost.storage import (
     AtomicFs,
     CheckpointMode,
     Database,
+    QuarantineReport,
     RootLock,
     StorageCorruptError,
     StorageError,
     StorageRoot,
-    ThreadDocument,
     ThreadRow,
-    TranscriptStore,
+    TranscriptWriter,
     TurnFinish,
+    TurnRow,
     check_permissions,
     check_storage,
     open_or_quarantine,
@@ -100,6 +103,7 @@ __all__ = ["MAX_BATCH", "PersistenceActor"]
 _WRITES = (
     UpdateThread,
     BeginTurn,
+    BeginTurns,
     BeginFollowUpTurn,
     FinishTurn,
     AddActionCard,
@@ -110,7 +114,6 @@ _WRITES = (
 )
 
 _log = get_logger("agenthost.persistence")
-_DOCUMENTS_CACHED = 256  # threads whose transcript stays in memory between writes
 MAX_BATCH = 256  # completions per group commit at most
 
 
@@ -143,11 +146,10 @@ class PersistenceActor(SupervisedActor):
         self._interval = checkpoint_interval_s
         self._checkpoint_pages = checkpoint_pages
         self._max_batch = max_batch
-        self._transcripts = TranscriptStore(root, fs=transcript_fs)
+        self._transcript_fs = transcript_fs
+        self._transcripts: TranscriptWriter | None = None
         self._timer: Timer | None = None
         self._batch: list[CompleteTurn] = []
-        self._docs: collections.OrderedDict[str, ThreadDocument] = collections.OrderedDict()  # LRU of transcripts
-        self._stale: set[str] = set()  # threads whose transcript write failed: rewritten at the next write
         self._wal_pages = 0
         self._transcript_s = 0.0  # transcript time inside the message being handled (kept out of its commit time)
         self._vfs = vfs
@@ -159,12 +161,18 @@ class PersistenceActor(SupervisedActor):
         assert self._db is not None, "persistence actor not started"
         return self._db
 
+    @property
+    def transcripts(self) -> TranscriptWriter:
+        assert self._transcripts is not None, "persistence actor not started"
+        return self._transcripts
+
     def on_child_start(self) -> None:
         """Lock the root, open (quarantine and rebuild if corrupt) and repair, in this actor's own thread: a long
         rebuild never blocks the host supervisor's mailbox. A failure is a crash the host decides about."""
         self._root.ensure()
         self._lock = RootLock.acquire(self._root)
         self._db = _open_and_repair(self._root, self._vfs, self._wall())
+        self._transcripts = TranscriptWriter(self._root, self._db, fs=self._transcript_fs)
         self._db.set_wal_hook(self._on_wal_commit)
         _log.info("persistence.opened", path=str(self._root.db_path), schema=self._db.schema_version)
         self._schedule_checkpoint()
@@ -172,6 +180,9 @@ class PersistenceActor(SupervisedActor):
     def on_stop(self) -> None:
         try:
             self._flush()
+            if self._transcripts is not None:
+                self._transcript(self._transcripts.retry_stale)
+                self._mark_synced()
         finally:
             self._close(checkpoint=True)
 
@@ -235,6 +246,8 @@ class PersistenceActor(SupervisedActor):
                 return db.get_thread(message.thread_id)
             case BeginTurn():
                 return self._begun(db.begin_turn(message.turn_id, message.thread_id, message.user_text, now))
+            case BeginTurns():
+                return self._begin_many(message.begins, now)
             case BeginFollowUpTurn():
                 return self._begun(db.begin_followup_turn(message.followup_id, now, message.turn_id))
             case UpdateThread():
@@ -254,8 +267,7 @@ class PersistenceActor(SupervisedActor):
                 return self._turn_written(db.finish_turns([finish])[0])
             case AddActionCard():
                 card = db.add_action_card(message.thread_id, message.turn_id, message.kind, message.text, now)
-                self._document(card.thread_id).add_card(card)
-                self._write_transcript(card.thread_id)
+                self._transcript(lambda: self.transcripts.card_added(card))
                 return card
             case SaveMapping():
                 return db.save_mapping(message.thread_id, message.worker_id, message.runtime_thread_id, now)
@@ -273,7 +285,7 @@ class PersistenceActor(SupervisedActor):
                 return db.list_turns(message.thread_id)
             case ReadTranscript():
                 thread = db.get_thread(message.thread_id)
-                return self._transcripts.read(thread.project_id, thread.thread_id)
+                return self.transcripts.read(thread.project_id, thread.thread_id)
             case EnqueueFollowUp():
                 return db.enqueue_followup(message.followup_id, message.thread_id, message.text, now)
             case NextFollowUp():
@@ -300,8 +312,9 @@ class PersistenceActor(SupervisedActor):
             case Checkpoint():
                 return self._checkpoint(message.mode)
             case _CheckpointTick():
-                if self._stale:
-                    self._write_transcript(min(self._stale))
+                if self.transcripts.stale:
+                    self._transcript(self.transcripts.retry_stale)
+                self._mark_synced()
                 self._checkpoint("PASSIVE")
                 self._schedule_checkpoint()
                 return None
@@ -315,43 +328,49 @@ class PersistenceActor(SupervisedActor):
         private_mkdir(self._root.threads_dir(project_id))
         self.db.ensure_project(project_id, project_id, now)
         row = self.db.create_thread(thread_id, project_id, message.title, now)
-        self._write_transcript(thread_id)
+        self._transcript(lambda: self.transcripts.thread_created(row))
         _log.info("persistence.thread_created", thread=thread_id, project=project_id)
         return row
 
     def _begun(self, row: Any) -> TurnBegun:
         self._turn_written(row)
-        return TurnBegun(turn=row, settings=self._document(row.thread_id).thread.thread_settings())
+        return TurnBegun(turn=row, settings=self.db.get_thread(row.thread_id).thread_settings())
+
+    def _begin_many(self, begins: tuple[BeginTurn, ...], now: float) -> tuple[TurnBegun | StorageError, ...]:
+        """Group-commit the begins (one transaction, one transcript append per thread); when the batch fails, each
+        is begun alone, so one bad begin (an unknown thread, a used turn id) never refuses the others."""
+        rows: list[TurnRow | StorageError]
+        try:
+            rows = list(self.db.begin_turns([(b.turn_id, b.thread_id, b.user_text) for b in begins], now))
+        except StorageError:
+            rows = [self._begin_alone(begin, now) for begin in begins]
+        begun = [row for row in rows if isinstance(row, TurnRow)]
+        if begun:
+            self._transcript(lambda: self.transcripts.turns_written(begun))
+        settings = {thread: self.db.get_thread(thread).thread_settings() for thread in {r.thread_id for r in begun}}
+        return tuple(
+            TurnBegun(turn=row, settings=settings[row.thread_id]) if isinstance(row, TurnRow) else row for row in rows
+        )
+
+    def _begin_alone(self, begin: BeginTurn, now: float) -> TurnRow | StorageError:
+        try:
+            return self.db.begin_turn(begin.turn_id, begin.thread_id, begin.user_text, now)
+        except StorageError as exc:
+            return exc
 
     def _thread_updated(self, row: ThreadRow, *, renamed: bool) -> ThreadRow:
-        """A thread row changed: its cached document takes it, and a new title reaches the transcript."""
-        doc = self._docs.get(row.thread_id)
-        if doc is not None:
-            doc.thread = row
+        """A thread row changed: a new title reaches the transcript."""
         if renamed:
-            self._write_transcript(row.thread_id)  # (a document not cached is loaded from the updated row)
+            self._transcript(lambda: self.transcripts.renamed(row))
         return row
 
     def _turn_written(self, row: Any) -> Any:
-        """A turn row was committed: update its thread's document and rewrite the transcript."""
-        self._document(row.thread_id).upsert_turn(row)
-        self._write_transcript(row.thread_id)
+        """A turn row was committed (begun or finished): its record goes to the transcript."""
+        self._transcript(lambda: self.transcripts.turns_written([row]))
         return row
 
-    def _document(self, thread_id: str) -> ThreadDocument:
-        """The thread's in-memory transcript (loaded from the DB on a miss; the least recent is evicted)."""
-        doc = self._docs.get(thread_id)
-        if doc is None:
-            db = self.db
-            doc = ThreadDocument(db.get_thread(thread_id), db.list_turns(thread_id), db.list_action_cards(thread_id))
-            self._docs[thread_id] = doc
-            if len(self._docs) > _DOCUMENTS_CACHED:
-                self._docs.popitem(last=False)
-        self._docs.move_to_end(thread_id)
-        return doc
-
     def _flush(self) -> None:
-        """Group-commit the waiting completions, rewrite their transcripts, then answer every caller."""
+        """Group-commit the waiting completions, append their ends to the transcripts, then answer every caller."""
         if not self._batch:
             return
         batch, self._batch = self._batch, []
@@ -364,11 +383,9 @@ class PersistenceActor(SupervisedActor):
         except StorageError:
             outcomes = [self._finish_alone(finish) for finish in finishes]
         _log.record(StorageTimed(op="commit", seconds=time.perf_counter() - started), "debug")
-        for row, _ in outcomes:
-            if row is not None:
-                self._document(row.thread_id).upsert_turn(row)
-        for thread_id in sorted({row.thread_id for row, _ in outcomes if row is not None}):
-            self._write_transcript(thread_id)
+        rows = [row for row, _ in outcomes if row is not None]
+        if rows:
+            self._transcript(lambda: self.transcripts.turns_written(rows))
         for completion, (row, error) in zip(batch, outcomes, strict=True):
             tell_quietly(completion.reply_to, TurnPersisted(turn_id=completion.turn_id, row=row, error=error))
         _log.debug("persistence.group_commit", completions=len(batch))
@@ -381,23 +398,25 @@ class PersistenceActor(SupervisedActor):
         except StorageError as exc:
             return None, str(exc)
 
-    def _write_transcript(self, thread_id: str) -> None:
-        """Rewrite the thread's transcript (and any left stale by an earlier failure). The database is the truth:
-        a failed transcript write is logged and retried, never reported as a failed commit."""
-        self._stale.add(thread_id)
-        for stale in sorted(self._stale):
-            doc = self._document(stale)
-            started = time.perf_counter()
+    def _transcript(self, write: Callable[[], list[tuple[str, StorageError]]]) -> None:
+        """Run one transcript write of the writer, timed apart from the commit. The database is the truth: a failed
+        write is logged (its thread stays stale and is repaired later), never reported as a failed commit."""
+        started = time.perf_counter()
+        failures = write()
+        seconds = time.perf_counter() - started
+        self._transcript_s += seconds
+        _log.record(StorageTimed(op="transcript", seconds=seconds), "debug")
+        for thread_id, exc in failures:
+            _log.record(TranscriptFailed(thread=thread_id, error=str(exc)), "error")
+
+    def _mark_synced(self) -> None:
+        """Unmark the threads whose transcript holds every change (a refusal only makes the next start check more)."""
+        synced = self.transcripts.take_synced()
+        if synced:
             try:
-                self._transcripts.write(doc.thread.project_id, stale, doc.render())
+                self.db.mark_transcripts_synced(synced)
             except StorageError as exc:
-                _log.record(TranscriptFailed(thread=stale, error=str(exc)), "error")
-                return
-            finally:
-                seconds = time.perf_counter() - started
-                self._transcript_s += seconds
-            _log.record(StorageTimed(op="transcript", seconds=seconds), "debug")
-            self._stale.discard(stale)
+                _log.warning("persistence.mark_synced_failed", threads=len(synced), error=repr(exc))
 
     def _checkpoint(self, mode: CheckpointMode) -> tuple[int, int]:
         frames = self.db.checkpoint(mode)
@@ -410,6 +429,7 @@ class PersistenceActor(SupervisedActor):
 def _open_and_repair(root: StorageRoot, vfs: str | None, now: float) -> Database:
     """Open the database (quick_check included); a corrupt one is quarantined and rebuilt from the transcripts.
     Then the start-up health checks run with repairs; every finding is one "storage.health" event."""
+    quarantined: QuarantineReport | None = None
     if vfs is None:
         db, quarantined = open_or_quarantine(root, now)
         if quarantined is not None:
@@ -429,7 +449,8 @@ def _open_and_repair(root: StorageRoot, vfs: str | None, now: float) -> Database
             db.close(checkpoint=False)
             raise StorageCorruptError(f"database {str(root.db_path)!r} failed quick_check: {problems[:5]}")
     try:
-        for finding in check_storage(db, root, repair=True, now=now, pending_turns=False):
+        full = quarantined is not None  # after a rebuild: every transcript, orphans and temp files too
+        for finding in check_storage(db, root, repair=True, now=now, pending_turns=False, full=full):
             log = _log.info if finding.status == "ok" else _log.warning
             log(
                 "storage.health",

@@ -23,6 +23,7 @@ Contract:
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -31,12 +32,43 @@ import pykka
 from agenthost.actors._errors import HostUnavailableError, UnknownMessageError
 from agenthost.actors._log import get_logger
 
-__all__ = ["ASK_TIMEOUT_S", "FaultHook", "SupervisedActor", "ask", "tell_quietly", "unknown_message"]
+__all__ = ["ASK_TIMEOUT_S", "FaultHook", "Reply", "SupervisedActor", "ask", "tell_quietly", "unknown_message"]
 
 ASK_TIMEOUT_S = 30.0  # seconds an actor waits for another actor's reply
 FaultHook = Callable[[str, object], None]
 
 _log = get_logger("agenthost.actors")
+
+
+class Reply:
+    """The answer to a told request, waited for by its caller: `set(value)` or `fail(exception)`; the first answer
+    stands (a crash that fails a reply already set changes nothing)."""
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+    def set(self, value: Any) -> None:
+        with self._lock:
+            if not self._done.is_set():
+                self._value = value
+                self._done.set()
+
+    def fail(self, error: BaseException) -> None:
+        with self._lock:
+            if not self._done.is_set():
+                self._error = error
+                self._done.set()
+
+    def wait(self, timeout_s: float) -> Any:
+        """The value, or the error raised; TimeoutError when no answer came within `timeout_s`."""
+        if not self._done.wait(timeout_s):
+            raise TimeoutError(f"no answer within {timeout_s:g} s")
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 def ask(ref: pykka.ActorRef[Any], message: Any, timeout_s: float = ASK_TIMEOUT_S) -> Any:
@@ -116,11 +148,13 @@ class SupervisedActor(pykka.ThreadingActor):
         except self.expected_errors:
             raise
         except Exception as exc:
-            self._crash(exc)
-            raise HostUnavailableError(
+            error = HostUnavailableError(
                 f"agenthost's {self.child_name} crashed handling {type(message).__name__} ({exc!r}); "
                 "its supervisor decides what happens next"
-            ) from exc
+            )
+            _fail_reply(message, error)
+            self._crash(exc)
+            raise error from exc
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
         """pykka calls this after a tell raised; `_crash` already ran for it in `on_receive`."""
@@ -138,6 +172,27 @@ class SupervisedActor(pykka.ThreadingActor):
             self.report_crash(error)
             pykka.ActorRegistry.unregister(self.actor_ref)
             self.actor_stopped.set()  # pykka handles no further message; queued asks get ActorDeadError
+            self._fail_queued_replies()
+
+    def _fail_queued_replies(self) -> None:
+        """Told messages still queued that carry a `Reply`: their callers hear at once (pykka drops tells)."""
+        kept = []
+        while not self.actor_inbox.empty():  # this thread is the inbox's only reader: get() cannot block
+            envelope = self.actor_inbox.get()
+            why = f"agenthost's {self.child_name} stopped (crashed) before handling {type(envelope.message).__name__}"
+            if not _fail_reply(envelope.message, HostUnavailableError(why)):
+                kept.append(envelope)
+        for envelope in kept:  # asks and the rest, in their order, for pykka's own clean-up
+            self.actor_inbox.put(envelope)
+
+
+def _fail_reply(message: Any, error: BaseException) -> bool:
+    """Fail the `Reply` a told message carries as `reply_to` (True), if it carries one."""
+    reply = getattr(message, "reply_to", None)
+    if isinstance(reply, Reply):
+        reply.fail(error)
+        return True
+    return False
 
 
 def unknown_message(receiver: str, message: object) -> NoReturn:

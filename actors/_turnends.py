@@ -36,8 +36,26 @@ def note(out: Out, event: HostEvent, level: Any = "info") -> None:
 
 
 def slots_left(s: State) -> int:
-    """Turns that may still start now: `max_active_turns` minus the running ones and the reserved slots."""
-    return s.max_active_turns - len(s.turns) - s.reserved
+    """Turns that may still start now: `max_active_turns` minus the running ones, those being begun, and the slots
+    reserved for follow-ups being fetched."""
+    return s.max_active_turns - len(s.turns) - len(s.beginning) - s.reserved
+
+
+def begin(s: State, out: Out, e: Any, followup_id: str | None = None) -> None:
+    """Ask the storage to begin a turn; its thread is busy and its slot taken from now until it is answered."""
+    s.beginning[e.turn_id] = e.thread_id
+    s.busy[e.thread_id] = e.turn_id
+    reply_to = getattr(e, "reply_to", None)
+    out.append(
+        ev.Begin(
+            turn_id=e.turn_id,
+            thread_id=e.thread_id,
+            text=e.text,
+            sink=e.sink,
+            followup_id=followup_id,
+            reply_to=reply_to,
+        )
+    )
 
 
 # --- approvals ---------------------------------------------------------------------------------------------------
@@ -287,7 +305,7 @@ def followup_fetched(s: State, e: ev.FollowUpFetched, out: Out) -> None:
         if e.thread_id not in s.waiting:
             s.waiting.appendleft(e.thread_id)
         return
-    out.append(ev.Begin(turn_id=e.turn_id, thread_id=e.thread_id, text=e.text, sink=e.sink, followup_id=e.followup_id))
+    begin(s, out, e, followup_id=e.followup_id)
 
 
 # --- workers -----------------------------------------------------------------------------------------------------

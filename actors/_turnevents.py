@@ -27,6 +27,7 @@ class Send(_Event, frozen=True, kw_only=True):
     sink: Any
     input: tuple[Any, ...] | None = None
     passthrough: bool = False
+    reply_to: Any = None  # the caller waiting for TurnAccepted (or the error)
 
 
 class Begun(_Event, frozen=True, kw_only=True):
@@ -36,6 +37,7 @@ class Begun(_Event, frozen=True, kw_only=True):
     sink: Any
     followup_id: str | None = None
     settings: Any = None  # the thread's storage.ThreadSettings when the turn began (None: none)
+    reply_to: Any = None
 
 
 class Steer(_Event, frozen=True, kw_only=True):
@@ -48,6 +50,9 @@ class BeginRefused(_Event, frozen=True, kw_only=True):
     turn_id: str
     thread_id: str
     error: str
+    followup_id: str | None = None
+    exception: Any = None  # a direct send's storage error, for its caller
+    reply_to: Any = None
 
 
 class FollowUpFetched(_Event, frozen=True, kw_only=True):
@@ -199,10 +204,18 @@ class _Effect(msgspec.Struct, frozen=True, kw_only=True, tag=True):
 
 
 class Accept(_Effect, frozen=True, kw_only=True):
-    """The reply to `Send`."""
+    """The reply to `Send` (to its `reply_to`)."""
 
     turn_id: str
     queued: bool
+    reply_to: Any = None
+
+
+class Refuse(_Effect, frozen=True, kw_only=True):
+    """A send that could not begin: its caller gets `exception`."""
+
+    reply_to: Any
+    exception: Any
 
 
 class Enqueue(_Effect, frozen=True, kw_only=True):
@@ -214,13 +227,16 @@ class Enqueue(_Effect, frozen=True, kw_only=True):
 
 
 class Begin(_Effect, frozen=True, kw_only=True):
-    """Persist the user message and the pending checkpoint -> Begun | BeginRefused (a direct send raises)."""
+    """Persist the user message and the pending checkpoint -> Begun | BeginRefused, at once for a follow-up; a
+    direct send's begin may be answered later (the shell group-commits the begins of consecutive sends). Until
+    then its thread counts as busy and its slot as taken."""
 
     turn_id: str
     thread_id: str
     text: str
     sink: Any
     followup_id: str | None = None  # a queued follow-up: dispatched and begun in one transaction
+    reply_to: Any = None
 
 
 class RegisterSink(_Effect, frozen=True, kw_only=True):
@@ -372,6 +388,7 @@ class Log(_Effect, frozen=True, kw_only=True):
 
 Effect = (
     Accept
+    | Refuse
     | Enqueue
     | Begin
     | RegisterSink

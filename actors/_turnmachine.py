@@ -70,12 +70,12 @@ def _send(s: State, e: ev.Send, out: Out) -> None:
     if e.input is not None or e.passthrough:
         s.extras[e.turn_id] = Extras(input=e.input, passthrough=e.passthrough)
     if why is None:
-        out.append(ev.Begin(turn_id=e.turn_id, thread_id=thread, text=e.text, sink=e.sink))
+        ends.begin(s, out, e)
         return
     out += [
         ev.Enqueue(turn_id=e.turn_id, thread_id=thread, text=e.text),
         ev.RegisterSink(turn_id=e.turn_id, sink=e.sink),
-        ev.Accept(turn_id=e.turn_id, queued=True),
+        ev.Accept(turn_id=e.turn_id, queued=True, reply_to=e.reply_to),
     ]
     if thread not in s.busy and thread not in s.waiting:
         s.waiting.append(thread)
@@ -83,6 +83,7 @@ def _send(s: State, e: ev.Send, out: Out) -> None:
 
 
 def _begun(s: State, e: ev.Begun, out: Out) -> None:
+    s.beginning.pop(e.turn_id, None)
     extras = s.extras.pop(e.turn_id, None) or Extras()
     settings = e.settings
     turn = Turn(
@@ -103,12 +104,21 @@ def _begun(s: State, e: ev.Begun, out: Out) -> None:
         ev.ArmDeadline(turn_id=turn.turn_id, delay_s=s.turn_timeout_s),
     ]
     if e.followup_id is None:
-        out.append(ev.Accept(turn_id=turn.turn_id, queued=False))
+        out.append(ev.Accept(turn_id=turn.turn_id, queued=False, reply_to=e.reply_to))
     out.append(ev.Resolve(turn_id=turn.turn_id, thread_id=turn.thread_id))
 
 
 def _begin_refused(s: State, e: ev.BeginRefused, out: Out) -> None:
-    """A queued follow-up could not be dispatched (storage): it stays queued; the thread waits for the next try."""
+    """The storage did not begin the turn: a direct send's caller hears why (nothing began); a queued follow-up
+    stays queued and its thread waits for the next try."""
+    s.beginning.pop(e.turn_id, None)
+    s.extras.pop(e.turn_id, None)
+    if s.busy.get(e.thread_id) == e.turn_id:
+        del s.busy[e.thread_id]
+    if e.followup_id is None:
+        out.append(ev.Refuse(reply_to=e.reply_to, exception=e.exception))
+        ends.dispatch_next(s, e.thread_id, out)
+        return
     ends.log(out, "turns.followup_dispatch_failed", "error", followup=e.turn_id, thread=e.thread_id, error=e.error)
     if e.thread_id not in s.waiting:
         s.waiting.append(e.thread_id)

@@ -105,6 +105,7 @@ class State(msgspec.Struct, kw_only=True):
     send_next: set[str] = set()  # threads whose next follow-up runs even in manual dispatch mode
     stderr: dict[int, str] = {}  # worker id -> the last error line its runtime wrote to stderr
     extras: dict[str, Extras] = {}  # turn id -> what its send asked for, while it waits in the queue
+    beginning: dict[str, str] = {}  # turn id -> thread id: begins asked of the storage, not answered yet
     ending: dict[str, Unpersisted] = {}  # ended turns whose end is not durable yet
     unpersisted: dict[str, Unpersisted] = {}  # turn ends the storage refused, written again by PERSIST_RETRY
     retry_attempt: int = 0

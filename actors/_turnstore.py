@@ -3,8 +3,9 @@ has its deadline rules) and turns its outcome into the machine's next event.
 
 Contract: a storage refusal (`REFUSED`: a storage error, the persistence actor unavailable, dead or past its
 deadline) never escapes except where the caller must hear it:
-- `begin`: a direct send's error goes back to its caller; a follow-up that cannot be begun becomes `BeginRefused`
-  (it stays queued). Dispatching a follow-up and beginning its turn is one transaction.
+- `begin_direct`: the begins of direct sends, each `Begun` or `BeginRefused` carrying the storage's error for its
+  caller; `begin_followup`: a follow-up that cannot be begun becomes `BeginRefused` (it stays queued).
+  Dispatching a follow-up and beginning its turn is one transaction.
 - `finish`: a refusal becomes `FinishRefused` (the machine retries it by policy); a turn already finished is only
   accepted on a retry (the earlier attempt landed after all).
 - `forget_options` removes per-turn settings the runtime refused from the thread; a refusal is logged.
@@ -28,6 +29,7 @@ from agenthost.protocol._messages import (
     AddActionCard,
     BeginFollowUpTurn,
     BeginTurn,
+    BeginTurns,
     EnqueueFollowUp,
     FinishTurn,
     NextFollowUp,
@@ -42,27 +44,54 @@ _log = get_logger("agenthost.turns")
 REFUSED = (StorageError, HostUnavailableError, pykka.ActorDeadError, pykka.Timeout)  # the storage did not take it
 
 
+def _begun(effect: ev.Begin, settings: Any) -> ev.Begun:
+    return ev.Begun(
+        turn_id=effect.turn_id,
+        thread_id=effect.thread_id,
+        text=effect.text,
+        sink=effect.sink,
+        followup_id=effect.followup_id,
+        settings=settings,
+        reply_to=effect.reply_to,
+    )
+
+
 class TurnStore:
     def __init__(self, ask: Callable[[Any], Any], registry: TurnRegistry) -> None:
         self.ask = ask  # asks the persistence actor, with the coordinator's deadline rules
         self._registry = registry
 
-    def begin(self, effect: ev.Begin) -> ev.Event:
-        if effect.followup_id is None:  # a direct send: a storage error goes back to its caller
-            begun = self.ask(BeginTurn(turn_id=effect.turn_id, thread_id=effect.thread_id, user_text=effect.text))
-        else:
-            try:  # dispatched and begun in one transaction: a crash can neither lose nor repeat it
-                begun = self.ask(BeginFollowUpTurn(followup_id=effect.followup_id, turn_id=effect.turn_id))
-            except REFUSED as exc:
-                return ev.BeginRefused(turn_id=effect.turn_id, thread_id=effect.thread_id, error=repr(exc))
-        return ev.Begun(
-            turn_id=effect.turn_id,
-            thread_id=effect.thread_id,
-            text=effect.text,
-            sink=effect.sink,
-            followup_id=effect.followup_id,
-            settings=begun.settings,
-        )
+    def begin_followup(self, effect: ev.Begin) -> ev.Event:
+        assert effect.followup_id is not None
+        try:  # dispatched and begun in one transaction: a crash can neither lose nor repeat it
+            begun = self.ask(BeginFollowUpTurn(followup_id=effect.followup_id, turn_id=effect.turn_id))
+        except REFUSED as exc:
+            return ev.BeginRefused(
+                turn_id=effect.turn_id, thread_id=effect.thread_id, error=repr(exc), followup_id=effect.followup_id
+            )
+        return _begun(effect, begun.settings)
+
+    def begin_direct(self, effects: list[ev.Begin]) -> list[ev.Event]:
+        """Begin direct sends (their storage errors go back to their callers, as BeginRefused)."""
+        begins = tuple(BeginTurn(turn_id=e.turn_id, thread_id=e.thread_id, user_text=e.text) for e in effects)
+        try:
+            answers: tuple[Any, ...] = self.ask(BeginTurns(begins=begins))
+        except REFUSED as exc:  # the whole round: every caller hears why
+            answers = (exc,) * len(effects)
+        outcomes: list[ev.Event] = []
+        for effect, answer in zip(effects, answers, strict=True):
+            if isinstance(answer, BaseException):
+                refused = ev.BeginRefused(
+                    turn_id=effect.turn_id,
+                    thread_id=effect.thread_id,
+                    error=repr(answer),
+                    exception=answer,
+                    reply_to=effect.reply_to,
+                )
+                outcomes.append(refused)
+            else:
+                outcomes.append(_begun(effect, answer.settings))
+        return outcomes
 
     def forget_options(self, thread_id: str, keys: tuple[str, ...]) -> None:
         try:

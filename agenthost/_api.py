@@ -40,7 +40,7 @@ from agenthost.actors._errors import HostUnavailableError
 from agenthost.actors._host import HostSupervisor, host_spec
 from agenthost.actors._log import Event, subscribe
 from agenthost.actors._placement import LOCAL, PlacementError, ProcessHost, open_process_host
-from agenthost.actors._refs import FaultHook, ask, tell_quietly
+from agenthost.actors._refs import FaultHook, Reply, ask, tell_quietly
 from agenthost.actors._runtimes import CodexRolloutSync, builtin_spec_factory, codex_spec_factory, faults_file_path
 from agenthost.actors._turns import CoordinatorSettings, TurnRegistry
 from agenthost.protocol._jsonrpc import RpcError
@@ -293,6 +293,18 @@ class AgentHost(Operations):
             + (f": {status.cause})" if status.cause else ")")
         )
 
+    def _tell(self, name: str, message: Any) -> None:
+        """Tell the child `name`; HostUnavailableError (as `_ask`) when it is not running."""
+        if self._host is None:
+            raise RuntimeError("AgentHost is not running (call start() or use it as a context manager)")
+        ref = self._children.get(name)
+        if ref is None or not tell_quietly(ref, message):
+            status = self.status()
+            raise HostUnavailableError(
+                f"agenthost cannot serve this now: its {name} is not running (host {status.state}"
+                + (f": {status.cause})" if status.cause else ")")
+            )
+
     def create_thread(self, title: str = "", *, project_id: str = "default", thread_id: str | None = None) -> str:
         thread_id = validate_id("thread id", thread_id) if thread_id is not None else f"th-{uuid.uuid4().hex[:12]}"
         message = _CreateThread(
@@ -356,6 +368,7 @@ class AgentHost(Operations):
     ) -> TurnAccepted:
         """Send with your own event sink (an object with `put(event)`, called from the host's threads; it must not
         block): what `send` builds a TurnHandle on, and the service's control socket uses."""
+        reply = Reply()
         message = SendMessage(
             thread_id=validate_id("thread id", thread_id),
             text=text,
@@ -363,8 +376,15 @@ class AgentHost(Operations):
             input=input,
             turn_id=turn_id,
             passthrough=passthrough,
+            reply_to=reply,
         )
-        accepted: TurnAccepted = self._ask("turns", message)
+        self._tell("turns", message)  # answered once the begin is durable (begins of many sends committed together)
+        try:
+            accepted: TurnAccepted = reply.wait(self.config.request_timeout_s)
+        except TimeoutError:
+            raise HostUnavailableError(
+                f"agenthost's turns did not answer within {self.config.request_timeout_s:g} s"
+            ) from None
         return accepted
 
     def steer(self, turn_id: str, text: str, *, input: tuple[Any, ...] | None = None) -> None:

@@ -46,7 +46,7 @@ from agenthost._cli_view import VIEW_COMMANDS, add_view_parsers, run_view_comman
 from agenthost._client import ServiceError
 from agenthost._logging import FORMATS, LEVELS, configure
 from agenthost._version import __version__
-from agenthost.storage import Database, StorageError, StorageRoot, resolve_root, validate_id
+from agenthost.storage import Database, StorageError, StorageRoot, TranscriptStore, resolve_root, validate_id
 
 __all__ = ["COMMANDS_GROUP", "format_table", "main"]
 
@@ -286,7 +286,7 @@ def _transcript(root: StorageRoot, thread_id: str) -> int:
         thread = db.get_thread(validate_id("thread id", thread_id))
     finally:
         db.close()
-    print(root.transcript_path(thread.project_id, thread.thread_id).read_text(encoding="utf-8"))
+    print(TranscriptStore(root).read(thread.project_id, thread.thread_id))  # up to its last complete record
     return 0
 
 

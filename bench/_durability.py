@@ -5,16 +5,16 @@
   (untimed); then the completions are UPDATEs, MAX_BATCH (256) per transaction (one fsync'd commit per batch): the
   floor for a durable batched write of the same rows.
 - `measure_breakdown`: the storage parts of a host completion timed alone (no actors): `finish_turns` per
-  completion, and one transcript render + atomic write per batch, amortised; the rest of the host's time per
-  completion is actor messaging.
+  completion, and one transcript append (the batch's end records, one fsync) per batch, amortised; the rest of the
+  host's time per completion is actor messaging.
 - `measure_host`: a `PersistenceActor` (actors._persistence) on a fresh `storage.StorageRoot`; every turn is begun
   first (untimed `BeginTurn` asks), then every completion is told at once as `CompleteTurn` and the clock stops when
   the last `TurnPersisted` reply arrives. A reply means the completion is durable: committed by the group commit
-  (up to MAX_BATCH per transaction, synchronous=FULL) AND its thread's transcript re-rendered (incrementally) and
-  atomically replaced (temp file, fsync, rename, fsync of the folder).
+  (up to MAX_BATCH per transaction, synchronous=FULL) AND its end record appended to its thread's transcript (one
+  append and one fsync per thread per batch).
 
 Not measured: concurrent writers, turns spread over many threads (each thread in a batch costs one transcript
-write with two fsyncs). Both sides write under the same temp folder, so the figures depend on that file system's
+append with one fsync). Both sides write under the same temp folder, so the figures depend on that file system's
 fsync cost (set TMPDIR to measure another one). Any storage error propagates to the caller.
 """
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import apsw
@@ -30,7 +31,7 @@ import msgspec
 from agenthost.actors import SystemClock
 from agenthost.actors._persistence import MAX_BATCH, PersistenceActor
 from agenthost.protocol._messages import BeginTurn, CompleteTurn, CreateThread, TurnPersisted
-from agenthost.storage import Database, StorageRoot, ThreadDocument, TranscriptStore, TurnFinish
+from agenthost.storage import Database, StorageRoot, TranscriptWriter, TurnFinish
 from agenthost.storage._schema import apply_migrations
 from bench._rate import Run
 
@@ -145,7 +146,7 @@ class Breakdown(msgspec.Struct, frozen=True, kw_only=True):
     """Where one host completion's time goes, in microseconds per completion (no actors involved)."""
 
     finish_rows_us: float  # Database.finish_turns (validation, update, group commit), per completion
-    transcript_us: float  # one render + atomic write of the thread's transcript per batch, amortised
+    transcript_us: float  # one append of the batch's end records to the thread's transcript, amortised
 
 
 def measure_breakdown(completions: int, work_dir: Path, *, batch: int = MAX_BATCH) -> Breakdown:
@@ -155,9 +156,11 @@ def measure_breakdown(completions: int, work_dir: Path, *, batch: int = MAX_BATC
     db = Database.open(root.db_path)
     try:
         db.ensure_project("bench", "bench", time.time())
-        db.create_thread("bench-thread", "bench", "bench", time.time())
+        writer = TranscriptWriter(root, db)
+        _written(writer.thread_created(db.create_thread("bench-thread", "bench", "bench", time.time())))
         for index in range(completions):
             db.begin_turn(_turn_id(index), "bench-thread", USER_TEXT, time.time())
+        _written(writer.turns_written(db.list_turns("bench-thread")))
         finishes = [
             TurnFinish(_turn_id(i), "completed", ASSISTANT_TEXT, None, time.time(), 1) for i in range(completions)
         ]
@@ -165,13 +168,16 @@ def measure_breakdown(completions: int, work_dir: Path, *, batch: int = MAX_BATC
         for first in range(0, completions, batch):
             db.finish_turns(finishes[first : first + batch])
         rows_s = time.perf_counter() - started
-        doc = ThreadDocument(db.get_thread("bench-thread"), db.list_turns("bench-thread"), ())
-        store = TranscriptStore(root)
-        batches = -(-completions // batch)  # as many transcript writes as the host's group commits
+        finished = db.list_turns("bench-thread")
         started = time.perf_counter()
-        for _ in range(batches):
-            store.write("bench", "bench-thread", doc.render())
+        for first in range(0, completions, batch):  # as many transcript appends as the host's group commits
+            _written(writer.turns_written(finished[first : first + batch]))
         transcript_s = time.perf_counter() - started
     finally:
         db.close()
     return Breakdown(finish_rows_us=1e6 * rows_s / completions, transcript_us=1e6 * transcript_s / completions)
+
+
+def _written(failures: Sequence[tuple[str, Exception]]) -> None:
+    if failures:
+        raise failures[0][1]

@@ -5,8 +5,9 @@ Contract:
   ``step`` raises ``OSError(errno.EIO)`` (``error="eio"``) or ``OSError(errno.ENOSPC)`` (``error="enospc"``)
   instead of doing its work; with ``persistent=True`` every later call of that step fails too. Steps map to the
   ``AtomicFs`` methods: "write" -> ``write_temp`` (fails before creating the temp file, as a failed write leaves
-  no temp behind once the primitive cleaned up), "fsync_file" -> ``fsync_file``, "replace" -> ``replace``
-  (nothing renamed), "fsync_dir" -> ``fsync_dir`` (the rename already happened).
+  no temp behind once the primitive cleaned up), ``append`` (writes the first half of the data, then fails: a torn
+  record) and ``truncate`` (cuts nothing), "fsync_file" -> ``fsync_file`` (after a temp write or an append),
+  "replace" -> ``replace`` (nothing renamed), "fsync_dir" -> ``fsync_dir`` (the rename already happened).
 - ``calls`` counts every call per step (failed ones included); ``triggered`` is True once a fault was raised.
 - Bad arguments raise ValueError naming the field and the value.
 """
@@ -49,6 +50,18 @@ class FailingFs(AtomicFs):
     def write_temp(self, directory: Path, prefix: str, data: bytes) -> Path:
         self._check("write", directory)
         return super().write_temp(directory, prefix, data)
+
+    def append(self, path: Path, data: bytes) -> None:
+        try:
+            self._check("write", path)
+        except OSError:
+            super().append(path, data[: len(data) // 2])  # a write cut short: half a record reaches the file
+            raise
+        super().append(path, data)
+
+    def truncate(self, path: Path, size: int) -> None:
+        self._check("write", path)
+        super().truncate(path, size)
 
     def fsync_file(self, path: Path) -> None:
         self._check("fsync_file", path)

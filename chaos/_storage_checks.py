@@ -3,17 +3,21 @@
 Contract (each checker returns a list of `Violation`; none means the invariant held):
 - `check_storage(history, storage)`: every acknowledged send is a turn in the DB (or, if it was queued, a durable
   follow-up) and terminal ("acknowledged_turns_durable"); no turn at all is left pending ("turns_terminal"); every
-  transcript parses with exactly one marker per DB turn whose phase matches the DB status ("transcripts_not_torn");
-  `integrity_check` is "ok" ("integrity_check").
+  transcript, as a reader sees it (up to its last complete record), starts with its title, ends with a newline,
+  parses (v2: complete records only), and has markers for exactly the DB's turns: one (v1) or a pending one then
+  at most one more (v2), the last one's phase matching the DB status ("transcripts_not_torn"); `integrity_check`
+  is "ok" ("integrity_check").
 - `check_approvals(history, storage)`: an approval the runner did not answer and whose turn did not end at its
   deadline must have been reset with a message: an ApprovalReset event, or (after a host kill, when no caller was
-  left to tell) an "approval reset" card naming it in the thread's transcript ("approvals_reset"). An answer the
-  host resolved counts as answered even when the runner's request failed (e.g. its caller timed out while the
-  coordinator waited on a slow disk, and the answer was handled after): the host says so with ApprovalResolved.
+  left to tell) an "approval reset" card of its turn naming it in the thread's transcript ("approvals_reset"). An
+  answer the host resolved counts as answered even when the runner's request failed (e.g. its caller timed out
+  while the coordinator waited on a slow disk, and the answer was handled after): the host says so with
+  ApprovalResolved.
 - `check_leaks(history, root)`: no runtime or host process of the storage root is alive (after the campaign), and
   the host process's open fd count at the end is at most its first sample + `fd_slack` (default 16) ("no_leaks").
-- `read_storage(root)` opens the database with SQLITE_OPEN_READONLY (never migrates or writes);
-  `processes_under(root)` lists the live processes started for a root.
+- `read_storage(root)` opens the database with SQLITE_OPEN_READONLY (never migrates or writes) and reads each
+  transcript as a reader does (a torn tail after its last complete record is not part of it; `torn` counts its
+  bytes); `processes_under(root)` lists the live processes started for a root.
 """
 
 from __future__ import annotations
@@ -38,14 +42,16 @@ __all__ = [
 ]
 
 _PHASE = {"pending": "pending", "completed": "completed", "failed": "failed", "interrupted": "failed"}
+_V2_TRAILER = "\n<!-- agenthost:v2 "
 
 
 class StorageView(msgspec.Struct, frozen=True, kw_only=True):
     turns: dict[str, dict[str, Any]]  # turn id -> row (thread_id, seq, status, error)
     threads: dict[str, str]  # thread id -> project id
     followups: dict[str, str]  # follow-up id -> state
-    transcripts: dict[str, str | None]  # thread id -> text (None: missing)
+    transcripts: dict[str, str | None]  # thread id -> text as a reader sees it (None: missing)
     integrity: list[str]
+    torn: dict[str, int] = {}  # thread id -> bytes after its last complete record (readers ignore them)
 
 
 def read_storage(root: str | Path) -> StorageView:
@@ -62,11 +68,20 @@ def read_storage(root: str | Path) -> StorageView:
         integrity = [str(row[0]) for row in conn.execute("PRAGMA integrity_check")]
     finally:
         conn.close()
+    from agenthost.storage import readable
+
     transcripts: dict[str, str | None] = {}
+    torn: dict[str, int] = {}
     for thread_id, project_id in threads.items():
         path = root / "projects" / project_id / "threads" / f"{thread_id}.md"
-        transcripts[thread_id] = path.read_text(encoding="utf-8") if path.exists() else None
-    return StorageView(turns=turns, threads=threads, followups=followups, transcripts=transcripts, integrity=integrity)
+        data = path.read_bytes() if path.exists() else None
+        visible = None if data is None else readable(data)
+        transcripts[thread_id] = None if visible is None else visible.decode("utf-8", errors="replace")
+        if data is not None and visible is not None and len(visible) < len(data):
+            torn[thread_id] = len(data) - len(visible)
+    return StorageView(
+        turns=turns, threads=threads, followups=followups, transcripts=transcripts, integrity=integrity, torn=torn
+    )
 
 
 def check_storage(history: History, storage: StorageView) -> list[Violation]:
@@ -114,31 +129,37 @@ def check_storage(history: History, storage: StorageView) -> list[Violation]:
 
 
 def _check_transcript(history: History, storage: StorageView, thread_id: str, text: str | None) -> list[Violation]:
-    from agenthost.storage import parse_checkpoints
+    from agenthost.storage import StorageError, parse_checkpoints, parse_transcript
 
     db_turns = {tid: row for tid, row in storage.turns.items() if row["thread_id"] == thread_id}
     if text is None:
         if not db_turns:
             return []
         return [violation(history, "transcripts_not_torn", f"thread {thread_id} has turns but no transcript")]
-    markers = parse_checkpoints(text)
+    phases: dict[str, list[str]] = {}
+    for turn_id, phase in parse_checkpoints(text):
+        phases.setdefault(turn_id, []).append(phase)
     problems = []
-    seen = [turn_id for turn_id, _ in markers]
-    duplicates = sorted({turn_id for turn_id in seen if seen.count(turn_id) > 1})
+    duplicates = sorted(t for t, seen in phases.items() if len(seen) > 2 or (len(seen) == 2 and seen[0] != "pending"))
     if duplicates:
         problems.append(f"duplicate markers for {duplicates}")
-    missing = sorted(set(db_turns) - set(seen))
+    missing = sorted(set(db_turns) - set(phases))
     if missing:
         problems.append(f"no marker for DB turns {missing}")
-    extra = sorted(set(seen) - set(db_turns))
+    extra = sorted(set(phases) - set(db_turns))
     if extra:
         problems.append(f"markers for turns not in the DB {extra}")
-    for turn_id, phase in markers:
+    for turn_id, seen in phases.items():
         row = db_turns.get(turn_id)
-        if row is not None and _PHASE[row["status"]] != phase:
-            problems.append(f"turn {turn_id} marker phase {phase} but DB status {row['status']}")
+        if row is not None and _PHASE[row["status"]] != seen[-1]:
+            problems.append(f"turn {turn_id} marker phase {seen[-1]} but DB status {row['status']}")
     if not text.endswith("\n") or not text.startswith("# "):
         problems.append("transcript is cut off (no title or no final newline)")
+    elif _V2_TRAILER in text:
+        try:
+            parse_transcript(text)
+        except StorageError as error:
+            problems.append(f"transcript does not parse: {error}")
     return [violation(history, "transcripts_not_torn", f"thread {thread_id}: {p}") for p in problems]
 
 
@@ -175,9 +196,19 @@ def check_approvals(history: History, storage: StorageView) -> list[Violation]:
 
 
 def _turn_section_has_reset(text: str | None, turn_id: str, approval_id: str) -> bool:
-    """The turn's section of the transcript holds an "approval reset" card naming `approval_id`."""
+    """The transcript holds an "approval reset" card of the turn naming `approval_id` (v2: a card record tied to the
+    turn, wherever it was appended; v1: a card in the turn's section)."""
     if not text:
         return False
+    if _V2_TRAILER in text:
+        from agenthost.storage import StorageError, parse_transcript
+
+        try:
+            cards = parse_transcript(text).cards
+        except StorageError:
+            return False
+        prefix = f"{approval_id}: "
+        return any(c.turn_id == turn_id and c.kind == "approval reset" and c.text.startswith(prefix) for c in cards)
     start = text.find(f"<!-- checkpoint turn={turn_id} ")
     if start < 0:
         return False

@@ -18,6 +18,7 @@ __all__ = [
     "AddActionCard",
     "BeginFollowUpTurn",
     "BeginTurn",
+    "BeginTurns",
     "BindRuntimeThread",
     "CancelFollowUp",
     "Checkpoint",
@@ -95,6 +96,13 @@ class BeginTurn(Msg, frozen=True, kw_only=True):
     turn_id: str
     thread_id: str
     user_text: str
+
+
+class BeginTurns(Msg, frozen=True, kw_only=True):
+    """Begin several turns in one transaction (the group commit of direct sends). Asked: one outcome per begin, in
+    order: its `TurnBegun`, or the `StorageError` that refused it (a failed batch is retried one by one)."""
+
+    begins: tuple[BeginTurn, ...]
 
 
 class TurnBegun(Msg, frozen=True, kw_only=True):

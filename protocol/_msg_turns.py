@@ -48,6 +48,7 @@ class SendMessage(Msg, frozen=True, kw_only=True):
     turn_id: str | None = None  # the caller's id for the turn (a valid id, unused so far); None: agenthost makes one
     input: tuple[Any, ...] | None = None  # the runtime's own `turn/start` input items; None: one text item of `text`
     passthrough: bool = False  # also deliver the runtime's notifications of this turn (`RuntimeNotice`)
+    reply_to: Any = None  # told: an object with set(TurnAccepted) / fail(exception); None: asked (answered at once)
 
 
 class RuntimeRequest(Msg, frozen=True, kw_only=True):

@@ -53,15 +53,17 @@ from ._transcript_parser import (
     TranscriptParseError,
     parse_transcript,
     parsed_rows,
+    render_transcript_v1,
 )
+from ._transcript_sync import TranscriptCheck, TranscriptWriter, sync_transcript
 from ._transcripts import (
     PHASES,
     AtomicFs,
-    ThreadDocument,
     TranscriptStore,
     atomic_write,
     checkpoint_phase,
     parse_checkpoints,
+    readable,
     render_transcript,
 )
 
@@ -99,11 +101,12 @@ __all__ = [
     "StorageFullError",
     "StorageIOError",
     "StorageRoot",
-    "ThreadDocument",
     "ThreadRow",
     "ThreadSettings",
+    "TranscriptCheck",
     "TranscriptParseError",
     "TranscriptStore",
+    "TranscriptWriter",
     "TurnAlreadyFinishedError",
     "TurnFinish",
     "TurnRow",
@@ -124,8 +127,11 @@ __all__ = [
     "private_mkdir",
     "quarantine",
     "quarantine_runtime_state",
+    "readable",
     "render_transcript",
+    "render_transcript_v1",
     "resolve_root",
     "root_in_use",
+    "sync_transcript",
     "validate_id",
 ]

@@ -21,6 +21,9 @@ Contract:
   ``MAX_SETTINGS_BYTES`` (64 KiB) of JSON.
 - Listing order: projects and threads by (created_at, id); turns and follow-ups by seq; action cards by card_id
   (insertion order); pending turns by (created_at, thread_id, seq); mappings by thread_id.
+- Transcript bookkeeping: every change a transcript shows marks its thread in the same transaction (storage._schema
+  v4); ``dirty_transcripts`` lists the marked threads, ``mark_transcripts_synced`` unmarks threads whose transcript
+  holds every change. ``mapping_pins`` / ``invalid_mappings`` summarise the mappings without loading every row.
 """
 
 from __future__ import annotations
@@ -185,6 +188,29 @@ class Database(FollowUpQueue):
     def load_mappings(self) -> list[MappingRow]:
         return self._select_all(MappingRow, "runtime_thread_mappings", "", (), "thread_id")
 
+    def mapping_pins(self) -> dict[int, int]:
+        """How many threads are pinned to each worker id (one aggregate query)."""
+        sql = "SELECT worker_id, count(*) FROM runtime_thread_mappings GROUP BY worker_id ORDER BY worker_id"
+        with _translate_errors("counting mappings"):
+            return {int(worker): int(count) for worker, count in self._conn.execute(sql)}
+
+    def invalid_mappings(self) -> list[MappingRow]:
+        """Mappings to a worker id below 1 (worker ids start at 1)."""
+        return self._select_all(MappingRow, "runtime_thread_mappings", "WHERE worker_id < 1", (), "thread_id")
+
+    # --- transcript bookkeeping ------------------------------------------------------------------------------
+
+    def dirty_transcripts(self) -> list[ThreadRow]:
+        """The threads whose transcript may lack a committed change (see the module contract)."""
+        where = "WHERE thread_id IN (SELECT thread_id FROM transcript_dirty)"
+        return self._select_all(ThreadRow, "threads", where, (), "created_at, thread_id")
+
+    def mark_transcripts_synced(self, thread_ids: Sequence[str]) -> None:
+        """Unmark threads whose transcript holds every committed change (one transaction; unknown ids are no-ops)."""
+        rows = [(validate_id("thread id", thread_id),) for thread_id in thread_ids]
+        with self._transaction(f"marking {len(rows)} transcripts in sync"):
+            self._conn.executemany("DELETE FROM transcript_dirty WHERE thread_id = ?", rows)
+
     # --- turns -----------------------------------------------------------------------------------------------
 
     def begin_turn(self, turn_id: str, thread_id: str, user_text: str, now: float) -> TurnRow:
@@ -195,6 +221,20 @@ class Database(FollowUpQueue):
         created_at = _time("now", now)
         with self._transaction(f"beginning turn {turn_id!r}"):
             return self._begin_turn_row(turn_id, thread_id, text, created_at)
+
+    def begin_turns(self, begins: Sequence[tuple[str, str, str]], now: float) -> list[TurnRow]:
+        """Begin every ``(turn_id, thread_id, user_text)`` in one transaction (group commit), in order: all are
+        inserted, or none and the error is raised (the caller may then begin them one by one)."""
+        created_at = _time("now", now)
+        checked = []
+        for turn_id, thread_id, user_text in begins:
+            checked.append(
+                (validate_id("turn id", turn_id), validate_id("thread id", thread_id), _text("user text", user_text))
+            )
+        if not checked:
+            return []
+        with self._transaction(f"beginning {len(checked)} turns"):
+            return [self._begin_turn_row(turn, thread, text, created_at) for turn, thread, text in checked]
 
     def set_turn_worker(self, turn_id: str, worker_id: int) -> None:
         """Record which worker runs the pending turn; a finished turn raises ``StorageError``."""

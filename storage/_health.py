@@ -1,14 +1,17 @@
-"""Storage health checks and repairs (the `doctor` command; the host can run the same checks at start).
+"""Storage health checks and repairs (the `doctor` command; the host runs the start-up part of them at start).
 
-Contract: ``check_storage(db, root, repair=False, now=None)`` returns one ``Finding`` per problem (status "problem",
-or "repaired" when ``repair`` fixed it) plus one "ok" summary per check that found nothing wrong, in this order:
+Contract: ``check_storage(db, root, repair=False, now=None, pending_turns=True, full=True)`` returns one ``Finding``
+per problem (status "problem", or "repaired" when ``repair`` fixed it) plus one "ok" summary per check that found
+nothing wrong, in this order:
 - integrity: ``PRAGMA quick_check``. No repair here (a corrupt database is quarantined by ``open_or_quarantine``).
 - pending turns: a turn still pending in the database. Expected while a host runs; with the host stopped it can
   never finish. Repair: mark it failed with ``RESTARTED_NOTE`` (the coordinator's start-up wording) as its error,
-  keeping its assistant text, and re-render its transcript.
+  keeping its assistant text, and append its end to the transcript.
 - project folders: ``projects/<id>/threads/`` missing for a project in the database. Repair: create it.
-- transcripts: the transcript of a database thread is missing, or its checkpoint markers (turn id, phase, in order)
-  disagree with the database's turns. Repair: re-render it from the database (the database is the source of truth).
+- transcripts: a thread's transcript is missing, unreadable, has a torn tail, lacks records the database has or
+  contradicts it (a v1 transcript: its markers disagree with the turns); see storage._transcript_sync. Repair: cut
+  the torn tail and append what it lacks, or rewrite it from the database (the database is the source of truth).
+  With ``repair``, every thread found (or made) in sync is unmarked (``Database.mark_transcripts_synced``).
 - orphan transcripts: ``projects/*/threads/*.md`` without its thread in the database. Repair: import it (see
   ``import_transcript``); when it cannot be imported (unparseable, wrong folder, ids already used) move it to the
   quarantine instead.
@@ -16,14 +19,16 @@ or "repaired" when ``repair`` fixed it) plus one "ok" summary per check that fou
 - mappings: one "ok" summary of the thread -> worker pins (pins to workers that are not up are re-pinned by the
   host on next use); a worker id below 1 is a problem, repaired by deleting that mapping.
 - quarantine: one "ok" line per folder under ``system/quarantine`` (kept for the user to review and delete).
-Without ``repair`` nothing is written. With it, ``now`` (wall-clock seconds) is required. Repairs are not safe
-while a host is running on the root (its pending turns would be failed under it): the CLI refuses then.
+``full=False`` is the host's start, right after ``open_or_quarantine`` ran quick_check: its work does not grow with
+the number of threads. It skips integrity, orphan transcripts and temp files (``doctor`` checks them) and checks
+only the transcripts of the threads the database marks as changed since their transcript was last known to hold
+every change (``Database.dirty_transcripts``). Without ``repair`` nothing is written. With it, ``now`` (wall-clock
+seconds) is required. Repairs are not safe while a host is running on the root (its pending turns would be failed
+under it): the CLI refuses then.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from pathlib import Path
 from typing import Literal
 
 import msgspec
@@ -33,7 +38,8 @@ from ._errors import StorageError
 from ._paths import StorageRoot, private_mkdir
 from ._quarantine import quarantine, quarantine_dir
 from ._rebuild import import_transcript, read_transcript_file, transcript_paths
-from ._transcripts import TranscriptStore, checkpoint_phase, parse_checkpoints, render_transcript
+from ._transcript_sync import sync_transcript
+from ._transcripts import TranscriptStore
 
 __all__ = ["RESTARTED_NOTE", "Finding", "FindingStatus", "check_storage"]
 
@@ -52,20 +58,27 @@ class Finding(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def check_storage(
-    db: Database, root: StorageRoot, *, repair: bool = False, now: float | None = None, pending_turns: bool = True
+    db: Database,
+    root: StorageRoot,
+    *,
+    repair: bool = False,
+    now: float | None = None,
+    pending_turns: bool = True,
+    full: bool = True,
 ) -> list[Finding]:
-    """Run every check in order (see the module contract). `pending_turns=False` leaves pending turns to the caller
-    (the host's turn coordinator settles them itself, so it can tell the callers it still knows)."""
+    """Run the checks in order (see the module contract). `pending_turns=False` leaves pending turns to the caller
+    (the host's turn coordinator settles them itself, so it can tell the callers it still knows); `full=False` is
+    the start-up subset."""
     if repair and now is None:
         raise StorageError("check_storage: now is required when repair=True")
     stamp = 0.0 if now is None else now
     return [
-        *_check_integrity(db),
+        *(_check_integrity(db) if full else []),
         *(_check_pending_turns(db, root, repair, stamp) if pending_turns else []),
         *_check_project_folders(db, root, repair),
-        *_check_transcripts(db, root, repair),
-        *_check_orphan_transcripts(db, root, repair, stamp),
-        *_check_temp_files(root, repair),
+        *_check_transcripts(db, root, repair, full),
+        *(_check_orphan_transcripts(db, root, repair, stamp) if full else []),
+        *(_check_temp_files(root, repair) if full else []),
         *_check_mappings(db, repair),
         *_check_quarantine(root),
     ]
@@ -91,7 +104,7 @@ def _check_pending_turns(db: Database, root: StorageRoot, repair: bool, now: flo
             findings.append(_problem("pending-turn", subject, detail))
             continue
         db.finish_turn(turn.turn_id, "failed", turn.assistant_text, RESTARTED_NOTE, now)
-        _rerender(db, root, turn.thread_id)
+        sync_transcript(db, TranscriptStore(root), turn.thread_id, repair=True)
         findings.append(_repaired("pending-turn", subject, f"marked failed: {RESTARTED_NOTE}"))
     return findings
 
@@ -112,42 +125,24 @@ def _check_project_folders(db: Database, root: StorageRoot, repair: bool) -> lis
     return findings
 
 
-def _check_transcripts(db: Database, root: StorageRoot, repair: bool) -> list[Finding]:
-    threads = db.list_threads()
+def _check_transcripts(db: Database, root: StorageRoot, repair: bool, full: bool) -> list[Finding]:
+    threads = db.list_threads() if full else db.dirty_transcripts()
+    store = TranscriptStore(root)
     findings = []
+    in_sync = []
     for thread in threads:
-        path = root.transcript_path(thread.project_id, thread.thread_id)
-        expected = [(turn.turn_id, checkpoint_phase(turn.status)) for turn in db.list_turns(thread.thread_id)]
-        disagreement = _marker_disagreement(path, expected)
-        if disagreement is None:
+        check = sync_transcript(db, store, thread.thread_id, repair=repair)
+        in_sync.append(thread.thread_id)
+        if check.problem is None:
             continue
         if repair:
-            _rerender(db, root, thread.thread_id)
-            findings.append(_repaired("transcript", str(path), f"{disagreement}; re-rendered from the database"))
+            findings.append(_repaired("transcript", check.path, f"{check.problem}; {check.repaired}"))
         else:
-            findings.append(_problem("transcript", str(path), disagreement))
-    return findings or [_ok("transcripts", str(root.projects_dir), f"{len(threads)} agree with the database")]
-
-
-def _marker_disagreement(path: Path, expected: list[tuple[str, str]]) -> str | None:
-    try:
-        found = parse_checkpoints(path.read_bytes().decode("utf-8"))
-    except FileNotFoundError:
-        return "missing"
-    except (OSError, UnicodeDecodeError) as error:
-        return f"unreadable: {error}"
-    if found == expected:
-        return None
-    for index in range(max(len(found), len(expected))):
-        have = found[index] if index < len(found) else None
-        want = expected[index] if index < len(expected) else None
-        if have != want:
-            return f"checkpoint {index + 1}: transcript says {_marker_text(have)}, database says {_marker_text(want)}"
-    return None  # pragma: no cover - unequal lists always differ at some index
-
-
-def _marker_text(marker: tuple[str, str] | None) -> str:
-    return "nothing" if marker is None else f"turn {marker[0]} {marker[1]}"
+            findings.append(_problem("transcript", check.path, check.problem))
+    if repair and in_sync:
+        db.mark_transcripts_synced(in_sync)
+    which = "agree with the database" if full else "changed since they were last in sync: all agree now"
+    return findings or [_ok("transcripts", str(root.projects_dir), f"{len(threads)} {which}")]
 
 
 def _check_orphan_transcripts(db: Database, root: StorageRoot, repair: bool, now: float) -> list[Finding]:
@@ -186,18 +181,15 @@ def _check_temp_files(root: StorageRoot, repair: bool) -> list[Finding]:
 
 
 def _check_mappings(db: Database, repair: bool) -> list[Finding]:
-    mappings = db.load_mappings()
     findings = []
-    for mapping in mappings:
-        if mapping.worker_id >= 1:
-            continue
+    for mapping in db.invalid_mappings():
         detail = f"pinned to worker {mapping.worker_id}; worker ids start at 1"
         if repair:
             db.delete_mapping(mapping.thread_id)
             findings.append(_repaired("mapping", mapping.thread_id, f"{detail}; mapping deleted"))
         else:
             findings.append(_problem("mapping", mapping.thread_id, detail))
-    per_worker = Counter(mapping.worker_id for mapping in mappings if mapping.worker_id >= 1)
+    per_worker = {worker: count for worker, count in db.mapping_pins().items() if worker >= 1}
     pins = ", ".join(f"worker {worker}: {count}" for worker, count in sorted(per_worker.items())) or "none"
     findings.append(_ok("mappings", "database", f"{sum(per_worker.values())} threads pinned ({pins})"))
     return findings
@@ -211,12 +203,6 @@ def _check_quarantine(root: StorageRoot) -> list[Finding]:
         count = sum(1 for path in entry.rglob("*") if path.is_file())
         findings.append(_ok("quarantine", str(entry), f"{count} files kept aside; review, then delete the folder"))
     return findings or [_ok("quarantine", str(folder), "empty")]
-
-
-def _rerender(db: Database, root: StorageRoot, thread_id: str) -> None:
-    thread = db.get_thread(thread_id)
-    text = render_transcript(thread, db.list_turns(thread_id), db.list_action_cards(thread_id))
-    TranscriptStore(root).write(thread.project_id, thread_id, text)
 
 
 def _ok(kind: str, subject: str, detail: str) -> Finding:

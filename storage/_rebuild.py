@@ -6,17 +6,21 @@ Contract:
   an unfinished rebuild; its ``-wal``/``-shm``/``-journal`` are deleted), checkpoints and closes it, then renames it
   over ``system/agenthost.db`` and fsyncs ``system/``. It returns (threads imported, turns imported, skipped), where
   ``skipped`` holds ``"<transcript path>: <why>"`` for every transcript that does not parse, lives in the wrong
-  folder, or clashes with rows already imported; such a file stays where it is. Times and other losses: see
-  storage._transcript_parser (every row gets ``now``; top-of-thread cards ``now - TOP_CARD_OFFSET_S``).
+  folder, or clashes with rows already imported; such a file stays where it is. A v2 transcript gives back its
+  rows exactly (times, worker ids, card turns; a torn tail after its last complete record is ignored); a v1 one
+  loses times and more; see storage._transcript_parser (v1 rows get ``now``; top-of-thread cards
+  ``now - TOP_CARD_OFFSET_S``).
 - ``mark_rebuild_started(root)`` leaves that rebuild file (empty: a valid empty database) and fsyncs ``system/``;
   a caller does this before it moves the old database away, so a crash leaves either the old database or no
   database plus the rebuild file. ``rebuild_interrupted(root)`` is True exactly in the second case: the caller
   then finishes the rebuild.
 - File-system failures of the rebuild file raise ``StorageIOError`` naming it.
-- ``import_transcript(db, parsed, now)`` inserts one parsed thread (its project if absent) and returns its number
-  of turns; it refuses before writing anything (``StorageError`` naming the id) when the thread or one of its turn
-  ids already exists, or the turns are not numbered 1..n. ``read_transcript_file`` parses one file and checks that
-  it lives where its ids say (``TranscriptParseError`` otherwise); ``transcript_paths`` lists the transcripts.
+- ``import_transcript(db, parsed, now)`` inserts one parsed thread (its project if absent): the thread, its turns
+  in seq order (each finished one right after its begin, with its worker), then its cards (v2: in log order;
+  v1: the top-of-thread cards, then each turn's), and returns its number of turns; it refuses before writing
+  anything (``StorageError`` naming the id) when the thread or one of its turn ids already exists, or the turns are
+  not numbered 1..n. ``read_transcript_file`` parses one file (up to its last complete record) and checks that it
+  lives where its ids say (``TranscriptParseError`` otherwise); ``transcript_paths`` lists the transcripts.
 """
 
 from __future__ import annotations
@@ -28,8 +32,9 @@ from ._database import Database
 from ._dbfiles import database_files
 from ._errors import StorageError, StorageIOError, UnknownThreadError, UnknownTurnError
 from ._paths import StorageRoot
+from ._rows import TurnFinish
 from ._transcript_parser import TOP_CARD_OFFSET_S, ParsedThread, TranscriptParseError, parse_transcript
-from ._transcripts import AtomicFs
+from ._transcripts import AtomicFs, readable
 
 __all__ = [
     "import_transcript",
@@ -111,7 +116,7 @@ def transcript_paths(root: StorageRoot) -> list[Path]:
 
 def read_transcript_file(root: StorageRoot, path: Path) -> ParsedThread:
     """Parse the transcript at ``path`` and check that it lives where its ids say it should."""
-    parsed = parse_transcript(path.read_bytes().decode("utf-8"))
+    parsed = parse_transcript(readable(path.read_bytes()).decode("utf-8"))
     expected = root.transcript_path(parsed.project_id, parsed.thread_id)
     if Path(os.path.abspath(path)) != expected:
         raise TranscriptParseError(
@@ -131,13 +136,20 @@ def import_transcript(db: Database, parsed: ParsedThread, now: float) -> int:
         raise StorageError(f"thread {parsed.thread_id!r}: turn numbers {seqs!r} are not 1..{len(seqs)}")
     _require_absent(db, parsed)
     db.ensure_project(parsed.project_id, parsed.project_id, now)
-    db.create_thread(parsed.thread_id, parsed.project_id, parsed.title, now)
-    for card in parsed.cards:
-        db.add_action_card(parsed.thread_id, None, card.kind, card.text, now - TOP_CARD_OFFSET_S)
+    created_at = now if parsed.created_at is None else parsed.created_at
+    db.create_thread(parsed.thread_id, parsed.project_id, parsed.title, created_at)
     for turn in parsed.turns:
-        db.begin_turn(turn.turn_id, parsed.thread_id, turn.user_text, now)
+        db.begin_turn(
+            turn.turn_id, parsed.thread_id, turn.user_text, now if turn.created_at is None else turn.created_at
+        )
         if turn.status != "pending":
-            db.finish_turn(turn.turn_id, turn.status, turn.assistant_text, turn.error, now)
+            finished_at = now if turn.finished_at is None else turn.finished_at
+            finish = TurnFinish(turn.turn_id, turn.status, turn.assistant_text, turn.error, finished_at, turn.worker_id)
+            db.finish_turns([finish])
+    for card in parsed.cards:
+        at = now - TOP_CARD_OFFSET_S if card.created_at is None else card.created_at
+        db.add_action_card(parsed.thread_id, card.turn_id, card.kind, card.text, at)
+    for turn in parsed.turns:
         for card in turn.cards:
             db.add_action_card(parsed.thread_id, turn.turn_id, card.kind, card.text, now)
     return len(parsed.turns)

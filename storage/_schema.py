@@ -112,7 +112,33 @@ _V3_SQL = """
 ALTER TABLE threads ADD COLUMN settings TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(settings));
 """
 
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1_SQL), (2, _V2_SQL), (3, _V3_SQL))
+# v4: the threads whose transcript may lack a committed change. Every change a transcript shows (a thread created or
+# renamed, a turn begun or finished, a card added) marks its thread in the same transaction (triggers); the
+# persistence actor unmarks threads once their transcript holds every change, so a start checks only the marked
+# ones. Existing threads start marked: the first start on v4 checks each transcript once.
+_V4_SQL = """
+CREATE TABLE transcript_dirty (
+    thread_id TEXT PRIMARY KEY REFERENCES threads(thread_id) ON DELETE CASCADE
+) STRICT, WITHOUT ROWID;
+INSERT INTO transcript_dirty (thread_id) SELECT thread_id FROM threads;
+CREATE TRIGGER transcript_dirty_thread_created AFTER INSERT ON threads BEGIN
+    INSERT OR IGNORE INTO transcript_dirty (thread_id) VALUES (NEW.thread_id);
+END;
+CREATE TRIGGER transcript_dirty_thread_renamed AFTER UPDATE OF title ON threads WHEN NEW.title IS NOT OLD.title BEGIN
+    INSERT OR IGNORE INTO transcript_dirty (thread_id) VALUES (NEW.thread_id);
+END;
+CREATE TRIGGER transcript_dirty_turn_begun AFTER INSERT ON turns BEGIN
+    INSERT OR IGNORE INTO transcript_dirty (thread_id) VALUES (NEW.thread_id);
+END;
+CREATE TRIGGER transcript_dirty_turn_finished AFTER UPDATE OF status, assistant_text, error ON turns BEGIN
+    INSERT OR IGNORE INTO transcript_dirty (thread_id) VALUES (NEW.thread_id);
+END;
+CREATE TRIGGER transcript_dirty_card_added AFTER INSERT ON action_cards BEGIN
+    INSERT OR IGNORE INTO transcript_dirty (thread_id) VALUES (NEW.thread_id);
+END;
+"""
+
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1_SQL), (2, _V2_SQL), (3, _V3_SQL), (4, _V4_SQL))
 SCHEMA_VERSION: int = MIGRATIONS[-1][0]
 
 

@@ -1,41 +1,26 @@
-"""Markdown transcripts of threads, written atomically.
+"""Markdown transcripts of threads on disk: appended record by record, created and rewritten by atomic replace.
 
 Contract:
-- ``render_transcript`` is pure. Layout::
-
-      # <title>                       (line breaks in the title become spaces; empty title -> thread id)
-
-      thread `<thread_id>` | project `<project_id>`
-
-      > **<kind>:** <text>            (cards not tied to a listed turn and older than every turn)
-
-      ## Turn <seq>
-      <!-- checkpoint turn=<turn_id> phase=<phase> status=<status> -->
-
-      **User:**
-
-      <user text, verbatim>
-
-      **Assistant:**                  (omitted while the turn is pending and the text is empty)
-
-      <assistant text, verbatim>
-
-      **Error:** <error>              (only when error is not None)
-
-      > **<kind>:** <text>            (cards of this turn, then untied cards created after it; by created_at, card_id)
-
-  Turns are rendered in seq order. A card whose turn_id is None (or names a turn not in ``turns``) goes after the
-  latest turn whose created_at <= the card's created_at, else at the top.
-- No text can forge a marker: in user/assistant/error text, any line (after any line boundary that
-  ``str.splitlines`` knows) starting with optional spaces/tabs and ``<!--`` gets a backslash before ``<!--``; every
-  card line is prefixed with ``> ``. All other characters are kept verbatim.
-- ``parse_checkpoints`` returns ``(turn_id, phase)`` for every exact marker line, in document order.
+- The format (v2) is storage._transcript_format's: records, each closed by a ``<!-- agenthost:v2 {json} -->``
+  trailer. ``render_transcript(thread, turns, cards)`` renders a thread's rows as a whole transcript: header
+  (current title), cards older than every turn, then per turn (seq order) begin, end (when finished) and the cards
+  placed at it (tied to it, or untied and created after it; by created_at, card_id). Pure.
+- ``parse_checkpoints`` returns ``(turn_id, phase)`` for every exact marker line, in document order (a turn has
+  its pending marker, then its final one: the last is its phase).
 - ``atomic_write``: temp file in the same folder -> fsync it -> ``os.replace`` -> fsync the folder. Any failure up to
   and including the replace removes the temp file, leaves the old file untouched and raises ``StorageIOError``
   naming the path (original as ``__cause__``). A failure of the final folder fsync raises ``StorageIOError`` too;
   the new content is then already in place (complete, never torn) but its durability is not guaranteed.
-- ``TranscriptStore`` stores ``<root>/projects/<project_id>/threads/<thread_id>.md`` as UTF-8; ``read`` raises
-  ``FileNotFoundError`` when the transcript does not exist.
+- ``TranscriptStore`` stores ``<root>/projects/<project_id>/threads/<thread_id>.md`` as UTF-8. ``write`` replaces
+  a transcript atomically (creating its folders). ``append`` adds records to an existing transcript: one write,
+  then one fsync of the file; a failure raises ``StorageIOError`` naming the path and the step, and may leave part
+  of the records behind (a torn tail, which readers ignore and the writer truncates before its next append).
+  ``truncate`` cuts a torn tail. ``read`` returns the text up to the end of the last complete record (a v1
+  transcript, which has no record trailers, whole); it raises ``FileNotFoundError`` when the transcript does not
+  exist. ``readable(data)`` is the same cut on bytes.
+- ``AtomicFs`` is the file-system seam (tests and chaos override its methods to fail any step): ``write_temp``,
+  ``fsync_file``, ``replace``, ``fsync_dir`` for a replace; ``append``, ``truncate`` and ``fsync_file`` for an
+  append; ``read`` and ``size`` for reading.
 """
 
 from __future__ import annotations
@@ -48,125 +33,52 @@ from pathlib import Path
 
 from ._errors import StorageError, StorageIOError
 from ._paths import StorageRoot, private_mkdir
-from ._rows import ActionCardRow, ThreadRow, TurnRow, TurnStatus
+from ._rows import ActionCardRow, ThreadRow, TurnRow
+from ._transcript_format import (
+    PHASES,
+    begin_record,
+    card_record,
+    checkpoint_phase,
+    end_record,
+    header_record,
+    last_record_end,
+)
 
 __all__ = [
     "PHASES",
     "AtomicFs",
-    "ThreadDocument",
     "TranscriptStore",
     "atomic_write",
     "checkpoint_phase",
     "parse_checkpoints",
+    "place_cards",
+    "readable",
     "render_transcript",
 ]
 
-PHASES: tuple[str, ...] = ("pending", "completed", "failed")
-
-_PHASE_OF_STATUS: dict[str, str] = {
-    "pending": "pending",
-    "completed": "completed",
-    "failed": "failed",
-    "interrupted": "failed",
-}
 _MARKER_RE = re.compile(
     r"<!-- checkpoint turn=([A-Za-z0-9][A-Za-z0-9_-]{0,63}) phase=(pending|completed|failed)"
     r" status=(pending|completed|failed|interrupted) -->"
 )
-# A comment opener at the start of the text or right after any boundary that str.splitlines() recognises.
-_LINE_START_COMMENT_RE = re.compile(r"(^|[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029])([ \t]*)<!--")
-
-
-def checkpoint_phase(status: TurnStatus) -> str:
-    """pending -> pending, completed -> completed, failed/interrupted -> failed."""
-    try:
-        return _PHASE_OF_STATUS[status]
-    except KeyError:
-        raise StorageError(f"turn status {status!r} is invalid: expected one of {tuple(_PHASE_OF_STATUS)}") from None
 
 
 def render_transcript(thread: ThreadRow, turns: Sequence[TurnRow], cards: Sequence[ActionCardRow]) -> str:
-    ordered_turns = sorted(turns, key=lambda turn: turn.seq)
-    top_cards, cards_by_turn = _place_cards(ordered_turns, cards)
-    blocks = _header_blocks(thread)
-    blocks.extend(_render_card(card) for card in top_cards)
-    for turn in ordered_turns:
-        blocks.extend(_render_turn(turn, cards_by_turn[turn.turn_id]))
-    return "\n\n".join(blocks) + "\n"
+    """The whole v2 transcript of these rows, in the canonical order (see the module contract)."""
+    ordered = sorted(turns, key=lambda turn: turn.seq)
+    top_cards, cards_by_turn = place_cards(ordered, cards)
+    parts = [header_record(thread), *(card_record(card) for card in top_cards)]
+    for turn in ordered:
+        parts.append(begin_record(turn))
+        if turn.status != "pending":
+            parts.append(end_record(turn))
+        parts.extend(card_record(card) for card in cards_by_turn[turn.turn_id])
+    return b"".join(parts).decode("utf-8")
 
 
-class ThreadDocument:
-    """One thread's transcript kept in memory: renders exactly what `render_transcript` renders for the same rows,
-    but re-renders only the turn sections whose row (or cards) changed since the last render. Long threads then cost
-    O(changed turns) to render instead of a full re-read and re-render of every turn."""
-
-    def __init__(self, thread: ThreadRow, turns: Sequence[TurnRow] = (), cards: Sequence[ActionCardRow] = ()) -> None:
-        self.thread = thread
-        self._turns: dict[str, TurnRow] = {turn.turn_id: turn for turn in turns}
-        self._cards: list[ActionCardRow] = list(cards)
-        self._sections: dict[str, tuple[TurnRow, tuple[ActionCardRow, ...], str]] = {}
-
-    def upsert_turn(self, turn: TurnRow) -> None:
-        self._turns[turn.turn_id] = turn
-
-    def add_card(self, card: ActionCardRow) -> None:
-        self._cards.append(card)
-
-    def render(self) -> str:
-        ordered_turns = sorted(self._turns.values(), key=lambda turn: turn.seq)
-        top_cards, cards_by_turn = _place_cards(ordered_turns, self._cards)
-        blocks = _header_blocks(self.thread)
-        blocks.extend(_render_card(card) for card in top_cards)
-        for turn in ordered_turns:
-            cards = tuple(cards_by_turn[turn.turn_id])
-            cached = self._sections.get(turn.turn_id)
-            if cached is None or (cached[0] is not turn and cached[0] != turn) or cached[1] != cards:
-                cached = (turn, cards, "\n\n".join(_render_turn(turn, cards)))
-                self._sections[turn.turn_id] = cached
-            blocks.append(cached[2])
-        return "\n\n".join(blocks) + "\n"
-
-
-def _header_blocks(thread: ThreadRow) -> list[str]:
-    return [
-        f"# {_one_line(thread.title) or thread.thread_id}",
-        f"thread `{thread.thread_id}` | project `{thread.project_id}`",
-    ]
-
-
-def parse_checkpoints(markdown: str) -> list[tuple[str, str]]:
-    """Every marker line's (turn_id, phase), in document order."""
-    found: list[tuple[str, str]] = []
-    for line in markdown.splitlines():
-        match = _MARKER_RE.fullmatch(line)
-        if match:
-            found.append((match.group(1), match.group(2)))
-    return found
-
-
-def _render_turn(turn: TurnRow, cards: Sequence[ActionCardRow]) -> list[str]:
-    marker = f"<!-- checkpoint turn={turn.turn_id} phase={checkpoint_phase(turn.status)} status={turn.status} -->"
-    blocks = [f"## Turn {turn.seq}\n{marker}", "**User:**"]
-    if turn.user_text:
-        blocks.append(_escape_markers(turn.user_text))
-    if turn.assistant_text or turn.status != "pending":
-        blocks.append("**Assistant:**")
-        if turn.assistant_text:
-            blocks.append(_escape_markers(turn.assistant_text))
-    if turn.error is not None:
-        blocks.append(f"**Error:** {_escape_markers(turn.error)}")
-    blocks.extend(_render_card(card) for card in cards)
-    return blocks
-
-
-def _render_card(card: ActionCardRow) -> str:
-    lines = f"**{_one_line(card.kind)}:** {card.text}".splitlines() or [""]
-    return "\n".join(f"> {line}" for line in lines)
-
-
-def _place_cards(
+def place_cards(
     ordered_turns: Sequence[TurnRow], cards: Sequence[ActionCardRow]
 ) -> tuple[list[ActionCardRow], dict[str, list[ActionCardRow]]]:
+    """Cards above every turn, and the cards of each turn: tied to it, or untied and created after it."""
     cards_by_turn: dict[str, list[ActionCardRow]] = {turn.turn_id: [] for turn in ordered_turns}
     top_cards: list[ActionCardRow] = []
     for card in sorted(cards, key=lambda card: (card.created_at, card.card_id)):
@@ -182,18 +94,24 @@ def _preceding_turn_id(ordered_turns: Sequence[TurnRow], card: ActionCardRow) ->
     return max(earlier, key=lambda turn: (turn.created_at, turn.seq)).turn_id
 
 
-def _escape_markers(text: str) -> str:
-    if "<!--" not in text:  # fast path: almost every text, and the regex scan costs O(len) per render
-        return text
-    return _LINE_START_COMMENT_RE.sub(lambda match: f"{match.group(1)}{match.group(2)}\\<!--", text)
+def parse_checkpoints(markdown: str) -> list[tuple[str, str]]:
+    """Every marker line's (turn_id, phase), in document order."""
+    found: list[tuple[str, str]] = []
+    for line in markdown.splitlines():
+        match = _MARKER_RE.fullmatch(line)
+        if match:
+            found.append((match.group(1), match.group(2)))
+    return found
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.splitlines()).strip()
+def readable(data: bytes) -> bytes:
+    """``data`` up to the end of its last complete record (all of it when it has no record: a v1 transcript)."""
+    end = last_record_end(lambda offset, length: data[offset : offset + length], len(data))
+    return data if end is None else data[:end]
 
 
 class AtomicFs:
-    """File-system primitives used by ``atomic_write``; tests override methods to inject faults."""
+    """File-system primitives of transcript writes; tests and chaos override methods to inject faults."""
 
     def write_temp(self, directory: Path, prefix: str, data: bytes) -> Path:
         """Create a new temp file (mkstemp) in ``directory``, write all of ``data``, close it; return its path."""
@@ -224,6 +142,28 @@ class AtomicFs:
         finally:
             os.close(descriptor)
 
+    def append(self, path: Path, data: bytes) -> None:
+        """Write all of ``data`` at the end of the existing file ``path`` (O_APPEND; never creates it)."""
+        descriptor = os.open(path, os.O_WRONLY | os.O_APPEND)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(descriptor, view) :]
+        finally:
+            os.close(descriptor)
+
+    def truncate(self, path: Path, size: int) -> None:
+        os.truncate(path, size)
+
+    def read(self, path: Path, offset: int = 0, length: int = -1) -> bytes:
+        """``length`` bytes of ``path`` from ``offset`` (-1: to its end)."""
+        with path.open("rb") as file:
+            file.seek(offset)
+            return file.read(length)
+
+    def size(self, path: Path) -> int:
+        return os.stat(path).st_size
+
 
 def atomic_write(path: Path, data: bytes, fs: AtomicFs | None = None) -> None:
     """Replace ``path`` with ``data`` atomically and durably (see the module docstring)."""
@@ -251,29 +191,56 @@ def atomic_write(path: Path, data: bytes, fs: AtomicFs | None = None) -> None:
 
 
 class TranscriptStore:
-    """Reads and atomically writes thread transcripts under a ``StorageRoot``."""
+    """Reads, appends to and atomically replaces thread transcripts under a ``StorageRoot``."""
 
     def __init__(self, root: StorageRoot, *, fs: AtomicFs | None = None) -> None:
         self._root = root
-        self._fs = fs if fs is not None else AtomicFs()
+        self.fs = fs if fs is not None else AtomicFs()
+
+    def path(self, project_id: str, thread_id: str) -> Path:
+        return self._root.transcript_path(project_id, thread_id)
 
     def write(self, project_id: str, thread_id: str, text: str) -> Path:
         """Atomically replace the transcript (creating its folders); return its path."""
-        path = self._root.transcript_path(project_id, thread_id)
+        path = self.path(project_id, thread_id)
         data = _encode(text, thread_id)
         try:
             private_mkdir(path.parent)
         except OSError as error:
             raise StorageIOError(f"cannot create transcript folder {str(path.parent)!r}: {error!r}") from error
-        atomic_write(path, data, self._fs)
+        atomic_write(path, data, self.fs)
         return path
 
+    def append(self, path: Path, data: bytes) -> None:
+        """Append ``data`` to the transcript at ``path`` and fsync it (see the module contract)."""
+        try:
+            self.fs.append(path, data)
+        except OSError as error:
+            raise StorageIOError(f"append to transcript {str(path)!r} failed: {error!r}") from error
+        try:
+            self.fs.fsync_file(path)
+        except OSError as error:
+            raise StorageIOError(f"fsync of transcript {str(path)!r} after an append failed: {error!r}") from error
+
+    def sync(self, path: Path) -> None:
+        """fsync the transcript at ``path`` (what an append whose own fsync failed still needs)."""
+        try:
+            self.fs.fsync_file(path)
+        except OSError as error:
+            raise StorageIOError(f"fsync of transcript {str(path)!r} failed: {error!r}") from error
+
+    def truncate(self, path: Path, size: int) -> None:
+        try:
+            self.fs.truncate(path, size)
+        except OSError as error:
+            raise StorageIOError(f"cutting the torn tail of transcript {str(path)!r} failed: {error!r}") from error
+
     def read(self, project_id: str, thread_id: str) -> str:
-        """The transcript text; raises FileNotFoundError when it does not exist."""
-        return self._root.transcript_path(project_id, thread_id).read_bytes().decode("utf-8")
+        """The transcript's text up to its last complete record; FileNotFoundError when it does not exist."""
+        return readable(self.fs.read(self.path(project_id, thread_id))).decode("utf-8")
 
     def exists(self, project_id: str, thread_id: str) -> bool:
-        return self._root.transcript_path(project_id, thread_id).is_file()
+        return self.path(project_id, thread_id).is_file()
 
 
 def _encode(text: str, thread_id: str) -> bytes:

@@ -96,7 +96,7 @@ def test_a_completion_the_full_disk_refused_is_retried_until_it_lands(tmp_path) 
 
 
 def test_a_failed_transcript_write_keeps_the_commit_and_is_rewritten_later(tmp_path) -> None:
-    fs = FailingFs(step="replace", nth=3)  # 1: thread created, 2: turn begun, 3: turn completed
+    fs = FailingFs(step="write", nth=3)  # 1: thread created, 2: turn begun (append), 3: turn completed (append)
     config = HostConfig(storage_root=str(tmp_path / "root"), workers=1)
     with AgentHost(config, clock=FakeClock(), transcript_fs=fs) as host:
         thread_id = host.create_thread()

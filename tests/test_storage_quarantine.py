@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import apsw
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -35,7 +36,9 @@ from agenthost.storage import (
     parsed_rows,
     quarantine,
     quarantine_runtime_state,
+    readable,
     render_transcript,
+    render_transcript_v1,
 )
 
 NOW = 1_700_000_000.0  # 2023-11-14T22:13:20Z
@@ -194,11 +197,50 @@ def _comparable(turns: list[TurnRow]) -> list[tuple[Any, ...]]:
     return [(t.turn_id, t.seq, t.user_text, t.assistant_text, t.status, t.error) for t in turns]
 
 
+@settings(derandomize=True, max_examples=400, deadline=None)
+@given(_threads(TRICKY_FRAGMENTS, exact=False))
+def test_parse_transcript_inverts_render_exactly(rows: tuple[ThreadRow, list[TurnRow], list[ActionCardRow]]) -> None:
+    """v2 reads back every row exactly, whatever the texts hold (no candidate splits): times, statuses, errors,
+    workers, card turns; only a pending turn's partial text and card ids are not in the transcript."""
+    thread, turns, cards = rows
+    turns = [msgspec.structs.replace(t, assistant_text="") if t.status == "pending" else t for t in turns]
+    turns = [msgspec.structs.replace(t, worker_id=None if t.status == "pending" else 2) for t in turns]
+    markdown = render_transcript(thread, turns, cards)
+    parsed_thread, parsed_turns, parsed_cards = parsed_rows(parse_transcript(markdown), NOW)
+    assert parsed_thread == thread
+    assert parsed_turns == turns
+    card_fields = sorted((c.turn_id or "", c.kind, c.text, c.created_at) for c in cards)
+    assert sorted((c.turn_id or "", c.kind, c.text, c.created_at) for c in parsed_cards) == card_fields
+    assert render_transcript(parsed_thread, parsed_turns, parsed_cards) == markdown
+
+
+def test_parse_transcript_refuses_a_torn_v2_tail_that_readable_cuts() -> None:
+    turn = TurnRow(
+        turn_id="u1",
+        thread_id="t1",
+        seq=1,
+        user_text="q",
+        assistant_text="a",
+        status="completed",
+        error=None,
+        worker_id=1,
+        created_at=1.0,
+        finished_at=2.0,
+    )
+    whole = render_transcript(THREAD, [turn], []).encode()
+    begun = render_transcript(THREAD, [msgspec.structs.replace(turn, status="pending", finished_at=None)], [])
+    for cut in range(len(begun.encode()) + 1, len(whole)):  # every torn end record
+        with pytest.raises(TranscriptParseError, match="no complete v2 record"):
+            parse_transcript(whole[:cut].decode("utf-8", errors="ignore"))
+        assert readable(whole[:cut]) == begun.encode()
+    assert parse_transcript(whole.decode()).turns[0].status == "completed"
+
+
 @settings(derandomize=True, max_examples=300, deadline=None)
 @given(_threads(PLAIN_FRAGMENTS, exact=True))
-def test_parse_transcript_inverts_render_exactly(rows: tuple[ThreadRow, list[TurnRow], list[ActionCardRow]]) -> None:
+def test_v1_parse_inverts_the_v1_render_exactly(rows: tuple[ThreadRow, list[TurnRow], list[ActionCardRow]]) -> None:
     thread, turns, cards = rows
-    markdown = render_transcript(thread, turns, cards)
+    markdown = render_transcript_v1(thread, turns, cards)
     parsed = parse_transcript(markdown)
     assert (parsed.thread_id, parsed.project_id, parsed.title) == ("t1", "p1", thread.title)
     assert _comparable(parsed_rows(parsed)[1]) == _comparable(turns)
@@ -207,22 +249,22 @@ def test_parse_transcript_inverts_render_exactly(rows: tuple[ThreadRow, list[Tur
     for turn in parsed.turns:
         tied = [(c.kind, c.text) for c in sorted(cards, key=lambda c: c.card_id) if c.turn_id == turn.turn_id]
         assert [(c.kind, c.text) for c in turn.cards] == tied
-    assert render_transcript(*parsed_rows(parsed, NOW)) == markdown
+    assert render_transcript_v1(*parsed_rows(parsed, NOW)) == markdown
 
 
 @settings(derandomize=True, max_examples=400, deadline=None)
 @given(_threads(TRICKY_FRAGMENTS, exact=False))
-def test_parse_transcript_rerenders_identically_even_when_ambiguous(
+def test_v1_parse_rerenders_identically_even_when_ambiguous(
     rows: tuple[ThreadRow, list[TurnRow], list[ActionCardRow]],
 ) -> None:
-    markdown = render_transcript(*rows)
+    markdown = render_transcript_v1(*rows)
     parsed = parse_transcript(markdown)
     assert [turn.turn_id for turn in parsed.turns] == [turn.turn_id for turn in rows[1]]
     assert [turn.status for turn in parsed.turns] == [turn.status for turn in rows[1]]
-    assert render_transcript(*parsed_rows(parsed, NOW)) == markdown
+    assert render_transcript_v1(*parsed_rows(parsed, NOW)) == markdown
 
 
-def test_parse_transcript_reads_escaped_markers_back_and_keeps_block_structure() -> None:
+def test_v1_parse_reads_escaped_markers_back_and_keeps_block_structure() -> None:
     turn = TurnRow(
         turn_id="u1",
         thread_id="t1",
@@ -235,7 +277,7 @@ def test_parse_transcript_reads_escaped_markers_back_and_keeps_block_structure()
         created_at=1.0,
         finished_at=2.0,
     )
-    markdown = render_transcript(THREAD, [turn], [])
+    markdown = render_transcript_v1(THREAD, [turn], [])
     assert "\n\\<!-- checkpoint turn=u9" in markdown
     parsed = parse_transcript(markdown)
     assert parsed.turns == (
@@ -245,7 +287,7 @@ def test_parse_transcript_reads_escaped_markers_back_and_keeps_block_structure()
     )
 
 
-def test_parse_transcript_prefers_cards_and_last_error_when_ambiguous() -> None:
+def test_v1_parse_prefers_cards_and_last_error_when_ambiguous() -> None:
     turn = TurnRow(
         turn_id="u1",
         thread_id="t1",
@@ -259,12 +301,12 @@ def test_parse_transcript_prefers_cards_and_last_error_when_ambiguous() -> None:
         finished_at=2.0,
     )
     card = ActionCardRow(card_id=1, thread_id="t1", turn_id="u1", kind="approval reset", text="reset", created_at=3.0)
-    parsed = parse_transcript(render_transcript(THREAD, [turn], [card]))
+    parsed = parse_transcript(render_transcript_v1(THREAD, [turn], [card]))
     assert parsed.turns[0].error == "boom"
     assert parsed.turns[0].cards == (ParsedCard(kind="approval reset", text="reset"),)
 
 
-def test_pending_turn_keeps_a_pasted_assistant_label_in_the_user_text() -> None:
+def test_v1_pending_turn_keeps_a_pasted_assistant_label_in_the_user_text() -> None:
     text = "see this:\n\n**Assistant:**\n\nold answer"
     turn = TurnRow(
         turn_id="u1",
@@ -278,7 +320,7 @@ def test_pending_turn_keeps_a_pasted_assistant_label_in_the_user_text() -> None:
         created_at=1.0,
         finished_at=None,
     )
-    assert parse_transcript(render_transcript(THREAD, [turn], [])).turns[0].user_text == text
+    assert parse_transcript(render_transcript_v1(THREAD, [turn], [])).turns[0].user_text == text
 
 
 @pytest.mark.parametrize(
@@ -504,7 +546,12 @@ def test_check_storage_reports_problems_without_writing(root: StorageRoot) -> No
     assert problems == {
         ("pending-turn", "u4 (thread t1)", "pending in the database; with the host stopped it never finishes"),
         ("transcript", "t2.md", "missing"),
-        ("transcript", "t3.md", "checkpoint 1: transcript says turn u5 pending, database says turn u5 completed"),
+        # the edited end record no longer matches its checksum: it reads as a torn tail, and the end is missing
+        (
+            "transcript",
+            "t3.md",
+            "262 bytes of an incomplete record at its end; lacks 1 records: the end of turn 1 (completed)",
+        ),
         ("orphan-transcript", "notes.md", "no thread in the database"),
         ("orphan-transcript", "t9.md", "no thread in the database"),
         ("temp-file", ".t1.md.abc123.tmp", "left over from an interrupted write"),
@@ -617,5 +664,24 @@ def test_import_transcript_refuses_gapped_turn_numbers_before_writing(tmp_path: 
         with pytest.raises(StorageError, match=r"thread 't1': turn numbers \[2\] are not 1..1"):
             import_transcript(db, parsed, NOW)
         assert (db.list_projects(), db.list_threads()) == ([], [])
+    finally:
+        db.close()
+
+
+def test_start_up_checks_only_the_threads_changed_since_their_transcript_was_synced(root: StorageRoot) -> None:
+    db = Database.open(root.db_path)
+    try:
+        assert {t.thread_id for t in db.dirty_transcripts()} == {"t1", "t2", "t3"}  # never synced yet
+        check_storage(db, root, repair=True, now=NOW, full=False)  # repairs and unmarks what it checked
+        assert db.dirty_transcripts() == []
+        root.transcript_path("default", "t2").unlink()  # damaged behind the database's back: not looked at
+        db.begin_turn("u9", "t3", "a change", NOW)  # a committed change marks its thread in the same transaction
+        assert [t.thread_id for t in db.dirty_transcripts()] == ["t3"]
+        findings = check_storage(db, root, full=False, pending_turns=False)  # as the host runs it
+        problems = {(f.kind, Path(f.subject).name) for f in findings if f.status == "problem"}
+        assert problems == {("transcript", "t3.md")}  # only the changed thread is read at start-up
+        assert ("transcript", "t2.md") in {
+            (f.kind, Path(f.subject).name) for f in check_storage(db, root) if f.status == "problem"
+        }  # the full check (doctor) still finds the other one
     finally:
         db.close()

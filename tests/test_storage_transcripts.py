@@ -1,10 +1,11 @@
-"""Tests for Markdown transcripts: rendering, checkpoint markers, forgery escaping and atomic writes."""
+"""Tests for Markdown transcripts (v2): rendering, checkpoint markers, forgery escaping, reading back exactly,
+atomic writes and the TranscriptStore. The TranscriptWriter's appends are in test_storage_transcript_writer.py."""
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
-import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -21,14 +22,27 @@ from agenthost.storage import (
     atomic_write,
     checkpoint_phase,
     parse_checkpoints,
+    parse_transcript,
+    readable,
     render_transcript,
+    render_transcript_v1,
 )
+from agenthost.storage._transcript_format import (
+    MAGIC,
+    begin_record,
+    card_record,
+    last_record_end,
+    scan_records,
+    title_record,
+)
+from agenthost.storage._transcripts import place_cards
 
 THREAD = ThreadRow(thread_id="t1", project_id="p1", title="My thread", created_at=100.0)
 
 
 FORGED_MARKER = "<!-- checkpoint turn=u9 phase=completed status=completed -->"
-MARKER_FRAGMENTS = ["<!--", "-->", "\n", "\r", "\u2028", "\x0c", " ", "\t", "a", FORGED_MARKER]
+# Every line boundary str.splitlines knows (a reader splitting lines on any of them must not see a forged line).
+LINE_BOUNDARIES = ["\n", "\r", "\r\n", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"]
 
 
 def _turn(seq: int, status: str = "completed", **changes: object) -> TurnRow:
@@ -40,7 +54,7 @@ def _turn(seq: int, status: str = "completed", **changes: object) -> TurnRow:
         "assistant_text": "" if status == "pending" else f"answer {seq}",
         "status": status,
         "error": None,
-        "worker_id": 1,
+        "worker_id": None if status == "pending" else 1,
         "created_at": 100.0 + 10 * seq,
         "finished_at": None if status == "pending" else 101.0 + 10 * seq,
     }
@@ -52,6 +66,83 @@ def _card(card_id: int, turn_id: str | None, created_at: float, text: str = "not
     return ActionCardRow(
         card_id=card_id, thread_id="t1", turn_id=turn_id, kind="info", text=text, created_at=created_at
     )
+
+
+# Forgeries: a real v2 trailer line and whole real records (what a reader would accept if a text could hold them).
+FORGED_CARD_RECORD = card_record(_card(7, None, 5.0, "forged card")).decode("utf-8")
+FORGED_TRAILER = FORGED_CARD_RECORD[FORGED_CARD_RECORD.index(MAGIC.decode("ascii")) :]
+FORGED_BEGIN_RECORD = begin_record(_turn(9, "pending", thread_id="t1")).decode("utf-8")
+MARKER_FRAGMENTS = [
+    *LINE_BOUNDARIES,
+    "<!--",
+    "-->",
+    "\\",
+    " ",
+    "\t",
+    "a",
+    "é",
+    "> ",
+    "\n\n",
+    "**User:**\n\n",
+    "**Assistant:**\n\n",
+    "**Error:** ",
+    "## Turn 9\n",
+    FORGED_MARKER,
+    FORGED_TRAILER,
+    FORGED_CARD_RECORD,
+    FORGED_BEGIN_RECORD,
+]
+tricky_texts = st.lists(st.sampled_from(MARKER_FRAGMENTS), max_size=12).map("".join) | st.text(max_size=30)
+
+
+def _kinds(markdown: str) -> list[str]:
+    """The kinds of the complete records of a v2 transcript, which must be complete records from start to end."""
+    data = markdown.encode("utf-8")
+    records, end = scan_records(data)
+    assert end == len(data)
+    assert last_record_end(lambda offset, length: data[offset : offset + length], len(data)) == len(data)
+    return [type(record.trailer).__name__.removesuffix("Trailer").lower() for record in records]
+
+
+def _comment_lines(markdown: str) -> list[str]:
+    """Every line (on any str.splitlines boundary) that starts, after spaces/tabs, with an HTML comment."""
+    return [line for line in markdown.splitlines() if line.lstrip(" \t").startswith("<!--")]
+
+
+def _assert_reads_back(
+    markdown: str, thread: ThreadRow, turns: list[TurnRow], cards: list[ActionCardRow], title: str | None = None
+) -> None:
+    """parse_transcript gives back exactly the rows (cards in the renderer's placement order)."""
+    parsed = parse_transcript(markdown)
+    assert (parsed.thread_id, parsed.project_id, parsed.title, parsed.created_at) == (
+        thread.thread_id,
+        thread.project_id,
+        thread.title if title is None else title,
+        thread.created_at,
+    )
+    ordered = sorted(turns, key=lambda turn: turn.seq)
+    assert [
+        (t.turn_id, t.seq, t.status, t.user_text, t.assistant_text, t.error, t.worker_id, t.created_at, t.finished_at)
+        for t in parsed.turns
+    ] == [
+        (
+            t.turn_id,
+            t.seq,
+            t.status,
+            t.user_text,
+            "" if t.status == "pending" else t.assistant_text,  # a pending turn's partial text is not logged
+            t.error if t.status != "pending" else None,
+            t.worker_id if t.status != "pending" else None,
+            t.created_at,
+            t.finished_at,
+        )
+        for t in ordered
+    ]
+    top, by_turn = place_cards(ordered, cards)
+    placed = top + [card for turn in ordered for card in by_turn[turn.turn_id]]
+    assert [(c.turn_id, c.kind, c.text, c.created_at) for c in parsed.cards] == [
+        (c.turn_id, c.kind, c.text, c.created_at) for c in placed
+    ]
 
 
 # --- rendering ------------------------------------------------------------------------------------------------
@@ -68,6 +159,8 @@ def test_checkpoint_phase_maps_statuses() -> None:
 
 
 def test_render_has_title_metadata_and_one_marker_per_turn_in_seq_order() -> None:
+    """D5: a pending turn has one marker, a finished turn two (pending in its begin record, then the final one in
+    its end record), in seq order; every turn's LAST marker gives its phase."""
     turns = [
         _turn(2, "interrupted", error="runtime exited"),
         _turn(1, "completed"),
@@ -78,21 +171,48 @@ def test_render_has_title_metadata_and_one_marker_per_turn_in_seq_order() -> Non
     lines = markdown.splitlines()
     assert lines[0] == "# My thread"
     assert "thread `t1` | project `p1`" in lines
-    assert parse_checkpoints(markdown) == [("u1", "completed"), ("u2", "failed"), ("u3", "pending"), ("u4", "failed")]
+    assert parse_checkpoints(markdown) == [
+        ("u1", "pending"),
+        ("u1", "completed"),
+        ("u2", "pending"),
+        ("u2", "failed"),
+        ("u3", "pending"),
+        ("u4", "pending"),
+        ("u4", "failed"),
+    ]
+    assert dict(parse_checkpoints(markdown)) == {"u1": "completed", "u2": "failed", "u3": "pending", "u4": "failed"}
+    assert Counter(turn for turn, _ in parse_checkpoints(markdown)) == {"u1": 2, "u2": 2, "u3": 1, "u4": 2}
     turn_two = lines.index("## Turn 2")
-    assert lines[turn_two + 1] == "<!-- checkpoint turn=u2 phase=failed status=interrupted -->"
+    assert lines[turn_two + 1] == "<!-- checkpoint turn=u2 phase=pending status=pending -->"
+    assert "<!-- checkpoint turn=u2 phase=failed status=interrupted -->" in lines
+    assert lines.index("<!-- checkpoint turn=u2 phase=failed status=interrupted -->") > turn_two
+    assert lines.index("## Turn 1") < turn_two < lines.index("## Turn 3") < lines.index("## Turn 4")
     assert "**Error:** runtime exited" in lines
-    assert markdown.endswith("\n")
+    assert markdown.endswith(" -->\n")
+    assert _kinds(markdown) == ["header", "begin", "end", "begin", "end", "begin", "begin", "end"]
+    assert len(_comment_lines(markdown)) == 7 + 8  # the markers and the record trailers, nothing else
+    _assert_reads_back(markdown, THREAD, turns, [])
 
 
 def test_pending_turn_without_text_omits_assistant_block() -> None:
     pending_section = render_transcript(THREAD, [_turn(1, "pending")], []).split("## Turn 1", 1)[1]
-    assert "**User:**\n\nquestion 1" in pending_section
+    assert "**User:**\n\nquestion 1\n\n" + MAGIC.decode("ascii") in pending_section
     assert "**Assistant:**" not in pending_section
-    streaming = render_transcript(THREAD, [_turn(1, "pending", assistant_text="partial")], [])
-    assert "**Assistant:**\n\npartial" in streaming
-    completed_empty = render_transcript(THREAD, [_turn(1, "completed", assistant_text="")], [])
-    assert "**Assistant:**" in completed_empty
+    streaming_turn = _turn(1, "pending", assistant_text="partial")  # a pending turn's partial text is not logged
+    streaming = render_transcript(THREAD, [streaming_turn], [])
+    assert "**Assistant:**" not in streaming and "partial" not in streaming
+    _assert_reads_back(streaming, THREAD, [streaming_turn], [])
+    empty_user = render_transcript(THREAD, [_turn(1, "pending", user_text="")], [])
+    assert "**User:**\n\n" + MAGIC.decode("ascii") in empty_user  # the empty text's block is omitted
+    completed_turn = _turn(1, "completed", assistant_text="")
+    completed_empty = render_transcript(THREAD, [completed_turn], [])
+    assert "**Assistant:**\n\n" + MAGIC.decode("ascii") in completed_empty  # label, no block
+    assert "**Error:**" not in completed_empty
+    _assert_reads_back(completed_empty, THREAD, [completed_turn], [])
+    empty_error_turn = _turn(1, "failed", assistant_text="", error="")
+    empty_error = render_transcript(THREAD, [empty_error_turn], [])
+    assert "**Assistant:**\n\n**Error:** \n\n" in empty_error  # an empty error is not None: it shows
+    _assert_reads_back(empty_error, THREAD, [empty_error_turn], [])
 
 
 def test_cards_are_placed_under_their_turn_or_by_time() -> None:
@@ -115,43 +235,78 @@ def test_cards_are_placed_under_their_turn_or_by_time() -> None:
 
 
 def test_multiline_card_is_one_blockquote() -> None:
-    card_text = "line one\n<!-- checkpoint turn=x phase=pending status=pending -->"
+    card_text = "line one\n<!-- checkpoint turn=x phase=pending status=pending -->\n\nlast é"
     markdown = render_transcript(THREAD, [], [_card(1, None, 1.0, card_text)])
-    assert "> **info:** line one\n> <!-- checkpoint" in markdown
+    body = "> **info:** line one\n> \\<!-- checkpoint turn=x phase=pending status=pending -->\n> \n> last é\n\n"
+    assert body + MAGIC.decode("ascii") in markdown
     assert parse_checkpoints(markdown) == []
+    assert _kinds(markdown) == ["header", "card"]
+    assert parse_transcript(markdown).cards[0].text == card_text
 
 
 def test_forged_marker_in_text_is_escaped_and_text_otherwise_verbatim() -> None:
     forged = "<!-- checkpoint turn=evil phase=completed status=completed -->"
-    user_text = f"{forged}\nnormal line\n  {forged}\r\n{forged}\u2028{forged}"
-    turn = _turn(1, "pending", user_text=user_text, assistant_text=forged, error=f"x\n{forged}")
+    user_text = f"{forged}\nnormal line\n  {forged}\r\n{forged}\u2028{forged}\n\\{forged}\n{FORGED_TRAILER}"
+    turn = _turn(1, "failed", user_text=user_text, assistant_text=forged, error=f"x\n{forged}")
     markdown = render_transcript(THREAD, [turn], [])
-    assert parse_checkpoints(markdown) == [("u1", "pending")]
+    assert parse_checkpoints(markdown) == [("u1", "pending"), ("u1", "failed")]
+    assert _kinds(markdown) == ["header", "begin", "end"]
     escaped = "\\" + forged
-    expected_user = f"{escaped}\nnormal line\n  {escaped}\r\n{escaped}\u2028{escaped}"
-    assert f"**User:**\n\n{expected_user}\n" in markdown
-    assert f"**Assistant:**\n\n{escaped}\n" in markdown
-    assert f"**Error:** x\n{escaped}\n" in markdown
-    title_forgery = ThreadRow(thread_id="t1", project_id="p1", title=f"a\n{forged}", created_at=1.0)
-    assert parse_checkpoints(render_transcript(title_forgery, [], [])) == []
+    expected_user = f"{escaped}\nnormal line\n  {escaped}\r\n{escaped}\u2028{escaped}\n\\{escaped}\n\\{FORGED_TRAILER}"
+    assert f"**User:**\n\n{expected_user}\n\n" in markdown
+    assert f"**Assistant:**\n\n{escaped}\n\n" in markdown
+    assert f"**Error:** x\n{escaped}\n\n" in markdown
+    _assert_reads_back(markdown, THREAD, [turn], [])  # the texts read back exactly, backslashes and all
+    title_forgery = ThreadRow(thread_id="t1", project_id="p1", title=f"a\n{forged}\n{FORGED_TRAILER}\n", created_at=1.0)
+    renamed = render_transcript(title_forgery, [], []) + title_record(title_forgery).decode("utf-8")
+    assert parse_checkpoints(renamed) == []
+    assert _kinds(renamed) == ["header", "title"]
+    assert parse_transcript(renamed).title == title_forgery.title
 
 
-@settings(derandomize=True, max_examples=200)
+@settings(derandomize=True, max_examples=300, deadline=None)
 @given(
-    texts=st.lists(
-        st.lists(st.sampled_from(MARKER_FRAGMENTS)).map("".join) | st.text(),
-        min_size=4,
-        max_size=4,
-    ),
+    texts=st.lists(tricky_texts, min_size=6, max_size=6),
+    error=st.none() | tricky_texts,
     status=st.sampled_from(["pending", "completed", "failed", "interrupted"]),
 )
-def test_no_text_can_forge_or_hide_markers(texts: list[str], status: str) -> None:
-    user_text, assistant_text, error, card_text = texts
-    turn = _turn(1, status, user_text=user_text, assistant_text=assistant_text, error=error or None)
-    cards = [_card(1, "u1", 200.0, card_text + FORGED_MARKER), _card(2, None, 1.0, FORGED_MARKER + card_text)]
-    markdown = render_transcript(THREAD, [turn, _turn(2, user_text=FORGED_MARKER + user_text)], cards)
-    expected = [("u1", checkpoint_phase(status)), ("u2", "completed")]  # type: ignore[arg-type]
+def test_no_text_can_forge_or_hide_markers(texts: list[str], error: str | None, status: str) -> None:
+    """D5: whatever the user/assistant/error/card/title texts, every line that starts (after spaces/tabs) with
+    ``<!--`` is one of the renderer's markers or trailers, the markers are exactly the turns' in seq order, the
+    records are exactly the renderer's, and parse_transcript reads every text back exactly."""
+    user_text, assistant_text, card_text, top_card_text, title, new_title = texts
+    thread = ThreadRow(thread_id="t1", project_id="p1", title=title, created_at=1.0)
+    finished = status != "pending"
+    turns = [
+        _turn(
+            1,
+            status,
+            user_text=user_text,
+            assistant_text=assistant_text,  # a pending turn's partial text is not logged
+            error=error if finished else None,
+        ),
+        _turn(2, user_text=FORGED_MARKER + user_text, assistant_text=assistant_text + FORGED_TRAILER, error=error),
+        _turn(3, "pending", user_text=user_text + FORGED_BEGIN_RECORD),
+    ]
+    cards = [
+        _card(1, "u1", 200.0, card_text + FORGED_MARKER),
+        _card(2, None, 1.0, FORGED_TRAILER + top_card_text),
+        _card(3, None, 300.0, card_text),
+    ]
+    markdown = render_transcript(thread, turns, cards)
+    expected = [("u1", "pending"), *([("u1", checkpoint_phase(status))] if finished else [])]  # type: ignore[arg-type]
+    expected += [("u2", "pending"), ("u2", "completed"), ("u3", "pending")]
     assert parse_checkpoints(markdown) == expected
+    kinds = ["header", "card", "begin", *(["end"] if finished else []), "card", "begin", "end", "begin", "card"]
+    assert _kinds(markdown) == kinds
+    assert len(_comment_lines(markdown)) == len(expected) + len(kinds)
+    _assert_reads_back(markdown, thread, turns, cards)
+    renamed_thread = ThreadRow(thread_id="t1", project_id="p1", title=new_title, created_at=1.0)
+    renamed = markdown + title_record(renamed_thread).decode("utf-8")
+    assert parse_checkpoints(renamed) == expected
+    assert _kinds(renamed) == [*kinds, "title"]
+    assert len(_comment_lines(renamed)) == len(expected) + len(kinds) + 1
+    _assert_reads_back(renamed, thread, turns, cards, title=new_title)
 
 
 def test_parse_checkpoints_reads_only_exact_marker_lines() -> None:
@@ -191,6 +346,10 @@ class FailingFs(AtomicFs):
     def fsync_dir(self, directory: Path) -> None:
         self._maybe_fail("fsync_dir")
         super().fsync_dir(directory)
+
+    def append(self, path: Path, data: bytes) -> None:
+        self._maybe_fail("append")
+        super().append(path, data)
 
 
 def test_atomic_write_uses_temp_fsync_replace_fsync_dir_in_order(tmp_path: Path) -> None:
@@ -235,6 +394,8 @@ def test_atomic_write_into_missing_folder_raises_storage_io_error(tmp_path: Path
 
 
 def test_store_write_read_round_trip(tmp_path: Path) -> None:
+    """``read`` gives the text up to the last complete v2 record (a torn tail is cut); a text without v2 records
+    (a v1 transcript, or anything else) whole."""
     root = StorageRoot(tmp_path)
     store = TranscriptStore(root)
     assert not store.exists("p1", "t1")
@@ -245,6 +406,20 @@ def test_store_write_read_round_trip(tmp_path: Path) -> None:
     assert path == root.transcript_path("p1", "t1")
     assert store.exists("p1", "t1")
     assert store.read("p1", "t1") == text
+    assert readable(path.read_bytes()) == text.encode("utf-8")
+    torn = begin_record(_turn(2, "pending", user_text="ünïcode ✓")).decode("utf-8")
+    for cut in range(1, len(torn.encode("utf-8"))):  # every byte a torn append may stop at, even inside a character
+        with path.open("ab") as file:
+            file.write(torn.encode("utf-8")[:cut])
+        assert store.read("p1", "t1") == text, cut
+        assert readable(path.read_bytes()) == text.encode("utf-8"), cut
+        store.write("p1", "t1", text)
+    store.write("p1", "t1", text + torn)
+    assert store.read("p1", "t1") == text + torn
+    v1 = render_transcript_v1(THREAD, [_turn(1)], [])
+    store.write("p1", "t1", v1)
+    assert store.read("p1", "t1") == v1
+    assert readable(v1.encode("utf-8")) == v1.encode("utf-8")
     store.write("p1", "t1", "replaced")
     assert store.read("p1", "t1") == "replaced"
     assert sorted(entry.name for entry in root.threads_dir("p1").iterdir()) == ["t1.md"]
@@ -260,49 +435,14 @@ def test_store_uses_injected_fs_and_keeps_old_transcript_on_failure(tmp_path: Pa
     assert sorted(entry.name for entry in root.threads_dir("p1").iterdir()) == ["t1.md"]
 
 
-def test_thread_document_renders_exactly_like_render_transcript_after_each_change() -> None:
-    import random
-
-    from agenthost.storage import ActionCardRow, ThreadDocument, TurnRow, render_transcript
-
-    rng = random.Random(7)
-    thread = ThreadRow(thread_id="t1", project_id="p1", title="Doc", created_at=1.0)
-    doc, turns, cards = ThreadDocument(thread), {}, []
-    for step in range(60):
-        choice = rng.random()
-        if choice < 0.5 or not turns:
-            seq = len(turns) + 1
-            turn = TurnRow(
-                turn_id=f"u{seq}",
-                thread_id="t1",
-                seq=seq,
-                user_text=f"q{seq}\n<!-- x -->",
-                assistant_text="",
-                status="pending",
-                error=None,
-                worker_id=None,
-                created_at=float(step),
-                finished_at=None,
-            )
-        elif choice < 0.85:
-            pending = [t for t in turns.values() if t.status == "pending"] or list(turns.values())
-            old = rng.choice(pending)
-            turn = msgspec.structs.replace(
-                old, status=rng.choice(["completed", "failed"]), assistant_text=f"a{step}", finished_at=float(step)
-            )
-        else:
-            card = ActionCardRow(
-                card_id=len(cards) + 1,
-                thread_id="t1",
-                turn_id=rng.choice([None, *turns]),
-                kind="note",
-                text=f"card {step}",
-                created_at=float(step),
-            )
-            cards.append(card)
-            doc.add_card(card)
-            assert doc.render() == render_transcript(thread, list(turns.values()), cards)
-            continue
-        turns[turn.turn_id] = turn
-        doc.upsert_turn(turn)
-        assert doc.render() == render_transcript(thread, list(turns.values()), cards)
+@pytest.mark.parametrize("failing_step", ["append", "fsync_file"])
+def test_store_append_failure_raises_storage_io_error_naming_path_and_step(tmp_path: Path, failing_step: str) -> None:
+    root = StorageRoot(tmp_path)
+    text = render_transcript(THREAD, [], [])
+    path = TranscriptStore(root).write("p1", "t1", text)
+    fs = FailingFs(failing_step)
+    with pytest.raises(StorageIOError, match=r"t1\.md") as caught:
+        TranscriptStore(root, fs=fs).append(path, card_record(_card(1, None, 1.0)))
+    assert isinstance(caught.value.__cause__, OSError)
+    assert ("append" if failing_step == "append" else "fsync") in str(caught.value)
+    assert fs.calls == ["append"] if failing_step == "append" else ["append", "fsync_file"]

@@ -50,6 +50,7 @@ class World:
         self.answered: set[int | str] = set()
         self.durable: set[str] = set()  # turn ends the storage took
         self.storage_ok = True
+        self.replied: dict[str, str] = {}  # a send's reply_to -> how it was answered
         self.cards_ok = True
         self.escalated = False
         self.next_id = 0
@@ -72,9 +73,16 @@ class World:
                 self.enqueued[effect.thread_id].append(effect.turn_id)
                 self.texts[effect.turn_id] = effect.text
             case ev.Begin():
+                assert self.state.busy.get(effect.thread_id) == effect.turn_id  # its thread is busy while it begins
+                if not self.storage_ok:
+                    return ev.BeginRefused(
+                        turn_id=effect.turn_id,
+                        thread_id=effect.thread_id,
+                        error="refused",
+                        followup_id=effect.followup_id,
+                        reply_to=effect.reply_to,
+                    )
                 if effect.followup_id is not None:
-                    if not self.storage_ok:
-                        return ev.BeginRefused(turn_id=effect.turn_id, thread_id=effect.thread_id, error="refused")
                     assert self.queue[effect.thread_id][0] == effect.followup_id  # the head of its queue, in order
                     self.queue[effect.thread_id].popleft()
                     self.begun_followups[effect.thread_id].append(effect.followup_id)
@@ -85,7 +93,15 @@ class World:
                     text=effect.text,
                     sink=effect.sink,
                     followup_id=effect.followup_id,
+                    reply_to=effect.reply_to,
                 )
+            case ev.Accept():
+                if effect.reply_to is not None:  # a direct send: its caller hears exactly once
+                    assert effect.reply_to not in self.replied, f"{effect.reply_to} answered twice"
+                    self.replied[effect.reply_to] = "queued" if effect.queued else "begun"
+            case ev.Refuse():
+                assert effect.reply_to not in self.replied, f"{effect.reply_to} answered twice"
+                self.replied[effect.reply_to] = "refused"
             case ev.RegisterSink():
                 self.sinks[effect.turn_id] = effect.sink
             case ev.Resolve():
@@ -164,7 +180,12 @@ class TurnMachine(RuleBasedStateMachine):
     @rule(thread=st.sampled_from(THREADS), text=st.sampled_from(["hi", "RUN: ls"]))
     def send(self, thread: str, text: str) -> None:
         turn_id = self.world.new_id()
-        self.world.run(ev.Send(turn_id=turn_id, thread_id=thread, text=text, sink=f"sink-{turn_id}"))
+        self.world.run(
+            ev.Send(turn_id=turn_id, thread_id=thread, text=text, sink=f"sink-{turn_id}", reply_to=f"reply-{turn_id}")
+        )
+        assert f"reply-{turn_id}" in self.world.replied  # every send is answered (the shell begins at once)
+        if self.world.replied[f"reply-{turn_id}"] == "refused":
+            assert turn_id not in self.world.begun and turn_id not in self.state.turns
 
     @rule(data=st.data(), decision=st.sampled_from(["accept", "decline", "cancel", "bogus"]))
     def answer_approval(self, data: st.DataObject, decision: str) -> None:

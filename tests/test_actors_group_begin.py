@@ -1,0 +1,138 @@
+"""Group commit of turn begins: the begins of sends that arrive together are one storage round and one
+transaction, one bad begin never refuses the others, and a caller always hears (begun, refused, or crashed)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from agenthost import AgentHost, HostConfig, HostUnavailableError
+from agenthost.actors import FakeClock
+from agenthost.actors._persistence import PersistenceActor
+from agenthost.protocol._messages import BeginTurn, BeginTurns, CreateThread, ListTurns, TurnBegun
+from agenthost.storage import Database, StorageError, StorageRoot, UnknownThreadError, parse_checkpoints
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_begin_turns_is_all_or_nothing_in_the_database(tmp_path) -> None:
+    db = Database.open(tmp_path / "db.sqlite")
+    try:
+        db.ensure_project("p", "p", 1.0)
+        db.create_thread("t1", "p", "t1", 1.0)
+        rows = db.begin_turns([("u1", "t1", "one"), ("u2", "t1", "two")], 2.0)
+        assert [(r.turn_id, r.seq, r.status) for r in rows] == [("u1", 1, "pending"), ("u2", 2, "pending")]
+        with pytest.raises(UnknownThreadError):
+            db.begin_turns([("u3", "t1", "three"), ("u4", "nope", "four")], 3.0)
+        assert [t.turn_id for t in db.list_turns("t1")] == ["u1", "u2"]  # u3 rolled back with the batch
+    finally:
+        db.close()
+
+
+def test_a_bad_begin_in_a_batch_refuses_only_itself(tmp_path) -> None:
+    root = StorageRoot(tmp_path / "root")
+    ref = PersistenceActor.start(root=root, clock=FakeClock(), wall=time.time)
+    try:
+        for thread in ("t1", "t2"):
+            ref.ask(CreateThread(thread_id=thread, project_id="p", title=thread))
+        begins = (
+            BeginTurn(turn_id="u1", thread_id="t1", user_text="one"),
+            BeginTurn(turn_id="u2", thread_id="missing", user_text="lost"),
+            BeginTurn(turn_id="u3", thread_id="t2", user_text="three"),
+            BeginTurn(turn_id="u1", thread_id="t2", user_text="same id again"),
+        )
+        outcomes = ref.ask(BeginTurns(begins=begins))
+        assert [type(o).__name__ for o in outcomes] == ["TurnBegun", "UnknownThreadError", "TurnBegun", "StorageError"]
+        assert isinstance(outcomes[3], StorageError) and "u1" in str(outcomes[3])
+        assert all(o.turn.status == "pending" for o in outcomes if isinstance(o, TurnBegun))
+        assert [t.turn_id for t in ref.ask(ListTurns(thread_id="t1"))] == ["u1"]
+        assert [t.turn_id for t in ref.ask(ListTurns(thread_id="t2"))] == ["u3"]
+        for thread, turn in (("t1", "u1"), ("t2", "u3")):  # each begin is in its transcript when the reply comes
+            text = root.transcript_path("p", thread).read_text()
+            assert parse_checkpoints(text) == [(turn, "pending")]
+    finally:
+        ref.stop()
+
+
+class _Gate:
+    """A fault hook that holds the turn coordinator on its first SendMessage until released (so the sends behind it
+    queue up in its mailbox) and records every message the persistence actor gets."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.held = threading.Event()
+        self.persistence: list[Any] = []
+
+    def __call__(self, child: str, message: Any) -> None:
+        if child == "persistence":
+            self.persistence.append(message)
+        if child == "turns" and type(message).__name__ == "SendMessage" and not self.held.is_set():
+            self.held.set()
+            assert self.release.wait(30.0)
+
+
+def test_sends_that_arrive_together_are_begun_in_one_storage_round(tmp_path) -> None:
+    gate = _Gate()
+    config = HostConfig(storage_root=str(tmp_path / "root"), workers=1, max_active_turns=64)
+    with AgentHost(config, clock=FakeClock(), fault_hook=gate) as host:
+        threads = [host.create_thread() for _ in range(20)]
+        handles: dict[str, Any] = {}
+
+        def send(thread: str) -> None:
+            handles[thread] = host.send(thread, "hello")
+
+        senders = [threading.Thread(target=send, args=(thread,)) for thread in threads]
+        senders[0].start()
+        assert gate.held.wait(10.0)  # the coordinator holds the first send
+        for sender in senders[1:]:
+            sender.start()
+        deadline = time.monotonic() + 10.0
+        while host._children.get("turns").actor_inbox.qsize() < 19 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        gate.release.set()
+        for sender in senders:
+            sender.join(20.0)
+        rounds = [m for m in gate.persistence if isinstance(m, (BeginTurns, BeginTurn))]
+        assert [type(m).__name__ for m in rounds] == ["BeginTurns"]  # one round for all 20 begins
+        assert len(rounds[0].begins) == 20
+        assert all(handles[thread].wait(20.0).status == "completed" for thread in threads)
+
+
+def test_a_crash_answers_the_send_it_crashed_on_and_the_sends_queued_behind_it(tmp_path) -> None:
+    gate = _Gate()
+
+    def hook(child: str, message: Any) -> None:
+        gate(child, message)
+        if child == "turns" and type(message).__name__ == "SendMessage":
+            raise RuntimeError("injected crash in the turn coordinator")
+
+    config = HostConfig(storage_root=str(tmp_path / "root"), workers=1)
+    with AgentHost(config, clock=FakeClock(), fault_hook=hook) as host:
+        threads = [host.create_thread() for _ in range(5)]
+        errors: list[BaseException] = []
+
+        def send(thread: str) -> None:
+            try:
+                host.send(thread, "hello")
+            except HostUnavailableError as exc:
+                errors.append(exc)
+
+        senders = [threading.Thread(target=send, args=(thread,)) for thread in threads]
+        senders[0].start()
+        assert gate.held.wait(10.0)
+        for sender in senders[1:]:
+            sender.start()
+        deadline = time.monotonic() + 10.0
+        while host._children.get("turns").actor_inbox.qsize() < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        started = time.monotonic()
+        gate.release.set()
+        for sender in senders:
+            sender.join(20.0)
+        assert time.monotonic() - started < 5.0  # at once, not after request_timeout_s (30 s)
+        assert len(errors) == 5
+        assert sum("crashed handling SendMessage" in str(e) for e in errors) == 1
+        assert sum("stopped (crashed) before handling SendMessage" in str(e) for e in errors) == 4
