@@ -1,6 +1,9 @@
 """The head's side of a runtime placed in a Ray actor: a `RuntimeHandle` (actors._placement) over Ray calls.
 
 Contract:
+- Placement: the pump thread first waits (up to the spec's `startup_timeout_s`) until Ray placed the actor and its
+  creation spawned the runtime (`where`, event "placement.runtime_placed"); until then `pid` is 0. An actor that is
+  not placed in time, or whose creation failed, ends the output with a cause naming it.
 - Output comes back in batches: one pump thread per runtime long-polls the actor (`read`, at most `READ_WAIT_S`
   per call, up to `READ_MAX_BYTES` a batch; never one call per line), decodes the lines with the same codec as a
   local reader (`LineBuffer`, `decode_line`, a line over 16 MiB dropped and logged), puts them in the worker's
@@ -22,6 +25,7 @@ Contract:
 from __future__ import annotations
 
 import collections
+import re
 import signal
 import threading
 import time
@@ -44,11 +48,15 @@ READ_WAIT_S = 0.5  # one long poll waits at most this long for output
 READ_MAX_BYTES = 4 * 1024 * 1024  # one batch carries at most this much stdout
 _WRITE_BATCH = 1024 * 1024  # one stdin call carries at most this much (more waiting goes in the next)
 _CTL_TIMEOUT_S = 5.0  # a control call (signal, info) that takes longer is given up on
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def describe_death(error: BaseException) -> str:
-    """What Ray said about a dead actor, on one line, without its id table."""
-    text = str(error)
+    """What Ray said about a dead actor, on one line, without its id table (for a failed creation: its exception)."""
+    text = _ANSI.sub("", str(error))
+    if getattr(error, "actor_init_failed", False):
+        last = [line.strip() for line in text.splitlines() if line.strip()][-1:]
+        return f"its creation failed: {last[0] if last else type(error).__name__}"[:400]
     lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("\t")]
     lines = [line for line in lines if not line.startswith("The actor died unexpectedly before finishing")]
     return " ".join(lines)[:400] or type(error).__name__
@@ -148,7 +156,10 @@ class RayRuntime:
         actor: Any,
         *,
         label: str,
-        where: RuntimeStarted,
+        worker_id: int,
+        generation: int,
+        placement_timeout_s: float,
+        resources: str,
         outbox_limit_bytes: int,
         inbox: StdoutInbox,
         actor_ref: Any,
@@ -157,8 +168,11 @@ class RayRuntime:
         on_release: Callable[[RayRuntime], None],
     ) -> None:
         self.actor = actor
-        self.label = label  # "<namespace>/worker-<id> on <node ip>"
-        self.where = where
+        self.label = label  # "<namespace>/worker-<id>", then "... on <node ip>" once placed
+        self.where: RuntimeStarted | None = None  # set once the actor is placed and its runtime spawned
+        self._worker = (worker_id, generation)
+        self._placement_timeout_s = placement_timeout_s
+        self._resources = resources
         self._inbox = inbox
         self._actor_ref = actor_ref
         self._on_error_line = on_error_line
@@ -171,7 +185,8 @@ class RayRuntime:
 
     @property
     def pid(self) -> int:
-        return self.where.pid
+        """The runtime's pid on its node; 0 until the actor is placed."""
+        return 0 if self.where is None else self.where.pid
 
     # --- the calls ---------------------------------------------------------------------------------------------
     def _call(self, group: str, method: str, *args: Any, timeout_s: float | None) -> Any:
@@ -184,28 +199,57 @@ class RayRuntime:
     def _finish(self) -> None:
         self._call("in", "close_stdin", timeout_s=_CTL_TIMEOUT_S)
 
+    def _place(self) -> bool:
+        """Wait (bounded) until Ray placed the actor and its creation spawned the runtime; False with a cause if not."""
+        try:
+            where: RuntimeStarted = self._call("ctl", "info", timeout_s=self._placement_timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            self._cause = (
+                f"Ray actor {self.label} was not placed within {self._placement_timeout_s:g} s (it asks for "
+                f"{self._resources}; does a node have that free?)"
+            )
+        except ray.exceptions.RayError as exc:
+            self._cause = f"Ray actor {self.label} could not start the runtime: {describe_death(exc)}"
+        else:
+            self.where = where
+            self.label = f"{self.label} on {where.node_ip}"
+            worker_id, generation = self._worker
+            _log.info(
+                "placement.runtime_placed",
+                worker=worker_id,
+                generation=generation,
+                pid=where.pid,
+                node_ip=where.node_ip,
+                node_id=where.node_id,
+            )
+            return True
+        _log.warning("placement.not_placed", actor=self.label, cause=self._cause)
+        self.release()
+        return False
+
     def _pump(self) -> None:
         lines = LineBuffer()
         try:
-            while True:
-                batch = self._read()
-                if batch is None:
-                    break
-                for line in batch.error_lines:
-                    self._on_error_line(line)
-                if batch.stdout:
-                    try:
-                        complete = lines.feed(batch.stdout)
-                    except LineTooLongError as exc:
-                        _log.warning("worker.line_too_long", error=str(exc))
-                        complete = lines.feed(b"")
-                    if complete and self._inbox.put([decode_line(line) for line in complete if line]):
-                        self._actor_ref.tell(StdoutReady())
-                if batch.eof:
-                    break
+            if self._place():
+                self._pump_batches(lines)
             self._actor_ref.tell(StdoutClosed(remainder=lines.flush()))
         except pykka.ActorDeadError:
             pass
+
+    def _pump_batches(self, lines: LineBuffer) -> None:
+        while (batch := self._read()) is not None:
+            for line in batch.error_lines:
+                self._on_error_line(line)
+            if batch.stdout:
+                try:
+                    complete = lines.feed(batch.stdout)
+                except LineTooLongError as exc:
+                    _log.warning("worker.line_too_long", error=str(exc))
+                    complete = lines.feed(b"")
+                if complete and self._inbox.put([decode_line(line) for line in complete if line]):
+                    self._actor_ref.tell(StdoutReady())
+            if batch.eof:
+                return
 
     def _read(self) -> OutputBatch | None:
         """The next batch; None once the actor died or was lost (the cause is kept for `exit_cause`)."""

@@ -14,12 +14,15 @@ Contract:
   resources) and is scheduled with the "spread" strategy unless told otherwise. The actor is owned by the head, so
   Ray also kills it when the head dies. A name still held when a worker starts (a previous generation on its way
   out, an orphan) is killed first.
-- `start()` places the actor and spawns the runtime within the spec's `startup_timeout_s` (real time); an actor
-  that cannot be placed (no node has the resources free), dies, or whose spawn fails raises `OSError` naming the
-  actor, so the worker reports "spawn failed: ..." and the pool decides. Event "placement.runtime_placed" names the
-  worker, generation, pid and node.
+- `start()` never waits for Ray to place the actor (the worker actor must keep answering the pool's probes): it
+  creates the actor, whose creation task spawns the runtime, and returns its `RayRuntime` at once; the handle's pump
+  thread waits up to the spec's `startup_timeout_s` (real time) for the placement, and an actor that cannot be
+  placed (no node has the resources free) or whose spawn fails ends the output with a cause naming the actor, so
+  the worker reports the exit and the pool decides. Event "placement.runtime_placed" names the worker, generation,
+  pid and node. Only a name still held (see above) or Ray refusing the options makes `start()` raise `OSError`.
 - `kill_group(worker_id, pid)` (the pool's own kill) SIGKILLs the current runtime of that worker through its actor,
-  in a background thread (the pool never blocks), and releases the actor. `close()` releases every actor left.
+  in a background thread (the pool never blocks), and releases the actor (pid 0: not placed yet, the current one).
+  `close()` releases every actor left.
 - `runtime_of(worker_id)` is the current `RayRuntime` of a worker (its node: `.where`), for status and tests.
 """
 
@@ -41,8 +44,8 @@ import ray
 from agenthost.actors._log import get_logger
 from agenthost.actors._pipes import StdoutInbox, WorkerSpec
 from agenthost.actors._placement import LOOPBACK, Placement, PlacementError, RayResources
-from agenthost.actors._ray_handle import RayRuntime, describe_death
-from agenthost.actors._ray_runtime import RuntimeHost, RuntimeStarted
+from agenthost.actors._ray_handle import RayRuntime
+from agenthost.actors._ray_runtime import RuntimeHost
 
 __all__ = ["LOST_AFTER_S", "RayProcessHost", "namespace_for"]
 
@@ -177,30 +180,15 @@ class RayProcessHost:
         on_error_line: Callable[[str], None],
     ) -> RayRuntime:
         name = f"worker-{spec.worker_id}"
-        label = f"{self.namespace}/{name}"
-        deadline = time.monotonic() + spec.startup_timeout_s
         self.kill_orphans()
-        actor = self._create(name, spec, deadline)
-        try:
-            where: RuntimeStarted = ray.get(
-                actor.start.options(concurrency_group="ctl").remote(), timeout=max(0.1, deadline - time.monotonic())
-            )
-        except ray.exceptions.GetTimeoutError:
-            self._release_quietly(actor)
-            raise OSError(
-                f"Ray actor {label} was not placed within {spec.startup_timeout_s:g} s "
-                f"(it asks for {self._describe_resources()}; does a node have that free?)"
-            ) from None
-        except ray.exceptions.RayTaskError as exc:
-            self._release_quietly(actor)
-            raise OSError(f"Ray actor {label} could not spawn the runtime: {exc.cause}") from None
-        except ray.exceptions.RayError as exc:
-            self._release_quietly(actor)
-            raise OSError(f"Ray actor {label} died before its runtime started: {describe_death(exc)}") from None
+        actor = self._create(name, spec, time.monotonic() + spec.startup_timeout_s)
         runtime = RayRuntime(
             actor,
-            label=f"{label} on {where.node_ip}",
-            where=where,
+            label=f"{self.namespace}/{name}",
+            worker_id=spec.worker_id,
+            generation=spec.generation,
+            placement_timeout_s=spec.startup_timeout_s,
+            resources=self._describe_resources(),
             outbox_limit_bytes=outbox_limit_bytes,
             inbox=inbox,
             actor_ref=actor_ref,
@@ -210,14 +198,6 @@ class RayProcessHost:
         )
         with self._lock:
             self._runtimes[spec.worker_id] = runtime
-        _log.info(
-            "placement.runtime_placed",
-            worker=spec.worker_id,
-            generation=spec.generation,
-            pid=where.pid,
-            node_ip=where.node_ip,
-            node_id=where.node_id,
-        )
         return runtime
 
     def _create(self, name: str, spec: WorkerSpec, deadline: float) -> Any:
@@ -233,13 +213,16 @@ class RayProcessHost:
             options["resources"] = dict(self.resources.custom)
         while True:
             try:
-                return _actor_class().options(**options).remote(spec)
+                return _actor_class().options(**options).remote(spec, spawn=True)
             except ValueError as exc:  # the name is taken: a generation on its way out, or an orphan
+                if "already taken" not in str(exc):
+                    raise OSError(f"Ray refused to create actor {self.namespace}/{name}: {exc}") from None
                 holder = self._holder(name)
                 if holder is not None:
                     self._kill_actor(holder, name, f"its name is needed for generation {spec.generation}")
                 if time.monotonic() >= deadline:
                     raise OSError(f"Ray actor name {self.namespace}/{name} stays taken: {exc}") from None
+                time.sleep(0.05)
 
     def _describe_resources(self) -> str:
         custom = "".join(f", {key}={value:g}" for key, value in self.resources.custom.items())
@@ -263,7 +246,7 @@ class RayProcessHost:
 
     def kill_group(self, worker_id: int, pid: int | None) -> None:
         runtime = self.runtime_of(worker_id)
-        if runtime is None or (pid is not None and runtime.pid != pid):
+        if runtime is None or (pid and runtime.pid and runtime.pid != pid):
             return
         threading.Thread(target=runtime.kill_and_wait, name=f"kill-{runtime.label}", daemon=True).start()
 

@@ -6,7 +6,9 @@ is tested like any other class.
 
 Contract:
 - `start()` spawns the runtime (argv, env, cwd of a `WorkerSpec`) in its own session and process group, with umask
-  077, and returns `RuntimeStarted` (pid, node address, host name). On Linux the runtime also gets
+  077, and returns `RuntimeStarted` (pid, node address, host name); `RuntimeHost(spec, spawn=True)` does it in the
+  constructor (the Ray actor's creation task, so every call finds the runtime started; a failed spawn fails the
+  actor's creation). `info()` says where it runs. On Linux the runtime also gets
   PR_SET_PDEATHSIG=SIGKILL: if the Ray worker process holding it dies (its node died, or Ray killed it), the
   runtime dies with it, so a runtime never outlives its host. The spawning thread stays alive, waiting for the
   runtime's exit, because the death signal follows the thread that forked.
@@ -97,7 +99,7 @@ def _where(pid: int) -> RuntimeStarted:
 class RuntimeHost:
     """One runtime process and its pipes (see the module contract)."""
 
-    def __init__(self, spec: WorkerSpec, buffer_limit: int = 8 * 1024 * 1024) -> None:
+    def __init__(self, spec: WorkerSpec, buffer_limit: int = 8 * 1024 * 1024, *, spawn: bool = False) -> None:
         self._spec = spec
         self._limit = buffer_limit
         self._cond = threading.Condition()
@@ -110,6 +112,8 @@ class RuntimeHost:
         self._next_seq = 0
         self._broken = False
         self._stdin_lock = threading.Lock()
+        if spawn:  # as a Ray actor: the runtime exists before any call reaches the actor
+            self.start()
 
     # --- start ---------------------------------------------------------------------------------------------
     def start(self) -> RuntimeStarted:

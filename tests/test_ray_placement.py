@@ -301,3 +301,41 @@ def test_the_test_cluster_listens_on_loopback_only(
     listening = cluster.listening()
     assert listening, "found no listening socket of the cluster"
     assert {(address, port) for address, port in listening if not is_loopback(address)} == set()
+
+
+class _Told:
+    """Stands in for a worker actor's ref: keeps what the pump tells it."""
+
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+
+    def tell(self, message: Any) -> None:
+        self.messages.append(message)
+
+
+def test_a_runtime_that_cannot_be_spawned_or_placed_ends_with_a_cause_naming_the_actor(
+    cluster: LoopbackCluster, tmp_path: Path
+) -> None:
+    from agenthost.actors._pipes import StdoutInbox
+    from agenthost.actors._ray_placement import RayProcessHost
+    from agenthost.protocol._messages import StdoutClosed
+
+    def start(resources: RayResources, spec: WorkerSpec) -> tuple[Any, _Told]:
+        host = RayProcessHost.connect(cluster.address, resources, tmp_path / f"root-{spec.worker_id}")
+        told = _Told()
+        runtime = host.start(spec, outbox_limit_bytes=1 << 20, inbox=StdoutInbox(), actor_ref=told, on_error_line=print)
+        assert runtime.pid == 0  # start() never waits for Ray: the worker actor keeps answering its probes
+        wait_until("the end of its output", lambda: any(isinstance(m, StdoutClosed) for m in told.messages), 60.0)
+        return runtime, told
+
+    missing = WorkerSpec(worker_id=1, generation=1, argv=("/nonexistent/runtime",), startup_timeout_s=60.0)
+    runtime, _ = start(RayResources(num_cpus=0, custom={SLOT: 1}), missing)
+    cause = runtime.exit_cause(None)
+    assert cause.startswith("Ray actor agenthost-") and "could not start the runtime: its creation failed: " in cause
+    assert cause.endswith("No such file or directory: '/nonexistent/runtime'"), cause
+
+    nowhere = WorkerSpec(worker_id=2, generation=1, argv=("sleep", "30"), startup_timeout_s=1.0)
+    runtime, _ = start(RayResources(num_cpus=0, custom={"no_such_node": 1}), nowhere)
+    assert runtime.exit_cause(None).endswith(
+        "was not placed within 1 s (it asks for num_cpus=0, no_such_node=1; does a node have that free?)"
+    )
