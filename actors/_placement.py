@@ -187,6 +187,7 @@ def open_process_host(
         from agenthost.actors._ray_placement import RayProcessHost
     except ImportError as exc:
         raise PlacementError(
-            f"placement 'ray' needs the ray package ({exc}); install it with: pip install 'agenthost[ray]'"
+            f"placement 'ray' (ray_address {ray_address!r}) needs the ray package ({exc}); install it with: "
+            "pip install 'agenthost[ray]'"
         ) from None
     return RayProcessHost.connect(ray_address, resources or RayResources(), root)
