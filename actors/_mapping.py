@@ -14,6 +14,7 @@ Contract:
 
 from __future__ import annotations
 
+import collections
 from typing import Any
 
 import msgspec
@@ -62,12 +63,13 @@ class MappingActor(SupervisedActor):
         self._ask_timeout_s = ask_timeout_s
         self._persistence = persistence_ref
         self._pins: dict[str, _Pin] = {}
+        self._load: collections.Counter[int] = collections.Counter()  # worker id -> threads pinned to it
         self._up: set[int] = set()
         self._degraded: set[int] = set()
 
     def on_child_start(self) -> None:
         for row in self._db(LoadMappings()):
-            self._pins[row.thread_id] = _Pin(worker_id=row.worker_id, runtime_thread_id=row.runtime_thread_id)
+            self._pin(row.thread_id, _Pin(worker_id=row.worker_id, runtime_thread_id=row.runtime_thread_id))
         _log.info("mapping.hydrated", threads=len(self._pins))
 
     def handle(self, message: Any) -> Any:
@@ -104,17 +106,20 @@ class MappingActor(SupervisedActor):
         self._db(
             SaveMapping(thread_id=thread_id, worker_id=pin.worker_id, runtime_thread_id=pin.runtime_thread_id),
         )
+        self._pin(thread_id, pin)
+
+    def _pin(self, thread_id: str, pin: _Pin) -> None:
+        old = self._pins.get(thread_id)
+        if old is not None:
+            self._load[old.worker_id] -= 1
         self._pins[thread_id] = pin
+        self._load[pin.worker_id] += 1
 
     def _least_loaded(self) -> int | None:
         candidates = (self._up - self._degraded) or self._up  # a degraded worker only when nothing else is up
         if not candidates:
             return None
-        load = {wid: 0 for wid in candidates}
-        for pin in self._pins.values():
-            if pin.worker_id in load:
-                load[pin.worker_id] += 1
-        return min(load, key=lambda wid: (load[wid], wid))
+        return min(candidates, key=lambda wid: (self._load[wid], wid))  # (kept count: O(workers), not O(threads))
 
     def _resolve(self, thread_id: str) -> ThreadRoute:
         pin = self._pins.get(thread_id)

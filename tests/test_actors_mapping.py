@@ -104,3 +104,14 @@ def test_persistence_writes_the_transcript_with_each_change(actors) -> None:
     persistence, _ = actors()
     _threads(persistence, 1)
     assert persistence.ask(ReadTranscript(thread_id="t0")).startswith("# t0")
+
+
+def test_a_worker_whose_pins_moved_away_is_least_loaded_again(actors) -> None:
+    persistence, mapping = actors()
+    threads = _threads(persistence, 9)
+    _up(mapping, 1, 2, 3)
+    assert [mapping.ask(ResolveThread(thread_id=t)).worker_id for t in threads[:6]] == [1, 2, 3, 1, 2, 3]
+    mapping.ask(WorkerDown(worker_id=1, generation=1, reason="killed"))  # t0 -> 2, t3 -> 3
+    _up(mapping, 1)  # back, with nothing pinned to it: it takes the next three new threads
+    assert mapping.ask(GetPins()) == {"t0": 2, "t1": 2, "t2": 3, "t3": 3, "t4": 2, "t5": 3}
+    assert [mapping.ask(ResolveThread(thread_id=t)).worker_id for t in threads[6:]] == [1, 1, 1]
