@@ -279,6 +279,8 @@ class PersistenceActor(SupervisedActor):
                 return db.list_followups(message.thread_id)
             case ListActionCards():
                 return db.list_action_cards(message.thread_id)
+            case ListThreads(open_followups_only=True):
+                return db.threads_with_open_followups()
             case ListThreads():
                 return db.list_threads()
             case ListTurns():

@@ -58,7 +58,8 @@ def reconcile(persistence: Any, registry: TurnRegistry, timeout_s: float) -> lis
         emit(registry.pop(row.turn_id), ended)
         _log.record(PendingReconciled(turn=row.turn_id, thread=row.thread_id), "warning")
     _tell_ended_turns(db, registry)
-    return [thread.thread_id for thread in db(ListThreads()) if _settle_followups(db, thread)]
+    threads = db(ListThreads(open_followups_only=True))  # not every thread: start-up stays flat in their number
+    return [thread.thread_id for thread in threads if _settle_followups(db, thread)]
 
 
 def _tell_ended_turns(db: Callable[[Any], Any], registry: TurnRegistry) -> None:

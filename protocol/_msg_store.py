@@ -188,7 +188,10 @@ class ListFollowUps(Msg, frozen=True, kw_only=True):
 
 
 class ListThreads(Msg, frozen=True, kw_only=True):
-    pass
+    """Asked: every thread row. `open_followups_only`: only the threads with queued or dispatched follow-ups (one
+    query; what start-up reconciliation needs, whatever the number of threads)."""
+
+    open_followups_only: bool = False
 
 
 class ListTurns(Msg, frozen=True, kw_only=True):

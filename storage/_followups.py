@@ -117,6 +117,11 @@ class FollowUpQueue(DatabaseCore):
             self._require_thread(thread_id)
         return self._select_all(FollowUpRow, "followups", "WHERE thread_id = ?", (thread_id,), "seq")
 
+    def threads_with_open_followups(self) -> list[ThreadRow]:
+        """The threads with a queued or dispatched follow-up, by (created_at, id): one query."""
+        where = "WHERE thread_id IN (SELECT thread_id FROM followups WHERE state IN ('queued', 'dispatched'))"
+        return self._select_all(ThreadRow, "threads", where, (), "created_at, thread_id")
+
     def queue_depths(self) -> dict[str, int]:
         """The number of queued follow-ups of each thread that has any."""
         sql = "SELECT thread_id, COUNT(*) FROM followups WHERE state = 'queued' GROUP BY thread_id ORDER BY thread_id"

@@ -581,3 +581,18 @@ def test_card_kind_with_a_trailing_line_break_is_refused(thread_db: Database, ki
     with pytest.raises(StorageError, match=r"action card kind .* is invalid: must be one non-empty line"):
         thread_db.add_action_card("t1", None, kind, "x", now=3.0)
     assert thread_db.list_action_cards("t1") == []
+
+
+def test_threads_with_open_followups_are_those_with_queued_or_dispatched_ones(thread_db: Database) -> None:
+    db = thread_db
+    for number, thread_id in enumerate(["t2", "t3", "t4", "t5"], start=2):
+        db.create_thread(thread_id, "p1", thread_id, now=101.0 + number)
+    db.enqueue_followup("f-queued", "t2", "waits", now=110.0)
+    db.enqueue_followup("f-dispatched", "t3", "runs", now=111.0)
+    db.begin_followup_turn("f-dispatched", now=112.0)  # dispatched, its turn pending
+    db.enqueue_followup("f-done", "t4", "ran", now=113.0)
+    db.begin_followup_turn("f-done", now=114.0)
+    db.set_followup_state("f-done", "done")
+    db.enqueue_followup("f-failed", "t5", "failed", now=115.0)
+    db.set_followup_state("f-failed", "failed", "boom")
+    assert [t.thread_id for t in db.threads_with_open_followups()] == ["t2", "t3"]  # t1 has none
