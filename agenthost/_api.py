@@ -126,6 +126,9 @@ def _shutdown_bound_s(config: HostConfig) -> float:
     return 4 * (config.shutdown_timeout_s + 25.0) + 10.0
 
 
+_PRUNE_OPEN_AT_LEAST = 256  # open handles kept before ended ones are pruned
+
+
 class AgentHost(Operations):
     """A supervised pool of runtimes plus durable threads; use as a context manager."""
 
@@ -146,7 +149,9 @@ class AgentHost(Operations):
         self._faults = dict(config.worker_faults)
         self._host: pykka.ActorRef[Any] | None = None
         self._children = ChildDirectory()
-        self._open: dict[str, TurnHandle] = {}
+        self._open: dict[str, TurnHandle] = {}  # handles whose turn may still run (what shutdown drains)
+        self._open_lock = threading.Lock()  # send() may be called from many threads at once
+        self._prune_open_at = _PRUNE_OPEN_AT_LEAST
         self._storage_vfs = storage_vfs
         self._transcript_fs = transcript_fs
         self._fault_hook = fault_hook
@@ -260,7 +265,9 @@ class AgentHost(Operations):
         if turns is not None:
             tell_quietly(turns, CloseIntake())
         deadline = time.monotonic() + drain
-        for handle in list(self._open.values()):  # wait, never consume: the events belong to the caller
+        with self._open_lock:
+            open_handles = list(self._open.values())
+        for handle in open_handles:  # wait, never consume: the events belong to the caller
             if not handle.ended(max(0.0, deadline - time.monotonic())):
                 break
         done = threading.Event()
@@ -269,7 +276,8 @@ class AgentHost(Operations):
                 done.wait(_shutdown_bound_s(self.config))
         finally:
             host.stop()
-            self._open.clear()
+            with self._open_lock:
+                self._open.clear()
             self._process_host.close()  # Ray actors a stop could not reach are released too
 
     # --- threads and turns ----------------------------------------------------------------------------------
@@ -352,8 +360,11 @@ class AgentHost(Operations):
         events = TurnEvents()
         accepted = self.submit(thread_id, text, events, input=input, turn_id=turn_id, passthrough=passthrough)
         handle = TurnHandle(accepted.turn_id, accepted.queued, events)
-        self._open = {tid: h for tid, h in self._open.items() if not h.ended(0)}
-        self._open[handle.turn_id] = handle
+        with self._open_lock:  # ended handles are pruned when the dict doubles: O(1) amortised per send
+            self._open[handle.turn_id] = handle
+            if len(self._open) >= self._prune_open_at:
+                self._open = {tid: h for tid, h in self._open.items() if not h.ended(0)}
+                self._prune_open_at = max(_PRUNE_OPEN_AT_LEAST, 2 * len(self._open))
         return handle
 
     def submit(

@@ -44,3 +44,22 @@ def test_system_clock_fires_and_survives_a_failing_callback() -> None:
     clock.call_later(0.0, lambda: 1 / 0)
     clock.call_later(0.01, done.set)
     assert done.wait(5.0)
+
+
+def test_cancelled_timers_do_not_pile_up_and_release_their_callbacks() -> None:
+    """A turn deadline (600 s) is cancelled when the turn ends: 100,000 turns must not keep 100,000 timers."""
+    clock = FakeClock()
+    live = [clock.call_later(10.0, lambda: None, name="kept") for _ in range(10)]
+    for _ in range(100_000):
+        payload = bytearray(64)
+        clock.call_later(600.0, lambda payload=payload: payload, name="deadline").cancel()
+    assert len(clock._timers) < 2 * 1024  # bounded by twice the live timers (at least 1024)
+    cancelled = clock.call_later(600.0, lambda: "held", name="deadline")
+    cancelled.cancel()
+    assert cancelled.callback() is None  # what the callback held is freed at cancel
+    assert clock.pending_due_times("kept") == [1010.0] * 10
+    fired: list[str] = []
+    for timer in live:
+        timer.callback = lambda: fired.append("kept")
+    clock.advance(700.0)
+    assert fired == ["kept"] * 10  # live timers survive every sweep and fire in order

@@ -136,3 +136,31 @@ def test_a_crash_answers_the_send_it_crashed_on_and_the_sends_queued_behind_it(t
         assert len(errors) == 5
         assert sum("crashed handling SendMessage" in str(e) for e in errors) == 1
         assert sum("stopped (crashed) before handling SendMessage" in str(e) for e in errors) == 4
+
+
+def test_send_from_many_threads_at_once(tmp_path) -> None:
+    """Embedding applications send from their own threads: every send gets its handle and its turn completes."""
+    config = HostConfig(storage_root=str(tmp_path / "root"), workers=2, max_active_turns=64)
+    with AgentHost(config) as host:
+        threads = [host.create_thread() for _ in range(300)]
+        handles: list[Any] = []
+        errors: list[BaseException] = []
+        lock = threading.Lock()
+
+        def send(chunk: list[str]) -> None:
+            for thread in chunk:
+                try:
+                    handle = host.send(thread, "hello")
+                except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+                    errors.append(exc)
+                    continue
+                with lock:
+                    handles.append(handle)
+
+        senders = [threading.Thread(target=send, args=(threads[i::16],)) for i in range(16)]
+        for sender in senders:
+            sender.start()
+        for sender in senders:
+            sender.join(60.0)
+        assert errors == []
+        assert sorted(h.wait(60.0).status for h in handles) == ["completed"] * 300
