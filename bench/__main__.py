@@ -1,4 +1,5 @@
-"""`python -m bench [--quick] [--json PATH] [--repeats R]`: run both comparisons once and print a table.
+"""`python -m bench [--quick] [--json PATH] [--repeats R] [--only all|base|issue10]`: run the comparisons once, print
+a table.
 
 Contract:
 - Prints, on stdout, the machine (`os.cpu_count()`, Python version, platform, temp folder), the parameters, and for
@@ -12,8 +13,33 @@ Contract:
   turns (300; 20 with `--quick`), p50 and p90 of each and the p50 difference.
 - Defaults: 5000 deltas per reply x 40 timed turns, 2000 completions, 20 codex turns (about a minute on a 2-core
   VM; the durable part scales with the temp file system's fsync cost, so a slow disk takes longer). `--quick`:
-  2000 x 3, 200 completions, 3 codex turns, 1 repeat (about 20 s). `--json PATH` also writes every figure (each
-  repeat included) as JSON. `--repeats R` overrides R.
+  2000 x 3, 200 completions, 3 codex turns, 1 repeat (about 5 s for these five). `--json PATH` also writes every
+  figure (each repeat included) as JSON. `--repeats R` overrides R.
+- Section "Issue 10: cost that does not grow" (bench/_scaling.py, _soak.py, _startup.py, and the codex p50s of
+  bench/_codex.py), each figure printed with the issue's target and "met" / "NOT met", each measured once per run
+  (no repeats: they are growth factors and ratios within one run), each on a fresh root in its own temp folder:
+  1. per-turn time growth on one thread (built-in runtime, workers=2, sequential send+wait, every turn real: the
+     built-in runtime's own per-thread file makes a storage-only pre-population unfaithful): median of turns
+     51-150 vs of the last 100 turns; full 10,000 turns, `--quick` 2,000 (target <= 1.2 is for turn 10,000); and,
+     informative, agenthost's part alone: 300 real turns on a thread whose 10,000 (quick 2,000) earlier turns were
+     written through agenthost.storage (rows + rendered transcript; the runtime has no state for it), median of
+     the last 200 / the early median;
+  2. durable turns/s across threads: N threads x 1 turn sent at once (64 sending threads, `host.submit`),
+     workers=2, max_active_turns=64, first send -> last TurnFinished, beside a hand-written loop without actors
+     doing the same durable work batched by 256 (begins in one transaction, begin records appended with fsync,
+     ends in one transaction, end records appended with fsync); full 2,000 threads, `--quick` 300;
+  3. codex round trip overhead: host p50 - direct p50 of the codex comparison's per-turn times (all repeats
+     pooled); skipped without codex;
+  4. memory: RSS of this process (the host is embedded) and of the runtime workers after 10 % and 100 % of a soak
+     over 50 threads (50 turns in flight); full 30,000 turns, not the issue's 100,000, which take about 9 minutes at
+     the ~186 turns/s measured on this 2-core machine (`--soak-turns 100000` runs them); `--quick` 3,000;
+  5. start-up: `AgentHost.start()` + the first create_thread on a root pre-populated through agenthost.storage with
+     N threads, one completed turn, one mapping and a clean transcript each (build time reported apart), beside an
+     empty root; full 100,000 threads, `--quick` 10,000.
+  On this 2-core VM, busy with other test runs (load 4-6), the section took about 50 s with `--quick` (the soak
+  and the 2,000-turn thread most of it) and about 12.5 minutes in full (the 100,000-thread start-up alone > 1 min).
+  `--only base` runs figures 1-5 above only, `--only issue10` the issue 10 section only (with the codex comparison
+  it needs).
 - Ray section (bench/_ray.py): deltas/s and a turn's round trip (p50, p90) with the runtime in a Ray actor on a
   one-node loopback cluster vs a local child process, hosts side by side, turns alternating; skipped, saying why,
   without ray. Printed after the table (not in `--json`).
@@ -32,18 +58,20 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import msgspec
 
 from agenthost._logging import configure
-from bench import _appserver, _deltas, _durability, _service
+from bench import _appserver, _deltas, _durability, _scaling, _service, _soak, _startup
 from bench._rate import Run
 from bench._ray import format_section as format_ray_section
 from bench._ray import run_section as run_ray_section
 
-__all__ = ["BenchParams", "BenchReport", "format_report", "main", "run"]
+__all__ = ["BenchParams", "BenchReport", "CodexOverhead", "Issue10", "format_report", "main", "run"]
 
 DESIGN_TARGET_PCT = 50.0
+T = TypeVar("T")
 
 
 class BenchParams(msgspec.Struct, frozen=True, kw_only=True):
@@ -53,10 +81,27 @@ class BenchParams(msgspec.Struct, frozen=True, kw_only=True):
     repeats: int
     codex_turns: int = 20
     service_turns: int = 300
+    growth_turns: int = 10_000  # issue 10 figure 1: turns on one thread
+    fanout_threads: int = 2_000  # figure 2: threads x 1 turn
+    soak_turns: int = 30_000  # figure 4 (the issue's 100,000 take about 9 minutes here: --soak-turns)
+    startup_threads: int = 100_000  # figure 5
 
 
 FULL = BenchParams(deltas_per_reply=5000, turns=40, completions=2000, repeats=3)
-QUICK = BenchParams(deltas_per_reply=2000, turns=3, completions=200, repeats=1, codex_turns=3, service_turns=20)
+QUICK = BenchParams(
+    deltas_per_reply=2000,
+    turns=3,
+    completions=200,
+    repeats=1,
+    codex_turns=3,
+    service_turns=20,
+    growth_turns=2_000,
+    fanout_threads=300,
+    soak_turns=3_000,
+    startup_threads=10_000,
+)
+ISSUE10_SIZES = {"growth_turns": 10_000, "fanout_threads": 2_000, "soak_turns": 100_000, "startup_threads": 100_000}
+CODEX_OVERHEAD_TARGET_MS = 2.0
 
 
 class Machine(msgspec.Struct, frozen=True, kw_only=True):
@@ -77,16 +122,45 @@ class Comparison(msgspec.Struct, frozen=True, kw_only=True):
     host_runs: list[float]
 
 
+class CodexOverhead(msgspec.Struct, frozen=True, kw_only=True):
+    """Issue 10 figure 3: the codex comparison's per-turn times, every repeat pooled."""
+
+    turns: int  # timed turns per side
+    direct_p50_ms: float
+    host_p50_ms: float
+    added_p50_ms: float  # host p50 - direct p50
+
+
+class Issue10(msgspec.Struct, frozen=True, kw_only=True):
+    """Issue 10's figures, each measured once in this run; `met` says, per figure, whether its target is met."""
+
+    growth: _scaling.TurnGrowth
+    growth_host_only: _scaling.Prepopulated  # agenthost's part alone: history pre-populated, the runtime's file fresh
+    growth_host_only_ratio: float  # growth_host_only.median_ms / growth.early_ms (informative, no target)
+    fanout: _scaling.Fanout
+    loop_per_s: float  # the hand-written loop's durable turns/s on the same threads
+    host_loop_pct: float  # fanout.turns_per_s / loop_per_s in %
+    codex: CodexOverhead | None
+    codex_skipped: str | None
+    soak: _soak.Soak
+    startup: _startup.StartUp
+    targets: dict[str, str]
+    met: dict[str, bool]
+    full_sizes: dict[str, int]  # the sizes the issue's targets are stated for
+    seconds: float
+
+
 class BenchReport(msgspec.Struct, frozen=True, kw_only=True):
     machine: Machine
     params: BenchParams
-    deltas: Comparison  # baseline = raw pipe + decode floor
-    durability: Comparison  # baseline = raw APSW commits
+    deltas: Comparison | None = None  # baseline = raw pipe + decode floor; None: not run (--only issue10)
+    durability: Comparison | None = None  # baseline = raw APSW commits; None: not run
     durability_breakdown: _durability.Breakdown | None = None
     codex: Comparison | None = None  # baseline = a direct minimal client on the same codex; None: not installed
     codex_skipped: str | None = None
     service: _service.ServiceLatency | None = None  # a turn through the control socket vs embedded
     appserver: _appserver.AppServerLatency | None = None  # agenthost app-server vs codex app-server; None: no codex
+    issue10: Issue10 | None = None  # None: not run (--only base)
     design_target_pct: float = DESIGN_TARGET_PCT
     seconds_total: float = 0.0
 
@@ -123,27 +197,32 @@ def _compare(unit: str, baseline: Callable[[Path], Run], host: Callable[[Path], 
     )
 
 
-def run(params: BenchParams) -> BenchReport:
+def run(params: BenchParams, only: str = "all") -> BenchReport:
     started = time.perf_counter()
-    delta_params = _deltas.DeltaParams(deltas_per_reply=params.deltas_per_reply, turns=params.turns)
-    deltas = _compare(
-        "deltas/s",
-        lambda work_dir: _deltas.measure_floor(delta_params, work_dir),
-        lambda work_dir: _deltas.measure_host(delta_params, work_dir),
-        params.repeats,
-    )
-    durability = _compare(
-        "completions/s",
-        lambda work_dir: _durability.measure_raw(params.completions, work_dir),
-        lambda work_dir: _durability.measure_host(params.completions, work_dir),
-        params.repeats,
-    )
-    codex, skipped = _codex_comparison(params)
-    appserver = _appserver_comparison(params)
-    with tempfile.TemporaryDirectory(prefix="agenthost-bench-") as work_dir:
-        breakdown = _durability.measure_breakdown(params.completions, Path(work_dir))
-    with tempfile.TemporaryDirectory(prefix="agenthost-bench-") as work_dir:
-        service = _service.measure(params.service_turns, Path(work_dir))
+    base, issue10 = only in ("all", "base"), only in ("all", "issue10")
+    deltas = durability = breakdown = service = appserver = None
+    if base:
+        delta_params = _deltas.DeltaParams(deltas_per_reply=params.deltas_per_reply, turns=params.turns)
+        deltas = _compare(
+            "deltas/s",
+            lambda work_dir: _deltas.measure_floor(delta_params, work_dir),
+            lambda work_dir: _deltas.measure_host(delta_params, work_dir),
+            params.repeats,
+        )
+        durability = _compare(
+            "completions/s",
+            lambda work_dir: _durability.measure_raw(params.completions, work_dir),
+            lambda work_dir: _durability.measure_host(params.completions, work_dir),
+            params.repeats,
+        )
+    codex_samples: tuple[list[float], list[float]] = ([], [])
+    codex, skipped = _codex_comparison(params, codex_samples)
+    if base:
+        appserver = _appserver_comparison(params)
+        with tempfile.TemporaryDirectory(prefix="agenthost-bench-") as work_dir:
+            breakdown = _durability.measure_breakdown(params.completions, Path(work_dir))
+        with tempfile.TemporaryDirectory(prefix="agenthost-bench-") as work_dir:
+            service = _service.measure(params.service_turns, Path(work_dir))
     return BenchReport(
         machine=_machine(),
         params=params,
@@ -154,7 +233,63 @@ def run(params: BenchParams) -> BenchReport:
         codex_skipped=skipped,
         service=service,
         appserver=appserver,
+        issue10=_issue10(params, codex_samples, skipped) if issue10 else None,
         seconds_total=time.perf_counter() - started,
+    )
+
+
+def _in_temp(measure: Callable[[Path], T]) -> T:
+    with tempfile.TemporaryDirectory(prefix="agenthost-bench-") as work_dir:
+        return measure(Path(work_dir))
+
+
+def _issue10(params: BenchParams, codex_samples: tuple[list[float], list[float]], skipped: str | None) -> Issue10:
+    started = time.perf_counter()
+    growth = _in_temp(lambda work_dir: _scaling.measure_turn_growth(params.growth_turns, work_dir))
+    host_only = _in_temp(lambda work_dir: _scaling.measure_prepopulated(params.growth_turns, work_dir))
+    loop = _in_temp(lambda work_dir: _scaling.measure_loop(params.fanout_threads, work_dir))
+    fanout = _in_temp(lambda work_dir: _scaling.measure_fanout(params.fanout_threads, work_dir))
+    soak = _in_temp(lambda work_dir: _soak.measure(params.soak_turns, work_dir))
+    startup = _in_temp(lambda work_dir: _startup.measure(params.startup_threads, work_dir))
+    codex = None
+    direct, host = codex_samples
+    if direct and host:
+        direct_p50, host_p50 = 1000.0 * statistics.median(direct), 1000.0 * statistics.median(host)
+        codex = CodexOverhead(
+            turns=len(host), direct_p50_ms=direct_p50, host_p50_ms=host_p50, added_p50_ms=host_p50 - direct_p50
+        )
+    host_loop_pct = 100.0 * fanout.turns_per_s / loop.per_s
+    met = {
+        "growth": growth.growth <= _scaling.GROWTH_TARGET,
+        "throughput": fanout.turns_per_s >= _scaling.THROUGHPUT_TARGET_PER_S,
+        "host_vs_loop": host_loop_pct >= _scaling.LOOP_TARGET_PCT,
+        "memory": soak.ratio <= _soak.RSS_TARGET,
+        "startup": startup.first_thread_s <= _startup.READY_TARGET_S,
+    }
+    if codex is not None:
+        met["codex_overhead"] = codex.added_p50_ms <= CODEX_OVERHEAD_TARGET_MS
+    return Issue10(
+        growth=growth,
+        growth_host_only=host_only,
+        growth_host_only_ratio=host_only.median_ms / growth.early_ms,
+        fanout=fanout,
+        loop_per_s=loop.per_s,
+        host_loop_pct=host_loop_pct,
+        codex=codex,
+        codex_skipped=skipped,
+        soak=soak,
+        startup=startup,
+        targets={
+            "growth": f"<= {_scaling.GROWTH_TARGET:g} (turn 10,000 vs turn 100)",
+            "throughput": f">= {_scaling.THROUGHPUT_TARGET_PER_S:,.0f} durable turns/s (2,000 threads x 1 turn)",
+            "host_vs_loop": f">= {_scaling.LOOP_TARGET_PCT:g} % of the hand-written loop",
+            "codex_overhead": f"<= {CODEX_OVERHEAD_TARGET_MS:g} ms at p50",
+            "memory": f"<= {_soak.RSS_TARGET:g} (RSS at 100k turns vs at 10k)",
+            "startup": f"<= {_startup.READY_TARGET_S:g} s to ready (100,000 threads and mappings)",
+        },
+        met=met,
+        full_sizes=dict(ISSUE10_SIZES),
+        seconds=time.perf_counter() - started,
     )
 
 
@@ -168,7 +303,10 @@ def _appserver_comparison(params: BenchParams) -> _appserver.AppServerLatency | 
         return _appserver.measure(str(binary), params.codex_turns, Path(work_dir))
 
 
-def _codex_comparison(params: BenchParams) -> tuple[Comparison | None, str | None]:
+def _codex_comparison(
+    params: BenchParams, samples: tuple[list[float], list[float]]
+) -> tuple[Comparison | None, str | None]:
+    """The codex comparison; every timed turn's seconds go to `samples` (direct, host)."""
     from agenthost.actors._runtimes import CODEX_CACHE, default_codex_bin
 
     binary = default_codex_bin()
@@ -179,8 +317,8 @@ def _codex_comparison(params: BenchParams) -> tuple[Comparison | None, str | Non
     turns = params.codex_turns
     return _compare(
         "turns/s",
-        lambda work_dir: _codex.measure_direct(str(binary), turns, work_dir),
-        lambda work_dir: _codex.measure_host(str(binary), turns, work_dir),
+        lambda work_dir: _codex.measure_direct(str(binary), turns, work_dir, samples=samples[0]),
+        lambda work_dir: _codex.measure_host(str(binary), turns, work_dir, samples=samples[1]),
         params.repeats,
     ), None
 
@@ -192,14 +330,29 @@ def _rate_line(label: str, rate: float, unit: str, runs: Sequence[float]) -> str
 
 
 def format_report(report: BenchReport) -> str:
-    machine, params, deltas, durability = report.machine, report.params, report.deltas, report.durability
-    target_met = "met" if deltas.ratio_pct >= report.design_target_pct else "NOT met"
+    machine, params = report.machine, report.params
     lines = [
         "agenthost bench",
         f"machine: {machine.cpu_count} CPUs, Python {machine.python}, {machine.platform}, temp dir {machine.temp_dir}",
         f"each figure: median of {params.repeats} repeat(s), time.perf_counter(); "
         "ratio = host median / baseline median",
         "",
+        *_base_lines(report),
+        *_codex_lines(report),
+        *_service_lines(report),
+        *_appserver_lines(report),
+        *_issue10_lines(report),
+        f"total {report.seconds_total:.1f} s (figures are reported, never asserted)",
+    ]
+    return "\n".join(lines)
+
+
+def _base_lines(report: BenchReport) -> list[str]:
+    params, deltas, durability = report.params, report.deltas, report.durability
+    if deltas is None or durability is None:
+        return []
+    target_met = "met" if deltas.ratio_pct >= report.design_target_pct else "NOT met"
+    return [
         f"1. Deltas/s, reference runtime without faults, {params.deltas_per_reply} deltas per reply, "
         f"{params.turns} timed turns (+1 untimed warm-up) per repeat",
         _rate_line(
@@ -234,15 +387,10 @@ def format_report(report: BenchReport) -> str:
         f"{'met' if durability.ratio_pct >= 80 else 'NOT met'})",
         "  host: every CompleteTurn told at once, timed until the last TurnPersisted; one completion is durable",
         "  when its reply arrives: committed (synchronous=FULL, group commit of up to 256) AND its thread's",
-        "  transcript re-rendered and atomically replaced (write, fsync, rename, fsync dir). Raw: commits only.",
+        "  end record appended to its transcript (one append + fsync per thread per batch). Raw: commits only.",
         *_breakdown_lines(report, durability),
         "",
-        *_codex_lines(report),
-        *_service_lines(report),
-        *_appserver_lines(report),
-        f"total {report.seconds_total:.1f} s (figures are reported, never asserted)",
     ]
-    return "\n".join(lines)
 
 
 def _breakdown_lines(report: BenchReport, durability: Comparison) -> list[str]:
@@ -254,7 +402,7 @@ def _breakdown_lines(report: BenchReport, durability: Comparison) -> list[str]:
     return [
         f"  per completion: raw {raw_us:.1f} us; host {host_us:.1f} us = rows {parts.finish_rows_us:.1f} (validate, "
         f"update, group commit)",
-        f"    + transcript {parts.transcript_us:.1f} (one render + atomic write per batch) + actor messaging and the "
+        f"    + transcript {parts.transcript_us:.1f} (one append + fsync per batch) + actor messaging and the "
         f"rest {rest:.1f}",
     ]
 
@@ -301,6 +449,8 @@ def _service_lines(report: BenchReport) -> list[str]:
 
 def _appserver_lines(report: BenchReport) -> list[str]:
     latency = report.appserver
+    if latency is None and report.codex_skipped is None:
+        return []  # not run (--only issue10)
     if latency is None:
         return [f"5. agenthost app-server vs codex app-server: skipped ({report.codex_skipped})", ""]
     met = "met" if latency.ratio_pct >= _appserver.FRONT_END_TARGET_PCT else "NOT met"
@@ -315,11 +465,99 @@ def _appserver_lines(report: BenchReport) -> list[str]:
     ]
 
 
+def _met(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def _size_note(actual: int, key: str, what: str) -> str:
+    full = ISSUE10_SIZES[key]
+    return "" if actual == full else f" (the issue's target is stated for {full:,} {what}; this run: {actual:,})"
+
+
+def _issue10_lines(report: BenchReport) -> list[str]:
+    issue = report.issue10
+    if issue is None:
+        return []
+    growth, fanout, soak, startup, targets, met = (
+        issue.growth,
+        issue.fanout,
+        issue.soak,
+        issue.startup,
+        issue.targets,
+        issue.met,
+    )
+    profile = ", ".join(f"{end:,}: {ms:.1f}" for end, ms in growth.profile_ms)
+    rss_profile = ", ".join(f"{done:,}: {mb:.1f}" for done, mb in soak.profile_mb)
+    lines = [
+        "Issue 10: cost that does not grow (each figure measured once in this run, fresh root each; targets from "
+        "the issue)",
+        f"  1. Per-turn time growth on one thread: built-in runtime, workers=2, {growth.turns:,} sequential real "
+        f"turns (send+wait){_size_note(growth.turns, 'growth_turns', 'turns')}",
+        f"     turns {growth.early_turns[0]:,}-{growth.early_turns[1]:,}: median {growth.early_ms:.2f} ms   "
+        f"turns {growth.late_turns[0]:,}-{growth.late_turns[1]:,}: median {growth.late_ms:.2f} ms",
+        f"     growth {growth.growth:.2f}   (target {targets['growth']}: {_met(met['growth'])})",
+        f"     median ms per tenth of the run (up to turn): {profile}",
+        f"     at the end: agenthost transcript {growth.transcript_bytes / 1e6:.2f} MB; the built-in runtime's own "
+        f"thread file {growth.runtime_state_bytes / 1e6:.2f} MB (rewritten whole at each turn start and end)",
+        f"     agenthost's part alone (informative): {issue.growth_host_only.history:,} turns pre-populated through "
+        f"agenthost.storage, runtime state fresh: turns {issue.growth_host_only.window[0]:,}-"
+        f"{issue.growth_host_only.window[1]:,} median {issue.growth_host_only.median_ms:.2f} ms = "
+        f"{issue.growth_host_only_ratio:.2f} x turns {growth.early_turns[0]}-{growth.early_turns[1]}",
+        f"  2. Durable turns/s across threads: {fanout.threads:,} threads x 1 turn sent at once (64 senders, "
+        f"host.submit), workers=2, max_active_turns=64{_size_note(fanout.threads, 'fanout_threads', 'threads')}",
+        f"     host: first send -> last TurnFinished {fanout.seconds:.2f} s = {fanout.turns_per_s:,.0f} turns/s   "
+        f"(target {targets['throughput']}: {_met(met['throughput'])})",
+        f"       sends all returned after {fanout.sends_seconds:.2f} s; {fanout.queued:,} of them queued first",
+        f"     loop: no actors, batches of {_scaling.BATCH} (begins in 1 transaction, begin records appended + fsync, "
+        f"ends in 1 transaction, end records appended + fsync) {issue.loop_per_s:,.0f} turns/s",
+        f"     host/loop {issue.host_loop_pct:.1f} %   (target {targets['host_vs_loop']}: {_met(met['host_vs_loop'])})",
+    ]
+    codex = issue.codex
+    if codex is None:
+        lines.append(f"  3. Codex round trip overhead: skipped ({issue.codex_skipped})")
+    else:
+        lines += [
+            f"  3. Codex round trip overhead ({codex.turns} timed turns per side, every repeat of comparison 3 pooled)",
+            f"     host p50 {codex.host_p50_ms:.2f} ms - direct p50 {codex.direct_p50_ms:.2f} ms = "
+            f"{codex.added_p50_ms:.2f} ms   (target {targets['codex_overhead']}: {_met(met['codex_overhead'])})",
+        ]
+    lines += [
+        f"  4. Memory over a soak: {soak.turns:,} turns over {soak.threads} threads ({soak.threads} in flight), "
+        f"{soak.turns_per_s:,.0f} turns/s, {soak.seconds:.0f} s{_size_note(soak.turns, 'soak_turns', 'turns')}",
+        f"     this process (the embedded host), {soak.rss_source}: {soak.rss_10_mb:.1f} MB at 10 % -> "
+        f"{soak.rss_100_mb:.1f} MB at 100 %: ratio {soak.ratio:.3f}   (target {targets['memory']}: "
+        f"{_met(met['memory'])})",
+        f"     runtime workers (sum): {soak.workers_10_mb:.1f} MB at 10 % -> {soak.workers_100_mb:.1f} MB at 100 %",
+        f"     this process's MB after (turns): {rss_profile}",
+        f"  5. Start-up on a root with {startup.threads:,} threads, one completed turn, one mapping and a clean "
+        f"transcript each{_size_note(startup.threads, 'startup_threads', 'threads')}",
+        f"     built through agenthost.storage in {startup.build_seconds:.1f} s (untimed; database "
+        f"{startup.db_bytes / 1e6:.1f} MB)",
+        f"     start() ready after {startup.ready_s:.3f} s, first create_thread done at {startup.first_thread_s:.3f} s"
+        f"   (target {targets['startup']}: {_met(met['startup'])})",
+        f"     empty root: ready after {startup.empty_ready_s:.3f} s, first create_thread done at "
+        f"{startup.empty_first_thread_s:.3f} s",
+        f"  issue 10 section: {issue.seconds:.1f} s; re-run it alone: .venv/bin/python -m bench --only issue10"
+        f"{' --quick' if report.params.growth_turns != ISSUE10_SIZES['growth_turns'] else ''}",
+        "",
+    ]
+    return lines
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small parameters, 1 repeat (about 5 s; smoke test)")
+    parser.add_argument("--quick", action="store_true", help="small parameters, 1 repeat (about 40 s; smoke test)")
     parser.add_argument("--json", metavar="PATH", default=None, help="also write the figures as JSON to PATH")
     parser.add_argument("--repeats", type=_positive_int, default=None, help="repeats per figure (median)")
+    parser.add_argument(
+        "--only",
+        choices=("all", "base", "issue10"),
+        default="all",
+        help="base: the five comparisons; issue10: the issue 10 section (with the codex comparison); default all",
+    )
+    parser.add_argument(
+        "--soak-turns", type=_positive_int, default=None, help="turns of the issue 10 memory soak (>= 500)"
+    )
     return parser
 
 
@@ -339,7 +577,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     params = QUICK if args.quick else FULL
     if args.repeats is not None:
         params = msgspec.structs.replace(params, repeats=args.repeats)
-    report = run(params)  # a crashed measurement raises: traceback on stderr, exit 1
+    if args.soak_turns is not None:
+        params = msgspec.structs.replace(params, soak_turns=args.soak_turns)
+    report = run(params, args.only)  # a crashed measurement raises: traceback on stderr, exit 1
     print(format_report(report), flush=True)
     if getattr(args, "only", "all") != "issue10":  # Ray placement vs local placement (bench/_ray.py)
         print(format_ray_section(*run_ray_section(args.quick)), flush=True)

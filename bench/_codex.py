@@ -7,7 +7,9 @@ Both sides run the same native codex 0.169.0 binary against the same local mock 
 - host: `AgentHost(HostConfig(runtime="codex", workers=1, ...))`, one thread, per turn `send()` + `wait()`; this
   includes the actor hops and the turn's durable begin and finish.
 Timed: per turn, send to end seen, `time.perf_counter()`, after one untimed warm-up turn per side. Reported as
-milliseconds per turn and as a throughput ratio (direct ms / host ms). Skipped when codex is not installed.
+milliseconds per turn and as a throughput ratio (direct ms / host ms); with `samples`, each timed turn's seconds are
+collected too (bench/__main__.py reports the p50 of each side over every repeat and their difference, issue 10's
+"codex round trip overhead <= 2 ms p50"). Skipped when codex is not installed.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ TEXT = "bench round trip"
 TIMEOUT_S = 120.0
 
 
-def measure_direct(codex_bin: str, turns: int, work_dir: Path) -> Run:
+def measure_direct(codex_bin: str, turns: int, work_dir: Path, *, samples: list[float] | None = None) -> Run:
+    """Turns/s of the direct client; each timed turn's seconds are also appended to `samples` when given."""
     with MockModelServer() as model:
         argv = [codex_bin, "app-server"]
         for override in model.codex_overrides():
@@ -46,14 +49,17 @@ def measure_direct(codex_bin: str, turns: int, work_dir: Path) -> Run:
             runtime.run_turn(thread_id, TEXT)
             started = time.perf_counter()
             for _ in range(turns):
+                turn_started = time.perf_counter()
                 runtime.run_turn(thread_id, TEXT)
+                _sample(samples, turn_started)
             seconds = time.perf_counter() - started
         finally:
             runtime.close()
     return Run(count=turns, seconds=seconds)
 
 
-def measure_host(codex_bin: str, turns: int, work_dir: Path) -> Run:
+def measure_host(codex_bin: str, turns: int, work_dir: Path, *, samples: list[float] | None = None) -> Run:
+    """Turns/s through the host; each timed turn's seconds are also appended to `samples` when given."""
     with MockModelServer() as model:
         config = HostConfig(
             storage_root=str(work_dir / "host-root"),
@@ -67,8 +73,15 @@ def measure_host(codex_bin: str, turns: int, work_dir: Path) -> Run:
             host.send(thread_id, TEXT).wait(TIMEOUT_S)
             started = time.perf_counter()
             for _ in range(turns):
+                turn_started = time.perf_counter()
                 done = host.send(thread_id, TEXT).wait(TIMEOUT_S)
+                _sample(samples, turn_started)
                 if done.status != "completed":
                     raise RuntimeError(f"host codex turn ended {done.status}: {done.error}")
             seconds = time.perf_counter() - started
     return Run(count=turns, seconds=seconds)
+
+
+def _sample(samples: list[float] | None, started: float) -> None:
+    if samples is not None:
+        samples.append(time.perf_counter() - started)
