@@ -4,8 +4,10 @@ Contract:
 - Placement: the pump thread first waits (up to the spec's `startup_timeout_s`) until Ray placed the actor and its
   creation spawned the runtime (`where`, event "placement.runtime_placed"); until then `pid` is 0. An actor that is
   not placed in time, or whose creation failed, ends the output with a cause naming it.
-- Output comes back in batches: one pump thread per runtime long-polls the actor (`read`, at most `READ_WAIT_S`
-  per call, up to `READ_MAX_BYTES` a batch; never one call per line), decodes the lines with the same codec as a
+- Output comes back in batches: one pump thread per runtime long-polls the actor (numbered `read`s, at most
+  `READ_WAIT_S` per call, up to `READ_MAX_BYTES` a batch; never one call per line; `READS_IN_FLIGHT` of them
+  outstanding, so output that arrives while the head handles a batch leaves at once; a read that Ray reports
+  unavailable is asked again by its number and answered with the same batch), decodes the lines with the same codec as a
   local reader (`LineBuffer`, `decode_line`, a line over 16 MiB dropped and logged), puts them in the worker's
   `StdoutInbox` and tells the worker `StdoutReady` only when no signal is pending. Error lines from the runtime's
   stderr come with the batches and go to `on_error_line`. At EOF, or when the actor is gone, the worker is told
@@ -41,11 +43,12 @@ from agenthost.actors._ray_runtime import OutputBatch, RuntimeStarted
 from agenthost.protocol._jsonrpc import LineBuffer, LineTooLongError, decode_line
 from agenthost.protocol._messages import StdoutClosed, StdoutReady
 
-__all__ = ["READ_MAX_BYTES", "READ_WAIT_S", "RayRuntime", "RemoteOutbox", "describe_death"]
+__all__ = ["READS_IN_FLIGHT", "READ_MAX_BYTES", "READ_WAIT_S", "RayRuntime", "RemoteOutbox", "describe_death"]
 
 _log = get_logger("agenthost.placement")
 READ_WAIT_S = 0.5  # one long poll waits at most this long for output
 READ_MAX_BYTES = 4 * 1024 * 1024  # one batch carries at most this much stdout
+READS_IN_FLIGHT = 2  # the next read already waits at the actor while the head handles a batch
 _WRITE_BATCH = 1024 * 1024  # one stdin call carries at most this much (more waiting goes in the next)
 _CTL_TIMEOUT_S = 5.0  # a control call (signal, info) that takes longer is given up on
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -236,29 +239,48 @@ class RayRuntime:
         except pykka.ActorDeadError:
             pass
 
-    def _pump_batches(self, lines: LineBuffer) -> None:
-        while (batch := self._read()) is not None:
-            for line in batch.error_lines:
-                self._on_error_line(line)
-            if batch.stdout:
-                try:
-                    complete = lines.feed(batch.stdout)
-                except LineTooLongError as exc:
-                    _log.warning("worker.line_too_long", error=str(exc))
-                    complete = lines.feed(b"")
-                if complete and self._inbox.put([decode_line(line) for line in complete if line]):
-                    self._actor_ref.tell(StdoutReady())
-            if batch.eof:
-                return
+    def _submit_read(self, seq: int) -> Any:
+        return self.actor.read.options(concurrency_group="out").remote(seq, READ_WAIT_S, READ_MAX_BYTES)
 
-    def _read(self) -> OutputBatch | None:
-        """The next batch; None once the actor died or was lost (the cause is kept for `exit_cause`)."""
+    def _pump_batches(self, lines: LineBuffer) -> None:
+        """Batches in order, with the next read always waiting at the actor (`READS_IN_FLIGHT`)."""
+        in_flight = collections.deque(self._submit_read(seq) for seq in range(READS_IN_FLIGHT))
+        seq = 0
+        try:
+            while (batch := self._read(seq, in_flight[0])) is not None:
+                in_flight.popleft()
+                in_flight.append(self._submit_read(seq + READS_IN_FLIGHT))
+                seq += 1
+                for line in batch.error_lines:
+                    self._on_error_line(line)
+                if batch.stdout:
+                    try:
+                        complete = lines.feed(batch.stdout)
+                    except LineTooLongError as exc:
+                        _log.warning("worker.line_too_long", error=str(exc))
+                        complete = lines.feed(b"")
+                    if complete and self._inbox.put([decode_line(line) for line in complete if line]):
+                        self._actor_ref.tell(StdoutReady())
+                if batch.eof:
+                    return
+        finally:
+            self._settle(in_flight)
+
+    def _settle(self, refs: collections.deque[Any]) -> None:
+        """Collect the reads still in flight (answered at once after EOF, failed once the actor is gone), so none is
+        left for Ray to report as an unhandled error."""
+        for ref in refs:
+            try:
+                ray.get(ref, timeout=_CTL_TIMEOUT_S)
+            except Exception:  # noqa: BLE001 - the stream is over: whatever they say changes nothing
+                pass
+
+    def _read(self, seq: int, ref: Any) -> OutputBatch | None:
+        """Read `seq`; None once the actor died or was lost (the cause is kept for `exit_cause`)."""
         unavailable_since: float | None = None
         while not self._released.is_set():
             try:
-                batch: OutputBatch = self._call(
-                    "out", "read", READ_WAIT_S, READ_MAX_BYTES, timeout_s=READ_WAIT_S + self._lost_after_s
-                )
+                batch: OutputBatch = ray.get(ref, timeout=READ_WAIT_S + self._lost_after_s)
                 return batch
             except ray.exceptions.GetTimeoutError:
                 self._lose(f"did not answer within {READ_WAIT_S + self._lost_after_s:g} s")
@@ -267,6 +289,7 @@ class RayRuntime:
                 unavailable_since = unavailable_since or now
                 if now - unavailable_since < self._lost_after_s:
                     time.sleep(0.1)
+                    ref = self._submit_read(seq)  # the actor answers a read asked again with the same batch
                     continue
                 self._lose(f"unreachable for {self._lost_after_s:g} s: {describe_death(exc)}")
             except ray.exceptions.RayError as exc:

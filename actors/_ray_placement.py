@@ -44,7 +44,7 @@ import ray
 from agenthost.actors._log import get_logger
 from agenthost.actors._pipes import StdoutInbox, WorkerSpec
 from agenthost.actors._placement import LOOPBACK, Placement, PlacementError, RayResources
-from agenthost.actors._ray_handle import RayRuntime
+from agenthost.actors._ray_handle import READS_IN_FLIGHT, RayRuntime
 from agenthost.actors._ray_runtime import RuntimeHost
 
 __all__ = ["LOST_AFTER_S", "RayProcessHost", "namespace_for"]
@@ -64,7 +64,7 @@ def namespace_for(root: Path) -> str:
 @functools.cache
 def _actor_class() -> Any:
     remote: Any = ray.remote  # its overloads do not list concurrency_groups, which it takes
-    return remote(concurrency_groups={"in": 1, "out": 1, "ctl": 2})(RuntimeHost)
+    return remote(concurrency_groups={"in": 1, "out": READS_IN_FLIGHT + 1, "ctl": 2})(RuntimeHost)
 
 
 def _reachable(address: str) -> None:

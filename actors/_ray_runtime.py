@@ -16,9 +16,11 @@ Contract:
   and must be called with seq 0, 1, 2, ... (anything else raises `ValueError`: input is never reordered). It
   returns False once the pipe is broken. `close_stdin()` closes it.
 - Output in batches: a reader thread keeps stdout bytes in a buffer (at most `buffer_limit` bytes; past that the
-  reader stops reading, as a pipe would). `read(wait_s, max_bytes)` waits up to `wait_s` for output or EOF and
-  returns an `OutputBatch` with everything buffered (up to `max_bytes`), the stderr lines that reported an error
-  since the last batch, and `eof` once stdout closed and the buffer is empty.
+  reader stops reading, as a pipe would). `read(seq, wait_s, max_bytes)` waits up to `wait_s` for output or EOF
+  and returns an `OutputBatch` with everything buffered (up to `max_bytes`), the stderr lines that reported an
+  error since the last batch, and `eof` once stdout closed and the buffer is empty. Reads are numbered 0, 1, 2 ...
+  and served in that order (one waits for the one before it, so the head can keep the next one waiting here); a
+  read asked again gets the batch it got the first time, so a retried call never loses or repeats output.
 - stderr goes to `spec.stderr_path` on this node (a `RuntimeLog`, its folder created owner-only) or is discarded.
 - `signal_group(sig)` signals the whole group (a group that is gone is ignored). `exited_within(timeout_s)` says
   whether the runtime exited within `timeout_s`. `wait(grace_s)` waits for the runtime's exit and SIGKILLs the
@@ -47,6 +49,8 @@ __all__ = ["OutputBatch", "RuntimeHost", "RuntimeStarted"]
 _READ_CHUNK = 65536
 _PR_SET_PDEATHSIG = 1
 _MAX_ERROR_LINES = 16
+_KEPT_BATCHES = 4  # a read asked again gets the same batch while it is among the last few
+_READ_TURN_S = 60.0  # how long a read waits for the read before it (the head keeps two in flight)
 
 
 class RuntimeStarted(msgspec.Struct, frozen=True, kw_only=True):
@@ -110,6 +114,8 @@ class RuntimeHost:
         self._returncode: int | None = None
         self._exited = threading.Event()
         self._next_seq = 0
+        self._next_read = 0
+        self._served: dict[int, OutputBatch] = {}  # the last batches returned, by read number
         self._broken = False
         self._stdin_lock = threading.Lock()
         if spawn:  # as a Ray actor: the runtime exists before any call reaches the actor
@@ -216,15 +222,24 @@ class RuntimeHost:
                 except OSError:
                     pass
 
-    def read(self, wait_s: float, max_bytes: int) -> OutputBatch:
+    def read(self, seq: int, wait_s: float, max_bytes: int) -> OutputBatch:
         with self._cond:
+            if seq in self._served:  # asked again (the answer was lost on its way): the same batch, nothing lost
+                return self._served[seq]
+            if seq < self._next_read:
+                raise ValueError(f"stdout read {seq} is older than the batches kept (next is {self._next_read})")
+            if not self._cond.wait_for(lambda: self._next_read == seq, timeout=_READ_TURN_S):
+                raise ValueError(f"stdout read {seq} came without read {self._next_read} before it")
             self._cond.wait_for(lambda: bool(self._stdout) or self._eof or bool(self._errors), timeout=wait_s)
             data = bytes(self._stdout[:max_bytes])
             del self._stdout[:max_bytes]
-            errors = tuple(self._errors)
+            batch = OutputBatch(stdout=data, error_lines=tuple(self._errors), eof=self._eof and not self._stdout)
             self._errors.clear()
+            self._served[seq] = batch
+            self._served.pop(seq - _KEPT_BATCHES, None)
+            self._next_read = seq + 1
             self._cond.notify_all()
-            return OutputBatch(stdout=data, error_lines=errors, eof=self._eof and not self._stdout)
+            return batch
 
     def signal_group(self, sig: int) -> None:
         proc = self._require()

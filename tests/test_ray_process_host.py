@@ -13,19 +13,30 @@ import pytest
 from raykit import ray_or_skip, wait_gone
 
 from agenthost.actors._pipes import OutboxFull, WorkerSpec
-from agenthost.actors._ray_runtime import RuntimeHost
+from agenthost.actors._ray_runtime import OutputBatch, RuntimeHost
 
 pytestmark = pytest.mark.timeout(60)
 ECHO = (sys.executable, "-c", "import sys\nfor line in sys.stdin: sys.stdout.write(line.upper()); sys.stdout.flush()")
 
 
-def _read_until(host: RuntimeHost, expected: bytes, timeout_s: float = 10.0) -> bytes:
-    got = b""
-    deadline = time.monotonic() + timeout_s
-    while not got.endswith(expected):
-        assert time.monotonic() < deadline, f"got {got!r}, waiting for {expected!r}"
-        got += host.read(0.5, 1 << 20).stdout
-    return got
+class _Reader:
+    """Numbered reads of a RuntimeHost, as the head makes them."""
+
+    def __init__(self, host: RuntimeHost) -> None:
+        self.host, self.seq = host, 0
+
+    def read(self) -> OutputBatch:
+        batch = self.host.read(self.seq, 0.5, 1 << 20)
+        self.seq += 1
+        return batch
+
+    def until(self, expected: bytes, timeout_s: float = 10.0) -> bytes:
+        got = b""
+        deadline = time.monotonic() + timeout_s
+        while not got.endswith(expected):
+            assert time.monotonic() < deadline, f"got {got!r}, waiting for {expected!r}"
+            got += self.read().stdout
+        return got
 
 
 def test_input_goes_in_order_and_output_comes_back_in_batches(tmp_path: Path) -> None:
@@ -36,11 +47,12 @@ def test_input_goes_in_order_and_output_comes_back_in_batches(tmp_path: Path) ->
         assert host.write(seq, f"line {seq}\n".encode())
     with pytest.raises(ValueError, match="stdin write 7 arrived out of order \\(expected 50\\)"):
         host.write(7, b"late\n")
-    out = _read_until(host, b"LINE 49\n")
+    reader = _Reader(host)
+    out = reader.until(b"LINE 49\n")
     assert out == b"".join(f"LINE {n}\n".encode() for n in range(50))  # a few batches, nothing lost or reordered
     host.close_stdin()
     deadline = time.monotonic() + 10
-    while not host.read(0.5, 1 << 20).eof:
+    while not reader.read().eof:
         assert time.monotonic() < deadline
     assert host.wait(5.0) == 0
     assert (tmp_path / "logs").is_dir()  # the stderr log's folder is created on the node
@@ -53,7 +65,8 @@ def test_error_lines_come_with_the_batches_and_a_kill_reaches_the_group() -> Non
     )
     pid = host.start().pid
     deadline = time.monotonic() + 10
-    while not (batch := host.read(0.5, 1 << 20)).error_lines:
+    reader = _Reader(host)
+    while not (batch := reader.read()).error_lines:
         assert time.monotonic() < deadline
     assert batch.error_lines == ("ERROR: model unreachable",)
     assert not host.exited_within(0.1)
@@ -110,3 +123,19 @@ def test_remote_outbox_is_broken_when_the_actor_is_gone() -> None:
     assert outbox.put(b"request\n")
     assert outbox.drain(5.0)
     assert outbox.broken and outbox.pending == 0 and not outbox.put(b"more\n")
+
+
+def test_reads_are_served_in_their_order_and_a_read_asked_again_gets_the_same_batch() -> None:
+    host = RuntimeHost(WorkerSpec(worker_id=1, generation=1, argv=ECHO), spawn=True)
+    later: list[OutputBatch] = []
+    second = threading.Thread(target=lambda: later.append(host.read(1, 5.0, 1 << 20)))
+    second.start()  # read 1 waits for read 0, as when the head keeps two in flight
+    assert host.write(0, b"first\n")
+    first = host.read(0, 5.0, 1 << 20)
+    assert first.stdout == b"FIRST\n"
+    assert host.write(1, b"second\n")
+    second.join(10)
+    assert [batch.stdout for batch in later] == [b"SECOND\n"]
+    assert host.read(0, 0.1, 1 << 20) == first  # its answer was lost on the way: the same batch again
+    host.close_stdin()
+    assert host.wait(5.0) == 0
