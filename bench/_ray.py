@@ -1,13 +1,14 @@
 """Ray placement against local placement, in one run: deltas/s and a turn's round trip.
 
-`python -m bench._ray [--quick]` prints them alone; `python -m bench` prints them as its Ray section (skipped, with
-the reason, when ray is not installed).
+`python -m bench._ray [--quick] [--address ADDR] [--json PATH]` prints them alone; `python -m bench` prints them
+as its Ray section (skipped, with the reason, when ray is not installed).
 
 Set-up: a one-node Ray cluster on this machine (`ray.cluster_utils.Cluster`, bound to 127.0.0.1, no dashboard,
 2 CPUs), started and torn down by the measurement. Two hosts run side by side, each with one worker on the built-in
 runtime and its own fresh storage root: `placement="local"` (the runtime is a child process) and `placement="ray"`
 (the runtime runs in a Ray actor on the cluster's node). Both are on the same machine, so the difference is what
-Ray's calls and batching add (the stdout long poll, the numbered stdin writes), not a network's latency.
+Ray's calls and batching add (the stdout long polls, the numbered stdin writes), not a network's latency. With
+`--address ADDR` the Ray host uses that cluster instead, and its runtime runs wherever Ray places it.
 
 - deltas/s: per host, one untimed warm-up turn, then `turns` timed turns of `deltas_per_reply` deltas on one
   thread, every event of each handle consumed (as bench/_deltas.py's host side); the hosts take turns, one turn
@@ -22,6 +23,7 @@ asserted.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import importlib.util
 import os
 import statistics
@@ -55,6 +57,7 @@ QUICK = RayParams(deltas_per_reply=1000, turns=3, round_trips=20)
 class RayVsLocal(msgspec.Struct, frozen=True, kw_only=True):
     params: RayParams
     ray_version: str
+    cluster: str  # where the Ray host's runtime ran
     local_deltas_per_s: float
     ray_deltas_per_s: float
     deltas_ratio_pct: float  # ray / local
@@ -129,30 +132,35 @@ def _compare(params: RayParams, work_dir: Path, address: str) -> dict[str, list[
             host.shutdown(drain_timeout_s=1.0)
 
 
-def measure(params: RayParams, work_dir: Path) -> RayVsLocal:
-    """Start a loopback Ray cluster, measure both placements side by side (see the module docstring), stop it."""
+def measure(params: RayParams, work_dir: Path, address: str | None = None) -> RayVsLocal:
+    """Measure both placements side by side (see the module docstring) on the cluster at `address`, or on a
+    one-node loopback cluster started (and stopped) here when it is None."""
     started = time.perf_counter()
-    if "ray" not in sys.modules:  # a cluster bound to 127.0.0.1 (README "Running on a cluster")
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    import ray
-    from ray.cluster_utils import Cluster
+    if address is not None:
+        timed = _compare(params, work_dir, address)
+    else:
+        if "ray" not in sys.modules:  # a cluster bound to 127.0.0.1 (README "Running on a cluster")
+            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        import ray
+        from ray.cluster_utils import Cluster
 
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={"node_ip_address": "127.0.0.1", "num_cpus": 2, "include_dashboard": False},
-    )
-    try:
-        timed = _compare(params, work_dir, str(cluster.address))
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
+        cluster = Cluster(
+            initialize_head=True,
+            head_node_args={"node_ip_address": "127.0.0.1", "num_cpus": 2, "include_dashboard": False},
+        )
+        try:
+            timed = _compare(params, work_dir, str(cluster.address))
+        finally:
+            ray.shutdown()
+            cluster.shutdown()
     n = params.deltas_per_reply
     local_rate = n * len(timed["local"]) / sum(timed["local"])
     ray_rate = n * len(timed["ray"]) / sum(timed["ray"])
     ms = 1000.0
     return RayVsLocal(
         params=params,
-        ray_version=str(ray.__version__),
+        ray_version=importlib.metadata.version("ray"),
+        cluster=address or "a one-node loopback cluster",
         local_deltas_per_s=local_rate,
         ray_deltas_per_s=ray_rate,
         deltas_ratio_pct=100.0 * ray_rate / local_rate,
@@ -171,7 +179,7 @@ def format_section(result: RayVsLocal | None, skipped: str | None = None) -> str
     p = result.params
     return "\n".join(
         [
-            f"Ray placement vs local placement (ray {result.ray_version}, one-node loopback cluster, 1 worker each, "
+            f"Ray placement vs local placement (ray {result.ray_version}, {result.cluster}, 1 worker each, "
             f"alternating; {result.seconds:.0f} s)",
             f"  deltas/s ({p.turns} turns x {p.deltas_per_reply} deltas)   local {result.local_deltas_per_s:>10,.0f}"
             f"   ray {result.ray_deltas_per_s:>10,.0f}   ray/local {result.deltas_ratio_pct:5.1f} %",
@@ -182,19 +190,23 @@ def format_section(result: RayVsLocal | None, skipped: str | None = None) -> str
     )
 
 
-def run_section(quick: bool) -> tuple[RayVsLocal | None, str | None]:
+def run_section(quick: bool, address: str | None = None) -> tuple[RayVsLocal | None, str | None]:
     """The section for `python -m bench`: the result, or None and why it was skipped (ray not installed)."""
     if importlib.util.find_spec("ray") is None:  # not imported here: measure() must set its knob first
         return None, "ray is not installed: pip install 'agenthost[ray]'"
     with tempfile.TemporaryDirectory(prefix="agenthost-bench-ray-") as work_dir:
-        return measure(QUICK if quick else FULL, Path(work_dir)), None
+        return measure(QUICK if quick else FULL, Path(work_dir), address), None
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench._ray", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a few turns only (the smoke version)")
+    parser.add_argument("--address", metavar="ADDR", help="measure on this Ray cluster instead of a loopback one")
+    parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     args = parser.parse_args(argv)
-    result, skipped = run_section(args.quick)
+    result, skipped = run_section(args.quick, args.address)
+    if args.json is not None and result is not None:
+        Path(args.json).write_bytes(msgspec.json.format(msgspec.json.encode(result)) + b"\n")
     print(format_section(result, skipped))
     return 0
 

@@ -339,3 +339,27 @@ def test_a_runtime_that_cannot_be_spawned_or_placed_ends_with_a_cause_naming_the
     assert runtime.exit_cause(None).endswith(
         "was not placed within 1 s (it asks for num_cpus=0, no_such_node=1; does a node have that free?)"
     )
+
+
+def test_the_ray_bench_measures_both_placements_on_the_cluster(cluster: LoopbackCluster, tmp_path: Path) -> None:
+    out = tmp_path / "ray-bench.json"
+    repo = Path(__file__).resolve().parent.parent
+    run = subprocess.run(
+        [sys.executable, "-m", "bench._ray", "--quick", "--address", cluster.address, "--json", str(out)],
+        cwd=repo,
+        env={k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    assert figures["cluster"] == cluster.address and figures["ray_version"] == ray.__version__
+    assert figures["local_deltas_per_s"] > 0 and figures["ray_deltas_per_s"] > 0
+    assert figures["deltas_ratio_pct"] == pytest.approx(
+        100 * figures["ray_deltas_per_s"] / figures["local_deltas_per_s"]
+    )
+    assert 0 < figures["ray_p50_ms"] <= figures["ray_p90_ms"] and 0 < figures["local_p50_ms"] <= figures["local_p90_ms"]
+    assert f"ray/local {figures['deltas_ratio_pct']:5.1f} %" in run.stdout
+    assert run.stderr == ""  # nothing from Ray on stderr
