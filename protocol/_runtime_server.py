@@ -10,9 +10,12 @@ Contract (see protocol/reference_runtime.py for the command line and the full me
 - Faults: protocol._live_faults. The faults file is also stat()ed before each
   request (`hang_on`: that request is never answered); `garbage_before_turn` writes a non-JSON line before each
   `turn/started`.
-- Persisted state: thread files via ThreadStore; a thread is saved before `thread/start` is answered, a turn is
-  saved "inProgress" before `turn/start` is answered (a failed save answers the error and starts nothing), and with
-  its final status before its `turn/completed` is written.
+- Persisted state: thread files via ThreadStore (append-only); a thread's header is saved before `thread/start` is
+  answered, a turn is appended "inProgress" before `turn/start` is answered (a failed save answers the error and
+  starts nothing), and appended with its final status before its `turn/completed` is written.
+- Memory: a loaded thread keeps only its header here; `thread/resume` reads the turns from its file each time (the
+  running turn, if any, as it is in memory). A turn whose final save failed therefore reads "interrupted" there, as
+  it would after a restart.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from agenthost.protocol._runtime_params import (
     text_inputs,
     unknown_variant,
 )
-from agenthost.protocol._runtime_store import ThreadRecord, ThreadStore, looks_like_uuid
+from agenthost.protocol._runtime_store import ThreadHeader, ThreadStore, looks_like_uuid
 from agenthost.protocol._runtime_turns import RunningTurn, TurnRunner
 
 __all__ = ["ReferenceRuntime"]
@@ -96,7 +99,7 @@ class ReferenceRuntime:
             deltas_per_reply=deltas_per_reply,
         )
         self._initialized = False
-        self._threads: dict[str, ThreadRecord] = {}  # loaded in this process
+        self._threads: dict[str, ThreadHeader] = {}  # loaded in this process; turns stay on disk
         self._handlers: dict[str, Callable[[Request], None]] = {
             "initialize": self._initialize,
             "thread/start": self._thread_start,
@@ -177,28 +180,30 @@ class ReferenceRuntime:
 
     def _thread_start(self, request: Request) -> None:
         params = object_params(request.params, required=False)
-        record = ThreadRecord(
+        header = ThreadHeader(
             id=str(uuid.uuid4()),
             cwd=optional_field(params, "cwd", str, "a string") or os.getcwd(),
             approval_policy=approval_policy(params.get("approvalPolicy")),
             sandbox=sandbox_policy(params.get("sandbox")),
         )
-        self._store.save(record)
-        self._threads[record.id] = record
-        self._out.response(request.id, self._thread_result(record))
-        self._out.notify("thread/started", {"thread": self._thread_json(record)})
+        self._store.create(header)
+        self._threads[header.id] = header
+        self._out.response(request.id, self._thread_result(header, []))
+        self._out.notify("thread/started", {"thread": self._thread_json(header, [])})
 
     def _thread_resume(self, request: Request) -> None:
         thread_id = required_field(object_params(request.params), "threadId", str, "a string")
         if not looks_like_uuid(thread_id):
             raise RequestError(f"invalid session id: {thread_id}")
-        record = self._threads.get(thread_id)
-        if record is None:
-            record = self._store.load(thread_id)
+        record = self._store.load(thread_id)
         if record is None:
             raise RequestError(f"no rollout found for thread id {thread_id}")
-        self._threads[thread_id] = record
-        self._out.response(request.id, self._thread_result(record))
+        header = self._threads.setdefault(thread_id, record.header)
+        turns = record.turns
+        active = self._turns.active.get(thread_id)
+        if active is not None:  # on disk it is "inProgress", which load reads as a dead process's turn
+            turns = [active.record if turn.get("id") == active.id else turn for turn in turns]
+        self._out.response(request.id, self._thread_result(header, turns))
 
     def _turn_start(self, request: Request) -> None:
         params = object_params(request.params)
@@ -219,12 +224,7 @@ class ReferenceRuntime:
             "items": [user_item],
             "error": None,
         }
-        record.turns.append(turn_record)
-        try:
-            self._store.save(record)
-        except BaseException:
-            record.turns.pop()
-            raise
+        self._store.save_turn(record.id, turn_record)
         turn = RunningTurn(record, turn_record, text, user_item)
         self._turns.active[record.id] = turn
         started_turn = _live_turn(turn.id)
@@ -281,7 +281,7 @@ class ReferenceRuntime:
         cwds = optional_field(params, "cwds", list, "a sequence") or [os.getcwd()]
         self._out.response(request.id, {"data": [{"cwd": cwd, "skills": [], "errors": []} for cwd in cwds]})
 
-    def _loaded_thread(self, thread_id: str) -> ThreadRecord:
+    def _loaded_thread(self, thread_id: str) -> ThreadHeader:
         if not looks_like_uuid(thread_id):
             raise RequestError(f"invalid thread id: {thread_id}")
         record = self._threads.get(thread_id)
@@ -289,9 +289,9 @@ class ReferenceRuntime:
             raise RequestError(f"thread not found: {thread_id}")
         return record
 
-    def _thread_result(self, record: ThreadRecord) -> dict[str, Any]:
+    def _thread_result(self, record: ThreadHeader, turns: list[dict[str, Any]]) -> dict[str, Any]:
         return {
-            "thread": self._thread_json(record),
+            "thread": self._thread_json(record, turns),
             "model": MODEL,
             "modelProvider": MODEL_PROVIDER,
             "cwd": record.cwd,
@@ -299,14 +299,14 @@ class ReferenceRuntime:
             "sandbox": record.sandbox,
         }
 
-    def _thread_json(self, record: ThreadRecord) -> dict[str, Any]:
+    def _thread_json(self, record: ThreadHeader, turns: list[dict[str, Any]]) -> dict[str, Any]:
         turn = self._turns.active.get(record.id)
         if turn is None:
             status: dict[str, Any] = {"type": "idle"}
         else:
             flags = ["waitingOnApproval"] if turn.approval_id is not None else []
             status = {"type": "active", "activeFlags": flags}
-        return {"id": record.id, "turns": record.turns, "status": status, "cwd": record.cwd}
+        return {"id": record.id, "turns": turns, "status": status, "cwd": record.cwd}
 
 
 # --- helpers -------------------------------------------------------------------------------------------------------

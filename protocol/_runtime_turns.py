@@ -12,8 +12,8 @@ Contract (the message sequences are in protocol/reference_runtime.py):
   Those request ids are ints from 0, process-wide; a reply matches only with the same JSON type (`accept_reply`
   ignores and logs any other). accept/acceptForSession -> "completed", decline -> "declined", cancel -> the turn
   ends "interrupted", an error reply or an unknown decision -> "failed".
-- `finish_locked` (state lock held) ends a turn: its final status is persisted before its `turn/completed` is
-  written (a failed save is logged, the turn still completes).
+- `finish_locked` (state lock held) ends a turn: its final status is appended to the thread's file before its
+  `turn/completed` is written (a failed save is logged, the turn still completes).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from agenthost.protocol._chunks import split_text
 from agenthost.protocol._jsonrpc import ErrorResponse, Response
 from agenthost.protocol._live_faults import FaultTriggers, LiveFaults
 from agenthost.protocol._runtime_io import StdoutWriter, log, now_ms
-from agenthost.protocol._runtime_store import ThreadRecord, ThreadStore
+from agenthost.protocol._runtime_store import ThreadHeader, ThreadStore
 
 __all__ = ["RunningTurn", "TurnRunner"]
 
@@ -42,9 +42,9 @@ class RunningTurn:
 
     __slots__ = ("approval_id", "approval_reply", "done", "record", "steered", "text", "thread", "user_item")
 
-    def __init__(self, thread: ThreadRecord, record: dict[str, Any], text: str, user_item: dict[str, Any]) -> None:
+    def __init__(self, thread: ThreadHeader, record: dict[str, Any], text: str, user_item: dict[str, Any]) -> None:
         self.thread = thread
-        self.record = record  # the dict persisted in thread.turns
+        self.record = record  # the turn as persisted (one line of the thread's file per save)
         self.text = text
         self.user_item = user_item
         self.done = False
@@ -117,7 +117,7 @@ class TurnRunner:
         final_items = [agent_item] if agent_item is not None else []
         turn.record.update(status=status, items=[turn.user_item, *turn.steered, *final_items], error=error)
         try:
-            self._store.save(turn.thread)
+            self._store.save_turn(turn.thread.id, turn.record)
         except OSError as exc:
             log(f"could not persist turn {turn.id} of thread {turn.thread.id}: {exc!r}")
         completed_turn = {"id": turn.id, "status": status, "items": final_items, "error": error}

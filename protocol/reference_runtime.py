@@ -11,7 +11,7 @@ Methods (before `initialize`, any other request gets "Not initialized"; a second
   platformFamily: "unix", platformOs: "linux"}. The `initialized` notification is accepted, not required.
 - `thread/start {cwd?, approvalPolicy?, sandbox?}` -> {thread{id, turns: [], status{type: idle}, cwd}, model:
   "reference", modelProvider: "builtin", cwd, approvalPolicy, sandbox(policy object)}, then `thread/started {thread}`.
-  The thread is saved to <state-dir>/threads/<id>.json (atomic) before the answer.
+  The thread is saved to <state-dir>/threads/<id>.jsonl (append-only; see protocol._runtime_store) before the answer.
 - `thread/resume {threadId}` -> the same shape with thread.turns[] ({id, status, items[userMessage, agentMessage],
   error}); a turn cut off by a dead process reads "interrupted" with only its userMessage. Errors: "invalid session
   id: <id>" (not a UUID), "no rollout found for thread id <id>". Overrides in params are ignored.

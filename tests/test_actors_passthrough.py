@@ -19,7 +19,7 @@ WAIT_S = 20.0
 def _runtime_thread_record(host: AgentHost, thread_id: str) -> dict:
     """What the built-in runtime itself stored for the thread (its runtime thread id is internal)."""
     folder = host.root.system_dir / "runtime-state" / "threads"
-    records = [json.loads(path.read_text()) for path in folder.glob("*.json")]
+    records = [json.loads(path.read_text().splitlines()[0]) for path in folder.glob("*.jsonl")]  # its header
     assert len(records) == 1, records
     return records[0]
 

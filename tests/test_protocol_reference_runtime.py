@@ -271,7 +271,7 @@ def test_thread_start_persists_and_answers_before_thread_started(spawn: Spawn, t
     started = runtime.read()
     assert _is_notification(started, "thread/started")
     assert _params(started)["thread"]["id"] == thread["id"]
-    assert (tmp_path / "state" / "threads" / f"{thread['id']}.json").exists()
+    assert (tmp_path / "state" / "threads" / f"{thread['id']}.jsonl").exists()
     assert runtime.error_message("thread/start", {"sandbox": "sometimes"}).startswith(
         "Invalid request: unknown variant `sometimes`"
     )
@@ -439,6 +439,7 @@ def test_reply_with_string_id_is_ignored_until_interrupt_releases_the_turn(spawn
     assert added.params["item"]["content"] == [{"type": "text", "text": "more"}]
     resumed = runtime.result("thread/resume", {"threadId": thread_id})
     assert resumed["thread"]["status"] == {"type": "active", "activeFlags": ["waitingOnApproval"]}
+    assert [(t["id"], t["status"]) for t in resumed["thread"]["turns"]] == [(turn_id, "inProgress")]  # live, not dead
     assert runtime.error_message("turn/interrupt", {"threadId": thread_id, "turnId": "other"}) == (
         f"expected active turn id other but found {turn_id}"
     )
@@ -503,6 +504,26 @@ def test_restart_on_the_same_state_dir_needs_resume(spawn: Spawn, tmp_path: Path
     assert second.result("thread/resume", {"threadId": thread_id})["thread"]["turns"] == [turn]  # loaded: again
     second.start_turn(thread_id, "after restart")
     assert "".join(_deltas(second.read_turn())) == "Reference reply to: after restart"
+
+
+@pytest.mark.timeout(30)
+def test_a_thread_in_the_old_json_format_resumes_and_continues(spawn: Spawn, tmp_path: Path) -> None:
+    thread_id = str(uuid.uuid4())
+    threads = tmp_path / "state" / "threads"
+    threads.mkdir(parents=True)
+    old_turn = {"id": "t1", "status": "inProgress", "items": [{"type": "userMessage", "id": "u1", "content": []}]}
+    record = {"id": thread_id, "cwd": "/old", "approvalPolicy": "never", "sandbox": {"type": "dangerFullAccess"}}
+    (threads / f"{thread_id}.json").write_text(json.dumps({**record, "turns": [{**old_turn, "error": None}]}))
+    runtime = spawn()
+    runtime.initialize()
+    resumed = runtime.result("thread/resume", {"threadId": thread_id})
+    assert (resumed["cwd"], resumed["approvalPolicy"], resumed["sandbox"]) == ("/old", "never", record["sandbox"])
+    assert [(t["id"], t["status"]) for t in resumed["thread"]["turns"]] == [("t1", "interrupted")]
+    new_turn = runtime.start_turn(thread_id, "new")
+    assert _params(runtime.read_turn()[-1])["turn"]["status"] == "completed"
+    assert sorted(path.name for path in threads.iterdir()) == [f"{thread_id}.jsonl"]  # converted
+    turns = runtime.result("thread/resume", {"threadId": thread_id})["thread"]["turns"]
+    assert [(t["id"], t["status"]) for t in turns] == [("t1", "interrupted"), (new_turn, "completed")]
 
 
 @pytest.mark.timeout(30)
