@@ -38,6 +38,7 @@ from agenthost.actors._log import decision, get_logger
 from agenthost.actors._reconcile import reconcile
 from agenthost.actors._refs import FaultHook, Reply, SupervisedActor, ask, tell_quietly
 from agenthost.actors._turnmachine import step
+from agenthost.actors._turnround import StorageRound
 from agenthost.actors._turns import CoordinatorSettings, TurnRegistry, emit, new_turn_id
 from agenthost.actors._turnstate import State
 from agenthost.actors._turnstore import TurnStore
@@ -122,11 +123,15 @@ class TurnCoordinator(SupervisedActor):
         )
         self._ask_timeout_s = settings.ask_timeout_s
         self._timed_out: dict[str, str] = {}  # actor urn -> its ask that timed out while handling this message
-        self._store = TurnStore(lambda message: self._ask(persistence_ref, message), self._registry)
+        self._store = TurnStore(
+            lambda message: self._ask(persistence_ref, message),
+            lambda message: tell_quietly(persistence_ref, message),
+            self._registry,
+        )
         self._workers: dict[int, Any] = {}  # worker id -> its actor ref (the machine knows the generations)
         self._deadlines: dict[str, Timer] = {}
         self._retry_timer: Timer | None = None
-        self._begins: list[ev.Begin] = []  # direct sends' begins waiting for their group commit
+        self._round = StorageRound(self._store, self._registry)  # storage effects waiting for one round
 
     def on_child_start(self) -> None:
         self._state.waiting.extend(reconcile(self._persistence, self._registry, self._ask_timeout_s))
@@ -146,9 +151,23 @@ class TurnCoordinator(SupervisedActor):
 
     # --- messages -> events ----------------------------------------------------------------------------------
     def handle(self, message: Any) -> Any:
+        """Sends and turn ends may leave storage effects waiting, to share one storage round with those of the
+        messages queued behind them; the round goes when the mailbox is empty, `MAX_BEGIN_BATCH` wait, or before
+        (and after) any other message, so every message sees the storage effects of those before it."""
         self._timed_out.clear()
-        if not isinstance(message, SendMessage):
-            self._flush_begins()  # begins waiting for a group commit go first: messages are handled in order
+        batching = isinstance(message, SendMessage | TurnPersisted)
+        if not batching or (isinstance(message, SendMessage) and message.thread_id in self._state.fetching):
+            self._flush_round()  # (a send to a thread being fetched would queue behind the fetch)
+        answer = self._handle(message)
+        if len(self._round) and (not batching or len(self._round) >= MAX_BEGIN_BATCH or self.actor_inbox.empty()):
+            self._flush_round()
+        if isinstance(message, SendMessage) and message.reply_to is None:  # asked: answered once its round went
+            self._flush_round()
+            accepted: TurnAccepted = answer.wait(0.0)
+            return accepted
+        return answer
+
+    def _handle(self, message: Any) -> Any:
         match message:
             case RuntimeOutput():
                 self._run(
@@ -227,10 +246,9 @@ class TurnCoordinator(SupervisedActor):
                 return super().handle(message)
         return None
 
-    def _send(self, message: SendMessage) -> TurnAccepted | None:
-        """A told send (`reply_to` set) is answered when its begin is durable: the begins of consecutive sends are
-        group-committed (one storage round) when the mailbox runs dry or `MAX_BEGIN_BATCH` wait. An asked one is
-        answered at once."""
+    def _send(self, message: SendMessage) -> Reply | None:
+        """A told send (`reply_to` set) is answered when its begin (or enqueue) is durable, in its storage round;
+        an asked one gets the `Reply` to wait on (`handle` flushes the round first)."""
         reply = message.reply_to if message.reply_to is not None else Reply()
         try:
             turn_id = new_turn_id() if message.turn_id is None else validate_id("turn id", message.turn_id)
@@ -251,21 +269,11 @@ class TurnCoordinator(SupervisedActor):
                 raise
             reply.fail(exc)
             return None
-        if message.reply_to is not None and len(self._begins) < MAX_BEGIN_BATCH and not self.actor_inbox.empty():
-            return None
-        self._flush_begins()
-        if message.reply_to is None:
-            accepted: TurnAccepted = reply.wait(0.0)
-            return accepted
-        return None
+        return reply if message.reply_to is None else None
 
-    def _flush_begins(self) -> None:
-        """Begin the waiting direct sends in one storage round and tell each caller."""
-        if not self._begins:
-            return
-        begins, self._begins = self._begins, []
-        for outcome in self._store.begin_direct(begins):
-            self._run(outcome)
+    def _flush_round(self) -> None:
+        """Send what waits (enqueues, fetches, begins) to the storage in rounds and feed the outcomes back."""
+        self._round.flush(self._run)
 
     def _pass_request(self, message: RuntimeRequest) -> int:
         up = sorted(worker for worker in self._state.workers if worker in self._workers)
@@ -294,6 +302,8 @@ class TurnCoordinator(SupervisedActor):
 
     # --- effects -------------------------------------------------------------------------------------------------
     def _do(self, effect: ev.Effect) -> ev.Event | None:
+        if self._round.defer(effect):  # enqueues, fetches and begins wait for one storage round
+            return None
         match effect:
             case ev.Emit():
                 emit(effect.sink, effect.event)
@@ -314,13 +324,6 @@ class TurnCoordinator(SupervisedActor):
                 effect.reply_to.set(TurnAccepted(turn_id=effect.turn_id, queued=effect.queued))
             case ev.Refuse():
                 effect.reply_to.fail(effect.exception)
-            case ev.Begin():
-                if effect.followup_id is None:
-                    self._begins.append(effect)  # group-committed with the begins of the sends that follow
-                    return None
-                return self._store.begin_followup(effect)
-            case ev.Enqueue():
-                self._store.enqueue(effect)
             case ev.RegisterSink():
                 self._registry.put(effect.turn_id, effect.sink)
             case ev.ForgetSink():
@@ -373,9 +376,7 @@ class TurnCoordinator(SupervisedActor):
                     ),
                 )
             case ev.SetFollowUp():
-                self._store.set_followup(effect)
-            case ev.FetchFollowUp():
-                return self._store.fetch_followup(effect.thread_id, effect.include_manual)
+                self._store.settle_followup(effect)
             case ev.ArmRetry():
                 ref = self.actor_ref
                 self._retry_timer = self._clock.call_later(
@@ -430,11 +431,8 @@ class TurnCoordinator(SupervisedActor):
             _log.warning("turns.runtime_state_import_failed", turn=effect.turn_id, error=repr(exc))
 
     def on_crash(self, error: BaseException) -> None:
-        """Sends whose begins were waiting for their group commit: their callers hear at once (nothing began)."""
-        begins, self._begins = self._begins, []
-        for effect in begins:
-            why = f"agenthost's turns crashed before this message began: {error!r}"
-            effect.reply_to.fail(HostUnavailableError(why))
+        """Sends waiting for their storage round: their callers hear at once (nothing began or was queued)."""
+        self._round.fail_all(HostUnavailableError(f"agenthost's turns crashed before this message began: {error!r}"))
 
     def on_stop(self) -> None:
         """Completions still in the group commit: wait for it (any ask flushes it) and tell their callers."""

@@ -43,11 +43,13 @@ import msgspec
 
 from agenthost.actors._clock import Clock, Timer
 from agenthost.actors._events import StorageTimed, TranscriptFailed
+from agenthost.actors._groupcommit import GroupCommits
 from agenthost.actors._log import get_logger
 from agenthost.actors._refs import FaultHook, SupervisedActor, tell_quietly
 from agenthost.protocol._messages import (
     AddActionCard,
     BeginFollowUpTurn,
+    BeginFollowUpTurns,
     BeginTurn,
     BeginTurns,
     CancelFollowUp,
@@ -56,6 +58,7 @@ from agenthost.protocol._messages import (
     CreateThread,
     EditFollowUp,
     EnqueueFollowUp,
+    EnqueueFollowUps,
     FinishTurn,
     GetThread,
     GetTurn,
@@ -68,12 +71,14 @@ from agenthost.protocol._messages import (
     LoadMappings,
     MoveFollowUp,
     NextFollowUp,
+    NextFollowUps,
     QueueDepths,
     ReadTranscript,
     RetryFollowUp,
     SaveMapping,
     SetDispatchMode,
     SetFollowUpState,
+    SettleFollowUp,
     TurnBegun,
     TurnPersisted,
     UpdateThread,
@@ -90,7 +95,6 @@ from agenthost.storage import (
     ThreadRow,
     TranscriptWriter,
     TurnFinish,
-    TurnRow,
     check_permissions,
     check_storage,
     open_or_quarantine,
@@ -104,6 +108,8 @@ _WRITES = (
     UpdateThread,
     BeginTurn,
     BeginTurns,
+    BeginFollowUpTurns,
+    EnqueueFollowUps,
     BeginFollowUpTurn,
     FinishTurn,
     AddActionCard,
@@ -121,7 +127,7 @@ class _CheckpointTick(msgspec.Struct, frozen=True):
     """Timer message: run the periodic PASSIVE checkpoint."""
 
 
-class PersistenceActor(SupervisedActor):
+class PersistenceActor(GroupCommits, SupervisedActor):
     child_name = "persistence"
     expected_errors = (StorageError,)
 
@@ -149,7 +155,7 @@ class PersistenceActor(SupervisedActor):
         self._transcript_fs = transcript_fs
         self._transcripts: TranscriptWriter | None = None
         self._timer: Timer | None = None
-        self._batch: list[CompleteTurn] = []
+        self._batch: list[CompleteTurn | SettleFollowUp] = []
         self._wal_pages = 0
         self._transcript_s = 0.0  # transcript time inside the message being handled (kept out of its commit time)
         self._vfs = vfs
@@ -221,7 +227,7 @@ class PersistenceActor(SupervisedActor):
 
     # --- dispatch -------------------------------------------------------------------------------------------
     def handle(self, message: Any) -> Any:
-        if isinstance(message, CompleteTurn):
+        if isinstance(message, CompleteTurn | SettleFollowUp):
             self._batch.append(message)
             if len(self._batch) >= self._max_batch or self.actor_inbox.empty():
                 self._flush()
@@ -246,8 +252,8 @@ class PersistenceActor(SupervisedActor):
                 return db.get_thread(message.thread_id)
             case BeginTurn():
                 return self._begun(db.begin_turn(message.turn_id, message.thread_id, message.user_text, now))
-            case BeginTurns():
-                return self._begin_many(message.begins, now)
+            case BeginTurns() | BeginFollowUpTurns() | EnqueueFollowUps() | NextFollowUps():
+                return self._group(message, now)
             case BeginFollowUpTurn():
                 return self._begun(db.begin_followup_turn(message.followup_id, now, message.turn_id))
             case UpdateThread():
@@ -338,28 +344,6 @@ class PersistenceActor(SupervisedActor):
         self._turn_written(row)
         return TurnBegun(turn=row, settings=self.db.get_thread(row.thread_id).thread_settings())
 
-    def _begin_many(self, begins: tuple[BeginTurn, ...], now: float) -> tuple[TurnBegun | StorageError, ...]:
-        """Group-commit the begins (one transaction, one transcript append per thread); when the batch fails, each
-        is begun alone, so one bad begin (an unknown thread, a used turn id) never refuses the others."""
-        rows: list[TurnRow | StorageError]
-        try:
-            rows = list(self.db.begin_turns([(b.turn_id, b.thread_id, b.user_text) for b in begins], now))
-        except StorageError:
-            rows = [self._begin_alone(begin, now) for begin in begins]
-        begun = [row for row in rows if isinstance(row, TurnRow)]
-        if begun:
-            self._transcript(lambda: self.transcripts.turns_written(begun))
-        settings = {thread: self.db.get_thread(thread).thread_settings() for thread in {r.thread_id for r in begun}}
-        return tuple(
-            TurnBegun(turn=row, settings=settings[row.thread_id]) if isinstance(row, TurnRow) else row for row in rows
-        )
-
-    def _begin_alone(self, begin: BeginTurn, now: float) -> TurnRow | StorageError:
-        try:
-            return self.db.begin_turn(begin.turn_id, begin.thread_id, begin.user_text, now)
-        except StorageError as exc:
-            return exc
-
     def _thread_updated(self, row: ThreadRow, *, renamed: bool) -> ThreadRow:
         """A thread row changed: a new title reaches the transcript."""
         if renamed:
@@ -375,7 +359,9 @@ class PersistenceActor(SupervisedActor):
         """Group-commit the waiting completions, append their ends to the transcripts, then answer every caller."""
         if not self._batch:
             return
-        batch, self._batch = self._batch, []
+        waiting, self._batch = self._batch, []
+        batch = [m for m in waiting if isinstance(m, CompleteTurn)]
+        settles = [m for m in waiting if isinstance(m, SettleFollowUp)]
         now = self._wall()
         finishes = [TurnFinish(c.turn_id, "completed", c.assistant_text, None, now, c.worker_id) for c in batch]
         outcomes: list[tuple[Any, str | None]]
@@ -390,7 +376,8 @@ class PersistenceActor(SupervisedActor):
             self._transcript(lambda: self.transcripts.turns_written(rows))
         for completion, (row, error) in zip(batch, outcomes, strict=True):
             tell_quietly(completion.reply_to, TurnPersisted(turn_id=completion.turn_id, row=row, error=error))
-        _log.debug("persistence.group_commit", completions=len(batch))
+        self._settle(settles)
+        _log.debug("persistence.group_commit", completions=len(batch), followups=len(settles))
         if self._wal_pages >= self._checkpoint_pages:
             self._checkpoint("PASSIVE")
 

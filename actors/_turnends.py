@@ -287,6 +287,7 @@ def dispatch_waiting(s: State, out: Out) -> None:
         if thread_id in s.busy:
             continue
         s.reserved += 1
+        s.fetching.add(thread_id)
         out.append(ev.FetchFollowUp(thread_id=thread_id, include_manual=thread_id in s.send_next))
 
 
@@ -298,7 +299,9 @@ def queue_changed(s: State, e: ev.QueueChanged, out: Out) -> None:
 
 def followup_fetched(s: State, e: ev.FollowUpFetched, out: Out) -> None:
     s.reserved -= 1
+    s.fetching.discard(e.thread_id)
     if e.followup_id is None or e.turn_id is None:
+        dispatch_waiting(s, out)  # its slot is free again: the next waiting thread may run
         return
     s.send_next.discard(e.thread_id)
     if e.thread_id in s.busy or not s.workers:

@@ -60,7 +60,7 @@ def _send(s: State, e: ev.Send, out: Out) -> None:
         "thread busy"
         if thread in s.busy
         else "follow-ups queued"
-        if thread in s.waiting
+        if thread in s.waiting or thread in s.fetching
         else "no worker up"
         if not s.workers
         else "max active turns"

@@ -102,6 +102,7 @@ class State(msgspec.Struct, kw_only=True):
     waiting: collections.deque[str] = msgspec.field(default_factory=collections.deque)  # threads whose queued
     # follow-ups wait, in order
     reserved: int = 0  # slots held for follow-ups being fetched
+    fetching: set[str] = set()  # threads whose next follow-up is being fetched (a new send queues behind it)
     send_next: set[str] = set()  # threads whose next follow-up runs even in manual dispatch mode
     stderr: dict[int, str] = {}  # worker id -> the last error line its runtime wrote to stderr
     extras: dict[str, Extras] = {}  # turn id -> what its send asked for, while it waits in the queue

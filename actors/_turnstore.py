@@ -2,15 +2,18 @@
 has its deadline rules) and turns its outcome into the machine's next event.
 
 Contract: a storage refusal (`REFUSED`: a storage error, the persistence actor unavailable, dead or past its
-deadline) never escapes except where the caller must hear it:
+deadline) never escapes except where the caller must hear it. The begins, enqueues and fetches are batched: one
+ask (one transaction for writes) for many effects, each effect getting its own outcome; a refusal of the whole
+round is every effect's outcome.
 - `begin_direct`: the begins of direct sends, each `Begun` or `BeginRefused` carrying the storage's error for its
-  caller; `begin_followup`: a follow-up that cannot be begun becomes `BeginRefused` (it stays queued).
-  Dispatching a follow-up and beginning its turn is one transaction.
+  caller; `begin_followups`: a follow-up that cannot be begun becomes `BeginRefused` (it stays queued).
+  Dispatching a follow-up and beginning its turn is one transaction. `enqueue`: per follow-up None or its error.
 - `finish`: a refusal becomes `FinishRefused` (the machine retries it by policy); a turn already finished is only
   accepted on a retry (the earlier attempt landed after all).
 - `forget_options` removes per-turn settings the runtime refused from the thread; a refusal is logged.
-- `card`: False (logged) when refused. `set_followup` and `fetch_followup` log a refusal; start-up reconciliation
-  settles the state, and a fetch that failed reads as an empty queue.
+- `card`: False (logged) when refused. `settle_followup` is told (group-committed with the completions; a refusal
+  is logged by the storage) and `fetch_followups` logs a refusal; start-up reconciliation settles the state, and a
+  fetch that failed reads as an empty queue.
 """
 
 from __future__ import annotations
@@ -28,12 +31,15 @@ from agenthost.actors._turnstate import Unpersisted
 from agenthost.protocol._messages import (
     AddActionCard,
     BeginFollowUpTurn,
+    BeginFollowUpTurns,
     BeginTurn,
     BeginTurns,
     EnqueueFollowUp,
+    EnqueueFollowUps,
     FinishTurn,
     NextFollowUp,
-    SetFollowUpState,
+    NextFollowUps,
+    SettleFollowUp,
     UpdateThread,
 )
 from agenthost.storage import StorageError, TurnAlreadyFinishedError
@@ -57,27 +63,15 @@ def _begun(effect: ev.Begin, settings: Any) -> ev.Begun:
 
 
 class TurnStore:
-    def __init__(self, ask: Callable[[Any], Any], registry: TurnRegistry) -> None:
+    def __init__(self, ask: Callable[[Any], Any], tell: Callable[[Any], Any], registry: TurnRegistry) -> None:
         self.ask = ask  # asks the persistence actor, with the coordinator's deadline rules
+        self._tell = tell
         self._registry = registry
-
-    def begin_followup(self, effect: ev.Begin) -> ev.Event:
-        assert effect.followup_id is not None
-        try:  # dispatched and begun in one transaction: a crash can neither lose nor repeat it
-            begun = self.ask(BeginFollowUpTurn(followup_id=effect.followup_id, turn_id=effect.turn_id))
-        except REFUSED as exc:
-            return ev.BeginRefused(
-                turn_id=effect.turn_id, thread_id=effect.thread_id, error=repr(exc), followup_id=effect.followup_id
-            )
-        return _begun(effect, begun.settings)
 
     def begin_direct(self, effects: list[ev.Begin]) -> list[ev.Event]:
         """Begin direct sends (their storage errors go back to their callers, as BeginRefused)."""
         begins = tuple(BeginTurn(turn_id=e.turn_id, thread_id=e.thread_id, user_text=e.text) for e in effects)
-        try:
-            answers: tuple[Any, ...] = self.ask(BeginTurns(begins=begins))
-        except REFUSED as exc:  # the whole round: every caller hears why
-            answers = (exc,) * len(effects)
+        answers = self._round(BeginTurns(begins=begins), len(effects))  # refused whole: every caller hears why
         outcomes: list[ev.Event] = []
         for effect, answer in zip(effects, answers, strict=True):
             if isinstance(answer, BaseException):
@@ -98,9 +92,6 @@ class TurnStore:
             self.ask(UpdateThread(thread_id=thread_id, turn_settings=dict.fromkeys(keys)))
         except REFUSED as exc:  # the next turn is refused once more and retried without them again
             _log.error("turns.forget_options_failed", thread=thread_id, keys=list(keys), error=repr(exc))
-
-    def enqueue(self, effect: ev.Enqueue) -> None:
-        self.ask(EnqueueFollowUp(followup_id=effect.turn_id, thread_id=effect.thread_id, text=effect.text))
 
     def finish(self, record: Unpersisted, retry: bool) -> ev.Event:
         finish = FinishTurn(
@@ -128,25 +119,65 @@ class TurnStore:
             return False
         return True
 
-    def set_followup(self, effect: ev.SetFollowUp) -> None:
-        try:
-            self.ask(SetFollowUpState(followup_id=effect.followup_id, state=effect.state, error=effect.error))
-        except REFUSED as exc:  # start-up reconciliation settles it from its turn's status
-            _log.error("turns.followup_state_failed", followup=effect.followup_id, error=repr(exc))
+    def fetch_followups(self, effects: list[ev.FetchFollowUp]) -> list[ev.Event]:
+        """The heads of several threads' queues in one round; a thread whose head cannot be read gets none now
+        (logged; it is fetched again at its next dispatch)."""
+        requests = tuple(NextFollowUp(thread_id=e.thread_id, include_manual=e.include_manual) for e in effects)
+        answers = self._round(NextFollowUps(requests=requests), len(effects))
+        outcomes: list[ev.Event] = []
+        for effect, answer in zip(effects, answers, strict=True):
+            if isinstance(answer, BaseException):
+                _log.error("turns.followup_fetch_failed", thread=effect.thread_id, error=repr(answer))
+            row = None if isinstance(answer, BaseException) else answer
+            if row is None:
+                outcomes.append(ev.FollowUpFetched(thread_id=effect.thread_id))
+                continue
+            turn_id = row.followup_id if row.turn_id is None else new_turn_id()  # a retried one runs as a new turn
+            outcomes.append(
+                ev.FollowUpFetched(
+                    thread_id=effect.thread_id,
+                    followup_id=row.followup_id,
+                    turn_id=turn_id,
+                    text=row.text,
+                    sink=self._registry.get(row.followup_id),
+                )
+            )
+        return outcomes
 
-    def fetch_followup(self, thread_id: str, include_manual: bool) -> ev.Event:
+    def begin_followups(self, effects: list[ev.Begin]) -> list[ev.Event]:
+        """Dispatch and begin several follow-ups in one transaction (each dispatch and its begin are one: a crash
+        can neither lose nor repeat it); one that cannot be begun becomes `BeginRefused` and stays queued."""
+        begins = tuple(BeginFollowUpTurn(followup_id=e.followup_id or "", turn_id=e.turn_id) for e in effects)
+        answers = self._round(BeginFollowUpTurns(begins=begins), len(effects))
+        outcomes: list[ev.Event] = []
+        for effect, answer in zip(effects, answers, strict=True):
+            if isinstance(answer, BaseException):
+                refused = ev.BeginRefused(
+                    turn_id=effect.turn_id,
+                    thread_id=effect.thread_id,
+                    error=repr(answer),
+                    followup_id=effect.followup_id,
+                )
+                outcomes.append(refused)
+            else:
+                outcomes.append(_begun(effect, answer.settings))
+        return outcomes
+
+    def enqueue(self, effects: list[ev.Enqueue]) -> list[BaseException | None]:
+        """Queue several follow-ups in one transaction: per effect None (durable) or the error that refused it."""
+        enqueues = tuple(EnqueueFollowUp(followup_id=e.turn_id, thread_id=e.thread_id, text=e.text) for e in effects)
+        answers = self._round(EnqueueFollowUps(enqueues=enqueues), len(effects))
+        return [answer if isinstance(answer, BaseException) else None for answer in answers]
+
+    def settle_followup(self, effect: ev.SetFollowUp) -> None:
+        """Told, group-committed with the completions; a refusal is logged by the storage (start-up reconciliation
+        settles it from its turn's status)."""
+        self._tell(SettleFollowUp(followup_id=effect.followup_id, state=effect.state, error=effect.error))
+
+    def _round(self, message: Any, count: int) -> tuple[Any, ...]:
+        """One batched ask: its outcomes, or the refusal of the whole round as every item's outcome."""
         try:
-            row = self.ask(NextFollowUp(thread_id=thread_id, include_manual=include_manual))
+            answers: tuple[Any, ...] = self.ask(message)
         except REFUSED as exc:
-            _log.error("turns.followup_fetch_failed", thread=thread_id, error=repr(exc))
-            row = None
-        if row is None:
-            return ev.FollowUpFetched(thread_id=thread_id)
-        turn_id = row.followup_id if row.turn_id is None else new_turn_id()  # a retried one runs as a new turn
-        return ev.FollowUpFetched(
-            thread_id=thread_id,
-            followup_id=row.followup_id,
-            turn_id=turn_id,
-            text=row.text,
-            sink=self._registry.get(row.followup_id),
-        )
+            return (exc,) * count
+        return answers

@@ -17,6 +17,7 @@ from agenthost.protocol._msg_base import Msg
 __all__ = [
     "AddActionCard",
     "BeginFollowUpTurn",
+    "BeginFollowUpTurns",
     "BeginTurn",
     "BeginTurns",
     "BindRuntimeThread",
@@ -26,6 +27,7 @@ __all__ = [
     "CreateThread",
     "EditFollowUp",
     "EnqueueFollowUp",
+    "EnqueueFollowUps",
     "FinishTurn",
     "FollowUpsChanged",
     "GetPins",
@@ -41,6 +43,7 @@ __all__ = [
     "LoadMappings",
     "MoveFollowUp",
     "NextFollowUp",
+    "NextFollowUps",
     "QueueDepths",
     "ReadTranscript",
     "ResolveThread",
@@ -49,6 +52,7 @@ __all__ = [
     "SaveMapping",
     "SetDispatchMode",
     "SetFollowUpState",
+    "SettleFollowUp",
     "ThreadRoute",
     "TurnBegun",
     "TurnPersisted",
@@ -154,6 +158,13 @@ class BeginFollowUpTurn(Msg, frozen=True, kw_only=True):
     turn_id: str | None = None
 
 
+class BeginFollowUpTurns(Msg, frozen=True, kw_only=True):
+    """Dispatch and begin several follow-ups in one transaction. Asked: one outcome per item, in order: its
+    `TurnBegun`, or the `StorageError` that refused it (a failed batch is retried one by one)."""
+
+    begins: tuple[BeginFollowUpTurn, ...]
+
+
 class AddActionCard(Msg, frozen=True, kw_only=True):
     thread_id: str
     turn_id: str | None = None
@@ -217,6 +228,18 @@ class NextFollowUp(Msg, frozen=True, kw_only=True):
     include_manual: bool = False  # an explicit "send next" on a thread in manual dispatch mode
 
 
+class EnqueueFollowUps(Msg, frozen=True, kw_only=True):
+    """Queue several follow-ups in one transaction. Asked: per item its `FollowUpRow` or the `StorageError`."""
+
+    enqueues: tuple[EnqueueFollowUp, ...]
+
+
+class NextFollowUps(Msg, frozen=True, kw_only=True):
+    """The head of several threads' queues in one round. Asked: per item the row, None, or the `StorageError`."""
+
+    requests: tuple[NextFollowUp, ...]
+
+
 class MoveFollowUp(Msg, frozen=True, kw_only=True):
     followup_id: str
     position: int
@@ -255,6 +278,15 @@ class SetFollowUpState(Msg, frozen=True, kw_only=True):
     followup_id: str
     state: Literal["queued", "dispatched", "done", "failed", "cancelled"]
     error: str | None = None  # why its turn failed (state "failed")
+
+
+class SettleFollowUp(Msg, frozen=True, kw_only=True):
+    """Told (never asked): a dispatched follow-up's final state once its turn ended. Group-committed with the
+    completions; a refusal is logged and start-up reconciliation settles it from its turn's status."""
+
+    followup_id: str
+    state: Literal["done", "failed"]
+    error: str | None = None
 
 
 class GetTurn(Msg, frozen=True, kw_only=True):

@@ -21,6 +21,8 @@ Contract:
   ``MAX_SETTINGS_BYTES`` (64 KiB) of JSON.
 - Listing order: projects and threads by (created_at, id); turns and follow-ups by seq; action cards by card_id
   (insertion order); pending turns by (created_at, thread_id, seq); mappings by thread_id.
+- ``batch(action)`` groups operations into one transaction (each one's own becomes a savepoint): all are
+  committed together, or none.
 - Transcript bookkeeping: every change a transcript shows marks its thread in the same transaction (storage._schema
   v4); ``dirty_transcripts`` lists the marked threads, ``mark_transcripts_synced`` unmarks threads whose transcript
   holds every change. ``mapping_pins`` / ``invalid_mappings`` summarise the mappings without loading every row.
@@ -221,20 +223,6 @@ class Database(FollowUpQueue):
         created_at = _time("now", now)
         with self._transaction(f"beginning turn {turn_id!r}"):
             return self._begin_turn_row(turn_id, thread_id, text, created_at)
-
-    def begin_turns(self, begins: Sequence[tuple[str, str, str]], now: float) -> list[TurnRow]:
-        """Begin every ``(turn_id, thread_id, user_text)`` in one transaction (group commit), in order: all are
-        inserted, or none and the error is raised (the caller may then begin them one by one)."""
-        created_at = _time("now", now)
-        checked = []
-        for turn_id, thread_id, user_text in begins:
-            checked.append(
-                (validate_id("turn id", turn_id), validate_id("thread id", thread_id), _text("user text", user_text))
-            )
-        if not checked:
-            return []
-        with self._transaction(f"beginning {len(checked)} turns"):
-            return [self._begin_turn_row(turn, thread, text, created_at) for turn, thread, text in checked]
 
     def set_turn_worker(self, turn_id: str, worker_id: int) -> None:
         """Record which worker runs the pending turn; a finished turn raises ``StorageError``."""

@@ -155,6 +155,14 @@ class DatabaseCore:
         with _translate_errors(f"reading pragma {name}"):
             return self._conn.pragma(name)
 
+    @contextlib.contextmanager
+    def batch(self, action: str) -> Iterator[None]:
+        """One transaction around several operations (a group commit): each operation's own transaction becomes a
+        savepoint inside it, so all of them are committed together, or none when an exception leaves the block
+        (``StorageError`` naming ``action``)."""
+        with self._transaction(action):
+            yield
+
     # --- private helpers -------------------------------------------------------------------------------------
 
     @contextlib.contextmanager

@@ -12,21 +12,31 @@ import pytest
 from agenthost import AgentHost, HostConfig, HostUnavailableError
 from agenthost.actors import FakeClock
 from agenthost.actors._persistence import PersistenceActor
-from agenthost.protocol._messages import BeginTurn, BeginTurns, CreateThread, ListTurns, TurnBegun
+from agenthost.protocol._messages import (
+    BeginFollowUpTurns,
+    BeginTurn,
+    BeginTurns,
+    CreateThread,
+    EnqueueFollowUps,
+    ListTurns,
+    TurnBegun,
+)
 from agenthost.storage import Database, StorageError, StorageRoot, UnknownThreadError, parse_checkpoints
 
 pytestmark = pytest.mark.timeout(60)
 
 
-def test_begin_turns_is_all_or_nothing_in_the_database(tmp_path) -> None:
+def test_a_batch_is_all_or_nothing_in_the_database(tmp_path) -> None:
     db = Database.open(tmp_path / "db.sqlite")
     try:
         db.ensure_project("p", "p", 1.0)
         db.create_thread("t1", "p", "t1", 1.0)
-        rows = db.begin_turns([("u1", "t1", "one"), ("u2", "t1", "two")], 2.0)
+        with db.batch("two begins"):
+            rows = [db.begin_turn("u1", "t1", "one", 2.0), db.begin_turn("u2", "t1", "two", 2.0)]
         assert [(r.turn_id, r.seq, r.status) for r in rows] == [("u1", 1, "pending"), ("u2", 2, "pending")]
-        with pytest.raises(UnknownThreadError):
-            db.begin_turns([("u3", "t1", "three"), ("u4", "nope", "four")], 3.0)
+        with pytest.raises(UnknownThreadError), db.batch("a begin and a bad one"):
+            db.begin_turn("u3", "t1", "three", 3.0)
+            db.begin_turn("u4", "nope", "four", 3.0)
         assert [t.turn_id for t in db.list_turns("t1")] == ["u1", "u2"]  # u3 rolled back with the batch
     finally:
         db.close()
@@ -164,3 +174,70 @@ def test_send_from_many_threads_at_once(tmp_path) -> None:
             sender.join(60.0)
         assert errors == []
         assert sorted(h.wait(60.0).status for h in handles) == ["completed"] * 300
+
+
+def test_queued_sends_and_their_dispatch_share_storage_rounds(tmp_path) -> None:
+    """Sends over the cap are enqueued together (one transaction), and the follow-ups that turn ends let run are
+    fetched and begun in rounds, never one storage round trip each; a follow-up's final state is told and
+    group-committed with the completions."""
+    gate = _Gate()
+    config = HostConfig(storage_root=str(tmp_path / "root"), workers=1, max_active_turns=2)
+    with AgentHost(config, clock=FakeClock(), fault_hook=gate) as host:
+        threads = [host.create_thread() for _ in range(20)]
+        handles: dict[str, Any] = {}
+        senders = [threading.Thread(target=lambda t=t: handles.__setitem__(t, host.send(t, "hi"))) for t in threads]
+        senders[0].start()
+        assert gate.held.wait(10.0)
+        for sender in senders[1:]:
+            sender.start()
+        deadline = time.monotonic() + 10.0
+        while host._children.get("turns").actor_inbox.qsize() < 19 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        gate.release.set()
+        for sender in senders:
+            sender.join(20.0)
+        assert sorted(handles[t].wait(20.0).status for t in threads) == ["completed"] * 20
+        kinds = [type(m).__name__ for m in gate.persistence]
+        assert "EnqueueFollowUp" not in kinds and "BeginFollowUpTurn" not in kinds and "NextFollowUp" not in kinds
+        enqueues = [m for m in gate.persistence if isinstance(m, EnqueueFollowUps)]
+        assert [len(m.enqueues) for m in enqueues] == [18]  # 2 began at once, the 18 others queued together
+        begun = [b.followup_id for m in gate.persistence if isinstance(m, BeginFollowUpTurns) for b in m.begins]
+        assert sorted(begun) == sorted(e.followup_id for e in enqueues[0].enqueues)  # each dispatched once
+        assert all(f.state == "done" for t in threads for f in host.followups(t))  # (an ask: after the settles)
+        kinds = [type(m).__name__ for m in gate.persistence]
+        assert "SetFollowUpState" not in kinds and kinds.count("SettleFollowUp") == 18
+
+
+def test_a_queued_send_the_storage_refuses_is_refused_to_its_caller_alone(tmp_path) -> None:
+    gate = _Gate()
+    config = HostConfig(storage_root=str(tmp_path / "root"), workers=1, max_active_turns=1)
+    with AgentHost(config, clock=FakeClock(), fault_hook=gate) as host:
+        first, second = host.create_thread(), host.create_thread()
+        outcomes: dict[str, Any] = {}
+
+        def send(name: str, thread: str) -> None:
+            try:
+                outcomes[name] = host.send(thread, "hi")
+            except Exception as exc:  # noqa: BLE001 - asserted below
+                outcomes[name] = exc
+
+        senders = [
+            threading.Thread(target=send, args=("first", first)),
+            threading.Thread(target=send, args=("unknown", "th-unknown")),
+            threading.Thread(target=send, args=("second", second)),
+        ]
+        senders[0].start()
+        assert gate.held.wait(10.0)
+        for sender in senders[1:]:
+            sender.start()
+        deadline = time.monotonic() + 10.0
+        while host._children.get("turns").actor_inbox.qsize() < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        gate.release.set()
+        for sender in senders:
+            sender.join(20.0)
+        enqueues = [m for m in gate.persistence if isinstance(m, EnqueueFollowUps)]
+        assert [len(m.enqueues) for m in enqueues] == [2]  # both queued in one round; the storage refused one
+        assert isinstance(outcomes["unknown"], UnknownThreadError) and "th-unknown" in str(outcomes["unknown"])
+        assert outcomes["first"].wait(20.0).status == "completed"
+        assert outcomes["second"].queued and outcomes["second"].wait(20.0).status == "completed"

@@ -104,9 +104,28 @@ def test_a_mapped_thread_not_loaded_in_this_generation_is_resumed_first() -> Non
         method="turn/completed", params={"threadId": "rt-1", "turn": {"id": "rturn-1", "status": "completed"}}
     )
     step(state, ev.Output(worker_id=1, generation=1, messages=(output,)))
+    step(state, ev.Completed(turn_id="turn-a"))  # the turn ended: the thread's next follow-up is fetched
+    assert "t1" in state.fetching
+    step(state, ev.FollowUpFetched(thread_id="t1"))  # none queued
     begin(state, "turn-b", "t1")
     _, effects = step(state, ev.Resolved(turn_id="turn-b", worker_id=1, runtime_thread_id="rt-1"))
     assert call_of(effects).method == "turn/start"
+
+
+def test_a_send_to_a_thread_whose_next_follow_up_is_being_fetched_queues_behind_it() -> None:
+    state = machine()
+    streaming(state)
+    output = Notification(
+        method="turn/completed", params={"threadId": "rt-1", "turn": {"id": "rturn-1", "status": "completed"}}
+    )
+    _, effects = step(state, ev.Output(worker_id=1, generation=1, messages=(output,)))
+    effects += step(state, ev.Completed(turn_id="turn-a"))[1]
+    assert [f.thread_id for f in only(effects, ev.FetchFollowUp)] == ["t1"]
+    _, effects = step(state, ev.Send(turn_id="turn-b", thread_id="t1", text="hi", sink="sink-b"))
+    assert only(effects, ev.Begin) == [] and [e.turn_id for e in only(effects, ev.Enqueue)] == ["turn-b"]
+    _, effects = step(state, ev.FollowUpFetched(thread_id="t1", followup_id="f-1", turn_id="f-1", text="first"))
+    assert [b.turn_id for b in only(effects, ev.Begin)] == ["f-1"]  # the follow-up queued first runs first
+    assert "t1" not in state.fetching
 
 
 def test_call_ids_stay_unique_while_calls_are_open() -> None:

@@ -1,0 +1,95 @@
+"""The turn coordinator's storage round: effects that wait to be sent to the storage together.
+
+Contract:
+- `defer(effect)` keeps an effect for the next round and returns True: enqueues of queued sends (and the `Accept`
+  of each, answered only once its enqueue is durable), fetches of the next follow-ups, follow-up begins and
+  direct begins. Anything else: False (the caller carries it out at once).
+- `flush(run)` sends them in rounds until nothing waits: first the enqueues (one transaction; each caller then
+  hears `TurnAccepted(queued)` or its error, and a refused one's sink is dropped), then the fetches (one read
+  round), then the follow-up begins and the direct begins (one transaction each). Each outcome is fed to `run`
+  (the machine), which may defer more (a refused begin lets the next follow-up be fetched): the loop goes on until
+  nothing waits. Enqueues go first so that a fetch always sees every message queued before it.
+- `fail_all(error)` answers every waiting caller with `error` (the coordinator crashed; nothing waiting began).
+- `len()` is the number of effects waiting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from agenthost.actors import _turnevents as ev
+from agenthost.actors._turns import TurnRegistry
+from agenthost.actors._turnstore import TurnStore
+from agenthost.protocol._messages import TurnAccepted
+
+__all__ = ["StorageRound"]
+
+
+class StorageRound:
+    def __init__(self, store: TurnStore, registry: TurnRegistry) -> None:
+        self._store = store
+        self._registry = registry
+        self._enqueues: list[ev.Enqueue] = []
+        self._enqueued: set[str] = set()  # their turn ids
+        self._accepts: dict[str, ev.Accept] = {}  # queued sends' replies, by turn id, until their enqueue is durable
+        self._fetches: list[ev.FetchFollowUp] = []
+        self._followups: list[ev.Begin] = []
+        self._begins: list[ev.Begin] = []
+
+    def __len__(self) -> int:
+        return len(self._enqueues) + len(self._fetches) + len(self._followups) + len(self._begins)
+
+    def defer(self, effect: ev.Effect) -> bool:
+        match effect:
+            case ev.Enqueue():
+                self._enqueues.append(effect)
+                self._enqueued.add(effect.turn_id)
+            case ev.Accept(queued=True) if effect.turn_id in self._enqueued:
+                self._accepts[effect.turn_id] = effect
+            case ev.FetchFollowUp():
+                self._fetches.append(effect)
+            case ev.Begin(followup_id=None):
+                self._begins.append(effect)
+            case ev.Begin():
+                self._followups.append(effect)
+            case _:
+                return False
+        return True
+
+    def flush(self, run: Callable[[ev.Event], None]) -> None:
+        while len(self):
+            if self._enqueues:
+                self._flush_enqueues()
+            if self._fetches:
+                fetches, self._fetches = self._fetches, []
+                for outcome in self._store.fetch_followups(fetches):
+                    run(outcome)
+            if self._followups:
+                followups, self._followups = self._followups, []
+                for outcome in self._store.begin_followups(followups):
+                    run(outcome)
+            if self._begins:
+                begins, self._begins = self._begins, []
+                for outcome in self._store.begin_direct(begins):
+                    run(outcome)
+
+    def fail_all(self, error: BaseException) -> None:
+        for accept in self._accepts.values():
+            accept.reply_to.fail(error)
+        for begin in self._begins:
+            begin.reply_to.fail(error)
+        self._enqueues, self._accepts, self._fetches, self._followups, self._begins = [], {}, [], [], []
+        self._enqueued = set()
+
+    def _flush_enqueues(self) -> None:
+        enqueues, self._enqueues, self._enqueued = self._enqueues, [], set()
+        for enqueue, error in zip(enqueues, self._store.enqueue(enqueues), strict=True):
+            accept = self._accepts.pop(enqueue.turn_id, None)
+            if error is not None:
+                self._registry.pop(enqueue.turn_id)  # never queued: no event will ever reach its sink
+            if accept is None:
+                continue
+            if error is None:
+                accept.reply_to.set(TurnAccepted(turn_id=accept.turn_id, queued=True))
+            else:
+                accept.reply_to.fail(error)
