@@ -24,6 +24,7 @@ from agenthost.protocol._messages import (
     BeginTurns,
     EnqueueFollowUps,
     NextFollowUps,
+    SaveMapping,
     SettleFollowUp,
     TurnBegun,
 )
@@ -115,6 +116,16 @@ class GroupCommits:
         return tuple(
             TurnBegun(turn=row, settings=settings[row.thread_id]) if isinstance(row, TurnRow) else row for row in turns
         )
+
+    def _save_mappings(self, saves: list[SaveMapping], now: float) -> None:
+        """Told pins, in one transaction; a refusal is logged (the pin is saved again at its next change)."""
+        db = self.db
+        saved = each_in_one_transaction(
+            db, "saving mappings", saves, lambda m: db.save_mapping(m.thread_id, m.worker_id, m.runtime_thread_id, now)
+        )
+        for save, outcome in zip(saves, saved, strict=True):
+            if isinstance(outcome, StorageError):
+                _log.error("persistence.mapping_save_failed", thread=save.thread_id, error=repr(outcome))
 
     def _settle(self, settles: list[SettleFollowUp]) -> None:
         """Told follow-up states, in one transaction; a refusal is logged (start-up reconciliation settles it)."""

@@ -1,8 +1,10 @@
 """Thread-mapping actor: local thread id -> pinned worker + runtime thread id, cached and persisted.
 
 Contract:
-- Hydrated from the database at start (`LoadMappings`); every change is written through to the persistence actor
-  (asked, so it is durable before the reply) and then kept in memory.
+- Hydrated from the database at start (`LoadMappings`); every change is kept in memory and told to the persistence
+  actor, which group-commits it with the completions: durable before any later write reaches the database (so
+  before the end of the turn that needed it). A crash before that commit loses only the pin of a turn that then
+  fails anyway; the thread is pinned again at its next use (a lost runtime thread id is recreated, and said so).
 - `ResolveThread` returns the thread's pinned worker when that worker is up; otherwise it pins the thread to the
   least-loaded worker that is up (ties: lowest id) and keeps the runtime thread id, so the new worker can
   `thread/resume` it. No worker up -> `NoHealthyWorkerError` naming the thread.
@@ -23,7 +25,7 @@ import pykka
 from agenthost.actors._errors import NoHealthyWorkerError
 from agenthost.actors._events import PinsMoved
 from agenthost.actors._log import get_logger
-from agenthost.actors._refs import ASK_TIMEOUT_S, FaultHook, SupervisedActor, ask
+from agenthost.actors._refs import ASK_TIMEOUT_S, FaultHook, SupervisedActor, ask, tell_quietly
 from agenthost.protocol._messages import (
     BindRuntimeThread,
     GetPins,
@@ -103,9 +105,8 @@ class MappingActor(SupervisedActor):
         return ask(self._persistence, message, self._ask_timeout_s)
 
     def _save(self, thread_id: str, pin: _Pin) -> None:
-        self._db(
-            SaveMapping(thread_id=thread_id, worker_id=pin.worker_id, runtime_thread_id=pin.runtime_thread_id),
-        )
+        save = SaveMapping(thread_id=thread_id, worker_id=pin.worker_id, runtime_thread_id=pin.runtime_thread_id)
+        tell_quietly(self._persistence, save)
         self._pin(thread_id, pin)
 
     def _pin(self, thread_id: str, pin: _Pin) -> None:

@@ -114,7 +114,6 @@ _WRITES = (
     FinishTurn,
     AddActionCard,
     CreateThread,
-    SaveMapping,
     EnqueueFollowUp,
     SetFollowUpState,
 )
@@ -155,7 +154,7 @@ class PersistenceActor(GroupCommits, SupervisedActor):
         self._transcript_fs = transcript_fs
         self._transcripts: TranscriptWriter | None = None
         self._timer: Timer | None = None
-        self._batch: list[CompleteTurn | SettleFollowUp] = []
+        self._batch: list[CompleteTurn | SettleFollowUp | SaveMapping] = []
         self._wal_pages = 0
         self._transcript_s = 0.0  # transcript time inside the message being handled (kept out of its commit time)
         self._vfs = vfs
@@ -227,7 +226,7 @@ class PersistenceActor(GroupCommits, SupervisedActor):
 
     # --- dispatch -------------------------------------------------------------------------------------------
     def handle(self, message: Any) -> Any:
-        if isinstance(message, CompleteTurn | SettleFollowUp):
+        if isinstance(message, CompleteTurn | SettleFollowUp | SaveMapping):
             self._batch.append(message)
             if len(self._batch) >= self._max_batch or self.actor_inbox.empty():
                 self._flush()
@@ -275,8 +274,6 @@ class PersistenceActor(GroupCommits, SupervisedActor):
                 card = db.add_action_card(message.thread_id, message.turn_id, message.kind, message.text, now)
                 self._transcript(lambda: self.transcripts.card_added(card))
                 return card
-            case SaveMapping():
-                return db.save_mapping(message.thread_id, message.worker_id, message.runtime_thread_id, now)
             case LoadMappings():
                 return db.load_mappings()
             case ListPendingTurns():
@@ -362,6 +359,7 @@ class PersistenceActor(GroupCommits, SupervisedActor):
         waiting, self._batch = self._batch, []
         batch = [m for m in waiting if isinstance(m, CompleteTurn)]
         settles = [m for m in waiting if isinstance(m, SettleFollowUp)]
+        self._save_mappings([m for m in waiting if isinstance(m, SaveMapping)], self._wall())
         now = self._wall()
         finishes = [TurnFinish(c.turn_id, "completed", c.assistant_text, None, now, c.worker_id) for c in batch]
         outcomes: list[tuple[Any, str | None]]

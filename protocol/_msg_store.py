@@ -173,6 +173,9 @@ class AddActionCard(Msg, frozen=True, kw_only=True):
 
 
 class SaveMapping(Msg, frozen=True, kw_only=True):
+    """Told (never asked): a thread's pin. Group-committed with the completions, so it is durable before any later
+    write (the end of the turn that needed it included); a refusal is logged."""
+
     thread_id: str
     worker_id: int
     runtime_thread_id: str | None = None

@@ -7,6 +7,7 @@ import threading
 import time
 from typing import Any
 
+import apsw
 import pytest
 
 from agenthost import AgentHost, HostConfig, HostUnavailableError
@@ -109,6 +110,11 @@ def test_sends_that_arrive_together_are_begun_in_one_storage_round(tmp_path) -> 
         assert [type(m).__name__ for m in rounds] == ["BeginTurns"]  # one round for all 20 begins
         assert len(rounds[0].begins) == 20
         assert all(handles[thread].wait(20.0).status == "completed" for thread in threads)
+        # each thread's pin was told, group-committed, and is durable since before its turn's end was told
+        reader = apsw.Connection(str(host.root.db_path), flags=apsw.SQLITE_OPEN_READONLY)
+        pinned = {row[0] for row in reader.execute("SELECT thread_id FROM runtime_thread_mappings")}
+        reader.close()
+        assert pinned == set(threads)
 
 
 def test_a_crash_answers_the_send_it_crashed_on_and_the_sends_queued_behind_it(tmp_path) -> None:
