@@ -122,7 +122,7 @@ class TurnCoordinator(SupervisedActor):
             sandbox=settings.sandbox,
         )
         self._ask_timeout_s = settings.ask_timeout_s
-        self._timed_out: dict[str, str] = {}  # actor urn -> its ask that timed out while handling this message
+        self._timed_out: dict[str, tuple[Any, str]] = {}  # actor urn -> (future, name) of its ask past the deadline
         self._store = TurnStore(
             lambda message: self._ask(persistence_ref, message),
             lambda message: tell_quietly(persistence_ref, message),
@@ -137,16 +137,25 @@ class TurnCoordinator(SupervisedActor):
         self._state.waiting.extend(reconcile(self._persistence, self._registry, self._ask_timeout_s))
 
     def _ask(self, ref: pykka.ActorRef[Any], message: Any) -> Any:
-        """Ask with the ask deadline. Once an actor let one ask of this message time out, it is not asked again
-        while this message is handled: each ask would wait the full deadline on the same slow actor (a slow disk)
-        while this mailbox, turn deadlines included, waits behind it."""
+        """Ask with the ask deadline. Once an actor let an ask time out, it is not asked again until it has answered
+        that ask: each ask would wait the full deadline on the same slow actor (a slow disk) while this mailbox,
+        turn deadlines included, waits behind it, message after message. Until then every ask is refused at once
+        (`pykka.Timeout`), which the turn machine handles as a storage refusal."""
         slow = self._timed_out.get(ref.actor_urn)
         if slow is not None:
-            raise pykka.Timeout(f"not asked: its {slow} did not answer in time while handling this message")
+            future, name = slow
+            try:
+                future.get(timeout=0)
+            except pykka.Timeout:
+                raise pykka.Timeout(f"not asked: its {name} has not answered yet (past the ask deadline)") from None
+            except Exception:  # noqa: BLE001 - it answered (with its own error, already past): ask again
+                pass
+            del self._timed_out[ref.actor_urn]
+        future = ref.ask(message, block=False)
         try:
-            return ask(ref, message, self._ask_timeout_s)
+            return future.get(timeout=self._ask_timeout_s)
         except pykka.Timeout:
-            self._timed_out[ref.actor_urn] = type(message).__name__
+            self._timed_out[ref.actor_urn] = (future, type(message).__name__)
             raise
 
     # --- messages -> events ----------------------------------------------------------------------------------
@@ -154,7 +163,6 @@ class TurnCoordinator(SupervisedActor):
         """Sends and turn ends may leave storage effects waiting, to share one storage round with those of the
         messages queued behind them; the round goes when the mailbox is empty, `MAX_BEGIN_BATCH` wait, or before
         (and after) any other message, so every message sees the storage effects of those before it."""
-        self._timed_out.clear()
         batching = isinstance(message, SendMessage | TurnPersisted)
         if not batching or (isinstance(message, SendMessage) and message.thread_id in self._state.fetching):
             self._flush_round()  # (a send to a thread being fetched would queue behind the fetch)

@@ -178,6 +178,9 @@ class TurnStore:
         """One batched ask: its outcomes, or the refusal of the whole round as every item's outcome."""
         try:
             answers: tuple[Any, ...] = self.ask(message)
-        except REFUSED as exc:
+        except StorageError as exc:
             return (exc,) * count
+        except REFUSED as exc:  # what a caller hears: the host's error, never pykka's
+            unavailable = HostUnavailableError(f"agenthost's storage cannot take this now: {exc}")
+            return (unavailable,) * count
         return answers

@@ -181,3 +181,41 @@ def test_after_one_ask_times_out_a_message_asks_no_more(tmp_path, clock: FakeClo
     finally:
         slow.set()
         host.shutdown(drain_timeout_s=1.0)
+
+
+def test_a_slow_actor_is_not_asked_again_until_it_answered(tmp_path, clock: FakeClock) -> None:
+    """Found by chaos (SlowDisk, after begins were batched): every later message asked the slow persistence again,
+    each waiting the full ask deadline, so a turn deadline behind them fired seconds late."""
+    received: list[str] = []
+    slow = threading.Event()
+
+    def slow_first_finish(child: str, message: Any) -> None:
+        if child == "persistence":
+            received.append(type(message).__name__)
+            if type(message).__name__ == "FinishTurn" and received.count("FinishTurn") == 1:
+                slow.wait(5.0)  # a slow fsync: far longer than the coordinator's ask deadline
+
+    config = HostConfig(
+        storage_root=str(tmp_path / "root"),
+        workers=1,
+        ask_timeout_s=0.3,
+        worker_faults={1: RuntimeFaults(delta_delay_s=5.0)},
+    )
+    host = AgentHost(config, clock=clock, fault_hook=slow_first_finish).start()
+    try:
+        first, later = host.create_thread(), host.create_thread()
+        handle = host.send(first, "one two three")
+        handle.wait_for(Delta, 20.0)
+        kill_process_group(worker(host, 1).pid)  # its end: a FinishTurn the persistence sits on
+        assert "not persisted yet" in (handle.wait(20.0).error or "")
+        asked_before = len(received)
+        with pytest.raises(HostUnavailableError, match="has not answered yet"):
+            host.send(later, "refused at once: the persistence has not answered its last ask")
+        assert received[asked_before:] == []  # nothing more was asked of the slow actor
+        slow.set()
+        wait_until("answered", lambda: host.threads() is not None)
+        clock.advance(1.0)  # PERSIST_RETRY writes the refused end; the worker restarts
+        wait_until("end durable", lambda: host.turns(first)[-1].status == "failed")
+    finally:
+        slow.set()
+        host.shutdown(drain_timeout_s=1.0)
