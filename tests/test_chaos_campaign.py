@@ -350,10 +350,11 @@ def test_short_campaign_of_runtime_faults_injects_every_kind_and_the_invariants_
 def test_campaign_with_every_fault_kind_keeps_every_invariant(tmp_path: Path, seed: int) -> None:
     import re
 
-    result, history = _campaign(tmp_path, seed, 6 * len(FAULT_KINDS), list(FAULT_KINDS))
+    result, _history = _campaign(tmp_path, seed, 6 * len(FAULT_KINDS), list(FAULT_KINDS))
     assert result.host_processes >= 1 + result.faults_injected["HostKill9"] + result.faults_injected["StorageCrash"]
-    # a sync slower than the ask deadline made the asking actor time out and crash; its supervisor decided
-    assert any("Timeout(" in d.reason for _, d in history.typed(SupervisorDecision) if d.supervisor == "host")
+    # (a SlowDisk sync longer than the ask deadline makes the coordinator refuse what it cannot store and retry it by
+    # policy, or an actor crash its supervisor decides: whether an ask falls into the slow sync is timing, so the
+    # invariants above, not a particular event, are what this proves; S22's tests pin the refusal itself)
     for violation in result.violations:
         print("known bug:", violation["invariant"], violation["message"])
         pattern = KNOWN_BUGS.get(violation["invariant"])
