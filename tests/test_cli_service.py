@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -68,15 +69,27 @@ def test_doctor_against_a_service_sees_no_problem_in_a_turn_in_flight(service) -
     svc: ServiceProcess = service(SLOW)
     with svc.client() as client:
         thread_id = client.call("threads.create", {"title": "in flight"})["thread_id"]
-        turn_id = client.call("turns.send", {"thread_id": thread_id, "text": "one two three four five six"})["turn_id"]
+        turn_id = client.call("turns.send", {"thread_id": thread_id, "text": "RUN: echo held-open"})["turn_id"]
         events = turn_events(client, turn_id)
-        next(events)  # streaming now
+        request = next(e["event"] for e in events if e["event"]["type"] == "ApprovalRequested")  # open until answered
         doctor = agenthost("doctor", "--root", str(svc.root))
         in_flight = [t["turn_id"] for t in client.call("status")["active_turns"]]
+        client.call("approvals.answer", {"approval_id": request["approval_id"], "decision": "accept"})
         assert list(events)[-1]["event"]["status"] == "completed"
     assert turn_id in in_flight  # doctor ran while the turn was open
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
     assert "[problem]" not in doctor.stdout and "[ok] permissions" in doctor.stdout
+
+
+@pytest.fixture(autouse=True)
+def _ctrl_c_as_in_a_terminal() -> Iterator[None]:
+    """A test run started as a shell's background job has SIGINT ignored, and children inherit that (Python then
+    installs no Ctrl-C handler in them). Handled here, the children start with the default, as in a terminal."""
+    previous = signal.getsignal(signal.SIGINT)
+    if previous == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 def _send_in_background(root: Path, *args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str]:
