@@ -498,7 +498,7 @@ def _issue10_lines(report: BenchReport) -> list[str]:
         f"     growth {growth.growth:.2f}   (target {targets['growth']}: {_met(met['growth'])})",
         f"     median ms per tenth of the run (up to turn): {profile}",
         f"     at the end: agenthost transcript {growth.transcript_bytes / 1e6:.2f} MB; the built-in runtime's own "
-        f"thread file {growth.runtime_state_bytes / 1e6:.2f} MB (rewritten whole at each turn start and end)",
+        f"thread file {growth.runtime_state_bytes / 1e6:.2f} MB (a line appended at each turn start and end)",
         f"     agenthost's part alone (informative): {issue.growth_host_only.history:,} turns pre-populated through "
         f"agenthost.storage, runtime state fresh: turns {issue.growth_host_only.window[0]:,}-"
         f"{issue.growth_host_only.window[1]:,} median {issue.growth_host_only.median_ms:.2f} ms = "

@@ -6,7 +6,7 @@ Both drive the public API only (`AgentHost`, `HostConfig`, `agenthost.storage`),
 - `measure_turn_growth(turns, ...)`: one thread, `turns` sequential turns, each `host.send(thread, text).wait()`
   timed with `time.perf_counter()` (send -> TurnFinished seen). Every turn is a real turn: nothing is
   pre-populated, because the built-in runtime keeps its own per-thread state (`<root>/system/runtime-state/
-  threads/<uuid>.json`, the whole record rewritten and fsynced at each turn start and end), which a storage-only
+  threads/<uuid>.jsonl`, one line appended and fsynced at each turn start and end), which a storage-only
   pre-population would leave short and so make the late turns look cheaper than they are. Reported: the median
   per-turn time over the early window (turns 51-150, "around turn 100") and the late window (the last 100 turns,
   "around turn `turns`"), growth = late / early (issue 10 target <= 1.2 with turns = 10,000), the median of every
@@ -132,7 +132,7 @@ def measure_turn_growth(turns: int, work_dir: Path, *, window: int = WINDOW) -> 
             if done.status != "completed":
                 raise RuntimeError(f"turn {len(samples)} of the growth thread ended {done.status}: {done.error}")
         transcript = _file_size(host.root.transcript_path("default", thread_id))
-        runtime_state = _largest_file(host.root.runtime_state_dir, "*.json")
+        runtime_state = _largest_file(host.root.runtime_state_dir, "*.jsonl")
     early = (51, 150)
     late = (turns - window + 1, turns)
     early_ms = _median_ms(samples[early[0] - 1 : early[1]])
