@@ -8,8 +8,8 @@ built-in runtime; ValueError when codex is asked for and none is installed).
 
 `follow_turn(announce, next_end, interrupt, second)`: `announce()` once, then `next_end()` until it returns the
 turn's end. From the first statement on, the first Ctrl-C prints "interrupting the turn (Ctrl-C again to
-<second>)" and calls `interrupt()`, then waits on; a second Ctrl-C, wherever it lands (even inside `interrupt`),
-returns None.
+<second>)" and calls `interrupt()`, then waits on; a second Ctrl-C, wherever it lands (even inside `interrupt`, or
+inside a lock's wait, where it surfaces as that lock's RuntimeError), returns None.
 """
 
 from __future__ import annotations
@@ -38,15 +38,25 @@ def follow_turn(
                     announced = True
                     announce()
                 finished = next_end()
-            except KeyboardInterrupt:
-                if interrupted:
+            except BaseException as exc:
+                if interrupted or not _a_press(exc):
                     raise
                 interrupted = True
                 print(f"\nagenthost: interrupting the turn (Ctrl-C again to {second})", file=sys.stderr)
                 interrupt()
-    except KeyboardInterrupt:
+    except BaseException as exc:
+        if not _a_press(exc):
+            raise
         return None
     return finished
+
+
+def _a_press(exc: BaseException) -> bool:
+    """A Ctrl-C: KeyboardInterrupt, or the RuntimeError a lock raises when a KeyboardInterrupt lands inside a wait
+    on it (threading's Condition then releases a lock it no longer holds)."""
+    return isinstance(exc, KeyboardInterrupt) or (
+        isinstance(exc, RuntimeError) and isinstance(exc.__context__, KeyboardInterrupt)
+    )
 
 
 class HelpFormatter(argparse.HelpFormatter):

@@ -344,3 +344,34 @@ def test_approvals_interrupt_and_tail_from_the_cli(service) -> None:
     finally:
         tail.send_signal(signal.SIGINT)
         assert tail.wait(30) == 0 and "Traceback" not in tail.stderr.read()
+
+
+def _lock_error_after_ctrl_c() -> RuntimeError:
+    """What threading raises when a KeyboardInterrupt lands inside a Condition's wait: a lock RuntimeError whose
+    context is the KeyboardInterrupt (seen once in CI on the second Ctrl-C of an embedded send)."""
+    try:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise RuntimeError("cannot release un-acquired lock")  # noqa: B904 - its context is the point
+    except RuntimeError as exc:
+        return exc
+
+
+def test_follow_turn_takes_a_ctrl_c_that_surfaced_as_a_lock_error_as_a_press() -> None:
+    from agenthost._cli_common import follow_turn
+
+    interrupts: list[str] = []
+    presses = iter([_lock_error_after_ctrl_c(), _lock_error_after_ctrl_c()])
+
+    def next_end() -> str:
+        raise next(presses)
+
+    assert follow_turn(lambda: None, next_end, lambda: interrupts.append("asked"), "stop") is None
+    assert interrupts == ["asked"]  # first press: interrupt the turn; second: stop waiting
+
+    def broken() -> str:
+        raise RuntimeError("a real bug, not a Ctrl-C")
+
+    with pytest.raises(RuntimeError, match="a real bug"):
+        follow_turn(lambda: None, broken, lambda: None, "stop")
