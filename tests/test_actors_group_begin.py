@@ -85,6 +85,23 @@ class _Gate:
             assert self.release.wait(30.0)
 
 
+def _together(host: AgentHost, gate: _Gate, senders: list[threading.Thread]) -> float:
+    """Run the senders so that all their sends reach the coordinator's mailbox together: the first is held by the
+    gate until the others are queued behind it. Returns when every sender is done; the value is the release time."""
+    senders[0].start()
+    assert gate.held.wait(10.0)  # the coordinator holds the first send
+    for sender in senders[1:]:
+        sender.start()
+    deadline = time.monotonic() + 10.0
+    while host._children.get("turns").actor_inbox.qsize() < len(senders) - 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    released = time.monotonic()
+    gate.release.set()
+    for sender in senders:
+        sender.join(20.0)
+    return released
+
+
 def test_sends_that_arrive_together_are_begun_in_one_storage_round(tmp_path) -> None:
     gate = _Gate()
     config = HostConfig(storage_root=str(tmp_path / "root"), workers=1, max_active_turns=64)
@@ -96,16 +113,7 @@ def test_sends_that_arrive_together_are_begun_in_one_storage_round(tmp_path) -> 
             handles[thread] = host.send(thread, "hello")
 
         senders = [threading.Thread(target=send, args=(thread,)) for thread in threads]
-        senders[0].start()
-        assert gate.held.wait(10.0)  # the coordinator holds the first send
-        for sender in senders[1:]:
-            sender.start()
-        deadline = time.monotonic() + 10.0
-        while host._children.get("turns").actor_inbox.qsize() < 19 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        gate.release.set()
-        for sender in senders:
-            sender.join(20.0)
+        _together(host, gate, senders)
         rounds = [m for m in gate.persistence if isinstance(m, (BeginTurns, BeginTurn))]
         assert [type(m).__name__ for m in rounds] == ["BeginTurns"]  # one round for all 20 begins
         assert len(rounds[0].begins) == 20
@@ -137,17 +145,7 @@ def test_a_crash_answers_the_send_it_crashed_on_and_the_sends_queued_behind_it(t
                 errors.append(exc)
 
         senders = [threading.Thread(target=send, args=(thread,)) for thread in threads]
-        senders[0].start()
-        assert gate.held.wait(10.0)
-        for sender in senders[1:]:
-            sender.start()
-        deadline = time.monotonic() + 10.0
-        while host._children.get("turns").actor_inbox.qsize() < 4 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        started = time.monotonic()
-        gate.release.set()
-        for sender in senders:
-            sender.join(20.0)
+        started = _together(host, gate, senders)
         assert time.monotonic() - started < 5.0  # at once, not after request_timeout_s (30 s)
         assert len(errors) == 5
         assert sum("crashed handling SendMessage" in str(e) for e in errors) == 1
@@ -192,16 +190,7 @@ def test_queued_sends_and_their_dispatch_share_storage_rounds(tmp_path) -> None:
         threads = [host.create_thread() for _ in range(20)]
         handles: dict[str, Any] = {}
         senders = [threading.Thread(target=lambda t=t: handles.__setitem__(t, host.send(t, "hi"))) for t in threads]
-        senders[0].start()
-        assert gate.held.wait(10.0)
-        for sender in senders[1:]:
-            sender.start()
-        deadline = time.monotonic() + 10.0
-        while host._children.get("turns").actor_inbox.qsize() < 19 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        gate.release.set()
-        for sender in senders:
-            sender.join(20.0)
+        _together(host, gate, senders)
         assert sorted(handles[t].wait(20.0).status for t in threads) == ["completed"] * 20
         kinds = [type(m).__name__ for m in gate.persistence]
         assert "EnqueueFollowUp" not in kinds and "BeginFollowUpTurn" not in kinds and "NextFollowUp" not in kinds
@@ -232,16 +221,7 @@ def test_a_queued_send_the_storage_refuses_is_refused_to_its_caller_alone(tmp_pa
             threading.Thread(target=send, args=("unknown", "th-unknown")),
             threading.Thread(target=send, args=("second", second)),
         ]
-        senders[0].start()
-        assert gate.held.wait(10.0)
-        for sender in senders[1:]:
-            sender.start()
-        deadline = time.monotonic() + 10.0
-        while host._children.get("turns").actor_inbox.qsize() < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        gate.release.set()
-        for sender in senders:
-            sender.join(20.0)
+        _together(host, gate, senders)
         enqueues = [m for m in gate.persistence if isinstance(m, EnqueueFollowUps)]
         assert [len(m.enqueues) for m in enqueues] == [2]  # both queued in one round; the storage refused one
         assert isinstance(outcomes["unknown"], UnknownThreadError) and "th-unknown" in str(outcomes["unknown"])
