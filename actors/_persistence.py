@@ -2,10 +2,13 @@
 
 When is a caller's write durable? (synchronous=FULL in WAL mode: a committed transaction survives power loss.)
 - Asked commands (`BeginTurn`, `FinishTurn`, `AddActionCard`, `CreateThread`, `UpdateThread`, follow-up and mapping
-  writes): when the ask returns, the transaction is committed and, for thread content, the change is in the thread's
-  Markdown transcript: one record appended and fsynced (a new thread's transcript is created by atomic replace);
-  storage._transcript_sync.TranscriptWriter does it. Failures, interruptions and approval resets always take this
-  path: they are never batched.
+  writes): when the ask returns, the transaction is committed (fsynced) and, for thread content, the change is in
+  the thread's Markdown transcript: one record appended (a new thread's transcript is created by atomic replace);
+  storage._transcript_sync.TranscriptWriter does it. Appends are fsynced together, one fsync per thread, by a
+  `_SyncTranscripts` the actor tells itself after the first append since the last one (so it runs after the answers
+  and behind the messages already waiting), at each checkpoint tick and at stop; until then the thread stays
+  marked in the database, so a power cut before that fsync leaves a transcript start-up repairs. Failures, interruptions
+  and approval resets always take this path: they are never batched.
 - `CompleteTurn` (a completed turn, told with `reply_to`): group-committed. Completions that arrive back to back
   are finished in ONE transaction when `max_batch` (default MAX_BATCH, 256) are waiting or the actor's mailbox is
   empty (so an idle host adds no delay); then each thread in the batch gets its end records in one append; only
@@ -126,6 +129,10 @@ class _CheckpointTick(msgspec.Struct, frozen=True):
     """Timer message: run the periodic PASSIVE checkpoint."""
 
 
+class _SyncTranscripts(msgspec.Struct, frozen=True):
+    """Told to itself after the first transcript append since the last sync: fsync the appended transcripts."""
+
+
 class PersistenceActor(GroupCommits, SupervisedActor):
     child_name = "persistence"
     expected_errors = (StorageError,)
@@ -157,6 +164,7 @@ class PersistenceActor(GroupCommits, SupervisedActor):
         self._batch: list[CompleteTurn | SettleFollowUp | SaveMapping] = []
         self._wal_pages = 0
         self._transcript_s = 0.0  # transcript time inside the message being handled (kept out of its commit time)
+        self._sync_told = False  # a _SyncTranscripts is waiting in the mailbox
         self._vfs = vfs
         self._lock: RootLock | None = None
         self._db: Database | None = None
@@ -186,6 +194,7 @@ class PersistenceActor(GroupCommits, SupervisedActor):
         try:
             self._flush()
             if self._transcripts is not None:
+                self._transcript(self._transcripts.sync_appends)
                 self._transcript(self._transcripts.retry_stale)
                 self._mark_synced()
         finally:
@@ -226,6 +235,12 @@ class PersistenceActor(GroupCommits, SupervisedActor):
 
     # --- dispatch -------------------------------------------------------------------------------------------
     def handle(self, message: Any) -> Any:
+        try:
+            return self._dispatch(message)
+        finally:
+            self._sync_later()
+
+    def _dispatch(self, message: Any) -> Any:
         if isinstance(message, CompleteTurn | SettleFollowUp | SaveMapping):
             self._batch.append(message)
             if len(self._batch) >= self._max_batch or self.actor_inbox.empty():
@@ -241,6 +256,13 @@ class PersistenceActor(GroupCommits, SupervisedActor):
                 _log.record(StorageTimed(op="commit", seconds=max(0.0, seconds)), "debug")
             if self._wal_pages >= self._checkpoint_pages:
                 self._checkpoint("PASSIVE")
+
+    def _sync_later(self) -> None:
+        """Transcript appends wait for one fsync per thread in `_SyncTranscripts`, told behind the messages already
+        waiting (the database already holds every change, and marks its thread until that fsync)."""
+        if not self._sync_told and self._transcripts is not None and self._transcripts.unsynced:
+            self._sync_told = True
+            tell_quietly(self.actor_ref, _SyncTranscripts())
 
     def _handle(self, message: Any, now: float) -> Any:
         db = self.db
@@ -316,7 +338,12 @@ class PersistenceActor(GroupCommits, SupervisedActor):
                 return db.set_followup_state(message.followup_id, message.state, message.error)
             case Checkpoint():
                 return self._checkpoint(message.mode)
+            case _SyncTranscripts():
+                self._sync_told = False
+                self._transcript(self.transcripts.sync_appends)
+                return None
             case _CheckpointTick():
+                self._transcript(self.transcripts.sync_appends)
                 if self.transcripts.stale:
                     self._transcript(self.transcripts.retry_stale)
                 self._mark_synced()

@@ -172,6 +172,7 @@ def measure_breakdown(completions: int, work_dir: Path, *, batch: int = MAX_BATC
         started = time.perf_counter()
         for first in range(0, completions, batch):  # as many transcript appends as the host's group commits
             _written(writer.turns_written(finished[first : first + batch]))
+            _written(writer.sync_appends())
         transcript_s = time.perf_counter() - started
     finally:
         db.close()

@@ -30,8 +30,9 @@ Both drive the public API only (`AgentHost`, `HostConfig`, `agenthost.storage`),
   threads created through `Database.create_thread` + `TranscriptWriter.thread_created` (untimed), then, per batch
   of up to BATCH (256) turns: every begin committed in ONE transaction (`Database.begin_turn` calls inside one
   outer APSW transaction on the Database's connection, synchronous=FULL), the begin records appended to their
-  transcripts (`TranscriptWriter.turns_written`: one append + fsync per thread), every end committed in one
-  transaction (`Database.finish_turns`), the end records appended the same way. That is the durable work a host
+  transcripts (`TranscriptWriter.turns_written`: one append per thread), every end committed in one transaction
+  (`Database.finish_turns`), the end records appended the same way, then every transcript of the batch fsynced
+  once (`TranscriptWriter.sync_appends`, what the persistence actor does after answering). That is the durable work a host
   turn must do (begin durable before `send` returns, end durable before TurnFinished), batched as well as a host
   could batch it; it does not run a runtime, so host/loop also prices the runtime round trip.
 Any error propagates (a failed or missing turn raises RuntimeError).
@@ -287,6 +288,7 @@ def measure_loop(threads: int, work_dir: Path, *, batch: int = BATCH) -> Run:
                 [TurnFinish(turn.turn_id, "completed", ASSISTANT_TEXT, None, now, 1) for turn in begun]
             )
             _written(writer.turns_written(finished))
+            _written(writer.sync_appends())
         seconds = time.perf_counter() - started
     finally:
         db.close()

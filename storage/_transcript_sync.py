@@ -15,14 +15,18 @@ Contract:
   actor's only transcript path). Its methods never raise for a transcript failure: they return the failures as
   ``(thread_id, StorageError)`` pairs. ``thread_created`` writes the new transcript by atomic replace;
   ``turns_written`` (a begun turn: its begin record; a finished one: its end record; one append per thread),
-  ``card_added`` and ``renamed`` append: one write and one fsync per thread, whatever the thread's length. The
-  first append to a thread since the writer started (or forgot it: it remembers the last ``cached`` threads'
-  tails) finds the end of its last complete record from the end of the file and cuts any torn tail there first. A
-  thread whose write failed is stale: its next write, and ``retry_stale`` (also run after every write that
-  succeeded), repair it with ``sync_transcript(repair=True, convert=True)`` instead of appending; so does a write to
-  a thread whose transcript is missing, v1 (converted once, on its first write) or changed size behind the writer.
-  ``take_synced`` returns and forgets the threads whose transcript held every change when last written: the caller
-  unmarks them in the database (``Database.mark_transcripts_synced``).
+  ``card_added`` and ``renamed`` append: one write per thread, whatever the thread's length, NOT fsynced yet:
+  ``sync_appends()`` fsyncs every transcript appended to since its last call (one fsync per thread however many
+  appends it got) and returns the failures (such a thread is stale); ``unsynced`` counts those transcripts. The
+  database is the truth and marks every changed thread in the change's own transaction, so an append lost to a
+  power cut before its fsync is only a transcript start-up repairs. The first append to a thread since the writer
+  started (or forgot it: it remembers the last ``cached`` threads' tails) finds the end of its last complete record from
+  the end of the file and cuts any torn tail there first. A thread whose write failed is stale: its next write, and
+  ``retry_stale`` (also run after every write that succeeded), repair it with ``sync_transcript(repair=True,
+  convert=True)`` instead of appending; so does a write to a thread whose transcript is missing, v1 (converted once, on
+  its first write) or changed size behind the writer. ``take_synced`` returns and forgets the threads whose transcript
+  held every change when last written and has been fsynced since (an atomic replace or a repair fsyncs at once; an
+  append at its ``sync_appends``): the caller unmarks them in the database (``Database.mark_transcripts_synced``).
 """
 
 from __future__ import annotations
@@ -242,6 +246,11 @@ class TranscriptWriter:
         self._cached = cached
         self._tails: collections.OrderedDict[str, tuple[Path, int]] = collections.OrderedDict()
         self._synced: set[str] = set()
+        self._unsynced: dict[str, Path] = {}  # thread -> its transcript, appended to since the last sync_appends
+
+    @property
+    def unsynced(self) -> int:
+        return len(self._unsynced)
 
     def thread_created(self, thread: ThreadRow) -> list[Failure]:
         return self._finish(self._write(thread.thread_id, None))
@@ -272,6 +281,20 @@ class TranscriptWriter:
                 return failures
         return []
 
+    def sync_appends(self) -> list[Failure]:
+        """fsync every transcript appended to since the last call; a failure leaves its thread stale."""
+        unsynced, self._unsynced = self._unsynced, {}
+        failures: list[Failure] = []
+        for thread_id, path in unsynced.items():
+            try:
+                self.store.sync(path)
+            except StorageError as error:
+                self._forget(thread_id)
+                failures.append((thread_id, error))
+            else:
+                self._synced.add(thread_id)
+        return failures
+
     def take_synced(self) -> list[str]:
         synced, self._synced = sorted(self._synced), set()
         return synced
@@ -289,23 +312,31 @@ class TranscriptWriter:
             if tail is None or data is None:
                 check = sync_transcript(self._db, self.store, thread_id, repair=True, convert=True)
                 tail = (Path(check.path), check.size)
-                if check.repaired is None:  # nothing written now; bytes of a failed append may not be durable yet
+                if check.repaired is None:  # nothing written now; bytes of an earlier append may not be durable yet
                     self.store.sync(tail[0])
+                self._unsynced.pop(thread_id, None)
+                self._synced.add(thread_id)
             else:
-                self.store.append(tail[0], data)
+                self.store.append(tail[0], data, sync=False)
                 tail = (tail[0], tail[1] + len(data))
+                self._unsynced[thread_id] = tail[0]
+                self._synced.discard(thread_id)
         except StorageError as error:
-            self._tails.pop(thread_id, None)
-            self.stale.add(thread_id)
-            self._synced.discard(thread_id)
+            self._forget(thread_id)
             return [(thread_id, error)]
         self._tails[thread_id] = tail
         self._tails.move_to_end(thread_id)
         if len(self._tails) > self._cached:
             self._tails.popitem(last=False)
         self.stale.discard(thread_id)
-        self._synced.add(thread_id)
         return []
+
+    def _forget(self, thread_id: str) -> None:
+        """A write or fsync of the thread's transcript failed: stale until repaired from the database."""
+        self._tails.pop(thread_id, None)
+        self._unsynced.pop(thread_id, None)
+        self._synced.discard(thread_id)
+        self.stale.add(thread_id)
 
     def _tail(self, thread_id: str) -> tuple[Path, int] | None:
         """Where the next record goes: the remembered tail while the file still has that size, else the end of the

@@ -13,11 +13,11 @@ Contract:
   the new content is then already in place (complete, never torn) but its durability is not guaranteed.
 - ``TranscriptStore`` stores ``<root>/projects/<project_id>/threads/<thread_id>.md`` as UTF-8. ``write`` replaces
   a transcript atomically (creating its folders). ``append`` adds records to an existing transcript: one write,
-  then one fsync of the file; a failure raises ``StorageIOError`` naming the path and the step, and may leave part
-  of the records behind (a torn tail, which readers ignore and the writer truncates before its next append).
-  ``truncate`` cuts a torn tail. ``read`` returns the text up to the end of the last complete record (a v1
-  transcript, which has no record trailers, whole); it raises ``FileNotFoundError`` when the transcript does not
-  exist. ``readable(data)`` is the same cut on bytes.
+  then one fsync of the file (with ``sync=False`` no fsync: the caller fsyncs later with ``sync``); a failure raises
+  ``StorageIOError`` naming the path and the step, and may leave part of the records behind (a torn tail, which readers
+  ignore and the writer truncates before its next append). ``truncate`` cuts a torn tail. ``read`` returns the text up
+  to the end of the last complete record (a v1 transcript, which has no record trailers, whole); it raises
+  ``FileNotFoundError`` when the transcript does not exist. ``readable(data)`` is the same cut on bytes.
 - ``AtomicFs`` is the file-system seam (tests and chaos override its methods to fail any step): ``write_temp``,
   ``fsync_file``, ``replace``, ``fsync_dir`` for a replace; ``append``, ``truncate`` and ``fsync_file`` for an
   append; ``read`` and ``size`` for reading.
@@ -211,12 +211,14 @@ class TranscriptStore:
         atomic_write(path, data, self.fs)
         return path
 
-    def append(self, path: Path, data: bytes) -> None:
-        """Append ``data`` to the transcript at ``path`` and fsync it (see the module contract)."""
+    def append(self, path: Path, data: bytes, *, sync: bool = True) -> None:
+        """Append ``data`` to the transcript at ``path`` and fsync it unless not ``sync`` (see the module contract)."""
         try:
             self.fs.append(path, data)
         except OSError as error:
             raise StorageIOError(f"append to transcript {str(path)!r} failed: {error!r}") from error
+        if not sync:
+            return
         try:
             self.fs.fsync_file(path)
         except OSError as error:

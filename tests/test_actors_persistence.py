@@ -19,7 +19,7 @@ from agenthost.protocol._messages import (
     ListTurns,
     TurnPersisted,
 )
-from agenthost.storage import Database, StorageFullError, StorageRoot, parse_checkpoints
+from agenthost.storage import AtomicFs, Database, StorageFullError, StorageRoot, parse_checkpoints
 from agenthost.testing import capture_events
 
 pytestmark = pytest.mark.timeout(30)
@@ -226,3 +226,69 @@ def test_a_close_the_disk_refuses_still_releases_the_root(tmp_path, monkeypatch)
         assert second.ask(ListThreads(), timeout=10) == []  # it took the root: the lock was released
     finally:
         second.stop()
+
+
+class _HeldSyncs(AtomicFs):
+    """Once `armed`, records appends and fsyncs of transcripts, holds each fsync until `release` is set, and fails
+    the fsync of the transcripts named in `failing`."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.calls: list[tuple[str, str]] = []
+        self.release = threading.Event()
+        self.failing: set[str] = set()
+        self.armed = False
+
+    def append(self, path: Any, data: bytes) -> None:
+        if self.armed:
+            self.calls.append(("append", path.stem))
+        super().append(path, data)
+
+    def fsync_file(self, path: Any) -> None:
+        if self.armed:
+            self.calls.append(("fsync", path.stem))
+            self.release.wait(10.0)
+            if path.stem in self.failing:
+                raise OSError(5, "injected fsync failure")
+        super().fsync_file(path)
+
+
+def test_transcript_appends_are_fsynced_after_the_answers_once_per_thread_and_unmarked_only_then(tmp_path) -> None:
+    """D4/D12: appends do not wait for their fsync: every begin is answered (its record readable) while the fsyncs
+    are held; then one fsync per thread, however many records it got; a thread is unmarked in the database only
+    once its transcript was fsynced (a failing fsync keeps it marked)."""
+    from agenthost.protocol._messages import Checkpoint
+
+    gate, fs, clock = _Gate(), _HeldSyncs(), FakeClock()
+    root = StorageRoot(tmp_path / "root")
+    ref = PersistenceActor.start(root=root, clock=clock, wall=time.time, fault_hook=gate, transcript_fs=fs)
+    try:
+        for thread_id in ("t1", "t2", "t3"):
+            ref.ask(CreateThread(thread_id=thread_id, project_id="p", title=thread_id))
+        fs.armed = True
+        ref.tell(Checkpoint(mode="PASSIVE"))  # held: the begins wait together behind it
+        begins = [("t1", "a"), ("t1", "b"), ("t2", "a"), ("t3", "a")]
+        futures = [
+            ref.ask(BeginTurn(turn_id=f"{t}-{n}", thread_id=t, user_text=f"q {t}-{n}"), block=False) for t, n in begins
+        ]
+        gate.release.set()
+        for future in futures:
+            assert future.get(timeout=10).turn.status == "pending"  # answered while every fsync is still held
+        for thread_id in ("t1", "t2", "t3"):
+            assert "q " + thread_id + "-a" in root.transcript_path("p", thread_id).read_text()
+        fs.failing.add("t2")
+        fs.release.set()
+        ref.ask(ListThreads())  # behind the sync the actor told itself
+        assert fs.calls == [("append", t) for t, _ in begins] + [("fsync", t) for t in ("t1", "t2", "t3")]
+        clock.advance(5.0)  # checkpoint tick: unmark the synced threads
+        ref.ask(ListThreads())
+        probe = Database.open(root.db_path)
+        try:
+            assert [thread.thread_id for thread in probe.dirty_transcripts()] == ["t2"]
+        finally:
+            probe.close(checkpoint=False)
+    finally:
+        gate.release.set()
+        fs.release.set()
+        ref.stop()

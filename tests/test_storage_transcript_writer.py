@@ -1,5 +1,6 @@
 """Tests for the TranscriptWriter (storage._transcript_sync): append-only v2 transcripts kept equal to a real
-database after every change, at a flat cost (one append + one fsync, tail reads only), torn tails, v1 conversion,
+database after every change, at a flat cost (one append per change, one fsync per thread at its sync, tail reads
+only), torn tails, v1 conversion,
 stale repair and transcripts changed behind the writer."""
 
 from __future__ import annotations
@@ -226,8 +227,9 @@ def test_writer_appends_keep_the_transcript_equal_to_the_database_after_each_cha
 ) -> None:
     """D12: a TranscriptWriter fed random changes of a real database leaves, after every change, transcripts that
     parse to exactly the database's rows and whose bytes are the records of the changes in log order (the records
-    render_transcript emits). After a thread's creation, every change costs one append and one fsync per thread it
-    touches, never a replace, and only the first append to a thread since the writer started reads its tail."""
+    render_transcript emits). After a thread's creation, every change costs one append per thread it touches, never a
+    replace, and only the first append to a thread since the writer started reads its tail; such a thread is synced
+    (listed by take_synced) only after sync_appends, which costs one fsync per thread."""
     with tempfile.TemporaryDirectory() as folder:
         for host in _host(Path(folder)):
             logs: dict[str, bytes] = {}  # thread id -> the records the writer must have appended, in log order
@@ -289,13 +291,17 @@ def test_writer_appends_keep_the_transcript_equal_to_the_database_after_each_cha
                     reads = list(host.fs.reads)
                     calls = host.fs.take() if touched else []
                     counts = Counter(calls)
-                    assert counts["append"] == counts["fsync_file"] == len(touched), calls
+                    assert counts["append"] == len(touched) and counts["fsync_file"] == 0, calls
                     assert counts["write_temp"] == counts["replace"] == counts["truncate"] == 0, calls
                     assert all(length >= 0 for _, _, length in reads), reads  # the tail only, never all
                     if all(thread_id in tail_known for thread_id in touched):
                         assert counts["read"] == 0, calls
                     tail_known.update(touched)
-                assert host.writer.stale == set()
+                    assert host.writer.unsynced == len(touched)
+                    assert host.writer.take_synced() == []  # appended, not yet fsynced
+                    assert host.writer.sync_appends() == []
+                    assert host.fs.take() == ["fsync_file"] * len(touched)
+                assert host.writer.stale == set() and host.writer.unsynced == 0
                 assert host.writer.take_synced() == sorted(touched)
                 for thread_id in sorted(logs):
                     assert host.data(thread_id) == logs[thread_id]
@@ -305,7 +311,7 @@ def test_writer_appends_keep_the_transcript_equal_to_the_database_after_each_cha
 # --- flat cost ---------------------------------------------------------------------------------------------------
 
 
-def test_appends_cost_one_write_and_one_fsync_and_read_only_the_tail(host: Host) -> None:
+def test_appends_cost_one_write_read_only_the_tail_and_sync_once_per_thread(host: Host) -> None:
     host.create()
     host.fs.take()
     big = "x" * 8000 + "\n"
@@ -318,6 +324,7 @@ def test_appends_cost_one_write_and_one_fsync_and_read_only_the_tail(host: Host)
 
     host.restart()  # a new writer knows nothing of the thread: it finds the end of the last record from the end
     host.card("after the restart")
+    assert host.writer.sync_appends() == []
     names = [name for name, _ in host.fs.calls]
     assert names.count("append") == names.count("fsync_file") == 1
     assert "write_temp" not in names and "replace" not in names and "truncate" not in names
@@ -325,16 +332,20 @@ def test_appends_cost_one_write_and_one_fsync_and_read_only_the_tail(host: Host)
     assert all(offset >= size - 200_000 and length >= 0 for _, offset, length in host.fs.reads), host.fs.reads
     assert 0 < host.fs.read_bytes < 200_000
     host.fs.take()
-    for number in range(121, 141):  # every later change: one append, one fsync, no read at all
+    for number in range(121, 141):  # every later change: one append, no read at all; one fsync for the four
         host.begin(f"u{number}")
-        assert host.fs.take() == ["size", "append", "fsync_file"]
+        assert host.fs.take() == ["size", "append"]
         host.finish(f"u{number}")
-        assert host.fs.take() == ["size", "append", "fsync_file"]
+        assert host.fs.take() == ["size", "append"]
         host.card(f"card {number}", turn_id=f"u{number}")
-        assert host.fs.take() == ["size", "append", "fsync_file"]
+        assert host.fs.take() == ["size", "append"]
         host.db.update_thread("t1", title=f"title {number}")
         assert host.writer.renamed(host.db.get_thread("t1")) == []
-        assert host.fs.take() == ["size", "append", "fsync_file"]
+        assert host.fs.take() == ["size", "append"]
+        assert host.writer.take_synced() == []
+        assert host.writer.sync_appends() == []
+        assert host.fs.take() == ["fsync_file"]
+        assert host.writer.take_synced() == ["t1"]
     assert_equals_database(host.db, host.root, "t1")
 
 
@@ -347,7 +358,7 @@ def test_one_append_per_thread_when_turns_of_many_threads_finish_together(host: 
     rows = host.db.finish_turns(
         [TurnFinish(turn.turn_id, "completed", "done", None, 9.0) for turn in host.db.pending_turns()]
     )
-    assert host.writer.turns_written(rows) == []
+    assert host.writer.turns_written(rows) == [] and host.writer.sync_appends() == []
     assert Counter(host.fs.calls) == Counter(
         [(step, f"{thread_id}.md") for thread_id in ("t1", "t2", "t3") for step in ("size", "append", "fsync_file")]
     )
@@ -494,7 +505,7 @@ def test_failed_append_is_returned_and_the_stale_thread_repaired(host: Host, fau
 
     host.fs.fail = fault
     (turn,) = host.db.finish_turns([TurnFinish("u1", "completed", "answer", None, 3.0, worker_id=2)])
-    failures = host.writer.turns_written([turn])  # never raises
+    failures = host.writer.turns_written([turn]) + host.writer.sync_appends()  # never raise; the fsync fails in sync
     assert [thread_id for thread_id, _ in failures] == ["t1"]
     assert isinstance(failures[0][1], StorageIOError)
     assert host.writer.stale == {"t1"}
@@ -514,6 +525,7 @@ def test_failed_append_is_returned_and_the_stale_thread_repaired(host: Host, fau
         assert host.writer.retry_stale() == []
     else:  # retry_stale also runs after every write that succeeded
         host.card("other thread", thread_id="t2")
+    assert host.writer.sync_appends() == []
     names = host.fs.take()
     assert "read" in names  # repaired from the database (sync_transcript), not appended blindly
     assert host.writer.stale == set()
@@ -522,6 +534,7 @@ def test_failed_append_is_returned_and_the_stale_thread_repaired(host: Host, fau
     assert_equals_database(host.db, host.root, "t2")
 
     host.card("afterwards")  # back to plain appends
+    assert host.writer.sync_appends() == []
     assert host.fs.take() == ["size", "append", "fsync_file"]
     assert_equals_database(host.db, host.root, "t1")
 
@@ -531,7 +544,9 @@ def test_stale_repair_after_a_failed_fsync_makes_the_transcript_durable(host: Ho
     host.begin("u1")
     host.fs.fail = "fsync_file"
     (turn,) = host.db.finish_turns([TurnFinish("u1", "completed", "answer", None, 3.0)])
-    assert [thread_id for thread_id, _ in host.writer.turns_written([turn])] == ["t1"]
+    assert host.writer.turns_written([turn]) == []
+    assert [thread_id for thread_id, _ in host.writer.sync_appends()] == ["t1"]
+    assert host.writer.stale == {"t1"} and host.writer.take_synced() == []
     host.fs.fail = None
     host.fs.take()
     assert host.writer.retry_stale() == []
