@@ -160,10 +160,12 @@ class TurnCoordinator(SupervisedActor):
 
     # --- messages -> events ----------------------------------------------------------------------------------
     def handle(self, message: Any) -> Any:
-        """Sends and turn ends may leave storage effects waiting, to share one storage round with those of the
-        messages queued behind them; the round goes when the mailbox is empty, `MAX_BEGIN_BATCH` wait, or before
-        (and after) any other message, so every message sees the storage effects of those before it."""
-        batching = isinstance(message, SendMessage | TurnPersisted)
+        """Sends, turn ends, runtime output and call answers may leave storage effects waiting, to share one storage
+        round with those of the messages queued behind them (none of these depends on an effect still waiting: a
+        runtime only speaks of turns already begun); the round goes when the mailbox is empty, `MAX_BEGIN_BATCH`
+        wait, or before (and after) any other message, so every other message (an interrupt, an approval, a
+        deadline ...) sees the storage effects of those before it."""
+        batching = isinstance(message, SendMessage | TurnPersisted | RuntimeOutput | CallResult)
         if not batching or (isinstance(message, SendMessage) and message.thread_id in self._state.fetching):
             self._flush_round()  # (a send to a thread being fetched would queue behind the fetch)
         answer = self._handle(message)
@@ -407,8 +409,10 @@ class TurnCoordinator(SupervisedActor):
     def _call(self, effect: ev.CallRuntime) -> ev.Event | None:
         params = effect.params
         if effect.method == "thread/start":
-            thread = self._ask(self._persistence, GetThread(thread_id=effect.thread_id))
-            params = {"cwd": self._project_dir(thread.project_id), **params}
+            project_id = self._store.project_of(effect.thread_id)
+            if project_id is None:  # not begun lately (a resume after a restart): ask
+                project_id = self._ask(self._persistence, GetThread(thread_id=effect.thread_id)).project_id
+            params = {"cwd": self._project_dir(project_id), **params}
         call = RuntimeCall(
             call_id=effect.call_id,
             method=effect.method,

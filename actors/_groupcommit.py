@@ -11,30 +11,54 @@ Contract:
 - `GroupCommits` is the persistence actor's part that answers the batched messages (`BeginTurns`,
   `BeginFollowUpTurns`, `EnqueueFollowUps`, `NextFollowUps`) and settles told `SettleFollowUp`s: begins are
   committed first, then appended to their transcripts (one append per thread), then answered, as single begins.
+- `_flush(joining=None)` commits the told writes waiting in the actor's batch (pins `SaveMapping`, completions
+  `CompleteTurn`, follow-up states `SettleFollowUp`) and, when given, the asked message `joining`, in ONE
+  transaction: pins first, then the completions, the follow-up states, then `joining` in a savepoint of its own
+  (its `StorageError` undoes only itself and is raised to its asker after the commit). Only after the commit are
+  the transcripts appended (the writes the handlers asked for, in order), then every completion's caller told
+  `TurnPersisted`, then `joining` answered. When that one transaction fails to commit, nothing of it was applied
+  and the same writes run again, each part in its own transaction (a completion that fails then alone is told its
+  error); a pin or follow-up state the storage refuses is logged (the next change, or start-up reconciliation,
+  writes it again).
 """
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
+from agenthost.actors._events import StorageTimed
 from agenthost.actors._log import get_logger
+from agenthost.actors._refs import tell_quietly
 from agenthost.protocol._messages import (
     BeginFollowUpTurns,
     BeginTurns,
+    CompleteTurn,
     EnqueueFollowUps,
     NextFollowUps,
     SaveMapping,
     SettleFollowUp,
     TurnBegun,
+    TurnPersisted,
 )
-from agenthost.storage import Database, StorageError, TranscriptWriter, TurnRow
+from agenthost.storage import Database, StorageError, TranscriptWriter, TurnFinish, TurnRow
 
 __all__ = ["GroupCommits", "each_alone", "each_in_one_transaction"]
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 Batched = BeginTurns | BeginFollowUpTurns | EnqueueFollowUps | NextFollowUps
+Told = CompleteTurn | SettleFollowUp | SaveMapping
+TranscriptWrite = Callable[[], list[tuple[str, StorageError]]]
+
+
+class _Refused(NamedTuple):
+    """The joining message's own storage error, raised to its asker once the group has committed."""
+
+    error: StorageError
+
 
 _log = get_logger("agenthost.persistence")
 
@@ -62,8 +86,13 @@ def each_alone(items: Sequence[Item], apply: Callable[[Item], Result]) -> list[R
 
 
 class GroupCommits:
-    """The batched messages of the persistence actor (mixed into it: it provides `db`, `transcripts`,
-    `_transcript`)."""
+    """The batched messages and the group commit of the persistence actor (mixed into it: it provides `db`,
+    `transcripts`, `_transcript`, `_handle`, `_wall` and the state below)."""
+
+    _batch: list[Told]  # told writes waiting for the next group commit
+    _answers_waiting: bool  # one of them is a CompleteTurn (its caller waits for the commit)
+    _later: list[TranscriptWrite] | None  # inside a group commit: the transcript writes to run once it committed
+    _wall: Callable[[], float]
 
     @property
     def db(self) -> Database:
@@ -73,8 +102,84 @@ class GroupCommits:
     def transcripts(self) -> TranscriptWriter:
         raise NotImplementedError
 
-    def _transcript(self, write: Callable[[], list[tuple[str, StorageError]]]) -> None:
+    def _transcript(self, write: TranscriptWrite) -> None:
         raise NotImplementedError
+
+    def _handle(self, message: Any, now: float) -> Any:
+        raise NotImplementedError
+
+    def _after_commit(self) -> None:
+        raise NotImplementedError
+
+    # --- the group commit ----------------------------------------------------------------------------------------
+    def _flush(self, joining: Any = None) -> Any:
+        """Commit the waiting told writes and `joining` together (see the module contract); return its answer."""
+        waiting, self._batch, self._answers_waiting = self._batch, [], False
+        if not waiting and joining is None:
+            return None
+        now = self._wall()
+        try:
+            return self._commit_group(waiting, joining, now, together=True)
+        except StorageError:  # its COMMIT failed: nothing of it stands (each part handles its own errors)
+            return self._commit_group(waiting, joining, now, together=False)
+
+    def _commit_group(self, waiting: list[Told], joining: Any, now: float, *, together: bool) -> Any:
+        completions = [m for m in waiting if isinstance(m, CompleteTurn)]
+        settles = [m for m in waiting if isinstance(m, SettleFollowUp)]
+        later: list[TranscriptWrite] = []
+        self._later = later
+        started = time.perf_counter()
+        try:
+            with self.db.batch(_group_name(waiting, joining)) if together else contextlib.nullcontext():
+                self._save_mappings([m for m in waiting if isinstance(m, SaveMapping)], now)
+                outcomes = self._finish(completions, now)
+                self._settle(settles)
+                answer = self._joined(joining, now)
+        finally:
+            self._later = None
+        _log.record(StorageTimed(op="commit", seconds=time.perf_counter() - started), "debug")
+        for write in later:
+            self._transcript(write)
+        for completion, (row, error) in zip(completions, outcomes, strict=True):
+            tell_quietly(completion.reply_to, TurnPersisted(turn_id=completion.turn_id, row=row, error=error))
+        if waiting:
+            _log.debug("persistence.group_commit", completions=len(completions), followups=len(settles))
+        self._after_commit()
+        if isinstance(answer, _Refused):
+            raise answer.error
+        return answer
+
+    def _finish(self, completions: list[CompleteTurn], now: float) -> list[tuple[TurnRow | None, str | None]]:
+        """The completed turns in one savepoint (when one fails, each alone); their end records go to the
+        transcripts."""
+        finishes = [TurnFinish(c.turn_id, "completed", c.assistant_text, None, now, c.worker_id) for c in completions]
+        if not finishes:
+            return []
+        outcomes: list[tuple[TurnRow | None, str | None]]
+        try:
+            outcomes = [(row, None) for row in self.db.finish_turns(finishes)]
+        except StorageError:
+            outcomes = [self._finish_alone(finish) for finish in finishes]
+        rows = [row for row, _ in outcomes if row is not None]
+        if rows:
+            self._transcript(lambda: self.transcripts.turns_written(rows))
+        return outcomes
+
+    def _finish_alone(self, finish: TurnFinish) -> tuple[TurnRow | None, str | None]:
+        try:
+            return self.db.finish_turns([finish])[0], None
+        except StorageError as exc:
+            return None, str(exc)
+
+    def _joined(self, joining: Any, now: float) -> Any:
+        """The joining message handled in a savepoint of its own: its storage error undoes only itself."""
+        if joining is None:
+            return None
+        try:
+            with self.db.batch(type(joining).__name__):
+                return self._handle(joining, now)
+        except StorageError as exc:
+            return _Refused(exc)
 
     def _group(self, message: Batched, now: float) -> tuple[Any, ...]:
         db = self.db
@@ -111,10 +216,16 @@ class GroupCommits:
         begun = [row for row in turns if isinstance(row, TurnRow)]
         if begun:
             self._transcript(lambda: self.transcripts.turns_written(begun))
-        threads = {row.thread_id for row in begun}
-        settings = {thread: self.db.get_thread(thread).thread_settings() for thread in threads}
+        threads = {row.thread_id: self.db.get_thread(row.thread_id) for row in begun}
         return tuple(
-            TurnBegun(turn=row, settings=settings[row.thread_id]) if isinstance(row, TurnRow) else row for row in turns
+            TurnBegun(
+                turn=row,
+                settings=threads[row.thread_id].thread_settings(),
+                project_id=threads[row.thread_id].project_id,
+            )
+            if isinstance(row, TurnRow)
+            else row
+            for row in turns
         )
 
     def _save_mappings(self, saves: list[SaveMapping], now: float) -> None:
@@ -136,3 +247,9 @@ class GroupCommits:
         for settle, outcome in zip(settles, settled, strict=True):
             if isinstance(outcome, StorageError):
                 _log.error("persistence.followup_settle_failed", followup=settle.followup_id, error=repr(outcome))
+
+
+def _group_name(waiting: list[Told], joining: Any) -> str:
+    """What a group commit holds, for its error messages: the told writes waiting, and the asked message."""
+    asked = "" if joining is None else f" with {type(joining).__name__}"
+    return f"group commit of {len(waiting)} told writes{asked}"

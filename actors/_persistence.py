@@ -12,9 +12,13 @@ When is a caller's write durable? (synchronous=FULL in WAL mode: a committed tra
 - `CompleteTurn` (a completed turn, told with `reply_to`): group-committed. Completions that arrive back to back
   are finished in ONE transaction when `max_batch` (default MAX_BATCH, 256) are waiting or the actor's mailbox is
   empty (so an idle host adds no delay); then each thread in the batch gets its end records in one append; only
-  then does every caller get its `TurnPersisted`. Any other message first flushes the waiting completions, so
-  the database sees writes in the order the actor received them. If the batch transaction fails, each completion is
-  retried alone, so one bad row never fails the others, and every caller hears its own outcome.
+  then does every caller get its `TurnPersisted`. Told pins (`SaveMapping`) and follow-up states
+  (`SettleFollowUp`) wait in the same batch. An asked message of the turn path (`_JOINS_BATCH`: begins, enqueues,
+  follow-up fetches, `FinishTurn`, `GetTurn`) that finds writes waiting joins their transaction
+  (actors._groupcommit's `_flush`); `GetThread` is answered without them (no told write changes a thread row);
+  any other message first commits them alone. Either way the database sees writes in the order the actor received
+  them, and a read sees every write told before it. If a batch fails, each completion is retried alone, so one bad row
+  never fails the others, and every caller hears its own outcome.
 - The transcript is written after the commit, so a crash between the two leaves a transcript without the change,
   and its thread marked in the database (every transcript change marks its thread in the same transaction); the
   start-up checks append what such transcripts lack. When a transcript write fails (I/O error, disk full) the
@@ -83,7 +87,6 @@ from agenthost.protocol._messages import (
     SetFollowUpState,
     SettleFollowUp,
     TurnBegun,
-    TurnPersisted,
     UpdateThread,
 )
 from agenthost.storage import (
@@ -119,6 +122,21 @@ _WRITES = (
     CreateThread,
     EnqueueFollowUp,
     SetFollowUpState,
+)
+
+# Asked messages that share the group commit of the told writes waiting before them (the turn path's writes and
+# the reads it makes between them); anything else first commits the waiting writes on their own.
+_JOINS_BATCH = (
+    BeginTurn,
+    BeginTurns,
+    BeginFollowUpTurn,
+    BeginFollowUpTurns,
+    EnqueueFollowUp,
+    EnqueueFollowUps,
+    NextFollowUp,
+    NextFollowUps,
+    FinishTurn,
+    GetTurn,
 )
 
 _log = get_logger("agenthost.persistence")
@@ -165,6 +183,8 @@ class PersistenceActor(GroupCommits, SupervisedActor):
         self._wal_pages = 0
         self._transcript_s = 0.0  # transcript time inside the message being handled (kept out of its commit time)
         self._sync_told = False  # a _SyncTranscripts is waiting in the mailbox
+        self._answers_waiting = False  # a CompleteTurn waits in the batch (pins and follow-up states alone wait on)
+        self._later: list[Callable[[], list[tuple[str, StorageError]]]] | None = None  # inside a group commit
         self._vfs = vfs
         self._lock: RootLock | None = None
         self._db: Database | None = None
@@ -243,9 +263,14 @@ class PersistenceActor(GroupCommits, SupervisedActor):
     def _dispatch(self, message: Any) -> Any:
         if isinstance(message, CompleteTurn | SettleFollowUp | SaveMapping):
             self._batch.append(message)
-            if len(self._batch) >= self._max_batch or self.actor_inbox.empty():
+            self._answers_waiting |= isinstance(message, CompleteTurn)
+            if len(self._batch) >= self._max_batch or (self._answers_waiting and self.actor_inbox.empty()):
                 self._flush()
             return None
+        if isinstance(message, GetThread):  # reads only the threads table, which no told write changes
+            return self._handle(message, self._wall())
+        if self._batch and isinstance(message, _JOINS_BATCH):
+            return self._flush(message)
         self._flush()
         started, self._transcript_s = time.perf_counter(), 0.0
         try:
@@ -366,7 +391,8 @@ class PersistenceActor(GroupCommits, SupervisedActor):
 
     def _begun(self, row: Any) -> TurnBegun:
         self._turn_written(row)
-        return TurnBegun(turn=row, settings=self.db.get_thread(row.thread_id).thread_settings())
+        thread = self.db.get_thread(row.thread_id)
+        return TurnBegun(turn=row, settings=thread.thread_settings(), project_id=thread.project_id)
 
     def _thread_updated(self, row: ThreadRow, *, renamed: bool) -> ThreadRow:
         """A thread row changed: a new title reaches the transcript."""
@@ -379,42 +405,17 @@ class PersistenceActor(GroupCommits, SupervisedActor):
         self._transcript(lambda: self.transcripts.turns_written([row]))
         return row
 
-    def _flush(self) -> None:
-        """Group-commit the waiting completions, append their ends to the transcripts, then answer every caller."""
-        if not self._batch:
-            return
-        waiting, self._batch = self._batch, []
-        batch = [m for m in waiting if isinstance(m, CompleteTurn)]
-        settles = [m for m in waiting if isinstance(m, SettleFollowUp)]
-        self._save_mappings([m for m in waiting if isinstance(m, SaveMapping)], self._wall())
-        now = self._wall()
-        finishes = [TurnFinish(c.turn_id, "completed", c.assistant_text, None, now, c.worker_id) for c in batch]
-        outcomes: list[tuple[Any, str | None]]
-        started = time.perf_counter()
-        try:
-            outcomes = [(row, None) for row in self.db.finish_turns(finishes)]
-        except StorageError:
-            outcomes = [self._finish_alone(finish) for finish in finishes]
-        _log.record(StorageTimed(op="commit", seconds=time.perf_counter() - started), "debug")
-        rows = [row for row, _ in outcomes if row is not None]
-        if rows:
-            self._transcript(lambda: self.transcripts.turns_written(rows))
-        for completion, (row, error) in zip(batch, outcomes, strict=True):
-            tell_quietly(completion.reply_to, TurnPersisted(turn_id=completion.turn_id, row=row, error=error))
-        self._settle(settles)
-        _log.debug("persistence.group_commit", completions=len(batch), followups=len(settles))
+    def _after_commit(self) -> None:
         if self._wal_pages >= self._checkpoint_pages:
             self._checkpoint("PASSIVE")
 
-    def _finish_alone(self, finish: TurnFinish) -> tuple[Any, str | None]:
-        try:
-            return self.db.finish_turns([finish])[0], None
-        except StorageError as exc:
-            return None, str(exc)
-
     def _transcript(self, write: Callable[[], list[tuple[str, StorageError]]]) -> None:
-        """Run one transcript write of the writer, timed apart from the commit. The database is the truth: a failed
-        write is logged (its thread stays stale and is repaired later), never reported as a failed commit."""
+        """Run one transcript write of the writer, timed apart from the commit (inside a group commit: once it has
+        committed). The database is the truth: a failed write is logged (its thread stays stale and is repaired
+        later), never reported as a failed commit."""
+        if self._later is not None:
+            self._later.append(write)
+            return
         started = time.perf_counter()
         failures = write()
         seconds = time.perf_counter() - started

@@ -10,6 +10,8 @@ round is every effect's outcome.
   Dispatching a follow-up and beginning its turn is one transaction. `enqueue`: per follow-up None or its error.
 - `finish`: a refusal becomes `FinishRefused` (the machine retries it by policy); a turn already finished is only
   accepted on a retry (the earlier attempt landed after all).
+- `project_of(thread_id)`: the project of a thread one of the last PROJECTS_KEPT begins named (from their
+  answers), None when not among them.
 - `forget_options` removes per-turn settings the runtime refused from the thread; a refusal is logged.
 - `card`: False (logged) when refused. `settle_followup` is told (group-committed with the completions; a refusal
   is logged by the storage) and `fetch_followups` logs a refusal; start-up reconciliation settles the state, and a
@@ -18,6 +20,7 @@ round is every effect's outcome.
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +43,7 @@ from agenthost.protocol._messages import (
     NextFollowUp,
     NextFollowUps,
     SettleFollowUp,
+    TurnBegun,
     UpdateThread,
 )
 from agenthost.storage import StorageError, TurnAlreadyFinishedError
@@ -47,6 +51,7 @@ from agenthost.storage import StorageError, TurnAlreadyFinishedError
 __all__ = ["REFUSED", "TurnStore"]
 
 _log = get_logger("agenthost.turns")
+PROJECTS_KEPT = 4096  # threads whose project the store remembers from their last begin
 REFUSED = (StorageError, HostUnavailableError, pykka.ActorDeadError, pykka.Timeout)  # the storage did not take it
 
 
@@ -67,6 +72,18 @@ class TurnStore:
         self.ask = ask  # asks the persistence actor, with the coordinator's deadline rules
         self._tell = tell
         self._registry = registry
+        self._projects: collections.OrderedDict[str, str] = collections.OrderedDict()  # thread -> its project
+
+    def project_of(self, thread_id: str) -> str | None:
+        return self._projects.get(thread_id)
+
+    def _begun(self, effect: ev.Begin, answer: TurnBegun) -> ev.Begun:
+        if answer.project_id:
+            self._projects[effect.thread_id] = answer.project_id
+            self._projects.move_to_end(effect.thread_id)
+            if len(self._projects) > PROJECTS_KEPT:
+                self._projects.popitem(last=False)
+        return _begun(effect, answer.settings)
 
     def begin_direct(self, effects: list[ev.Begin]) -> list[ev.Event]:
         """Begin direct sends (their storage errors go back to their callers, as BeginRefused)."""
@@ -84,7 +101,7 @@ class TurnStore:
                 )
                 outcomes.append(refused)
             else:
-                outcomes.append(_begun(effect, answer.settings))
+                outcomes.append(self._begun(effect, answer))
         return outcomes
 
     def forget_options(self, thread_id: str, keys: tuple[str, ...]) -> None:
@@ -160,7 +177,7 @@ class TurnStore:
                 )
                 outcomes.append(refused)
             else:
-                outcomes.append(_begun(effect, answer.settings))
+                outcomes.append(self._begun(effect, answer))
         return outcomes
 
     def enqueue(self, effects: list[ev.Enqueue]) -> list[BaseException | None]:

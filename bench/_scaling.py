@@ -32,9 +32,9 @@ Both drive the public API only (`AgentHost`, `HostConfig`, `agenthost.storage`),
   outer APSW transaction on the Database's connection, synchronous=FULL), the begin records appended to their
   transcripts (`TranscriptWriter.turns_written`: one append per thread), every end committed in one transaction
   (`Database.finish_turns`), the end records appended the same way, then every transcript of the batch fsynced
-  once (`TranscriptWriter.sync_appends`, what the persistence actor does after answering). That is the durable work a host
-  turn must do (begin durable before `send` returns, end durable before TurnFinished), batched as well as a host
-  could batch it; it does not run a runtime, so host/loop also prices the runtime round trip.
+  once (`TranscriptWriter.sync_appends`, what the persistence actor does after answering). That is the durable
+  work a host turn must do (begin durable before `send` returns, end durable before TurnFinished), batched as well
+  as a host could batch it; it does not run a runtime, so host/loop also prices the runtime round trip.
 Any error propagates (a failed or missing turn raises RuntimeError).
 """
 

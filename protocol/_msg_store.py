@@ -110,10 +110,12 @@ class BeginTurns(Msg, frozen=True, kw_only=True):
 
 
 class TurnBegun(Msg, frozen=True, kw_only=True):
-    """The pending turn's row and its thread's runtime settings at the time it began (storage.ThreadSettings)."""
+    """The pending turn's row, its thread's runtime settings at the time it began (storage.ThreadSettings) and its
+    thread's project ("": not said)."""
 
     turn: Any
     settings: Any
+    project_id: str = ""
 
 
 class UpdateThread(Msg, frozen=True, kw_only=True):

@@ -66,12 +66,13 @@ RowT = TypeVar("RowT", bound=msgspec.Struct)
 class DatabaseCore:
     """The connection and the helpers; `Database` adds the repository methods."""
 
-    __slots__ = ("_closed", "_conn", "_path")
+    __slots__ = ("_closed", "_conn", "_depth", "_path")
 
     def __init__(self, conn: apsw.Connection, path: Path) -> None:
         self._conn = conn
         self._path = path
         self._closed = False
+        self._depth = 0  # transactions open through _transaction (the inner ones are savepoints)
 
     # --- lifecycle -------------------------------------------------------------------------------------------
 
@@ -167,8 +168,17 @@ class DatabaseCore:
 
     @contextlib.contextmanager
     def _transaction(self, action: str) -> Iterator[None]:
-        with _translate_errors(action), self._conn:
-            yield
+        """One transaction, or a savepoint inside the open one. SQLite rolls a whole transaction back by itself on
+        some errors (SQLITE_FULL, SQLITE_IOERR ...): a savepoint opened after that would silently be a transaction
+        of its own and commit alone, so it is refused instead, and the enclosing block fails as a whole."""
+        if self._depth and not self._conn.in_transaction:
+            raise StorageError(f"{action}: the enclosing transaction was already rolled back by SQLite")
+        self._depth += 1
+        try:
+            with _translate_errors(action), self._conn:
+                yield
+        finally:
+            self._depth -= 1
 
     def _require_thread(self, thread_id: str) -> ThreadRow:
         row = self._select_one(ThreadRow, "thread_id", thread_id)

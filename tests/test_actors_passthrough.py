@@ -80,3 +80,12 @@ def test_a_request_that_belongs_to_no_turn_goes_to_a_runtime(make_host) -> None:
     with pytest.raises(RuntimeCallError, match="unknown variant `no/such`") as refused:
         host.runtime_call("no/such", {})
     assert refused.value.error.code == -32600
+
+
+def test_a_new_runtime_thread_starts_in_its_projects_folder(make_host) -> None:
+    """thread/start gets the thread's project folder as its cwd (the project as its begin answered it, or as the
+    storage says when the coordinator no longer remembers that begin)."""
+    host = make_host(workers=1)
+    thread_id = host.create_thread("in alpha", project_id="alpha", thread_id="01a22731-7179-7490-a4c3-6e34fdf060a4")
+    assert host.send(thread_id, "hello").wait(WAIT_S).status == "completed"
+    assert _runtime_thread_record(host, thread_id)["cwd"] == str(host.root.project_dir("alpha"))

@@ -15,11 +15,12 @@ from agenthost.protocol._messages import (
     CompleteTurn,
     CreateThread,
     FinishTurn,
+    GetThread,
     ListThreads,
     ListTurns,
     TurnPersisted,
 )
-from agenthost.storage import AtomicFs, Database, StorageFullError, StorageRoot, parse_checkpoints
+from agenthost.storage import AtomicFs, Database, StorageFullError, StorageRoot, UnknownThreadError, parse_checkpoints
 from agenthost.testing import capture_events
 
 pytestmark = pytest.mark.timeout(30)
@@ -291,4 +292,105 @@ def test_transcript_appends_are_fsynced_after_the_answers_once_per_thread_and_un
     finally:
         gate.release.set()
         fs.release.set()
+        ref.stop()
+
+
+def _count_commits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Every commit of a persistence actor started from now on appends to the returned list (its WAL hook runs once
+    per commit)."""
+    commits: list[int] = []
+    original = PersistenceActor._on_wal_commit
+
+    def counted(self: PersistenceActor, pages: int) -> None:
+        commits.append(pages)
+        original(self, pages)
+
+    monkeypatch.setattr(PersistenceActor, "_on_wal_commit", counted)
+    return commits
+
+
+def test_an_asked_begin_joins_the_waiting_completions_in_one_transaction(tmp_path, monkeypatch) -> None:
+    """D27: completions and a pin waiting in the batch and the begin asked behind them are ONE commit; the begin is
+    answered and every completion's caller told only after it."""
+    commits = _count_commits(monkeypatch)
+    gate, root = _Gate(), StorageRoot(tmp_path / "root")
+    ref = PersistenceActor.start(root=root, clock=FakeClock(), wall=time.time, fault_hook=gate)
+    try:
+        _joined_begin(ref, root, gate, commits)
+    finally:
+        gate.release.set()
+        ref.stop()
+
+
+def _joined_begin(ref: Any, root: StorageRoot, gate: _Gate, commits: list[int]) -> None:
+    from agenthost.protocol._messages import Checkpoint, SaveMapping
+
+    ids = _turns(ref, 5)
+    collector = Collector()
+    commits.clear()
+    ref.tell(Checkpoint(mode="PASSIVE"))  # held: what follows waits together behind it
+    for turn_id in ids:
+        ref.tell(CompleteTurn(turn_id=turn_id, assistant_text="a", reply_to=collector))
+    ref.tell(SaveMapping(thread_id="t1", worker_id=2, runtime_thread_id="rt-1"))
+    begun = ref.ask(BeginTurn(turn_id="t1-next", thread_id="t1", user_text="next"), block=False)
+    gate.release.set()
+    assert begun.get(timeout=10).turn.status == "pending"
+    assert {collector.replies.get(timeout=10).turn_id for _ in ids} == set(ids)
+    assert len(commits) == 1, commits  # the completions, the pin and the begin: one transaction
+    probe = Database.open(root.db_path)
+    try:
+        assert [t.status for t in probe.list_turns("t1")] == ["completed"] * 5 + ["pending"]
+        assert [(m.thread_id, m.worker_id, m.runtime_thread_id) for m in probe.load_mappings()] == [("t1", 2, "rt-1")]
+    finally:
+        probe.close(checkpoint=False)
+
+
+def test_a_refused_joining_begin_fails_alone_and_the_completions_still_commit(gated) -> None:
+    from agenthost.protocol._messages import Checkpoint
+
+    ref, root, gate = gated
+    ids = _turns(ref, 3)
+    collector = Collector()
+    ref.tell(Checkpoint(mode="PASSIVE"))
+    for turn_id in ids:
+        ref.tell(CompleteTurn(turn_id=turn_id, assistant_text="a", reply_to=collector))
+    refused = ref.ask(BeginTurn(turn_id="x-1", thread_id="no-such-thread", user_text="q"), block=False)
+    gate.release.set()
+    with pytest.raises(UnknownThreadError):
+        refused.get(timeout=10)
+    replies = [collector.replies.get(timeout=10) for _ in ids]
+    assert all(reply.error is None for reply in replies)
+    probe = Database.open(root.db_path)
+    try:
+        assert [t.status for t in probe.list_turns("t1")] == ["completed"] * 3
+    finally:
+        probe.close(checkpoint=False)
+
+
+def test_a_pin_waits_for_the_next_commit_and_is_durable_before_the_turn_end_after_it(tmp_path) -> None:
+    """D27: a told pin alone is not a commit of its own: it waits for the next completion (committed with it, before
+    that caller hears back) or, at the latest, the next checkpoint tick."""
+    from agenthost.protocol._messages import SaveMapping
+
+    clock = FakeClock()
+    root = StorageRoot(tmp_path / "root")
+    ref = PersistenceActor.start(root=root, clock=clock, wall=time.time)
+    probe = None
+    try:
+        (turn_id,) = _turns(ref, 1)
+        ref.tell(SaveMapping(thread_id="t1", worker_id=1, runtime_thread_id="rt-1"))
+        ref.ask(GetThread(thread_id="t1"))  # handled after the pin, which still waits (a GetThread reads no pin)
+        probe = Database.open(root.db_path)
+        assert probe.load_mappings() == []
+        collector = Collector()
+        ref.tell(CompleteTurn(turn_id=turn_id, assistant_text="a", reply_to=collector))
+        assert collector.replies.get(timeout=10).error is None
+        assert [m.runtime_thread_id for m in probe.load_mappings()] == ["rt-1"]
+        ref.tell(SaveMapping(thread_id="t1", worker_id=1, runtime_thread_id="rt-2"))
+        clock.advance(5.0)  # the checkpoint tick commits what waits
+        ref.ask(ListThreads())
+        assert [m.runtime_thread_id for m in probe.load_mappings()] == ["rt-2"]
+    finally:
+        if probe is not None:
+            probe.close(checkpoint=False)
         ref.stop()

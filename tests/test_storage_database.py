@@ -596,3 +596,18 @@ def test_threads_with_open_followups_are_those_with_queued_or_dispatched_ones(th
     db.enqueue_followup("f-failed", "t5", "failed", now=115.0)
     db.set_followup_state("f-failed", "failed", "boom")
     assert [t.thread_id for t in db.threads_with_open_followups()] == ["t2", "t3"]  # t1 has none
+
+
+def test_a_write_after_sqlite_rolled_back_the_enclosing_batch_is_refused_not_committed_alone(db: Database) -> None:
+    """D27: SQLite rolls a whole transaction back by itself on some errors (disk full, I/O); a write inside the
+    group after that is refused, never a transaction of its own that commits, so the group retried item by item
+    writes each item exactly once."""
+    db.ensure_project("p", "p", 1.0)
+    db.create_thread("t1", "p", "t1", 1.0)
+    with pytest.raises(StorageError), db.batch("a group"):
+        db.begin_turn("u1", "t1", "first", 2.0)
+        db._conn.execute("ROLLBACK")  # what SQLite does itself after SQLITE_FULL or SQLITE_IOERR
+        with pytest.raises(StorageError, match="already rolled back"):
+            db.begin_turn("u2", "t1", "second", 3.0)
+    assert db.list_turns("t1") == []
+    assert [turn.turn_id for turn in [db.begin_turn("u2", "t1", "second", 3.0)]] == ["u2"]  # usable again
