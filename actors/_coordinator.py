@@ -134,7 +134,9 @@ class TurnCoordinator(SupervisedActor):
         self._round = StorageRound(self._store, self._registry)  # storage effects waiting for one round
 
     def on_child_start(self) -> None:
-        self._state.waiting.extend(reconcile(self._persistence, self._registry, self._ask_timeout_s))
+        threads = reconcile(self._persistence, self._registry, self._ask_timeout_s)
+        self._state.waiting.extend(threads)
+        self._state.queued.update(threads)
 
     def _ask(self, ref: pykka.ActorRef[Any], message: Any) -> Any:
         """Ask with the ask deadline. Once an actor let an ask time out, it is not asked again until it has answered

@@ -4,9 +4,9 @@ When is a caller's write durable? (synchronous=FULL in WAL mode: a committed tra
 - Asked commands (`BeginTurn`, `FinishTurn`, `AddActionCard`, `CreateThread`, `UpdateThread`, follow-up and mapping
   writes): when the ask returns, the transaction is committed (fsynced) and, for thread content, the change is in
   the thread's Markdown transcript: one record appended (a new thread's transcript is created by atomic replace);
-  storage._transcript_sync.TranscriptWriter does it. Appends are fsynced together, one fsync per thread, by a
-  `_SyncTranscripts` the actor tells itself after the first append since the last one (so it runs after the answers
-  and behind the messages already waiting), at each checkpoint tick and at stop; until then the thread stays
+  storage._transcript_sync.TranscriptWriter does it. Appends are fsynced together, one fsync per thread, at each
+  checkpoint tick, at stop, and by a `_SyncTranscripts` the actor tells itself once SYNC_THREADS (256) transcripts
+  wait (so it runs after the answers, behind the messages already waiting); until then the thread stays
   marked in the database, so a power cut before that fsync leaves a transcript start-up repairs. Failures, interruptions
   and approval resets always take this path: they are never batched.
 - `CompleteTurn` (a completed turn, told with `reply_to`): group-committed. Completions that arrive back to back
@@ -141,6 +141,7 @@ _JOINS_BATCH = (
 
 _log = get_logger("agenthost.persistence")
 MAX_BATCH = 256  # completions per group commit at most
+SYNC_THREADS = 256  # transcripts appended to and not fsynced yet that make the actor fsync them before the tick
 
 
 class _CheckpointTick(msgspec.Struct, frozen=True):
@@ -164,6 +165,7 @@ class PersistenceActor(GroupCommits, SupervisedActor):
         checkpoint_interval_s: float = 5.0,
         checkpoint_pages: int = 1000,
         max_batch: int = MAX_BATCH,
+        sync_threads: int = SYNC_THREADS,
         vfs: str | None = None,
         transcript_fs: AtomicFs | None = None,
         supervisor_ref: Any = None,
@@ -176,6 +178,7 @@ class PersistenceActor(GroupCommits, SupervisedActor):
         self._interval = checkpoint_interval_s
         self._checkpoint_pages = checkpoint_pages
         self._max_batch = max_batch
+        self._sync_threads = sync_threads
         self._transcript_fs = transcript_fs
         self._transcripts: TranscriptWriter | None = None
         self._timer: Timer | None = None
@@ -283,9 +286,11 @@ class PersistenceActor(GroupCommits, SupervisedActor):
                 self._checkpoint("PASSIVE")
 
     def _sync_later(self) -> None:
-        """Transcript appends wait for one fsync per thread in `_SyncTranscripts`, told behind the messages already
-        waiting (the database already holds every change, and marks its thread until that fsync)."""
-        if not self._sync_told and self._transcripts is not None and self._transcripts.unsynced:
+        """Transcript appends wait for one fsync per thread: in `_SyncTranscripts`, told behind the messages already
+        waiting once `sync_threads` (SYNC_THREADS) transcripts wait, or at the checkpoint tick (the database already
+        holds every change, and marks its thread until that fsync)."""
+        transcripts = self._transcripts
+        if not self._sync_told and transcripts is not None and transcripts.unsynced >= self._sync_threads:
             self._sync_told = True
             tell_quietly(self.actor_ref, _SyncTranscripts())
 

@@ -274,8 +274,10 @@ def _retry_settled(s: State, out: Out) -> None:
 
 # --- the follow-up queue -----------------------------------------------------------------------------------------
 def dispatch_next(s: State, thread_id: str, out: Out) -> None:
-    if thread_id not in s.busy and thread_id not in s.waiting:
-        s.waiting.appendleft(thread_id)  # a thread whose turn just ended goes first
+    """A thread's turn ended (or was refused): its next follow-up goes first, if it may have one; the freed slot
+    goes to the waiting threads."""
+    if thread_id in s.queued and thread_id not in s.busy and thread_id not in s.waiting:
+        s.waiting.appendleft(thread_id)
     dispatch_waiting(s, out)
 
 
@@ -292,6 +294,7 @@ def dispatch_waiting(s: State, out: Out) -> None:
 
 
 def queue_changed(s: State, e: ev.QueueChanged, out: Out) -> None:
+    s.queued.add(e.thread_id)
     if e.send_next:
         s.send_next.add(e.thread_id)
     dispatch_next(s, e.thread_id, out)
@@ -301,6 +304,7 @@ def followup_fetched(s: State, e: ev.FollowUpFetched, out: Out) -> None:
     s.reserved -= 1
     s.fetching.discard(e.thread_id)
     if e.followup_id is None or e.turn_id is None:
+        s.queued.discard(e.thread_id)  # nothing (dispatchable) left: its turn ends fetch no more until a change
         dispatch_waiting(s, out)  # its slot is free again: the next waiting thread may run
         return
     s.send_next.discard(e.thread_id)

@@ -7,7 +7,9 @@ Rules (the coordinator's contract; data in actors._turnstate):
 - One turn per thread at a time. A message for a busy thread, for a thread that already has queued follow-ups, or
   arriving when `max_active_turns` run or when no worker is up, goes to the persisted follow-up queue (`Enqueue`)
   and runs, in order, when the thread, a slot and a worker are free. A begun turn that finds no worker up is
-  "held" until one is.
+  "held" until one is. A turn's end fetches its thread's next follow-up only when the thread may have one
+  (`queued`: a message was queued for it, the queue was changed by an operator or found at start; a fetch that
+  finds none clears it).
 - Stale runtime thread: `turn/start` answered "thread not found" -> resume, then retry `turn/start` as
   `STALE_THREAD_RETRY` allows (once), each retry one decision; a resume answered "no rollout found" invalidates the
   mapping, adds a card saying the runtime lost its copy, and starts a new runtime thread.
@@ -77,6 +79,7 @@ def _send(s: State, e: ev.Send, out: Out) -> None:
         ev.RegisterSink(turn_id=e.turn_id, sink=e.sink),
         ev.Accept(turn_id=e.turn_id, queued=True, reply_to=e.reply_to),
     ]
+    s.queued.add(thread)
     if thread not in s.busy and thread not in s.waiting:
         s.waiting.append(thread)
     ends.log(out, "turns.queued", turn=e.turn_id, thread=thread, reason=why)
@@ -120,7 +123,7 @@ def _begin_refused(s: State, e: ev.BeginRefused, out: Out) -> None:
         ends.dispatch_next(s, e.thread_id, out)
         return
     ends.log(out, "turns.followup_dispatch_failed", "error", followup=e.turn_id, thread=e.thread_id, error=e.error)
-    if e.thread_id not in s.waiting:
+    if e.thread_id not in s.waiting:  # (still in `queued`: the fetch found this follow-up)
         s.waiting.append(e.thread_id)
 
 

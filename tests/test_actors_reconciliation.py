@@ -67,6 +67,7 @@ host = AgentHost(config).start()
 thread_id = host.create_thread(thread_id="doomed")
 host.send(thread_id, "never answered")
 assert host.send(thread_id, "queued behind it").queued
+assert host.send(thread_id, "queued behind that").queued
 print("READY", flush=True)
 sys.stdin.read()
 """
@@ -90,13 +91,16 @@ def test_a_new_host_fails_orphaned_turns_and_dispatches_queued_followups(tmp_pat
     assert [t.status for t in _turns(config)] == ["pending"]
 
     with AgentHost(config, clock=FakeClock()) as host:
-        turns = wait_until(
-            "follow-up dispatched and done",
-            lambda: (t := host.turns("doomed")) and len(t) == 2 and t[1].status == "completed" and t,
+        turns = wait_until(  # both, in order: the thread found queued at start is fetched after each of its turns
+            "follow-ups dispatched and done",
+            lambda: (t := host.turns("doomed")) and len(t) == 3 and t[2].status == "completed" and t,
         )
         assert (turns[0].user_text, turns[0].status) == ("never answered", "failed")
         assert "agenthost restarted" in (turns[0].error or "")
-        assert turns[1].user_text == "queued behind it"
+        assert [(t.user_text, t.status) for t in turns[1:]] == [
+            ("queued behind it", "completed"),
+            ("queued behind that", "completed"),
+        ]
 
 
 def _turns(config: HostConfig):

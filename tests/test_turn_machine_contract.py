@@ -110,9 +110,8 @@ def test_a_mapped_thread_not_loaded_in_this_generation_is_resumed_first() -> Non
         method="turn/completed", params={"threadId": "rt-1", "turn": {"id": "rturn-1", "status": "completed"}}
     )
     step(state, ev.Output(worker_id=1, generation=1, messages=(output,)))
-    step(state, ev.Completed(turn_id="turn-a"))  # the turn ended: the thread's next follow-up is fetched
-    assert "t1" in state.fetching
-    step(state, ev.FollowUpFetched(thread_id="t1"))  # none queued
+    step(state, ev.Completed(turn_id="turn-a"))  # the turn ended (nothing queued for t1: nothing to fetch)
+    assert "t1" not in state.fetching and "t1" not in state.busy
     begin(state, "turn-b", "t1")
     _, effects = step(state, ev.Resolved(turn_id="turn-b", worker_id=1, runtime_thread_id="rt-1"))
     assert call_of(effects).method == "turn/start"
@@ -121,6 +120,7 @@ def test_a_mapped_thread_not_loaded_in_this_generation_is_resumed_first() -> Non
 def test_a_send_to_a_thread_whose_next_follow_up_is_being_fetched_queues_behind_it() -> None:
     state = machine()
     streaming(state)
+    step(state, ev.QueueChanged(thread_id="t1", send_next=False))  # an operator queued a follow-up for t1
     output = Notification(
         method="turn/completed", params={"threadId": "rt-1", "turn": {"id": "rturn-1", "status": "completed"}}
     )
@@ -337,8 +337,7 @@ def test_a_refused_direct_send_frees_its_thread_whatever_string_object_the_refus
     _, effects = step(state, ev.BeginRefused(turn_id=same_id, thread_id="t1", error="disk full", reply_to="caller"))
     assert [r.reply_to for r in only(effects, ev.Refuse)] == ["caller"]
     assert "t1" not in state.busy
-    assert [f.thread_id for f in only(effects, ev.FetchFollowUp)] == ["t1"]  # its queued follow-ups may run now
-    step(state, ev.FollowUpFetched(thread_id="t1"))  # none
+    assert not only(effects, ev.FetchFollowUp)  # nothing was queued for t1
     _, effects = step(state, ev.Send(turn_id="turn-b", thread_id="t1", text="again", sink="sink-b"))
     assert [b.turn_id for b in only(effects, ev.Begin)] == ["turn-b"] and not only(effects, ev.Enqueue)
 
@@ -740,6 +739,7 @@ def test_a_follow_up_fetched_after_the_last_worker_went_down_waits_for_one() -> 
 def test_a_worker_going_down_is_reconciled_in_order_and_only_for_its_current_generation() -> None:
     state = machine(workers=(1, 2))
     streaming(state)
+    step(state, ev.QueueChanged(thread_id="t1", send_next=False))  # a follow-up waits for t1's turn to end
     (card,) = only(read(state, approval_request(1, "ls")), ev.StoreApprovalCard)
     step(state, ev.CardStored(approval=card.approval, ok=True))
     begin(state, "turn-b", "t2")  # a runtime thread loaded on worker 2 (generation 1)
@@ -787,3 +787,40 @@ def test_workers_reset_reconciles_every_worker() -> None:
     ]
     assert [m.message.worker_id for m in only(effects, ev.MappingEvent)] == [1, 2]
     assert state.workers == {} and state.turns == {} and state.loaded == set()
+
+
+def test_a_turn_end_fetches_only_for_a_thread_that_may_have_follow_ups_queued() -> None:
+    """T19: a turn's end fetches its thread's next follow-up only while the thread may have one (a message queued
+    for it, an operator's change of its queue, follow-ups found at start); a fetch that finds none clears that, so
+    the turn ends after it fetch nothing until the next change. A refused follow-up dispatch keeps it."""
+    state = machine(max_active=1)
+    streaming(state)  # turn-a on t1 holds the only slot
+    _, effects = step(state, ev.Send(turn_id="turn-b", thread_id="t1", text="later", sink="sink-b"))
+    assert [e.turn_id for e in only(effects, ev.Enqueue)] == ["turn-b"] and "t1" in state.queued
+    output = Notification(
+        method="turn/completed", params={"threadId": "rt-1", "turn": {"id": "rturn-1", "status": "completed"}}
+    )
+    _, effects = step(state, ev.Output(worker_id=1, generation=1, messages=(output,)))
+    effects += step(state, ev.Completed(turn_id="turn-a"))[1]
+    assert [f.thread_id for f in only(effects, ev.FetchFollowUp)] == ["t1"]
+    _, effects = step(state, ev.FollowUpFetched(thread_id="t1", followup_id="turn-b", turn_id="turn-b", text="later"))
+    assert [b.turn_id for b in only(effects, ev.Begin)] == ["turn-b"] and "t1" in state.queued
+    _, effects = step(state, ev.BeginRefused(turn_id="turn-b", thread_id="t1", error="disk", followup_id="turn-b"))
+    assert "t1" in state.queued and list(state.waiting) == ["t1"]  # stays queued: fetched again
+    _, effects = step(state, ev.QueueChanged(thread_id="t1", send_next=False))
+    assert [f.thread_id for f in only(effects, ev.FetchFollowUp)] == ["t1"]
+    step(state, ev.FollowUpFetched(thread_id="t1"))  # none left
+    assert "t1" not in state.queued
+    _, effects = step(state, ev.QueueChanged(thread_id="t1", send_next=True))  # an operator: "send the next now"
+    assert [f.thread_id for f in only(effects, ev.FetchFollowUp)] == ["t1"] and "t1" in state.queued
+    step(state, ev.FollowUpFetched(thread_id="t1"))  # none after all
+    begin(state, "turn-c", "t1")
+    _, effects = step(state, ev.Resolved(turn_id="turn-c", worker_id=1, runtime_thread_id="rt-1"))
+    step(state, ev.CallAnswered(call_id=call_of(effects).call_id, result={"turn": {"id": "rturn-2"}}))
+    output = Notification(
+        method="turn/completed", params={"threadId": "rt-1", "turn": {"id": "rturn-2", "status": "completed"}}
+    )
+    _, effects = step(state, ev.Output(worker_id=1, generation=1, messages=(output,)))
+    effects += step(state, ev.Completed(turn_id="turn-c"))[1]
+    assert "turn-c" not in state.turns
+    assert not only(effects, ev.FetchFollowUp)  # nothing may be queued: its end fetches nothing
