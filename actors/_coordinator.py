@@ -19,7 +19,7 @@ on purpose (its supervisor decides); so does any unexpected exception (actors._r
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pykka
@@ -62,7 +62,7 @@ from agenthost.protocol._messages import (
     ListPendingTurns,
     PendingApproval,
     ResetWorkers,
-    ResolveThread,
+    ResolveThreads,
     RetryPersistence,
     RuntimeCall,
     RuntimeOutput,
@@ -131,7 +131,7 @@ class TurnCoordinator(SupervisedActor):
         self._workers: dict[int, Any] = {}  # worker id -> its actor ref (the machine knows the generations)
         self._deadlines: dict[str, Timer] = {}
         self._retry_timer: Timer | None = None
-        self._round = StorageRound(self._store, self._registry)  # storage effects waiting for one round
+        self._round = StorageRound(self._store, self._registry, self._resolve)  # effects waiting for one round
 
     def on_child_start(self) -> None:
         threads = reconcile(self._persistence, self._registry, self._ask_timeout_s)
@@ -348,8 +348,6 @@ class TurnCoordinator(SupervisedActor):
             case ev.CancelDeadline():
                 if (timer := self._deadlines.pop(effect.turn_id, None)) is not None:
                     timer.cancel()
-            case ev.Resolve():
-                return self._resolve(effect)
             case ev.PrepareResume():
                 self._prepare(effect)
             case ev.MappingUpdate():
@@ -428,12 +426,17 @@ class TurnCoordinator(SupervisedActor):
             return ev.CallAnswered(call_id=effect.call_id, error=gone)
         return None
 
-    def _resolve(self, effect: ev.Resolve) -> ev.Event:
-        try:
-            route = self._ask(self._mapping, ResolveThread(thread_id=effect.thread_id))
-        except NoHealthyWorkerError as exc:
-            return ev.Unresolved(turn_id=effect.turn_id, reason=str(exc))
-        return ev.Resolved(turn_id=effect.turn_id, worker_id=route.worker_id, runtime_thread_id=route.runtime_thread_id)
+    def _resolve(self, effects: Sequence[ev.Resolve]) -> list[ev.Event]:
+        """The workers of begun turns, in one ask: each `Resolved`, or `Unresolved` when no worker is up."""
+        routes = self._ask(self._mapping, ResolveThreads(thread_ids=tuple(effect.thread_id for effect in effects)))
+        return [
+            ev.Unresolved(turn_id=effect.turn_id, reason=str(route))
+            if isinstance(route, NoHealthyWorkerError)
+            else ev.Resolved(
+                turn_id=effect.turn_id, worker_id=route.worker_id, runtime_thread_id=route.runtime_thread_id
+            )
+            for effect, route in zip(effects, routes, strict=True)
+        ]
 
     def _prepare(self, effect: ev.PrepareResume) -> None:
         if self._prepare_resume is None:

@@ -172,13 +172,17 @@ class GroupCommits:
             return None, str(exc)
 
     def _joined(self, joining: Any, now: float) -> Any:
-        """The joining message handled in a savepoint of its own: its storage error undoes only itself."""
+        """The joining message handled in a savepoint of its own: its storage error undoes only itself, and the
+        transcript writes it asked for (its rows are gone with the savepoint)."""
         if joining is None:
             return None
+        asked = len(self._later) if self._later is not None else 0
         try:
             with self.db.batch(type(joining).__name__):
                 return self._handle(joining, now)
         except StorageError as exc:
+            if self._later is not None:
+                del self._later[asked:]
             return _Refused(exc)
 
     def _group(self, message: Batched, now: float) -> tuple[Any, ...]:

@@ -5,11 +5,12 @@ Contract:
   actor, which group-commits it with the completions: durable before any later write reaches the database (so
   before the end of the turn that needed it). A crash before that commit loses only the pin of a turn that then
   fails anyway; the thread is pinned again at its next use (a lost runtime thread id is recreated, and said so).
-- `ResolveThread` returns the thread's pinned worker when that worker is up; otherwise it pins the thread to the
-  least-loaded worker that is up (ties: lowest id) and keeps the runtime thread id, so the new worker can
-  `thread/resume` it. No worker up -> `NoHealthyWorkerError` naming the thread.
+- `ResolveThreads` resolves threads in order, in one message: per thread its pinned worker when that worker is up;
+  otherwise it pins the thread to the least-loaded worker that is up (ties: lowest id) and keeps the runtime
+  thread id, so the new worker can `thread/resume` it. No worker up -> a `NoHealthyWorkerError` naming the thread,
+  in that thread's place.
 - `WorkerDown` moves every thread pinned to that worker to the workers that are up, least-loaded first, in one
-  "mapping.pins_moved" event. With no worker up the pins stay until the next `ResolveThread`.
+  "mapping.pins_moved" event. With no worker up the pins stay until the next resolve.
 - A given-up or restarting worker is never "up", so it never receives pins. A degraded worker (`WorkerHealth`)
   keeps the threads already pinned to it but gets no new ones until it answers again.
 """
@@ -31,7 +32,7 @@ from agenthost.protocol._messages import (
     GetPins,
     InvalidateRuntimeThread,
     LoadMappings,
-    ResolveThread,
+    ResolveThreads,
     SaveMapping,
     ThreadRoute,
     WorkerDown,
@@ -76,8 +77,8 @@ class MappingActor(SupervisedActor):
 
     def handle(self, message: Any) -> Any:
         match message:
-            case ResolveThread():
-                return self._resolve(message.thread_id)
+            case ResolveThreads():
+                return tuple(self._route_or_refusal(thread_id) for thread_id in message.thread_ids)
             case BindRuntimeThread():
                 self._save(
                     message.thread_id, _Pin(worker_id=message.worker_id, runtime_thread_id=message.runtime_thread_id)
@@ -121,6 +122,12 @@ class MappingActor(SupervisedActor):
         if not candidates:
             return None
         return min(candidates, key=lambda wid: (self._load[wid], wid))  # (kept count: O(workers), not O(threads))
+
+    def _route_or_refusal(self, thread_id: str) -> ThreadRoute | NoHealthyWorkerError:
+        try:
+            return self._resolve(thread_id)
+        except NoHealthyWorkerError as exc:
+            return exc
 
     def _resolve(self, thread_id: str) -> ThreadRoute:
         pin = self._pins.get(thread_id)

@@ -6,7 +6,8 @@ Contract:
   direct begins. Anything else: False (the caller carries it out at once).
 - `flush(run)` sends them in rounds until nothing waits: first the enqueues (one transaction; each caller then
   hears `TurnAccepted(queued)` or its error, and a refused one's sink is dropped), then the fetches (one read
-  round), then the follow-up begins and the direct begins (one transaction each). Each outcome is fed to `run`
+  round), then the follow-up begins and the direct begins (one transaction each), then the resolves of begun turns'
+  workers (one ask of the mapping actor, `resolve`). Each outcome is fed to `run`
   (the machine), which may defer more (a refused begin lets the next follow-up be fetched): the loop goes on until
   nothing waits. Enqueues go first so that a fetch always sees every message queued before it.
 - `fail_all(error)` answers every waiting caller with `error` (the coordinator crashed; nothing waiting began).
@@ -15,7 +16,7 @@ Contract:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from agenthost.actors import _turnevents as ev
 from agenthost.actors._turns import TurnRegistry
@@ -26,9 +27,16 @@ __all__ = ["StorageRound"]
 
 
 class StorageRound:
-    def __init__(self, store: TurnStore, registry: TurnRegistry) -> None:
+    def __init__(
+        self,
+        store: TurnStore,
+        registry: TurnRegistry,
+        resolve: Callable[[Sequence[ev.Resolve]], Sequence[ev.Event]],
+    ) -> None:
         self._store = store
         self._registry = registry
+        self._resolve = resolve  # the resolves, in one ask of the mapping actor: each its Resolved or Unresolved
+        self._resolves: list[ev.Resolve] = []
         self._enqueues: list[ev.Enqueue] = []
         self._enqueued: set[str] = set()  # their turn ids
         self._accepts: dict[str, ev.Accept] = {}  # queued sends' replies, by turn id, until their enqueue is durable
@@ -37,7 +45,7 @@ class StorageRound:
         self._begins: list[ev.Begin] = []
 
     def __len__(self) -> int:
-        return len(self._enqueues) + len(self._fetches) + len(self._followups) + len(self._begins)
+        return len(self._enqueues) + len(self._fetches) + len(self._followups) + len(self._begins) + len(self._resolves)
 
     def defer(self, effect: ev.Effect) -> bool:
         match effect:
@@ -52,6 +60,8 @@ class StorageRound:
                 self._begins.append(effect)
             case ev.Begin():
                 self._followups.append(effect)
+            case ev.Resolve():
+                self._resolves.append(effect)
             case _:
                 return False
         return True
@@ -71,6 +81,10 @@ class StorageRound:
             if self._begins:
                 begins, self._begins = self._begins, []
                 for outcome in self._store.begin_direct(begins):
+                    run(outcome)
+            if self._resolves:
+                resolves, self._resolves = self._resolves, []
+                for outcome in self._resolve(resolves):
                     run(outcome)
 
     def fail_all(self, error: BaseException) -> None:

@@ -201,7 +201,7 @@ _WORKER_FAULT_KINDS = frozenset(
 ACTOR_CRASH_POINTS: tuple[tuple[str, str], ...] = (
     ("persistence", "BeginTurn"),
     ("persistence", "CompleteTurn"),
-    ("mapping", "ResolveThread"),
+    ("mapping", "ResolveThreads"),
     ("turns", "SendMessage"),
     ("turns", "RuntimeOutput"),
     ("pool", "GetPoolStatus"),

@@ -1,6 +1,7 @@
 """Actor messages of the thread mapping and of persistence: threads, turns, action cards, follow-ups, health.
 
-Contract: the mapping actor is asked which worker serves a thread (`ResolveThread` -> `ThreadRoute`), to bind or
+Contract: the mapping actor is asked which workers serve threads (`ResolveThreads` -> per thread its `ThreadRoute`
+or the `NoHealthyWorkerError` refusing it), to bind or
 forget a thread's runtime thread id (`BindRuntimeThread`, `InvalidateRuntimeThread`) and for its pins (`GetPins`);
 it asks persistence to load and keep them (`LoadMappings`, `SaveMapping`). Persistence is asked the other requests
 here and answers with what storage returns (rows, findings, counts) or raises; `CompleteTurn` is told instead, and
@@ -46,7 +47,7 @@ __all__ = [
     "NextFollowUps",
     "QueueDepths",
     "ReadTranscript",
-    "ResolveThread",
+    "ResolveThreads",
     "RetryFollowUp",
     "RetryPersistence",
     "SaveMapping",
@@ -60,8 +61,8 @@ __all__ = [
 ]
 
 
-class ResolveThread(Msg, frozen=True, kw_only=True):
-    thread_id: str
+class ResolveThreads(Msg, frozen=True, kw_only=True):
+    thread_ids: tuple[str, ...]
 
 
 class ThreadRoute(Msg, frozen=True, kw_only=True):

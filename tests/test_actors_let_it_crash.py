@@ -48,7 +48,7 @@ def crashing_host(tmp_path, clock: FakeClock) -> Any:
 # (child, message, how the caller triggers it, the children the host restarts)
 CASES = [
     ("persistence", "ListTurns", lambda host, thread: host.turns(thread), ["persistence", "mapping", "turns", "pool"]),
-    ("mapping", "ResolveThread", None, ["mapping", "turns", "pool"]),  # the send is accepted first (see below)
+    ("mapping", "ResolveThreads", None, ["mapping", "turns", "pool"]),  # the send is accepted first (see below)
     ("turns", "SendMessage", lambda host, thread: host.send(thread, "x"), ["turns", "pool"]),
 ]
 
@@ -113,7 +113,7 @@ def test_a_child_that_dies_while_others_restart_is_decided_first(crashing_host, 
     failed at mapping (it hydrates from persistence) and the host kept restarting mapping, never persistence."""
     host, hook = crashing_host
     thread_id = host.create_thread()
-    hook.arm("mapping", "ResolveThread")
+    hook.arm("mapping", "ResolveThreads")
     host.send(thread_id, "crash the mapping")  # accepted (durable) before the mapping is asked
     wait_until("mapping restart decided", lambda: events.of(supervisor="host", child="mapping"))
     hook.arm("persistence", "ListTurns")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
@@ -15,7 +16,7 @@ from agenthost.protocol._messages import (
     GetPins,
     InvalidateRuntimeThread,
     ReadTranscript,
-    ResolveThread,
+    ResolveThreads,
     WorkerDown,
     WorkerUp,
 )
@@ -56,16 +57,16 @@ def test_resolve_pins_least_loaded_and_keeps_pins(actors) -> None:
     persistence, mapping = actors()
     threads = _threads(persistence, 4)
     _up(mapping, 2, 1)
-    routes = [mapping.ask(ResolveThread(thread_id=t)).worker_id for t in threads]
-    assert routes == [1, 2, 1, 2]
-    assert mapping.ask(ResolveThread(thread_id=threads[0])).worker_id == 1
+    routes = mapping.ask(ResolveThreads(thread_ids=tuple(threads)))  # in order, one message
+    assert [route.worker_id for route in routes] == [1, 2, 1, 2]
+    assert _route(mapping, threads[0]).worker_id == 1
 
 
 def test_no_worker_up_is_an_error_naming_the_thread(actors) -> None:
     persistence, mapping = actors()
     _threads(persistence, 1)
-    with pytest.raises(NoHealthyWorkerError, match="'t0'"):
-        mapping.ask(ResolveThread(thread_id="t0"))
+    (refusal,) = mapping.ask(ResolveThreads(thread_ids=("t0",)))
+    assert isinstance(refusal, NoHealthyWorkerError) and "'t0'" in str(refusal)
 
 
 def test_worker_down_moves_its_pins_and_keeps_runtime_thread_ids(actors) -> None:
@@ -73,14 +74,14 @@ def test_worker_down_moves_its_pins_and_keeps_runtime_thread_ids(actors) -> None
     threads = _threads(persistence, 3)
     _up(mapping, 1, 2, 3)
     for thread_id in threads:
-        route = mapping.ask(ResolveThread(thread_id=thread_id))
+        route = _route(mapping, thread_id)
         mapping.ask(
             BindRuntimeThread(thread_id=thread_id, worker_id=route.worker_id, runtime_thread_id=f"rt-{thread_id}")
         )
     mapping.ask(WorkerDown(worker_id=1, generation=1, reason="killed"))
     pins = mapping.ask(GetPins())
     assert 1 not in pins.values() and set(pins) == set(threads)
-    moved = mapping.ask(ResolveThread(thread_id="t0"))
+    moved = _route(mapping, "t0")
     assert moved.worker_id in (2, 3) and moved.runtime_thread_id == "rt-t0"
 
 
@@ -96,8 +97,8 @@ def test_mappings_are_durable_and_hydrated(actors) -> None:
     persistence, mapping = actors()
     _up(mapping, 1)
     assert mapping.ask(GetPins()) == {"t0": 1, "t1": 1}
-    assert mapping.ask(ResolveThread(thread_id="t0")).runtime_thread_id == "rt-0"
-    assert mapping.ask(ResolveThread(thread_id="t1")).runtime_thread_id is None
+    assert _route(mapping, "t0").runtime_thread_id == "rt-0"
+    assert _route(mapping, "t1").runtime_thread_id is None
 
 
 def test_persistence_writes_the_transcript_with_each_change(actors) -> None:
@@ -110,8 +111,14 @@ def test_a_worker_whose_pins_moved_away_is_least_loaded_again(actors) -> None:
     persistence, mapping = actors()
     threads = _threads(persistence, 9)
     _up(mapping, 1, 2, 3)
-    assert [mapping.ask(ResolveThread(thread_id=t)).worker_id for t in threads[:6]] == [1, 2, 3, 1, 2, 3]
+    assert [_route(mapping, t).worker_id for t in threads[:6]] == [1, 2, 3, 1, 2, 3]
     mapping.ask(WorkerDown(worker_id=1, generation=1, reason="killed"))  # t0 -> 2, t3 -> 3
     _up(mapping, 1)  # back, with nothing pinned to it: it takes the next three new threads
     assert mapping.ask(GetPins()) == {"t0": 2, "t1": 2, "t2": 3, "t3": 3, "t4": 2, "t5": 3}
-    assert [mapping.ask(ResolveThread(thread_id=t)).worker_id for t in threads[6:]] == [1, 1, 1]
+    assert [_route(mapping, t).worker_id for t in threads[6:]] == [1, 1, 1]
+
+
+def _route(mapping: Any, thread_id: str) -> Any:
+    (route,) = mapping.ask(ResolveThreads(thread_ids=(thread_id,)))
+    assert not isinstance(route, Exception), route
+    return route

@@ -402,3 +402,39 @@ def test_a_pin_waits_for_the_next_commit_and_is_durable_before_the_turn_end_afte
         if probe is not None:
             probe.close(checkpoint=False)
         ref.stop()
+
+
+def test_a_joining_begin_refused_after_its_rows_were_written_leaves_no_record_in_the_transcript(
+    gated, monkeypatch
+) -> None:
+    """D27: a joining message whose savepoint is rolled back (here reading the thread's settings fails after its
+    begins were written) takes back the transcript appends it asked for: the transcript never holds a turn the
+    database does not."""
+    from agenthost.protocol._messages import BeginTurns, Checkpoint
+    from agenthost.storage import StorageIOError, ThreadRow
+
+    ref, root, gate = gated
+    ids = _turns(ref, 2)
+    collector = Collector()
+
+    def thread_settings(self: ThreadRow) -> Any:
+        raise StorageIOError("injected read failure after the begin")
+
+    ref.tell(Checkpoint(mode="PASSIVE"))  # held: the completion and the begin wait together
+    ref.tell(CompleteTurn(turn_id=ids[0], assistant_text="a", reply_to=collector))
+    begin = BeginTurn(turn_id="t1-refused", thread_id="t1", user_text="never stored")
+    asked = ref.ask(BeginTurns(begins=(begin,)), block=False)
+    monkeypatch.setattr(ThreadRow, "thread_settings", thread_settings)
+    gate.release.set()
+    with pytest.raises(StorageIOError):
+        asked.get(timeout=10)
+    monkeypatch.undo()
+    assert collector.replies.get(timeout=10).error is None
+    probe = Database.open(root.db_path)
+    try:
+        assert [t.turn_id for t in probe.list_turns("t1")] == ids
+        assert probe.get_turn(ids[0]).status == "completed"
+    finally:
+        probe.close(checkpoint=False)
+    text = root.transcript_path("p", "t1").read_text()
+    assert "t1-refused" not in text and "never stored" not in text
