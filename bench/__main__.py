@@ -26,10 +26,14 @@ Contract:
      the last 200 / the early median;
   2. durable turns/s across threads: N threads x 1 turn sent at once (64 sending threads, `host.submit`),
      workers=2, max_active_turns=64, first send -> last TurnFinished, beside a hand-written loop without actors
-     doing the same durable work batched by 256 (begins in one transaction, begin records appended with fsync,
-     ends in one transaction, end records appended with fsync); full 2,000 threads, `--quick` 300;
+     doing the same durable work batched by 256 (begins in one transaction, begin records appended, ends in one
+     transaction, end records appended, each transcript of the batch fsynced once); full 2,000 threads,
+     `--quick` 300;
   3. codex round trip overhead: host p50 - direct p50 of the codex comparison's per-turn times (all repeats
-     pooled); skipped without codex;
+     pooled); beside it the same difference between two fresh direct clients (each repeat runs one more: the
+     noise of comparing p50s of two codex processes) and the host's own time per turn measured at its pipes
+     (bench/_codex.py: the turn's time minus codex's, turn/start written -> turn/completed read), p50; skipped
+     without codex;
   4. memory: RSS of this process (the host is embedded) and of the runtime workers after 10 % and 100 % of a soak
      over 50 threads (50 turns in flight); full 30,000 turns, not the issue's 100,000, which take about 9 minutes at
      the ~186 turns/s measured on this 2-core machine (`--soak-turns 100000` runs them); `--quick` 3,000;
@@ -122,6 +126,15 @@ class Comparison(msgspec.Struct, frozen=True, kw_only=True):
     host_runs: list[float]
 
 
+class CodexSamples(msgspec.Struct, kw_only=True):
+    """Per-turn seconds of the codex comparison, every repeat pooled."""
+
+    direct: list[float] = []
+    direct_again: list[float] = []  # a second fresh direct client per repeat
+    host: list[float] = []
+    host_own: list[float] = []  # the host's own part of each turn, measured at its pipes
+
+
 class CodexOverhead(msgspec.Struct, frozen=True, kw_only=True):
     """Issue 10 figure 3: the codex comparison's per-turn times, every repeat pooled."""
 
@@ -129,6 +142,9 @@ class CodexOverhead(msgspec.Struct, frozen=True, kw_only=True):
     direct_p50_ms: float
     host_p50_ms: float
     added_p50_ms: float  # host p50 - direct p50
+    direct_again_p50_ms: float  # the second direct client's p50
+    direct_noise_ms: float  # direct_again p50 - direct p50: what comparing two codex processes' p50s varies by
+    host_own_p50_ms: float  # the host's own time per turn (turn minus codex's time at the pipes), p50
 
 
 class Issue10(msgspec.Struct, frozen=True, kw_only=True):
@@ -215,7 +231,7 @@ def run(params: BenchParams, only: str = "all") -> BenchReport:
             lambda work_dir: _durability.measure_host(params.completions, work_dir),
             params.repeats,
         )
-    codex_samples: tuple[list[float], list[float]] = ([], [])
+    codex_samples = CodexSamples()
     codex, skipped = _codex_comparison(params, codex_samples)
     if base:
         appserver = _appserver_comparison(params)
@@ -243,7 +259,7 @@ def _in_temp(measure: Callable[[Path], T]) -> T:
         return measure(Path(work_dir))
 
 
-def _issue10(params: BenchParams, codex_samples: tuple[list[float], list[float]], skipped: str | None) -> Issue10:
+def _issue10(params: BenchParams, codex_samples: CodexSamples, skipped: str | None) -> Issue10:
     started = time.perf_counter()
     growth = _in_temp(lambda work_dir: _scaling.measure_turn_growth(params.growth_turns, work_dir))
     host_only = _in_temp(lambda work_dir: _scaling.measure_prepopulated(params.growth_turns, work_dir))
@@ -252,11 +268,17 @@ def _issue10(params: BenchParams, codex_samples: tuple[list[float], list[float]]
     soak = _in_temp(lambda work_dir: _soak.measure(params.soak_turns, work_dir))
     startup = _in_temp(lambda work_dir: _startup.measure(params.startup_threads, work_dir))
     codex = None
-    direct, host = codex_samples
-    if direct and host:
-        direct_p50, host_p50 = 1000.0 * statistics.median(direct), 1000.0 * statistics.median(host)
+    if codex_samples.direct and codex_samples.host and codex_samples.direct_again and codex_samples.host_own:
+        direct_p50, host_p50 = _p50_ms(codex_samples.direct), _p50_ms(codex_samples.host)
+        again_p50 = _p50_ms(codex_samples.direct_again)
         codex = CodexOverhead(
-            turns=len(host), direct_p50_ms=direct_p50, host_p50_ms=host_p50, added_p50_ms=host_p50 - direct_p50
+            turns=len(codex_samples.host),
+            direct_p50_ms=direct_p50,
+            host_p50_ms=host_p50,
+            added_p50_ms=host_p50 - direct_p50,
+            direct_again_p50_ms=again_p50,
+            direct_noise_ms=again_p50 - direct_p50,
+            host_own_p50_ms=_p50_ms(codex_samples.host_own),
         )
     host_loop_pct = 100.0 * fanout.turns_per_s / loop.per_s
     met = {
@@ -293,6 +315,10 @@ def _issue10(params: BenchParams, codex_samples: tuple[list[float], list[float]]
     )
 
 
+def _p50_ms(samples: Sequence[float]) -> float:
+    return 1000.0 * statistics.median(samples)
+
+
 def _appserver_comparison(params: BenchParams) -> _appserver.AppServerLatency | None:
     from agenthost.actors._runtimes import default_codex_bin
 
@@ -303,10 +329,8 @@ def _appserver_comparison(params: BenchParams) -> _appserver.AppServerLatency | 
         return _appserver.measure(str(binary), params.codex_turns, Path(work_dir))
 
 
-def _codex_comparison(
-    params: BenchParams, samples: tuple[list[float], list[float]]
-) -> tuple[Comparison | None, str | None]:
-    """The codex comparison; every timed turn's seconds go to `samples` (direct, host)."""
+def _codex_comparison(params: BenchParams, samples: CodexSamples) -> tuple[Comparison | None, str | None]:
+    """The codex comparison; every timed turn's seconds go to `samples`; each repeat runs one more direct client."""
     from agenthost.actors._runtimes import CODEX_CACHE, default_codex_bin
 
     binary = default_codex_bin()
@@ -315,12 +339,15 @@ def _codex_comparison(
     from bench import _codex
 
     turns = params.codex_turns
-    return _compare(
+    comparison = _compare(
         "turns/s",
-        lambda work_dir: _codex.measure_direct(str(binary), turns, work_dir, samples=samples[0]),
-        lambda work_dir: _codex.measure_host(str(binary), turns, work_dir, samples=samples[1]),
+        lambda work_dir: _codex.measure_direct(str(binary), turns, work_dir, samples=samples.direct),
+        lambda work_dir: _codex.measure_host(str(binary), turns, work_dir, samples=samples.host, own=samples.host_own),
         params.repeats,
-    ), None
+    )
+    for _ in range(params.repeats):
+        _in_temp(lambda work_dir: _codex.measure_direct(str(binary), turns, work_dir, samples=samples.direct_again))
+    return comparison, None
 
 
 # --- output ------------------------------------------------------------------------------------------------------
@@ -508,8 +535,8 @@ def _issue10_lines(report: BenchReport) -> list[str]:
         f"     host: first send -> last TurnFinished {fanout.seconds:.2f} s = {fanout.turns_per_s:,.0f} turns/s   "
         f"(target {targets['throughput']}: {_met(met['throughput'])})",
         f"       sends all returned after {fanout.sends_seconds:.2f} s; {fanout.queued:,} of them queued first",
-        f"     loop: no actors, batches of {_scaling.BATCH} (begins in 1 transaction, begin records appended + fsync, "
-        f"ends in 1 transaction, end records appended + fsync) {issue.loop_per_s:,.0f} turns/s",
+        f"     loop: no actors, batches of {_scaling.BATCH} (begins in 1 transaction, begin records appended, "
+        f"ends in 1 transaction, end records appended, 1 fsync per transcript) {issue.loop_per_s:,.0f} turns/s",
         f"     host/loop {issue.host_loop_pct:.1f} %   (target {targets['host_vs_loop']}: {_met(met['host_vs_loop'])})",
     ]
     codex = issue.codex
@@ -520,6 +547,10 @@ def _issue10_lines(report: BenchReport) -> list[str]:
             f"  3. Codex round trip overhead ({codex.turns} timed turns per side, every repeat of comparison 3 pooled)",
             f"     host p50 {codex.host_p50_ms:.2f} ms - direct p50 {codex.direct_p50_ms:.2f} ms = "
             f"{codex.added_p50_ms:.2f} ms   (target {targets['codex_overhead']}: {_met(met['codex_overhead'])})",
+            f"     noise of that method: a second fresh direct client p50 {codex.direct_again_p50_ms:.2f} ms - "
+            f"direct p50 = {codex.direct_noise_ms:+.2f} ms",
+            f"     the host's own time per turn at its pipes (turn - codex's turn/start -> turn/completed): p50 "
+            f"{codex.host_own_p50_ms:.2f} ms",
         ]
     lines += [
         f"  4. Memory over a soak: {soak.turns:,} turns over {soak.threads} threads ({soak.threads} in flight), "

@@ -10,14 +10,22 @@ Timed: per turn, send to end seen, `time.perf_counter()`, after one untimed warm
 milliseconds per turn and as a throughput ratio (direct ms / host ms); with `samples`, each timed turn's seconds are
 collected too (bench/__main__.py reports the p50 of each side over every repeat and their difference, issue 10's
 "codex round trip overhead <= 2 ms p50"). Skipped when codex is not installed.
+- The host's own time per turn (`own` of `measure_host`): the turn's time minus the time codex had it, from
+  `turn/start` written to its stdin to `turn/completed` read from its stdout. Those two instants are taken inside
+  the host's pipe classes (`agenthost.actors._pipes.StdinOutbox._write`, `StdoutInbox.put`, private: this bench
+  wraps them for the run, `_PipeClock`), so the figure is the host's work alone, free of how fast this codex
+  process happens to be: two fresh direct clients on the same machine differ by a few ms at p50 (the noise the
+  p50 difference carries, which bench/__main__.py measures as "direct vs direct").
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from agenthost import AgentHost, HostConfig
+from agenthost.actors import _pipes
 from agenthost.actors._runtimes import CODEX_OPT_OUT
 from agenthost.protocol.mock_model import MockModelServer
 from bench._deltas import CLIENT_INFO, RawRuntime
@@ -58,9 +66,51 @@ def measure_direct(codex_bin: str, turns: int, work_dir: Path, *, samples: list[
     return Run(count=turns, seconds=seconds)
 
 
-def measure_host(codex_bin: str, turns: int, work_dir: Path, *, samples: list[float] | None = None) -> Run:
-    """Turns/s through the host; each timed turn's seconds are also appended to `samples` when given."""
-    with MockModelServer() as model:
+class _PipeClock:
+    """While entered: when each `turn/start` request is written to a runtime's stdin and when each `turn/completed`
+    is read from its stdout (perf_counter), by wrapping the host's pipe classes."""
+
+    def __init__(self) -> None:
+        self.started: list[float] = []
+        self.completed: list[float] = []
+        self._saved: tuple[Any, Any] | None = None
+
+    def __enter__(self) -> _PipeClock:
+        write, put = _pipes.StdinOutbox._write, _pipes.StdoutInbox.put
+        started, completed = self.started, self.completed
+
+        def timed_write(outbox: Any, chunk: bytes) -> Any:
+            if b'"turn/start"' in chunk:
+                started.append(time.perf_counter())
+            return write(outbox, chunk)
+
+        def timed_put(inbox: Any, messages: list[Any]) -> Any:
+            if any(getattr(message, "method", None) == "turn/completed" for message in messages):
+                completed.append(time.perf_counter())
+            return put(inbox, messages)
+
+        self._saved = (write, put)
+        setattr(_pipes.StdinOutbox, "_write", timed_write)  # noqa: B010 - a private method, on purpose
+        setattr(_pipes.StdoutInbox, "put", timed_put)  # noqa: B010
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        assert self._saved is not None
+        setattr(_pipes.StdinOutbox, "_write", self._saved[0])  # noqa: B010
+        setattr(_pipes.StdoutInbox, "put", self._saved[1])  # noqa: B010
+
+
+def measure_host(
+    codex_bin: str,
+    turns: int,
+    work_dir: Path,
+    *,
+    samples: list[float] | None = None,
+    own: list[float] | None = None,
+) -> Run:
+    """Turns/s through the host; each timed turn's seconds are also appended to `samples`, and the host's own part
+    of it (see the module docstring) to `own`, when given."""
+    with MockModelServer() as model, _PipeClock() as pipes:
         config = HostConfig(
             storage_root=str(work_dir / "host-root"),
             workers=1,
@@ -73,11 +123,15 @@ def measure_host(codex_bin: str, turns: int, work_dir: Path, *, samples: list[fl
             host.send(thread_id, TEXT).wait(TIMEOUT_S)
             started = time.perf_counter()
             for _ in range(turns):
+                marks = (len(pipes.started), len(pipes.completed))
                 turn_started = time.perf_counter()
                 done = host.send(thread_id, TEXT).wait(TIMEOUT_S)
+                seconds_turn = time.perf_counter() - turn_started
                 _sample(samples, turn_started)
                 if done.status != "completed":
                     raise RuntimeError(f"host codex turn ended {done.status}: {done.error}")
+                if own is not None and (len(pipes.started), len(pipes.completed)) == (marks[0] + 1, marks[1] + 1):
+                    own.append(seconds_turn - (pipes.completed[-1] - pipes.started[-1]))
             seconds = time.perf_counter() - started
     return Run(count=turns, seconds=seconds)
 
