@@ -27,8 +27,9 @@ Contract:
   2. durable turns/s across threads: N threads x 1 turn sent at once (64 sending threads, `host.submit`),
      workers=2, max_active_turns=64, first send -> last TurnFinished, beside a hand-written loop without actors
      doing the same durable work batched by 256 (begins in one transaction, begin records appended, ends in one
-     transaction, end records appended, each transcript of the batch fsynced once); full 2,000 threads,
-     `--quick` 300;
+     transaction, end records appended, each transcript of the batch fsynced once), and beside the runtime floor
+     (bench/_runtime_floor.py: the same new threads x 1 turn on 2 built-in runtimes driven straight on their
+     pipes, 64 in flight, no host, no storage: what no host can beat); full 2,000 threads, `--quick` 300;
   3. codex round trip overhead: host p50 - direct p50 of the codex comparison's per-turn times (all repeats
      pooled); beside it the same difference between two fresh direct clients (each repeat runs one more: the
      noise of comparing p50s of two codex processes) and the host's own time per turn measured at its pipes
@@ -67,7 +68,7 @@ from typing import TypeVar
 import msgspec
 
 from agenthost._logging import configure
-from bench import _appserver, _deltas, _durability, _scaling, _service, _soak, _startup
+from bench import _appserver, _deltas, _durability, _runtime_floor, _scaling, _service, _soak, _startup
 from bench._rate import Run
 from bench._ray import format_section as format_ray_section
 from bench._ray import run_section as run_ray_section
@@ -156,6 +157,8 @@ class Issue10(msgspec.Struct, frozen=True, kw_only=True):
     fanout: _scaling.Fanout
     loop_per_s: float  # the hand-written loop's durable turns/s on the same threads
     host_loop_pct: float  # fanout.turns_per_s / loop_per_s in %
+    runtime_floor_per_s: float  # the same turns on the runtimes alone (no host, no storage)
+    host_floor_pct: float  # fanout.turns_per_s / runtime_floor_per_s in %
     codex: CodexOverhead | None
     codex_skipped: str | None
     soak: _soak.Soak
@@ -265,6 +268,7 @@ def _issue10(params: BenchParams, codex_samples: CodexSamples, skipped: str | No
     host_only = _in_temp(lambda work_dir: _scaling.measure_prepopulated(params.growth_turns, work_dir))
     loop = _in_temp(lambda work_dir: _scaling.measure_loop(params.fanout_threads, work_dir))
     fanout = _in_temp(lambda work_dir: _scaling.measure_fanout(params.fanout_threads, work_dir))
+    floor = _in_temp(lambda work_dir: _runtime_floor.measure(params.fanout_threads, work_dir))
     soak = _in_temp(lambda work_dir: _soak.measure(params.soak_turns, work_dir))
     startup = _in_temp(lambda work_dir: _startup.measure(params.startup_threads, work_dir))
     codex = None
@@ -297,6 +301,8 @@ def _issue10(params: BenchParams, codex_samples: CodexSamples, skipped: str | No
         fanout=fanout,
         loop_per_s=loop.per_s,
         host_loop_pct=host_loop_pct,
+        runtime_floor_per_s=floor.per_s,
+        host_floor_pct=100.0 * fanout.turns_per_s / floor.per_s,
         codex=codex,
         codex_skipped=skipped,
         soak=soak,
@@ -538,6 +544,9 @@ def _issue10_lines(report: BenchReport) -> list[str]:
         f"     loop: no actors, batches of {_scaling.BATCH} (begins in 1 transaction, begin records appended, "
         f"ends in 1 transaction, end records appended, 1 fsync per transcript) {issue.loop_per_s:,.0f} turns/s",
         f"     host/loop {issue.host_loop_pct:.1f} %   (target {targets['host_vs_loop']}: {_met(met['host_vs_loop'])})",
+        f"     runtime floor: the same turns on the 2 built-in runtimes driven directly (no host, no storage, 64 in "
+        f"flight) {issue.runtime_floor_per_s:,.0f} turns/s; host/floor {issue.host_floor_pct:.1f} %; the loop (no "
+        f"runtime) is {issue.loop_per_s / issue.runtime_floor_per_s:.1f} x the floor",
     ]
     codex = issue.codex
     if codex is None:

@@ -128,6 +128,11 @@ class RawRuntime:
             tail = ""
         return f"stderr tail: {tail.strip() or '(empty)'}"
 
+    @property
+    def messages(self) -> Iterator[Incoming]:
+        """Every stdout message, decoded, in order (shared with `call` and `run_turn`)."""
+        return self._messages
+
     def request(self, method: str, params: Any) -> int:
         request_id = next(self._ids)
         self._stdin.write(encode_request(request_id, method, params))
