@@ -45,7 +45,7 @@ from agenthost.protocol._messages import (
 )
 from agenthost.storage import Database, StorageError, TranscriptWriter, TurnFinish, TurnRow
 
-__all__ = ["GroupCommits", "each_alone", "each_in_one_transaction"]
+__all__ = ["GroupCommits", "TranscriptWrite", "each_alone", "each_in_one_transaction"]
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")

@@ -50,7 +50,7 @@ import msgspec
 
 from agenthost.actors._clock import Clock, Timer
 from agenthost.actors._events import StorageTimed, TranscriptFailed
-from agenthost.actors._groupcommit import GroupCommits
+from agenthost.actors._groupcommit import GroupCommits, TranscriptWrite
 from agenthost.actors._log import get_logger
 from agenthost.actors._refs import FaultHook, SupervisedActor, tell_quietly
 from agenthost.protocol._messages import (
@@ -124,6 +124,8 @@ _WRITES = (
     SetFollowUpState,
 )
 
+# Reads of what no told write (pin, completion, follow-up state) changes: answered without committing those first.
+_READS_PAST_BATCH = (GetThread,)
 # Asked messages that share the group commit of the told writes waiting before them (the turn path's writes and
 # the reads it makes between them); anything else first commits the waiting writes on their own.
 _JOINS_BATCH = (
@@ -149,7 +151,7 @@ class _CheckpointTick(msgspec.Struct, frozen=True):
 
 
 class _SyncTranscripts(msgspec.Struct, frozen=True):
-    """Told to itself after the first transcript append since the last sync: fsync the appended transcripts."""
+    """Told to itself once `sync_threads` transcripts wait for their fsync: fsync them (one fsync each)."""
 
 
 class PersistenceActor(GroupCommits, SupervisedActor):
@@ -187,7 +189,7 @@ class PersistenceActor(GroupCommits, SupervisedActor):
         self._transcript_s = 0.0  # transcript time inside the message being handled (kept out of its commit time)
         self._sync_told = False  # a _SyncTranscripts is waiting in the mailbox
         self._answers_waiting = False  # a CompleteTurn waits in the batch (pins and follow-up states alone wait on)
-        self._later: list[Callable[[], list[tuple[str, StorageError]]]] | None = None  # inside a group commit
+        self._later: list[TranscriptWrite] | None = None  # inside a group commit: its transcript writes
         self._vfs = vfs
         self._lock: RootLock | None = None
         self._db: Database | None = None
@@ -270,7 +272,7 @@ class PersistenceActor(GroupCommits, SupervisedActor):
             if len(self._batch) >= self._max_batch or (self._answers_waiting and self.actor_inbox.empty()):
                 self._flush()
             return None
-        if isinstance(message, GetThread):  # reads only the threads table, which no told write changes
+        if isinstance(message, _READS_PAST_BATCH):
             return self._handle(message, self._wall())
         if self._batch and isinstance(message, _JOINS_BATCH):
             return self._flush(message)

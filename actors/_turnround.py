@@ -2,8 +2,8 @@
 
 Contract:
 - `defer(effect)` keeps an effect for the next round and returns True: enqueues of queued sends (and the `Accept`
-  of each, answered only once its enqueue is durable), fetches of the next follow-ups, follow-up begins and
-  direct begins. Anything else: False (the caller carries it out at once).
+  of each, answered only once its enqueue is durable), fetches of the next follow-ups, follow-up begins, direct
+  begins and the resolves of begun turns' workers. Anything else: False (the caller carries it out at once).
 - `flush(run)` sends them in rounds until nothing waits: first the enqueues (one transaction; each caller then
   hears `TurnAccepted(queued)` or its error, and a refused one's sink is dropped), then the fetches (one read
   round), then the follow-up begins and the direct begins (one transaction each), then the resolves of begun turns'

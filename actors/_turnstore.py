@@ -77,6 +77,20 @@ class TurnStore:
     def project_of(self, thread_id: str) -> str | None:
         return self._projects.get(thread_id)
 
+    def _begin_outcome(self, effect: ev.Begin, answer: Any) -> ev.Event:
+        """`Begun`, or `BeginRefused` carrying the storage's error (for a direct send's caller; a follow-up stays
+        queued)."""
+        if isinstance(answer, BaseException):
+            return ev.BeginRefused(
+                turn_id=effect.turn_id,
+                thread_id=effect.thread_id,
+                error=repr(answer),
+                exception=answer,
+                reply_to=effect.reply_to,
+                followup_id=effect.followup_id,
+            )
+        return self._begun(effect, answer)
+
     def _begun(self, effect: ev.Begin, answer: TurnBegun) -> ev.Begun:
         if answer.project_id:
             self._projects[effect.thread_id] = answer.project_id
@@ -89,20 +103,7 @@ class TurnStore:
         """Begin direct sends (their storage errors go back to their callers, as BeginRefused)."""
         begins = tuple(BeginTurn(turn_id=e.turn_id, thread_id=e.thread_id, user_text=e.text) for e in effects)
         answers = self._round(BeginTurns(begins=begins), len(effects))  # refused whole: every caller hears why
-        outcomes: list[ev.Event] = []
-        for effect, answer in zip(effects, answers, strict=True):
-            if isinstance(answer, BaseException):
-                refused = ev.BeginRefused(
-                    turn_id=effect.turn_id,
-                    thread_id=effect.thread_id,
-                    error=repr(answer),
-                    exception=answer,
-                    reply_to=effect.reply_to,
-                )
-                outcomes.append(refused)
-            else:
-                outcomes.append(self._begun(effect, answer))
-        return outcomes
+        return [self._begin_outcome(effect, answer) for effect, answer in zip(effects, answers, strict=True)]
 
     def forget_options(self, thread_id: str, keys: tuple[str, ...]) -> None:
         try:
@@ -166,19 +167,7 @@ class TurnStore:
         can neither lose nor repeat it); one that cannot be begun becomes `BeginRefused` and stays queued."""
         begins = tuple(BeginFollowUpTurn(followup_id=e.followup_id or "", turn_id=e.turn_id) for e in effects)
         answers = self._round(BeginFollowUpTurns(begins=begins), len(effects))
-        outcomes: list[ev.Event] = []
-        for effect, answer in zip(effects, answers, strict=True):
-            if isinstance(answer, BaseException):
-                refused = ev.BeginRefused(
-                    turn_id=effect.turn_id,
-                    thread_id=effect.thread_id,
-                    error=repr(answer),
-                    followup_id=effect.followup_id,
-                )
-                outcomes.append(refused)
-            else:
-                outcomes.append(self._begun(effect, answer))
-        return outcomes
+        return [self._begin_outcome(effect, answer) for effect, answer in zip(effects, answers, strict=True)]
 
     def enqueue(self, effects: list[ev.Enqueue]) -> list[BaseException | None]:
         """Queue several follow-ups in one transaction: per effect None (durable) or the error that refused it."""

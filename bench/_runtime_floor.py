@@ -19,7 +19,7 @@ from pathlib import Path
 
 from agenthost.protocol._jsonrpc import ErrorResponse, Notification, Response
 from bench._deltas import CLIENT_INFO, RawRuntime
-from bench._rate import Run
+from bench._rate import Run, split_evenly
 
 __all__ = ["measure"]
 
@@ -30,7 +30,7 @@ TIMEOUT_S = 120.0
 
 def measure(threads: int, work_dir: Path, *, workers: int = 2, in_flight: int = 64) -> Run:
     """Turns/s of `threads` new threads x 1 turn on `workers` runtimes driven directly (see the module docstring)."""
-    shares = [threads // workers + (1 if index < threads % workers else 0) for index in range(workers)]
+    shares = split_evenly(threads, workers)
     errors: list[BaseException] = []
     runners = [
         threading.Thread(target=_guarded, args=(work_dir, index, share, max(1, in_flight // workers), errors))

@@ -23,6 +23,7 @@ from pathlib import Path
 import msgspec
 
 from agenthost import AgentHost, HostConfig, TurnFinished
+from bench._rate import split_evenly
 
 __all__ = ["RSS_TARGET", "THREADS", "Soak", "measure"]
 
@@ -118,7 +119,7 @@ def measure(turns: int, work_dir: Path, *, threads: int = THREADS) -> Soak:
                         sample(finished)
 
         thread_ids = [host.create_thread(thread_id=f"soak-{index:03d}") for index in range(threads)]
-        shares = [turns // threads + (1 if index < turns % threads else 0) for index in range(threads)]
+        shares = split_evenly(turns, threads)
         drivers = [
             threading.Thread(target=drive, args=(thread_id, share), name=f"bench-soak-{index}", daemon=True)
             for index, (thread_id, share) in enumerate(zip(thread_ids, shares, strict=True))

@@ -49,6 +49,13 @@ def call_of(effects: Effects) -> Any:
     return call
 
 
+def turn_completed(runtime_turn: str = "rturn-1", status: str = "completed") -> Notification:
+    """The runtime's `turn/completed` for a turn on runtime thread rt-1."""
+    return Notification(
+        method="turn/completed", params={"threadId": "rt-1", "turn": {"id": runtime_turn, "status": status}}
+    )
+
+
 def streaming(state: State, turn_id: str = "turn-a", thread_id: str = "t1") -> None:
     """Begin a turn on worker 1 with a new runtime thread and let the runtime accept it."""
     begin(state, turn_id, thread_id)
@@ -106,9 +113,7 @@ def test_a_mapped_thread_not_loaded_in_this_generation_is_resumed_first() -> Non
     assert call_of(effects).method == "turn/start"
     assert state.loaded == {(1, 1, "rt-1")}  # known loaded now: the next turn on it starts at once
     step(state, ev.CallAnswered(call_id=call_of(effects).call_id, result={"turn": {"id": "rturn-1"}}))
-    output = Notification(
-        method="turn/completed", params={"threadId": "rt-1", "turn": {"id": "rturn-1", "status": "completed"}}
-    )
+    output = turn_completed()
     step(state, ev.Output(worker_id=1, generation=1, messages=(output,)))
     step(state, ev.Completed(turn_id="turn-a"))  # the turn ended (nothing queued for t1: nothing to fetch)
     assert "t1" not in state.fetching and "t1" not in state.busy
@@ -121,9 +126,7 @@ def test_a_send_to_a_thread_whose_next_follow_up_is_being_fetched_queues_behind_
     state = machine()
     streaming(state)
     step(state, ev.QueueChanged(thread_id="t1", send_next=False))  # an operator queued a follow-up for t1
-    output = Notification(
-        method="turn/completed", params={"threadId": "rt-1", "turn": {"id": "rturn-1", "status": "completed"}}
-    )
+    output = turn_completed()
     _, effects = step(state, ev.Output(worker_id=1, generation=1, messages=(output,)))
     effects += step(state, ev.Completed(turn_id="turn-a"))[1]
     assert [f.thread_id for f in only(effects, ev.FetchFollowUp)] == ["t1"]
@@ -252,9 +255,7 @@ def test_other_resume_errors_and_a_no_rollout_answer_to_another_call_fail_the_tu
 def test_output_from_a_worker_that_is_gone_or_of_another_generation_is_ignored() -> None:
     state = machine(workers=(1, 2))
     streaming(state)
-    ended = Notification(
-        method="turn/completed", params={"threadId": "rt-1", "turn": {"id": "rturn-1", "status": "completed"}}
-    )
+    ended = turn_completed()
     for generation in (0, 2):
         _, effects = step(state, ev.Output(worker_id=1, generation=generation, messages=(ended,)))
         assert effects == [] and "turn-a" in state.turns
@@ -282,9 +283,7 @@ def test_a_runtime_error_notification_is_not_a_delta_and_explains_a_failed_turn(
     state = machine()
     streaming(state)
     error = Notification(method="error", params={"threadId": "rt-1", "turnId": "rturn-1", "error": {"message": "boom"}})
-    failed = Notification(
-        method="turn/completed", params={"threadId": "rt-1", "turn": {"id": "rturn-1", "status": "failed"}}
-    )
+    failed = turn_completed(status="failed")
     _, effects = step(state, ev.Output(worker_id=1, generation=1, messages=(error,)))
     assert not only(effects, ev.Emit)
     _, effects = step(state, ev.Output(worker_id=1, generation=1, messages=(failed,)))
@@ -797,9 +796,7 @@ def test_a_turn_end_fetches_only_for_a_thread_that_may_have_follow_ups_queued() 
     streaming(state)  # turn-a on t1 holds the only slot
     _, effects = step(state, ev.Send(turn_id="turn-b", thread_id="t1", text="later", sink="sink-b"))
     assert [e.turn_id for e in only(effects, ev.Enqueue)] == ["turn-b"] and "t1" in state.queued
-    output = Notification(
-        method="turn/completed", params={"threadId": "rt-1", "turn": {"id": "rturn-1", "status": "completed"}}
-    )
+    output = turn_completed()
     _, effects = step(state, ev.Output(worker_id=1, generation=1, messages=(output,)))
     effects += step(state, ev.Completed(turn_id="turn-a"))[1]
     assert [f.thread_id for f in only(effects, ev.FetchFollowUp)] == ["t1"]
@@ -817,9 +814,7 @@ def test_a_turn_end_fetches_only_for_a_thread_that_may_have_follow_ups_queued() 
     begin(state, "turn-c", "t1")
     _, effects = step(state, ev.Resolved(turn_id="turn-c", worker_id=1, runtime_thread_id="rt-1"))
     step(state, ev.CallAnswered(call_id=call_of(effects).call_id, result={"turn": {"id": "rturn-2"}}))
-    output = Notification(
-        method="turn/completed", params={"threadId": "rt-1", "turn": {"id": "rturn-2", "status": "completed"}}
-    )
+    output = turn_completed("rturn-2")
     _, effects = step(state, ev.Output(worker_id=1, generation=1, messages=(output,)))
     effects += step(state, ev.Completed(turn_id="turn-c"))[1]
     assert "turn-c" not in state.turns
