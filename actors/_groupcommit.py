@@ -17,9 +17,9 @@ Contract:
   (its `StorageError` undoes only itself and is raised to its asker after the commit). Only after the commit are
   the transcripts appended (the writes the handlers asked for, in order), then every completion's caller told
   `TurnPersisted`, then `joining` answered. When that one transaction fails to commit, nothing of it was applied
-  and the same writes run again, each part in its own transaction (a completion that fails then alone is told its
-  error); a pin or follow-up state the storage refuses is logged (the next change, or start-up reconciliation,
-  writes it again).
+  and the same writes run again, each part in its own transaction ("persistence.group_commit_split" says so; a
+  completion that fails then alone is told its error); a pin or follow-up state the storage refuses is logged
+  (the next change, or start-up reconciliation, writes it again).
 """
 
 from __future__ import annotations
@@ -120,7 +120,9 @@ class GroupCommits:
         now = self._wall()
         try:
             return self._commit_group(waiting, joining, now, together=True)
-        except StorageError:  # its COMMIT failed: nothing of it stands (each part handles its own errors)
+        except StorageError as exc:  # its COMMIT failed: nothing of it stands (each part handles its own errors)
+            asked = None if joining is None else type(joining).__name__
+            _log.warning("persistence.group_commit_split", writes=len(waiting), asked=asked, error=repr(exc))
             return self._commit_group(waiting, joining, now, together=False)
 
     def _commit_group(self, waiting: list[Told], joining: Any, now: float, *, together: bool) -> Any:

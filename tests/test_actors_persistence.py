@@ -438,3 +438,46 @@ def test_a_joining_begin_refused_after_its_rows_were_written_leaves_no_record_in
         probe.close(checkpoint=False)
     text = root.transcript_path("p", "t1").read_text()
     assert "t1-refused" not in text and "never stored" not in text
+
+
+def test_a_group_commit_that_fails_is_split_and_every_part_still_lands(gated, monkeypatch) -> None:
+    """D27: when the one transaction of a group fails, nothing of it stood; the same writes run again, each part in
+    its own transaction, and the split is one "persistence.group_commit_split" event."""
+    import contextlib
+
+    from agenthost.protocol._messages import Checkpoint, SaveMapping
+    from agenthost.storage import StorageIOError
+
+    ref, root, gate = gated
+    ids = _turns(ref, 3)
+    collector = Collector()
+    original = Database.batch
+    failed: list[str] = []
+
+    @contextlib.contextmanager
+    def batch(self: Database, action: str) -> Any:
+        with original(self, action):
+            yield
+            if action.startswith("group commit") and not failed:
+                failed.append(action)
+                raise StorageIOError("injected failure of the group's commit")
+
+    monkeypatch.setattr(Database, "batch", batch)
+    with capture_events("persistence.group_commit_split") as log:
+        ref.tell(Checkpoint(mode="PASSIVE"))  # held: what follows waits together
+        for turn_id in ids:
+            ref.tell(CompleteTurn(turn_id=turn_id, assistant_text="a", reply_to=collector))
+        ref.tell(SaveMapping(thread_id="t1", worker_id=1, runtime_thread_id="rt-1"))
+        begun = ref.ask(BeginTurn(turn_id="t1-next", thread_id="t1", user_text="next"), block=False)
+        gate.release.set()
+        assert begun.get(timeout=10).turn.status == "pending"
+        assert all(collector.replies.get(timeout=10).error is None for _ in ids)
+    assert failed == ["group commit of 4 told writes with BeginTurn"]
+    assert [(event["writes"], event["asked"]) for event in log.events] == [(4, "BeginTurn")]
+    probe = Database.open(root.db_path)
+    try:
+        assert [t.status for t in probe.list_turns("t1")] == ["completed"] * 3 + ["pending"]
+        assert [m.runtime_thread_id for m in probe.load_mappings()] == ["rt-1"]
+    finally:
+        probe.close(checkpoint=False)
+    assert root.transcript_path("p", "t1").read_text().count("t1-next") >= 1
