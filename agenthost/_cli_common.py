@@ -7,8 +7,9 @@ False or empty) and the text does not already say what the default is.
 built-in runtime; ValueError when codex is asked for and none is installed).
 
 `follow_turn(announce, next_end, interrupt, second)`: `announce()` once, then `next_end()` until it returns the
-turn's end. From the first statement on, the first Ctrl-C prints "interrupting the turn (Ctrl-C again to
-<second>)" and calls `interrupt()`, then waits on; a second Ctrl-C, wherever it lands (even inside `interrupt`, or
+turn's end. From the first statement on, the first Ctrl-C calls `interrupt()`, then prints "interrupting the turn
+(Ctrl-C again to <second>)" (so a press after those words cannot cut the interrupt short) and waits on; a second
+Ctrl-C, wherever it lands (even inside `interrupt`, or
 inside a lock's wait, where it surfaces as that lock's RuntimeError), returns None.
 """
 
@@ -42,8 +43,8 @@ def follow_turn(
                 if interrupted or not _a_press(exc):
                     raise
                 interrupted = True
+                interrupt()  # asked before it is said, so a second press after the words cannot lose it
                 print(f"\nagenthost: interrupting the turn (Ctrl-C again to {second})", file=sys.stderr)
-                interrupt()
     except BaseException as exc:
         if not _a_press(exc):
             raise

@@ -59,6 +59,7 @@ def send_embedded(args: argparse.Namespace, text: str, codex_bin: str | None) ->
         finished = follow_turn(announce, next_end, interrupt, "stop waiting")
         if finished is None:
             print("\nagenthost: stopped waiting; the turn ends as the host shuts down", file=sys.stderr)
+            host.shutdown(drain_timeout_s=0.0)  # no drain: the turn ends failed now, not whenever it would finish
             return 130
         return _report(args, thread_id, finished)
 
