@@ -8,6 +8,8 @@ Contract:
   Callbacks must be short and must not block: the actors only use them to `tell()` a message. `name` says what the
   timer is for ("call-deadline", "restart", ...): `FakeClock.pending_due_times(name)` lets a test wait for it.
 - `SystemClock` runs every callback on one daemon scheduler thread, in due-time order (ties in scheduling order).
+  Its thread sleeps until the earliest timer is due and is woken only by a new timer due before every other one
+  (a wake is a thread switch on the caller's path, and each turn sets timers).
   A callback that raises is logged and does not stop the scheduler.
 - `FakeClock` never moves by itself: `advance(dt)` moves time forward and runs, in the calling thread, each callback
   that falls due, in due-time order, with `now()` equal to that callback's due time while it runs.
@@ -119,8 +121,10 @@ class SystemClock:
     def call_later(self, delay_s: float, callback: Callable[[], object], name: str = "") -> Timer:
         timer = Timer(self.now() + max(0.0, delay_s), callback, name)
         with self._wakeup:
+            earliest = self._timers.next_due()
             self._timers.push(timer)
-            self._wakeup.notify()
+            if earliest is None or timer.due_at < earliest:  # else the thread wakes in time for it anyway
+                self._wakeup.notify()
         return timer
 
     def _loop(self) -> None:

@@ -9,7 +9,9 @@ Contract:
   round), then the follow-up begins and the direct begins (one transaction each), then the resolves of begun turns'
   workers (one ask of the mapping actor, `resolve`). Each outcome is fed to `run`
   (the machine), which may defer more (a refused begin lets the next follow-up be fetched): the loop goes on until
-  nothing waits. Enqueues go first so that a fetch always sees every message queued before it.
+  nothing waits. Enqueues go first so that a fetch always sees every message queued before it. The direct sends
+  begun in the flush are answered (`TurnAccepted`) only when it ends, also when it ends in an exception: their
+  runtime calls go out first, so waking their callers does not delay them.
 - `fail_all(error)` answers every waiting caller with `error` (the coordinator crashed; nothing waiting began).
 - `len()` is the number of effects waiting.
 """
@@ -43,6 +45,8 @@ class StorageRound:
         self._fetches: list[ev.FetchFollowUp] = []
         self._followups: list[ev.Begin] = []
         self._begins: list[ev.Begin] = []
+        self._replies: list[ev.Accept] = []  # direct sends begun in the running flush, answered when it ends
+        self._flushing = False
 
     def __len__(self) -> int:
         return len(self._enqueues) + len(self._fetches) + len(self._followups) + len(self._begins) + len(self._resolves)
@@ -54,6 +58,8 @@ class StorageRound:
                 self._enqueued.add(effect.turn_id)
             case ev.Accept(queued=True) if effect.turn_id in self._enqueued:
                 self._accepts[effect.turn_id] = effect
+            case ev.Accept(queued=False) if self._flushing:
+                self._replies.append(effect)
             case ev.FetchFollowUp():
                 self._fetches.append(effect)
             case ev.Begin(followup_id=None):
@@ -67,6 +73,16 @@ class StorageRound:
         return True
 
     def flush(self, run: Callable[[ev.Event], None]) -> None:
+        self._flushing = True
+        try:
+            self._flush(run)
+        finally:
+            self._flushing = False
+            replies, self._replies = self._replies, []
+            for reply in replies:
+                reply.reply_to.set(TurnAccepted(turn_id=reply.turn_id, queued=False))
+
+    def _flush(self, run: Callable[[ev.Event], None]) -> None:
         while len(self):
             if self._enqueues:
                 self._flush_enqueues()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 
@@ -43,6 +44,38 @@ def test_system_clock_fires_and_survives_a_failing_callback() -> None:
     done = threading.Event()
     clock.call_later(0.0, lambda: 1 / 0)
     clock.call_later(0.01, done.set)
+    assert done.wait(5.0)
+
+
+class _CountingCondition(threading.Condition):
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.notified = 0
+
+    def notify(self, n: int = 1) -> None:
+        self.notified += 1
+        super().notify(n)
+
+
+@pytest.mark.timeout(10)
+def test_system_clock_wakes_its_thread_only_for_a_timer_due_before_every_other(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A wake is a thread switch on a turn's path (each turn sets deadlines): the scheduler is woken when a new
+    timer is due before every other one (it sleeps until the earliest), and not for one due later."""
+    with monkeypatch.context() as patch:
+        patch.setattr(threading, "Condition", _CountingCondition)
+        clock = SystemClock()
+    wakeup = clock._wakeup
+    assert isinstance(wakeup, _CountingCondition)
+    clock.call_later(60.0, lambda: None)
+    assert wakeup.notified == 1  # the first timer: the thread slept with none
+    clock.call_later(30.0, lambda: None)
+    clock.call_later(45.0, lambda: None)
+    assert wakeup.notified == 2  # 30 s comes before 60 s: woken; 45 s after 30 s: not
+    done = threading.Event()
+    clock.call_later(0.01, done.set)
+    assert wakeup.notified == 3
     assert done.wait(5.0)
 
 
