@@ -6,7 +6,9 @@ When is a caller's write durable? (synchronous=FULL in WAL mode: a committed tra
   the thread's Markdown transcript: one record appended (a new thread's transcript is created by atomic replace);
   storage._transcript_sync.TranscriptWriter does it. Appends are fsynced together, one fsync per thread, at each
   checkpoint tick, at stop, and by a `_SyncTranscripts` the actor tells itself once SYNC_THREADS (256) transcripts
-  wait (so it runs after the answers, behind the messages already waiting); until then the thread stays
+  wait (so it runs after the answers, behind the messages already waiting), which hands them to a thread of their
+  own (actors._transcript_fsync; one batch at a time, the actor answers meanwhile, takes the outcome when told
+  `_TranscriptsFsynced`, at the next tick or at stop, which waits up to FSYNC_STOP_WAIT_S); until then the thread stays
   marked in the database, so a power cut before that fsync leaves a transcript start-up repairs. Failures, interruptions
   and approval resets always take this path: they are never batched.
 - `CompleteTurn` (a completed turn, told with `reply_to`): group-committed. Completions that arrive back to back
@@ -53,6 +55,7 @@ from agenthost.actors._events import StorageTimed, TranscriptFailed
 from agenthost.actors._groupcommit import GroupCommits, TranscriptWrite
 from agenthost.actors._log import get_logger
 from agenthost.actors._refs import FaultHook, SupervisedActor, tell_quietly
+from agenthost.actors._transcript_fsync import BackgroundFsync
 from agenthost.protocol._messages import (
     AddActionCard,
     BeginFollowUpTurn,
@@ -144,6 +147,7 @@ _JOINS_BATCH = (
 _log = get_logger("agenthost.persistence")
 MAX_BATCH = 256  # completions per group commit at most
 SYNC_THREADS = 256  # transcripts appended to and not fsynced yet that make the actor fsync them before the tick
+FSYNC_STOP_WAIT_S = 10.0  # how long a stop waits for the background fsync (after it: those threads stay marked)
 
 
 class _CheckpointTick(msgspec.Struct, frozen=True):
@@ -151,7 +155,12 @@ class _CheckpointTick(msgspec.Struct, frozen=True):
 
 
 class _SyncTranscripts(msgspec.Struct, frozen=True):
-    """Told to itself once `sync_threads` transcripts wait for their fsync: fsync them (one fsync each)."""
+    """Told to itself once `sync_threads` transcripts wait for their fsync: fsync them (one fsync each), on the
+    background fsync's thread."""
+
+
+class _TranscriptsFsynced(msgspec.Struct, frozen=True):
+    """Told by the background fsync's thread when its batch is done: take its outcome."""
 
 
 class PersistenceActor(GroupCommits, SupervisedActor):
@@ -183,6 +192,7 @@ class PersistenceActor(GroupCommits, SupervisedActor):
         self._sync_threads = sync_threads
         self._transcript_fs = transcript_fs
         self._transcripts: TranscriptWriter | None = None
+        self._fsync: BackgroundFsync | None = None  # fsyncs transcripts while this actor answers
         self._timer: Timer | None = None
         self._batch: list[CompleteTurn | SettleFollowUp | SaveMapping] = []
         self._wal_pages = 0
@@ -211,6 +221,8 @@ class PersistenceActor(GroupCommits, SupervisedActor):
         self._lock = RootLock.acquire(self._root)
         self._db = _open_and_repair(self._root, self._vfs, self._wall())
         self._transcripts = TranscriptWriter(self._root, self._db, fs=self._transcript_fs)
+        ref = self.actor_ref
+        self._fsync = BackgroundFsync(self._transcripts.store, lambda: tell_quietly(ref, _TranscriptsFsynced()))
         self._db.set_wal_hook(self._on_wal_commit)
         _log.info("persistence.opened", path=str(self._root.db_path), schema=self._db.schema_version)
         self._schedule_checkpoint()
@@ -219,6 +231,9 @@ class PersistenceActor(GroupCommits, SupervisedActor):
         try:
             self._flush()
             if self._transcripts is not None:
+                if self._fsync is not None and not self._fsync.wait(FSYNC_STOP_WAIT_S):
+                    _log.warning("persistence.fsync_still_running", waited_s=FSYNC_STOP_WAIT_S)
+                self._take_fsynced()
                 self._transcript(self._transcripts.sync_appends)
                 self._transcript(self._transcripts.retry_stale)
                 self._mark_synced()
@@ -291,10 +306,18 @@ class PersistenceActor(GroupCommits, SupervisedActor):
         """Transcript appends wait for one fsync per thread: in `_SyncTranscripts`, told behind the messages already
         waiting once `sync_threads` (SYNC_THREADS) transcripts wait, or at the checkpoint tick (the database already
         holds every change, and marks its thread until that fsync)."""
-        transcripts = self._transcripts
-        if not self._sync_told and transcripts is not None and transcripts.unsynced >= self._sync_threads:
+        transcripts, fsync = self._transcripts, self._fsync
+        if self._sync_told or transcripts is None or transcripts.unsynced < self._sync_threads:
+            return
+        if fsync is None or not fsync.busy:  # (else its end checks again)
             self._sync_told = True
             tell_quietly(self.actor_ref, _SyncTranscripts())
+
+    def _take_fsynced(self) -> None:
+        """Take the outcome of the background fsync's last batch, if it has one not taken yet."""
+        outcome = None if self._fsync is None else self._fsync.take()
+        if outcome is not None:
+            self._transcript(lambda: self.transcripts.note_synced(outcome))
 
     def _handle(self, message: Any, now: float) -> Any:
         db = self.db
@@ -372,9 +395,15 @@ class PersistenceActor(GroupCommits, SupervisedActor):
                 return self._checkpoint(message.mode)
             case _SyncTranscripts():
                 self._sync_told = False
-                self._transcript(self.transcripts.sync_appends)
+                if self._fsync is not None and not self._fsync.busy and self.transcripts.unsynced:
+                    self._fsync.start(self.transcripts.take_unsynced())
+                return None
+            case _TranscriptsFsynced():
+                self._take_fsynced()
+                self._sync_later()
                 return None
             case _CheckpointTick():
+                self._take_fsynced()
                 self._transcript(self.transcripts.sync_appends)
                 if self.transcripts.stale:
                     self._transcript(self.transcripts.retry_stale)

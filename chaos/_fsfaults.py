@@ -8,7 +8,8 @@ Contract:
   no temp behind once the primitive cleaned up), ``append`` (writes the first half of the data, then fails: a torn
   record) and ``truncate`` (cuts nothing), "fsync_file" -> ``fsync_file`` (after a temp write or an append),
   "replace" -> ``replace`` (nothing renamed), "fsync_dir" -> ``fsync_dir`` (the rename already happened).
-- ``calls`` counts every call per step (failed ones included); ``triggered`` is True once a fault was raised.
+- ``calls`` counts every call per step (failed ones included; thread-safe); ``triggered`` is True once a fault was
+  raised.
 - Bad arguments raise ValueError naming the field and the value.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 from pathlib import Path
 from typing import Literal
 
@@ -45,6 +47,7 @@ class FailingFs(AtomicFs):
         self.persistent = persistent
         self.error = error
         self.calls: dict[str, int] = dict.fromkeys(FS_STEPS, 0)
+        self._lock = threading.Lock()
         self.triggered = False
 
     def write_temp(self, directory: Path, prefix: str, data: bytes) -> Path:
@@ -76,8 +79,9 @@ class FailingFs(AtomicFs):
         super().fsync_dir(directory)
 
     def _check(self, step: FsStep, path: Path) -> None:
-        self.calls[step] += 1
-        count = self.calls[step]
+        with self._lock:  # (transcript fsyncs also run on the persistence actor's background thread)
+            self.calls[step] += 1
+            count = self.calls[step]
         if step == self.step and (count == self.nth or (self.persistent and count > self.nth)):
             self.triggered = True
             code = _ERRNOS[self.error]

@@ -55,7 +55,7 @@ from ._transcript_parser import (
     parsed_rows,
     render_transcript_v1,
 )
-from ._transcript_sync import TranscriptCheck, TranscriptWriter, sync_transcript
+from ._transcript_sync import TranscriptCheck, TranscriptWriter, fsync_transcripts, sync_transcript
 from ._transcripts import (
     PHASES,
     AtomicFs,
@@ -117,6 +117,7 @@ __all__ = [
     "check_permissions",
     "check_storage",
     "checkpoint_phase",
+    "fsync_transcripts",
     "import_transcript",
     "make_private",
     "migrate_storage",

@@ -18,6 +18,9 @@ Contract:
   ``card_added`` and ``renamed`` append: one write per thread, whatever the thread's length, NOT fsynced yet:
   ``sync_appends()`` fsyncs every transcript appended to since its last call (one fsync per thread however many
   appends it got) and returns the failures (such a thread is stale); ``unsynced`` counts those transcripts. The
+  same in two halves, for fsyncs on another thread: ``take_unsynced()`` hands those transcripts over,
+  ``fsync_transcripts(store, paths)`` (module function, no writer state) fsyncs them, ``note_synced(outcomes)`` takes
+  the outcome back (a thread appended to or failed meanwhile does not count as synced). The
   database is the truth and marks every changed thread in the change's own transaction, so an append lost to a
   power cut before its fsync is only a transcript start-up repairs. The first append to a thread since the writer
   started (or forgot it: it remembers the last ``cached`` threads' tails) finds the end of its last complete record from
@@ -61,7 +64,7 @@ from ._transcript_format import (
 )
 from ._transcripts import AtomicFs, TranscriptStore, parse_checkpoints, render_transcript
 
-__all__ = ["TAILS_CACHED", "Failure", "TranscriptCheck", "TranscriptWriter", "sync_transcript"]
+__all__ = ["TAILS_CACHED", "Failure", "TranscriptCheck", "TranscriptWriter", "fsync_transcripts", "sync_transcript"]
 
 TAILS_CACHED = 4096  # threads whose transcript tail (path, size) the writer remembers
 Failure = tuple[str, StorageError]
@@ -283,15 +286,23 @@ class TranscriptWriter:
 
     def sync_appends(self) -> list[Failure]:
         """fsync every transcript appended to since the last call; a failure leaves its thread stale."""
+        return self.note_synced(fsync_transcripts(self.store, self.take_unsynced()))
+
+    def take_unsynced(self) -> dict[str, Path]:
+        """The transcripts appended to since the last call, by thread, for `fsync_transcripts` (on any thread);
+        hand its outcome to `note_synced`."""
         unsynced, self._unsynced = self._unsynced, {}
+        return unsynced
+
+    def note_synced(self, outcomes: dict[str, StorageError | None]) -> list[Failure]:
+        """The outcome of fsyncing what `take_unsynced` gave: a failure leaves its thread stale (returned); a
+        success counts for a thread that got no append and no failure since (a later append waits for its own)."""
         failures: list[Failure] = []
-        for thread_id, path in unsynced.items():
-            try:
-                self.store.sync(path)
-            except StorageError as error:
+        for thread_id, error in outcomes.items():
+            if error is not None:
                 self._forget(thread_id)
                 failures.append((thread_id, error))
-            else:
+            elif thread_id not in self._unsynced and thread_id not in self.stale:
                 self._synced.add(thread_id)
         return failures
 
@@ -356,3 +367,17 @@ class TranscriptWriter:
         if end < size:
             self.store.truncate(path, end)
         return path, end
+
+
+def fsync_transcripts(store: TranscriptStore, paths: dict[str, Path]) -> dict[str, StorageError | None]:
+    """fsync each transcript (one fsync each, in order) and say, by thread, how it went (None: durable). Touches
+    no state of a writer: safe on a thread of its own while the writer goes on."""
+    outcomes: dict[str, StorageError | None] = {}
+    for thread_id, path in paths.items():
+        try:
+            store.sync(path)
+        except StorageError as error:
+            outcomes[thread_id] = error
+        else:
+            outcomes[thread_id] = None
+    return outcomes

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import pytest
+from conftest import wait_until
 
 from agenthost.actors import FakeClock
 from agenthost.actors._persistence import PersistenceActor
@@ -257,9 +258,10 @@ class _HeldSyncs(AtomicFs):
 
 def test_transcript_appends_are_fsynced_after_the_answers_once_per_thread_and_unmarked_only_then(tmp_path) -> None:
     """D4/D12: appends do not wait for their fsync: every begin is answered (its record readable) while the fsyncs
-    are held; once `sync_threads` transcripts wait, one fsync per thread, however many records it got; fewer wait
-    for the checkpoint tick; a thread is unmarked in the database only once its transcript was fsynced (a failing
-    fsync keeps it marked)."""
+    are held; once `sync_threads` transcripts wait, one fsync per thread, however many records it got, on a thread
+    of their own: the actor goes on answering (and appending) while they are held; fewer wait for the checkpoint
+    tick; a thread is unmarked in the database only once its transcript was fsynced after its last append (a
+    failing fsync keeps it marked)."""
     from agenthost.protocol._messages import Checkpoint
 
     gate, fs, clock = _Gate(), _HeldSyncs(), FakeClock()
@@ -281,17 +283,21 @@ def test_transcript_appends_are_fsynced_after_the_answers_once_per_thread_and_un
             assert future.get(timeout=10).turn.status == "pending"  # answered while every fsync is still held
         for thread_id in ("t1", "t2", "t3"):
             assert "q " + thread_id + "-a" in root.transcript_path("p", thread_id).read_text()
-        fs.failing.add("t2")
-        fs.release.set()
-        ref.ask(ListThreads())  # behind the sync the actor told itself
-        assert fs.calls == [("append", t) for t, _ in begins] + [("fsync", t) for t in ("t1", "t2", "t3")]
+        wait_until("the fsync of t1 is held", lambda: ("fsync", "t1") in fs.calls)
+        begun = ref.ask(BeginTurn(turn_id="t1-c", thread_id="t1", user_text="q t1-c"), timeout=5)  # meanwhile
+        assert begun.turn.status == "pending" and not fs.release.is_set()
+        assert fs.calls == [("append", t) for t, _ in begins] + [("fsync", "t1"), ("append", "t1")]
+        with capture_events("persistence.transcript_failed") as failed:
+            fs.failing.add("t2")
+            fs.release.set()
+            wait_until("the failed fsync of t2 is taken", lambda: failed.of("persistence.transcript_failed"))
+        assert fs.calls[-2:] == [("fsync", "t2"), ("fsync", "t3")]
         fs.calls.clear()
-        ref.ask(BeginTurn(turn_id="t1-c", thread_id="t1", user_text="q t1-c"))
         ref.ask(ListThreads())
-        assert fs.calls[0] == ("append", "t1") and ("fsync", "t1") not in fs.calls  # one waits: not before the tick
-        # (the stale t2 is retried after that write, and its fsync fails again)
-        clock.advance(5.0)  # checkpoint tick: fsync what waits, then unmark the synced threads
+        assert fs.calls == []  # t1 got an append since its fsync: one waits, not fsynced before the tick
+        clock.advance(5.0)  # checkpoint tick: fsync what waits (t1 again), repair t2, unmark the synced threads
         ref.ask(ListThreads())
+        assert ("fsync", "t1") in fs.calls
         probe = Database.open(root.db_path)
         try:
             assert [thread.thread_id for thread in probe.dirty_transcripts()] == ["t2"]
@@ -481,3 +487,30 @@ def test_a_group_commit_that_fails_is_split_and_every_part_still_lands(gated, mo
     finally:
         probe.close(checkpoint=False)
     assert root.transcript_path("p", "t1").read_text().count("t1-next") >= 1
+
+
+def test_a_stop_waits_for_the_background_fsync_and_unmarks_what_it_synced(tmp_path) -> None:
+    """D12: transcripts handed to the background fsync when the actor stops are waited for (up to
+    FSYNC_STOP_WAIT_S) and count as synced: a clean stop leaves no thread marked."""
+    fs = _HeldSyncs()
+
+    class ReleasingAtStop(PersistenceActor):
+        def on_stop(self) -> None:
+            fs.release.set()  # the held fsync goes on only now: the stop must wait for it
+            super().on_stop()
+
+    root = StorageRoot(tmp_path / "root")
+    ref = ReleasingAtStop.start(root=root, clock=FakeClock(), wall=time.time, transcript_fs=fs, sync_threads=1)
+    try:
+        ref.ask(CreateThread(thread_id="t1", project_id="p", title="t1"))
+        fs.armed = True
+        ref.ask(BeginTurn(turn_id="u1", thread_id="t1", user_text="q"))
+        wait_until("the fsync of t1 is held", lambda: ("fsync", "t1") in fs.calls)
+    finally:
+        ref.stop()
+    assert fs.calls == [("append", "t1"), ("fsync", "t1")]  # fsynced once: in the background, not again at stop
+    probe = Database.open(root.db_path)
+    try:
+        assert probe.dirty_transcripts() == []
+    finally:
+        probe.close(checkpoint=False)

@@ -28,6 +28,7 @@ from agenthost.storage import (
     TranscriptWriter,
     TurnFinish,
     TurnRow,
+    fsync_transcripts,
     parse_transcript,
     readable,
     render_transcript,
@@ -603,3 +604,27 @@ def test_transcript_changed_behind_the_writer_is_repaired_not_appended_to(host: 
     assert "read" in names, names  # the writer noticed the size change and compared with the database
     assert_equals_database(host.db, host.root, "t1")
     assert host.writer.take_synced() == ["t1"]
+
+
+def test_fsyncs_done_elsewhere_count_only_for_threads_untouched_since(host: Host) -> None:
+    """D12, the two halves of sync_appends (the persistence actor fsyncs on a thread of its own): a transcript
+    handed over by take_unsynced and fsynced counts as synced, unless it got an append since (that one is not
+    durable yet) or failed since (stale); a failed fsync leaves its thread stale."""
+    for thread_id in ("t1", "t2", "t3"):
+        host.create(thread_id)
+        host.begin(f"u-{thread_id}", thread_id)
+    host.writer.take_synced()
+    handed = host.writer.take_unsynced()
+    assert sorted(handed) == ["t1", "t2", "t3"] and host.writer.unsynced == 0
+    outcomes = fsync_transcripts(host.writer.store, handed)  # on any thread: no writer state
+    assert outcomes == {"t1": None, "t2": None, "t3": None}
+    host.finish("u-t2")  # an append while the fsync ran elsewhere
+    host.fs.fail = "append"  # and a failed one
+    (turn,) = host.db.finish_turns([TurnFinish("u-t3", "completed", "answer", None, 3.0)])
+    assert [thread_id for thread_id, _ in host.writer.turns_written([turn])] == ["t3"]
+    host.fs.fail = None
+    failed = StorageError("injected fsync failure")
+    assert host.writer.note_synced({**outcomes, "t1": failed}) == [("t1", failed)]
+    assert host.writer.take_synced() == []  # t1 failed, t2 waits for its new append's fsync, t3 is stale
+    assert host.writer.stale == {"t1", "t3"} and host.writer.unsynced == 1
+    assert host.writer.sync_appends() == [] and host.writer.take_synced() == ["t2"]
