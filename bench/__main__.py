@@ -541,6 +541,8 @@ def _issue10_lines(report: BenchReport) -> list[str]:
         f"     host: first send -> last TurnFinished {fanout.seconds:.2f} s = {fanout.turns_per_s:,.0f} turns/s   "
         f"(target {targets['throughput']}: {_met(met['throughput'])})",
         f"       sends all returned after {fanout.sends_seconds:.2f} s; {fanout.queued:,} of them queued first",
+        f"       CPU per turn: host {fanout.host_cpu_ms:.2f} ms + runtimes {fanout.runtime_cpu_ms:.2f} ms; on "
+        f"{os.cpu_count()} CPUs that allows at most {fanout.cpu_cap_per_s:,.0f} turns/s",
         f"     loop: no actors, batches of {_scaling.BATCH} (begins in 1 transaction, begin records appended, "
         f"ends in 1 transaction, end records appended, 1 fsync per transcript) {issue.loop_per_s:,.0f} turns/s",
         f"     host/loop {issue.host_loop_pct:.1f} %   (target {targets['host_vs_loop']}: {_met(met['host_vs_loop'])})",

@@ -26,6 +26,9 @@ Both drive the public API only (`AgentHost`, `HostConfig`, `agenthost.storage`),
   begins), `max_active_turns=64`. Timed from the first send to the last `TurnFinished` (seen by the sinks): durable
   turns/s (issue 10 target >= 1,000/s with 2,000 threads). `submit` is used rather than `send` because `send`
   keeps a per-host dict of open handles that it rebuilds on every call (not meant for many sending threads).
+  Also the CPU per turn over the same run (bench._cpu: this process, i.e. the host and its senders; the runtime
+  processes) and the cap it puts on turns/s: `os.cpu_count()` / (host + runtime CPU per turn), what no scheduling
+  can beat on this machine.
 - `measure_loop(threads, ...)`: the baseline for `measure_fanout`, with no actors: on a fresh root, the same
   threads created through `Database.create_thread` + `TranscriptWriter.thread_created` (untimed), then, per batch
   of up to BATCH (256) turns: every begin committed in ONE transaction (`Database.begin_turn` calls inside one
@@ -40,6 +43,7 @@ Any error propagates (a failed or missing turn raises RuntimeError).
 
 from __future__ import annotations
 
+import os
 import statistics
 import threading
 import time
@@ -60,6 +64,7 @@ from agenthost.storage import (
     TurnRow,
     render_transcript,
 )
+from bench._cpu import CpuSnapshot
 from bench._rate import Run
 from bench._startup import insert_rows
 
@@ -238,6 +243,9 @@ class Fanout(msgspec.Struct, frozen=True, kw_only=True):
     turns_per_s: float  # threads / seconds
     queued: int  # sends the host answered with queued=True (durable in the follow-up queue first)
     statuses: dict[str, int]
+    host_cpu_ms: float  # CPU of this process (the host, its senders) per turn over the timed run, ms
+    runtime_cpu_ms: float  # CPU of the runtime processes per turn over the same run, ms
+    cpu_cap_per_s: float  # the most turns/s this machine's CPUs allow at that CPU per turn: cpus / (host + runtime)
 
 
 def measure_fanout(
@@ -248,14 +256,17 @@ def measure_fanout(
     with AgentHost(config) as host:
         thread_ids = [host.create_thread(thread_id=f"fan-{index:06d}") for index in range(threads)]
         sink = _Finished(threads)
+        cpu_before = CpuSnapshot.take()
         started = time.perf_counter()
         with ThreadPoolExecutor(max_workers=senders, thread_name_prefix="bench-send") as pool:
             accepted = list(pool.map(lambda thread_id: host.submit(thread_id, TEXT, sink), thread_ids))
         sent = time.perf_counter()
         if not sink.done.wait(TIMEOUT_S):
             raise RuntimeError(f"fan-out: not every turn finished within {TIMEOUT_S:g} s (so far {sink.statuses})")
+        host_cpu_s, runtime_cpu_s = CpuSnapshot.take().since(cpu_before)
         if sink.first_error is not None:
             raise RuntimeError(f"fan-out: {sink.first_error}")
+    cpu_ms_per_turn = 1000.0 * (host_cpu_s + runtime_cpu_s) / threads
     return Fanout(
         threads=threads,
         seconds=sink.last - started,
@@ -263,6 +274,9 @@ def measure_fanout(
         sends_seconds=sent - started,
         queued=sum(1 for turn in accepted if turn.queued),
         statuses=dict(sink.statuses),
+        host_cpu_ms=1000.0 * host_cpu_s / threads,
+        runtime_cpu_ms=1000.0 * runtime_cpu_s / threads,
+        cpu_cap_per_s=(os.cpu_count() or 1) * 1000.0 / cpu_ms_per_turn if cpu_ms_per_turn > 0 else float("inf"),
     )
 
 
