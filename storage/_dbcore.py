@@ -10,6 +10,7 @@ foreign_keys=ON; ``SchemaError`` names a pragma that did not take), then migrate
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import re
@@ -166,19 +167,13 @@ class DatabaseCore:
 
     # --- private helpers -------------------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _transaction(self, action: str) -> Iterator[None]:
+    def _transaction(self, action: str) -> _Transaction:
         """One transaction, or a savepoint inside the open one. SQLite rolls a whole transaction back by itself on
         some errors (SQLITE_FULL, SQLITE_IOERR ...): a savepoint opened after that would silently be a transaction
         of its own and commit alone, so it is refused instead, and the enclosing block fails as a whole."""
         if self._depth and not self._conn.in_transaction:
             raise StorageError(f"{action}: the enclosing transaction was already rolled back by SQLite")
-        self._depth += 1
-        try:
-            with _translate_errors(action), self._conn:
-                yield
-        finally:
-            self._depth -= 1
+        return _Transaction(self, action)
 
     def _require_thread(self, thread_id: str) -> ThreadRow:
         row = self._select_one(ThreadRow, "thread_id", thread_id)
@@ -209,13 +204,10 @@ class DatabaseCore:
         return int(cursor.get)
 
     def _insert(self, table: str, row: msgspec.Struct) -> None:
-        fields = row.__struct_fields__
-        placeholders = ", ".join("?" for _ in fields)
-        self._conn.execute(f"INSERT INTO {table} ({', '.join(fields)}) VALUES ({placeholders})", _values(row))
+        self._conn.execute(_insert_sql(table, type(row)), _values(row))
 
     def _select_one(self, row_type: type[RowT], key: str, value: str) -> RowT | None:
-        sql = f"SELECT {_columns(row_type)} FROM {_TABLES[row_type]} WHERE {key} = ?"
-        for values in self._conn.execute(sql, (value,)):
+        for values in self._conn.execute(_select_one_sql(row_type, key), (value,)):
             return _row(row_type, values)
         return None
 
@@ -283,25 +275,80 @@ def _close_quietly(conn: apsw.Connection) -> None:
         pass
 
 
-@contextlib.contextmanager
-def _translate_errors(action: str) -> Iterator[None]:
-    """Re-raise apsw errors as StorageIOError (I/O) or StorageError (anything else), chained."""
-    try:
-        yield
-    except (apsw.CorruptError, apsw.NotADBError) as error:
-        raise StorageCorruptError(
-            f"{action} failed: the database is corrupt: {type(error).__name__}: {error}"
-        ) from error
-    except apsw.FullError as error:
+class _Transaction:
+    """`DatabaseCore._transaction`'s block: the connection's transaction (or savepoint), apsw errors translated.
+    (A class, not a generator: every storage operation opens one.)"""
+
+    __slots__ = ("_action", "_db")
+
+    def __init__(self, db: DatabaseCore, action: str) -> None:
+        self._db, self._action = db, action
+
+    def __enter__(self) -> None:
+        self._db._depth += 1
+        try:
+            self._db._conn.__enter__()
+        except BaseException as error:
+            self._db._depth -= 1
+            _raise_translated(error, self._action)
+            raise
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: Any) -> None:
+        try:
+            self._db._conn.__exit__(kind, error, trace)
+        except BaseException as commit_error:  # the commit (or rollback) itself failed
+            _raise_translated(commit_error, self._action)
+            raise
+        finally:
+            self._db._depth -= 1
+        if error is not None:
+            _raise_translated(error, self._action)
+
+
+class _translate_errors:
+    """Re-raise apsw errors as StorageIOError (I/O) or StorageError (anything else), chained. (A class, not a
+    generator: every read opens one.)"""
+
+    __slots__ = ("_action",)
+
+    def __init__(self, action: str) -> None:
+        self._action = action
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: Any) -> None:
+        if error is not None:
+            _raise_translated(error, self._action)
+
+
+def _raise_translated(error: BaseException, action: str) -> None:
+    """Raise the storage error an apsw error means (chained to it); return for anything else."""
+    if isinstance(error, apsw.CorruptError | apsw.NotADBError):
+        why = f"{action} failed: the database is corrupt: {type(error).__name__}: {error}"
+        raise StorageCorruptError(why) from error
+    if isinstance(error, apsw.FullError):
         raise StorageFullError(f"{action} failed: the disk is full: {type(error).__name__}: {error}") from error
-    except _IO_ERRORS as error:
+    if isinstance(error, _IO_ERRORS):
         raise StorageIOError(f"{action} failed with an I/O error: {type(error).__name__}: {error}") from error
-    except apsw.Error as error:
+    if isinstance(error, apsw.Error):
         raise StorageError(f"{action} failed: {type(error).__name__}: {error}") from error
 
 
+@functools.cache
 def _columns(row_type: type[msgspec.Struct]) -> str:
     return ", ".join(row_type.__struct_fields__)
+
+
+@functools.cache
+def _select_one_sql(row_type: type[msgspec.Struct], key: str) -> str:
+    return f"SELECT {_columns(row_type)} FROM {_TABLES[row_type]} WHERE {key} = ?"
+
+
+@functools.cache
+def _insert_sql(table: str, row_type: type[msgspec.Struct]) -> str:
+    fields = row_type.__struct_fields__
+    return f"INSERT INTO {table} ({', '.join(fields)}) VALUES ({', '.join('?' for _ in fields)})"
 
 
 def _row(row_type: type[RowT], values: Sequence[Any]) -> RowT:
@@ -309,7 +356,7 @@ def _row(row_type: type[RowT], values: Sequence[Any]) -> RowT:
 
 
 def _values(row: msgspec.Struct) -> tuple[Any, ...]:
-    return tuple(getattr(row, field) for field in row.__struct_fields__)
+    return msgspec.structs.astuple(row)
 
 
 def _fields_of(row_type: type[msgspec.Struct], values: Sequence[Any], *, skip: int) -> dict[str, Any]:
