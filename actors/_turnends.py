@@ -188,7 +188,7 @@ def finish_stored(s: State, e: ev.FinishStored, out: Out) -> None:
     if e.retry:
         s.unpersisted.pop(record.turn_id, None)
         log(out, "turns.persist_recovered", "warning", turn=record.turn_id, status=record.status)
-        _retry_settled(s, out)
+        retry_settled(s, out)
         return
     if s.ending.pop(record.turn_id, None) is not None:
         _announce(record, record.status, record.error, out)
@@ -239,11 +239,18 @@ def _announce(record: Unpersisted, status: Any, error: str | None, out: Out) -> 
 
 def _keep_for_retry(s: State, record: Unpersisted, out: Out) -> None:
     s.unpersisted[record.turn_id] = record
+    retry_later(s, out, f"{len(s.unpersisted)} turn ends refused by the storage")
+
+
+def retry_later(s: State, out: Out, what: str) -> None:
+    """The storage refused something the turns must do again (turn ends to persist, a follow-up to fetch or begin):
+    one retry timer for all of it, from the persistence retry policy; at its `RetryDue` the turn ends are persisted
+    again and the waiting threads dispatched. Past the policy's cap: escalate."""
     if s.retry_armed:
         return
     s.retry_attempt += 1
     verdict = decide_retry(PERSIST_RETRY, s.retry_attempt)
-    reason = f"{len(s.unpersisted)} turn ends refused by the storage; {verdict.reason}"
+    reason = f"{what}; {verdict.reason}"
     out.append(
         ev.Decide(
             child="persistence",
@@ -257,17 +264,19 @@ def _keep_for_retry(s: State, record: Unpersisted, out: Out) -> None:
         s.retry_armed = True
         out.append(ev.ArmRetry(delay_s=verdict.delay_s))
     else:
-        out.append(ev.Escalate(reason=f"the storage refused turn ends {PERSIST_RETRY.max_attempts} times: {reason}"))
+        out.append(ev.Escalate(reason=f"the storage refused {PERSIST_RETRY.max_attempts} times in a row: {reason}"))
 
 
 def retry_due(s: State, e: ev.RetryDue, out: Out) -> None:
     s.retry_armed = False
     for record in list(s.unpersisted.values()):
         out.append(ev.Persist(record=record, retry=True))
-    _retry_settled(s, out)
+    dispatch_waiting(s, out)  # follow-ups whose fetch or begin the storage refused
 
 
-def _retry_settled(s: State, out: Out) -> None:
+def retry_settled(s: State, out: Out) -> None:
+    """Something the storage had refused went through: with no turn end left to persist, the next refusal counts
+    from attempt 1 again."""
     if not s.unpersisted:
         s.retry_attempt = 0
 
@@ -284,7 +293,7 @@ def dispatch_next(s: State, thread_id: str, out: Out) -> None:
 def dispatch_waiting(s: State, out: Out) -> None:
     """Fetch the next follow-up of waiting threads while a slot and a worker are free (slots are reserved until the
     fetch answers, so the order of the queue is kept)."""
-    while s.waiting and s.workers and slots_left(s) > 0:
+    while s.dispatching and s.waiting and s.workers and slots_left(s) > 0:
         thread_id = s.waiting.popleft()
         if thread_id in s.busy:
             continue
@@ -303,7 +312,13 @@ def queue_changed(s: State, e: ev.QueueChanged, out: Out) -> None:
 def followup_fetched(s: State, e: ev.FollowUpFetched, out: Out) -> None:
     s.reserved -= 1
     s.fetching.discard(e.thread_id)
+    if e.refused:  # not "none queued": the storage did not answer; the thread keeps its place and is tried again
+        if e.thread_id not in s.waiting:
+            s.waiting.appendleft(e.thread_id)
+        retry_later(s, out, f"the next follow-up of thread {e.thread_id} could not be read")
+        return
     if e.followup_id is None or e.turn_id is None:
+        retry_settled(s, out)
         s.queued.discard(e.thread_id)  # nothing (dispatchable) left: its turn ends fetch no more until a change
         dispatch_waiting(s, out)  # its slot is free again: the next waiting thread may run
         return

@@ -56,7 +56,11 @@ class BeginRefused(_Event, frozen=True, kw_only=True):
 
 
 class FollowUpFetched(_Event, frozen=True, kw_only=True):
+    """The head of a thread's queue: its follow-up, none (`followup_id` None), or `refused`: the storage did not
+    answer (that is not "none queued")."""
+
     thread_id: str
+    refused: bool = False
     followup_id: str | None = None
     turn_id: str | None = None
     text: str = ""

@@ -108,6 +108,8 @@ def _begun(s: State, e: ev.Begun, out: Out) -> None:
     ]
     if e.followup_id is None:
         out.append(ev.Accept(turn_id=turn.turn_id, queued=False, reply_to=e.reply_to))
+    else:
+        ends.retry_settled(s, out)  # a follow-up went through: a refused fetch or begin before it is behind us
     out.append(ev.Resolve(turn_id=turn.turn_id, thread_id=turn.thread_id))
 
 
@@ -125,6 +127,7 @@ def _begin_refused(s: State, e: ev.BeginRefused, out: Out) -> None:
     ends.log(out, "turns.followup_dispatch_failed", "error", followup=e.turn_id, thread=e.thread_id, error=e.error)
     if e.thread_id not in s.waiting:  # (still in `queued`: the fetch found this follow-up)
         s.waiting.append(e.thread_id)
+    ends.retry_later(s, out, f"follow-up {e.turn_id} of thread {e.thread_id} could not be begun")
 
 
 def _resolved(s: State, e: ev.Resolved, out: Out) -> None:
@@ -379,9 +382,12 @@ def _stop_intake(s: State, e: ev.StopIntake, out: Out) -> None:
 
 
 def _abort_all(s: State, e: ev.AbortAll, out: Out) -> None:
+    s.dispatching = False
     for turn in list(s.turns.values()):
         ends.reset_approvals(s, turn, e.reason, out)
         ends.finish(s, turn, "failed", e.reason, out, then_dispatch=False)
+    for record in list(s.unpersisted.values()):  # the runtimes stop: the ends the storage refused get a last try
+        out.append(ev.Persist(record=record, retry=True))
 
 
 _HANDLERS: dict[type, Any] = {

@@ -91,6 +91,7 @@ class State(msgspec.Struct, kw_only=True):
     approval_policy: str = "on-request"
     sandbox: str = "workspace-write"
     intake_open: bool = True
+    dispatching: bool = True  # False after AbortAll (the runtimes are stopping): no queued follow-up starts any more
     turns: dict[str, Turn] = {}
     busy: dict[str, str] = {}  # thread id -> its active turn id
     routes: dict[tuple[int, str], str] = {}  # (worker, runtime thread) -> turn id

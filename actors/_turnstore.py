@@ -138,15 +138,17 @@ class TurnStore:
         return True
 
     def fetch_followups(self, effects: list[ev.FetchFollowUp]) -> list[ev.Event]:
-        """The heads of several threads' queues in one round; a thread whose head cannot be read gets none now
-        (logged; it is fetched again at its next dispatch)."""
+        """The heads of several threads' queues in one round; a thread whose head cannot be read gets a refused
+        fetch (logged; the machine tries it again at its retry)."""
         requests = tuple(NextFollowUp(thread_id=e.thread_id, include_manual=e.include_manual) for e in effects)
         answers = self._round(NextFollowUps(requests=requests), len(effects))
         outcomes: list[ev.Event] = []
         for effect, answer in zip(effects, answers, strict=True):
             if isinstance(answer, BaseException):
                 _log.error("turns.followup_fetch_failed", thread=effect.thread_id, error=repr(answer))
-            row = None if isinstance(answer, BaseException) else answer
+                outcomes.append(ev.FollowUpFetched(thread_id=effect.thread_id, refused=True))
+                continue
+            row = answer
             if row is None:
                 outcomes.append(ev.FollowUpFetched(thread_id=effect.thread_id))
                 continue

@@ -12,6 +12,7 @@ import pytest
 
 from agenthost.actors import _turnevents as ev
 from agenthost.actors._errors import UnknownApprovalError
+from agenthost.actors._recovery import PERSIST_RETRY
 from agenthost.actors._turnmachine import step
 from agenthost.actors._turnstate import State
 from agenthost.protocol._jsonrpc import Notification, RpcError, decode_line
@@ -819,3 +820,65 @@ def test_a_turn_end_fetches_only_for_a_thread_that_may_have_follow_ups_queued() 
     effects += step(state, ev.Completed(turn_id="turn-c"))[1]
     assert "turn-c" not in state.turns
     assert not only(effects, ev.FetchFollowUp)  # nothing may be queued: its end fetches nothing
+
+
+def _queued(state: State, thread_id: str = "t1") -> None:
+    """An operator queued a follow-up for an idle thread: its head is fetched."""
+    _, effects = step(state, ev.QueueChanged(thread_id=thread_id, send_next=False))
+    assert [f.thread_id for f in only(effects, ev.FetchFollowUp)] == [thread_id]
+
+
+def test_a_refused_follow_up_fetch_is_not_an_empty_queue_it_is_retried_under_the_policy() -> None:
+    """T20: the storage refusing to read a thread's next follow-up keeps the thread queued and first in line and
+    arms the persistence retry (one decision event); at `RetryDue` it is fetched again, and it runs."""
+    state = machine()
+    _queued(state)
+    _, effects = step(state, ev.FollowUpFetched(thread_id="t1", refused=True))
+    assert "t1" in state.queued and list(state.waiting) == ["t1"] and not state.fetching
+    assert [d.decision for d in only(effects, ev.Decide)] == ["retry"] and len(only(effects, ev.ArmRetry)) == 1
+    assert "could not be read" in only(effects, ev.Decide)[0].reason
+    _, effects = step(state, ev.RetryDue())
+    assert [f.thread_id for f in only(effects, ev.FetchFollowUp)] == ["t1"]
+    _, effects = step(state, ev.FollowUpFetched(thread_id="t1", followup_id="f-1", turn_id="f-1", text="queued"))
+    assert [b.turn_id for b in only(effects, ev.Begin)] == ["f-1"]
+
+
+def test_a_refused_follow_up_begin_is_retried_and_a_storage_that_keeps_refusing_escalates() -> None:
+    """T20: a follow-up whose begin the storage refused is fetched again at the retry; the attempts count until one
+    goes through, so a storage that keeps refusing reaches the policy's cap and the coordinator escalates."""
+    state = machine()
+    _queued(state)
+    decisions: list[str] = []
+    for _ in range(PERSIST_RETRY.max_attempts + 2):
+        _, effects = step(state, ev.FollowUpFetched(thread_id="t1", followup_id="f-1", turn_id="f-1", text="q"))
+        assert len(only(effects, ev.Begin)) == 1
+        _, effects = step(state, ev.BeginRefused(turn_id="f-1", thread_id="t1", error="disk", followup_id="f-1"))
+        decisions += [d.decision for d in only(effects, ev.Decide)]
+        if only(effects, ev.Escalate):
+            break
+        _, effects = step(state, ev.RetryDue())
+        assert [f.thread_id for f in only(effects, ev.FetchFollowUp)] == ["t1"]
+    assert decisions == ["retry"] * PERSIST_RETRY.max_attempts + ["give_up"]
+
+
+def test_after_abort_all_a_retry_starts_no_follow_up() -> None:
+    """The runtimes are stopping (AbortAll): a retry still persists what waits, but no queued follow-up starts."""
+    state = machine()
+    _queued(state)
+    step(state, ev.FollowUpFetched(thread_id="t1", refused=True))
+    step(state, ev.AbortAll(reason="stopping"))
+    _, effects = step(state, ev.RetryDue())
+    assert not only(effects, ev.FetchFollowUp) and list(state.waiting) == ["t1"]
+
+
+def test_abort_all_tries_once_more_to_persist_the_ends_the_storage_refused() -> None:
+    """T9: when the runtimes stop, a turn end waiting for its persistence retry is written once more, then and
+    there (a clean stop does not leave it pending until the next start)."""
+    state = machine()
+    a = ended(state, "turn-a", "t1")
+    step(state, ev.FinishRefused(record=a, reason="disk full"))
+    assert state.retry_armed
+    _, effects = step(state, ev.AbortAll(reason="stopping"))
+    assert [(p.record.turn_id, p.retry) for p in only(effects, ev.Persist)] == [("turn-a", True)]
+    _, effects = step(state, ev.FinishStored(record=a, retry=True))
+    assert not state.unpersisted
