@@ -46,7 +46,7 @@ from agenthost.protocol._messages import (
     TurnBegun,
     UpdateThread,
 )
-from agenthost.storage import StorageError, TurnAlreadyFinishedError
+from agenthost.storage import StorageError, TurnAlreadyFinishedError, UnknownThreadError
 
 __all__ = ["REFUSED", "TurnStore"]
 
@@ -139,11 +139,14 @@ class TurnStore:
 
     def fetch_followups(self, effects: list[ev.FetchFollowUp]) -> list[ev.Event]:
         """The heads of several threads' queues in one round; a thread whose head cannot be read gets a refused
-        fetch (logged; the machine tries it again at its retry)."""
+        fetch (logged; the machine tries it again at its retry), a thread that does not exist none."""
         requests = tuple(NextFollowUp(thread_id=e.thread_id, include_manual=e.include_manual) for e in effects)
         answers = self._round(NextFollowUps(requests=requests), len(effects))
         outcomes: list[ev.Event] = []
         for effect, answer in zip(effects, answers, strict=True):
+            if isinstance(answer, UnknownThreadError):  # (a send to it was queued, its enqueue refused): no queue
+                outcomes.append(ev.FollowUpFetched(thread_id=effect.thread_id))
+                continue
             if isinstance(answer, BaseException):
                 _log.error("turns.followup_fetch_failed", thread=effect.thread_id, error=repr(answer))
                 outcomes.append(ev.FollowUpFetched(thread_id=effect.thread_id, refused=True))
