@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
 from pathlib import Path
 
 from agenthost.protocol._jsonrpc import ErrorResponse, Notification, Response
 from bench._deltas import CLIENT_INFO, RawRuntime
-from bench._rate import Run, split_evenly
+from bench._rate import Run, run_together, split_evenly
 
 __all__ = ["measure"]
 
@@ -36,12 +35,7 @@ def measure(threads: int, work_dir: Path, *, workers: int = 2, in_flight: int = 
         threading.Thread(target=_guarded, args=(work_dir, index, share, max(1, in_flight // workers), errors))
         for index, share in enumerate(shares)
     ]
-    started = time.perf_counter()
-    for runner in runners:
-        runner.start()
-    for runner in runners:
-        runner.join()
-    seconds = time.perf_counter() - started
+    seconds = run_together(runners)
     if errors:
         raise errors[0]
     return Run(count=threads, seconds=seconds)

@@ -17,13 +17,12 @@ from __future__ import annotations
 import gc
 import resource
 import threading
-import time
 from pathlib import Path
 
 import msgspec
 
 from agenthost import AgentHost, HostConfig, TurnFinished
-from bench._rate import split_evenly
+from bench._rate import run_together, split_evenly
 
 __all__ = ["RSS_TARGET", "THREADS", "Soak", "measure"]
 
@@ -124,12 +123,7 @@ def measure(turns: int, work_dir: Path, *, threads: int = THREADS) -> Soak:
             threading.Thread(target=drive, args=(thread_id, share), name=f"bench-soak-{index}", daemon=True)
             for index, (thread_id, share) in enumerate(zip(thread_ids, shares, strict=True))
         ]
-        started = time.perf_counter()
-        for driver in drivers:
-            driver.start()
-        for driver in drivers:
-            driver.join()
-        seconds = time.perf_counter() - started
+        seconds = run_together(drivers)
         worker_pids_after = [worker.pid for worker in host.status().workers]
     if errors:
         raise RuntimeError(f"soak: {len(errors)} drivers failed, first: {errors[0]}")

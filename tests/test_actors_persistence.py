@@ -309,6 +309,20 @@ def test_transcript_appends_are_fsynced_after_the_answers_once_per_thread_and_un
         ref.stop()
 
 
+def _completions_pin_then_begin(ref: Any, gate: Any, ids: list[str], collector: Any, *, worker_id: int) -> Any:
+    """Hold the actor behind a checkpoint, tell it the completions of `ids` and a pin of t1, ask a begin on t1
+    behind them, release it: the begin's answer (its completions' replies go to `collector`)."""
+    from agenthost.protocol._messages import Checkpoint, SaveMapping
+
+    ref.tell(Checkpoint(mode="PASSIVE"))  # held: what follows waits together behind it
+    for turn_id in ids:
+        ref.tell(CompleteTurn(turn_id=turn_id, assistant_text="a", reply_to=collector))
+    ref.tell(SaveMapping(thread_id="t1", worker_id=worker_id, runtime_thread_id="rt-1"))
+    begun = ref.ask(BeginTurn(turn_id="t1-next", thread_id="t1", user_text="next"), block=False)
+    gate.release.set()
+    return begun.get(timeout=10)
+
+
 def _count_commits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Every commit of a persistence actor started from now on appends to the returned list (its WAL hook runs once
     per commit)."""
@@ -337,18 +351,11 @@ def test_an_asked_begin_joins_the_waiting_completions_in_one_transaction(tmp_pat
 
 
 def _joined_begin(ref: Any, root: StorageRoot, gate: _Gate, commits: list[int]) -> None:
-    from agenthost.protocol._messages import Checkpoint, SaveMapping
 
     ids = _turns(ref, 5)
     collector = Collector()
     commits.clear()
-    ref.tell(Checkpoint(mode="PASSIVE"))  # held: what follows waits together behind it
-    for turn_id in ids:
-        ref.tell(CompleteTurn(turn_id=turn_id, assistant_text="a", reply_to=collector))
-    ref.tell(SaveMapping(thread_id="t1", worker_id=2, runtime_thread_id="rt-1"))
-    begun = ref.ask(BeginTurn(turn_id="t1-next", thread_id="t1", user_text="next"), block=False)
-    gate.release.set()
-    assert begun.get(timeout=10).turn.status == "pending"
+    assert _completions_pin_then_begin(ref, gate, ids, collector, worker_id=2).turn.status == "pending"
     assert {collector.replies.get(timeout=10).turn_id for _ in ids} == set(ids)
     assert len(commits) == 1, commits  # the completions, the pin and the begin: one transaction
     probe = Database.open(root.db_path)
@@ -451,7 +458,6 @@ def test_a_group_commit_that_fails_is_split_and_every_part_still_lands(gated, mo
     its own transaction, and the split is one "persistence.group_commit_split" event."""
     import contextlib
 
-    from agenthost.protocol._messages import Checkpoint, SaveMapping
     from agenthost.storage import StorageIOError
 
     ref, root, gate = gated
@@ -470,13 +476,7 @@ def test_a_group_commit_that_fails_is_split_and_every_part_still_lands(gated, mo
 
     monkeypatch.setattr(Database, "batch", batch)
     with capture_events("persistence.group_commit_split") as log:
-        ref.tell(Checkpoint(mode="PASSIVE"))  # held: what follows waits together
-        for turn_id in ids:
-            ref.tell(CompleteTurn(turn_id=turn_id, assistant_text="a", reply_to=collector))
-        ref.tell(SaveMapping(thread_id="t1", worker_id=1, runtime_thread_id="rt-1"))
-        begun = ref.ask(BeginTurn(turn_id="t1-next", thread_id="t1", user_text="next"), block=False)
-        gate.release.set()
-        assert begun.get(timeout=10).turn.status == "pending"
+        assert _completions_pin_then_begin(ref, gate, ids, collector, worker_id=1).turn.status == "pending"
         assert all(collector.replies.get(timeout=10).error is None for _ in ids)
     assert failed == ["group commit of 4 told writes with BeginTurn"]
     assert [(event["writes"], event["asked"]) for event in log.events] == [(4, "BeginTurn")]
