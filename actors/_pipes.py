@@ -6,16 +6,18 @@ Contract:
   the actor `StdoutReady` only when no such signal is pending, so while the actor is busy decoded lines pile up and
   are handled as one batch. A line over 16 MiB is logged and dropped, the lines around it are kept. At EOF it tells
   `StdoutClosed(remainder)` and closes stdout.
-- Writing: `StdinOutbox` holds the bytes waiting for the runtime's stdin; one writer thread writes them in order
-  with blocking writes. The actor only ever appends (`put` never blocks). Byte counters say how far the runtime
-  has read: `queued` (appended so far) and `written` (accepted by the pipe so far); a request appended when
-  `queued` was Q has been read by the runtime once `written >= Q + len(request)`.
+- Writing: `StdinOutbox` owns the runtime's stdin, set non-blocking. `put` never blocks: when nothing is waiting it
+  writes at once what the pipe takes (no thread hand-off on the turn path); whatever the pipe does not take waits,
+  in order, for the outbox's writer thread, which writes it as the pipe drains (poll for POLLOUT). Byte counters
+  say how far the runtime has read: `queued` (appended so far) and `written` (accepted by the pipe so far); a
+  request appended when `queued` was Q has been read by the runtime once `written >= Q + len(request)`.
 - `put` refuses (`OutboxFull`) when bytes are already waiting and the new ones would take the total past
   `limit_bytes`: a runtime that lets that much pile up has stopped reading. One message larger than the limit is
   still accepted when nothing is waiting.
 - When the pipe breaks (the runtime exited or closed stdin) the outbox is `broken`: waiting bytes are dropped and
-  further `put`s return False. `close()` lets the writer finish what is waiting and then close stdin; a runtime
-  that never reads again is killed by its supervisor, which breaks the pipe and ends the thread.
+  that `put` (when it found the break itself) and every later one return False. `close()` lets the writer finish
+  what is waiting and then close stdin; a runtime that never reads again is killed by its supervisor, which breaks
+  the pipe and ends the thread.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import collections
 import os
 import re
+import select
 import signal
 import subprocess
 import threading
@@ -215,8 +218,11 @@ class StdinOutbox:
     def __init__(self, stream: IO[bytes], limit_bytes: int, name: str) -> None:
         self._stream = stream
         self._fd = stream.fileno()
+        os.set_blocking(self._fd, False)
         self._limit = limit_bytes
-        self._cond = threading.Condition()
+        self._lock = threading.RLock()  # `put` writes while holding it; `_write` takes it again
+        self._more = threading.Condition(self._lock)  # the writer thread waits here for chunks (or close)
+        self._progress = threading.Condition(self._lock)  # `read_up_to` waits here for `written` to grow
         self._chunks: collections.deque[bytes] = collections.deque()
         self.queued = 0
         self.written = 0
@@ -228,45 +234,58 @@ class StdinOutbox:
     @property
     def pending(self) -> int:
         """Bytes appended but not yet accepted by the pipe."""
-        with self._cond:
+        with self._lock:
             return self.queued - self.written
 
     def put(self, data: bytes) -> bool:
-        """Append `data`; False if the pipe is broken or closing; OutboxFull if the runtime stopped reading."""
-        with self._cond:
+        """Append `data` (written at once when nothing waits before it); False if the pipe is broken or closing;
+        OutboxFull if the runtime stopped reading."""
+        with self._lock:
             if self.broken or self._closing:
                 return False
-            waiting = self.queued - self.written
+            waiting = self.queued - self.written  # includes a chunk the writer thread is writing right now
             if waiting and waiting + len(data) > self._limit:
                 raise OutboxFull(f"{waiting} bytes already wait for the runtime's stdin (limit {self._limit})")
-            self._chunks.append(data)
             self.queued += len(data)
-            self._cond.notify_all()
+            if not waiting:
+                rest = self._write(data)
+                if rest is None:
+                    return False
+                if not rest:
+                    return True
+                data = rest
+            self._chunks.append(data)
+            self._more.notify()
             return True
 
     def read_up_to(self, offset: int, grace_s: float = 0.0) -> bool:
         """True once the runtime has read every byte appended before `offset` (a `queued` value); waits up to
         `grace_s` (real time) for the writer thread to get there, so a healthy runtime is never judged by a write
         that is merely still on its way."""
-        with self._cond:
-            return self._cond.wait_for(lambda: self.written >= offset, timeout=grace_s)
+        with self._lock:
+            return self._progress.wait_for(lambda: self.written >= offset, timeout=grace_s)
 
     def close(self) -> None:
         """No more bytes: the writer closes stdin once what is waiting has been written (or the pipe broke)."""
-        with self._cond:
+        with self._lock:
             self._closing = True
-            self._cond.notify_all()
+            self._more.notify()
 
     def _run(self) -> None:
+        writable = select.poll()
+        writable.register(self._fd, select.POLLOUT)
         try:
             while True:
-                with self._cond:
+                with self._lock:
                     while not self._chunks and not self._closing:
-                        self._cond.wait()
+                        self._more.wait()
                     if not self._chunks:
                         return  # closing and drained
-                    chunk = self._chunks.popleft()
-                if not self._write(chunk):
+                    chunk: bytes | None = self._chunks.popleft()
+                while chunk:
+                    writable.poll()  # POLLOUT, or POLLERR once the runtime closed its end: the write then fails
+                    chunk = self._write(chunk)
+                if chunk is None:
                     return
         finally:
             try:
@@ -274,20 +293,23 @@ class StdinOutbox:
             except OSError:
                 pass
 
-    def _write(self, chunk: bytes) -> bool:
+    def _write(self, chunk: bytes) -> bytes | None:
+        """Write what the pipe takes now without blocking; return the rest (b"": all of it), None once broken."""
         view = memoryview(chunk)
         while view:
             try:
                 done = os.write(self._fd, view[:_WRITE_CHUNK])
+            except BlockingIOError:
+                return bytes(view)
             except OSError:  # EPIPE and friends: the runtime is gone or closed its stdin
-                with self._cond:
+                with self._lock:
                     self.broken = True
                     self.written = self.queued  # nothing more will be written; nothing is waiting any more
                     self._chunks.clear()
-                    self._cond.notify_all()
-                return False
+                    self._progress.notify_all()
+                return None
             view = view[done:]
-            with self._cond:
+            with self._lock:
                 self.written += done
-                self._cond.notify_all()
-        return True
+                self._progress.notify_all()
+        return b""
