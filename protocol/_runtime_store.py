@@ -8,21 +8,29 @@ same turn id replaces the earlier one in place (a turn keeps the position of its
 its end are two appended lines and nothing is ever rewritten: the cost of a save does not depend on the thread's
 length.
 
+Durability is codex's (its rollout writer, codex-rs/rollout/src/recorder.rs, writes each line and flushes it to
+the OS, never fsyncs): every write reaches the OS before the call returns, so a killed runtime loses nothing, and
+nothing is fsynced, so a power cut can lose a thread's newest lines, or a thread created just before it. What is
+durable across power loss is the host's record (its database and transcripts), not the runtime's; a thread the
+runtime lost is answered "no rollout found" and the host starts it again, as with codex. (The four fsyncs a new
+thread's first turn used to cost were half of this runtime's CPU per turn; issue 10.)
+
 Contract:
 - A thread id must look like a canonical UUID (8-4-4-4-12 hex digits) before it is used in a path; callers check
   `looks_like_uuid` first, and `ThreadStore` raises ValueError naming the id if they did not.
-- `create(header)` writes a new thread's file holding only its header: a temporary file in the same folder, fsynced,
-  then renamed into place, and the folder fsynced. It raises FileExistsError if the thread already has a file.
-- `save_turn(thread_id, turn)` appends one line with O_APPEND and fsyncs the file before it returns; it opens no
-  other file and rewrites nothing (but see the one-time conversion of the old format below). A line counts only once
-  its "\\n" is on disk, so a reader sees each turn as it was before or after the save, never a mix. Before
-  appending, an incomplete last line (left by a crash mid-append) is truncated away; if the append itself fails, the
-  file is truncated back to its old length (best effort) and the OSError propagates. A thread with no file raises
-  FileNotFoundError; a file without a complete header line raises ValueError naming it (and is left alone).
-- `load(thread_id)` returns None when there is no file. It only reads: an incomplete last line is ignored. A turn
-  persisted as "inProgress" (its process died mid-turn) comes back as "interrupted" holding only its userMessage
-  item, as codex does. A corrupt file (bad header, header of another thread, a bad complete line) raises ValueError
-  naming it.
+- `create(header)` creates the thread's file (O_EXCL) holding only its header line, in one write. It raises
+  FileExistsError if the thread already has a file.
+- `save_turn(thread_id, turn)` appends one line with O_APPEND; it opens no other file and rewrites nothing (but see
+  the one-time conversion of the old format below). A line counts only once its "\\n" is in the file, so a reader
+  sees each turn as it was before or after the save, never a mix. Before appending, an incomplete last line (left by
+  a crash mid-append) is truncated away; if the append itself fails, the file is truncated back to its old length
+  (best effort) and the OSError propagates. A thread with no file raises FileNotFoundError; a file without a
+  complete header line raises ValueError naming it (and is left alone).
+- `load(thread_id)` returns None when there is no file, and when the file has no complete header line (what a power
+  cut right after `create` can leave: the thread never durably existed). It only reads: an incomplete last line is
+  ignored. A turn persisted as "inProgress" (its process died mid-turn) comes back as "interrupted" holding only its
+  userMessage item, as codex does. A corrupt file (bad header, header of another thread, a bad complete line)
+  raises ValueError naming it.
 - Old format: a thread saved by earlier versions as one JSON record `<id>.json` ({id, cwd, approvalPolicy, sandbox,
   turns}) still loads. The first `save_turn` to such a thread converts it: the `.jsonl` file is written whole to a
   temporary file, fsynced and renamed into place, then the `.json` file is removed. While both exist (a crash in
@@ -88,9 +96,19 @@ class ThreadStore:
 
     def create(self, header: ThreadHeader) -> None:
         path = self._path(header.id)
-        if os.path.exists(path) or os.path.exists(self._legacy_path(header.id)):
+        if os.path.exists(self._legacy_path(header.id)):
             raise FileExistsError(f"thread {header.id} already has a file in {self._folder!r}")
-        self._write_whole(header.id, [_line(header)])
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        except FileExistsError:
+            raise FileExistsError(f"thread {header.id} already has a file in {self._folder!r}") from None
+        try:
+            _write_all(fd, _line(header))
+        except BaseException:
+            os.close(fd)
+            _remove_quietly(path)
+            raise
+        os.close(fd)
 
     def save_turn(self, thread_id: str, turn: dict[str, Any]) -> None:
         path = self._path(thread_id)
@@ -104,7 +122,6 @@ class ThreadStore:
             size = _drop_torn_tail(fd, path)
             try:
                 _write_all(fd, line)
-                os.fsync(fd)
             except BaseException:
                 _truncate_quietly(fd, size)
                 raise
@@ -192,11 +209,12 @@ def _line(value: ThreadHeader | dict[str, Any]) -> bytes:
     return _encoder.encode(value) + b"\n"
 
 
-def _fold(path: str, thread_id: str, data: bytes) -> ThreadRecord:
-    """The thread in a `.jsonl` file's bytes: complete lines only, a later line of a turn replacing the earlier."""
+def _fold(path: str, thread_id: str, data: bytes) -> ThreadRecord | None:
+    """The thread in a `.jsonl` file's bytes: complete lines only, a later line of a turn replacing the earlier;
+    None without a complete header line."""
     lines = data.split(b"\n")[:-1]  # the last piece is b"" or an incomplete line: ignored
     if not lines:
-        raise ValueError(f"thread file {path!r} is corrupt: no complete header line")
+        return None  # not even the header line is complete: the thread never durably existed
     try:
         header = _header_decoder.decode(lines[0])
     except msgspec.DecodeError as exc:
@@ -217,7 +235,7 @@ def _fold(path: str, thread_id: str, data: bytes) -> ThreadRecord:
 
 
 def _drop_torn_tail(fd: int, path: str) -> int:
-    """The file's length after truncating an incomplete last line (if any) away; fsynced when it truncated."""
+    """The file's length after truncating an incomplete last line (if any) away."""
     size = os.fstat(fd).st_size
     if size > 0 and os.pread(fd, 1, size - 1) == b"\n":
         return size
@@ -232,7 +250,6 @@ def _drop_torn_tail(fd: int, path: str) -> int:
     if end == 0:  # not even the header line is complete: never written by `create`
         raise ValueError(f"thread file {path!r} is corrupt: no complete header line")
     os.ftruncate(fd, end)
-    os.fsync(fd)
     return end
 
 

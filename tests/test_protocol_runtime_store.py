@@ -49,13 +49,13 @@ def test_create_then_load_and_no_file_is_none(tmp_path: Path) -> None:
 def test_a_save_on_a_long_thread_appends_one_line_and_rewrites_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    fsyncs: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(_runtime_store.os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd))[1])
     store, thread_id, path = _new_thread(tmp_path)
     with open(path, "a", encoding="utf-8") as file:  # 1,000 turns, written by hand in the documented format
         file.writelines(json.dumps(_turn(n)) + "\n" for n in range(1000))
     before_bytes, before = path.read_bytes(), path.stat()
-    fsyncs: list[int] = []
-    real_fsync = os.fsync
-    monkeypatch.setattr(_runtime_store.os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd))[1])
     new_turn = _turn(1000, status="inProgress")
     store.save_turn(thread_id, new_turn)
     after_bytes, after = path.read_bytes(), path.stat()
@@ -63,7 +63,7 @@ def test_a_save_on_a_long_thread_appends_one_line_and_rewrites_nothing(
     assert after_bytes.startswith(before_bytes)
     appended = after_bytes[len(before_bytes) :]
     assert appended.endswith(b"\n") and appended.count(b"\n") == 1 and json.loads(appended) == new_turn
-    assert len(fsyncs) == 1  # the file, not a temporary file nor the folder
+    assert fsyncs == []  # codex's durability: neither the create nor the save fsyncs (module docstring)
     assert sorted(os.listdir(path.parent)) == [path.name]  # no temporary file left or made
     store.save_turn(thread_id, _turn(1000))  # the turn's end replaces its start, in place
     record = store.load(thread_id)
@@ -99,12 +99,19 @@ def test_a_failed_append_leaves_the_file_as_it_was(tmp_path: Path, monkeypatch: 
     store.save_turn(thread_id, _turn(1))
     before = path.read_bytes()
 
-    def failing_fsync(fd: int) -> None:
-        raise OSError(5, "Input/output error")
+    real_write = os.write
+    calls: list[int] = []
 
-    monkeypatch.setattr(_runtime_store.os, "fsync", failing_fsync)
-    with pytest.raises(OSError, match="Input/output error"):
+    def disk_full_after_ten_bytes(fd: int, data: bytes | memoryview) -> int:
+        calls.append(fd)
+        if len(calls) == 1:
+            return real_write(fd, bytes(data[:10]))  # part of the line reached the file
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(_runtime_store.os, "write", disk_full_after_ten_bytes)
+    with pytest.raises(OSError, match="No space left"):
         store.save_turn(thread_id, _turn(2))
+    assert len(calls) == 2
     assert path.read_bytes() == before
 
 
@@ -141,8 +148,6 @@ def test_the_old_json_format_loads_and_converts_on_the_first_save(tmp_path: Path
 @pytest.mark.parametrize(
     ("content", "problem"),
     [
-        (b"", "no complete header line"),
-        (b'{"id": "THREAD", "cwd": "/w", "approvalPolicy": "never", "sandbox": {}}', "no complete header line"),
         (b"not json\n", "line 1"),
         (b'{"id": "OTHER", "cwd": "/w", "approvalPolicy": "never", "sandbox": {}}\n', "header names thread"),
         (
@@ -154,7 +159,7 @@ def test_the_old_json_format_loads_and_converts_on_the_first_save(tmp_path: Path
             "line 2",
         ),
     ],
-    ids=["empty", "torn-header", "bad-header", "other-thread", "bad-middle-line", "turn-without-id"],
+    ids=["bad-header", "other-thread", "bad-middle-line", "turn-without-id"],
 )
 def test_a_corrupt_file_raises_value_error_naming_it(tmp_path: Path, content: bytes, problem: str) -> None:
     store = ThreadStore(str(tmp_path))
@@ -164,6 +169,22 @@ def test_a_corrupt_file_raises_value_error_naming_it(tmp_path: Path, content: by
     with pytest.raises(ValueError, match=problem) as raised:
         store.load(thread_id)
     assert str(path) in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "content", [b"", b'{"id": "THREAD", "cwd": "/w", "approvalPolicy": "never"'], ids=["empty", "torn-header"]
+)
+def test_a_file_without_a_complete_header_is_no_thread_and_is_not_written_to(tmp_path: Path, content: bytes) -> None:
+    """What a power cut right after `create` can leave (nothing is fsynced): the thread never durably existed."""
+    store = ThreadStore(str(tmp_path))
+    thread_id = str(uuid.uuid4())
+    path = tmp_path / "threads" / f"{thread_id}.jsonl"
+    path.write_bytes(content.replace(b"THREAD", thread_id.encode()))
+    assert store.load(thread_id) is None
+    with pytest.raises(ValueError, match="no complete header line") as raised:
+        store.save_turn(thread_id, _turn(1))
+    assert str(path) in str(raised.value)
+    assert path.read_bytes() == content.replace(b"THREAD", thread_id.encode())
 
 
 def test_a_corrupt_old_json_file_raises_value_error_naming_it(tmp_path: Path) -> None:
