@@ -350,18 +350,10 @@ class TurnCoordinator(SupervisedActor):
                     timer.cancel()
             case ev.PrepareResume():
                 self._prepare(effect)
-            case ev.MappingUpdate():
-                message: Any = InvalidateRuntimeThread(thread_id=effect.thread_id)
-                if effect.runtime_thread_id is not None:
-                    message = BindRuntimeThread(
-                        thread_id=effect.thread_id,
-                        worker_id=effect.worker_id,
-                        runtime_thread_id=effect.runtime_thread_id,
-                    )
-                self._ask(self._mapping, message)
             case ev.ForgetOptions():
                 self._store.forget_options(effect.thread_id, effect.keys)
             case ev.MappingEvent():
+                self._round.send_updates()
                 self._ask(self._mapping, effect.message)
             case ev.AddCard():
                 self._store.card(effect.thread_id, effect.turn_id, effect.kind, effect.text)
@@ -374,8 +366,10 @@ class TurnCoordinator(SupervisedActor):
                 )
                 return ev.CardStored(approval=effect.approval, ok=ok)
             case ev.Persist():
+                self._round.send_updates()
                 return self._store.finish(effect.record, effect.retry)
             case ev.PersistComplete():
+                self._round.send_updates()
                 tell_quietly(
                     self._persistence,
                     CompleteTurn(
@@ -426,9 +420,13 @@ class TurnCoordinator(SupervisedActor):
             return ev.CallAnswered(call_id=effect.call_id, error=gone)
         return None
 
-    def _resolve(self, effects: Sequence[ev.Resolve]) -> list[ev.Event]:
-        """The workers of begun turns, in one ask: each `Resolved`, or `Unresolved` when no worker is up."""
-        routes = self._ask(self._mapping, ResolveThreads(thread_ids=tuple(effect.thread_id for effect in effects)))
+    def _resolve(self, effects: Sequence[ev.Resolve], updates: Sequence[ev.MappingUpdate]) -> list[ev.Event]:
+        """The runtime thread id updates, then the workers of begun turns, in one ask: per resolve `Resolved`, or
+        `Unresolved` when no worker is up."""
+        resolve = ResolveThreads(
+            thread_ids=tuple(effect.thread_id for effect in effects), updates=tuple(map(_mapping_update, updates))
+        )
+        routes = self._ask(self._mapping, resolve)
         return [
             ev.Unresolved(turn_id=effect.turn_id, reason=str(route))
             if isinstance(route, NoHealthyWorkerError)
@@ -463,3 +461,11 @@ class TurnCoordinator(SupervisedActor):
         for record in waiting:
             if record.turn_id not in pending:
                 self._run(ev.Completed(turn_id=record.turn_id))
+
+
+def _mapping_update(effect: ev.MappingUpdate) -> BindRuntimeThread | InvalidateRuntimeThread:
+    if effect.runtime_thread_id is None:
+        return InvalidateRuntimeThread(thread_id=effect.thread_id)
+    return BindRuntimeThread(
+        thread_id=effect.thread_id, worker_id=effect.worker_id, runtime_thread_id=effect.runtime_thread_id
+    )

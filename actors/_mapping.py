@@ -5,7 +5,9 @@ Contract:
   actor, which group-commits it with the completions: durable before any later write reaches the database (so
   before the end of the turn that needed it). A crash before that commit loses only the pin of a turn that then
   fails anyway; the thread is pinned again at its next use (a lost runtime thread id is recreated, and said so).
-- `ResolveThreads` resolves threads in order, in one message: per thread its pinned worker when that worker is up;
+- `ResolveThreads` first applies its `updates` in order (`BindRuntimeThread` records a thread's runtime thread id
+  on its worker, `InvalidateRuntimeThread` forgets it), then resolves threads in order, in the same message: per
+  thread its pinned worker when that worker is up;
   otherwise it pins the thread to the least-loaded worker that is up (ties: lowest id) and keeps the runtime
   thread id, so the new worker can `thread/resume` it. No worker up -> a `NoHealthyWorkerError` naming the thread,
   in that thread's place.
@@ -78,15 +80,9 @@ class MappingActor(SupervisedActor):
     def handle(self, message: Any) -> Any:
         match message:
             case ResolveThreads():
+                for update in message.updates:
+                    self._update(update)
                 return tuple(self._route_or_refusal(thread_id) for thread_id in message.thread_ids)
-            case BindRuntimeThread():
-                self._save(
-                    message.thread_id, _Pin(worker_id=message.worker_id, runtime_thread_id=message.runtime_thread_id)
-                )
-            case InvalidateRuntimeThread():
-                pin = self._pins.get(message.thread_id)
-                if pin is not None:
-                    self._save(message.thread_id, _Pin(worker_id=pin.worker_id))
             case WorkerUp():
                 self._up.add(message.worker_id)
                 self._degraded.discard(message.worker_id)
@@ -101,6 +97,12 @@ class MappingActor(SupervisedActor):
             case _:
                 return super().handle(message)
         return None
+
+    def _update(self, update: BindRuntimeThread | InvalidateRuntimeThread) -> None:
+        if isinstance(update, BindRuntimeThread):
+            self._save(update.thread_id, _Pin(worker_id=update.worker_id, runtime_thread_id=update.runtime_thread_id))
+        elif (pin := self._pins.get(update.thread_id)) is not None:
+            self._save(update.thread_id, _Pin(worker_id=pin.worker_id))
 
     def _db(self, message: Any) -> Any:
         return ask(self._persistence, message, self._ask_timeout_s)

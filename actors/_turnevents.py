@@ -286,7 +286,8 @@ class CallRuntime(_Effect, frozen=True, kw_only=True):
 
 
 class MappingUpdate(_Effect, frozen=True, kw_only=True):
-    """Bind (runtime_thread_id set) or invalidate (None) the thread's runtime thread."""
+    """Bind (runtime_thread_id set) or invalidate (None) the thread's runtime thread (waits for the storage round,
+    actors._turnround)."""
 
     thread_id: str
     worker_id: int

@@ -3,15 +3,20 @@
 Contract:
 - `defer(effect)` keeps an effect for the next round and returns True: enqueues of queued sends (and the `Accept`
   of each, answered only once its enqueue is durable), fetches of the next follow-ups, follow-up begins, direct
-  begins and the resolves of begun turns' workers. Anything else: False (the caller carries it out at once).
+  begins, the resolves of begun turns' workers and the updates of runtime thread ids (`MappingUpdate`). Anything
+  else: False (the caller carries it out at once).
 - `flush(run)` sends them in rounds until nothing waits: first the enqueues (one transaction; each caller then
   hears `TurnAccepted(queued)` or its error, and a refused one's sink is dropped), then the fetches (one read
-  round), then the follow-up begins and the direct begins (one transaction each), then the resolves of begun turns'
-  workers (one ask of the mapping actor, `resolve`). Each outcome is fed to `run`
+  round), then the follow-up begins and the direct begins (one transaction each), then the mapping updates and the
+  resolves of begun turns' workers (one ask of the mapping actor, `resolve`, which applies the updates first, in
+  the order they came). Each outcome is fed to `run`
   (the machine), which may defer more (a refused begin lets the next follow-up be fetched): the loop goes on until
   nothing waits. Enqueues go first so that a fetch always sees every message queued before it. The direct sends
   begun in the flush are answered (`TurnAccepted`) only when it ends, also when it ends in an exception: their
   runtime calls go out first, so waking their callers does not delay them.
+- `send_updates()` sends the waiting mapping updates now (one ask, nothing resolved): the coordinator calls it
+  before anything that must come after them (a turn's end going to the storage, which must find the runtime thread
+  id its turn bound already told to it; a worker event for the mapping).
 - `fail_all(error)` answers every waiting caller with `error` (the coordinator crashed; nothing waiting began).
 - `len()` is the number of effects waiting.
 """
@@ -33,12 +38,13 @@ class StorageRound:
         self,
         store: TurnStore,
         registry: TurnRegistry,
-        resolve: Callable[[Sequence[ev.Resolve]], Sequence[ev.Event]],
+        resolve: Callable[[Sequence[ev.Resolve], Sequence[ev.MappingUpdate]], Sequence[ev.Event]],
     ) -> None:
         self._store = store
         self._registry = registry
-        self._resolve = resolve  # the resolves, in one ask of the mapping actor: each its Resolved or Unresolved
+        self._resolve = resolve  # updates then resolves, in one ask of the mapping actor: per resolve an event
         self._resolves: list[ev.Resolve] = []
+        self._updates: list[ev.MappingUpdate] = []
         self._enqueues: list[ev.Enqueue] = []
         self._enqueued: set[str] = set()  # their turn ids
         self._accepts: dict[str, ev.Accept] = {}  # queued sends' replies, by turn id, until their enqueue is durable
@@ -49,7 +55,14 @@ class StorageRound:
         self._flushing = False
 
     def __len__(self) -> int:
-        return len(self._enqueues) + len(self._fetches) + len(self._followups) + len(self._begins) + len(self._resolves)
+        return (
+            len(self._enqueues)
+            + len(self._fetches)
+            + len(self._followups)
+            + len(self._begins)
+            + len(self._resolves)
+            + len(self._updates)
+        )
 
     def defer(self, effect: ev.Effect) -> bool:
         match effect:
@@ -68,6 +81,8 @@ class StorageRound:
                 self._followups.append(effect)
             case ev.Resolve():
                 self._resolves.append(effect)
+            case ev.MappingUpdate():
+                self._updates.append(effect)
             case _:
                 return False
         return True
@@ -98,10 +113,15 @@ class StorageRound:
                 begins, self._begins = self._begins, []
                 for outcome in self._store.begin_direct(begins):
                     run(outcome)
-            if self._resolves:
-                resolves, self._resolves = self._resolves, []
-                for outcome in self._resolve(resolves):
+            if self._resolves or self._updates:
+                resolves, self._resolves, updates, self._updates = self._resolves, [], self._updates, []
+                for outcome in self._resolve(resolves, updates):
                     run(outcome)
+
+    def send_updates(self) -> None:
+        if self._updates:
+            updates, self._updates = self._updates, []
+            self._resolve([], updates)
 
     def fail_all(self, error: BaseException) -> None:
         for accept in self._accepts.values():

@@ -1,8 +1,8 @@
 """Actor messages of the thread mapping and of persistence: threads, turns, action cards, follow-ups, health.
 
 Contract: the mapping actor is asked which workers serve threads (`ResolveThreads` -> per thread its `ThreadRoute`
-or the `NoHealthyWorkerError` refusing it), to bind or
-forget a thread's runtime thread id (`BindRuntimeThread`, `InvalidateRuntimeThread`) and for its pins (`GetPins`);
+or the `NoHealthyWorkerError` refusing it), in the same ask after binding or forgetting threads' runtime thread ids
+(its `updates`: `BindRuntimeThread`, `InvalidateRuntimeThread`, applied first, in order), and for its pins (`GetPins`);
 it asks persistence to load and keep them (`LoadMappings`, `SaveMapping`). Persistence is asked the other requests
 here and answers with what storage returns (rows, findings, counts) or raises; `CompleteTurn` is told instead, and
 `reply_to` hears `TurnPersisted`. `RetryPersistence` (a timer message) and `FollowUpsChanged` go to the
@@ -62,7 +62,10 @@ __all__ = [
 
 
 class ResolveThreads(Msg, frozen=True, kw_only=True):
+    """Resolve `thread_ids` (each its ThreadRoute, or NoHealthyWorkerError), after applying `updates` in order."""
+
     thread_ids: tuple[str, ...]
+    updates: tuple[BindRuntimeThread | InvalidateRuntimeThread, ...] = ()
 
 
 class ThreadRoute(Msg, frozen=True, kw_only=True):

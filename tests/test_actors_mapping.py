@@ -75,9 +75,8 @@ def test_worker_down_moves_its_pins_and_keeps_runtime_thread_ids(actors) -> None
     _up(mapping, 1, 2, 3)
     for thread_id in threads:
         route = _route(mapping, thread_id)
-        mapping.ask(
-            BindRuntimeThread(thread_id=thread_id, worker_id=route.worker_id, runtime_thread_id=f"rt-{thread_id}")
-        )
+        bind = BindRuntimeThread(thread_id=thread_id, worker_id=route.worker_id, runtime_thread_id=f"rt-{thread_id}")
+        assert mapping.ask(ResolveThreads(thread_ids=(), updates=(bind,))) == ()
     mapping.ask(WorkerDown(worker_id=1, generation=1, reason="killed"))
     pins = mapping.ask(GetPins())
     assert 1 not in pins.values() and set(pins) == set(threads)
@@ -89,9 +88,13 @@ def test_mappings_are_durable_and_hydrated(actors) -> None:
     persistence, mapping = actors()
     _threads(persistence, 2)
     _up(mapping, 1)
-    mapping.ask(BindRuntimeThread(thread_id="t0", worker_id=1, runtime_thread_id="rt-0"))
-    mapping.ask(BindRuntimeThread(thread_id="t1", worker_id=1, runtime_thread_id="rt-1"))
-    mapping.ask(InvalidateRuntimeThread(thread_id="t1"))
+    updates = (
+        BindRuntimeThread(thread_id="t0", worker_id=1, runtime_thread_id="rt-0"),
+        BindRuntimeThread(thread_id="t1", worker_id=1, runtime_thread_id="rt-1"),
+        InvalidateRuntimeThread(thread_id="t1"),
+    )
+    routes = mapping.ask(ResolveThreads(thread_ids=("t1", "t0"), updates=updates))  # the updates go first, in order
+    assert [(route.thread_id, route.runtime_thread_id) for route in routes] == [("t1", None), ("t0", "rt-0")]
     mapping.stop()
     persistence.stop()
     persistence, mapping = actors()
