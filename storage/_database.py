@@ -158,6 +158,7 @@ class Database(FollowUpQueue):
                 "UPDATE threads SET title = ?, settings = ? WHERE thread_id = ?",
                 (updated.title, updated.settings, thread_id),
             )
+            self._forget_thread(thread_id)
         return updated
 
     # --- runtime-thread mappings -----------------------------------------------------------------------------

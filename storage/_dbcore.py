@@ -5,10 +5,16 @@ Contract: see storage._database for the whole database's contract; this module h
 ``DatabaseCore.open(path)`` opens (creating if absent; the parent folder must exist), configures and verifies the
 pragmas (journal_mode=WAL, synchronous=FULL, automatic WAL checkpoints off, busy timeout 5000 ms,
 foreign_keys=ON; ``SchemaError`` names a pragma that did not take), then migrates (storage._schema).
+Thread rows read to check a thread (``_require_thread``, every write of the turn path) are kept for the next check:
+the last THREAD_ROWS_KEPT (4,096), least recently used dropped first. A method that changes a thread row forgets it
+(``_forget_thread``), and every rolled-back transaction or savepoint forgets them all, so a row kept is always
+the committed one or one this open transaction wrote. The connection must be the database's only writer (the
+persistence actor's, with the root locked).
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import math
@@ -63,17 +69,20 @@ _PRAGMA_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 RowT = TypeVar("RowT", bound=msgspec.Struct)
 
+THREAD_ROWS_KEPT = 4096  # thread rows kept for the next check of the same thread
+
 
 class DatabaseCore:
     """The connection and the helpers; `Database` adds the repository methods."""
 
-    __slots__ = ("_closed", "_conn", "_depth", "_path")
+    __slots__ = ("_closed", "_conn", "_depth", "_path", "_thread_rows")
 
     def __init__(self, conn: apsw.Connection, path: Path) -> None:
         self._conn = conn
         self._path = path
         self._closed = False
         self._depth = 0  # transactions open through _transaction (the inner ones are savepoints)
+        self._thread_rows: collections.OrderedDict[str, ThreadRow] = collections.OrderedDict()  # see the docstring
 
     # --- lifecycle -------------------------------------------------------------------------------------------
 
@@ -176,10 +185,22 @@ class DatabaseCore:
         return _Transaction(self, action)
 
     def _require_thread(self, thread_id: str) -> ThreadRow:
+        kept = self._thread_rows
+        row = kept.get(thread_id)
+        if row is not None:
+            kept.move_to_end(thread_id)
+            return row
         row = self._select_one(ThreadRow, "thread_id", thread_id)
         if row is None:
             raise UnknownThreadError(f"unknown thread id {thread_id!r}")
+        kept[thread_id] = row
+        if len(kept) > THREAD_ROWS_KEPT:
+            kept.popitem(last=False)
         return row
+
+    def _forget_thread(self, thread_id: str) -> None:
+        """The thread's row changed (in the open transaction): the next check reads it again."""
+        self._thread_rows.pop(thread_id, None)
 
     def _require_turn(self, turn_id: str) -> TurnRow:
         row = self._select_one(TurnRow, "turn_id", turn_id)
@@ -297,11 +318,13 @@ class _Transaction:
         try:
             self._db._conn.__exit__(kind, error, trace)
         except BaseException as commit_error:  # the commit (or rollback) itself failed
+            self._db._thread_rows.clear()
             _raise_translated(commit_error, self._action)
             raise
         finally:
             self._db._depth -= 1
         if error is not None:
+            self._db._thread_rows.clear()  # rolled back: a row kept may hold what it wrote
             _raise_translated(error, self._action)
 
 

@@ -176,6 +176,7 @@ class FollowUpQueue(DatabaseCore):
         with self._transaction(f"setting the dispatch mode of thread {thread_id!r}"):
             thread = self._require_thread(thread_id)
             self._conn.execute("UPDATE threads SET dispatch_mode = ? WHERE thread_id = ?", (mode, thread_id))
+            self._forget_thread(thread_id)
         return msgspec.structs.replace(thread, dispatch_mode=mode)
 
     def _waiting(self, followup_id: str, action: str) -> FollowUpRow:

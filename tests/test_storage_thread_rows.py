@@ -1,0 +1,99 @@
+"""Thread rows kept by the database for the next check of the same thread (storage._dbcore): read once, never stale
+after a change, forgotten when a transaction rolls back, bounded."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agenthost.chaos import FaultPlan, FaultyVFS
+from agenthost.storage import Database, StorageError, UnknownThreadError, _dbcore
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    database = Database.open(tmp_path / "db.sqlite")
+    database.ensure_project("p", "p", 1.0)
+    for thread_id in ("t1", "t2", "t3"):
+        database.create_thread(thread_id, "p", f"title of {thread_id}", 1.0)
+    yield database
+    database.close()
+
+
+def _thread_reads(db: Database) -> list[str]:
+    """Every SELECT of a thread row from now on, through the connection's exec trace."""
+    reads: list[str] = []
+
+    def trace(_cursor: Any, sql: str, _bindings: Any) -> bool:
+        if sql.lstrip().startswith("SELECT") and "FROM threads WHERE thread_id" in sql:
+            reads.append(sql)
+        return True
+
+    db._conn.exec_trace = trace
+    return reads
+
+
+def test_a_thread_checked_again_is_not_read_again(db: Database) -> None:
+    reads = _thread_reads(db)
+    for turn in range(3):  # each begin checks the thread
+        db.begin_turn(f"turn-{turn}", "t1", "hello", 2.0)
+    assert db.get_thread("t1").title == "title of t1"
+    assert len(reads) == 1
+
+
+def test_a_change_of_the_thread_is_seen_by_the_next_check(db: Database) -> None:
+    db.enqueue_followup("f1", "t1", "later", 2.0)
+    assert db.get_thread("t1").dispatch_mode == "auto"  # kept
+    db.update_thread("t1", title="renamed")
+    assert db.get_thread("t1").title == "renamed"
+    db.set_dispatch_mode("t1", "manual")
+    assert db.get_thread("t1").dispatch_mode == "manual"
+    assert db.next_followup("t1") is None  # a manual thread's queue waits (read from the kept row)
+
+
+def test_a_rolled_back_change_is_not_kept(db: Database) -> None:
+    with pytest.raises(StorageError, match="undo"), db.batch("undo"):
+        db.update_thread("t1", title="never committed")
+        assert db.get_thread("t1").title == "never committed"  # kept inside the transaction
+        raise StorageError("undo")
+    assert db.get_thread("t1").title == "title of t1"
+
+
+def test_a_failed_commit_forgets_what_its_transaction_kept(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    setup = Database.open(path)
+    setup.ensure_project("p", "p", 1.0)
+    setup.create_thread("t1", "p", "title of t1", 1.0)
+    setup.close()
+    with FaultyVFS(FaultPlan(op="sync", nth=1, file_suffix="-wal")) as vfs:
+        db = Database.open(path, vfs=vfs.vfs_name)
+        try:
+            with pytest.raises(StorageError), db.batch("a commit whose fsync fails"):
+                db.update_thread("t1", title="never durable")
+                assert db.get_thread("t1").title == "never durable"  # kept inside the transaction
+            assert vfs.triggered
+            assert db.get_thread("t1").title == "title of t1"
+        finally:
+            db.close(checkpoint=False)
+
+
+def test_an_unknown_thread_is_never_kept(db: Database) -> None:
+    for _ in range(2):
+        with pytest.raises(UnknownThreadError):
+            db.get_thread("nope")
+    db.create_thread("nope", "p", "now it exists", 3.0)
+    assert db.get_thread("nope").title == "now it exists"
+
+
+def test_the_rows_kept_are_bounded(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_dbcore, "THREAD_ROWS_KEPT", 2)
+    reads = _thread_reads(db)
+    for thread_id in ("t1", "t2", "t1", "t3", "t1", "t2"):  # t1 stays recent; t2 is dropped for t3, read again
+        db.get_thread(thread_id)
+    assert len(db._thread_rows) == 2
+    assert len(reads) == 4  # t1, t2, t3, t2 again
