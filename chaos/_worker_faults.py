@@ -6,7 +6,10 @@ fault is skipped):
 - With the builtin runtime, the faults are live knobs of the worker's `RuntimeFaults` (op set_faults): WorkerHang
   sets `stop_self` (the runtime SIGSTOPs itself at its next turn start or delta) and, after `resume_after_ops`
   ops, clears it and SIGCONTs the worker's current process group and every group already hung; StdoutGarbage
-  (`garbage_before_turn`) and SlowStream (`delta_delay_s`) are cleared after `ops` ops; EofMidLine
+  (`garbage_before_turn`) is cleared after `ops` ops once the host has seen a garbage line of that worker
+  ("worker.protocol_error"), at the latest GARBAGE_GRACE_OPS (10) ops later (ops are a few ms apart: a worker that
+  is restarting would otherwise start no turn while the knob is on); SlowStream (`delta_delay_s`) is cleared after
+  `ops` ops; EofMidLine
   (`eof_mid_line`) is cleared after the worker's next exit or 3 ops; CrashOnStart SIGKILLs the worker's process
   group (skipped when it is not up) with `crash_on_start` set, cleared after `restarts` + 1 exits.
 - With another runtime (codex), WorkerHang SIGSTOPs the worker's process group for `resume_after_ops` ops; the
@@ -44,6 +47,7 @@ if TYPE_CHECKING:
 __all__ = ["WorkerFaults", "continue_group"]
 
 _FILE_KNOB_FAULTS = (WorkerHang, StdoutGarbage, EofMidLine, SlowStream, CrashOnStart)
+GARBAGE_GRACE_OPS = 10  # StdoutGarbage: ops past its own before it is cleared without a garbage line seen
 _KnobFault = WorkerHang | StdoutGarbage | EofMidLine | SlowStream | CrashOnStart
 
 
@@ -94,7 +98,7 @@ class WorkerFaults:
             self.loop.timed.append((op_index + fault.resume_after_ops, functools.partial(self._unhang, worker_id)))
             return f"stop_self for {fault.resume_after_ops} ops (pid {pid})"
         if isinstance(fault, StdoutGarbage):
-            self._set_knob_until(worker_id, "garbage_before_turn", True, op_index + fault.ops)
+            self._garbage_until_seen(worker_id, op_index + fault.ops)
             return f"garbage_before_turn for {fault.ops} ops"
         if isinstance(fault, SlowStream):
             self._set_knob_until(worker_id, "delta_delay_s", fault.delay_s, op_index + fault.ops)
@@ -115,6 +119,33 @@ class WorkerFaults:
         """Set the knob now; clear it once op `until_op` is reached."""
         self.set_knob(worker_id, knob, value)
         self.loop.timed.append((until_op, functools.partial(self.set_knob, worker_id, knob, None)))
+
+    def _garbage_until_seen(self, worker_id: int, until_op: int) -> None:
+        """Set garbage_before_turn now; clear it once op `until_op` is reached and the host saw a garbage line of
+        the worker, or at op `until_op` + GARBAGE_GRACE_OPS whatever happened."""
+        self.set_knob(worker_id, "garbage_before_turn", True)
+        state = {"seen": False, "due": False, "cleared": False}
+
+        def clear() -> None:
+            if not state["cleared"]:
+                state["cleared"] = True
+                self.set_knob(worker_id, "garbage_before_turn", None)
+
+        def due() -> None:
+            state["due"] = True
+            if state["seen"]:
+                clear()
+
+        def watcher(event: dict[str, Any]) -> bool:
+            if event.get("event") == "worker.protocol_error" and event.get("worker") == worker_id:
+                state["seen"] = True
+                if state["due"]:
+                    clear()
+            return state["cleared"] or state["seen"]
+
+        self.loop.watchers.append(watcher)
+        self.loop.timed.append((until_op, due))
+        self.loop.timed.append((until_op + GARBAGE_GRACE_OPS, clear))
 
     def _clear_after_exits(self, worker_id: int, knob: str, exits: int) -> None:
         seen = [0]

@@ -6,12 +6,14 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import apsw
 import pytest
 
 from agenthost.actors import InjectedFault
-from agenthost.chaos import ArmableHook, FaultPlan, FaultyVFS
+from agenthost.chaos import ArmableHook, FaultPlan, FaultyVFS, StdoutGarbage
+from agenthost.chaos._worker_faults import WorkerFaults
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -92,3 +94,48 @@ def test_armable_hook_crashes_the_armed_child_once_on_the_armed_message_type() -
     assert hook.disarm() == 1
     hook.arm("turns", "SendMessage")
     assert hook.disarm() == 0  # disarmed before it fired
+
+
+class _KnobLoop:
+    """The parts of a CampaignLoop the knob faults use: the host's set_faults requests, watchers, timed undos."""
+
+    class _Settings:
+        runtime = "builtin"
+
+    def __init__(self) -> None:
+        self.settings = self._Settings()
+        self.requests: list[Any] = []
+        self.host = self
+        self.watchers: list[Any] = []
+        self.timed: list[tuple[int, Any]] = []
+
+    def request(self, op: str, **fields: Any) -> None:
+        self.requests.append(fields["faults"])
+
+    def expire(self, op_index: int) -> None:
+        due = [undo for until, undo in self.timed if until <= op_index]
+        self.timed = [(until, undo) for until, undo in self.timed if until > op_index]
+        for undo in due:
+            undo()
+
+    def event(self, event: dict[str, Any]) -> None:
+        self.watchers = [w for w in self.watchers if not w(event)]
+
+
+@pytest.mark.parametrize("seen_at", [None, 1, 5], ids=["never seen", "seen before its ops", "seen after its ops"])
+def test_stdout_garbage_stays_until_its_line_was_seen_at_most_ten_ops_more(seen_at: int | None) -> None:
+    loop = _KnobLoop()
+    faults = WorkerFaults(loop)  # type: ignore[arg-type]
+    assert faults.inject(StdoutGarbage(ops=2), "worker:1", 10) == "garbage_before_turn for 2 ops"
+    assert loop.requests == [{"garbage_before_turn": True}]
+    cleared_at = None
+    for op in range(11, 30):
+        if op == 13:
+            loop.event({"event": "worker.protocol_error", "worker": 2})  # another worker's line does not count
+        if seen_at is not None and op == 10 + seen_at:
+            loop.event({"event": "worker.protocol_error", "worker": 1})
+        loop.expire(op)
+        if cleared_at is None and loop.requests[-1] is None:
+            cleared_at = op
+    expected = {None: 22, 1: 12, 5: 15}[seen_at]  # its 2 ops end at op 12; the grace at op 22
+    assert cleared_at == expected and loop.requests[-1] is None and len(loop.requests) == 2
