@@ -23,6 +23,7 @@ Contract (each checker returns a list of `Violation`; none means the invariant h
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +61,8 @@ def read_storage(root: str | Path) -> StorageView:
     conn = apsw.Connection(str(root / "system" / "agenthost.db"), flags=apsw.SQLITE_OPEN_READONLY)
     try:
         turns = {
-            row[0]: {"thread_id": row[1], "seq": row[2], "status": row[3], "error": row[4]}
-            for row in conn.execute("SELECT turn_id, thread_id, seq, status, error FROM turns")
+            row[0]: {"thread_id": row[1], "seq": row[2], "status": row[3], "error": row[4], "user_text": row[5]}
+            for row in conn.execute("SELECT turn_id, thread_id, seq, status, error, user_text FROM turns")
         }
         threads = {row[0]: row[1] for row in conn.execute("SELECT thread_id, project_id FROM threads")}
         followups = {row[0]: row[1] for row in conn.execute("SELECT followup_id, state FROM followups")}
@@ -113,16 +114,17 @@ def check_storage(history: History, storage: StorageView) -> list[Violation]:
                 )
             )
     acknowledged = {str(e.data["turn_id"]) for e in history.entries("send")}
+    send_errors = {str(e.data.get("op")): str(e.data.get("error")) for e in history.entries("send_failed")}
     for turn_id, row in sorted(storage.turns.items()):
         if row["status"] == "pending" and turn_id not in acknowledged:
-            violations.append(
-                violation(
-                    history,
-                    "turns_terminal",
-                    f"turn {turn_id} (thread {row['thread_id']}, seq {row['seq']}) was never acknowledged to a caller "
-                    "and is still pending after the campaign",
-                )
+            message = (
+                f"turn {turn_id} (thread {row['thread_id']}, seq {row['seq']}) was never acknowledged to a caller "
+                "and is still pending after the campaign"
             )
+            op = re.match(r"op (\d+):", str(row.get("user_text", "")))
+            if op is not None and op.group(1) in send_errors:
+                message += f"; its send (op {op.group(1)}) failed: {send_errors[op.group(1)]}"
+            violations.append(violation(history, "turns_terminal", message))
     for thread_id, text in storage.transcripts.items():
         violations.extend(_check_transcript(history, storage, thread_id, text))
     return violations
