@@ -121,7 +121,7 @@ def check_storage(history: History, storage: StorageView) -> list[Violation]:
                 f"turn {turn_id} (thread {row['thread_id']}, seq {row['seq']}) was never acknowledged to a caller "
                 "and is still pending after the campaign"
             )
-            op = re.match(r"op (\d+):", str(row.get("user_text", "")))
+            op = re.match(r"op (\d+):", str(row["user_text"]))
             if op is not None and op.group(1) in send_errors:
                 message += f"; its send (op {op.group(1)}) failed: {send_errors[op.group(1)]}"
             violations.append(violation(history, "turns_terminal", message))
