@@ -12,7 +12,7 @@ the next. The effects' I/O:
   goes straight to the asker's `reply_to`);
 - callers: events into their sinks; the host-owned `TurnRegistry` keeps the sinks so a replacement coordinator can
   still tell callers how their turns ended;
-- timers (injected clock): each turn's deadline and the persistence retry.
+- timers (injected clock): each turn's deadline, the persistence retry, and the look for late answers.
 Start-up (`on_child_start`) runs the reconciliation of actors._reconcile first. `Escalate` crashes the coordinator
 on purpose (its supervisor decides); so does any unexpected exception (actors._refs).
 """
@@ -22,10 +22,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import msgspec
 import pykka
 
 from agenthost.actors import _turnevents as ev
 from agenthost.actors._clock import Clock, Timer
+from agenthost.actors._deadline_asks import DeadlineAsks
 from agenthost.actors._errors import (
     HostClosedError,
     HostUnavailableError,
@@ -84,6 +86,11 @@ __all__ = ["TurnCoordinator"]
 
 _log = get_logger("agenthost.turns")
 MAX_BEGIN_BATCH = 256  # direct sends whose begins are committed together at most
+LATE_ANSWER_POLL_S = 0.05  # how often an ask's answer past its deadline is looked for (injected clock, seconds)
+
+
+class _LateAnswersDue(msgspec.Struct, frozen=True):
+    """Timer message: look for the late answers of asks past their deadline."""
 
 
 class _Escalation(RuntimeError):
@@ -122,12 +129,13 @@ class TurnCoordinator(SupervisedActor):
             sandbox=settings.sandbox,
         )
         self._ask_timeout_s = settings.ask_timeout_s
-        self._timed_out: dict[str, tuple[Any, str]] = {}  # actor urn -> (future, name) of its ask past the deadline
         self._store = TurnStore(
             lambda message: self._ask(persistence_ref, message),
             lambda message: tell_quietly(persistence_ref, message),
             self._registry,
         )
+        self._asks = DeadlineAsks(settings.ask_timeout_s, self._store.take_back)
+        self._late_timer: Timer | None = None
         self._workers: dict[int, Any] = {}  # worker id -> its actor ref (the machine knows the generations)
         self._deadlines: dict[str, Timer] = {}
         self._retry_timer: Timer | None = None
@@ -139,26 +147,22 @@ class TurnCoordinator(SupervisedActor):
         self._state.queued.update(threads)
 
     def _ask(self, ref: pykka.ActorRef[Any], message: Any) -> Any:
-        """Ask with the ask deadline. Once an actor let an ask time out, it is not asked again until it has answered
-        that ask: each ask would wait the full deadline on the same slow actor (a slow disk) while this mailbox,
-        turn deadlines included, waits behind it, message after message. Until then every ask is refused at once
-        (`pykka.Timeout`), which the turn machine handles as a storage refusal."""
-        slow = self._timed_out.get(ref.actor_urn)
-        if slow is not None:
-            future, name = slow
-            try:
-                future.get(timeout=0)
-            except pykka.Timeout:
-                raise pykka.Timeout(f"not asked: its {name} has not answered yet (past the ask deadline)") from None
-            except Exception:  # noqa: BLE001 - it answered (with its own error, already past): ask again
-                pass
-            del self._timed_out[ref.actor_urn]
-        future = ref.ask(message, block=False)
+        """Ask with the ask deadline (actors._deadline_asks: a slow actor is not asked again until it answered);
+        while an answer is late it is looked for every LATE_ANSWER_POLL_S, so a begin or enqueue refused to its
+        callers but taken by the storage after all is taken back (actors._turnstore) even when nothing more is
+        asked."""
         try:
-            return future.get(timeout=self._ask_timeout_s)
+            return self._asks.ask(ref, message)
         except pykka.Timeout:
-            self._timed_out[ref.actor_urn] = (future, type(message).__name__)
+            self._watch_late_answers()
             raise
+
+    def _watch_late_answers(self) -> None:
+        if self._late_timer is None and self._asks.waiting:
+            due = _LateAnswersDue()
+            self._late_timer = self._clock.call_later(
+                LATE_ANSWER_POLL_S, lambda: tell_quietly(self.actor_ref, due), name="late-answers"
+            )
 
     # --- messages -> events ----------------------------------------------------------------------------------
     def handle(self, message: Any) -> Any:
@@ -207,6 +211,10 @@ class TurnCoordinator(SupervisedActor):
             case RetryPersistence():
                 self._retry_timer = None
                 self._run(ev.RetryDue())
+            case _LateAnswersDue():
+                self._late_timer = None
+                self._asks.poll()
+                self._watch_late_answers()
             case WorkerUp():
                 self._workers[message.worker_id] = message.ref
                 self._run(ev.WorkerJoined(worker_id=message.worker_id, generation=message.generation))

@@ -22,6 +22,7 @@ __all__ = [
     "PinsMoved",
     "PoolFailedEvent",
     "SupervisorDecision",
+    "TakenBack",
     "TranscriptFailed",
     "TurnDispatched",
     "TurnEnded",
@@ -129,6 +130,16 @@ class PendingReconciled(HostEvent, frozen=True, kw_only=True, tag="turns.reconci
     thread: str
 
 
+class TakenBack(HostEvent, frozen=True, kw_only=True, tag="turns.taken_back"):
+    """A begin or enqueue answered past the ask deadline, after its callers heard "refused": what the storage took
+    of it is taken back (`turns` end failed, a follow-up they ran is queued again; `followups` enqueued are
+    cancelled)."""
+
+    ask: str
+    turns: list[str]
+    followups: list[str]
+
+
 class TurnPersistFailed(HostEvent, frozen=True, kw_only=True, tag="turns.persist_failed"):
     turn: str
     error: str
@@ -161,6 +172,7 @@ EVENT_TYPES: tuple[type[HostEvent], ...] = (
     TurnEnded,
     ApprovalsReset,
     PendingReconciled,
+    TakenBack,
     TurnPersistFailed,
     TranscriptFailed,
     StorageTimed,

@@ -21,6 +21,8 @@ When is a caller's write durable? (synchronous=FULL in WAL mode: a committed tra
   any other message first commits them alone. Either way the database sees writes in the order the actor received
   them, and a read sees every write told before it. If a batch fails, each completion is retried alone, so one bad row
   never fails the others, and every caller hears its own outcome.
+- `TakeBack` (told by the coordinator): begins and enqueues refused to their callers that committed after all (the
+  answer came past the ask deadline) are taken back in one transaction (storage's `take_back`); a refusal is logged.
 - The transcript is written after the commit, so a crash between the two leaves a transcript without the change,
   and its thread marked in the database (every transcript change marks its thread in the same transaction); the
   start-up checks append what such transcripts lack. When a transcript write fails (I/O error, disk full) the
@@ -89,6 +91,7 @@ from agenthost.protocol._messages import (
     SetDispatchMode,
     SetFollowUpState,
     SettleFollowUp,
+    TakeBack,
     TurnBegun,
     UpdateThread,
 )
@@ -114,6 +117,7 @@ from agenthost.storage import (
 __all__ = ["MAX_BATCH", "PersistenceActor"]
 
 _WRITES = (
+    TakeBack,
     UpdateThread,
     BeginTurn,
     BeginTurns,
@@ -393,6 +397,8 @@ class PersistenceActor(GroupCommits, SupervisedActor):
                 return db.set_followup_state(message.followup_id, message.state, message.error)
             case Checkpoint():
                 return self._checkpoint(message.mode)
+            case TakeBack():
+                return self._take_back(message, now)
             case _SyncTranscripts():
                 self._sync_told = False
                 if self._fsync is not None and not self._fsync.busy and self.transcripts.unsynced:
@@ -429,6 +435,17 @@ class PersistenceActor(GroupCommits, SupervisedActor):
         self._turn_written(row)
         thread = self.db.get_thread(row.thread_id)
         return TurnBegun(turn=row, settings=thread.thread_settings(), project_id=thread.project_id)
+
+    def _take_back(self, message: TakeBack, now: float) -> None:
+        """Told: a refusal is logged (start-up reconciliation ends a turn that stays pending)."""
+        begun = [(taken.turn_id, taken.followup_id) for taken in message.begun]
+        try:
+            rows = self.db.take_back(begun, message.enqueued, message.error, now)
+        except StorageError as exc:
+            turns = [turn_id for turn_id, _ in begun]
+            _log.error("persistence.take_back_failed", turns=turns, followups=list(message.enqueued), error=repr(exc))
+            return
+        self._transcript(lambda: self.transcripts.turns_written(rows))
 
     def _thread_updated(self, row: ThreadRow, *, renamed: bool) -> ThreadRow:
         """A thread row changed: a new title reaches the transcript."""

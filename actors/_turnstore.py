@@ -13,6 +13,9 @@ round is every effect's outcome.
 - `project_of(thread_id)`: the project of a thread one of the last PROJECTS_KEPT begins named (from their
   answers), None when not among them.
 - `forget_options` removes per-turn settings the runtime refused from the thread; a refusal is logged.
+- `take_back(message, answer)`: a begin or enqueue round that answered past the ask deadline was refused to every
+  caller; what the storage took of it is told back (`TakeBack`: its turns end failed, follow-ups they ran queue
+  again, enqueued ones are cancelled) with one `TakenBack` event. Anything else answered late is left as it is.
 - `card`: False (logged) when refused. `settle_followup` is told (group-committed with the completions; a refusal
   is logged by the storage) and `fetch_followups` logs a refusal; start-up reconciliation settles the state, and a
   fetch that failed reads as an empty queue.
@@ -28,6 +31,7 @@ import pykka
 
 from agenthost.actors import _turnevents as ev
 from agenthost.actors._errors import HostUnavailableError
+from agenthost.actors._events import TakenBack
 from agenthost.actors._log import get_logger
 from agenthost.actors._turns import TurnRegistry, new_turn_id
 from agenthost.actors._turnstate import Unpersisted
@@ -43,6 +47,8 @@ from agenthost.protocol._messages import (
     NextFollowUp,
     NextFollowUps,
     SettleFollowUp,
+    TakeBack,
+    TakenBegin,
     TurnBegun,
     UpdateThread,
 )
@@ -52,6 +58,10 @@ __all__ = ["REFUSED", "TurnStore"]
 
 _log = get_logger("agenthost.turns")
 PROJECTS_KEPT = 4096  # threads whose project the store remembers from their last begin
+TAKEN_BACK_NOTE = (
+    "taken back: the storage answered past the ask deadline, after the host had given this begin up (a direct "
+    "send's caller heard it refused); it did not run, and a queued message runs again as a new turn"
+)
 REFUSED = (StorageError, HostUnavailableError, pykka.ActorDeadError, pykka.Timeout)  # the storage did not take it
 
 
@@ -185,6 +195,29 @@ class TurnStore:
         settles it from its turn's status)."""
         self._tell(SettleFollowUp(followup_id=effect.followup_id, state=effect.state, error=effect.error))
 
+    def take_back(self, message: Any, answer: Any) -> None:
+        """The late answer of a round refused to its callers: tell the storage to take back what it took."""
+        if not isinstance(answer, tuple):
+            return  # refused whole after all (or not a round): nothing was taken
+        begun: list[TakenBegin] = []
+        enqueued: list[str] = []
+        match message:
+            case BeginTurns():
+                begun = [TakenBegin(turn_id=b.turn_id) for b, a in zip(message.begins, answer, strict=True) if _took(a)]
+            case BeginFollowUpTurns():
+                begun = [
+                    TakenBegin(turn_id=b.turn_id or b.followup_id, followup_id=b.followup_id)
+                    for b, a in zip(message.begins, answer, strict=True)
+                    if _took(a)
+                ]
+            case EnqueueFollowUps():
+                enqueued = [e.followup_id for e, a in zip(message.enqueues, answer, strict=True) if _took(a)]
+        if not begun and not enqueued:
+            return
+        turns = [taken.turn_id for taken in begun]
+        _log.record(TakenBack(ask=type(message).__name__, turns=turns, followups=enqueued), "warning")
+        self._tell(TakeBack(begun=tuple(begun), enqueued=tuple(enqueued), error=TAKEN_BACK_NOTE))
+
     def _round(self, message: Any, count: int) -> tuple[Any, ...]:
         """One batched ask: its outcomes, or the refusal of the whole round as every item's outcome."""
         try:
@@ -195,3 +228,7 @@ class TurnStore:
             unavailable = HostUnavailableError(f"agenthost's storage cannot take this now: {exc}")
             return (unavailable,) * count
         return answers
+
+
+def _took(answer: Any) -> bool:
+    return not isinstance(answer, BaseException)

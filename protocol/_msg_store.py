@@ -5,8 +5,8 @@ or the `NoHealthyWorkerError` refusing it), in the same ask after binding or for
 (its `updates`: `BindRuntimeThread`, `InvalidateRuntimeThread`, applied first, in order), and for its pins (`GetPins`);
 it asks persistence to load and keep them (`LoadMappings`, `SaveMapping`). Persistence is asked the other requests
 here and answers with what storage returns (rows, findings, counts) or raises; `CompleteTurn` is told instead, and
-`reply_to` hears `TurnPersisted`. `RetryPersistence` (a timer message) and `FollowUpsChanged` go to the
-coordinator.
+`reply_to` hears `TurnPersisted`; `TakeBack` is told too. `RetryPersistence` (a timer message) and
+`FollowUpsChanged` go to the coordinator.
 """
 
 from __future__ import annotations
@@ -54,6 +54,8 @@ __all__ = [
     "SetDispatchMode",
     "SetFollowUpState",
     "SettleFollowUp",
+    "TakeBack",
+    "TakenBegin",
     "ThreadRoute",
     "TurnBegun",
     "TurnPersisted",
@@ -309,3 +311,19 @@ class HealthCheck(Msg, frozen=True, kw_only=True):
 
 class QueueDepths(Msg, frozen=True, kw_only=True):
     """To persistence: the number of queued follow-ups per thread (threads with none are left out)."""
+
+
+class TakenBegin(Msg, frozen=True, kw_only=True):
+    turn_id: str
+    followup_id: str | None = None  # the follow-up the turn ran, queued again when the turn is taken back
+
+
+class TakeBack(Msg, frozen=True, kw_only=True):
+    """Told (never asked): begins and enqueues the coordinator refused to their callers (its ask passed the ask
+    deadline) that the storage committed after all. In one transaction each turn still pending ends "failed" with
+    `error`, its follow-up is queued again, each follow-up of `enqueued` still queued is cancelled. A refusal is
+    logged; start-up reconciliation ends what is still pending."""
+
+    begun: tuple[TakenBegin, ...] = ()
+    enqueued: tuple[str, ...] = ()
+    error: str

@@ -21,6 +21,8 @@ Contract:
   ``MAX_SETTINGS_BYTES`` (64 KiB) of JSON.
 - Listing order: projects and threads by (created_at, id); turns and follow-ups by seq; action cards by card_id
   (insertion order); pending turns by (created_at, thread_id, seq); mappings by thread_id.
+- ``take_back`` undoes begins and enqueues whose callers heard "refused" but which committed after all (an answer
+  past the asker's deadline): the turns end "failed", their follow-ups are queued again, enqueued ones cancelled.
 - ``batch(action)`` groups operations into one transaction (each one's own becomes a savepoint): all are
   committed together, or none.
 - Transcript bookkeeping: every change a transcript shows marks its thread in the same transaction (storage._schema
@@ -252,6 +254,35 @@ class Database(FollowUpQueue):
         turn_ids = [getattr(finish, "turn_id", finish) for finish in finishes]
         with self._transaction(f"finishing turns {turn_ids!r}"):
             return [self._finish_one(finish) for finish in finishes]
+
+    def take_back(
+        self, begun: Sequence[tuple[str, str | None]], enqueued: Sequence[str], error: str, now: float
+    ) -> list[TurnRow]:
+        """Undo, in one transaction, writes whose callers were told they were refused: `begun` is (turn id, the
+        follow-up it ran or None); each such turn still pending ends "failed" with `error` and its follow-up,
+        still dispatched with it, is queued again in its place (it runs as a new turn); each follow-up of
+        `enqueued` still queued is cancelled. Anything already moved on is left as it is. Returns the turns it
+        ended."""
+        reason = _text("take-back error", error)
+        ended: list[TurnRow] = []
+        with self._transaction(f"taking back turns {[turn_id for turn_id, _ in begun]!r} and follow-ups {enqueued!r}"):
+            for turn_id, followup_id in begun:
+                turn = self._select_one(TurnRow, "turn_id", validate_id("turn id", turn_id))
+                if turn is None or turn.status != "pending":
+                    continue
+                ended.append(self._finish_one(TurnFinish(turn_id, "failed", "", reason, now)))
+                if followup_id is not None:
+                    self._conn.execute(
+                        "UPDATE followups SET state = 'queued' WHERE followup_id = ? AND turn_id = ?"
+                        " AND state = 'dispatched'",
+                        (validate_id("follow-up id", followup_id), turn_id),
+                    )
+            for followup_id in enqueued:
+                self._conn.execute(
+                    "UPDATE followups SET state = 'cancelled' WHERE followup_id = ? AND state = 'queued'",
+                    (validate_id("follow-up id", followup_id),),
+                )
+        return ended
 
     def get_turn(self, turn_id: str) -> TurnRow:
         validate_id("turn id", turn_id)

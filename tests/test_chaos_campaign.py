@@ -304,16 +304,11 @@ CI_KINDS = [
     "ActorCrash",
 ]
 # agenthost bugs the full campaign finds (reported, not fixed here); each pattern names one:
-KNOWN_BUGS: dict[str, str] = {  # invariant -> message pattern of a bug not fixed yet (the four found before are fixed)
+KNOWN_BUGS: dict[str, str] = {  # invariant -> message pattern of a bug not fixed yet (the five found before are fixed)
     # SlowDisk: while a sync holds the persistence actor, the turn coordinator handles one message with a chain of
     # storage asks (actors/_turnstore.py) that each wait the whole ask deadline and absorb the Timeout as a refusal;
     # TurnDeadline waits in its mailbox meanwhile, so a turn can end up to the slow sync's length past its deadline.
     "turn_deadlines": r"took .* over its deadline .*faults injected meanwhile: .*SlowDisk",
-    # SlowDisk: the coordinator's BeginTurns ask passes its deadline while a slow sync holds the persistence actor;
-    # the send is refused to its caller, but the begin commits once the sync ends, and the late answer is dropped
-    # (actors/_coordinator.py `_ask`): the turn stays "pending" until the next coordinator start reconciles it.
-    "turns_terminal": r"never acknowledged to a caller .*; its send \(op \d+\) failed: HostUnavailableError: "
-    r"agenthost's (turns did not answer within|storage cannot take this now)",
 }
 
 

@@ -39,3 +39,10 @@ def test_every_invariant_row_cites_a_proof() -> None:
     ]
     assert rows
     assert [row.split("|")[1].strip() for row in rows if "test_" not in row and "by construction" not in row] == []
+
+
+def test_every_invariant_row_has_its_own_id() -> None:
+    contract = (ROOT / "docs" / "runtime-contract.md").read_text(encoding="utf-8")
+    ids = re.findall(r"^\| ([A-Z]\d+) \|", contract, flags=re.MULTILINE)
+    assert len(ids) > 100
+    assert sorted({i for i in ids if ids.count(i) > 1}) == []
