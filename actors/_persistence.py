@@ -16,9 +16,11 @@ When is a caller's write durable? (synchronous=FULL in WAL mode: a committed tra
   empty (so an idle host adds no delay); then each thread in the batch gets its end records in one append; only
   then does every caller get its `TurnPersisted`. Told pins (`SaveMapping`) and follow-up states
   (`SettleFollowUp`) wait in the same batch. An asked message of the turn path (`_JOINS_BATCH`: begins, enqueues,
-  follow-up fetches, `FinishTurn`, `GetTurn`) that finds writes waiting joins their transaction
-  (actors._groupcommit's `_flush`); `GetThread` is answered without them (no told write changes a thread row);
-  any other message first commits them alone. Either way the database sees writes in the order the actor received
+  `FinishTurn`, `GetTurn`) that finds writes waiting joins their transaction (actors._groupcommit's `_flush`);
+  `GetThread` and the follow-up fetches are answered without them (no told write changes a thread row or which
+  follow-ups are queued), so a fetch does not wait for a commit, and completions left waiting are committed by a
+  `_CommitWaiting` the actor tells itself (behind the messages already queued); any other message first commits
+  them alone. Either way the database sees writes in the order the actor received
   them, and a read sees every write told before it. If a batch fails, each completion is retried alone, so one bad row
   never fails the others, and every caller hears its own outcome.
 - `TakeBack` (told by the coordinator): begins and enqueues refused to their callers that committed after all (the
@@ -131,8 +133,10 @@ _WRITES = (
     SetFollowUpState,
 )
 
-# Reads of what no told write (pin, completion, follow-up state) changes: answered without committing those first.
-_READS_PAST_BATCH = (GetThread,)
+# Reads of what no told write changes: answered without committing those first. A thread row (no told write
+# changes one) and the queued follow-ups (a completion changes a turn, a follow-up state moves a dispatched one to
+# done or failed, a pin a mapping: none makes a follow-up queued or not).
+_READS_PAST_BATCH = (GetThread, NextFollowUp, NextFollowUps)
 # Asked messages that share the group commit of the told writes waiting before them (the turn path's writes and
 # the reads it makes between them); anything else first commits the waiting writes on their own.
 _JOINS_BATCH = (
@@ -142,8 +146,6 @@ _JOINS_BATCH = (
     BeginFollowUpTurns,
     EnqueueFollowUp,
     EnqueueFollowUps,
-    NextFollowUp,
-    NextFollowUps,
     FinishTurn,
     GetTurn,
 )
@@ -161,6 +163,11 @@ class _CheckpointTick(msgspec.Struct, frozen=True):
 class _SyncTranscripts(msgspec.Struct, frozen=True):
     """Told to itself once `sync_threads` transcripts wait for their fsync: fsync them (one fsync each), on the
     background fsync's thread."""
+
+
+class _CommitWaiting(msgspec.Struct, frozen=True):
+    """Told to itself when a read answered past completions waiting in the batch: commit them once the messages
+    already queued are handled (the read's asker does not wait for that commit)."""
 
 
 class _TranscriptsFsynced(msgspec.Struct, frozen=True):
@@ -202,6 +209,7 @@ class PersistenceActor(GroupCommits, SupervisedActor):
         self._wal_pages = 0
         self._transcript_s = 0.0  # transcript time inside the message being handled (kept out of its commit time)
         self._sync_told = False  # a _SyncTranscripts is waiting in the mailbox
+        self._commit_told = False  # a _CommitWaiting is waiting in the mailbox
         self._answers_waiting = False  # a CompleteTurn waits in the batch (pins and follow-up states alone wait on)
         self._later: list[TranscriptWrite] | None = None  # inside a group commit: its transcript writes
         self._vfs = vfs
@@ -292,7 +300,12 @@ class PersistenceActor(GroupCommits, SupervisedActor):
                 self._flush()
             return None
         if isinstance(message, _READS_PAST_BATCH):
+            if self._answers_waiting and not self._commit_told:  # nothing else may come to commit them
+                self._commit_told = True
+                tell_quietly(self.actor_ref, _CommitWaiting())
             return self._handle(message, self._wall())
+        if isinstance(message, _CommitWaiting):
+            self._commit_told = False
         if self._batch and isinstance(message, _JOINS_BATCH):
             return self._flush(message)
         self._flush()
@@ -399,6 +412,8 @@ class PersistenceActor(GroupCommits, SupervisedActor):
                 return self._checkpoint(message.mode)
             case TakeBack():
                 return self._take_back(message, now)
+            case _CommitWaiting():
+                return None  # (committed by `_dispatch` before it came here)
             case _SyncTranscripts():
                 self._sync_told = False
                 if self._fsync is not None and not self._fsync.busy and self.transcripts.unsynced:
