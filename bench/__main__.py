@@ -6,7 +6,9 @@ Contract:
   each comparison the two absolute rates and their ratio in % (host / floor, host / raw). Figures are reported,
   never asserted: the exit code is 0 unless a measurement crashed (then 1, with its traceback on stderr).
 - Each figure is the median of R repeats (default 3; 1 with `--quick`), each repeat on fresh processes, a fresh
-  storage root and fresh temp files. A ratio is the ratio of the two medians. Timing uses `time.perf_counter()`.
+  storage root and fresh temp files, all in one work folder deleted only when the run ends (see `_in_temp`: ext4
+  makes new files dearer for minutes after many were deleted); the header prints a new file's cost at the start.
+  A ratio is the ratio of the two medians. Timing uses `time.perf_counter()`.
 - Figure 5 (bench/_appserver.py): a turn through `agenthost app-server --runtime codex` vs `codex app-server` on the
   same binary, alternating turns (the codex turn count), p50 of each; skipped without codex.
 - Figure 4 (bench/_service.py): turn latency through `agenthost serve`'s socket vs an embedded host, alternating
@@ -116,6 +118,7 @@ class Machine(msgspec.Struct, frozen=True, kw_only=True):
     python: str
     platform: str
     temp_dir: str
+    file_create_us: float = 0.0  # a new file's cost as the run started (see `_in_temp`)
 
 
 class Comparison(msgspec.Struct, frozen=True, kw_only=True):
@@ -188,12 +191,13 @@ class BenchReport(msgspec.Struct, frozen=True, kw_only=True):
     seconds_total: float = 0.0
 
 
-def _machine() -> Machine:
+def _machine(file_create_us: float) -> Machine:
     return Machine(
         cpu_count=os.cpu_count(),
         python=platform.python_version(),
         platform=platform.platform(),
         temp_dir=tempfile.gettempdir(),
+        file_create_us=file_create_us,
     )
 
 
@@ -201,8 +205,7 @@ def _repeat(measure: Callable[[Path], Run], repeats: int) -> list[float]:
     """Rates of `repeats` runs, each in its own fresh temp folder."""
     rates = []
     for _ in range(repeats):
-        with tempfile.TemporaryDirectory(prefix="agenthost-bench-") as work_dir:
-            rates.append(measure(Path(work_dir)).per_s)
+        rates.append(_in_temp(measure).per_s)
     return rates
 
 
@@ -221,7 +224,17 @@ def _compare(unit: str, baseline: Callable[[Path], Run], host: Callable[[Path], 
 
 
 def run(params: BenchParams, only: str = "all") -> BenchReport:
+    with tempfile.TemporaryDirectory(prefix="agenthost-bench-run-") as work_root:
+        _WORK_ROOT.append(work_root)
+        try:
+            return _run(params, only)
+        finally:
+            _WORK_ROOT.pop()
+
+
+def _run(params: BenchParams, only: str) -> BenchReport:
     started = time.perf_counter()
+    machine = _machine(_in_temp(_file_create_us))
     base, issue10 = only in ("all", "base"), only in ("all", "issue10")
     deltas = durability = breakdown = service = appserver = None
     if base:
@@ -242,12 +255,10 @@ def run(params: BenchParams, only: str = "all") -> BenchReport:
     codex, skipped = _codex_comparison(params, codex_samples)
     if base:
         appserver = _appserver_comparison(params)
-        with tempfile.TemporaryDirectory(prefix="agenthost-bench-") as work_dir:
-            breakdown = _durability.measure_breakdown(params.completions, Path(work_dir))
-        with tempfile.TemporaryDirectory(prefix="agenthost-bench-") as work_dir:
-            service = _service.measure(params.service_turns, Path(work_dir))
+        breakdown = _in_temp(lambda work_dir: _durability.measure_breakdown(params.completions, work_dir))
+        service = _in_temp(lambda work_dir: _service.measure(params.service_turns, work_dir))
     return BenchReport(
-        machine=_machine(),
+        machine=machine,
         params=params,
         deltas=deltas,
         durability=durability,
@@ -262,8 +273,25 @@ def run(params: BenchParams, only: str = "all") -> BenchReport:
 
 
 def _in_temp(measure: Callable[[Path], T]) -> T:
-    with tempfile.TemporaryDirectory(prefix="agenthost-bench-") as work_dir:
-        return measure(Path(work_dir))
+    """`measure` in a fresh folder under the run's work folder, which is deleted only when the run ends: ext4 passes
+    over the inodes of files deleted in the last minutes when it makes a new one (fs/ext4/ialloc.c
+    `recently_deleted`; perf on this VM: half of a create's time), so deleting one measurement's thousands of files
+    made every file the next one created cost up to ~0.5 ms of CPU instead of ~0.02 ms (figure 2's runtimes
+    create one file per new thread: their CPU per turn doubled in the full run). `Machine.file_create_us` is that
+    cost as the run starts, from what ran before it."""
+    assert _WORK_ROOT, "only inside run()"
+    return measure(Path(tempfile.mkdtemp(prefix="agenthost-bench-", dir=_WORK_ROOT[-1])))
+
+
+_WORK_ROOT: list[str] = []  # the work folder of the run in progress
+
+
+def _file_create_us(folder: Path, count: int = 500) -> float:
+    """Microseconds per new 200-byte file (create, write, close) in a fresh folder."""
+    started = time.perf_counter()
+    for index in range(count):
+        (folder / f"probe-{index}").write_bytes(b"x" * 200)
+    return (time.perf_counter() - started) / count * 1e6
 
 
 def _issue10(params: BenchParams, codex_samples: CodexSamples, skipped: str | None) -> Issue10:
@@ -340,8 +368,7 @@ def _appserver_comparison(params: BenchParams) -> _appserver.AppServerLatency | 
     binary = default_codex_bin()
     if binary is None:
         return None
-    with tempfile.TemporaryDirectory(prefix="agenthost-bench-") as work_dir:
-        return _appserver.measure(str(binary), params.codex_turns, Path(work_dir))
+    return _in_temp(lambda work_dir: _appserver.measure(str(binary), params.codex_turns, work_dir))
 
 
 def _codex_comparison(params: BenchParams, samples: CodexSamples) -> tuple[Comparison | None, str | None]:
@@ -376,6 +403,8 @@ def format_report(report: BenchReport) -> str:
     lines = [
         "agenthost bench",
         f"machine: {machine.cpu_count} CPUs, Python {machine.python}, {machine.platform}, temp dir {machine.temp_dir}",
+        f"a new file costs {machine.file_create_us:,.0f} us as the run starts (about 20 on a quiet disk; files "
+        "deleted in the minutes before make it dearer: ext4 `recently_deleted`)",
         f"each figure: median of {params.repeats} repeat(s), time.perf_counter(); "
         "ratio = host median / baseline median",
         "",
