@@ -298,23 +298,29 @@ def _close_quietly(conn: apsw.Connection) -> None:
 
 
 class _Transaction:
-    """`DatabaseCore._transaction`'s block: the connection's transaction (or a savepoint inside it), apsw errors
-    translated. (A class, not a generator: every storage operation opens one.) Its statements go through
-    `execute`, which lets other Python threads run while SQLite works: apsw's own `with connection` holds the GIL
-    through the commit, fsync included (measured: another thread made 0-3k steps/s during such commits against
-    11-12k/s with these), so every commit stopped the host's other actors."""
+    """`DatabaseCore._transaction`'s block: a transaction, or a savepoint inside the open one (ours, or one the
+    caller opened on the connection itself), apsw errors translated. (A class, not a generator: every storage
+    operation opens one.) Its statements go through `execute`, which lets other Python threads run while SQLite
+    works: apsw's own `with connection` holds the GIL through the commit, fsync included (measured: another thread
+    made 1 step during a 66-90 ms commit against ~1,000 with these), so every commit stopped the host's other
+    actors."""
 
-    __slots__ = ("_action", "_db")
+    __slots__ = ("_action", "_db", "_savepoint")
 
     def __init__(self, db: DatabaseCore, action: str) -> None:
         self._db, self._action = db, action
+        self._savepoint: str | None = None  # None: this block is the transaction itself
 
     def __enter__(self) -> None:
         db = self._db
         depth = db._depth
         db._depth += 1
         try:
-            db._conn.execute("BEGIN DEFERRED" if depth == 0 else f'SAVEPOINT "agenthost-{depth}"')
+            if depth == 0 and not db._conn.in_transaction:
+                db._conn.execute("BEGIN DEFERRED")
+            else:
+                self._savepoint = f'"agenthost-{depth}"'
+                db._conn.execute(f"SAVEPOINT {self._savepoint}")
         except BaseException as error:
             db._depth -= 1
             _raise_translated(error, self._action)
@@ -322,35 +328,34 @@ class _Transaction:
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: Any) -> None:
         db = self._db
-        depth = db._depth - 1
         try:
             if error is None:
-                db._conn.execute("COMMIT" if depth == 0 else f'RELEASE SAVEPOINT "agenthost-{depth}"')
+                db._conn.execute("COMMIT" if self._savepoint is None else f"RELEASE SAVEPOINT {self._savepoint}")
             else:
-                self._undo(depth)
+                self._undo()
         except BaseException as commit_error:  # the commit (or rollback) itself failed: nothing of it stands
             with contextlib.suppress(apsw.Error):
-                self._undo(depth)
+                self._undo()
             db._thread_rows.clear()
             _raise_translated(commit_error, self._action)
             raise
         finally:
-            db._depth = depth
+            db._depth -= 1
         if error is not None:
             db._thread_rows.clear()  # rolled back: a row kept may hold what it wrote
             _raise_translated(error, self._action)
 
-    def _undo(self, depth: int) -> None:
-        """Roll this level back (a savepoint: to where it began, then release it); nothing when SQLite already
+    def _undo(self) -> None:
+        """Roll this block back (a savepoint: to where it began, then release it); nothing when SQLite already
         rolled the whole transaction back by itself (SQLITE_FULL, SQLITE_IOERR ...)."""
         conn = self._db._conn
         if not conn.in_transaction:
             return
-        if depth == 0:
+        if self._savepoint is None:
             conn.execute("ROLLBACK")
             return
-        conn.execute(f'ROLLBACK TO SAVEPOINT "agenthost-{depth}"')
-        conn.execute(f'RELEASE SAVEPOINT "agenthost-{depth}"')
+        conn.execute(f"ROLLBACK TO SAVEPOINT {self._savepoint}")
+        conn.execute(f"RELEASE SAVEPOINT {self._savepoint}")
 
 
 class _translate_errors:

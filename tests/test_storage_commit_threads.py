@@ -1,4 +1,4 @@
-"""A commit lets the host's other threads run (contract row D30).
+"""A commit lets the host's other threads run (contract row D30); a write nests in a transaction its caller opened.
 
 The persistence actor shares one Python process (one GIL) with every other actor. apsw's `with connection` block
 holds the GIL through its COMMIT, fsync included: during a 90 ms commit another thread made 1 step against ~1,100
@@ -46,4 +46,23 @@ def test_a_commit_lets_other_threads_run(tmp_path) -> None:
         assert len(db.list_turns("t")) == 3000
     finally:
         stop.set()
+        db.close()
+
+
+def test_a_write_inside_a_transaction_the_caller_opened_is_a_savepoint_of_it(tmp_path) -> None:
+    """The bench's hand-written loop opens its own transaction on the connection around storage writes: they nest
+    in it as savepoints (committed or rolled back with it), as they did under apsw's own block."""
+    db = Database.open(tmp_path / "db.sqlite")
+    try:
+        db.ensure_project("p", "p", 1.0)
+        db.create_thread("t", "p", "t", 1.0)
+        with pytest.raises(RuntimeError), db._conn:  # the caller's own transaction
+            db.begin_turn("u1", "t", "one", 2.0)
+            raise RuntimeError("the caller gives up: its transaction rolls back")
+        assert db.list_turns("t") == []
+        with db._conn:
+            db.begin_turn("u2", "t", "two", 2.0)
+            db.begin_turn("u3", "t", "three", 2.0)
+        assert [turn.turn_id for turn in db.list_turns("t")] == ["u2", "u3"]
+    finally:
         db.close()
