@@ -306,6 +306,7 @@ class PersistenceActor(GroupCommits, SupervisedActor):
             return self._handle(message, self._wall())
         if isinstance(message, _CommitWaiting):
             self._commit_told = False
+            return self._flush()
         if self._batch and isinstance(message, _JOINS_BATCH):
             return self._flush(message)
         self._flush()
@@ -412,8 +413,6 @@ class PersistenceActor(GroupCommits, SupervisedActor):
                 return self._checkpoint(message.mode)
             case TakeBack():
                 return self._take_back(message, now)
-            case _CommitWaiting():
-                return None  # (committed by `_dispatch` before it came here)
             case _SyncTranscripts():
                 self._sync_told = False
                 if self._fsync is not None and not self._fsync.busy and self.transcripts.unsynced:

@@ -4,7 +4,9 @@ is taken back, so no turn stays pending and no refused message runs (contract ro
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pykka
@@ -113,8 +115,10 @@ def test_storage_take_back_ends_turns_requeues_their_followups_and_cancels_enque
         db.close()
 
 
-def _host(tmp_path, clock: FakeClock, slow_message: str, gate: threading.Event, **faults: Any) -> AgentHost:
-    slowed: list[str] = []
+@contextlib.contextmanager
+def _slow_host(tmp_path, clock: FakeClock, slow_message: str, **faults: Any) -> Iterator[tuple[AgentHost, Any]]:
+    """A host whose persistence is held (a slow sync) on its first `slow_message` until the gate is set."""
+    gate, slowed = threading.Event(), []
 
     def slow_once(child: str, message: Any) -> None:
         if child == "persistence" and type(message).__name__ == slow_message and not slowed:
@@ -124,7 +128,20 @@ def _host(tmp_path, clock: FakeClock, slow_message: str, gate: threading.Event, 
     config = HostConfig(
         storage_root=str(tmp_path / "root"), workers=1, ask_timeout_s=0.3, worker_faults={1: RuntimeFaults(**faults)}
     )
-    return AgentHost(config, clock=clock, fault_hook=slow_once).start()
+    host = AgentHost(config, clock=clock, fault_hook=slow_once).start()
+    try:
+        yield host, gate
+    finally:
+        gate.set()
+        host.shutdown(drain_timeout_s=1.0)
+
+
+def _busy_thread(host: AgentHost) -> tuple[str, Any]:
+    """A thread whose first turn is streaming (slowly: the worker's delta delay): what is sent to it now queues."""
+    thread = host.create_thread()
+    first = host.send(thread, "one two")
+    first.wait_for(Delta, 20.0)
+    return thread, first
 
 
 def _taken_back(host: AgentHost, clock: FakeClock, thread: str, turn_id: str) -> Any:
@@ -136,9 +153,7 @@ def _taken_back(host: AgentHost, clock: FakeClock, thread: str, turn_id: str) ->
 
 
 def test_a_direct_send_refused_past_the_deadline_is_taken_back_when_its_begin_lands(tmp_path, clock) -> None:
-    gate = threading.Event()
-    host = _host(tmp_path, clock, "BeginTurns", gate)
-    try:
+    with _slow_host(tmp_path, clock, "BeginTurns") as (host, gate):
         thread = host.create_thread()
         with capture_events("turns.taken_back") as log:
             with pytest.raises(HostUnavailableError, match="storage cannot take this now"):
@@ -151,18 +166,11 @@ def test_a_direct_send_refused_past_the_deadline_is_taken_back_when_its_begin_la
         assert (row.status, row.error) == ("failed", TAKEN_BACK_NOTE)
         assert log.of("turns.taken_back", ask="BeginTurns", turns=[turn.turn_id], followups=[])
         assert host.send(thread, "the next send runs").wait(20.0).status == "completed"
-    finally:
-        gate.set()
-        host.shutdown(drain_timeout_s=1.0)
 
 
 def test_a_followup_begun_past_the_deadline_runs_again_as_a_new_turn(tmp_path, clock) -> None:
-    gate = threading.Event()
-    host = _host(tmp_path, clock, "BeginFollowUpTurns", gate, delta_delay_s=0.2)
-    try:
-        thread = host.create_thread()
-        first = host.send(thread, "one two")
-        first.wait_for(Delta, 20.0)
+    with _slow_host(tmp_path, clock, "BeginFollowUpTurns", delta_delay_s=0.2) as (host, gate):
+        thread, first = _busy_thread(host)
         queued = host.send(thread, "queued behind the first")
         assert queued.queued
         with capture_events("turns.followup_dispatch_failed", "turns.taken_back") as log:
@@ -178,18 +186,11 @@ def test_a_followup_begun_past_the_deadline_runs_again_as_a_new_turn(tmp_path, c
         runs = [t for t in host.turns(thread) if t.user_text == "queued behind the first"]
         assert [t.status for t in runs] == ["failed", "completed"] and runs[1].turn_id != stuck.turn_id
         assert [f.state for f in host.followups(thread)] == ["done"]
-    finally:
-        gate.set()
-        host.shutdown(drain_timeout_s=1.0)
 
 
 def test_an_enqueue_refused_past_the_deadline_is_cancelled_and_never_runs(tmp_path, clock) -> None:
-    gate = threading.Event()
-    host = _host(tmp_path, clock, "EnqueueFollowUps", gate, delta_delay_s=0.2)
-    try:
-        thread = host.create_thread()
-        first = host.send(thread, "one two")
-        first.wait_for(Delta, 20.0)
+    with _slow_host(tmp_path, clock, "EnqueueFollowUps", delta_delay_s=0.2) as (host, gate):
+        thread, first = _busy_thread(host)
         with pytest.raises(HostUnavailableError):
             host.send(thread, "refused: never run me")
         gate.set()
@@ -203,6 +204,3 @@ def test_an_enqueue_refused_past_the_deadline_is_cancelled_and_never_runs(tmp_pa
         clock.advance(1.0)
         assert host.send(thread, "after").wait(20.0).status == "completed"
         assert [t.user_text for t in host.turns(thread)] == ["one two", "after"]
-    finally:
-        gate.set()
-        host.shutdown(drain_timeout_s=1.0)
