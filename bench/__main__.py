@@ -37,7 +37,8 @@ Contract:
   3. codex round trip overhead: host p50 - direct p50 of the codex comparison's per-turn times (all repeats
      pooled); beside it the same difference between two fresh direct clients (each repeat runs one more: the
      noise of comparing p50s of two codex processes) and the host's own time per turn measured at its pipes
-     (bench/_codex.py: the turn's time minus codex's, turn/start written -> turn/completed read), p50; skipped
+     (bench/_codex.py: the turn's time minus codex's, turn/start written -> turn/completed read), p50, and the
+     same for a direct client doing the host's durable work itself without actors (the durable floor); skipped
      without codex;
   4. memory: RSS of this process (the host is embedded) and of the runtime workers after 10 % and 100 % of a soak
      over 50 threads (50 turns in flight); full 30,000 turns, not the issue's 100,000, which take about 9 minutes at
@@ -139,6 +140,7 @@ class CodexSamples(msgspec.Struct, kw_only=True):
     direct_again: list[float] = []  # a second fresh direct client per repeat
     host: list[float] = []
     host_own: list[float] = []  # the host's own part of each turn, measured at its pipes
+    durable_own: list[float] = []  # the same for the durable direct client (bench/_codex.measure_durable_direct)
 
 
 class CodexOverhead(msgspec.Struct, frozen=True, kw_only=True):
@@ -151,6 +153,7 @@ class CodexOverhead(msgspec.Struct, frozen=True, kw_only=True):
     direct_again_p50_ms: float  # the second direct client's p50
     direct_noise_ms: float  # direct_again p50 - direct p50: what comparing two codex processes' p50s varies by
     host_own_p50_ms: float  # the host's own time per turn (turn minus codex's time at the pipes), p50
+    durable_own_p50_ms: float  # the durable direct client's own time per turn (same durable work, no actors), p50
 
 
 class Issue10(msgspec.Struct, frozen=True, kw_only=True):
@@ -309,6 +312,7 @@ def _issue10(params: BenchParams, codex_samples: CodexSamples, skipped: str | No
     startup = _in_temp(lambda work_dir: _startup.measure(params.startup_threads, work_dir))
     codex = None
     if codex_samples.direct and codex_samples.host and codex_samples.direct_again and codex_samples.host_own:
+        assert codex_samples.durable_own, "the codex comparison runs the durable direct client too"
         direct_p50, host_p50 = _p50_ms(codex_samples.direct), _p50_ms(codex_samples.host)
         again_p50 = _p50_ms(codex_samples.direct_again)
         codex = CodexOverhead(
@@ -319,6 +323,7 @@ def _issue10(params: BenchParams, codex_samples: CodexSamples, skipped: str | No
             direct_again_p50_ms=again_p50,
             direct_noise_ms=again_p50 - direct_p50,
             host_own_p50_ms=_p50_ms(codex_samples.host_own),
+            durable_own_p50_ms=_p50_ms(codex_samples.durable_own),
         )
     host_loop_pct = 100.0 * fanout.turns_per_s / loop_per_s
     met = {
@@ -389,6 +394,7 @@ def _codex_comparison(params: BenchParams, samples: CodexSamples) -> tuple[Compa
     )
     for _ in range(params.repeats):
         _in_temp(lambda work_dir: _codex.measure_direct(str(binary), turns, work_dir, samples=samples.direct_again))
+        _in_temp(lambda work_dir: _codex.measure_durable_direct(str(binary), turns, work_dir, own=samples.durable_own))
     return comparison, None
 
 
@@ -602,6 +608,9 @@ def _issue10_lines(report: BenchReport) -> list[str]:
             f"direct p50 = {codex.direct_noise_ms:+.2f} ms",
             f"     the host's own time per turn at its pipes (turn - codex's turn/start -> turn/completed): p50 "
             f"{codex.host_own_p50_ms:.2f} ms",
+            f"     the same for a direct client doing the durable work itself, one thread, no actors (begin and "
+            f"end committed, both records appended): p50 {codex.durable_own_p50_ms:.2f} ms, so the actors add "
+            f"{codex.host_own_p50_ms - codex.durable_own_p50_ms:.2f} ms",
         ]
     lines += [
         f"  4. Memory over a soak: {soak.turns:,} turns over {soak.threads} threads ({soak.threads} in flight), "

@@ -16,11 +16,21 @@ collected too (bench/__main__.py reports the p50 of each side over every repeat 
   wraps them for the run, `_PipeClock`), so the figure is the host's work alone, free of how fast this codex
   process happens to be: two fresh direct clients on the same machine differ by a few ms at p50 (the noise the
   p50 difference carries, which bench/__main__.py measures as "direct vs direct").
+- The durable floor (`measure_durable_direct`): the direct client doing the host's durable work itself, in one
+  thread, no actors (begin committed + its transcript record appended before `turn/start`, end committed +
+  appended after `turn/completed`), its own time measured the same way (`RawRuntime.runtime_s`). What the host's
+  own time has above it is what its actors cost; what it has below it is what durability costs on this machine.
+  Both run cold: each turn's work comes after ~50 ms of codex, and a virtual machine whose idle vCPUs are lent
+  out finds its caches emptied by then (on the machine this was written on, a SQLite transaction of 40 us took
+  330 us after 50 ms asleep, however long the thread spun first), so these figures are much higher than the same
+  work run back to back.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +38,12 @@ from agenthost import AgentHost, HostConfig
 from agenthost.actors import _pipes
 from agenthost.actors._runtimes import CODEX_OPT_OUT
 from agenthost.protocol.mock_model import MockModelServer
+from agenthost.storage import Database, StorageRoot, TranscriptWriter, TurnFinish
 from bench._deltas import CLIENT_INFO, RawRuntime
 from bench._rate import Run
+from bench._scaling import written
 
-__all__ = ["measure_direct", "measure_host"]
+__all__ = ["measure_direct", "measure_durable_direct", "measure_host"]
 
 TEXT = "bench round trip"
 TIMEOUT_S = 120.0
@@ -39,6 +51,46 @@ TIMEOUT_S = 120.0
 
 def measure_direct(codex_bin: str, turns: int, work_dir: Path, *, samples: list[float] | None = None) -> Run:
     """Turns/s of the direct client; each timed turn's seconds are also appended to `samples` when given."""
+    with _direct_client(codex_bin, work_dir) as (runtime, thread_id):
+        started = time.perf_counter()
+        for _ in range(turns):
+            turn_started = time.perf_counter()
+            runtime.run_turn(thread_id, TEXT)
+            _sample(samples, turn_started)
+        seconds = time.perf_counter() - started
+    return Run(count=turns, seconds=seconds)
+
+
+def measure_durable_direct(codex_bin: str, turns: int, work_dir: Path, *, own: list[float]) -> None:
+    """The direct client doing the host's durable work per turn in its own thread, no actors: the turn's begin
+    committed and its record appended to the thread's transcript before `turn/start`, its end committed and
+    appended after `turn/completed` (agenthost.storage's `Database` and `TranscriptWriter`, as the host uses them;
+    transcripts fsynced once at the end, as the host batches that fsync). Each timed turn's own time (the turn's
+    time minus codex's, as for the host) is appended to `own`."""
+    root = StorageRoot(work_dir / "durable-root")
+    root.ensure()
+    database = Database.open(root.db_path)
+    try:
+        database.ensure_project("default", "default", time.time())
+        writer = TranscriptWriter(root, database)
+        written(writer.thread_created(database.create_thread("bench", "default", "bench codex", time.time())))
+        with _direct_client(codex_bin, work_dir) as (runtime, thread_id):
+            for turn in range(turns):
+                turn_started = time.perf_counter()
+                begun = database.begin_turn(f"turn-{turn}", "bench", TEXT, time.time())
+                written(writer.turns_written([begun]))
+                runtime.run_turn(thread_id, TEXT)
+                ended = TurnFinish(begun.turn_id, "completed", "", None, time.time(), 1)
+                written(writer.turns_written(database.finish_turns([ended])))
+                own.append(time.perf_counter() - turn_started - runtime.runtime_s)
+        written(writer.sync_appends())
+    finally:
+        database.close()
+
+
+@contextlib.contextmanager
+def _direct_client(codex_bin: str, work_dir: Path) -> Iterator[tuple[RawRuntime, str]]:
+    """A direct client on its own mock model and CODEX_HOME, past the handshake, thread/start and one untimed turn."""
     with MockModelServer() as model:
         argv = [codex_bin, "app-server"]
         for override in model.codex_overrides():
@@ -55,15 +107,9 @@ def measure_direct(codex_bin: str, turns: int, work_dir: Path, *, samples: list[
             runtime.notify("initialized")
             thread_id = runtime.call("thread/start", {"cwd": str(work_dir)})["thread"]["id"]
             runtime.run_turn(thread_id, TEXT)
-            started = time.perf_counter()
-            for _ in range(turns):
-                turn_started = time.perf_counter()
-                runtime.run_turn(thread_id, TEXT)
-                _sample(samples, turn_started)
-            seconds = time.perf_counter() - started
+            yield runtime, thread_id
         finally:
             runtime.close()
-    return Run(count=turns, seconds=seconds)
 
 
 class _PipeClock:

@@ -92,6 +92,7 @@ class RawRuntime:
         self._fd = self._proc.stdout.fileno()
         self._ids = itertools.count(1)
         self._messages = self._decoded_messages()
+        self.runtime_s = 0.0  # the last `run_turn`'s time at the pipes (see there)
         self._watchdog = threading.Timer(timeout_s, self._proc.kill)
         self._watchdog.daemon = True
         self._watchdog.start()
@@ -154,7 +155,9 @@ class RawRuntime:
         raise AssertionError("unreachable: the message stream ends only by raising")
 
     def run_turn(self, thread_id: str, text: str) -> int:
-        """Start a turn and count its deltas until `turn/completed`; return the count."""
+        """Start a turn and count its deltas until `turn/completed`; return the count. `runtime_s` is then the
+        turn's time from just before `turn/start` is written to just after `turn/completed` is decoded."""
+        started = time.perf_counter()
         self.request("turn/start", {"threadId": thread_id, "input": [{"type": "text", "text": text}]})
         deltas = 0
         for message in self._messages:
@@ -162,6 +165,7 @@ class RawRuntime:
                 if message.method == DELTA_METHOD:
                     deltas += 1
                 elif message.method == COMPLETED_METHOD:
+                    self.runtime_s = time.perf_counter() - started
                     _check_completed(message.params)
                     return deltas
             elif isinstance(message, ErrorResponse):

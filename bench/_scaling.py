@@ -81,6 +81,7 @@ __all__ = [
     "measure_loop",
     "measure_prepopulated",
     "measure_turn_growth",
+    "written",
 ]
 
 GROWTH_TARGET = 1.2  # median per-turn time at turn 10,000 / at turn 100, at most
@@ -290,25 +291,26 @@ def measure_loop(threads: int, work_dir: Path, *, batch: int = BATCH) -> Run:
         writer = TranscriptWriter(root, db)
         thread_ids = [f"fan-{index:06d}" for index in range(threads)]
         for thread_id in thread_ids:
-            _written(writer.thread_created(db.create_thread(thread_id, "default", thread_id, time.time())))
+            written(writer.thread_created(db.create_thread(thread_id, "default", thread_id, time.time())))
         started = time.perf_counter()
         for first in range(0, threads, batch):
             chunk = thread_ids[first : first + batch]
             with db._conn:  # one transaction for the batch's begins (each begin_turn nests as a savepoint)
                 begun = [db.begin_turn(f"turn-{thread_id}", thread_id, TEXT, time.time()) for thread_id in chunk]
-            _written(writer.turns_written(begun))
+            written(writer.turns_written(begun))
             now = time.time()
             finished = db.finish_turns(
                 [TurnFinish(turn.turn_id, "completed", ASSISTANT_TEXT, None, now, 1) for turn in begun]
             )
-            _written(writer.turns_written(finished))
-            _written(writer.sync_appends())
+            written(writer.turns_written(finished))
+            written(writer.sync_appends())
         seconds = time.perf_counter() - started
     finally:
         db.close()
     return Run(count=threads, seconds=seconds)
 
 
-def _written(failures: Sequence[tuple[str, Exception]]) -> None:
+def written(failures: Sequence[tuple[str, Exception]]) -> None:
+    """Raise the first transcript failure a `TranscriptWriter` write reported (the bench's writes must all land)."""
     if failures:
         raise failures[0][1]
