@@ -34,12 +34,12 @@ Contract:
      pipes, 64 in flight, no host, no storage: what no host can beat); full 2,000 threads, `--quick` 300; run
      `--repeats` rounds (each: loop, host, floor, so the three stay side by side), the median of each reported
      (the host's figures are those of its median run, and every run's turns/s is printed);
-  3. codex round trip overhead: host p50 - direct p50 of the codex comparison's per-turn times (all repeats
-     pooled); beside it the same difference between two fresh direct clients (each repeat runs one more: the
-     noise of comparing p50s of two codex processes) and the host's own time per turn measured at its pipes
-     (bench/_codex.py: the turn's time minus codex's, turn/start written -> turn/completed read), p50, and the
-     same for a direct client doing the host's durable work itself without actors (the durable floor); skipped
-     without codex;
+  3. codex round trip overhead: the host's own time per turn measured at its pipes minus the direct client's
+     (bench/_codex.py: each the turn's time minus codex's, turn/start written -> turn/completed read), p50s of the
+     codex comparison's turns (all repeats pooled); beside it the same for a direct client doing the host's durable
+     work itself without actors (the durable floor), and the p50 difference of whole turns with the same difference
+     between two fresh direct clients (each repeat runs one more: the noise of comparing two codex processes,
+     larger than the target, which is why the verdict is on own times); skipped without codex;
   4. memory: RSS of this process (the host is embedded) and of the runtime workers after 10 % and 100 % of a soak
      over 50 threads (50 turns in flight); full 30,000 turns, not the issue's 100,000, which take about 9 minutes at
      the ~186 turns/s measured on this 2-core machine (`--soak-turns 100000` runs them); `--quick` 3,000;
@@ -137,6 +137,7 @@ class CodexSamples(msgspec.Struct, kw_only=True):
     """Per-turn seconds of the codex comparison, every repeat pooled."""
 
     direct: list[float] = []
+    direct_own: list[float] = []  # the direct client's own part of each turn, measured at its pipes
     direct_again: list[float] = []  # a second fresh direct client per repeat
     host: list[float] = []
     host_own: list[float] = []  # the host's own part of each turn, measured at its pipes
@@ -153,6 +154,8 @@ class CodexOverhead(msgspec.Struct, frozen=True, kw_only=True):
     direct_again_p50_ms: float  # the second direct client's p50
     direct_noise_ms: float  # direct_again p50 - direct p50: what comparing two codex processes' p50s varies by
     host_own_p50_ms: float  # the host's own time per turn (turn minus codex's time at the pipes), p50
+    direct_own_p50_ms: float  # the same for the direct client
+    own_added_p50_ms: float  # host_own - direct_own: the overhead the target is judged on
     durable_own_p50_ms: float  # the durable direct client's own time per turn (same durable work, no actors), p50
 
 
@@ -312,6 +315,7 @@ def _issue10(params: BenchParams, codex_samples: CodexSamples, skipped: str | No
     startup = _in_temp(lambda work_dir: _startup.measure(params.startup_threads, work_dir))
     codex = None
     if codex_samples.direct and codex_samples.host and codex_samples.direct_again and codex_samples.host_own:
+        assert codex_samples.direct_own, "measure_direct collects the direct client's own times too"
         assert codex_samples.durable_own, "the codex comparison runs the durable direct client too"
         direct_p50, host_p50 = _p50_ms(codex_samples.direct), _p50_ms(codex_samples.host)
         again_p50 = _p50_ms(codex_samples.direct_again)
@@ -323,6 +327,8 @@ def _issue10(params: BenchParams, codex_samples: CodexSamples, skipped: str | No
             direct_again_p50_ms=again_p50,
             direct_noise_ms=again_p50 - direct_p50,
             host_own_p50_ms=_p50_ms(codex_samples.host_own),
+            direct_own_p50_ms=_p50_ms(codex_samples.direct_own),
+            own_added_p50_ms=_p50_ms(codex_samples.host_own) - _p50_ms(codex_samples.direct_own),
             durable_own_p50_ms=_p50_ms(codex_samples.durable_own),
         )
     host_loop_pct = 100.0 * fanout.turns_per_s / loop_per_s
@@ -334,7 +340,7 @@ def _issue10(params: BenchParams, codex_samples: CodexSamples, skipped: str | No
         "startup": startup.first_thread_s <= _startup.READY_TARGET_S,
     }
     if codex is not None:
-        met["codex_overhead"] = codex.added_p50_ms <= CODEX_OVERHEAD_TARGET_MS
+        met["codex_overhead"] = codex.own_added_p50_ms <= CODEX_OVERHEAD_TARGET_MS
     return Issue10(
         growth=growth,
         growth_host_only=host_only,
@@ -388,7 +394,9 @@ def _codex_comparison(params: BenchParams, samples: CodexSamples) -> tuple[Compa
     turns = params.codex_turns
     comparison = _compare(
         "turns/s",
-        lambda work_dir: _codex.measure_direct(str(binary), turns, work_dir, samples=samples.direct),
+        lambda work_dir: _codex.measure_direct(
+            str(binary), turns, work_dir, samples=samples.direct, own=samples.direct_own
+        ),
         lambda work_dir: _codex.measure_host(str(binary), turns, work_dir, samples=samples.host, own=samples.host_own),
         params.repeats,
     )
@@ -602,15 +610,17 @@ def _issue10_lines(report: BenchReport) -> list[str]:
     else:
         lines += [
             f"  3. Codex round trip overhead ({codex.turns} timed turns per side, every repeat of comparison 3 pooled)",
-            f"     host p50 {codex.host_p50_ms:.2f} ms - direct p50 {codex.direct_p50_ms:.2f} ms = "
-            f"{codex.added_p50_ms:.2f} ms   (target {targets['codex_overhead']}: {_met(met['codex_overhead'])})",
-            f"     noise of that method: a second fresh direct client p50 {codex.direct_again_p50_ms:.2f} ms - "
-            f"direct p50 = {codex.direct_noise_ms:+.2f} ms",
-            f"     the host's own time per turn at its pipes (turn - codex's turn/start -> turn/completed): p50 "
-            f"{codex.host_own_p50_ms:.2f} ms",
+            "     own time per turn at the pipes (the turn's time - codex's, turn/start written -> turn/completed "
+            "read), p50:",
+            f"     host {codex.host_own_p50_ms:.2f} ms - direct client {codex.direct_own_p50_ms:.2f} ms = "
+            f"{codex.own_added_p50_ms:.2f} ms   (target {targets['codex_overhead']}: {_met(met['codex_overhead'])})",
             f"     the same for a direct client doing the durable work itself, one thread, no actors (begin and "
             f"end committed, both records appended): p50 {codex.durable_own_p50_ms:.2f} ms, so the actors add "
             f"{codex.host_own_p50_ms - codex.durable_own_p50_ms:.2f} ms",
+            f"     whole turns, p50: host {codex.host_p50_ms:.2f} ms - direct {codex.direct_p50_ms:.2f} ms = "
+            f"{codex.added_p50_ms:.2f} ms, but a second fresh direct client differs from the first by "
+            f"{codex.direct_noise_ms:+.2f} ms (p50 {codex.direct_again_p50_ms:.2f} ms): codex processes differ by "
+            "more than the target, so the verdict is on own times",
         ]
     lines += [
         f"  4. Memory over a soak: {soak.turns:,} turns over {soak.threads} threads ({soak.threads} in flight), "

@@ -10,12 +10,13 @@ Timed: per turn, send to end seen, `time.perf_counter()`, after one untimed warm
 milliseconds per turn and as a throughput ratio (direct ms / host ms); with `samples`, each timed turn's seconds are
 collected too (bench/__main__.py reports the p50 of each side over every repeat and their difference, issue 10's
 "codex round trip overhead <= 2 ms p50"). Skipped when codex is not installed.
-- The host's own time per turn (`own` of `measure_host`): the turn's time minus the time codex had it, from
-  `turn/start` written to its stdin to `turn/completed` read from its stdout. Those two instants are taken inside
-  the host's pipe classes (`agenthost.actors._pipes.StdinOutbox._write`, `StdoutInbox.put`, private: this bench
-  wraps them for the run, `_PipeClock`), so the figure is the host's work alone, free of how fast this codex
-  process happens to be: two fresh direct clients on the same machine differ by a few ms at p50 (the noise the
-  p50 difference carries, which bench/__main__.py measures as "direct vs direct").
+- Own time per turn (`own`): the turn's time minus the time codex had it, from `turn/start` written to its stdin
+  to `turn/completed` read from its stdout. For the host those two instants are taken inside its pipe classes
+  (`agenthost.actors._pipes.StdinOutbox._write`, `StdoutInbox.put`, private: this bench wraps them for the run,
+  `_PipeClock`), for the direct client around its own write and decode (`RawRuntime.runtime_s`). The difference of
+  the two own times is the overhead free of how fast each codex process happens to be: two fresh direct clients on
+  the same machine differ by a few ms at p50 (the noise a difference of whole turns carries, which
+  bench/__main__.py measures as "direct vs direct"), while a direct client's own time is about 10 us.
 - The durable floor (`measure_durable_direct`): the direct client doing the host's durable work itself, in one
   thread, no actors (begin committed + its transcript record appended before `turn/start`, end committed +
   appended after `turn/completed`), its own time measured the same way (`RawRuntime.runtime_s`). What the host's
@@ -49,14 +50,24 @@ TEXT = "bench round trip"
 TIMEOUT_S = 120.0
 
 
-def measure_direct(codex_bin: str, turns: int, work_dir: Path, *, samples: list[float] | None = None) -> Run:
-    """Turns/s of the direct client; each timed turn's seconds are also appended to `samples` when given."""
+def measure_direct(
+    codex_bin: str,
+    turns: int,
+    work_dir: Path,
+    *,
+    samples: list[float] | None = None,
+    own: list[float] | None = None,
+) -> Run:
+    """Turns/s of the direct client; each timed turn's seconds are also appended to `samples`, and its own part of
+    it (the turn's time minus codex's, as for the host) to `own`, when given."""
     with _direct_client(codex_bin, work_dir) as (runtime, thread_id):
         started = time.perf_counter()
         for _ in range(turns):
             turn_started = time.perf_counter()
             runtime.run_turn(thread_id, TEXT)
             _sample(samples, turn_started)
+            if own is not None:
+                own.append(time.perf_counter() - turn_started - runtime.runtime_s)
         seconds = time.perf_counter() - started
     return Run(count=turns, seconds=seconds)
 
