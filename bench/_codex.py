@@ -47,6 +47,7 @@ from bench._scaling import written
 __all__ = ["measure_direct", "measure_durable_direct", "measure_host"]
 
 TEXT = "bench round trip"
+REPLY = f"Mock reply to: {TEXT}"  # what the mock model answers it (protocol/mock_model.py)
 TIMEOUT_S = 120.0
 
 
@@ -86,14 +87,15 @@ def measure_durable_direct(codex_bin: str, turns: int, work_dir: Path, *, own: l
         writer = TranscriptWriter(root, database)
         written(writer.thread_created(database.create_thread("bench", "default", "bench codex", time.time())))
         with _direct_client(codex_bin, work_dir) as (runtime, thread_id):
-            for turn in range(turns):
+            for turn in range(turns + 1):  # the first one untimed, as the host's warm-up turn
                 turn_started = time.perf_counter()
                 begun = database.begin_turn(f"turn-{turn}", "bench", TEXT, time.time())
                 written(writer.turns_written([begun]))
                 runtime.run_turn(thread_id, TEXT)
-                ended = TurnFinish(begun.turn_id, "completed", "", None, time.time(), 1)
+                ended = TurnFinish(begun.turn_id, "completed", REPLY, None, time.time(), 1)
                 written(writer.turns_written(database.finish_turns([ended])))
-                own.append(time.perf_counter() - turn_started - runtime.runtime_s)
+                if turn:
+                    own.append(time.perf_counter() - turn_started - runtime.runtime_s)
         written(writer.sync_appends())
     finally:
         database.close()
