@@ -39,10 +39,10 @@ from agenthost import AgentHost, HostConfig
 from agenthost.actors import _pipes
 from agenthost.actors._runtimes import CODEX_OPT_OUT
 from agenthost.protocol.mock_model import MockModelServer
-from agenthost.storage import Database, StorageRoot, TranscriptWriter, TurnFinish
+from agenthost.storage import TurnFinish
 from bench._deltas import CLIENT_INFO, RawRuntime
 from bench._rate import Run
-from bench._scaling import written
+from bench._store import direct_store, written
 
 __all__ = ["measure_direct", "measure_durable_direct", "measure_host"]
 
@@ -79,12 +79,7 @@ def measure_durable_direct(codex_bin: str, turns: int, work_dir: Path, *, own: l
     appended after `turn/completed` (agenthost.storage's `Database` and `TranscriptWriter`, as the host uses them;
     transcripts fsynced once at the end, as the host batches that fsync). Each timed turn's own time (the turn's
     time minus codex's, as for the host) is appended to `own`."""
-    root = StorageRoot(work_dir / "durable-root")
-    root.ensure()
-    database = Database.open(root.db_path)
-    try:
-        database.ensure_project("default", "default", time.time())
-        writer = TranscriptWriter(root, database)
+    with direct_store(work_dir, "durable-root", "default") as (database, writer):
         written(writer.thread_created(database.create_thread("bench", "default", "bench codex", time.time())))
         with _direct_client(codex_bin, work_dir) as (runtime, thread_id):
             for turn in range(turns + 1):  # the first one untimed, as the host's warm-up turn
@@ -97,8 +92,6 @@ def measure_durable_direct(codex_bin: str, turns: int, work_dir: Path, *, own: l
                 if turn:
                     own.append(time.perf_counter() - turn_started - runtime.runtime_s)
         written(writer.sync_appends())
-    finally:
-        database.close()
 
 
 @contextlib.contextmanager

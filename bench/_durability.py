@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import apsw
@@ -31,9 +30,10 @@ import msgspec
 from agenthost.actors import SystemClock
 from agenthost.actors._persistence import MAX_BATCH, PersistenceActor
 from agenthost.protocol._messages import BeginTurn, CompleteTurn, CreateThread, TurnPersisted
-from agenthost.storage import Database, StorageRoot, TranscriptWriter, TurnFinish
+from agenthost.storage import StorageRoot, TurnFinish
 from agenthost.storage._schema import apply_migrations
 from bench._rate import Run
+from bench._store import direct_store, written
 
 __all__ = ["Breakdown", "measure_breakdown", "measure_host", "measure_raw"]
 
@@ -151,16 +151,11 @@ class Breakdown(msgspec.Struct, frozen=True, kw_only=True):
 
 def measure_breakdown(completions: int, work_dir: Path, *, batch: int = MAX_BATCH) -> Breakdown:
     """The storage parts of a completion timed alone: what the host pays before any actor messaging."""
-    root = StorageRoot(work_dir / "breakdown-root")
-    root.ensure()
-    db = Database.open(root.db_path)
-    try:
-        db.ensure_project("bench", "bench", time.time())
-        writer = TranscriptWriter(root, db)
-        _written(writer.thread_created(db.create_thread("bench-thread", "bench", "bench", time.time())))
+    with direct_store(work_dir, "breakdown-root", "bench") as (db, writer):
+        written(writer.thread_created(db.create_thread("bench-thread", "bench", "bench", time.time())))
         for index in range(completions):
             db.begin_turn(_turn_id(index), "bench-thread", USER_TEXT, time.time())
-        _written(writer.turns_written(db.list_turns("bench-thread")))
+        written(writer.turns_written(db.list_turns("bench-thread")))
         finishes = [
             TurnFinish(_turn_id(i), "completed", ASSISTANT_TEXT, None, time.time(), 1) for i in range(completions)
         ]
@@ -171,14 +166,7 @@ def measure_breakdown(completions: int, work_dir: Path, *, batch: int = MAX_BATC
         finished = db.list_turns("bench-thread")
         started = time.perf_counter()
         for first in range(0, completions, batch):  # as many transcript appends as the host's group commits
-            _written(writer.turns_written(finished[first : first + batch]))
-            _written(writer.sync_appends())
+            written(writer.turns_written(finished[first : first + batch]))
+            written(writer.sync_appends())
         transcript_s = time.perf_counter() - started
-    finally:
-        db.close()
     return Breakdown(finish_rows_us=1e6 * rows_s / completions, transcript_us=1e6 * transcript_s / completions)
-
-
-def _written(failures: Sequence[tuple[str, Exception]]) -> None:
-    if failures:
-        raise failures[0][1]

@@ -59,7 +59,6 @@ from agenthost.storage import (
     StorageRoot,
     ThreadRow,
     TranscriptStore,
-    TranscriptWriter,
     TurnFinish,
     TurnRow,
     render_transcript,
@@ -67,6 +66,7 @@ from agenthost.storage import (
 from bench._cpu import CpuSnapshot
 from bench._rate import Run
 from bench._startup import insert_rows
+from bench._store import direct_store, written
 
 __all__ = [
     "BATCH",
@@ -81,7 +81,6 @@ __all__ = [
     "measure_loop",
     "measure_prepopulated",
     "measure_turn_growth",
-    "written",
 ]
 
 GROWTH_TARGET = 1.2  # median per-turn time at turn 10,000 / at turn 100, at most
@@ -283,12 +282,7 @@ def measure_fanout(
 
 def measure_loop(threads: int, work_dir: Path, *, batch: int = BATCH) -> Run:
     """The same durable work without actors, batched (see the module docstring)."""
-    root = StorageRoot(work_dir / "loop-root")
-    root.ensure()
-    db = Database.open(root.db_path)
-    try:
-        db.ensure_project("default", "default", time.time())
-        writer = TranscriptWriter(root, db)
+    with direct_store(work_dir, "loop-root", "default") as (db, writer):
         thread_ids = [f"fan-{index:06d}" for index in range(threads)]
         for thread_id in thread_ids:
             written(writer.thread_created(db.create_thread(thread_id, "default", thread_id, time.time())))
@@ -305,12 +299,4 @@ def measure_loop(threads: int, work_dir: Path, *, batch: int = BATCH) -> Run:
             written(writer.turns_written(finished))
             written(writer.sync_appends())
         seconds = time.perf_counter() - started
-    finally:
-        db.close()
     return Run(count=threads, seconds=seconds)
-
-
-def written(failures: Sequence[tuple[str, Exception]]) -> None:
-    """Raise the first transcript failure a `TranscriptWriter` write reported (the bench's writes must all land)."""
-    if failures:
-        raise failures[0][1]
