@@ -78,7 +78,18 @@ from bench._rate import Run
 from bench._ray import format_section as format_ray_section
 from bench._ray import run_section as run_ray_section
 
-__all__ = ["BenchParams", "BenchReport", "CodexOverhead", "Issue10", "format_report", "main", "run"]
+__all__ = [
+    "BenchParams",
+    "BenchReport",
+    "CodexOverhead",
+    "CodexSamples",
+    "Issue10",
+    "codex_overhead",
+    "codex_overhead_met",
+    "format_report",
+    "main",
+    "run",
+]
 
 DESIGN_TARGET_PCT = 50.0
 T = TypeVar("T")
@@ -300,6 +311,33 @@ def _file_create_us(folder: Path, count: int = 500) -> float:
     return (time.perf_counter() - started) / count * 1e6
 
 
+def codex_overhead(samples: CodexSamples) -> CodexOverhead | None:
+    """Figure 3 from the codex comparison's samples (None when codex did not run): every p50 and difference."""
+    if not (samples.direct and samples.host and samples.direct_again and samples.host_own):
+        return None
+    assert samples.direct_own, "measure_direct collects the direct client's own times too"
+    assert samples.durable_own, "the codex comparison runs the durable direct client too"
+    direct_p50, host_p50, again_p50 = _p50_ms(samples.direct), _p50_ms(samples.host), _p50_ms(samples.direct_again)
+    host_own_p50, direct_own_p50 = _p50_ms(samples.host_own), _p50_ms(samples.direct_own)
+    return CodexOverhead(
+        turns=len(samples.host),
+        direct_p50_ms=direct_p50,
+        host_p50_ms=host_p50,
+        added_p50_ms=host_p50 - direct_p50,
+        direct_again_p50_ms=again_p50,
+        direct_noise_ms=again_p50 - direct_p50,
+        host_own_p50_ms=host_own_p50,
+        direct_own_p50_ms=direct_own_p50,
+        own_added_p50_ms=host_own_p50 - direct_own_p50,
+        durable_own_p50_ms=_p50_ms(samples.durable_own),
+    )
+
+
+def codex_overhead_met(codex: CodexOverhead) -> bool:
+    """The verdict is on own times: whole turns of two codex processes differ by more than the target."""
+    return codex.own_added_p50_ms <= CODEX_OVERHEAD_TARGET_MS
+
+
 def _issue10(params: BenchParams, codex_samples: CodexSamples, skipped: str | None) -> Issue10:
     started = time.perf_counter()
     growth = _in_temp(lambda work_dir: _scaling.measure_turn_growth(params.growth_turns, work_dir))
@@ -313,24 +351,7 @@ def _issue10(params: BenchParams, codex_samples: CodexSamples, skipped: str | No
     loop_per_s, floor_per_s = statistics.median(loops), statistics.median(floors)
     soak = _in_temp(lambda work_dir: _soak.measure(params.soak_turns, work_dir))
     startup = _in_temp(lambda work_dir: _startup.measure(params.startup_threads, work_dir))
-    codex = None
-    if codex_samples.direct and codex_samples.host and codex_samples.direct_again and codex_samples.host_own:
-        assert codex_samples.direct_own, "measure_direct collects the direct client's own times too"
-        assert codex_samples.durable_own, "the codex comparison runs the durable direct client too"
-        direct_p50, host_p50 = _p50_ms(codex_samples.direct), _p50_ms(codex_samples.host)
-        again_p50 = _p50_ms(codex_samples.direct_again)
-        codex = CodexOverhead(
-            turns=len(codex_samples.host),
-            direct_p50_ms=direct_p50,
-            host_p50_ms=host_p50,
-            added_p50_ms=host_p50 - direct_p50,
-            direct_again_p50_ms=again_p50,
-            direct_noise_ms=again_p50 - direct_p50,
-            host_own_p50_ms=_p50_ms(codex_samples.host_own),
-            direct_own_p50_ms=_p50_ms(codex_samples.direct_own),
-            own_added_p50_ms=_p50_ms(codex_samples.host_own) - _p50_ms(codex_samples.direct_own),
-            durable_own_p50_ms=_p50_ms(codex_samples.durable_own),
-        )
+    codex = codex_overhead(codex_samples)
     host_loop_pct = 100.0 * fanout.turns_per_s / loop_per_s
     met = {
         "growth": growth.growth <= _scaling.GROWTH_TARGET,
@@ -340,7 +361,7 @@ def _issue10(params: BenchParams, codex_samples: CodexSamples, skipped: str | No
         "startup": startup.first_thread_s <= _startup.READY_TARGET_S,
     }
     if codex is not None:
-        met["codex_overhead"] = codex.own_added_p50_ms <= CODEX_OVERHEAD_TARGET_MS
+        met["codex_overhead"] = codex_overhead_met(codex)
     return Issue10(
         growth=growth,
         growth_host_only=host_only,
