@@ -6,7 +6,8 @@ the next. The effects' I/O:
 - persistence (asked, each with a deadline, through actors._turnstore, which has the rules for refusals): begin,
   enqueue, finish, cards (an approval card that cannot be stored refuses the approval), follow-up states and
   fetches; completed turns are told to the group commit and answered later by `TurnPersisted`;
-- the mapping (asked): resolve, bind, invalidate, worker up/down/health;
+- the mapping (asked, through actors._routes, which remembers its routes): resolve, bind, invalidate, worker
+  up/down/health;
 - workers (told): runtime calls (a worker that is not running answers at once with HOST_WORKER_EXITED), answers
   to server requests, and `RuntimeRequest`s that belong to no turn (to the lowest worker id that is up; its answer
   goes straight to the asker's `reply_to`);
@@ -19,7 +20,7 @@ on purpose (its supervisor decides); so does any unexpected exception (actors._r
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -39,6 +40,7 @@ from agenthost.actors._errors import (
 from agenthost.actors._log import decision, get_logger
 from agenthost.actors._reconcile import reconcile
 from agenthost.actors._refs import FaultHook, Reply, SupervisedActor, ask, tell_quietly
+from agenthost.actors._routes import Router
 from agenthost.actors._turnmachine import step
 from agenthost.actors._turnround import StorageRound
 from agenthost.actors._turns import CoordinatorSettings, TurnRegistry, emit, new_turn_id
@@ -51,20 +53,17 @@ from agenthost.protocol._messages import (
     ActiveTurn,
     AnswerApproval,
     AnswerServerRequest,
-    BindRuntimeThread,
     CallResult,
     CloseIntake,
     CompleteTurn,
     FollowUpsChanged,
     GetThread,
     InterruptTurn,
-    InvalidateRuntimeThread,
     ListActiveTurns,
     ListApprovals,
     ListPendingTurns,
     PendingApproval,
     ResetWorkers,
-    ResolveThreads,
     RetryPersistence,
     RuntimeCall,
     RuntimeOutput,
@@ -116,7 +115,6 @@ class TurnCoordinator(SupervisedActor):
     ) -> None:
         super().__init__(supervisor_ref=supervisor_ref, fault_hook=fault_hook)
         self._persistence = persistence_ref
-        self._mapping = mapping_ref
         self._clock = clock
         self._project_dir = project_dir
         self._registry = registry or TurnRegistry()
@@ -139,7 +137,8 @@ class TurnCoordinator(SupervisedActor):
         self._workers: dict[int, Any] = {}  # worker id -> its actor ref (the machine knows the generations)
         self._deadlines: dict[str, Timer] = {}
         self._retry_timer: Timer | None = None
-        self._round = StorageRound(self._store, self._registry, self._resolve)  # effects waiting for one round
+        self._router = Router(lambda message: self._ask(mapping_ref, message))  # remembers the mapping's routes
+        self._round = StorageRound(self._store, self._registry, self._router.resolve)  # effects waiting for one round
 
     def on_child_start(self) -> None:
         threads = reconcile(self._persistence, self._registry, self._ask_timeout_s)
@@ -362,7 +361,7 @@ class TurnCoordinator(SupervisedActor):
                 self._store.forget_options(effect.thread_id, effect.keys)
             case ev.MappingEvent():
                 self._round.send_updates()
-                self._ask(self._mapping, effect.message)
+                self._router.worker_event(effect.message)
             case ev.AddCard():
                 self._store.card(effect.thread_id, effect.turn_id, effect.kind, effect.text)
             case ev.StoreApprovalCard():
@@ -428,22 +427,6 @@ class TurnCoordinator(SupervisedActor):
             return ev.CallAnswered(call_id=effect.call_id, error=gone)
         return None
 
-    def _resolve(self, effects: Sequence[ev.Resolve], updates: Sequence[ev.MappingUpdate]) -> list[ev.Event]:
-        """The runtime thread id updates, then the workers of begun turns, in one ask: per resolve `Resolved`, or
-        `Unresolved` when no worker is up."""
-        resolve = ResolveThreads(
-            thread_ids=tuple(effect.thread_id for effect in effects), updates=tuple(map(_mapping_update, updates))
-        )
-        routes = self._ask(self._mapping, resolve)
-        return [
-            ev.Unresolved(turn_id=effect.turn_id, reason=str(route))
-            if isinstance(route, NoHealthyWorkerError)
-            else ev.Resolved(
-                turn_id=effect.turn_id, worker_id=route.worker_id, runtime_thread_id=route.runtime_thread_id
-            )
-            for effect, route in zip(effects, routes, strict=True)
-        ]
-
     def _prepare(self, effect: ev.PrepareResume) -> None:
         if self._prepare_resume is None:
             return
@@ -469,11 +452,3 @@ class TurnCoordinator(SupervisedActor):
         for record in waiting:
             if record.turn_id not in pending:
                 self._run(ev.Completed(turn_id=record.turn_id))
-
-
-def _mapping_update(effect: ev.MappingUpdate) -> BindRuntimeThread | InvalidateRuntimeThread:
-    if effect.runtime_thread_id is None:
-        return InvalidateRuntimeThread(thread_id=effect.thread_id)
-    return BindRuntimeThread(
-        thread_id=effect.thread_id, worker_id=effect.worker_id, runtime_thread_id=effect.runtime_thread_id
-    )
