@@ -174,7 +174,7 @@ class TurnCoordinator(SupervisedActor):
         if not batching or (isinstance(message, SendMessage) and message.thread_id in self._state.fetching):
             self._flush_round()  # (a send to a thread being fetched would queue behind the fetch)
         answer = self._handle(message)
-        if len(self._round) and (not batching or len(self._round) >= MAX_BEGIN_BATCH or self.actor_inbox.empty()):
+        if self._round and (not batching or len(self._round) >= MAX_BEGIN_BATCH or self.actor_inbox.empty()):
             self._flush_round()
         if isinstance(message, SendMessage) and message.reply_to is None:  # asked: answered once its round went
             self._flush_round()

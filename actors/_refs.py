@@ -42,30 +42,38 @@ _log = get_logger("agenthost.actors")
 
 class Reply:
     """The answer to a told request, waited for by its caller: `set(value)` or `fail(exception)`; the first answer
-    stands (a crash that fails a reply already set changes nothing)."""
+    stands (a crash that fails a reply already set changes nothing). Waiting is one acquire of a lock held until
+    the answer comes (C code: a send's caller wakes with no Python-level condition variable in between)."""
+
+    __slots__ = ("_answered", "_done", "_error", "_lock", "_value")
 
     def __init__(self) -> None:
-        self._done = threading.Event()
+        self._answered = threading.Lock()
+        self._answered.acquire()  # released by the first answer (and again by each wait that took it)
         self._lock = threading.Lock()
+        self._done = False
         self._value: Any = None
         self._error: BaseException | None = None
 
     def set(self, value: Any) -> None:
-        with self._lock:
-            if not self._done.is_set():
-                self._value = value
-                self._done.set()
+        self._answer(value, None)
 
     def fail(self, error: BaseException) -> None:
+        self._answer(None, error)
+
+    def _answer(self, value: Any, error: BaseException | None) -> None:
         with self._lock:
-            if not self._done.is_set():
-                self._error = error
-                self._done.set()
+            if self._done:
+                return
+            self._done = True
+            self._value, self._error = value, error
+            self._answered.release()
 
     def wait(self, timeout_s: float) -> Any:
         """The value, or the error raised; TimeoutError when no answer came within `timeout_s`."""
-        if not self._done.wait(timeout_s):
+        if not self._answered.acquire(timeout=max(0.0, timeout_s)):
             raise TimeoutError(f"no answer within {timeout_s:g} s")
+        self._answered.release()
         if self._error is not None:
             raise self._error
         return self._value

@@ -18,7 +18,7 @@ Contract:
   before anything that must come after them (a turn's end going to the storage, which must find the runtime thread
   id its turn bound already told to it; a worker event for the mapping).
 - `fail_all(error)` answers every waiting caller with `error` (the coordinator crashed; nothing waiting began).
-- `len()` is the number of effects waiting.
+- `len()` is the number of effects waiting; `bool()` whether any waits.
 """
 
 from __future__ import annotations
@@ -31,6 +31,9 @@ from agenthost.actors._turnstore import TurnStore
 from agenthost.protocol._messages import TurnAccepted
 
 __all__ = ["StorageRound"]
+
+
+_DEFERRED = frozenset({ev.Enqueue, ev.Accept, ev.FetchFollowUp, ev.Begin, ev.Resolve, ev.MappingUpdate})
 
 
 class StorageRound:
@@ -54,6 +57,12 @@ class StorageRound:
         self._replies: list[ev.Accept] = []  # direct sends begun in the running flush, answered when it ends
         self._flushing = False
 
+    def __bool__(self) -> bool:
+        """Something waits (cheaper than `len`, asked after every message)."""
+        return bool(
+            self._enqueues or self._fetches or self._followups or self._begins or self._resolves or self._updates
+        )
+
     def __len__(self) -> int:
         return (
             len(self._enqueues)
@@ -65,6 +74,8 @@ class StorageRound:
         )
 
     def defer(self, effect: ev.Effect) -> bool:
+        if type(effect) not in _DEFERRED:
+            return False
         match effect:
             case ev.Enqueue():
                 self._enqueues.append(effect)
@@ -98,7 +109,7 @@ class StorageRound:
                 reply.reply_to.set(TurnAccepted(turn_id=reply.turn_id, queued=False))
 
     def _flush(self, run: Callable[[ev.Event], None]) -> None:
-        while len(self):
+        while self:
             if self._enqueues:
                 self._flush_enqueues()
             if self._fetches:

@@ -7,8 +7,8 @@ Runtime ids are read defensively: a malformed message yields None, never an exce
 
 from __future__ import annotations
 
+import os
 import threading
-import uuid
 from typing import Any
 
 import msgspec
@@ -77,7 +77,8 @@ class TurnRegistry:
 
 
 def new_turn_id() -> str:
-    return f"turn-{uuid.uuid4().hex[:16]}"
+    """`turn-` and 16 random hex digits (64 bits from os.urandom)."""
+    return f"turn-{os.urandom(8).hex()}"
 
 
 def emit(sink: Any, event: Any) -> None:

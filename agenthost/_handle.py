@@ -20,8 +20,10 @@ __all__ = ["TurnEvents", "TurnHandle"]
 EventT = TypeVar("EventT")
 
 
-class TurnEvents(queue.Queue[TurnEvent]):
-    """A turn's event queue that also records, without consuming anything, that `TurnFinished` was delivered."""
+class TurnEvents(queue.SimpleQueue[TurnEvent]):
+    """A turn's event queue that also records, without consuming anything, that `TurnFinished` was delivered
+    (`SimpleQueue`: put and get are C code, with no Python-level condition variable between a host thread's put
+    and the waiting caller)."""
 
     def __init__(self) -> None:
         super().__init__()
