@@ -30,6 +30,7 @@ from typing import Any, NoReturn
 import pykka
 
 from agenthost.actors._errors import HostUnavailableError, UnknownMessageError
+from agenthost.actors._futures import LockFuture
 from agenthost.actors._log import get_logger
 
 __all__ = ["ASK_TIMEOUT_S", "FaultHook", "Reply", "SupervisedActor", "ask", "tell_quietly", "unknown_message"]
@@ -102,6 +103,11 @@ class SupervisedActor(pykka.ThreadingActor):
     child_name = "child"
     expected_errors: tuple[type[BaseException], ...] = ()
     use_daemon_thread = True  # an embedding process that exits without shutdown() must not hang on our threads
+
+    @staticmethod
+    def _create_future() -> pykka.Future[Any]:
+        """The future each ask of this actor is answered through (actors._futures: one lock, no condition)."""
+        return LockFuture()
 
     def __init__(self, *, supervisor_ref: Any = None, fault_hook: FaultHook | None = None) -> None:
         super().__init__()
