@@ -64,6 +64,23 @@ def test_a_get_past_its_timeout_raises_and_the_answer_still_comes() -> None:
     assert got == ["late"] * 3  # every waiter wakes when the answer comes
 
 
+def test_get_takes_its_timeout_by_keyword_and_without_one_waits_for_the_answer() -> None:
+    future = LockFuture()
+    positional: Any = future.get
+    with pytest.raises(TypeError):
+        positional(0.5)  # keyword-only, as pykka's
+    threading.Timer(1.3, future.set, args=("slow",)).start()
+    assert future.get() == "slow"  # no timeout: longer than any default a bug could slip in
+
+
+def test_a_deadline_already_past_does_not_wait_for_an_answer_on_its_way() -> None:
+    future = LockFuture()
+    threading.Timer(0.3, future.set, args=("soon",)).start()
+    with pytest.raises(pykka.Timeout):
+        future.get(timeout=0)  # one look, now: the answer 0.3 s away is not waited for
+    assert future.get(timeout=5.0) == "soon"
+
+
 def test_a_get_hook_is_called_once_and_its_result_kept() -> None:
     calls: list[float | None] = []
     future = LockFuture()
