@@ -5,7 +5,8 @@ Contract (pykka's, for `ThreadingFuture`): `get(timeout=None)` waits for the ans
 seconds, a past deadline being one look, then `pykka.Timeout`) and returns it, or raises the exception that was
 set, with its traceback, on every call; `set(value)` and `set_exception(exc_info)` answer once: a second answer, or
 one after a get hook, raises `queue.Full`; a get hook (`set_get_hook`, pykka's combinators) is called by the first
-`get` and its result kept. The wait is one acquire of a lock that the answer releases (C code), so an asker wakes
+`get` and its result kept. `wait(timeout)` says whether the answer came in time, raising nothing (actors._refs'
+`Reply` waits with it). The wait is one acquire of a lock that the answer releases (C code), so an asker wakes
 without a Python-level condition variable in between; pykka's own future takes several times the Python calls for
 the same handoff, on both sides of every ask.
 """
@@ -36,13 +37,20 @@ class LockFuture(pykka.Future[Any]):
         self._value: Any = None
         self._exc_info: OptExcInfo | None = None
 
+    def wait(self, timeout: float | None = None) -> bool:
+        """Whether the answer is here within `timeout` seconds (None: wait for it); nothing is raised."""
+        if self._done:
+            return True
+        if not self._answered.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
+            return False
+        self._answered.release()
+        return True
+
     def get(self, *, timeout: float | None = None) -> Any:
         if self._get_hook is not None:
             return super().get(timeout=timeout)
-        if not self._done:
-            if not self._answered.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
-                raise pykka.Timeout(f"{timeout} seconds")
-            self._answered.release()
+        if not self.wait(timeout):
+            raise pykka.Timeout(f"{timeout} seconds")
         if self._exc_info is not None:
             exc_type, exc_value, exc_traceback = self._exc_info
             assert exc_type is not None

@@ -23,7 +23,8 @@ Contract:
 
 from __future__ import annotations
 
-import threading
+import contextlib
+import queue
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -43,41 +44,27 @@ _log = get_logger("agenthost.actors")
 
 class Reply:
     """The answer to a told request, waited for by its caller: `set(value)` or `fail(exception)`; the first answer
-    stands (a crash that fails a reply already set changes nothing). Waiting is one acquire of a lock held until
-    the answer comes (C code: a send's caller wakes with no Python-level condition variable in between)."""
+    stands (a crash that fails a reply already set changes nothing). It is held by a `LockFuture` (actors._futures),
+    so a send's caller wakes as an asker does."""
 
-    __slots__ = ("_answered", "_done", "_error", "_lock", "_value")
+    __slots__ = ("_future",)
 
     def __init__(self) -> None:
-        self._answered = threading.Lock()
-        self._answered.acquire()  # released by the first answer (and again by each wait that took it)
-        self._lock = threading.Lock()
-        self._done = False
-        self._value: Any = None
-        self._error: BaseException | None = None
+        self._future = LockFuture()
 
     def set(self, value: Any) -> None:
-        self._answer(value, None)
+        with contextlib.suppress(queue.Full):  # answered already: the first answer stands
+            self._future.set(value)
 
     def fail(self, error: BaseException) -> None:
-        self._answer(None, error)
-
-    def _answer(self, value: Any, error: BaseException | None) -> None:
-        with self._lock:
-            if self._done:
-                return
-            self._done = True
-            self._value, self._error = value, error
-            self._answered.release()
+        with contextlib.suppress(queue.Full):
+            self._future.set_exception((type(error), error, error.__traceback__))
 
     def wait(self, timeout_s: float) -> Any:
         """The value, or the error raised; TimeoutError when no answer came within `timeout_s`."""
-        if not self._answered.acquire(timeout=max(0.0, timeout_s)):
+        if not self._future.wait(timeout_s):
             raise TimeoutError(f"no answer within {timeout_s:g} s")
-        self._answered.release()
-        if self._error is not None:
-            raise self._error
-        return self._value
+        return self._future.get(timeout=0)
 
 
 def ask(ref: pykka.ActorRef[Any], message: Any, timeout_s: float = ASK_TIMEOUT_S) -> Any:

@@ -33,9 +33,6 @@ from agenthost.protocol._messages import TurnAccepted
 __all__ = ["StorageRound"]
 
 
-_DEFERRED = frozenset({ev.Enqueue, ev.Accept, ev.FetchFollowUp, ev.Begin, ev.Resolve, ev.MappingUpdate})
-
-
 class StorageRound:
     def __init__(
         self,
@@ -74,8 +71,6 @@ class StorageRound:
         )
 
     def defer(self, effect: ev.Effect) -> bool:
-        if type(effect) not in _DEFERRED:
-            return False
         match effect:
             case ev.Enqueue():
                 self._enqueues.append(effect)
