@@ -3,10 +3,10 @@ its own outcome.
 
 Contract:
 - `each_in_one_transaction(db, action, items, write)` applies `write(item)` to every item inside one
-  `Database.batch` (one commit, one fsync). When the batch fails, every item is applied again alone, so one bad
-  item (an unknown thread, a used id) fails only itself. Returns, in order, each item's result or the
-  `StorageError` that refused it. `write` is one database operation that applies completely or raises; the
-  batch's rollback undid the ones that had succeeded before the retry.
+  `Database.batch` (one commit, one fsync, no savepoint per item; a single item runs as it is). When the batch
+  fails, every item is applied again alone, so one bad item (an unknown thread, a used id) fails only itself.
+  Returns, in order, each item's result or the `StorageError` that refused it. `write` is one database operation
+  that applies completely or raises; the batch's rollback undid the ones that had succeeded before the retry.
 - `each_alone(items, read)` is the same outcome list without a transaction (reads).
 - `GroupCommits` is the persistence actor's part that answers the batched messages (`BeginTurns`,
   `BeginFollowUpTurns`, `EnqueueFollowUps`, `NextFollowUps`) and settles told `SettleFollowUp`s: begins are
@@ -16,10 +16,11 @@ Contract:
   transaction: pins first, then the completions, the follow-up states, then `joining` in a savepoint of its own
   (its `StorageError` undoes only itself and is raised to its asker after the commit). Only after the commit are
   the transcripts appended (the writes the handlers asked for, in order), then every completion's caller told
-  `TurnPersisted`, then `joining` answered. When that one transaction fails to commit, nothing of it was applied
-  and the same writes run again, each part in its own transaction ("persistence.group_commit_split" says so; a
-  completion that fails then alone is told its error); a pin or follow-up state the storage refuses is logged
-  (the next change, or start-up reconciliation, writes it again).
+  `TurnPersisted`, then `joining` answered. When that one transaction fails to commit, or a told write in it is
+  refused (a group's writes open no savepoints, so one refused refuses the group: storage._transaction), nothing
+  of it was applied and the same writes run again, each part in its own transaction
+  ("persistence.group_commit_split" says so; a completion that fails then alone is told its error); a pin or
+  follow-up state the storage refuses is logged (the next change, or start-up reconciliation, writes it again).
 """
 
 from __future__ import annotations
@@ -66,8 +67,8 @@ _log = get_logger("agenthost.persistence")
 def each_in_one_transaction(
     db: Database, action: str, items: Sequence[Item], write: Callable[[Item], Result]
 ) -> list[Result | StorageError]:
-    if not items:
-        return []
+    if len(items) < 2:  # one item is its own transaction already (inside a group, a refusal refuses that group)
+        return each_alone(items, write)
     try:
         with db.batch(f"{action} ({len(items)} at once)"):
             return [write(item) for item in items]
@@ -120,7 +121,7 @@ class GroupCommits:
         now = self._wall()
         try:
             return self._commit_group(waiting, joining, now, together=True)
-        except StorageError as exc:  # its COMMIT failed: nothing of it stands (each part handles its own errors)
+        except StorageError as exc:  # its COMMIT failed, or a write in it was refused: nothing of it stands
             asked = None if joining is None else type(joining).__name__
             _log.warning("persistence.group_commit_split", writes=len(waiting), asked=asked, error=repr(exc))
             return self._commit_group(waiting, joining, now, together=False)

@@ -40,12 +40,13 @@ import msgspec
 from ._dbcore import (
     BUSY_TIMEOUT_MS,
     CheckpointMode,
+    _columns,
     _fields_of,
     _integer,
     _optional_text,
+    _row,
     _text,
     _time,
-    _translate_errors,
     _values,
 )
 from ._errors import StorageError, TurnAlreadyFinishedError
@@ -61,10 +62,17 @@ from ._rows import (
     TurnFinish,
     TurnRow,
 )
+from ._transaction import translate_errors
 
 __all__ = ["BUSY_TIMEOUT_MS", "MAX_SETTINGS_BYTES", "CheckpointMode", "Database"]
 
 MAX_SETTINGS_BYTES = 64 * 1024
+# A turn's end in one statement; no row returned: the turn is unknown or already finished. A worker id None keeps
+# the one the turn has.
+_FINISH_SQL = (
+    "UPDATE turns SET status = ?1, assistant_text = ?2, error = ?3, finished_at = ?4,"
+    f" worker_id = COALESCE(?5, worker_id) WHERE turn_id = ?6 AND status = 'pending' RETURNING {_columns(TurnRow)}"
+)
 
 
 def _merged(field: str, stored: dict[str, Any], changes: dict[str, Any] | None) -> dict[str, Any]:
@@ -118,11 +126,13 @@ class Database(FollowUpQueue):
             if self._select_one(ThreadRow, "thread_id", thread_id) is not None:
                 raise StorageError(f"thread id {thread_id!r} already exists")
             self._insert("threads", row)
+            for table in ("turns", "followups"):  # a new thread has none: its first seqs are 1
+                self._keep_next_seq(table, thread_id, 1)
         return row
 
     def get_thread(self, thread_id: str) -> ThreadRow:
         validate_id("thread id", thread_id)
-        with _translate_errors(f"reading thread {thread_id!r}"):
+        with translate_errors(f"reading thread {thread_id!r}"):
             return self._require_thread(thread_id)
 
     def list_threads(self) -> list[ThreadRow]:
@@ -196,7 +206,7 @@ class Database(FollowUpQueue):
     def mapping_pins(self) -> dict[int, int]:
         """How many threads are pinned to each worker id (one aggregate query)."""
         sql = "SELECT worker_id, count(*) FROM runtime_thread_mappings GROUP BY worker_id ORDER BY worker_id"
-        with _translate_errors("counting mappings"):
+        with translate_errors("counting mappings"):
             return {int(worker): int(count) for worker, count in self._conn.execute(sql)}
 
     def invalid_mappings(self) -> list[MappingRow]:
@@ -286,7 +296,7 @@ class Database(FollowUpQueue):
 
     def get_turn(self, turn_id: str) -> TurnRow:
         validate_id("turn id", turn_id)
-        with _translate_errors(f"reading turn {turn_id!r}"):
+        with translate_errors(f"reading turn {turn_id!r}"):
             return self._require_turn(turn_id)
 
     def list_turns(self, thread_id: str) -> list[TurnRow]:
@@ -307,25 +317,12 @@ class Database(FollowUpQueue):
         assistant_text = _text("assistant text", finish.assistant_text)
         error = _optional_text("turn error", finish.error)
         finished_at = _time("now", finish.now)
+        worker_id = None if finish.worker_id is None else _integer("worker id", finish.worker_id)
+        values = (finish.status, assistant_text, error, finished_at, worker_id, finish.turn_id)
+        for row in self._conn.execute(_FINISH_SQL, values).fetchall():
+            return _row(TurnRow, row)
         turn = self._require_turn(finish.turn_id)
-        if turn.status != "pending":
-            raise TurnAlreadyFinishedError(
-                f"turn {finish.turn_id!r} is already {turn.status}; terminal states are final"
-            )
-        worker_id = turn.worker_id if finish.worker_id is None else _integer("worker id", finish.worker_id)
-        self._conn.execute(
-            "UPDATE turns SET status = ?, assistant_text = ?, error = ?, finished_at = ?, worker_id = ?"
-            " WHERE turn_id = ?",
-            (finish.status, assistant_text, error, finished_at, worker_id, finish.turn_id),
-        )
-        return msgspec.structs.replace(
-            turn,
-            status=finish.status,
-            assistant_text=assistant_text,
-            error=error,
-            finished_at=finished_at,
-            worker_id=worker_id,
-        )
+        raise TurnAlreadyFinishedError(f"turn {finish.turn_id!r} is already {turn.status}; terminal states are final")
 
     # --- action cards ----------------------------------------------------------------------------------------
 

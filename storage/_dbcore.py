@@ -8,20 +8,22 @@ foreign_keys=ON; ``SchemaError`` names a pragma that did not take), then migrate
 Thread rows read to check a thread (``_require_thread``, every write of the turn path) are kept for the next check:
 the last THREAD_ROWS_KEPT (4,096), least recently used dropped first. A method that changes a thread row forgets it
 (``_forget_thread``), and every rolled-back transaction or savepoint forgets them all, so a row kept is always
-the committed one or one this open transaction wrote. The connection must be the database's only writer (the
+the committed one or one this open transaction wrote. The next seq of a thread's turns and of its follow-ups is kept
+the same way (known once the thread is created here or its seq was read; the last 2 x THREAD_ROWS_KEPT), so an
+insert of the turn path reads no MAX(seq). The connection must be the database's only writer (the
 persistence actor's, with the root locked). Transactions are BEGIN DEFERRED ... COMMIT, nested ones savepoints,
-all issued through `execute` so that other Python threads run during a commit (see `_Transaction`).
+all issued through `execute` so that other Python threads run during a commit; inside a group (`batch`) the
+operations open no savepoints (see storage._transaction).
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
 import functools
 import math
 import os
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, Self, TypeVar
 
@@ -30,15 +32,13 @@ import msgspec
 
 from ._errors import (
     SchemaError,
-    StorageCorruptError,
     StorageError,
-    StorageFullError,
-    StorageIOError,
     UnknownThreadError,
     UnknownTurnError,
 )
 from ._rows import ActionCardRow, FollowUpRow, MappingRow, ProjectRow, ThreadRow, TurnRow
 from ._schema import apply_migrations
+from ._transaction import Transaction, translate_errors
 
 __all__ = ["BUSY_TIMEOUT_MS", "CheckpointMode", "DatabaseCore"]
 
@@ -58,17 +58,10 @@ _REQUIRED_PRAGMAS: tuple[tuple[str, object], ...] = (
     ("busy_timeout", BUSY_TIMEOUT_MS),
     ("foreign_keys", 1),
 )
-_IO_ERRORS: tuple[type[apsw.Error], ...] = (
-    apsw.IOError,
-    apsw.FullError,
-    apsw.CantOpenError,
-    apsw.ReadOnlyError,
-    apsw.CorruptError,
-    apsw.NotADBError,
-)
 _PRAGMA_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 RowT = TypeVar("RowT", bound=msgspec.Struct)
+SeqRowT = TypeVar("SeqRowT", TurnRow, FollowUpRow)  # the rows numbered per thread (seq)
 
 THREAD_ROWS_KEPT = 4096  # thread rows kept for the next check of the same thread
 
@@ -76,14 +69,17 @@ THREAD_ROWS_KEPT = 4096  # thread rows kept for the next check of the same threa
 class DatabaseCore:
     """The connection and the helpers; `Database` adds the repository methods."""
 
-    __slots__ = ("_closed", "_conn", "_depth", "_path", "_thread_rows")
+    __slots__ = ("_closed", "_conn", "_depth", "_flat_from", "_next_seqs", "_path", "_refused", "_thread_rows")
 
     def __init__(self, conn: apsw.Connection, path: Path) -> None:
         self._conn = conn
         self._path = path
         self._closed = False
         self._depth = 0  # transactions open through _transaction (the inner ones are savepoints)
+        self._flat_from = 0  # inside a group (`batch`): the depth from which blocks open no savepoint; 0 outside
+        self._refused = False  # inside a group: an operation in it was refused (see storage._transaction)
         self._thread_rows: collections.OrderedDict[str, ThreadRow] = collections.OrderedDict()  # see the docstring
+        self._next_seqs: collections.OrderedDict[tuple[str, str], int] = collections.OrderedDict()  # (table, thread)
 
     # --- lifecycle -------------------------------------------------------------------------------------------
 
@@ -95,10 +91,10 @@ class DatabaseCore:
         on_disk = os.fspath(path) not in ("", ":memory:") and not os.fspath(path).startswith("file:")
         if vfs is None and on_disk and db_path.parent.is_dir() and not db_path.exists():
             os.close(os.open(db_path, os.O_WRONLY | os.O_CREAT, 0o600))  # owner-only: its -wal and -shm inherit it
-        with _translate_errors(f"opening database {str(db_path)!r}"):
+        with translate_errors(f"opening database {str(db_path)!r}"):
             conn = apsw.Connection(str(db_path)) if vfs is None else apsw.Connection(str(db_path), vfs=vfs)
         try:
-            with _translate_errors(f"configuring database {str(db_path)!r}"):
+            with translate_errors(f"configuring database {str(db_path)!r}"):
                 _configure(conn)
                 apply_migrations(conn)
         except BaseException:
@@ -112,7 +108,7 @@ class DatabaseCore:
 
     @property
     def schema_version(self) -> int:
-        with _translate_errors("reading the schema version"):
+        with translate_errors("reading the schema version"):
             return int(self._conn.pragma("user_version"))
 
     def close(self, *, checkpoint: bool = True) -> None:
@@ -129,7 +125,7 @@ class DatabaseCore:
             raise
         self._closed = True
         try:
-            with _translate_errors(f"closing database {str(self._path)!r}"):
+            with translate_errors(f"closing database {str(self._path)!r}"):
                 self._conn.close()
         except BaseException:
             _close_quietly(self._conn)  # SQLite's own checkpoint at close failed (disk full): the handle still goes
@@ -137,7 +133,7 @@ class DatabaseCore:
 
     def quick_check(self) -> list[str]:
         """`PRAGMA quick_check`: ["ok"] for a sound database, otherwise the problems found (at most 100)."""
-        with _translate_errors("running quick_check"):
+        with translate_errors("running quick_check"):
             return [str(row[0]) for row in self._conn.execute("PRAGMA quick_check(100)")]
 
     def set_wal_hook(self, hook: Callable[[int], None] | None) -> None:
@@ -156,7 +152,7 @@ class DatabaseCore:
         """Run a WAL checkpoint; return (frames in the WAL, frames checkpointed)."""
         if mode not in _CHECKPOINT_MODES:
             raise StorageError(f"checkpoint mode {mode!r} is invalid: expected one of {tuple(_CHECKPOINT_MODES)}")
-        with _translate_errors(f"{mode} checkpoint"):
+        with translate_errors(f"{mode} checkpoint"):
             wal_frames, checkpointed_frames = self._conn.wal_checkpoint(mode=_CHECKPOINT_MODES[mode])
         return int(wal_frames), int(checkpointed_frames)
 
@@ -164,26 +160,26 @@ class DatabaseCore:
         """Read the current value of pragma ``name`` (reading only; no value is ever set)."""
         if not isinstance(name, str) or not _PRAGMA_NAME_RE.fullmatch(name):
             raise StorageError(f"pragma name {name!r} is invalid: expected an identifier")
-        with _translate_errors(f"reading pragma {name}"):
+        with translate_errors(f"reading pragma {name}"):
             return self._conn.pragma(name)
 
-    @contextlib.contextmanager
-    def batch(self, action: str) -> Iterator[None]:
-        """One transaction around several operations (a group commit): each operation's own transaction becomes a
-        savepoint inside it, so all of them are committed together, or none when an exception leaves the block
-        (``StorageError`` naming ``action``)."""
-        with self._transaction(action):
-            yield
+    def batch(self, action: str) -> Transaction:
+        """One transaction around several operations (a group commit), all of them committed together or none: the
+        operations inside open no savepoint of their own, so one refused (even when its caller caught the error)
+        refuses the whole group, ``StorageError`` naming ``action`` (see storage._transaction)."""
+        if self._depth and not self._conn.in_transaction:
+            raise StorageError(f"{action}: the enclosing transaction was already rolled back by SQLite")
+        return Transaction(self, action, all_or_nothing=True)
 
     # --- private helpers -------------------------------------------------------------------------------------
 
-    def _transaction(self, action: str) -> _Transaction:
+    def _transaction(self, action: str) -> Transaction:
         """One transaction, or a savepoint inside the open one. SQLite rolls a whole transaction back by itself on
         some errors (SQLITE_FULL, SQLITE_IOERR ...): a savepoint opened after that would silently be a transaction
         of its own and commit alone, so it is refused instead, and the enclosing block fails as a whole."""
         if self._depth and not self._conn.in_transaction:
             raise StorageError(f"{action}: the enclosing transaction was already rolled back by SQLite")
-        return _Transaction(self, action)
+        return Transaction(self, action)
 
     def _require_thread(self, thread_id: str) -> ThreadRow:
         kept = self._thread_rows
@@ -203,6 +199,17 @@ class DatabaseCore:
         """The thread's row changed (in the open transaction): the next check reads it again."""
         self._thread_rows.pop(thread_id, None)
 
+    def _forget_kept(self) -> None:
+        """A transaction or savepoint was rolled back: what is kept may hold what it wrote."""
+        self._thread_rows.clear()
+        self._next_seqs.clear()
+
+    def _keep_next_seq(self, table: str, thread_id: str, seq: int) -> None:
+        kept = self._next_seqs
+        kept[(table, thread_id)] = seq
+        if len(kept) > 2 * THREAD_ROWS_KEPT:
+            kept.popitem(last=False)
+
     def _require_turn(self, turn_id: str) -> TurnRow:
         row = self._select_one(TurnRow, "turn_id", turn_id)
         if row is None:
@@ -221,9 +228,23 @@ class DatabaseCore:
             raise StorageError(f"{key} {value!r} vanished during the transaction")
         return row
 
-    def _next_seq(self, table: str, thread_id: str) -> int:
-        cursor = self._conn.execute(f"SELECT COALESCE(MAX(seq), 0) + 1 FROM {table} WHERE thread_id = ?", (thread_id,))
-        return int(cursor.get)
+    def _insert_next(self, row: SeqRowT, kind: str, key: str) -> SeqRowT:
+        """Insert `row` (a TurnRow or FollowUpRow) with seq = 1 + its thread's highest; a used `key` (its primary
+        key) is refused naming the `kind` of id, found by the insert itself. (Two statements: a seq computed inside
+        the insert makes SQLite copy through a temporary table, measured ~2x slower.)"""
+        table = _TABLES[type(row)]
+        seq = self._next_seqs.pop((table, row.thread_id), None)  # popped: kept again only once the insert is in
+        if seq is None:
+            seq = _integer("seq", self._conn.execute(_NEXT_SEQ_SQL[table], (row.thread_id,)).get)
+        numbered = msgspec.structs.replace(row, seq=seq)
+        try:
+            self._insert(table, numbered)
+        except apsw.ConstraintError:
+            if self._select_one(type(row), key, getattr(row, key)) is not None:
+                raise StorageError(f"{kind} {getattr(row, key)!r} already exists") from None
+            raise
+        self._keep_next_seq(table, row.thread_id, seq + 1)
+        return numbered
 
     def _insert(self, table: str, row: msgspec.Struct) -> None:
         self._conn.execute(_insert_sql(table, type(row)), _values(row))
@@ -237,18 +258,16 @@ class DatabaseCore:
         self, row_type: type[RowT], table: str, where: str, bindings: tuple[Any, ...], order_by: str
     ) -> list[RowT]:
         sql = f"SELECT {_columns(row_type)} FROM {table} {where} ORDER BY {order_by}"
-        with _translate_errors(f"listing {table}"):
+        with translate_errors(f"listing {table}"):
             return [_row(row_type, values) for values in self._conn.execute(sql, bindings)]
 
     def _begin_turn_row(self, turn_id: str, thread_id: str, text: str, created_at: float) -> TurnRow:
         """Insert a pending turn; the caller holds the transaction."""
         self._require_thread(thread_id)
-        if self._select_one(TurnRow, "turn_id", turn_id) is not None:
-            raise StorageError(f"turn id {turn_id!r} already exists")
         row = TurnRow(
             turn_id=turn_id,
             thread_id=thread_id,
-            seq=self._next_seq("turns", thread_id),
+            seq=0,  # set by the insert
             user_text=text,
             assistant_text="",
             status="pending",
@@ -257,10 +276,12 @@ class DatabaseCore:
             created_at=created_at,
             finished_at=None,
         )
-        self._insert("turns", row)
-        return row
+        return self._insert_next(row, "turn id", "turn_id")
 
 
+_NEXT_SEQ_SQL: dict[str, str] = {
+    table: f"SELECT COALESCE(MAX(seq), 0) + 1 FROM {table} WHERE thread_id = ?" for table in ("turns", "followups")
+}
 _TABLES: dict[type[msgspec.Struct], str] = {
     ProjectRow: "projects",
     ThreadRow: "threads",
@@ -295,97 +316,6 @@ def _close_quietly(conn: apsw.Connection) -> None:
         conn.close(True)  # force: the handle is released whatever SQLite says
     except apsw.Error:
         pass
-
-
-class _Transaction:
-    """`DatabaseCore._transaction`'s block: a transaction, or a savepoint inside the open one (ours, or one the
-    caller opened on the connection itself), apsw errors translated. (A class, not a generator: every storage
-    operation opens one.) Its statements go through `execute`, which lets other Python threads run while SQLite
-    works: apsw's own `with connection` holds the GIL through the commit, fsync included (measured: another thread
-    made 1 step during a 66-90 ms commit against ~1,000 with these), so every commit stopped the host's other
-    actors."""
-
-    __slots__ = ("_action", "_db", "_savepoint")
-
-    def __init__(self, db: DatabaseCore, action: str) -> None:
-        self._db, self._action = db, action
-        self._savepoint: str | None = None  # None: this block is the transaction itself
-
-    def __enter__(self) -> None:
-        db = self._db
-        depth = db._depth
-        db._depth += 1
-        try:
-            if depth == 0 and not db._conn.in_transaction:
-                db._conn.execute("BEGIN DEFERRED")
-            else:
-                self._savepoint = f'"agenthost-{depth}"'
-                db._conn.execute(f"SAVEPOINT {self._savepoint}")
-        except BaseException as error:
-            db._depth -= 1
-            _raise_translated(error, self._action)
-            raise
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: Any) -> None:
-        db = self._db
-        try:
-            if error is None:
-                db._conn.execute("COMMIT" if self._savepoint is None else f"RELEASE SAVEPOINT {self._savepoint}")
-            else:
-                self._undo()
-        except BaseException as commit_error:  # the commit (or rollback) itself failed: nothing of it stands
-            with contextlib.suppress(apsw.Error):
-                self._undo()
-            db._thread_rows.clear()
-            _raise_translated(commit_error, self._action)
-            raise
-        finally:
-            db._depth -= 1
-        if error is not None:
-            db._thread_rows.clear()  # rolled back: a row kept may hold what it wrote
-            _raise_translated(error, self._action)
-
-    def _undo(self) -> None:
-        """Roll this block back (a savepoint: to where it began, then release it); nothing when SQLite already
-        rolled the whole transaction back by itself (SQLITE_FULL, SQLITE_IOERR ...)."""
-        conn = self._db._conn
-        if not conn.in_transaction:
-            return
-        if self._savepoint is None:
-            conn.execute("ROLLBACK")
-            return
-        conn.execute(f"ROLLBACK TO SAVEPOINT {self._savepoint}")
-        conn.execute(f"RELEASE SAVEPOINT {self._savepoint}")
-
-
-class _translate_errors:
-    """Re-raise apsw errors as StorageIOError (I/O) or StorageError (anything else), chained. (A class, not a
-    generator: every read opens one.)"""
-
-    __slots__ = ("_action",)
-
-    def __init__(self, action: str) -> None:
-        self._action = action
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: Any) -> None:
-        if error is not None:
-            _raise_translated(error, self._action)
-
-
-def _raise_translated(error: BaseException, action: str) -> None:
-    """Raise the storage error an apsw error means (chained to it); return for anything else."""
-    if isinstance(error, apsw.CorruptError | apsw.NotADBError):
-        why = f"{action} failed: the database is corrupt: {type(error).__name__}: {error}"
-        raise StorageCorruptError(why) from error
-    if isinstance(error, apsw.FullError):
-        raise StorageFullError(f"{action} failed: the disk is full: {type(error).__name__}: {error}") from error
-    if isinstance(error, _IO_ERRORS):
-        raise StorageIOError(f"{action} failed with an I/O error: {type(error).__name__}: {error}") from error
-    if isinstance(error, apsw.Error):
-        raise StorageError(f"{action} failed: {type(error).__name__}: {error}") from error
 
 
 @functools.cache

@@ -17,15 +17,33 @@ from __future__ import annotations
 
 import msgspec
 
-from ._dbcore import DatabaseCore, _optional_text, _text, _time, _translate_errors
+from ._dbcore import DatabaseCore, _columns, _optional_text, _row, _text, _time
 from ._errors import StorageError
 from ._ids import validate_id
-from ._rows import DISPATCH_MODES, FOLLOWUP_STATES, DispatchMode, FollowUpRow, FollowUpState, ThreadRow, TurnRow
+from ._rows import (
+    DISPATCH_MODES,
+    FOLLOWUP_STATES,
+    DispatchMode,
+    FollowUpRow,
+    FollowUpState,
+    ThreadRow,
+    TurnRow,
+)
+from ._transaction import translate_errors
 
 __all__ = ["FollowUpQueue"]
 
 _FINAL_STATES: tuple[str, ...] = ("done", "cancelled")
 _WAITING_STATES: tuple[str, ...] = ("queued", "failed")
+# One statement each on the turn path; no row returned: the follow-up is unknown or not in a state that allows it.
+_SET_STATE_SQL = (
+    "UPDATE followups SET state = ?1, last_error = CASE WHEN ?1 = 'failed' THEN ?2 ELSE last_error END"
+    f" WHERE followup_id = ?3 AND state NOT IN {_FINAL_STATES!r} RETURNING {_columns(FollowUpRow)}"
+)
+_DISPATCH_SQL = (
+    "UPDATE followups SET state = 'dispatched', turn_id = ? WHERE followup_id = ? AND state = 'queued'"
+    " RETURNING thread_id, text"
+)
 
 
 class FollowUpQueue(DatabaseCore):
@@ -41,24 +59,16 @@ class FollowUpQueue(DatabaseCore):
         created_at = _time("now", now)
         with self._transaction(f"enqueueing follow-up {followup_id!r}"):
             self._require_thread(thread_id)
-            if self._select_one(FollowUpRow, "followup_id", followup_id) is not None:
-                raise StorageError(f"follow-up id {followup_id!r} already exists")
             row = FollowUpRow(
-                followup_id=followup_id,
-                thread_id=thread_id,
-                seq=self._next_seq("followups", thread_id),
-                text=message,
-                state="queued",
-                created_at=created_at,
+                followup_id=followup_id, thread_id=thread_id, seq=0, text=message, state="queued", created_at=created_at
             )
-            self._insert("followups", row)
-        return row
+            return self._insert_next(row, "follow-up id", "followup_id")
 
     def next_followup(self, thread_id: str, include_manual: bool = False) -> FollowUpRow | None:
         """The oldest (lowest seq) queued follow-up of the thread, or None (always None for a thread in manual mode
         unless `include_manual`)."""
         validate_id("thread id", thread_id)
-        with _translate_errors(f"reading thread {thread_id!r}"):
+        with translate_errors(f"reading thread {thread_id!r}"):
             thread = self._require_thread(thread_id)
         if thread.dispatch_mode == "manual" and not include_manual:
             return None
@@ -73,17 +83,14 @@ class FollowUpQueue(DatabaseCore):
         validate_id("follow-up id", followup_id)
         if state not in FOLLOWUP_STATES:
             raise StorageError(f"follow-up state {state!r} is invalid: expected one of {FOLLOWUP_STATES}")
+        failed_error = _optional_text("follow-up error", error) if state == "failed" else None
         with self._transaction(f"setting state of follow-up {followup_id!r}"):
+            for values in self._conn.execute(_SET_STATE_SQL, (state, failed_error, followup_id)).fetchall():
+                return _row(FollowUpRow, values)
             row = self._select_one(FollowUpRow, "followup_id", followup_id)
             if row is None:
                 raise StorageError(f"unknown follow-up id {followup_id!r}")
-            if row.state in _FINAL_STATES:
-                raise StorageError(f"follow-up {followup_id!r} is already {row.state}; terminal states are final")
-            last_error = _optional_text("follow-up error", error) if state == "failed" else row.last_error
-            self._conn.execute(
-                "UPDATE followups SET state = ?, last_error = ? WHERE followup_id = ?", (state, last_error, followup_id)
-            )
-        return msgspec.structs.replace(row, state=state, last_error=last_error)
+            raise StorageError(f"follow-up {followup_id!r} is already {row.state}; terminal states are final")
 
     def retry_followup(self, followup_id: str) -> FollowUpRow:
         """Queue a failed follow-up again, keeping its place (seq); it runs as a new turn. Only "failed" ones."""
@@ -103,17 +110,14 @@ class FollowUpQueue(DatabaseCore):
         turn = validate_id("turn id", turn_id if turn_id is not None else followup_id)
         created_at = _time("now", now)
         with self._transaction(f"dispatching follow-up {followup_id!r}"):
+            for thread_id, text in self._conn.execute(_DISPATCH_SQL, (turn, followup_id)).fetchall():
+                return self._begin_turn_row(turn, str(thread_id), str(text), created_at)
             followup = self._require_row(FollowUpRow, "followup_id", followup_id)
-            if followup.state != "queued":
-                raise StorageError(f"follow-up {followup_id!r} is {followup.state}, not queued; it runs only once")
-            self._conn.execute(
-                "UPDATE followups SET state = 'dispatched', turn_id = ? WHERE followup_id = ?", (turn, followup_id)
-            )
-            return self._begin_turn_row(turn, followup.thread_id, followup.text, created_at)
+            raise StorageError(f"follow-up {followup_id!r} is {followup.state}, not queued; it runs only once")
 
     def list_followups(self, thread_id: str) -> list[FollowUpRow]:
         validate_id("thread id", thread_id)
-        with _translate_errors(f"reading thread {thread_id!r}"):
+        with translate_errors(f"reading thread {thread_id!r}"):
             self._require_thread(thread_id)
         return self._select_all(FollowUpRow, "followups", "WHERE thread_id = ?", (thread_id,), "seq")
 
@@ -125,7 +129,7 @@ class FollowUpQueue(DatabaseCore):
     def queue_depths(self) -> dict[str, int]:
         """The number of queued follow-ups of each thread that has any."""
         sql = "SELECT thread_id, COUNT(*) FROM followups WHERE state = 'queued' GROUP BY thread_id ORDER BY thread_id"
-        with _translate_errors("counting queued follow-ups"):
+        with translate_errors("counting queued follow-ups"):
             return {str(thread_id): int(count) for thread_id, count in self._conn.execute(sql)}
 
     def move_followup(self, followup_id: str, position: int) -> list[FollowUpRow]:

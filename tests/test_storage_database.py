@@ -319,6 +319,17 @@ def test_finish_turns_applies_all_in_one_transaction(thread_db: Database) -> Non
     assert thread_db.finish_turns([]) == []
 
 
+def test_a_finish_returns_the_row_as_stored_and_keeps_the_worker_unless_it_names_one(thread_db: Database) -> None:
+    for turn_id in ("u0", "u1"):
+        thread_db.begin_turn(turn_id, "t1", "q", now=1.0)
+        thread_db.set_turn_worker(turn_id, 7)
+    kept, named = thread_db.finish_turns(
+        [TurnFinish("u0", "completed", "a0", None, 2.0), TurnFinish("u1", "completed", "a1", None, 3.0, 2)]
+    )
+    assert (kept.worker_id, named.worker_id) == (7, 2)
+    assert [thread_db.get_turn("u0"), thread_db.get_turn("u1")] == [kept, named]
+
+
 def test_finish_turns_is_all_or_nothing(thread_db: Database) -> None:
     thread_db.begin_turn("u0", "t1", "q0", now=10.0)
     thread_db.begin_turn("u1", "t1", "q1", now=11.0)
@@ -419,6 +430,20 @@ def test_followup_errors(thread_db: Database) -> None:
     with pytest.raises(StorageError, match="follow-up 'f1' is already done; terminal states are final"):
         thread_db.set_followup_state("f1", "queued")
     assert thread_db.list_followups("t1")[0].state == "done"
+    with pytest.raises(StorageError, match="follow-up 'f1' is done, not queued; it runs only once"):
+        thread_db.begin_followup_turn("f1", now=2.0)
+    assert thread_db.list_turns("t1") == []
+
+
+def test_a_follow_up_state_keeps_its_last_error_until_it_fails_again(thread_db: Database) -> None:
+    """Each write returns the row as stored; only "failed" sets the error, other states keep the last one."""
+    thread_db.enqueue_followup("f1", "t1", "x", now=1.0)
+    failed = thread_db.set_followup_state("f1", "failed", "boom")
+    assert thread_db.retry_followup("f1").last_error == "boom"
+    dispatched = thread_db.set_followup_state("f1", "dispatched", "ignored: not a failure")
+    assert (failed.last_error, dispatched.last_error) == ("boom", "boom")
+    assert thread_db.list_followups("t1") == [dispatched]
+    assert thread_db.set_followup_state("f1", "failed", None).last_error is None
 
 
 # --- durability and checkpoints -------------------------------------------------------------------------------

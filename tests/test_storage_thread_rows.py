@@ -97,3 +97,48 @@ def test_the_rows_kept_are_bounded(db: Database, monkeypatch: pytest.MonkeyPatch
         db.get_thread(thread_id)
     assert len(db._thread_rows) == 2
     assert len(reads) == 4  # t1, t2, t3, t2 again
+
+
+def _seq_reads(db: Database) -> list[str]:
+    """Every MAX(seq) read from now on, through the connection's exec trace."""
+    reads: list[str] = []
+
+    def trace(_cursor: Any, sql: str, _bindings: Any) -> bool:
+        if "MAX(seq)" in sql:
+            reads.append(sql)
+        return True
+
+    db._conn.exec_trace = trace
+    return reads
+
+
+def test_the_next_seqs_of_a_thread_created_here_are_kept_so_no_insert_reads_them(db: Database) -> None:
+    reads = _seq_reads(db)
+    assert [db.begin_turn(f"u{index}", "t1", "x", 2.0).seq for index in range(3)] == [1, 2, 3]
+    assert [db.enqueue_followup(f"f{index}", "t1", "x", 2.0).seq for index in range(2)] == [1, 2]
+    assert db.begin_followup_turn("f0", 3.0).seq == 4
+    assert reads == []
+
+
+def test_a_database_opened_again_reads_a_thread_s_next_seq_once(db: Database, tmp_path: Path) -> None:
+    db.begin_turn("u1", "t1", "x", 2.0)
+    again = Database.open(tmp_path / "db.sqlite")
+    try:
+        reads = _seq_reads(again)
+        assert [again.begin_turn(turn_id, "t1", "x", 3.0).seq for turn_id in ("u2", "u3")] == [2, 3]
+        assert len(reads) == 1
+    finally:
+        again.close()
+
+
+def test_a_rolled_back_insert_leaves_no_seq_kept(db: Database) -> None:
+    with pytest.raises(StorageError, match="undo"), db.batch("undo"):
+        db.begin_turn("u1", "t1", "never committed", 2.0)
+        raise StorageError("undo")
+    with pytest.raises(RuntimeError, match="the caller's"), db._conn:
+        db.begin_turn("u2", "t1", "in the caller's own transaction", 3.0)
+        raise RuntimeError("the caller's own transaction rolls back after our block ended")
+    assert db.begin_turn("u3", "t1", "the first that stands", 4.0).seq == 1
+    with pytest.raises(StorageError, match="already exists"):
+        db.begin_turn("u3", "t1", "a used id", 5.0)
+    assert db.begin_turn("u4", "t1", "after a refused insert", 6.0).seq == 2
