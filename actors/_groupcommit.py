@@ -216,7 +216,7 @@ class GroupCommits:
                 )
                 return tuple(rows)
             case NextFollowUps():
-                return tuple(each_alone(message.requests, lambda r: db.next_followup(r.thread_id, r.include_manual)))
+                return tuple(each_alone(message.requests, lambda r: db.queue_head(r.thread_id, r.include_manual)))
 
     def _begun_rows(self, turns: list[TurnRow | StorageError]) -> tuple[TurnBegun | StorageError, ...]:
         """One transcript append per thread for the begun turns, then each its `TurnBegun` (or its error)."""

@@ -323,6 +323,8 @@ def followup_fetched(s: State, e: ev.FollowUpFetched, out: Out) -> None:
         dispatch_waiting(s, out)  # its slot is free again: the next waiting thread may run
         return
     s.send_next.discard(e.thread_id)
+    if not e.more:  # none waits behind it: the end of its turn fetches nothing unless a change comes first
+        s.queued.discard(e.thread_id)
     if e.thread_id in s.busy or not s.workers:
         if e.thread_id not in s.waiting:
             s.waiting.appendleft(e.thread_id)

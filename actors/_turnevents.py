@@ -57,7 +57,8 @@ class BeginRefused(_Event, frozen=True, kw_only=True):
 
 class FollowUpFetched(_Event, frozen=True, kw_only=True):
     """The head of a thread's queue: its follow-up, none (`followup_id` None), or `refused`: the storage did not
-    answer (that is not "none queued")."""
+    answer (that is not "none queued"). `more`: another follow-up may wait behind it (False only when the storage
+    read that none did)."""
 
     thread_id: str
     refused: bool = False
@@ -65,6 +66,7 @@ class FollowUpFetched(_Event, frozen=True, kw_only=True):
     turn_id: str | None = None
     text: str = ""
     sink: Any = None
+    more: bool = True
 
 
 class Resolved(_Event, frozen=True, kw_only=True):

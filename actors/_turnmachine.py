@@ -9,7 +9,7 @@ Rules (the coordinator's contract; data in actors._turnstate):
   and runs, in order, when the thread, a slot and a worker are free. A begun turn that finds no worker up is
   "held" until one is. A turn's end fetches its thread's next follow-up only when the thread may have one
   (`queued`: a message was queued for it, the queue was changed by an operator or found at start; a fetch that
-  finds none clears it).
+  finds none clears it, and so does one that finds a follow-up with none behind it).
 - Stale runtime thread: `turn/start` answered "thread not found" -> resume, then retry `turn/start` as
   `STALE_THREAD_RETRY` allows (once), each retry one decision; a resume answered "no rollout found" invalidates the
   mapping, adds a card saying the runtime lost its copy, and starts a new runtime thread.

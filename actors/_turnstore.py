@@ -161,7 +161,7 @@ class TurnStore:
                 _log.error("turns.followup_fetch_failed", thread=effect.thread_id, error=repr(answer))
                 outcomes.append(ev.FollowUpFetched(thread_id=effect.thread_id, refused=True))
                 continue
-            row = answer
+            row = answer.followup
             if row is None:
                 outcomes.append(ev.FollowUpFetched(thread_id=effect.thread_id))
                 continue
@@ -173,6 +173,7 @@ class TurnStore:
                     turn_id=turn_id,
                     text=row.text,
                     sink=self._registry.get(row.followup_id),
+                    more=answer.more,
                 )
             )
         return outcomes

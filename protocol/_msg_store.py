@@ -246,7 +246,8 @@ class EnqueueFollowUps(Msg, frozen=True, kw_only=True):
 
 
 class NextFollowUps(Msg, frozen=True, kw_only=True):
-    """The head of several threads' queues in one round. Asked: per item the row, None, or the `StorageError`."""
+    """The head of several threads' queues in one round. Asked: per item its `QueueHead` (the head, None, and
+    whether another waits behind it) or the `StorageError`."""
 
     requests: tuple[NextFollowUp, ...]
 

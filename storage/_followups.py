@@ -4,6 +4,7 @@ Contract (a mixin of `Database`; every write is one transaction):
 - A thread's queue is its follow-ups in "queued" or "failed" state, ordered by `seq`. `enqueue_followup` appends.
 - `next_followup(thread, include_manual=False)` is the oldest "queued" one (a "failed" one is skipped, it waits for
   a retry); a thread in dispatch mode "manual" yields none unless `include_manual` (an explicit "send next").
+  `queue_head` is the same and whether another "queued" one waits behind it (`QueueHead.more`), in one query.
 - `begin_followup_turn` marks one "dispatched" and begins its turn in the same transaction.
 - `set_followup_state`: "done" and "cancelled" are final; "failed" keeps the error of its turn (`last_error`);
   `retry_followup` queues a failed one again in its place (it runs as a new turn).
@@ -26,6 +27,7 @@ from ._rows import (
     DispatchMode,
     FollowUpRow,
     FollowUpState,
+    QueueHead,
     ThreadRow,
     TurnRow,
 )
@@ -67,15 +69,19 @@ class FollowUpQueue(DatabaseCore):
     def next_followup(self, thread_id: str, include_manual: bool = False) -> FollowUpRow | None:
         """The oldest (lowest seq) queued follow-up of the thread, or None (always None for a thread in manual mode
         unless `include_manual`)."""
+        return self.queue_head(thread_id, include_manual).followup
+
+    def queue_head(self, thread_id: str, include_manual: bool = False) -> QueueHead:
+        """`next_followup` and whether another queued follow-up waits behind it, in one query."""
         validate_id("thread id", thread_id)
         with translate_errors(f"reading thread {thread_id!r}"):
             thread = self._require_thread(thread_id)
         if thread.dispatch_mode == "manual" and not include_manual:
-            return None
+            return QueueHead()
         rows = self._select_all(
-            FollowUpRow, "followups", "WHERE thread_id = ? AND state = 'queued'", (thread_id,), "seq LIMIT 1"
+            FollowUpRow, "followups", "WHERE thread_id = ? AND state = 'queued'", (thread_id,), "seq LIMIT 2"
         )
-        return rows[0] if rows else None
+        return QueueHead(followup=rows[0] if rows else None, more=len(rows) > 1)
 
     def set_followup_state(self, followup_id: str, state: FollowUpState, error: str | None = None) -> FollowUpRow:
         """Move a follow-up to `state` ("failed" keeps `error`, the reason of its last turn); "done" and "cancelled"

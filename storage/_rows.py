@@ -111,6 +111,14 @@ class FollowUpRow(msgspec.Struct, frozen=True, kw_only=True):
     last_error: str | None = None  # why that turn failed (state "failed": it can be retried)
 
 
+class QueueHead(msgspec.Struct, frozen=True, kw_only=True):
+    """The head of a thread's queue (`followup`, None when none is queued or the thread waits in manual mode) and
+    whether another queued follow-up waits behind it (`more`)."""
+
+    followup: FollowUpRow | None = None
+    more: bool = False
+
+
 class TurnFinish(msgspec.Struct, frozen=True):
     """One turn to finish in ``Database.finish_turns``."""
 

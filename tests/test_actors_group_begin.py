@@ -20,6 +20,7 @@ from agenthost.protocol._messages import (
     CreateThread,
     EnqueueFollowUps,
     ListTurns,
+    NextFollowUps,
     TurnBegun,
 )
 from agenthost.storage import Database, StorageError, StorageRoot, UnknownThreadError, parse_checkpoints
@@ -198,6 +199,8 @@ def test_queued_sends_and_their_dispatch_share_storage_rounds(tmp_path) -> None:
         assert [len(m.enqueues) for m in enqueues] == [18]  # 2 began at once, the 18 others queued together
         begun = [b.followup_id for m in gate.persistence if isinstance(m, BeginFollowUpTurns) for b in m.begins]
         assert sorted(begun) == sorted(e.followup_id for e in enqueues[0].enqueues)  # each dispatched once
+        fetched = [r.thread_id for m in gate.persistence if isinstance(m, NextFollowUps) for r in m.requests]
+        assert sorted(fetched) == sorted(e.thread_id for e in enqueues[0].enqueues)  # once: none behind it (T19)
         assert all(f.state == "done" for t in threads for f in host.followups(t))  # (an ask: after the settles)
         kinds = [type(m).__name__ for m in gate.persistence]
         assert "SetFollowUpState" not in kinds and kinds.count("SettleFollowUp") == 18

@@ -522,16 +522,17 @@ def test_a_followup_fetch_is_answered_before_the_waiting_completions_commit_and_
     """D29: a fetch of queued follow-ups reads nothing a told write changes, so it does not wait for their commit;
     the completions it passed are committed right after (together), with no further message to the actor."""
     from agenthost.protocol._messages import Checkpoint, NextFollowUp, NextFollowUps
+    from agenthost.storage import QueueHead
 
     commits = _count_commits(monkeypatch)
     commits_when_read: list[int] = []
-    original = Database.next_followup
+    original = Database.queue_head
 
     def counted_read(self: Database, thread_id: str, include_manual: bool = False) -> Any:
         commits_when_read.append(len(commits))
         return original(self, thread_id, include_manual)
 
-    monkeypatch.setattr(Database, "next_followup", counted_read)
+    monkeypatch.setattr(Database, "queue_head", counted_read)
     gate, root = _Gate(), StorageRoot(tmp_path / "root")
     ref = PersistenceActor.start(root=root, clock=FakeClock(), wall=time.time, fault_hook=gate)
     try:
@@ -543,7 +544,7 @@ def test_a_followup_fetch_is_answered_before_the_waiting_completions_commit_and_
             ref.tell(CompleteTurn(turn_id=turn_id, assistant_text="a", reply_to=collector))
         fetched = ref.ask(NextFollowUps(requests=(NextFollowUp(thread_id="t1"),)), block=False)
         gate.release.set()
-        assert fetched.get(timeout=10) == (None,)
+        assert fetched.get(timeout=10) == (QueueHead(),)
         assert commits_when_read == [0]  # read while the completions still waited
         assert {collector.replies.get(timeout=10).turn_id for _ in ids} == set(ids)  # nothing else was sent
         assert len(commits) == 1, commits

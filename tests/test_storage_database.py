@@ -15,6 +15,7 @@ from agenthost.storage import (
     InvalidIdError,
     MappingRow,
     ProjectRow,
+    QueueHead,
     SchemaError,
     StorageError,
     StorageIOError,
@@ -414,6 +415,19 @@ def test_followups_are_served_in_order(thread_db: Database) -> None:
         ("f2", 2, "failed"),
         ("f3", 3, "queued"),
     ]
+
+
+def test_the_queue_head_says_whether_another_queued_follow_up_waits_behind_it(thread_db: Database) -> None:
+    assert thread_db.queue_head("t1") == QueueHead()
+    first = thread_db.enqueue_followup("f1", "t1", "one", now=1.0)
+    assert thread_db.queue_head("t1") == QueueHead(followup=first, more=False)
+    thread_db.enqueue_followup("f2", "t1", "two", now=2.0)
+    assert thread_db.queue_head("t1") == QueueHead(followup=first, more=True)
+    thread_db.set_followup_state("f2", "failed", "boom")  # a failed one waits for its retry: not behind the head
+    assert thread_db.queue_head("t1") == QueueHead(followup=first, more=False)
+    thread_db.set_dispatch_mode("t1", "manual")
+    assert thread_db.queue_head("t1") == QueueHead()
+    assert thread_db.queue_head("t1", include_manual=True).followup == first
 
 
 def test_followup_errors(thread_db: Database) -> None:

@@ -822,6 +822,42 @@ def test_a_turn_end_fetches_only_for_a_thread_that_may_have_follow_ups_queued() 
     assert not only(effects, ev.FetchFollowUp)  # nothing may be queued: its end fetches nothing
 
 
+def test_a_fetched_follow_up_with_none_behind_it_ends_its_turn_without_a_fetch() -> None:
+    """T19: a fetch that finds a follow-up with none queued behind it clears the thread, so its turn's end fetches
+    nothing; a message queued while that turn runs, or a refused begin, still brings the next fetch."""
+    state = machine(max_active=1)
+    streaming(state)  # turn-a on t1 holds the only slot
+    step(state, ev.Send(turn_id="turn-b", thread_id="t1", text="later", sink="sink-b"))
+    output = turn_completed()
+    _, effects = step(state, ev.Output(worker_id=1, generation=1, messages=(output,)))
+    effects += step(state, ev.Completed(turn_id="turn-a"))[1]
+    assert [f.thread_id for f in only(effects, ev.FetchFollowUp)] == ["t1"]
+    fetched = ev.FollowUpFetched(thread_id="t1", followup_id="turn-b", turn_id="turn-b", text="later", more=False)
+    _, effects = step(state, fetched)
+    assert "t1" not in state.queued and [b.turn_id for b in only(effects, ev.Begin)] == ["turn-b"]
+    step(state, ev.BeginRefused(turn_id="turn-b", thread_id="t1", error="disk", followup_id="turn-b"))
+    assert list(state.waiting) == ["t1"]  # not lost: fetched again at the retry
+    _, effects = step(state, ev.RetryDue())
+    assert [f.thread_id for f in only(effects, ev.FetchFollowUp)] == ["t1"]
+    _, effects = step(state, fetched)
+    _, effects = step(
+        state, ev.Begun(turn_id="turn-b", thread_id="t1", text="later", sink="sink-b", followup_id="turn-b")
+    )
+    _, effects = step(state, ev.Resolved(turn_id="turn-b", worker_id=1, runtime_thread_id="rt-1"))
+    step(state, ev.CallAnswered(call_id=call_of(effects).call_id, result={"turn": {"id": "rturn-2"}}))
+    _, effects = step(state, ev.Output(worker_id=1, generation=1, messages=(turn_completed("rturn-2"),)))
+    effects += step(state, ev.Completed(turn_id="turn-b"))[1]
+    assert "turn-b" not in state.turns and not only(effects, ev.FetchFollowUp)  # none behind it: no fetch
+    begin(state, "turn-c", "t1")
+    step(state, ev.Send(turn_id="turn-d", thread_id="t1", text="while turn-c runs", sink="sink-d"))
+    assert "t1" in state.queued
+    _, effects = step(state, ev.Resolved(turn_id="turn-c", worker_id=1, runtime_thread_id="rt-1"))
+    step(state, ev.CallAnswered(call_id=call_of(effects).call_id, result={"turn": {"id": "rturn-3"}}))
+    _, effects = step(state, ev.Output(worker_id=1, generation=1, messages=(turn_completed("rturn-3"),)))
+    effects += step(state, ev.Completed(turn_id="turn-c"))[1]
+    assert [f.thread_id for f in only(effects, ev.FetchFollowUp)] == ["t1"]  # queued while it ran: fetched
+
+
 def _queued(state: State, thread_id: str = "t1") -> None:
     """An operator queued a follow-up for an idle thread: its head is fetched."""
     _, effects = step(state, ev.QueueChanged(thread_id=thread_id, send_next=False))
