@@ -1,8 +1,9 @@
 """A turn as its caller sees it: `TurnHandle`, and the queue its events arrive in.
 
 Contract: events arrive in order and end with exactly one `TurnFinished`. Every wait takes a timeout; a timeout
-raises `TimeoutError` naming the turn and consumes nothing. `ended()` waits for the end without consuming events
-(shutdown's drain uses it, so a caller never misses its own `TurnFinished`).
+raises `TimeoutError` naming the turn and consumes nothing. `wait()` sleeps until the end was delivered, then
+consumes every event up to it (the events before it never wake the caller). `ended()` waits for the end without
+consuming events (shutdown's drain uses it, so a caller never misses its own `TurnFinished`).
 """
 
 from __future__ import annotations
@@ -79,4 +80,8 @@ class TurnHandle:
                 return event
 
     def wait(self, timeout_s: float = 60.0) -> TurnFinished:
+        """The turn's `TurnFinished`, every event before it consumed. The caller sleeps until the end was delivered
+        (the events before it do not wake it: each wake-up would take the GIL from the host's threads)."""
+        if self.finished is None and not self._events.ended.wait(timeout_s):
+            raise TimeoutError(f"turn {self.turn_id}: no TurnFinished within {timeout_s:g} s")
         return self.wait_for(TurnFinished, timeout_s)
