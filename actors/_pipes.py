@@ -11,9 +11,13 @@ Contract:
   in order, for the outbox's writer thread, which writes it as the pipe drains (poll for POLLOUT). Byte counters
   say how far the runtime has read: `queued` (appended so far) and `written` (accepted by the pipe so far); a
   request appended when `queued` was Q has been read by the runtime once `written >= Q + len(request)`.
-- `put` refuses (`OutboxFull`) when bytes are already waiting and the new ones would take the total past
-  `limit_bytes`: a runtime that lets that much pile up has stopped reading. One message larger than the limit is
-  still accepted when nothing is waiting.
+- `put(data, hold=True)` appends without writing: held bytes go to the pipe, in order, as ONE write at the next
+  `release()` or plain `put`, or at once when HOLD_MAX_BYTES are held (each write wakes the runtime: the worker
+  holds the calls that arrive together and releases them when its mailbox is empty). Held bytes count in `queued`
+  and `pending`, not as waiting for the runtime.
+- `put` refuses (`OutboxFull`) when bytes are already waiting for the runtime and the new ones would take the total
+  past `limit_bytes`: a runtime that lets that much pile up has stopped reading. One message larger than the limit
+  is still accepted when nothing is waiting.
 - When the pipe breaks (the runtime exited or closed stdin) the outbox is `broken`: waiting bytes are dropped and
   that `put` (when it found the break itself) and every later one return False. `close()` lets the writer finish
   what is waiting and then close stdin; a runtime that never reads again is killed by its supervisor, which breaks
@@ -55,6 +59,7 @@ __all__ = [
 _log = get_logger("agenthost.worker")
 _READ_CHUNK = 65536
 _WRITE_CHUNK = 65536
+HOLD_MAX_BYTES = _WRITE_CHUNK  # held bytes are written once this many wait for a release
 
 
 class WorkerSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -224,6 +229,7 @@ class StdinOutbox:
         self._more = threading.Condition(self._lock)  # the writer thread waits here for chunks (or close)
         self._progress = threading.Condition(self._lock)  # `read_up_to` waits here for `written` to grow
         self._chunks: collections.deque[bytes] = collections.deque()
+        self._held = bytearray()  # put with hold=True, not yet given to the pipe
         self.queued = 0
         self.written = 0
         self.broken = False
@@ -237,26 +243,43 @@ class StdinOutbox:
         with self._lock:
             return self.queued - self.written
 
-    def put(self, data: bytes) -> bool:
-        """Append `data` (written at once when nothing waits before it); False if the pipe is broken or closing;
-        OutboxFull if the runtime stopped reading."""
+    def put(self, data: bytes, *, hold: bool = False) -> bool:
+        """Append `data` (with what is held, written at once when nothing waits before it; held when `hold`, see the
+        module contract); False if the pipe is broken or closing; OutboxFull if the runtime stopped reading."""
         with self._lock:
             if self.broken or self._closing:
                 return False
-            waiting = self.queued - self.written  # includes a chunk the writer thread is writing right now
+            waiting = self.queued - self.written - len(self._held)  # incl. a chunk the writer thread is writing
             if waiting and waiting + len(data) > self._limit:
                 raise OutboxFull(f"{waiting} bytes already wait for the runtime's stdin (limit {self._limit})")
             self.queued += len(data)
-            if not waiting:
-                rest = self._write(data)
-                if rest is None:
-                    return False
-                if not rest:
-                    return True
-                data = rest
-            self._chunks.append(data)
-            self._more.notify()
-            return True
+            self._held += data
+            if hold and len(self._held) < HOLD_MAX_BYTES:
+                return True
+            return self._give()
+
+    def release(self) -> bool:
+        """Give the held bytes to the pipe as one write; False if the pipe is broken or closing."""
+        with self._lock:
+            if self.broken or self._closing:
+                return False
+            return self._give() if self._held else True
+
+    def _give(self) -> bool:
+        """The held bytes to the pipe: written at once when nothing waits before them, else queued for the writer
+        thread (the lock is held)."""
+        data = bytes(self._held)
+        self._held.clear()
+        if self.queued - self.written == len(data):  # nothing waits before them
+            rest = self._write(data)
+            if rest is None:
+                return False
+            if not rest:
+                return True
+            data = rest
+        self._chunks.append(data)
+        self._more.notify()
+        return True
 
     def read_up_to(self, offset: int, grace_s: float = 0.0) -> bool:
         """True once the runtime has read every byte appended before `offset` (a `queued` value); waits up to
@@ -266,8 +289,12 @@ class StdinOutbox:
             return self._progress.wait_for(lambda: self.written >= offset, timeout=grace_s)
 
     def close(self) -> None:
-        """No more bytes: the writer closes stdin once what is waiting has been written (or the pipe broke)."""
+        """No more bytes: the writer closes stdin once what is waiting (and what is held) has been written (or the
+        pipe broke)."""
         with self._lock:
+            if self._held and not self.broken:
+                self._chunks.append(bytes(self._held))
+            self._held.clear()
             self._closing = True
             self._more.notify()
 
@@ -306,6 +333,7 @@ class StdinOutbox:
                     self.broken = True
                     self.written = self.queued  # nothing more will be written; nothing is waiting any more
                     self._chunks.clear()
+                    self._held.clear()
                     self._progress.notify_all()
                 return None
             view = view[done:]

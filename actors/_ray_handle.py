@@ -87,7 +87,8 @@ class RemoteOutbox:
         with self._cond:
             return self.queued - self.written
 
-    def put(self, data: bytes) -> bool:
+    def put(self, data: bytes, *, hold: bool = False) -> bool:
+        """As `StdinOutbox.put`; `hold` changes nothing here: every chunk goes through the sending thread anyway."""
         with self._cond:
             if self.broken or self._closing:
                 return False
@@ -98,6 +99,11 @@ class RemoteOutbox:
             self.queued += len(data)
             self._cond.notify_all()
             return True
+
+    def release(self) -> bool:
+        """Nothing is ever held here (see `put`); False once broken or closing."""
+        with self._cond:
+            return not (self.broken or self._closing)
 
     def read_up_to(self, offset: int, grace_s: float = 0.0) -> bool:
         with self._cond:

@@ -6,8 +6,10 @@ Contract:
   Where it runs is the `ProcessHost`'s business (actors._placement: a local child, or a Ray actor on a cluster
   node); everything below holds for both, and an exit is reported with the handle's `exit_cause`.
 - The actor never blocks on the runtime: a reader thread decodes stdout and a writer thread feeds stdin from a
-  bounded outbox (actors._process holds them, actors._pipes has the pipes). Unparsable stdout lines become
-  `ProtocolError`s that are logged and dropped.
+  bounded outbox (actors._process holds them, actors._pipes has the pipes). What the handling of one message
+  writes is held while more messages wait in the mailbox, and released as one write once none does (calls that
+  arrive together wake the runtime once). Unparsable stdout lines become `ProtocolError`s that are logged and
+  dropped.
 - Handshake: `initialize` is sent at start; the worker reports `WorkerReady` to the pool only when it answers
   successfully, then sends the `initialized` notification. No answer within `startup_timeout_s` (injected clock)
   kills the process group; the exit is then reported with reason "initialize timed out after N s".
@@ -117,6 +119,7 @@ class WorkerActor(SupervisedActor):
         self._pending: dict[int, _Pending] = {}
         self._inbox = StdoutInbox()
         self._ready = False
+        self._holding = False  # handling a message: what it writes waits for the release (see `handle`)
         self._stopping = False
         self._consecutive_timeouts = 0
         self._exit_reason: str | None = None
@@ -157,6 +160,18 @@ class WorkerActor(SupervisedActor):
         """The pool hears `WorkerSpawned` and, once `initialize` answered, `WorkerReady` instead."""
 
     def handle(self, message: Any) -> Any:
+        """One message; what it wrote to the runtime is held while more messages wait, then released as one write
+        (each write wakes the runtime)."""
+        self._holding = True
+        try:
+            answer = self._handle_message(message)
+        finally:
+            self._holding = False
+        if self._runtime is not None and self.actor_inbox.empty():
+            self._runtime.outbox.release()
+        return answer
+
+    def _handle_message(self, message: Any) -> Any:
         match message:
             case StdoutReady():
                 self._on_stdout(self._inbox.take())
@@ -190,7 +205,7 @@ class WorkerActor(SupervisedActor):
         if self._runtime is None:
             return False
         try:
-            return self._runtime.outbox.put(data)
+            return self._runtime.outbox.put(data, hold=self._holding)
         except OutboxFull as exc:
             self._report_health(degraded=True, reason=f"runtime stopped reading its stdin: {exc}", stalled=True)
             return False
@@ -285,6 +300,8 @@ class WorkerActor(SupervisedActor):
             self._kill(f"initialize timed out after {self._spec.startup_timeout_s:g} s")
             return
         call = pending.call
+        if self._runtime is not None:
+            self._runtime.outbox.release()  # a request is judged by the pipe, never by the worker's holding
         read = self._runtime is not None and self._runtime.outbox.read_up_to(pending.sent_up_to, _WRITE_GRACE_S)
         _log.warning(
             "worker.call_timeout",

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from agenthost.actors._pipes import OutboxFull, StdinOutbox
+from agenthost.actors._pipes import HOLD_MAX_BYTES, OutboxFull, StdinOutbox
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -109,3 +109,70 @@ def test_the_writer_thread_is_not_woken_by_writes_it_did_not_ask_for(
     writer.join(5.0)
     assert not writer.is_alive()
     assert wakes == ["woken"]  # once: by close()
+
+
+def _counting_writes(monkeypatch: pytest.MonkeyPatch, fd: int) -> list[bytes]:
+    """Every os.write to `fd` from now on."""
+    writes: list[bytes] = []
+    real_write = os.write
+
+    def write(target: int, data: bytes | memoryview) -> int:
+        if target == fd:
+            writes.append(bytes(data))
+        return real_write(target, data)
+
+    monkeypatch.setattr(os, "write", write)
+    return writes
+
+
+def test_held_puts_reach_the_pipe_as_one_write_at_the_release(
+    pipe: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Calls that arrive together wake the runtime once; held bytes count as queued, not as waiting for it."""
+    read_fd, write_fd = pipe
+    outbox = StdinOutbox(os.fdopen(write_fd, "wb", buffering=0), 40, "test-stdin")
+    writes = _counting_writes(monkeypatch, write_fd)
+    lines = [b'{"id":%d,"method":"turn/start"}\n' % index for index in range(3)]  # 31 bytes each
+    for line in lines:
+        assert outbox.put(line, hold=True)  # past the 40-byte limit together: held bytes do not wait for the runtime
+    assert writes == [] and (outbox.queued, outbox.written, outbox.pending) == (93, 0, 93)
+    assert outbox.release()
+    assert writes == [b"".join(lines)] and outbox.pending == 0
+    assert _read_exactly(read_fd, 93) == b"".join(lines)
+    assert outbox.release() and writes == [b"".join(lines)]  # nothing held: nothing written
+
+
+def test_a_plain_put_takes_what_is_held_first_and_a_close_keeps_it(pipe: tuple[int, int]) -> None:
+    read_fd, write_fd = pipe
+    outbox = StdinOutbox(os.fdopen(write_fd, "wb", buffering=0), CHUNK, "test-stdin")
+    assert outbox.put(b"held\n", hold=True)
+    assert outbox.put(b"plain\n")
+    assert _read_exactly(read_fd, 11) == b"held\nplain\n"
+    assert outbox.put(b"held at close\n", hold=True)
+    outbox.close()
+    outbox._thread.join(5.0)
+    assert _read_exactly(read_fd, 100) == b"held at close\n"
+
+
+def test_held_bytes_are_written_without_a_release_once_a_write_chunk_is_held(
+    pipe: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    read_fd, write_fd = pipe
+    outbox = StdinOutbox(os.fdopen(write_fd, "wb", buffering=0), 10 * CHUNK, "test-stdin")
+    writes = _counting_writes(monkeypatch, write_fd)
+    piece = b"x" * 1024
+    for _ in range(HOLD_MAX_BYTES // len(piece) - 1):
+        assert outbox.put(piece, hold=True)
+    assert writes == []
+    assert outbox.put(piece, hold=True)  # the last KiB: HOLD_MAX_BYTES held
+    assert len(writes) == 1 and outbox.pending == 0
+    assert len(_read_exactly(read_fd, HOLD_MAX_BYTES)) == HOLD_MAX_BYTES
+
+
+def test_a_broken_pipe_drops_what_is_held_and_refuses_the_release(pipe: tuple[int, int]) -> None:
+    read_fd, write_fd = pipe
+    outbox = StdinOutbox(os.fdopen(write_fd, "wb", buffering=0), CHUNK, "test-stdin")
+    os.close(read_fd)
+    assert outbox.put(b"held\n", hold=True)
+    assert outbox.release() is False
+    assert outbox.broken and outbox.pending == 0 and outbox.release() is False

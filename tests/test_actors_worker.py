@@ -167,3 +167,31 @@ def _dead(pid: int, within_s: float = 5.0) -> bool:
             return True
         time.sleep(0.02)
     return False
+
+
+def test_calls_that_arrive_together_reach_the_runtime_in_one_write(harness, monkeypatch) -> None:
+    """S18: what the handling of one message writes is held while more messages wait, then written as one."""
+    import threading
+
+    from agenthost.actors._pipes import StdinOutbox
+
+    start, inbox, _, recorder = harness
+    ref = start()
+    _next(inbox, WorkerReady)
+    gives: list[int] = []
+    real_give = StdinOutbox._give
+    monkeypatch.setattr(StdinOutbox, "_give", lambda self: gives.append(len(self._held)) or real_give(self))
+    told, real_on_call = threading.Event(), WorkerActor._on_call
+
+    def on_call(self: WorkerActor, call: RuntimeCall) -> None:
+        told.wait(10.0)  # the worker is busy while the test tells every call
+        real_on_call(self, call)
+
+    monkeypatch.setattr(WorkerActor, "_on_call", on_call)
+    for call_id in range(3):
+        _call(ref, recorder, call_id, "thread/start", {})
+    told.set()
+    results = [_next(inbox, CallResult) for _ in range(3)]
+    assert sorted(result.call_id for result in results) == [0, 1, 2]
+    assert all(result.error is None for result in results)
+    assert len(gives) == 1 and gives[0] > 0  # the three requests, in one write
