@@ -62,6 +62,8 @@ _PRAGMA_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 RowT = TypeVar("RowT", bound=msgspec.Struct)
 SeqRowT = TypeVar("SeqRowT", TurnRow, FollowUpRow)  # the rows numbered per thread (seq)
+Key = TypeVar("Key")
+Value = TypeVar("Value")
 
 THREAD_ROWS_KEPT = 4096  # thread rows kept for the next check of the same thread
 
@@ -167,19 +169,17 @@ class DatabaseCore:
         """One transaction around several operations (a group commit), all of them committed together or none: the
         operations inside open no savepoint of their own, so one refused (even when its caller caught the error)
         refuses the whole group, ``StorageError`` naming ``action`` (see storage._transaction)."""
-        if self._depth and not self._conn.in_transaction:
-            raise StorageError(f"{action}: the enclosing transaction was already rolled back by SQLite")
-        return Transaction(self, action, all_or_nothing=True)
+        return self._transaction(action, all_or_nothing=True)
 
     # --- private helpers -------------------------------------------------------------------------------------
 
-    def _transaction(self, action: str) -> Transaction:
+    def _transaction(self, action: str, *, all_or_nothing: bool = False) -> Transaction:
         """One transaction, or a savepoint inside the open one. SQLite rolls a whole transaction back by itself on
         some errors (SQLITE_FULL, SQLITE_IOERR ...): a savepoint opened after that would silently be a transaction
         of its own and commit alone, so it is refused instead, and the enclosing block fails as a whole."""
         if self._depth and not self._conn.in_transaction:
             raise StorageError(f"{action}: the enclosing transaction was already rolled back by SQLite")
-        return Transaction(self, action)
+        return Transaction(self, action, all_or_nothing=all_or_nothing)
 
     def _require_thread(self, thread_id: str) -> ThreadRow:
         kept = self._thread_rows
@@ -190,9 +190,7 @@ class DatabaseCore:
         row = self._select_one(ThreadRow, "thread_id", thread_id)
         if row is None:
             raise UnknownThreadError(f"unknown thread id {thread_id!r}")
-        kept[thread_id] = row
-        if len(kept) > THREAD_ROWS_KEPT:
-            kept.popitem(last=False)
+        _keep(kept, thread_id, row, THREAD_ROWS_KEPT)
         return row
 
     def _forget_thread(self, thread_id: str) -> None:
@@ -205,10 +203,7 @@ class DatabaseCore:
         self._next_seqs.clear()
 
     def _keep_next_seq(self, table: str, thread_id: str, seq: int) -> None:
-        kept = self._next_seqs
-        kept[(table, thread_id)] = seq
-        if len(kept) > 2 * THREAD_ROWS_KEPT:
-            kept.popitem(last=False)
+        _keep(self._next_seqs, (table, thread_id), seq, 2 * THREAD_ROWS_KEPT)
 
     def _require_turn(self, turn_id: str) -> TurnRow:
         row = self._select_one(TurnRow, "turn_id", turn_id)
@@ -290,6 +285,13 @@ _TABLES: dict[type[msgspec.Struct], str] = {
     ActionCardRow: "action_cards",
     FollowUpRow: "followups",
 }
+
+
+def _keep(kept: collections.OrderedDict[Key, Value], key: Key, value: Value, limit: int) -> None:
+    """Keep `value` as the most recently used; past `limit` entries the least recently used one goes."""
+    kept[key] = value
+    if len(kept) > limit:
+        kept.popitem(last=False)
 
 
 def _configure(conn: apsw.Connection) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dbkit import open_with_threads, sql_trace
 
 from agenthost.storage import Database, StorageError, UnknownThreadError
 
@@ -16,24 +17,14 @@ pytestmark = pytest.mark.timeout(30)
 
 @pytest.fixture
 def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database.open(tmp_path / "db.sqlite")
-    database.ensure_project("p", "p", 1.0)
-    for thread_id in ("t1", "t2"):
-        database.create_thread(thread_id, "p", f"title of {thread_id}", 1.0)
+    database = open_with_threads(tmp_path / "db.sqlite", "t1", "t2")
     yield database
     database.close()
 
 
 def _statements(db: Database) -> list[str]:
-    """The first word of every statement from now on, through the connection's exec trace."""
-    words: list[str] = []
-
-    def trace(_cursor: Any, sql: str, _bindings: Any) -> bool:
-        words.append(sql.split(maxsplit=1)[0].upper())
-        return True
-
-    db._conn.exec_trace = trace
-    return words
+    """The first word of every statement from now on."""
+    return sql_trace(db, lambda sql: sql.split(maxsplit=1)[0].upper())
 
 
 def test_the_operations_of_a_group_open_no_savepoint_of_their_own(db: Database) -> None:

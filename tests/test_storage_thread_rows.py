@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from dbkit import open_with_threads, sql_trace
 
 from agenthost.chaos import FaultPlan, FaultyVFS
 from agenthost.storage import Database, StorageError, UnknownThreadError, _dbcore
@@ -17,25 +17,18 @@ pytestmark = pytest.mark.timeout(30)
 
 @pytest.fixture
 def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database.open(tmp_path / "db.sqlite")
-    database.ensure_project("p", "p", 1.0)
-    for thread_id in ("t1", "t2", "t3"):
-        database.create_thread(thread_id, "p", f"title of {thread_id}", 1.0)
+    database = open_with_threads(tmp_path / "db.sqlite", "t1", "t2", "t3")
     yield database
     database.close()
 
 
 def _thread_reads(db: Database) -> list[str]:
-    """Every SELECT of a thread row from now on, through the connection's exec trace."""
-    reads: list[str] = []
+    """Every SELECT of a thread row from now on."""
 
-    def trace(_cursor: Any, sql: str, _bindings: Any) -> bool:
-        if sql.lstrip().startswith("SELECT") and "FROM threads WHERE thread_id" in sql:
-            reads.append(sql)
-        return True
+    def thread_read(sql: str) -> str | None:
+        return sql if sql.lstrip().startswith("SELECT") and "FROM threads WHERE thread_id" in sql else None
 
-    db._conn.exec_trace = trace
-    return reads
+    return sql_trace(db, thread_read)
 
 
 def test_a_thread_checked_again_is_not_read_again(db: Database) -> None:
@@ -100,16 +93,8 @@ def test_the_rows_kept_are_bounded(db: Database, monkeypatch: pytest.MonkeyPatch
 
 
 def _seq_reads(db: Database) -> list[str]:
-    """Every MAX(seq) read from now on, through the connection's exec trace."""
-    reads: list[str] = []
-
-    def trace(_cursor: Any, sql: str, _bindings: Any) -> bool:
-        if "MAX(seq)" in sql:
-            reads.append(sql)
-        return True
-
-    db._conn.exec_trace = trace
-    return reads
+    """Every MAX(seq) read from now on."""
+    return sql_trace(db, lambda sql: sql if "MAX(seq)" in sql else None)
 
 
 def test_the_next_seqs_of_a_thread_created_here_are_kept_so_no_insert_reads_them(db: Database) -> None:
