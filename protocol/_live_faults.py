@@ -9,6 +9,8 @@ Contract:
 - `FaultTriggers` fires that value, called with the runtime's state lock held. `before_output()` runs before each
   turn start (`turn_start=True`: stats the file at once) and each delta: `stop_self` and `eof_mid_line` fire once
   per loaded value (SIGSTOP of the process itself / half of a JSON line written and flushed to stdout, then exit 0).
+  Before either fires, and before a SIGKILL, it calls its `flush` (the StdoutWriter's): the lines written before
+  the fault reach stdout, as they would have without bursts.
   `after_delta()` runs after each delta written: a `crash_after_deltas` of a value loaded from the file counts the
   deltas written after it was loaded and SIGKILLs the process at that count (the `--faults` one counts from process
   start and is armed in the StdoutWriter by the caller).
@@ -20,6 +22,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 
 from agenthost.protocol._faults import RuntimeFaults, decode_faults
 from agenthost.protocol._runtime_io import log
@@ -89,8 +92,9 @@ class LiveFaults:
 class FaultTriggers:
     """Fires the live faults at turn starts and deltas (see the module contract); state lock held by callers."""
 
-    def __init__(self, live: LiveFaults) -> None:
+    def __init__(self, live: LiveFaults, flush: Callable[[], None]) -> None:
         self._live = live
+        self._flush = flush
         self._crash_version = live.version  # the value at start is armed in the StdoutWriter by the caller
         self._deltas_left: int | None = None  # deltas until a file-armed crash_after_deltas fires
 
@@ -102,9 +106,11 @@ class FaultTriggers:
             self._crash_version = self._live.version
             self._deltas_left = faults.crash_after_deltas
         if self._live.fire_once("stop_self"):
+            self._flush()
             log("fault stop_self: SIGSTOP")
             os.kill(os.getpid(), signal.SIGSTOP)
         if self._live.fire_once("eof_mid_line"):
+            self._flush()
             log("fault eof_mid_line: writing half a line, then exit 0")
             sys.stdout.buffer.flush()
             os.write(sys.stdout.fileno(), _CUT_OFF_LINE[: max(1, len(_CUT_OFF_LINE) // 2)])
@@ -116,5 +122,6 @@ class FaultTriggers:
             return
         self._deltas_left -= 1
         if self._deltas_left <= 0:
+            self._flush()
             log("fault crash_after_deltas (faults file): SIGKILL")
             os.kill(os.getpid(), signal.SIGKILL)

@@ -1,22 +1,30 @@
 """Stdout/stderr of the reference runtime.
 
 Contract:
-- Every stdout write goes through one lock: one whole line per write, flushed at once, so lines from the reader loop
-  and the turn threads never interleave. Notifications carry an extra top-level "emittedAtMs" (wall clock, ms), as
-  codex writes them; nothing carries "jsonrpc".
+- Every stdout line goes through one lock, whole, in the order written, so lines from the reader loop and the turn
+  threads never interleave. Notifications carry an extra top-level "emittedAtMs" (wall clock, ms), as codex writes
+  them; nothing carries "jsonrpc".
+- Bursts: lines a thread writes inside `burst()` wait, and reach stdout together in one write when its outermost
+  burst ends, at `flush()`, or once HOLD_MAX_BYTES (64 KiB) wait, whichever comes first; a line written outside any
+  burst is written at once, with every line waiting before it. The waiting lines are one list for all threads, so
+  any write or flush keeps the order in which they were written. (Each pipe write costs this process a syscall and
+  wakes the host's reader; a turn's ten lines made ten of each.) A thread that is about to wait (for time, or for
+  the client) must `flush()` first: nothing else writes its lines.
 - `delta` counts agentMessage deltas process-wide; with `crash_after_deltas=N` the process SIGKILLs itself right
-  after writing and flushing delta N (nothing more reaches stdout).
+  after writing and flushing delta N, with every line before it (nothing more reaches stdout).
 - Once stdout is broken (the host closed the pipe), further writes are dropped; the failure is logged once.
 - `log` writes one line to stderr, prefixed with "reference-runtime[<pid>]".
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 import msgspec
@@ -24,7 +32,9 @@ import msgspec
 from agenthost.protocol._errors import INVALID_REQUEST
 from agenthost.protocol._jsonrpc import RequestId, encode_error, encode_request, encode_response
 
-__all__ = ["GARBAGE_LINE", "StdoutWriter", "log", "now_ms"]
+__all__ = ["GARBAGE_LINE", "HOLD_MAX_BYTES", "StdoutWriter", "log", "now_ms"]
+
+HOLD_MAX_BYTES = 64 * 1024  # lines waiting in bursts are written at once when they reach this size
 
 GARBAGE_LINE = b"### reference runtime fault: garbage_before_turn (this line is not JSON) ###\n"
 
@@ -54,6 +64,26 @@ class StdoutWriter:
         self._crash_after_deltas = crash_after_deltas
         self._deltas_written = 0
         self._broken = False
+        self._waiting: list[bytes] = []  # lines written in bursts, not on stdout yet (every thread's, in order)
+        self._waiting_bytes = 0
+        self._bursts = threading.local()  # .depth: how many bursts this thread is in
+
+    @contextlib.contextmanager
+    def burst(self) -> Iterator[None]:
+        """Lines this thread writes inside reach stdout together when its outermost burst ends (see the contract)."""
+        depth = getattr(self._bursts, "depth", 0)
+        self._bursts.depth = depth + 1
+        try:
+            yield
+        finally:
+            self._bursts.depth = depth
+            if depth == 0:
+                self.flush()
+
+    def flush(self) -> None:
+        """Write every waiting line now, in one write."""
+        with self._lock:
+            self._flush_locked()
 
     def response(self, request_id: RequestId, result: Any) -> None:
         self._write(encode_response(request_id, result))
@@ -77,6 +107,7 @@ class StdoutWriter:
             self._write_locked(line)
             self._deltas_written += 1
             if self._deltas_written == self._crash_after_deltas:
+                self._flush_locked()
                 log(f"fault crash_after_deltas={self._crash_after_deltas}: SIGKILL")
                 os.kill(os.getpid(), signal.SIGKILL)
 
@@ -87,8 +118,19 @@ class StdoutWriter:
     def _write_locked(self, line: bytes) -> None:
         if self._broken:
             return
+        self._waiting.append(line)
+        self._waiting_bytes += len(line)
+        if getattr(self._bursts, "depth", 0) <= 0 or self._waiting_bytes >= HOLD_MAX_BYTES:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        if not self._waiting:
+            return
+        data = b"".join(self._waiting)
+        self._waiting.clear()
+        self._waiting_bytes = 0
         try:
-            self._stream.write(line)
+            self._stream.write(data)
             self._stream.flush()
         except (OSError, ValueError) as exc:
             self._broken = True

@@ -87,7 +87,7 @@ class ReferenceRuntime:
         self._state_dir = state_dir
         self._out = out
         self._live = LiveFaults(faults, faults_file)
-        self._triggers = FaultTriggers(self._live)
+        self._triggers = FaultTriggers(self._live, out.flush)
         self._store = ThreadStore(state_dir)
         self._lock = threading.Lock()
         self._turns = TurnRunner(
@@ -118,8 +118,9 @@ class ReferenceRuntime:
         """Handle stdin until EOF; return the exit code (0)."""
         buffer = LineBuffer()
         while chunk := os.read(stdin_fd, READ_CHUNK_BYTES):
-            for line in _complete_lines(buffer, chunk):
-                self.handle_line(line)
+            with self._out.burst():  # the answers to one read go out in one write
+                for line in _complete_lines(buffer, chunk):
+                    self.handle_line(line)
         remainder = buffer.flush()
         if remainder.strip():
             self.handle_line(remainder)

@@ -1,10 +1,12 @@
 """The reference runtime's running turns: each streams from its own thread, with the approval round trip.
 
 Contract (the message sequences are in protocol/reference_runtime.py):
-- `TurnRunner.start(turn)` streams a turn already in `active` from its own daemon thread ("turn-<id>"), which takes
-  the state lock for every check-then-write; a turn that is finished (completed, interrupted, failed) is never
-  written to again, so after the `turn/interrupt` answer no further delta of that turn appears. An exception in
-  that thread fails the turn ("reference runtime error: ...") instead of leaving it hanging.
+- `TurnRunner.start(turn)` streams a turn already in `active` from a daemon thread of its own while it runs
+  ("turn-<id>"; threads are reused, protocol._runtime_threads), which takes the state lock for every
+  check-then-write and writes what it has between waits in one burst (protocol._runtime_io: it flushes before each
+  wait, for a delay or an approval). A turn that is finished (completed, interrupted, failed) is never written to
+  again, so after the `turn/interrupt` answer no further delta of that turn appears. An exception in that thread
+  fails the turn ("reference runtime error: ...") instead of leaving it hanging.
 - A reply is split into `deltas_per_reply` pieces (fewer for a shorter text: protocol._chunks); the faults'
   `delta_delay_s` is waited between deltas (an interrupt ends the wait at once); `FaultTriggers` runs before and
   after each delta.
@@ -28,6 +30,7 @@ from agenthost.protocol._jsonrpc import ErrorResponse, Response
 from agenthost.protocol._live_faults import FaultTriggers, LiveFaults
 from agenthost.protocol._runtime_io import StdoutWriter, log, now_ms
 from agenthost.protocol._runtime_store import ThreadHeader, ThreadStore
+from agenthost.protocol._runtime_threads import ReusedThreads
 
 __all__ = ["RunningTurn", "TurnRunner"]
 
@@ -81,9 +84,10 @@ class TurnRunner:
         self._pending: dict[int, RunningTurn] = {}  # server request id -> turn waiting for the reply
         self._request_ids = itertools.count()
         self._item_numbers = itertools.count(1)
+        self._threads = ReusedThreads()
 
     def start(self, turn: RunningTurn) -> None:
-        threading.Thread(target=self._run_turn, args=(turn,), name=f"turn-{turn.id}", daemon=True).start()
+        self._threads.run(f"turn-{turn.id}", lambda: self._run_turn(turn))
 
     def steer_locked(self, turn: RunningTurn, user_item: dict[str, Any]) -> None:
         """More input for a running turn: one more userMessage item of it (kept with the turn). State lock held."""
@@ -127,7 +131,8 @@ class TurnRunner:
     # --- turn thread -----------------------------------------------------------------------------------------------
     def _run_turn(self, turn: RunningTurn) -> None:
         try:
-            self._stream_turn(turn)
+            with self._out.burst():  # what it writes between waits goes out in one write
+                self._stream_turn(turn)
         except Exception as exc:  # noqa: BLE001 - keep the host informed: the turn fails instead of hanging
             log(f"turn {turn.id} crashed:\n{traceback.format_exc()}")
             with self._lock:
@@ -180,6 +185,7 @@ class TurnRunner:
                     "availableDecisions": AVAILABLE_DECISIONS,
                 },
             )
+            self._out.flush()  # the request reaches the client before the wait for its answer
             self._changed.wait_for(lambda: turn.done or turn.approval_reply is not None)
             if turn.done:
                 return None
@@ -212,6 +218,7 @@ class TurnRunner:
         for index, chunk in enumerate(split_text(reply_text, self._deltas_per_reply)):
             with self._lock:
                 if index and self._live.refresh().delta_delay_s:
+                    self._out.flush()  # each delay is seen between the deltas
                     self._changed.wait_for(lambda: turn.done, timeout=self._live.refresh().delta_delay_s)
                 if turn.done:
                     return
