@@ -5,6 +5,9 @@ Contract:
   actor, which group-commits it with the completions: durable before any later write reaches the database (so
   before the end of the turn that needed it). A crash before that commit loses only the pin of a turn that then
   fails anyway; the thread is pinned again at its next use (a lost runtime thread id is recreated, and said so).
+  Except a thread's first pin: it stays in memory until its runtime thread id is bound (that bind saves both), as
+  nothing a runtime holds depends on it before; a restart meanwhile pins the thread afresh. (A new thread's first
+  turn writes its mapping once, not twice.)
 - `ResolveThreads` first applies its `updates` in order (`BindRuntimeThread` records a thread's runtime thread id
   on its worker, `InvalidateRuntimeThread` forgets it), then resolves threads in order, in the same message: per
   thread its pinned worker when that worker is up;
@@ -139,7 +142,10 @@ class MappingActor(SupervisedActor):
                 raise NoHealthyWorkerError(f"no runtime worker is up to run thread {thread_id!r}")
             previous = None if pin is None else pin.worker_id
             pin = _Pin(worker_id=worker_id, runtime_thread_id=None if pin is None else pin.runtime_thread_id)
-            self._save(thread_id, pin)
+            if previous is None:  # a first pin: no runtime holds the thread yet; its runtime thread's bind saves it
+                self._pin(thread_id, pin)
+            else:
+                self._save(thread_id, pin)
             _log.info("mapping.pinned", thread=thread_id, worker=worker_id, previous=previous)
         return ThreadRoute(thread_id=thread_id, worker_id=pin.worker_id, runtime_thread_id=pin.runtime_thread_id)
 

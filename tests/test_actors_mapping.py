@@ -15,6 +15,7 @@ from agenthost.protocol._messages import (
     CreateThread,
     GetPins,
     InvalidateRuntimeThread,
+    LoadMappings,
     ReadTranscript,
     ResolveThreads,
     WorkerDown,
@@ -102,6 +103,23 @@ def test_mappings_are_durable_and_hydrated(actors) -> None:
     assert mapping.ask(GetPins()) == {"t0": 1, "t1": 1}
     assert _route(mapping, "t0").runtime_thread_id == "rt-0"
     assert _route(mapping, "t1").runtime_thread_id is None
+
+
+def test_a_first_pin_is_saved_with_its_runtime_thread_and_a_moved_pin_at_once(actors) -> None:
+    persistence, mapping = actors()
+    _threads(persistence, 2)
+    _up(mapping, 1, 2)
+    assert [_route(mapping, t).worker_id for t in ("t0", "t1")] == [1, 2]
+    assert persistence.ask(LoadMappings()) == []  # first pins: no runtime holds these threads yet
+    bind = BindRuntimeThread(thread_id="t0", worker_id=1, runtime_thread_id="rt-0")
+    mapping.ask(ResolveThreads(thread_ids=(), updates=(bind,)))
+    mapping.ask(WorkerDown(worker_id=2, generation=1, reason="killed"))  # t1's pin moves to worker 1: saved
+    saved = {(row.thread_id, row.worker_id, row.runtime_thread_id) for row in persistence.ask(LoadMappings())}
+    assert saved == {("t0", 1, "rt-0"), ("t1", 1, None)}
+    mapping.stop()
+    persistence.stop()
+    persistence, mapping = actors()
+    assert mapping.ask(GetPins()) == {"t0": 1, "t1": 1}
 
 
 def test_persistence_writes_the_transcript_with_each_change(actors) -> None:
