@@ -9,6 +9,7 @@ import itertools
 import json
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -620,3 +621,31 @@ def test_delta_delay_slows_the_stream(spawn: Spawn) -> None:
     elapsed = time.monotonic() - first_delta_at
     assert len(_deltas(rest)) == 3
     assert elapsed >= 3 * delay_s * 0.9, f"3 gaps of {delay_s} s took only {elapsed:.3f} s"
+
+
+@pytest.mark.timeout(30)
+def test_stop_self_at_a_turn_start_fires_after_the_turn_start_answer_reached_the_client(spawn: Spawn) -> None:
+    runtime = spawn(*_faults(stop_self=True))
+    runtime.initialize()
+    thread_id = runtime.start_thread()
+    turn_id = runtime.start_turn(thread_id, "then stop")  # the answer was written before the SIGSTOP
+    assert turn_id
+    _, status = os.waitpid(runtime.proc.pid, os.WUNTRACED)  # then it stops (it is SIGKILLed at teardown)
+    assert os.WIFSTOPPED(status) and os.WSTOPSIG(status) == signal.SIGSTOP
+
+
+@pytest.mark.timeout(30)
+def test_crash_after_deltas_from_the_faults_file_fires_after_those_deltas_reached_the_client(
+    spawn: Spawn, tmp_path: Path
+) -> None:
+    faults_file = tmp_path / "faults.json"
+    runtime = spawn("--faults-file", str(faults_file), "--deltas-per-reply", "4")
+    runtime.initialize()
+    thread_id = runtime.start_thread()
+    faults_file.write_text(encode_faults(RuntimeFaults(crash_after_deltas=2)))
+    runtime.start_turn(thread_id, "crash please")
+    lines = []
+    while (line := runtime.read_line()) is not None:
+        lines.append(decode_line(line))
+    assert len(_deltas(lines)) == 2
+    assert runtime.proc.wait(timeout=EXIT_TIMEOUT_S) == -9
