@@ -31,9 +31,12 @@ Contract:
      doing the same durable work batched by 256 (begins in one transaction, begin records appended, ends in one
      transaction, end records appended, each transcript of the batch fsynced once), and beside the runtime floor
      (bench/_runtime_floor.py: the same new threads x 1 turn on 2 built-in runtimes driven straight on their
-     pipes, 64 in flight, no host, no storage: what no host can beat); full 2,000 threads, `--quick` 300; run
-     `--repeats` rounds (each: loop, host, floor, so the three stay side by side), the median of each reported
-     (the host's figures are those of its median run, and every run's turns/s is printed);
+     pipes, 64 in flight, no host, no storage: what no host can beat), and beside a hand-written host on those
+     runtimes (bench/_runtime_loop.py: one thread, no actors, the same runtimes and the same durable work,
+     batched; informative: the issue's loop has no runtime, so its 80 % is out of reach wherever the loop is
+     faster than the runtimes alone, and host/this is what the actors cost); full 2,000 threads, `--quick` 300; run
+     `--repeats` rounds (each: loop, host, floor, hand-written host, so the four stay side by side), the median of
+     each reported (the host's figures are those of its median run, and every run's turns/s is printed);
   3. codex round trip overhead: the host's own time per turn measured at its pipes minus the direct client's
      (bench/_codex.py: each the turn's time minus codex's, turn/start written -> turn/completed read), p50s of the
      codex comparison's turns (all repeats pooled); beside it the same for a direct client doing the host's durable
@@ -73,7 +76,17 @@ from typing import TypeVar
 import msgspec
 
 from agenthost._logging import configure
-from bench import _appserver, _deltas, _durability, _runtime_floor, _scaling, _service, _soak, _startup
+from bench import (
+    _appserver,
+    _deltas,
+    _durability,
+    _runtime_floor,
+    _runtime_loop,
+    _scaling,
+    _service,
+    _soak,
+    _startup,
+)
 from bench._rate import Run
 from bench._ray import format_section as format_ray_section
 from bench._ray import run_section as run_ray_section
@@ -183,6 +196,8 @@ class Issue10(msgspec.Struct, frozen=True, kw_only=True):
     host_loop_pct: float  # fanout.turns_per_s / loop_per_s in %
     runtime_floor_per_s: float  # the same turns on the runtimes alone (no host, no storage)
     host_floor_pct: float  # fanout.turns_per_s / runtime_floor_per_s in %
+    runtime_loop_per_s: float  # a hand-written host, no actors, on the same runtimes (median of the rounds)
+    host_runtime_loop_pct: float  # fanout.turns_per_s / runtime_loop_per_s in % (informative, no target)
     codex: CodexOverhead | None
     codex_skipped: str | None
     soak: _soak.Soak
@@ -342,13 +357,15 @@ def _issue10(params: BenchParams, codex_samples: CodexSamples, skipped: str | No
     started = time.perf_counter()
     growth = _in_temp(lambda work_dir: _scaling.measure_turn_growth(params.growth_turns, work_dir))
     host_only = _in_temp(lambda work_dir: _scaling.measure_prepopulated(params.growth_turns, work_dir))
-    loops, fanouts, floors = [], [], []
-    for _ in range(params.repeats):  # one round: the three side by side
+    loops, fanouts, floors, runtime_loops = [], [], [], []
+    for _ in range(params.repeats):  # one round: the four side by side
         loops.append(_in_temp(lambda work_dir: _scaling.measure_loop(params.fanout_threads, work_dir)).per_s)
         fanouts.append(_in_temp(lambda work_dir: _scaling.measure_fanout(params.fanout_threads, work_dir)))
         floors.append(_in_temp(lambda work_dir: _runtime_floor.measure(params.fanout_threads, work_dir)).per_s)
+        runtime_loops.append(_in_temp(lambda work_dir: _runtime_loop.measure(params.fanout_threads, work_dir)).per_s)
     fanout = sorted(fanouts, key=lambda run: run.turns_per_s)[len(fanouts) // 2]
     loop_per_s, floor_per_s = statistics.median(loops), statistics.median(floors)
+    runtime_loop_per_s = statistics.median(runtime_loops)
     soak = _in_temp(lambda work_dir: _soak.measure(params.soak_turns, work_dir))
     startup = _in_temp(lambda work_dir: _startup.measure(params.startup_threads, work_dir))
     codex = codex_overhead(codex_samples)
@@ -372,6 +389,8 @@ def _issue10(params: BenchParams, codex_samples: CodexSamples, skipped: str | No
         host_loop_pct=host_loop_pct,
         runtime_floor_per_s=floor_per_s,
         host_floor_pct=100.0 * fanout.turns_per_s / floor_per_s,
+        runtime_loop_per_s=runtime_loop_per_s,
+        host_runtime_loop_pct=100.0 * fanout.turns_per_s / runtime_loop_per_s,
         codex=codex,
         codex_skipped=skipped,
         soak=soak,
@@ -611,7 +630,7 @@ def _issue10_lines(report: BenchReport) -> list[str]:
         f"{issue.growth_host_only_ratio:.2f} x turns {growth.early_turns[0]}-{growth.early_turns[1]}",
         f"  2. Durable turns/s across threads: {fanout.threads:,} threads x 1 turn sent at once (64 senders, "
         f"host.submit), workers=2, max_active_turns=64{_size_note(fanout.threads, 'fanout_threads', 'threads')}; "
-        f"median of {len(issue.fanout_runs_per_s)} round(s) of loop, host, floor",
+        f"median of {len(issue.fanout_runs_per_s)} round(s) of loop, host, floor, hand-written host",
         f"     host: first send -> last TurnFinished {fanout.seconds:.2f} s = {fanout.turns_per_s:,.0f} turns/s   "
         f"(target {targets['throughput']}: {_met(met['throughput'])})",
         f"       every run: {', '.join(f'{per_s:,.0f}' for per_s in issue.fanout_runs_per_s)} turns/s",
@@ -624,6 +643,8 @@ def _issue10_lines(report: BenchReport) -> list[str]:
         f"     runtime floor: the same turns on the 2 built-in runtimes driven directly (no host, no storage, 64 in "
         f"flight) {issue.runtime_floor_per_s:,.0f} turns/s; host/floor {issue.host_floor_pct:.1f} %; the loop (no "
         f"runtime) is {issue.loop_per_s / issue.runtime_floor_per_s:.1f} x the floor",
+        f"     hand-written host (informative): the same runtimes and durable work, one thread, no actors "
+        f"{issue.runtime_loop_per_s:,.0f} turns/s; host/it {issue.host_runtime_loop_pct:.1f} % (what the actors cost)",
     ]
     codex = issue.codex
     if codex is None:

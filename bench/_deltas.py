@@ -130,6 +130,11 @@ class RawRuntime:
         return f"stderr tail: {tail.strip() or '(empty)'}"
 
     @property
+    def stdout_fd(self) -> int:
+        """The runtime's stdout, for a caller that polls several runtimes (`messages` then must not be used)."""
+        return self._fd
+
+    @property
     def messages(self) -> Iterator[Incoming]:
         """Every stdout message, decoded, in order (shared with `call` and `run_turn`)."""
         return self._messages

@@ -20,7 +20,7 @@ from agenthost.protocol._jsonrpc import ErrorResponse, Notification, Response
 from bench._deltas import CLIENT_INFO, RawRuntime
 from bench._rate import Run, run_together, split_evenly
 
-__all__ = ["measure"]
+__all__ = ["DELTAS_PER_REPLY", "TEXT", "TIMEOUT_S", "measure", "start_runtime"]
 
 DELTAS_PER_REPLY = 4  # HostConfig's default
 TEXT = "bench question"
@@ -48,7 +48,8 @@ def _guarded(work_dir: Path, index: int, conversations: int, window: int, errors
         errors.append(exc)
 
 
-def _drive(work_dir: Path, index: int, conversations: int, window: int) -> None:
+def start_runtime(work_dir: Path, index: int) -> RawRuntime:
+    """Built-in runtime number `index`, its state and stderr under `work_dir`, past its handshake."""
     argv = [
         sys.executable,
         "-m",
@@ -62,6 +63,15 @@ def _drive(work_dir: Path, index: int, conversations: int, window: int) -> None:
     try:
         runtime.call("initialize", CLIENT_INFO)
         runtime.notify("initialized")
+    except BaseException:
+        runtime.close()
+        raise
+    return runtime
+
+
+def _drive(work_dir: Path, index: int, conversations: int, window: int) -> None:
+    runtime = start_runtime(work_dir, index)
+    try:
         starting: set[int] = set()
         opened = finished = 0
         while opened < min(window, conversations):

@@ -88,6 +88,10 @@ def _check_issue10(report: dict, table: str) -> None:
     assert f"every run: {fanout['turns_per_s']:,.0f} turns/s" in table
     assert issue["loop_per_s"] > 0
     assert issue["host_loop_pct"] == pytest.approx(100 * fanout["turns_per_s"] / issue["loop_per_s"])
+    assert issue["runtime_floor_per_s"] > 0 and issue["runtime_loop_per_s"] > 0
+    assert issue["host_floor_pct"] == pytest.approx(100 * fanout["turns_per_s"] / issue["runtime_floor_per_s"])
+    assert issue["host_runtime_loop_pct"] == pytest.approx(100 * fanout["turns_per_s"] / issue["runtime_loop_per_s"])
+    assert f"{issue['runtime_loop_per_s']:,.0f} turns/s; host/it {issue['host_runtime_loop_pct']:.1f} %" in table
 
     soak = issue["soak"]
     assert soak["turns"] == 3_000 and soak["threads"] == 50
