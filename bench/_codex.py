@@ -8,7 +8,7 @@ Both sides run the same native codex 0.169.0 binary against the same local mock 
   includes the actor hops and the turn's durable begin and finish.
 Timed: per turn, send to end seen, `time.perf_counter()`, after one untimed warm-up turn per side. Reported as
 milliseconds per turn and as a throughput ratio (direct ms / host ms); with `samples`, each timed turn's seconds are
-collected too (bench/__main__.py reports the p50 of each side over every repeat and their difference, issue 10's
+collected too (bench/_issue10.py reports the p50 of each side over every repeat and their difference, issue 10's
 "codex round trip overhead <= 2 ms p50"). Skipped when codex is not installed.
 - Own time per turn (`own`): the turn's time minus the time codex had it, from `turn/start` written to its stdin
   to `turn/completed` read from its stdout. For the host those two instants are taken inside its pipe classes
