@@ -54,6 +54,7 @@ class SupervisorDecision(HostEvent, frozen=True, kw_only=True, tag="supervisor.d
     delay_s: float = 0.0
     generation: int | None = None
     restarts: list[str] | None = None  # the host's: the children a restart takes down and up again
+    decided_at: float | None = None  # the pool's: its clock (monotonic s) when it decided, the delay's start
 
 
 class WorkerSpawnedEvent(HostEvent, frozen=True, kw_only=True, tag="worker.spawned"):

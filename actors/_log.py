@@ -148,8 +148,10 @@ def decision(
     delay_s: float = 0.0,
     generation: int | None = None,
     restarts: list[str] | None = None,
+    decided_at: float | None = None,
 ) -> None:
-    """Emit one supervisor decision event (at warning level: a decision follows a failure)."""
+    """Emit one supervisor decision event (at warning level: a decision follows a failure). `decided_at`: the
+    supervisor's clock when it decided, which its delay counts from (the event is stamped later, when emitted)."""
     event = SupervisorDecision(
         supervisor=supervisor,
         child=child,
@@ -159,5 +161,6 @@ def decision(
         delay_s=delay_s,
         generation=generation,
         restarts=restarts,
+        decided_at=decided_at,
     )
     log.record(event, "warning")

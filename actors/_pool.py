@@ -402,6 +402,7 @@ class PoolSupervisor(SupervisedActor):
             attempt=verdict.attempt,
             delay_s=verdict.delay_s,
             generation=slot.generation,
+            decided_at=now,
         )
         if verdict.action == "escalate":
             self._escalate(f"{slot.child}: {verdict.reason}")

@@ -4,8 +4,10 @@ Contract (each checker returns a list of `Violation`; none means the invariant h
 - `check_restarts(history, worker_policy, host_policy, tolerance_s)`: every "supervisor.decision" "restart" has
   1 <= attempt <= max_attempts and delay_s == schedule(policy)[attempt-1] (no jitter); a decision past the cap is
   never "restart". For the pool, the next "pool.worker_restarting" of that worker in the same host incarnation
-  (with no other decision about it in between) comes at or after decision time + delay_s - `tolerance_s` (the
-  events are stamped when logged, a few microseconds after the decision was taken; default 0.002 s)
+  (with no other decision about it in between) comes at or after decision time + delay_s - `tolerance_s`
+  (default 0.002 s). The decision time is the pool's own clock reading, `decided_at`, when the event carries it:
+  the event is stamped when it is emitted, after the timer was armed, and on a loaded machine that can be
+  milliseconds later (a thread switch in between). An event without it counts from its stamp.
   ("restart_caps_and_delays").
 - `check_deadlines(history, turn_timeout_s, slack_s)`: every "turns.dispatched" turn ends in the same host
   incarnation ("turns.finished", "turns.reconciled_pending" or a TurnFinished event) within turn_timeout_s +
@@ -68,14 +70,15 @@ def check_restarts(
     decisions = [(e, d) for e, d in history.typed(SupervisorDecision) if d.supervisor in delays]
     violations = [v for e, d in decisions for v in _check_decision(history, e, d, delays, caps)]
     for (entry, decision), start in _pool_restarts(history):
-        due = entry.t + decision.delay_s
+        decided = entry.t if decision.decided_at is None else decision.decided_at  # (the event is stamped later)
+        due = decided + decision.delay_s
         if start.t < due - tolerance_s:
             violations.append(
                 violation(
                     history,
                     "restart_caps_and_delays",
                     f"{decision.child} restarted {due - start.t:.4f} s before its delay of {decision.delay_s} s "
-                    f"(decision at {entry.t:.4f}, start at {start.t:.4f}, host {entry.host})",
+                    f"(decision at {decided:.4f}, start at {start.t:.4f}, host {entry.host})",
                     start.t,
                 )
             )

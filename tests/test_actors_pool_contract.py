@@ -154,13 +154,15 @@ def test_stop_pool_waits_for_a_runtime_that_ignores_the_stop_until_it_is_killed(
     assert _gone(pid)
 
 
-def test_restarting_worker_reports_when_it_restarts(make_host, clock: FakeClock) -> None:
+def test_restarting_worker_reports_when_it_restarts(make_host, clock: FakeClock, events) -> None:
     clock.advance(100.0)
     host = make_host(workers=1)
     kill_process_group(worker(host, 1).pid)
     wait_until("restarting", lambda: worker(host, 1).state == "restarting")
     status = worker(host, 1)
     assert (status.attempt, status.next_restart_at) == (1, clock.now() + 1.0)
+    [decision] = events.of(child="worker-1", decision="restart")  # its delay counts from the pool's clock reading
+    assert decision["decided_at"] + decision["delay_s"] == status.next_restart_at
 
 
 def test_transient_worker_exiting_cleanly_is_not_restarted(make_host, events) -> None:

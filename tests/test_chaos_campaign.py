@@ -103,6 +103,26 @@ def test_restart_checker_reports_an_early_restart_a_wrong_delay_and_a_broken_cap
     assert any("restart attempt 9 is outside 1..8" in m for m in messages)
 
 
+def test_restart_checker_counts_the_delay_from_the_decision_not_from_its_event() -> None:
+    history = History()
+    for worker, started_at in ((1, 10.0401), (2, 10.03)):  # on time from the decision; 10 ms early
+        decision = SupervisorDecision(
+            supervisor="pool",
+            child=f"worker-{worker}",
+            decision="restart",
+            reason="test",
+            attempt=3,
+            delay_s=0.04,
+            decided_at=10.0,
+        )
+        history.record(decision, t=10.005)  # emitted 5 ms after the decision (a thread switch in between)
+        history.record(WorkerRestarting(worker=worker, attempt=3), t=started_at)
+    messages = [v.message for v in check_restarts(history, POLICY, HOST_POLICY)]
+    assert messages == [
+        "worker-2 restarted 0.0100 s before its delay of 0.04 s (decision at 10.0000, start at 10.0300, host 1)"
+    ]
+
+
 def test_restart_checker_accepts_a_restart_on_schedule() -> None:
     history = History()
     _decision(history, 10.0, 3, 0.04)
