@@ -306,6 +306,7 @@ def test_a_late_reply_to_an_older_probe_does_not_count(probed_host, clock: FakeC
     _tick(host, clock)
     _tick(host, clock)  # probe 1 missed (1 in a row); probe 2 sent
     assert not events.of(child="worker-1", decision="kill")
+    wait_until("probe 1 reached the actor", lambda: len(probes.blocked) == 1)  # (a loaded machine may lag)
     probes.blocked[0].set()  # the actor answers probe 1, late, then gets stuck on probe 2
     wait_until("the late reply", lambda: probes.replies == [(1, 1)] and len(probes.blocked) == 2)
     _states(_pool(host))  # the late reply is handled
