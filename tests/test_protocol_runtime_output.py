@@ -1,5 +1,5 @@
-"""The reference runtime's output: bursts of lines in one write (protocol._runtime_io) and reused turn threads
-(protocol._runtime_threads)."""
+"""The reference runtime's output: bursts of lines in one write (protocol._runtime_io), reused turn threads
+(protocol._runtime_threads), and how often it looks at its live faults file (protocol._live_faults)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from agenthost.protocol import _live_faults
 from agenthost.protocol._faults import RuntimeFaults
 from agenthost.protocol._jsonrpc import encode_response
+from agenthost.protocol._live_faults import STAT_INTERVAL_S, LiveFaults
 from agenthost.protocol._runtime_io import HOLD_MAX_BYTES, StdoutWriter
 from agenthost.protocol._runtime_server import ReferenceRuntime
 from agenthost.protocol._runtime_threads import ReusedThreads
@@ -214,3 +216,24 @@ def test_a_thread_with_nothing_to_do_for_idle_s_exits() -> None:
         thread.join(WAIT_S)
         assert not thread.is_alive()
     assert not threads.wait_idle(1, 0.0)
+
+
+def test_live_faults_stat_the_file_at_most_every_interval_unless_forced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [100.0]
+    monkeypatch.setattr(_live_faults.time, "monotonic", lambda: now[0])
+    path = tmp_path / "faults.json"
+    live = LiveFaults(RuntimeFaults(), str(path))  # no file yet: the base, version 0
+    assert (live.faults, live.version) == (RuntimeFaults(), 0)
+    path.write_text('{"stop_self": true}')
+    now[0] = 100.0 + STAT_INTERVAL_S / 2
+    assert live.refresh() == RuntimeFaults()  # within the interval: not looked at
+    now[0] = 100.0 + STAT_INTERVAL_S
+    assert live.refresh() == RuntimeFaults(stop_self=True)  # the interval is over: read
+    assert live.version == 1
+    path.write_text('{"eof_mid_line": true}')
+    now[0] += STAT_INTERVAL_S / 2
+    assert live.refresh() == RuntimeFaults(stop_self=True)
+    assert live.refresh(force=True) == RuntimeFaults(eof_mid_line=True)  # forced: read at once
+    assert live.version == 2
