@@ -19,11 +19,11 @@ from pathlib import Path
 from agenthost.protocol._jsonrpc import ErrorResponse, Notification, Response
 from bench._deltas import CLIENT_INFO, RawRuntime
 from bench._rate import Run, run_together, split_evenly
+from bench._scaling import TEXT
 
-__all__ = ["DELTAS_PER_REPLY", "TEXT", "TIMEOUT_S", "measure", "start_runtime"]
+__all__ = ["DELTAS_PER_REPLY", "TIMEOUT_S", "measure", "start_runtime"]
 
 DELTAS_PER_REPLY = 4  # HostConfig's default
-TEXT = "bench question"
 TIMEOUT_S = 120.0
 
 

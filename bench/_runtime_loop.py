@@ -9,9 +9,9 @@ stdout with `selectors`. Each pass over what the runtimes wrote does the host's 
 could batch it: the ends seen are committed in one transaction (`Database.finish_turns`) and appended to their
 transcripts before the turn counts as finished (the host's `TurnFinished`), the threads started are begun in one
 transaction and appended before their `turn/start` is written (the host's begin durable before dispatch), and
-every 256 ends (and at the end) the transcripts written are fsynced once each. Timed from the first thread/start
-to the last end committed: turns/s. What the host has below it is what its actors (threads, messages, the GIL
-passed between them) cost. Any error propagates.
+every SYNC_THREADS (256, the host's) ends and at the end the transcripts written are fsynced once each. Timed
+from the first thread/start to the last end committed: turns/s. What the host has below it is what its actors
+(threads, messages, the GIL passed between them) cost. Any error propagates.
 """
 
 from __future__ import annotations
@@ -21,17 +21,18 @@ import selectors
 import time
 from pathlib import Path
 
+from agenthost.actors._persistence import SYNC_THREADS
 from agenthost.protocol._jsonrpc import ErrorResponse, LineBuffer, Notification, Response, decode_line
 from agenthost.storage import Database, TranscriptWriter, TurnFinish
 from bench._deltas import READ_CHUNK_BYTES, RawRuntime
 from bench._rate import Run
-from bench._runtime_floor import TEXT, start_runtime
+from bench._runtime_floor import start_runtime
+from bench._scaling import ASSISTANT_TEXT, TEXT
 from bench._store import direct_store, written
 
 __all__ = ["measure"]
 
-SYNC_EVERY = 256  # ends between two fsyncs of the transcripts written (the host's SYNC_THREADS)
-ASSISTANT_TEXT = f"Reference reply to: {TEXT}"
+SYNC_EVERY = SYNC_THREADS  # ends between two fsyncs of the transcripts written, as the host
 
 
 def measure(threads: int, work_dir: Path, *, workers: int = 2, in_flight: int = 64) -> Run:
