@@ -45,7 +45,7 @@ from pathlib import Path
 import msgspec
 
 from agenthost._logging import configure
-from bench import _appserver, _deltas, _durability, _service
+from bench import _appserver, _deltas, _durability, _handoffs, _service
 from bench._issue10 import (
     CodexOverhead,
     CodexSamples,
@@ -209,7 +209,8 @@ def _appserver_comparison(params: BenchParams) -> _appserver.AppServerLatency | 
 
 
 def _codex_comparison(params: BenchParams, samples: CodexSamples) -> tuple[Comparison | None, str | None]:
-    """The codex comparison; every timed turn's seconds go to `samples`; each repeat runs one more direct client."""
+    """The codex comparison; every timed turn's seconds go to `samples`; each repeat runs one more direct client, the
+    durable direct client, and the host turn's hand-offs alone (asleep between legs as long as a direct turn)."""
     from agenthost.actors._runtimes import CODEX_CACHE, default_codex_bin
 
     binary = default_codex_bin()
@@ -229,6 +230,7 @@ def _codex_comparison(params: BenchParams, samples: CodexSamples) -> tuple[Compa
     for _ in range(params.repeats):
         in_temp(lambda work_dir: _codex.measure_direct(str(binary), turns, work_dir, samples=samples.direct_again))
         in_temp(lambda work_dir: _codex.measure_durable_direct(str(binary), turns, work_dir, own=samples.durable_own))
+        _handoffs.measure(turns, statistics.median(samples.direct), samples.handoffs)  # asleep as long as codex
     return comparison, None
 
 

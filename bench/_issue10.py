@@ -25,9 +25,11 @@ Each figure is measured once per run (no repeats: they are growth factors and ra
   3. codex round trip overhead: the host's own time per turn measured at its pipes minus the direct client's
      (bench/_codex.py: each the turn's time minus codex's, turn/start written -> turn/completed read), p50s of the
      codex comparison's turns (all repeats pooled); beside it the same for a direct client doing the host's durable
-     work itself without actors (the durable floor), and the p50 difference of whole turns with the same difference
-     between two fresh direct clients (each repeat runs one more: the noise of comparing two codex processes,
-     larger than the target, which is why the verdict is on own times); skipped without codex;
+     work itself without actors (the durable floor), the thread hand-offs of a host turn alone (bench/_handoffs.py:
+     the floor plus them is the least own time a host of these actors can have), and the p50 difference of whole
+     turns with the same difference between two fresh direct clients (each repeat runs one more: the noise of
+     comparing two codex processes, larger than the target, which is why the verdict is on own times); skipped
+     without codex;
   4. memory: RSS of this process (the host is embedded) and of the runtime workers after 10 % and 100 % of a soak
      over 50 threads (50 turns in flight); full 30,000 turns, not the issue's 100,000, which take about 9 minutes at
      the ~186 turns/s measured on this 2-core machine (`--soak-turns 100000` runs them); `--quick` 3,000;
@@ -47,7 +49,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from bench import _runtime_floor, _runtime_loop, _scaling, _soak, _startup
+from bench import _handoffs, _runtime_floor, _runtime_loop, _scaling, _soak, _startup
 from bench._params import BenchParams, in_temp
 
 __all__ = [
@@ -76,6 +78,7 @@ class CodexSamples(msgspec.Struct, kw_only=True):
     host: list[float] = []
     host_own: list[float] = []  # the host's own part of each turn, measured at its pipes
     durable_own: list[float] = []  # the same for the durable direct client (bench/_codex.measure_durable_direct)
+    handoffs: list[float] = []  # per turn: the host's thread hand-offs alone (bench/_handoffs.py)
 
 
 class CodexOverhead(msgspec.Struct, frozen=True, kw_only=True):
@@ -91,6 +94,8 @@ class CodexOverhead(msgspec.Struct, frozen=True, kw_only=True):
     direct_own_p50_ms: float  # the same for the direct client
     own_added_p50_ms: float  # host_own - direct_own: the overhead the target is judged on
     durable_own_p50_ms: float  # the durable direct client's own time per turn (same durable work, no actors), p50
+    handoffs_p50_ms: float  # the host turn's thread hand-offs alone, p50 (bench/_handoffs.py)
+    least_own_ms: float  # durable_own + handoffs: the least own time a host of these actors can have here
 
 
 class Issue10(msgspec.Struct, frozen=True, kw_only=True):
@@ -124,8 +129,10 @@ def codex_overhead(samples: CodexSamples) -> CodexOverhead | None:
         return None
     assert samples.direct_own, "measure_direct collects the direct client's own times too"
     assert samples.durable_own, "the codex comparison runs the durable direct client too"
+    assert samples.handoffs, "the codex comparison times the hand-offs too"
     direct_p50, host_p50, again_p50 = _p50_ms(samples.direct), _p50_ms(samples.host), _p50_ms(samples.direct_again)
     host_own_p50, direct_own_p50 = _p50_ms(samples.host_own), _p50_ms(samples.direct_own)
+    durable_p50, handoffs_p50 = _p50_ms(samples.durable_own), _p50_ms(samples.handoffs)
     return CodexOverhead(
         turns=len(samples.host),
         direct_p50_ms=direct_p50,
@@ -136,7 +143,9 @@ def codex_overhead(samples: CodexSamples) -> CodexOverhead | None:
         host_own_p50_ms=host_own_p50,
         direct_own_p50_ms=direct_own_p50,
         own_added_p50_ms=host_own_p50 - direct_own_p50,
-        durable_own_p50_ms=_p50_ms(samples.durable_own),
+        durable_own_p50_ms=durable_p50,
+        handoffs_p50_ms=handoffs_p50,
+        least_own_ms=durable_p50 + handoffs_p50,
     )
 
 
@@ -274,6 +283,11 @@ def format_lines(issue: Issue10, params: BenchParams) -> list[str]:
             f"     the same for a direct client doing the durable work itself, one thread, no actors (begin and "
             f"end committed, both records appended): p50 {codex.durable_own_p50_ms:.2f} ms, so the actors add "
             f"{codex.host_own_p50_ms - codex.durable_own_p50_ms:.2f} ms",
+            f"     the {_handoffs.HANDOFFS} thread hand-offs of a host turn alone (4 actors passing one message, as "
+            f"long asleep between legs as codex's turn): p50 {codex.handoffs_p50_ms:.2f} ms, so a host of these "
+            f"actors doing this durable work has an own time of at least {codex.least_own_ms:.2f} ms here "
+            f"({codex.least_own_ms - codex.direct_own_p50_ms:.2f} ms over the direct client) before any work of "
+            "its own",
             f"     whole turns, p50: host {codex.host_p50_ms:.2f} ms - direct {codex.direct_p50_ms:.2f} ms = "
             f"{codex.added_p50_ms:.2f} ms, but a second fresh direct client differs from the first by "
             f"{codex.direct_noise_ms:+.2f} ms (p50 {codex.direct_again_p50_ms:.2f} ms): codex processes differ by "

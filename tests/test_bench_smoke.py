@@ -119,6 +119,10 @@ def _check_issue10(report: dict, table: str) -> None:
         assert codex["durable_own_p50_ms"] > 0  # the durable direct client ran, and did its commits
         actors = codex["host_own_p50_ms"] - codex["durable_own_p50_ms"]
         assert f"p50 {codex['durable_own_p50_ms']:.2f} ms, so the actors add {actors:.2f} ms" in table
+        assert codex["handoffs_p50_ms"] > 0  # the hand-off ring ran, as many turns as each side
+        assert codex["least_own_ms"] == pytest.approx(codex["durable_own_p50_ms"] + codex["handoffs_p50_ms"])
+        assert f"p50 {codex['handoffs_p50_ms']:.2f} ms, so a host of these actors" in table
+        assert f"at least {codex['least_own_ms']:.2f} ms here" in table
         expected.add("codex_overhead")
     assert set(issue["met"]) == expected and all(isinstance(ok, bool) for ok in issue["met"].values())
     assert set(issue["targets"]) == expected | {"codex_overhead"}

@@ -16,6 +16,7 @@ def _samples(*, host: float, direct: float, host_own: float, direct_own: float) 
         host=[host] * 3,
         host_own=[host_own] * 3,
         durable_own=[0.0012] * 3,
+        handoffs=[0.0004, 0.0005, 0.0009],
     )
 
 
@@ -25,6 +26,8 @@ def test_whole_turns_within_the_target_but_own_times_over_it_is_not_met() -> Non
     assert codex.added_p50_ms == pytest.approx(1.0)  # whole turns would say "met"
     assert codex.own_added_p50_ms == pytest.approx(2.49)
     assert codex.durable_own_p50_ms == pytest.approx(1.2)
+    assert codex.handoffs_p50_ms == pytest.approx(0.5)
+    assert codex.least_own_ms == pytest.approx(1.7)  # the durable floor plus the hand-offs' p50
     assert codex_overhead_met(codex) is False
 
 
