@@ -33,6 +33,7 @@ from agenthost.chaos._invariants import (
     liveness_bound_s,
     processes_under,
 )
+from agenthost.protocol._live_faults import _CUT_OFF_LINE
 
 POLICY = RecoveryPolicy(backoff=Backoff(initial_s=0.01, max_s=0.08), max_attempts=8)
 HOST_POLICY = RecoveryPolicy(backoff=Backoff(initial_s=0.01, max_s=0.08), max_attempts=4)
@@ -306,6 +307,7 @@ def test_faults_file_is_reread_live_and_eof_mid_line_cuts_a_line(tmp_path: Path)
         json_lines = rest.split(b"\n")
         with pytest.raises(ValueError):
             json.loads(json_lines[-1])
+        assert json_lines[-1] == _CUT_OFF_LINE[: len(_CUT_OFF_LINE) // 2]  # the first half of a whole line
     finally:
         proc.kill()
         proc.wait(10)
