@@ -44,6 +44,7 @@ from agenthost.protocol._messages import (
     WorkerHealth,
     WorkerUp,
 )
+from agenthost.storage import MappingPin
 
 __all__ = ["MappingActor"]
 
@@ -76,8 +77,9 @@ class MappingActor(SupervisedActor):
         self._degraded: set[int] = set()
 
     def on_child_start(self) -> None:
-        for row in self._db(LoadMappings()):
-            self._pin(row.thread_id, _Pin(worker_id=row.worker_id, runtime_thread_id=row.runtime_thread_id))
+        pins: list[MappingPin] = self._db(LoadMappings())
+        self._pins = {pin.thread_id: _Pin(pin.worker_id, pin.runtime_thread_id) for pin in pins}
+        self._load = collections.Counter(pin.worker_id for pin in pins)
         _log.info("mapping.hydrated", threads=len(self._pins))
 
     def handle(self, message: Any) -> Any:

@@ -370,7 +370,7 @@ class PersistenceActor(GroupCommits, SupervisedActor):
                 self._transcript(lambda: self.transcripts.card_added(card))
                 return card
             case LoadMappings():
-                return db.load_mappings()
+                return db.load_pins()
             case ListPendingTurns():
                 return db.pending_turns()
             case ListFollowUps():

@@ -246,7 +246,7 @@ def _status(root: StorageRoot, as_json: bool) -> int:
         return 1
     db = Database.open(root.db_path)
     try:
-        pins = {row.thread_id: row.worker_id for row in db.load_mappings()}
+        pins = {pin.thread_id: pin.worker_id for pin in db.load_pins()}
         rows = [("THREAD", "PROJECT", "TITLE", "TURNS", "STATUS", "WORKER")]
         data = []
         for thread in db.list_threads():

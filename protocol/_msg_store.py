@@ -190,7 +190,7 @@ class SaveMapping(Msg, frozen=True, kw_only=True):
 
 
 class LoadMappings(Msg, frozen=True, kw_only=True):
-    pass
+    """Asked: every thread's pin (`agenthost.storage.MappingPin`), by thread id."""
 
 
 class ListPendingTurns(Msg, frozen=True, kw_only=True):

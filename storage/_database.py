@@ -49,12 +49,13 @@ from ._dbcore import (
     _time,
     _values,
 )
-from ._errors import StorageError, TurnAlreadyFinishedError
+from ._errors import StorageCorruptError, StorageError, TurnAlreadyFinishedError
 from ._followups import FollowUpQueue
 from ._ids import validate_id
 from ._rows import (
     TERMINAL_TURN_STATUSES,
     ActionCardRow,
+    MappingPin,
     MappingRow,
     ProjectRow,
     ThreadRow,
@@ -202,6 +203,17 @@ class Database(FollowUpQueue):
 
     def load_mappings(self) -> list[MappingRow]:
         return self._select_all(MappingRow, "runtime_thread_mappings", "", (), "thread_id")
+
+    def load_pins(self) -> list[MappingPin]:
+        """Every mapping without its time, by thread id; a value of the wrong type raises ``StorageCorruptError``
+        naming it."""
+        sql = "SELECT thread_id, worker_id, runtime_thread_id FROM runtime_thread_mappings ORDER BY thread_id"
+        with translate_errors("listing runtime_thread_mappings"):
+            values = self._conn.execute(sql).fetchall()
+        try:
+            return msgspec.convert(values, list[MappingPin])
+        except msgspec.ValidationError as error:
+            raise StorageCorruptError(f"runtime_thread_mappings holds a bad value: {error}") from error
 
     def mapping_pins(self) -> dict[int, int]:
         """How many threads are pinned to each worker id (one aggregate query)."""

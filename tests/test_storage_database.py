@@ -13,6 +13,7 @@ from agenthost.storage import (
     Database,
     FollowUpRow,
     InvalidIdError,
+    MappingPin,
     MappingRow,
     ProjectRow,
     QueueHead,
@@ -227,10 +228,24 @@ def test_mapping_save_replace_delete(thread_db: Database) -> None:
     thread_db.delete_mapping("t2")
     thread_db.delete_mapping("t2")
     assert thread_db.load_mappings() == [replaced]
+    assert thread_db.load_pins() == [MappingPin("t1", 5, "rt-def")]
     with pytest.raises(UnknownThreadError, match="unknown thread id 'ghost'"):
         thread_db.save_mapping("ghost", 1, None, now=1.0)
     with pytest.raises(StorageError, match="worker id True is invalid"):
         thread_db.save_mapping("t1", True, None, now=1.0)
+
+
+def test_pins_are_the_mappings_without_their_time_by_thread_id(thread_db: Database) -> None:
+    assert thread_db.load_pins() == []
+    for thread_id, worker_id, runtime_thread_id in (("t3", 2, None), ("t1", 1, "rt-1"), ("t2", 2, "rt-2")):
+        if thread_id != "t1":
+            thread_db.create_thread(thread_id, "p1", thread_id, now=103.0)
+        thread_db.save_mapping(thread_id, worker_id, runtime_thread_id, now=300.0)
+    pins = thread_db.load_pins()
+    assert pins == [MappingPin("t1", 1, "rt-1"), MappingPin("t2", 2, "rt-2"), MappingPin("t3", 2, None)]
+    assert [(p.thread_id, p.worker_id, p.runtime_thread_id) for p in pins] == [
+        (m.thread_id, m.worker_id, m.runtime_thread_id) for m in thread_db.load_mappings()
+    ]
 
 
 def test_mapping_cascades_when_thread_is_deleted(thread_db: Database, db_path: Path) -> None:
