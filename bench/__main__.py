@@ -82,6 +82,8 @@ class Machine(msgspec.Struct, frozen=True, kw_only=True):
     platform: str
     temp_dir: str
     file_create_us: float = 0.0  # a new file's cost as the run started (see `_params.in_temp`)
+    loop_ms_start: float = 0.0  # `_loop_ms` as the run started: this machine's speed for plain Python code
+    loop_ms_end: float = 0.0  # the same as it ended (a virtual machine's speed drifts within a run)
 
 
 class Comparison(msgspec.Struct, frozen=True, kw_only=True):
@@ -117,7 +119,23 @@ def _machine(file_create_us: float) -> Machine:
         platform=platform.platform(),
         temp_dir=tempfile.gettempdir(),
         file_create_us=file_create_us,
+        loop_ms_start=_loop_ms(),
     )
+
+
+LOOP_STEPS = 1_000_000
+
+
+def _loop_ms(runs: int = 5) -> float:
+    """Milliseconds a plain Python loop of LOOP_STEPS additions takes, median of `runs`: how fast this machine runs
+    the same code, so figures of runs on different machines (or at different times) can be set side by side."""
+    times = []
+    for _ in range(runs):
+        started, total = time.perf_counter(), 0
+        for step in range(LOOP_STEPS):
+            total += step
+        times.append(time.perf_counter() - started)
+    return 1000.0 * statistics.median(times)
 
 
 def _repeat(measure: Callable[[Path], Run], repeats: int) -> list[float]:
@@ -176,8 +194,9 @@ def _run(params: BenchParams, only: str) -> BenchReport:
         appserver = _appserver_comparison(params)
         breakdown = in_temp(lambda work_dir: _durability.measure_breakdown(params.completions, work_dir))
         service = in_temp(lambda work_dir: _service.measure(params.service_turns, work_dir))
+    issue = measure_issue10(params, codex_samples, skipped) if issue10 else None
     return BenchReport(
-        machine=machine,
+        machine=msgspec.structs.replace(machine, loop_ms_end=_loop_ms()),
         params=params,
         deltas=deltas,
         durability=durability,
@@ -186,7 +205,7 @@ def _run(params: BenchParams, only: str) -> BenchReport:
         codex_skipped=skipped,
         service=service,
         appserver=appserver,
-        issue10=measure_issue10(params, codex_samples, skipped) if issue10 else None,
+        issue10=issue,
         seconds_total=time.perf_counter() - started,
     )
 
@@ -247,6 +266,8 @@ def format_report(report: BenchReport) -> str:
         f"machine: {machine.cpu_count} CPUs, Python {machine.python}, {machine.platform}, temp dir {machine.temp_dir}",
         f"a new file costs {machine.file_create_us:,.0f} us as the run starts (about 20 on a quiet disk; files "
         "deleted in the minutes before make it dearer: ext4 `recently_deleted`)",
+        f"a plain Python loop of {LOOP_STEPS:,} additions takes {machine.loop_ms_start:.0f} ms as the run starts and "
+        f"{machine.loop_ms_end:.0f} ms as it ends (this machine's speed for the same code; it drifts on a VM)",
         f"each figure: median of {params.repeats} repeat(s), time.perf_counter(); "
         "ratio = host median / baseline median",
         "",

@@ -39,13 +39,19 @@ def test_quick_bench_exits_0_and_writes_positive_rates_and_finite_ratios(tmp_pat
         assert 0 < figures["ratio_pct"] < math.inf, figures
         assert figures["ratio_pct"] == pytest.approx(100 * figures["host_per_s"] / figures["baseline_per_s"])
         assert len(figures["baseline_runs"]) == len(figures["host_runs"]) == report["params"]["repeats"] == 1
-    assert report["machine"]["cpu_count"] == os.cpu_count()
+    machine = report["machine"]
+    assert machine["cpu_count"] == os.cpu_count()
+    assert machine["loop_ms_start"] > 0 and machine["loop_ms_end"] > 0  # timed at both ends of the run
     service = report["service"]
     assert service["turns"] == 20 and 0 < service["embedded_p50_ms"] <= service["embedded_p90_ms"]
     assert 0 < service["service_p50_ms"] <= service["service_p90_ms"]
     assert service["added_p50_ms"] == pytest.approx(service["service_p50_ms"] - service["embedded_p50_ms"])
 
     table = completed.stdout
+    assert (
+        f"additions takes {machine['loop_ms_start']:.0f} ms as the run starts and {machine['loop_ms_end']:.0f} ms as it"
+        in table
+    )
     assert "host/floor" in table and "host/raw" in table and "design target >= 50 %" in table
     assert f"{report['deltas']['ratio_pct']:.1f} %" in table
     assert f"the socket adds {service['added_p50_ms']:.2f} ms at p50" in table
