@@ -122,6 +122,22 @@ def test_a_first_pin_is_saved_with_its_runtime_thread_and_a_moved_pin_at_once(ac
     assert mapping.ask(GetPins()) == {"t0": 1, "t1": 1}
 
 
+def test_hydrated_pins_count_toward_each_workers_load(actors) -> None:
+    persistence, mapping = actors()
+    threads = _threads(persistence, 5)
+    _up(mapping, 1)
+    for thread_id in threads[:3]:  # three threads bound on worker 1, saved
+        bind = BindRuntimeThread(
+            thread_id=thread_id, worker_id=_route(mapping, thread_id).worker_id, runtime_thread_id="rt"
+        )
+        mapping.ask(ResolveThreads(thread_ids=(), updates=(bind,)))
+    mapping.stop()
+    persistence.stop()
+    persistence, mapping = actors()
+    _up(mapping, 1, 2)  # worker 1 holds three threads after the restart, worker 2 none: new threads go to 2 first
+    assert [_route(mapping, thread_id).worker_id for thread_id in threads[3:]] == [2, 2]
+
+
 def test_persistence_writes_the_transcript_with_each_change(actors) -> None:
     persistence, _ = actors()
     _threads(persistence, 1)
