@@ -18,6 +18,7 @@ from agenthost.storage import (
     ProjectRow,
     QueueHead,
     SchemaError,
+    StorageCorruptError,
     StorageError,
     StorageIOError,
     ThreadRow,
@@ -246,6 +247,26 @@ def test_pins_are_the_mappings_without_their_time_by_thread_id(thread_db: Databa
     assert [(p.thread_id, p.worker_id, p.runtime_thread_id) for p in pins] == [
         (m.thread_id, m.worker_id, m.runtime_thread_id) for m in thread_db.load_mappings()
     ]
+
+
+def test_a_pin_of_the_wrong_type_is_a_corrupt_database_naming_the_value(thread_db: Database, db_path: Path) -> None:
+    thread_db.close()
+    for statement in (  # lift STRICT, as a damaged schema could, then store a text worker id
+        "PRAGMA writable_schema = ON; "
+        "UPDATE sqlite_schema SET sql = replace(sql, ') STRICT', ')') WHERE name = 'runtime_thread_mappings'",
+        "INSERT INTO runtime_thread_mappings VALUES ('t1', 'two', NULL, 1.0)",
+    ):
+        other = apsw.Connection(str(db_path))
+        try:
+            other.execute(statement)
+        finally:
+            other.close()
+    reopened = Database.open(db_path)
+    try:
+        with pytest.raises(StorageCorruptError, match=r"runtime_thread_mappings holds a bad value: Expected `int`"):
+            reopened.load_pins()
+    finally:
+        reopened.close()
 
 
 def test_mapping_cascades_when_thread_is_deleted(thread_db: Database, db_path: Path) -> None:
