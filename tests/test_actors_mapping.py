@@ -19,6 +19,7 @@ from agenthost.protocol._messages import (
     ReadTranscript,
     ResolveThreads,
     WorkerDown,
+    WorkerHealth,
     WorkerUp,
 )
 from agenthost.storage import StorageRoot
@@ -124,7 +125,7 @@ def test_a_first_pin_is_saved_with_its_runtime_thread_and_a_moved_pin_at_once(ac
 
 def test_hydrated_pins_count_toward_each_workers_load(actors) -> None:
     persistence, mapping = actors()
-    threads = _threads(persistence, 5)
+    threads = _threads(persistence, 7)
     _up(mapping, 1)
     for thread_id in threads[:3]:  # three threads bound on worker 1, saved
         bind = BindRuntimeThread(
@@ -134,8 +135,57 @@ def test_hydrated_pins_count_toward_each_workers_load(actors) -> None:
     mapping.stop()
     persistence.stop()
     persistence, mapping = actors()
-    _up(mapping, 1, 2)  # worker 1 holds three threads after the restart, worker 2 none: new threads go to 2 first
-    assert [_route(mapping, thread_id).worker_id for thread_id in threads[3:]] == [2, 2]
+    _up(mapping, 1, 2)  # worker 1 holds three threads after the restart, worker 2 none: new threads go to 2 first,
+    assert [_route(mapping, thread_id).worker_id for thread_id in threads[3:]] == [2, 2, 2, 1]  # one each: 3 and 3
+
+
+def test_a_thread_bound_again_on_its_worker_counts_once(actors) -> None:
+    persistence, mapping = actors()
+    threads = _threads(persistence, 4)
+    _up(mapping, 1, 2)
+    assert [_route(mapping, thread_id).worker_id for thread_id in threads[:3]] == [1, 2, 1]
+    for runtime_thread_id in ("rt-a", "rt-b"):  # t0 bound twice on worker 1: still one thread there
+        bind = BindRuntimeThread(thread_id="t0", worker_id=1, runtime_thread_id=runtime_thread_id)
+        mapping.ask(ResolveThreads(thread_ids=(), updates=(bind,)))
+    assert _route(mapping, threads[3]).worker_id == 2  # loads 2 and 1
+
+
+def test_a_degraded_worker_keeps_its_threads_and_gets_new_ones_only_when_alone(actors) -> None:
+    persistence, mapping = actors()
+    threads = _threads(persistence, 6)
+    _up(mapping, 1, 2)
+    assert [_route(mapping, thread_id).worker_id for thread_id in threads[:2]] == [1, 2]
+    mapping.ask(WorkerHealth(worker_id=1, generation=1, degraded=True))
+    assert [_route(mapping, thread_id).worker_id for thread_id in threads[:4]] == [1, 2, 2, 2]  # t0 stays on 1
+    mapping.ask(WorkerDown(worker_id=2, generation=1, reason="killed"))  # worker 1 is all there is, degraded or not
+    assert _route(mapping, threads[4]).worker_id == 1
+    mapping.ask(WorkerHealth(worker_id=1, generation=1, degraded=False))
+    _up(mapping, 2)
+    assert _route(mapping, threads[5]).worker_id == 2  # a fresh worker 2 holds none, worker 1 all five
+
+
+def test_a_health_report_never_makes_a_worker_that_is_not_up_a_candidate(actors) -> None:
+    persistence, mapping = actors()
+    threads = _threads(persistence, 3)
+    _up(mapping, 1, 2)
+    assert [_route(mapping, thread_id).worker_id for thread_id in threads[:2]] == [1, 2]
+    mapping.ask(WorkerHealth(worker_id=3, generation=1, degraded=True))  # worker 3 never came up
+    assert _route(mapping, threads[2]).worker_id == 1
+
+
+def test_worker_down_moves_only_its_own_pins_and_says_how_many_stayed_unpinned(actors, events) -> None:
+    persistence, mapping = actors()
+    threads = _threads(persistence, 4)
+    _up(mapping, 1, 2, 3)
+    assert [_route(mapping, thread_id).worker_id for thread_id in threads[:3]] == [1, 2, 3]
+    mapping.ask(WorkerDown(worker_id=3, generation=1, reason="killed"))
+    assert mapping.ask(GetPins()) == {"t0": 1, "t1": 2, "t2": 1}  # only worker 3's thread moved
+    assert _route(mapping, threads[3]).worker_id == 2
+    mapping.ask(WorkerDown(worker_id=1, generation=1, reason="killed"))  # t0, t2 -> 2
+    mapping.ask(WorkerDown(worker_id=2, generation=1, reason="killed"))  # nowhere to go: all four stay
+    moved = [(e["from_worker"], e["moves"], e["left_unpinned"]) for e in events.of("mapping.pins_moved")]
+    assert moved == [(3, {"t2": 1}, 0), (1, {"t0": 2, "t2": 2}, 0), (2, {}, 4)]
+    assert mapping.ask(GetPins()) == {"t0": 2, "t1": 2, "t2": 2, "t3": 2}
 
 
 def test_persistence_writes_the_transcript_with_each_change(actors) -> None:
