@@ -20,7 +20,8 @@ Contract:
   refused (a group's writes open no savepoints, so one refused refuses the group: storage._transaction), nothing
   of it was applied and the same writes run again, each part in its own transaction
   ("persistence.group_commit_split" says so; a completion that fails then alone is told its error); a pin or
-  follow-up state the storage refuses is logged (the next change, or start-up reconciliation, writes it again).
+  follow-up state the storage refuses is logged once, when the transaction that refused it stands (the next
+  change, or start-up reconciliation, writes it again).
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class _Refused(NamedTuple):
 
 
 _log = get_logger("agenthost.persistence")
+Refusal = tuple[str, dict[str, str]]  # a told write the storage refused: the error event to log, and its fields
 
 
 def each_in_one_transaction(
@@ -134,13 +136,15 @@ class GroupCommits:
         started = time.perf_counter()
         try:
             with self.db.batch(_group_name(waiting, joining)) if together else contextlib.nullcontext():
-                self._save_mappings([m for m in waiting if isinstance(m, SaveMapping)], now)
+                refused = self._save_mappings([m for m in waiting if isinstance(m, SaveMapping)], now)
                 outcomes = self._finish(completions, now)
-                self._settle(settles)
+                refused += self._settle(settles)
                 answer = self._joined(joining, now)
         finally:
             self._later = None
         _log.record(StorageTimed(op="commit", seconds=time.perf_counter() - started), "debug")
+        for event, fields in refused:  # logged once it stands (a group refused as a whole is tried again, split)
+            _log.error(event, **fields)
         for write in later:
             self._transcript(write)
         for completion, (row, error) in zip(completions, outcomes, strict=True):
@@ -235,25 +239,29 @@ class GroupCommits:
             for row in turns
         )
 
-    def _save_mappings(self, saves: list[SaveMapping], now: float) -> None:
-        """Told pins, in one transaction; a refusal is logged (the pin is saved again at its next change)."""
+    def _save_mappings(self, saves: list[SaveMapping], now: float) -> list[Refusal]:
+        """Told pins, in one transaction; the refusals, to log (the pin is saved again at its next change)."""
         db = self.db
         saved = each_in_one_transaction(
             db, "saving mappings", saves, lambda m: db.save_mapping(m.thread_id, m.worker_id, m.runtime_thread_id, now)
         )
-        for save, outcome in zip(saves, saved, strict=True):
-            if isinstance(outcome, StorageError):
-                _log.error("persistence.mapping_save_failed", thread=save.thread_id, error=repr(outcome))
+        return [
+            ("persistence.mapping_save_failed", {"thread": save.thread_id, "error": repr(outcome)})
+            for save, outcome in zip(saves, saved, strict=True)
+            if isinstance(outcome, StorageError)
+        ]
 
-    def _settle(self, settles: list[SettleFollowUp]) -> None:
-        """Told follow-up states, in one transaction; a refusal is logged (start-up reconciliation settles it)."""
+    def _settle(self, settles: list[SettleFollowUp]) -> list[Refusal]:
+        """Told follow-up states, in one transaction; the refusals, to log (start-up reconciliation settles them)."""
         db = self.db
         settled = each_in_one_transaction(
             db, "settling follow-ups", settles, lambda m: db.set_followup_state(m.followup_id, m.state, m.error)
         )
-        for settle, outcome in zip(settles, settled, strict=True):
-            if isinstance(outcome, StorageError):
-                _log.error("persistence.followup_settle_failed", followup=settle.followup_id, error=repr(outcome))
+        return [
+            ("persistence.followup_settle_failed", {"followup": settle.followup_id, "error": repr(outcome)})
+            for settle, outcome in zip(settles, settled, strict=True)
+            if isinstance(outcome, StorageError)
+        ]
 
 
 def _group_name(waiting: list[Told], joining: Any) -> str:

@@ -434,7 +434,7 @@ def test_a_joining_begin_refused_after_its_rows_were_written_leaves_no_record_in
         raise StorageIOError("injected read failure after the begin")
 
     ref.tell(Checkpoint(mode="PASSIVE"))  # held: the completion and the begin wait together
-    ref.tell(CompleteTurn(turn_id=ids[0], assistant_text="a", reply_to=collector))
+    ref.tell(CompleteTurn(turn_id=ids[0], assistant_text="the answer kept", reply_to=collector))
     begin = BeginTurn(turn_id="t1-refused", thread_id="t1", user_text="never stored")
     asked = ref.ask(BeginTurns(begins=(begin,)), block=False)
     monkeypatch.setattr(ThreadRow, "thread_settings", thread_settings)
@@ -451,6 +451,7 @@ def test_a_joining_begin_refused_after_its_rows_were_written_leaves_no_record_in
         probe.close(checkpoint=False)
     text = root.transcript_path("p", "t1").read_text()
     assert "t1-refused" not in text and "never stored" not in text
+    assert "the answer kept" in text  # what the completions before it asked for is not taken back with it
 
 
 def test_a_group_commit_that_fails_is_split_and_every_part_still_lands(gated, monkeypatch) -> None:
@@ -551,3 +552,45 @@ def test_a_followup_fetch_is_answered_before_the_waiting_completions_commit_and_
     finally:
         gate.release.set()
         ref.stop()
+
+
+def test_told_pins_and_follow_up_states_the_storage_refuses_are_logged_each_and_the_rest_commit(persistence) -> None:
+    """Told writes have no caller to hear a refusal: each refused one is one error event naming it; the others in
+    the same group commit land."""
+    from agenthost.protocol._messages import EnqueueFollowUp, SaveMapping, SettleFollowUp
+
+    ref, root = persistence
+    (turn_id,) = _turns(ref, 1)
+    ref.ask(EnqueueFollowUp(followup_id="f1", thread_id="t1", text="later"))
+    names = ("persistence.mapping_save_failed", "persistence.followup_settle_failed")
+    with capture_events(*names) as log:
+        ref.tell(SaveMapping(thread_id="ghost", worker_id=1, runtime_thread_id="rt-x"))
+        ref.tell(SaveMapping(thread_id="t1", worker_id=2, runtime_thread_id="rt-1"))
+        ref.tell(SettleFollowUp(followup_id="no-such-followup", state="cancelled"))
+        ref.tell(SettleFollowUp(followup_id="f1", state="cancelled"))
+        collector = Collector()
+        ref.tell(CompleteTurn(turn_id=turn_id, assistant_text="a", reply_to=collector))
+        assert collector.replies.get(timeout=10).error is None
+    assert [(e["event"], e.get("thread") or e.get("followup")) for e in log.events] == [
+        ("persistence.mapping_save_failed", "ghost"),
+        ("persistence.followup_settle_failed", "no-such-followup"),
+    ]
+    probe = Database.open(root.db_path)
+    try:
+        assert [(m.thread_id, m.runtime_thread_id) for m in probe.load_mappings()] == [("t1", "rt-1")]
+        assert [f.state for f in probe.list_followups("t1")] == ["cancelled"]
+    finally:
+        probe.close(checkpoint=False)
+
+
+def test_a_group_commit_reports_its_own_time(persistence) -> None:
+    ref, _ = persistence
+    (turn_id,) = _turns(ref, 1)
+    collector = Collector()
+    with capture_events("persistence.timed") as log:
+        started = time.perf_counter()
+        ref.tell(CompleteTurn(turn_id=turn_id, assistant_text="a", reply_to=collector))
+        assert collector.replies.get(timeout=10).error is None
+        elapsed = time.perf_counter() - started
+    commits = [e["seconds"] for e in log.of("persistence.timed", op="commit")]
+    assert commits and all(0.0 <= seconds <= elapsed for seconds in commits)
