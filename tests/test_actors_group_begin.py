@@ -44,6 +44,32 @@ def test_a_batch_is_all_or_nothing_in_the_database(tmp_path) -> None:
         db.close()
 
 
+def test_the_begins_of_a_round_are_one_transaction_and_a_single_begin_its_own(tmp_path, monkeypatch) -> None:
+    """D25: the begins asked together are committed in one batch (one transaction); one alone needs none."""
+    batches: list[str] = []
+    batch = Database.batch
+
+    def recorded(db: Database, action: str) -> Any:
+        batches.append(action)
+        return batch(db, action)
+
+    monkeypatch.setattr(Database, "batch", recorded)
+    root = StorageRoot(tmp_path / "root")
+    ref = PersistenceActor.start(root=root, clock=FakeClock(), wall=time.time)
+    try:
+        ref.ask(CreateThread(thread_id="t1", project_id="p", title="t1"))
+        for count in (1, 2, 3):
+            begins = tuple(BeginTurn(turn_id=f"u{count}-{i}", thread_id="t1", user_text="q") for i in range(count))
+            outcomes = ref.ask(BeginTurns(begins=begins))
+            assert all(isinstance(outcome, TurnBegun) for outcome in outcomes)
+    finally:
+        ref.stop()
+    assert [action for action in batches if action.startswith("beginning turns")] == [
+        "beginning turns (2 at once)",
+        "beginning turns (3 at once)",
+    ]
+
+
 def test_a_bad_begin_in_a_batch_refuses_only_itself(tmp_path) -> None:
     root = StorageRoot(tmp_path / "root")
     ref = PersistenceActor.start(root=root, clock=FakeClock(), wall=time.time)

@@ -65,6 +65,51 @@ def test_send_updates_sends_only_the_waiting_updates_and_nothing_when_none_wait(
     assert asks == [([], ["t1"]), (["t0"], [])]
 
 
+def test_the_length_counts_every_kind_of_effect_waiting() -> None:
+    """`len()` is what the coordinator holds against MAX_BEGIN_BATCH: every kind waiting counts, each once."""
+    storage_round = StorageRound(store=None, registry=TurnRegistry(), resolve=lambda *_: [])  # type: ignore[arg-type]
+    kinds: list[tuple[int, Any]] = [
+        (1, lambda i: ev.Enqueue(turn_id=f"q{i}", thread_id="t", text="x")),
+        (1, lambda i: ev.FetchFollowUp(thread_id=f"f{i}")),
+        (3, lambda i: ev.Begin(turn_id=f"b{i}", thread_id=f"u{i}", text="x", sink=None, followup_id=f"fu{i}")),
+        (5, lambda i: ev.Begin(turn_id=f"d{i}", thread_id=f"d{i}", text="x", sink=None)),
+        (2, lambda i: ev.Resolve(turn_id=f"r{i}", thread_id=f"r{i}")),
+        (4, lambda i: _update(f"m{i}", None)),
+    ]
+    for count, make in kinds:
+        for index in range(count):
+            assert storage_round.defer(make(index))
+    assert len(storage_round) == 16 and bool(storage_round)
+
+
+class _Enqueues:
+    def enqueue(self, effects: list[ev.Enqueue]) -> list[BaseException | None]:
+        return [None] * len(effects)
+
+
+def test_each_enqueue_with_a_caller_waiting_is_answered_queued_after_the_round() -> None:
+    """An enqueue with no caller waiting (none deferred its Accept) does not stop the answers of those after it."""
+    order: list[str] = []
+    storage_round = StorageRound(store=_Enqueues(), registry=TurnRegistry(), resolve=lambda *_: [])  # type: ignore[arg-type]
+    reply = _Recorded(order, "q1")
+    for index in range(2):
+        assert storage_round.defer(ev.Enqueue(turn_id=f"q{index}", thread_id=f"t{index}", text="x"))
+    assert storage_round.defer(ev.Accept(turn_id="q1", queued=True, reply_to=reply))
+    storage_round.flush(lambda event: None)
+    assert order == ["answer q1"] and reply.value.queued is True
+
+
+def test_a_crashed_coordinator_fails_every_caller_still_waiting_in_the_round() -> None:
+    order: list[str] = []
+    storage_round = StorageRound(store=None, registry=TurnRegistry(), resolve=lambda *_: [])  # type: ignore[arg-type]
+    assert storage_round.defer(ev.Enqueue(turn_id="q0", thread_id="t0", text="x"))
+    assert storage_round.defer(ev.Accept(turn_id="q0", queued=True, reply_to=_Recorded(order, "q0")))
+    begin = ev.Begin(turn_id="d0", thread_id="t1", text="x", sink=None, reply_to=_Recorded(order, "d0"))
+    assert storage_round.defer(begin)
+    storage_round.fail_all(RuntimeError("coordinator crashed"))
+    assert order == ["fail q0", "fail d0"] and len(storage_round) == 0
+
+
 class _Recorded:
     """A reply_to that notes when its caller would wake."""
 
@@ -108,6 +153,7 @@ def test_direct_sends_are_answered_after_their_runtime_calls_go_out_even_when_th
         else:
             order.append(f"call {event.turn_id}")
 
+    assert not storage_round.defer(ev.Accept(turn_id="early", queued=False, reply_to=None))  # no flush yet: at once
     for index in range(2):
         begin = ev.Begin(turn_id=f"turn-{index}", thread_id=f"t{index}", text="hi", sink=None)
         assert storage_round.defer(begin)
@@ -118,7 +164,10 @@ def test_direct_sends_are_answered_after_their_runtime_calls_go_out_even_when_th
     else:
         storage_round.flush(run)
         assert order == ["resolve t0,t1", "call turn-0", "call turn-1", "answer turn-0", "answer turn-1"]
-    assert [reply.value.turn_id for reply in replies.values()] == ["turn-0", "turn-1"]
+    assert [(reply.value.turn_id, reply.value.queued) for reply in replies.values()] == [
+        ("turn-0", False),
+        ("turn-1", False),
+    ]
     assert not storage_round.defer(ev.Accept(turn_id="late", queued=False, reply_to=None))  # outside a flush: at once
 
 
