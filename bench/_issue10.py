@@ -283,8 +283,9 @@ def format_lines(issue: Issue10, params: BenchParams) -> list[str]:
             f"     the same for a direct client doing the durable work itself, one thread, no actors (begin and "
             f"end committed, both records appended): p50 {codex.durable_own_p50_ms:.2f} ms, so the actors add "
             f"{codex.host_own_p50_ms - codex.durable_own_p50_ms:.2f} ms",
-            f"     the {_handoffs.HANDOFFS} thread hand-offs of a host turn alone (4 actors passing one message, as "
-            f"long asleep between legs as codex's turn): p50 {codex.handoffs_p50_ms:.2f} ms, so a host of these "
+            f"     the {_handoffs.HANDOFFS} thread hand-offs of a host turn alone ({len(_handoffs.BEGIN_PATH)} actors "
+            "passing one message, as long asleep between legs as codex's turn): "
+            f"p50 {codex.handoffs_p50_ms:.2f} ms, so a host of these "
             f"actors doing this durable work has an own time of at least {codex.least_own_ms:.2f} ms here "
             f"({codex.least_own_ms - codex.direct_own_p50_ms:.2f} ms over the direct client) before any work of "
             "its own",

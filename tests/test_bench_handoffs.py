@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from agenthost import AgentHost, HostConfig
-from agenthost.actors import _pipes, _refs
+from agenthost.actors import _refs
 from bench import _handoffs
+from bench._codex import _PipeClock
 
 Receipt = tuple[float, float, str]  # (started, ended, who): one message handled by one actor
 
@@ -38,11 +39,10 @@ def test_each_leg_passes_as_many_receipts_as_its_path_and_each_turn_is_timed(mon
 
 @pytest.fixture
 def receipts(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[list[Receipt], list[float], list[float]]]:
-    """Every message an actor handles, and when turn/start is written and turn/completed read (perf_counter)."""
+    """Every message an actor handles, and when turn/start is written and turn/completed read (perf_counter, by the
+    bench's own pipe clock)."""
     handled: list[Receipt] = []
-    started: list[float] = []
-    completed: list[float] = []
-    on_receive, write, put = _refs.SupervisedActor.on_receive, _pipes.StdinOutbox._write, _pipes.StdoutInbox.put
+    on_receive = _refs.SupervisedActor.on_receive
 
     def timed_receive(actor: Any, message: Any) -> Any:
         began = time.perf_counter()
@@ -51,20 +51,9 @@ def receipts(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[list[Receipt], l
         finally:
             handled.append((began, time.perf_counter(), actor.child_name.split("-")[0]))
 
-    def timed_write(outbox: Any, chunk: bytes) -> Any:
-        if b'"turn/start"' in chunk:
-            started.append(time.perf_counter())
-        return write(outbox, chunk)
-
-    def timed_put(inbox: Any, messages: list[Any]) -> Any:
-        if any(getattr(message, "method", None) == "turn/completed" for message in messages):
-            completed.append(time.perf_counter())
-        return put(inbox, messages)
-
     monkeypatch.setattr(_refs.SupervisedActor, "on_receive", timed_receive)
-    monkeypatch.setattr(_pipes.StdinOutbox, "_write", timed_write)
-    monkeypatch.setattr(_pipes.StdoutInbox, "put", timed_put)
-    yield handled, started, completed
+    with _PipeClock() as pipes:
+        yield handled, pipes.started, pipes.completed
 
 
 def _wakes(handled: list[Receipt], since: float, until: float) -> tuple[str, ...]:
