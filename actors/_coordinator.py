@@ -5,7 +5,7 @@ effect that has an outcome feeds it back as the next event at once, so one messa
 the next. The effects' I/O:
 - persistence (asked, each with a deadline, through actors._turnstore, which has the rules for refusals): begin,
   enqueue, finish, cards (an approval card that cannot be stored refuses the approval), follow-up states and
-  fetches; completed turns are told to the group commit and answered later by `TurnPersisted`;
+  starts; completed turns are told to the group commit and answered later by `TurnPersisted`;
 - the mapping (asked, through actors._routes, which remembers its routes): resolve, bind, invalidate, worker
   up/down/health;
 - workers (told): runtime calls (a worker that is not running answers at once with HOST_WORKER_EXITED), answers
@@ -171,8 +171,8 @@ class TurnCoordinator(SupervisedActor):
         wait, or before (and after) any other message, so every other message (an interrupt, an approval, a
         deadline ...) sees the storage effects of those before it."""
         batching = isinstance(message, SendMessage | TurnPersisted | RuntimeOutput | CallResult)
-        if not batching or (isinstance(message, SendMessage) and message.thread_id in self._state.fetching):
-            self._flush_round()  # (a send to a thread being fetched would queue behind the fetch)
+        if not batching or (isinstance(message, SendMessage) and message.thread_id in self._state.starting):
+            self._flush_round()  # (a send to a thread being started would queue behind it)
         answer = self._handle(message)
         if self._round and (not batching or len(self._round) >= MAX_BEGIN_BATCH or self.actor_inbox.empty()):
             self._flush_round()
@@ -291,7 +291,7 @@ class TurnCoordinator(SupervisedActor):
         return reply if message.reply_to is None else None
 
     def _flush_round(self) -> None:
-        """Send what waits (enqueues, fetches, begins) to the storage in rounds and feed the outcomes back."""
+        """Send what waits (enqueues, follow-up starts, begins) to the storage in rounds and feed the outcomes back."""
         self._round.flush(self._run)
 
     def _pass_request(self, message: RuntimeRequest) -> int:
@@ -321,7 +321,7 @@ class TurnCoordinator(SupervisedActor):
 
     # --- effects -------------------------------------------------------------------------------------------------
     def _do(self, effect: ev.Effect) -> ev.Event | None:
-        if self._round.defer(effect):  # enqueues, fetches and begins wait for one storage round
+        if self._round.defer(effect):  # enqueues, starts and begins wait for one storage round
             return None
         match effect:
             case ev.Emit():

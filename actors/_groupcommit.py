@@ -7,10 +7,13 @@ Contract:
   fails, every item is applied again alone, so one bad item (an unknown thread, a used id) fails only itself.
   Returns, in order, each item's result or the `StorageError` that refused it. `write` is one database operation
   that applies completely or raises; the batch's rollback undid the ones that had succeeded before the retry.
+  With `joined` (the items of an asked message joining a group commit, inside its savepoint) the batch and each
+  item's retry are savepoints, and one item alone too, so a bad item refuses only itself, not the message.
 - `each_alone(items, read)` is the same outcome list without a transaction (reads).
 - `GroupCommits` is the persistence actor's part that answers the batched messages (`BeginTurns`,
-  `BeginFollowUpTurns`, `EnqueueFollowUps`, `NextFollowUps`) and settles told `SettleFollowUp`s: begins are
-  committed first, then appended to their transcripts (one append per thread), then answered, as single begins.
+  `StartNextFollowUps`, `EnqueueFollowUps`) and settles told `SettleFollowUp`s: begins (a follow-up's start is a
+  read of its thread's queue head, its dispatch and its begin) are committed first, then appended to their
+  transcripts (one append per thread), then answered, as single begins.
 - `_flush(joining=None)` commits the told writes waiting in the actor's batch (pins `SaveMapping`, completions
   `CompleteTurn`, follow-up states `SettleFollowUp`) and, when given, the asked message `joining`, in ONE
   transaction: pins first, then the completions, the follow-up states, then `joining` in a savepoint of its own
@@ -35,23 +38,23 @@ from agenthost.actors._events import StorageTimed
 from agenthost.actors._log import get_logger
 from agenthost.actors._refs import tell_quietly
 from agenthost.protocol._messages import (
-    BeginFollowUpTurns,
     BeginTurns,
     CompleteTurn,
     EnqueueFollowUps,
-    NextFollowUps,
+    NextFollowUpStarted,
     SaveMapping,
     SettleFollowUp,
+    StartNextFollowUps,
     TurnBegun,
     TurnPersisted,
 )
-from agenthost.storage import Database, StorageError, TranscriptWriter, TurnFinish, TurnRow
+from agenthost.storage import Database, FollowUpStart, StorageError, TranscriptWriter, TurnFinish, TurnRow
 
 __all__ = ["GroupCommits", "TranscriptWrite", "each_alone", "each_in_one_transaction"]
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
-Batched = BeginTurns | BeginFollowUpTurns | EnqueueFollowUps | NextFollowUps
+Batched = BeginTurns | StartNextFollowUps | EnqueueFollowUps
 Told = CompleteTurn | SettleFollowUp | SaveMapping
 TranscriptWrite = Callable[[], list[tuple[str, StorageError]]]
 
@@ -67,15 +70,24 @@ Refusal = tuple[str, dict[str, str]]  # a told write the storage refused: the er
 
 
 def each_in_one_transaction(
-    db: Database, action: str, items: Sequence[Item], write: Callable[[Item], Result]
+    db: Database, action: str, items: Sequence[Item], write: Callable[[Item], Result], *, joined: bool = False
 ) -> list[Result | StorageError]:
-    if len(items) < 2:  # one item is its own transaction already (inside a group, a refusal refuses that group)
+    if len(items) < 2 and not joined:  # one item is its own transaction already
         return each_alone(items, write)
     try:
         with db.batch(f"{action} ({len(items)} at once)"):
             return [write(item) for item in items]
     except StorageError:
-        return each_alone(items, write)
+        if not joined:
+            return each_alone(items, write)
+        return each_alone(items, lambda item: _in_a_group_of_its_own(db, action, write, item))
+
+
+def _in_a_group_of_its_own(db: Database, action: str, write: Callable[[Item], Result], item: Item) -> Result:
+    """Inside an open group, a refused operation refuses the whole group; in a group of its own (a savepoint) only
+    itself."""
+    with db.batch(action):
+        return write(item)
 
 
 def each_alone(items: Sequence[Item], apply: Callable[[Item], Result]) -> list[Result | StorageError]:
@@ -193,23 +205,29 @@ class GroupCommits:
             return _Refused(exc)
 
     def _group(self, message: Batched, now: float) -> tuple[Any, ...]:
-        db = self.db
+        db, joined = self.db, self._later is not None  # inside a group commit: joining its transaction
         match message:
             case BeginTurns():
                 begins = message.begins
                 turns = each_in_one_transaction(
-                    db, "beginning turns", begins, lambda b: db.begin_turn(b.turn_id, b.thread_id, b.user_text, now)
-                )
-                return self._begun_rows(turns)
-            case BeginFollowUpTurns():
-                dispatches = message.begins
-                turns = each_in_one_transaction(
                     db,
-                    "dispatching follow-ups",
-                    dispatches,
-                    lambda b: db.begin_followup_turn(b.followup_id, now, b.turn_id),
+                    "beginning turns",
+                    begins,
+                    lambda b: db.begin_turn(b.turn_id, b.thread_id, b.user_text, now),
+                    joined=joined,
                 )
                 return self._begun_rows(turns)
+            case StartNextFollowUps():
+                starts = each_in_one_transaction(
+                    db,
+                    "starting follow-ups",
+                    message.starts,
+                    lambda r: db.start_followup(
+                        r.thread_id, now, include_manual=r.include_manual, retry_turn_id=r.retry_turn_id
+                    ),
+                    joined=joined,
+                )
+                return self._started(starts)
             case EnqueueFollowUps():
                 enqueues = message.enqueues
                 rows = each_in_one_transaction(
@@ -217,12 +235,26 @@ class GroupCommits:
                     "enqueueing follow-ups",
                     enqueues,
                     lambda e: db.enqueue_followup(e.followup_id, e.thread_id, e.text, now),
+                    joined=joined,
                 )
                 return tuple(rows)
-            case NextFollowUps():
-                return tuple(each_alone(message.requests, lambda r: db.queue_head(r.thread_id, r.include_manual)))
 
-    def _begun_rows(self, turns: list[TurnRow | StorageError]) -> tuple[TurnBegun | StorageError, ...]:
+    def _started(self, starts: list[FollowUpStart | StorageError]) -> tuple[NextFollowUpStarted | StorageError, ...]:
+        """Each start's head and its `TurnBegun` (the begun turns appended to their transcripts, as `_begun_rows`)."""
+        turns = [start.turn for start in starts if isinstance(start, FollowUpStart) and start.turn is not None]
+        begun = {b.turn.turn_id: b for b in self._begun_rows(turns) if isinstance(b, TurnBegun)}
+        return tuple(
+            start
+            if isinstance(start, StorageError)
+            else NextFollowUpStarted(
+                followup=start.followup,
+                more=start.more,
+                begun=None if start.turn is None else begun[start.turn.turn_id],
+            )
+            for start in starts
+        )
+
+    def _begun_rows(self, turns: Sequence[TurnRow | StorageError]) -> tuple[TurnBegun | StorageError, ...]:
         """One transcript append per thread for the begun turns, then each its `TurnBegun` (or its error)."""
         begun = [row for row in turns if isinstance(row, TurnRow)]
         if begun:

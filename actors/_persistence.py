@@ -15,10 +15,10 @@ When is a caller's write durable? (synchronous=FULL in WAL mode: a committed tra
   are finished in ONE transaction when `max_batch` (default MAX_BATCH, 256) are waiting or the actor's mailbox is
   empty (so an idle host adds no delay); then each thread in the batch gets its end records in one append; only
   then does every caller get its `TurnPersisted`. Told pins (`SaveMapping`) and follow-up states
-  (`SettleFollowUp`) wait in the same batch. An asked message of the turn path (`_JOINS_BATCH`: begins, enqueues,
-  `FinishTurn`, `GetTurn`) that finds writes waiting joins their transaction (actors._groupcommit's `_flush`);
-  `GetThread` and the follow-up fetches are answered without them (no told write changes a thread row or which
-  follow-ups are queued), so a fetch does not wait for a commit, and completions left waiting are committed by a
+  (`SettleFollowUp`) wait in the same batch. An asked message of the turn path (`_JOINS_BATCH`: begins, follow-up
+  starts, enqueues, `FinishTurn`, `GetTurn`) that finds writes waiting joins their transaction (actors._groupcommit's
+  `_flush`); `GetThread` is answered without them (no told write changes a thread row), so it does not wait for a
+  commit, and completions left waiting are committed by a
   `_CommitWaiting` the actor tells itself (behind the messages already queued); any other message first commits
   them alone. Either way the database sees writes in the order the actor received
   them, and a read sees every write told before it. If a batch fails, each completion is retried alone, so one bad row
@@ -62,8 +62,6 @@ from agenthost.actors._refs import FaultHook, SupervisedActor, tell_quietly
 from agenthost.actors._transcript_fsync import BackgroundFsync
 from agenthost.protocol._messages import (
     AddActionCard,
-    BeginFollowUpTurn,
-    BeginFollowUpTurns,
     BeginTurn,
     BeginTurns,
     CancelFollowUp,
@@ -84,8 +82,6 @@ from agenthost.protocol._messages import (
     ListTurns,
     LoadMappings,
     MoveFollowUp,
-    NextFollowUp,
-    NextFollowUps,
     QueueDepths,
     ReadTranscript,
     RetryFollowUp,
@@ -93,6 +89,7 @@ from agenthost.protocol._messages import (
     SetDispatchMode,
     SetFollowUpState,
     SettleFollowUp,
+    StartNextFollowUps,
     TakeBack,
     TurnBegun,
     UpdateThread,
@@ -123,9 +120,8 @@ _WRITES = (
     UpdateThread,
     BeginTurn,
     BeginTurns,
-    BeginFollowUpTurns,
+    StartNextFollowUps,
     EnqueueFollowUps,
-    BeginFollowUpTurn,
     FinishTurn,
     AddActionCard,
     CreateThread,
@@ -133,17 +129,15 @@ _WRITES = (
     SetFollowUpState,
 )
 
-# Reads of what no told write changes: answered without committing those first. A thread row (no told write
-# changes one) and the queued follow-ups (a completion changes a turn, a follow-up state moves a dispatched one to
-# done or failed, a pin a mapping: none makes a follow-up queued or not).
-_READS_PAST_BATCH = (GetThread, NextFollowUp, NextFollowUps)
+# Reads of what no told write changes: answered without committing those first (no told write changes a thread
+# row).
+_READS_PAST_BATCH = (GetThread,)
 # Asked messages that share the group commit of the told writes waiting before them (the turn path's writes and
 # the reads it makes between them); anything else first commits the waiting writes on their own.
 _JOINS_BATCH = (
     BeginTurn,
     BeginTurns,
-    BeginFollowUpTurn,
-    BeginFollowUpTurns,
+    StartNextFollowUps,
     EnqueueFollowUp,
     EnqueueFollowUps,
     FinishTurn,
@@ -346,10 +340,8 @@ class PersistenceActor(GroupCommits, SupervisedActor):
                 return db.get_thread(message.thread_id)
             case BeginTurn():
                 return self._begun(db.begin_turn(message.turn_id, message.thread_id, message.user_text, now))
-            case BeginTurns() | BeginFollowUpTurns() | EnqueueFollowUps() | NextFollowUps():
+            case BeginTurns() | StartNextFollowUps() | EnqueueFollowUps():
                 return self._group(message, now)
-            case BeginFollowUpTurn():
-                return self._begun(db.begin_followup_turn(message.followup_id, now, message.turn_id))
             case UpdateThread():
                 return self._thread_updated(
                     db.update_thread(
@@ -388,8 +380,6 @@ class PersistenceActor(GroupCommits, SupervisedActor):
                 return self.transcripts.read(thread.project_id, thread.thread_id)
             case EnqueueFollowUp():
                 return db.enqueue_followup(message.followup_id, message.thread_id, message.text, now)
-            case NextFollowUp():
-                return db.next_followup(message.thread_id, message.include_manual)
             case QueueDepths():
                 return db.queue_depths()
             case GetTurn():

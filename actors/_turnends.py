@@ -37,25 +37,16 @@ def note(out: Out, event: HostEvent, level: Any = "info") -> None:
 
 def slots_left(s: State) -> int:
     """Turns that may still start now: `max_active_turns` minus the running ones, those being begun, and the slots
-    reserved for follow-ups being fetched."""
+    reserved for follow-ups being started."""
     return s.max_active_turns - len(s.turns) - len(s.beginning) - s.reserved
 
 
-def begin(s: State, out: Out, e: Any, followup_id: str | None = None) -> None:
-    """Ask the storage to begin a turn; its thread is busy and its slot taken from now until it is answered."""
+def begin(s: State, out: Out, e: Any) -> None:
+    """Ask the storage to begin a direct send's turn; its thread is busy and its slot taken from now until it is
+    answered."""
     s.beginning[e.turn_id] = e.thread_id
     s.busy[e.thread_id] = e.turn_id
-    reply_to = getattr(e, "reply_to", None)
-    out.append(
-        ev.Begin(
-            turn_id=e.turn_id,
-            thread_id=e.thread_id,
-            text=e.text,
-            sink=e.sink,
-            followup_id=followup_id,
-            reply_to=reply_to,
-        )
-    )
+    out.append(ev.Begin(turn_id=e.turn_id, thread_id=e.thread_id, text=e.text, sink=e.sink, reply_to=e.reply_to))
 
 
 # --- approvals ---------------------------------------------------------------------------------------------------
@@ -243,7 +234,7 @@ def _keep_for_retry(s: State, record: Unpersisted, out: Out) -> None:
 
 
 def retry_later(s: State, out: Out, what: str) -> None:
-    """The storage refused something the turns must do again (turn ends to persist, a follow-up to fetch or begin):
+    """The storage refused something the turns must do again (turn ends to persist, a follow-up to start):
     one retry timer for all of it, from the persistence retry policy; at its `RetryDue` the turn ends are persisted
     again and the waiting threads dispatched. Past the policy's cap: escalate."""
     if s.retry_armed:
@@ -271,7 +262,7 @@ def retry_due(s: State, e: ev.RetryDue, out: Out) -> None:
     s.retry_armed = False
     for record in list(s.unpersisted.values()):
         out.append(ev.Persist(record=record, retry=True))
-    dispatch_waiting(s, out)  # follow-ups whose fetch or begin the storage refused
+    dispatch_waiting(s, out)  # follow-ups whose start the storage refused
 
 
 def retry_settled(s: State, out: Out) -> None:
@@ -291,15 +282,21 @@ def dispatch_next(s: State, thread_id: str, out: Out) -> None:
 
 
 def dispatch_waiting(s: State, out: Out) -> None:
-    """Fetch the next follow-up of waiting threads while a slot and a worker are free (slots are reserved until the
-    fetch answers, so the order of the queue is kept)."""
+    """Start the next follow-up of waiting threads while a slot and a worker are free (slots are reserved until the
+    start answers, so the order of the queue is kept). A thread whose start is still unanswered keeps its place and
+    is not started twice."""
+    unanswered: list[str] = []
     while s.dispatching and s.waiting and s.workers and slots_left(s) > 0:
         thread_id = s.waiting.popleft()
         if thread_id in s.busy:
             continue
+        if thread_id in s.starting:
+            unanswered.append(thread_id)
+            continue
         s.reserved += 1
-        s.fetching.add(thread_id)
-        out.append(ev.FetchFollowUp(thread_id=thread_id, include_manual=thread_id in s.send_next))
+        s.starting.add(thread_id)
+        out.append(ev.StartFollowUp(thread_id=thread_id, include_manual=thread_id in s.send_next))
+    s.waiting.extendleft(reversed(unanswered))
 
 
 def queue_changed(s: State, e: ev.QueueChanged, out: Out) -> None:
@@ -309,27 +306,24 @@ def queue_changed(s: State, e: ev.QueueChanged, out: Out) -> None:
     dispatch_next(s, e.thread_id, out)
 
 
-def followup_fetched(s: State, e: ev.FollowUpFetched, out: Out) -> None:
+def followup_started(s: State, e: ev.FollowUpStarted, out: Out) -> bool:
+    """The queue's side of a start's answer; True when it began a turn (the machine takes it as `Begun`)."""
     s.reserved -= 1
-    s.fetching.discard(e.thread_id)
-    if e.refused:  # not "none queued": the storage did not answer; the thread keeps its place and is tried again
+    s.starting.discard(e.thread_id)
+    if e.refused:  # not "none queued": nothing of it stands; the thread keeps its place and is tried again
         if e.thread_id not in s.waiting:
             s.waiting.appendleft(e.thread_id)
-        retry_later(s, out, f"the next follow-up of thread {e.thread_id} could not be read")
-        return
-    if e.followup_id is None or e.turn_id is None:
+        retry_later(s, out, f"the next follow-up of thread {e.thread_id} could not be started")
+        return False
+    if e.followup_id is None:
         retry_settled(s, out)
-        s.queued.discard(e.thread_id)  # nothing (dispatchable) left: its turn ends fetch no more until a change
+        s.queued.discard(e.thread_id)  # nothing (dispatchable) left: its turn ends start no more until a change
         dispatch_waiting(s, out)  # its slot is free again: the next waiting thread may run
-        return
+        return False
     s.send_next.discard(e.thread_id)
-    if not e.more:  # none waits behind it: the end of its turn fetches nothing unless a change comes first
+    if not e.more:  # none waits behind it: the end of its turn starts nothing unless a change comes first
         s.queued.discard(e.thread_id)
-    if e.thread_id in s.busy or not s.workers:
-        if e.thread_id not in s.waiting:
-            s.waiting.appendleft(e.thread_id)
-        return
-    begin(s, out, e, followup_id=e.followup_id)
+    return True
 
 
 # --- workers -----------------------------------------------------------------------------------------------------

@@ -47,26 +47,29 @@ class Steer(_Event, frozen=True, kw_only=True):
 
 
 class BeginRefused(_Event, frozen=True, kw_only=True):
+    """A direct send's begin the storage refused (`exception`, for its caller)."""
+
     turn_id: str
     thread_id: str
     error: str
-    followup_id: str | None = None
-    exception: Any = None  # a direct send's storage error, for its caller
+    exception: Any = None
     reply_to: Any = None
 
 
-class FollowUpFetched(_Event, frozen=True, kw_only=True):
-    """The head of a thread's queue: its follow-up, none (`followup_id` None), or `refused`: the storage did not
-    answer (that is not "none queued"). `more`: another follow-up may wait behind it (False only when the storage
+class FollowUpStarted(_Event, frozen=True, kw_only=True):
+    """The head of a thread's queue, begun: its follow-up and the turn it runs as (`turn_id`, with the thread's
+    `settings` when it began), none (`followup_id` None), or `refused`: the storage did not start it (that is not
+    "none queued"; nothing of it stands). `more`: another follow-up may wait behind it (False only when the storage
     read that none did)."""
 
     thread_id: str
     refused: bool = False
     followup_id: str | None = None
-    turn_id: str | None = None
+    turn_id: str = ""
     text: str = ""
     sink: Any = None
     more: bool = True
+    settings: Any = None  # the thread's storage.ThreadSettings when the turn began (None: none)
 
 
 class Resolved(_Event, frozen=True, kw_only=True):
@@ -179,7 +182,7 @@ Event = (
     Send
     | Begun
     | BeginRefused
-    | FollowUpFetched
+    | FollowUpStarted
     | Resolved
     | Unresolved
     | CallAnswered
@@ -233,15 +236,13 @@ class Enqueue(_Effect, frozen=True, kw_only=True):
 
 
 class Begin(_Effect, frozen=True, kw_only=True):
-    """Persist the user message and the pending checkpoint -> Begun | BeginRefused, at once for a follow-up; a
-    direct send's begin may be answered later (the shell group-commits the begins of consecutive sends). Until
-    then its thread counts as busy and its slot as taken."""
+    """Persist a direct send's user message and pending checkpoint -> Begun | BeginRefused, maybe later (the shell
+    group-commits the begins of consecutive sends). Until then its thread counts as busy and its slot as taken."""
 
     turn_id: str
     thread_id: str
     text: str
     sink: Any
-    followup_id: str | None = None  # a queued follow-up: dispatched and begun in one transaction
     reply_to: Any = None
 
 
@@ -357,8 +358,9 @@ class SetFollowUp(_Effect, frozen=True, kw_only=True):
     error: str | None = None
 
 
-class FetchFollowUp(_Effect, frozen=True, kw_only=True):
-    """The thread's next queued follow-up -> FollowUpFetched."""
+class StartFollowUp(_Effect, frozen=True, kw_only=True):
+    """Read the thread's next queued follow-up, dispatch it and begin its turn, in one transaction ->
+    FollowUpStarted. Until then its slot is taken (reserved) and the thread counts as fetching."""
 
     thread_id: str
     include_manual: bool = False
@@ -415,7 +417,7 @@ Effect = (
     | Persist
     | PersistComplete
     | SetFollowUp
-    | FetchFollowUp
+    | StartFollowUp
     | ArmRetry
     | Decide
     | Escalate

@@ -7,9 +7,10 @@ Rules (the coordinator's contract; data in actors._turnstate):
 - One turn per thread at a time. A message for a busy thread, for a thread that already has queued follow-ups, or
   arriving when `max_active_turns` run or when no worker is up, goes to the persisted follow-up queue (`Enqueue`)
   and runs, in order, when the thread, a slot and a worker are free. A begun turn that finds no worker up is
-  "held" until one is. A turn's end fetches its thread's next follow-up only when the thread may have one
-  (`queued`: a message was queued for it, the queue was changed by an operator or found at start; a fetch that
-  finds none clears it, and so does one that finds a follow-up with none behind it).
+  "held" until one is. A turn's end starts its thread's next follow-up only when the thread may have one
+  (`queued`: a message was queued for it, the queue was changed by an operator or found at start; a start that
+  finds none clears it, and so does one that finds a follow-up with none behind it). A start reads the queue's
+  head, dispatches it and begins its turn in one storage transaction (`StartFollowUp`).
 - Stale runtime thread: `turn/start` answered "thread not found" -> resume, then retry `turn/start` as
   `STALE_THREAD_RETRY` allows (once), each retry one decision; a resume answered "no rollout found" invalidates the
   mapping, adds a card saying the runtime lost its copy, and starts a new runtime thread.
@@ -62,7 +63,7 @@ def _send(s: State, e: ev.Send, out: Out) -> None:
         "thread busy"
         if thread in s.busy
         else "follow-ups queued"
-        if thread in s.waiting or thread in s.fetching
+        if thread in s.waiting or thread in s.starting
         else "no worker up"
         if not s.workers
         else "max active turns"
@@ -109,25 +110,31 @@ def _begun(s: State, e: ev.Begun, out: Out) -> None:
     if e.followup_id is None:
         out.append(ev.Accept(turn_id=turn.turn_id, queued=False, reply_to=e.reply_to))
     else:
-        ends.retry_settled(s, out)  # a follow-up went through: a refused fetch or begin before it is behind us
+        ends.retry_settled(s, out)  # a follow-up went through: a refused start before it is behind us
     out.append(ev.Resolve(turn_id=turn.turn_id, thread_id=turn.thread_id))
 
 
 def _begin_refused(s: State, e: ev.BeginRefused, out: Out) -> None:
-    """The storage did not begin the turn: a direct send's caller hears why (nothing began); a queued follow-up
-    stays queued and its thread waits for the next try."""
+    """The storage did not begin a direct send's turn: its caller hears why (nothing began)."""
     s.beginning.pop(e.turn_id, None)
     s.extras.pop(e.turn_id, None)
     if s.busy.get(e.thread_id) == e.turn_id:
         del s.busy[e.thread_id]
-    if e.followup_id is None:
-        out.append(ev.Refuse(reply_to=e.reply_to, exception=e.exception))
-        ends.dispatch_next(s, e.thread_id, out)
-        return
-    ends.log(out, "turns.followup_dispatch_failed", "error", followup=e.turn_id, thread=e.thread_id, error=e.error)
-    if e.thread_id not in s.waiting:  # (still in `queued`: the fetch found this follow-up)
-        s.waiting.append(e.thread_id)
-    ends.retry_later(s, out, f"follow-up {e.turn_id} of thread {e.thread_id} could not be begun")
+    out.append(ev.Refuse(reply_to=e.reply_to, exception=e.exception))
+    ends.dispatch_next(s, e.thread_id, out)
+
+
+def _followup_started(s: State, e: ev.FollowUpStarted, out: Out) -> None:
+    if ends.followup_started(s, e, out):
+        begun = ev.Begun(
+            turn_id=e.turn_id,
+            thread_id=e.thread_id,
+            text=e.text,
+            sink=e.sink,
+            followup_id=e.followup_id,
+            settings=e.settings,
+        )
+        _begun(s, begun, out)
 
 
 def _resolved(s: State, e: ev.Resolved, out: Out) -> None:
@@ -394,7 +401,7 @@ _HANDLERS: dict[type, Any] = {
     ev.Send: _send,
     ev.Begun: _begun,
     ev.BeginRefused: _begin_refused,
-    ev.FollowUpFetched: ends.followup_fetched,
+    ev.FollowUpStarted: _followup_started,
     ev.Resolved: _resolved,
     ev.Unresolved: _unresolved,
     ev.CallAnswered: _call_answered,

@@ -2,18 +2,18 @@
 
 Contract:
 - `defer(effect)` keeps an effect for the next round and returns True: enqueues of queued sends (and the `Accept`
-  of each, answered only once its enqueue is durable), fetches of the next follow-ups, follow-up begins, direct
-  begins, the resolves of begun turns' workers and the updates of runtime thread ids (`MappingUpdate`). Anything
-  else: False (the caller carries it out at once).
+  of each, answered only once its enqueue is durable), starts of the next follow-ups, direct begins, the resolves
+  of begun turns' workers and the updates of runtime thread ids (`MappingUpdate`). Anything else: False (the caller
+  carries it out at once).
 - `flush(run)` sends them in rounds until nothing waits: first the enqueues (one transaction; each caller then
-  hears `TurnAccepted(queued)` or its error, and a refused one's sink is dropped), then the fetches (one read
-  round), then the follow-up begins and the direct begins (one transaction each), then the mapping updates and the
-  resolves of begun turns' workers (one ask of the mapping actor, `resolve`, which applies the updates first, in
-  the order they came). Each outcome is fed to `run`
-  (the machine), which may defer more (a refused begin lets the next follow-up be fetched): the loop goes on until
-  nothing waits. Enqueues go first so that a fetch always sees every message queued before it. The direct sends
-  begun in the flush are answered (`TurnAccepted`) only when it ends, also when it ends in an exception: their
-  runtime calls go out first, so waking their callers does not delay them.
+  hears `TurnAccepted(queued)` or its error, and a refused one's sink is dropped), then the follow-up starts and the
+  direct begins (one transaction each), then the mapping updates and the resolves of begun turns' workers (one ask
+  of the mapping actor, `resolve`, which applies the updates first, in the order they came). Each outcome is fed to
+  `run` (the machine), which may defer more (a turn begun needs its worker resolved; a start that found nothing
+  frees a slot for the next waiting thread): the loop goes on until nothing waits. Enqueues go first so that a
+  start always sees every message queued before it. The direct sends begun in the flush are answered
+  (`TurnAccepted`) only when it ends, also when it ends in an exception: their runtime calls go out first, so
+  waking their callers does not delay them.
 - `send_updates()` sends the waiting mapping updates now (one ask, nothing resolved): the coordinator calls it
   before anything that must come after them (a turn's end going to the storage, which must find the runtime thread
   id its turn bound already told to it; a worker event for the mapping).
@@ -48,27 +48,17 @@ class StorageRound:
         self._enqueues: list[ev.Enqueue] = []
         self._enqueued: set[str] = set()  # their turn ids
         self._accepts: dict[str, ev.Accept] = {}  # queued sends' replies, by turn id, until their enqueue is durable
-        self._fetches: list[ev.FetchFollowUp] = []
-        self._followups: list[ev.Begin] = []
+        self._starts: list[ev.StartFollowUp] = []
         self._begins: list[ev.Begin] = []
         self._replies: list[ev.Accept] = []  # direct sends begun in the running flush, answered when it ends
         self._flushing = False
 
     def __bool__(self) -> bool:
         """Something waits (cheaper than `len`, asked after every message)."""
-        return bool(
-            self._enqueues or self._fetches or self._followups or self._begins or self._resolves or self._updates
-        )
+        return bool(self._enqueues or self._starts or self._begins or self._resolves or self._updates)
 
     def __len__(self) -> int:
-        return (
-            len(self._enqueues)
-            + len(self._fetches)
-            + len(self._followups)
-            + len(self._begins)
-            + len(self._resolves)
-            + len(self._updates)
-        )
+        return len(self._enqueues) + len(self._starts) + len(self._begins) + len(self._resolves) + len(self._updates)
 
     def defer(self, effect: ev.Effect) -> bool:
         match effect:
@@ -79,12 +69,10 @@ class StorageRound:
                 self._accepts[effect.turn_id] = effect
             case ev.Accept(queued=False) if self._flushing:
                 self._replies.append(effect)
-            case ev.FetchFollowUp():
-                self._fetches.append(effect)
-            case ev.Begin(followup_id=None):
-                self._begins.append(effect)
+            case ev.StartFollowUp():
+                self._starts.append(effect)
             case ev.Begin():
-                self._followups.append(effect)
+                self._begins.append(effect)
             case ev.Resolve():
                 self._resolves.append(effect)
             case ev.MappingUpdate():
@@ -107,13 +95,9 @@ class StorageRound:
         while self:
             if self._enqueues:
                 self._flush_enqueues()
-            if self._fetches:
-                fetches, self._fetches = self._fetches, []
-                for outcome in self._store.fetch_followups(fetches):
-                    run(outcome)
-            if self._followups:
-                followups, self._followups = self._followups, []
-                for outcome in self._store.begin_followups(followups):
+            if self._starts:
+                starts, self._starts = self._starts, []
+                for outcome in self._store.start_followups(starts):
                     run(outcome)
             if self._begins:
                 begins, self._begins = self._begins, []
@@ -134,7 +118,7 @@ class StorageRound:
             accept.reply_to.fail(error)
         for begin in self._begins:
             begin.reply_to.fail(error)
-        self._enqueues, self._accepts, self._fetches, self._followups, self._begins = [], {}, [], [], []
+        self._enqueues, self._accepts, self._starts, self._begins = [], {}, [], []
         self._enqueued = set()
 
     def _flush_enqueues(self) -> None:

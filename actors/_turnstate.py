@@ -102,10 +102,10 @@ class State(msgspec.Struct, kw_only=True):
     loaded: set[tuple[int, int, str]] = set()  # (worker, generation, runtime thread) known loaded
     waiting: collections.deque[str] = msgspec.field(default_factory=collections.deque)  # threads whose queued
     # follow-ups wait, in order
-    reserved: int = 0  # slots held for follow-ups being fetched
-    fetching: set[str] = set()  # threads whose next follow-up is being fetched (a new send queues behind it)
+    reserved: int = 0  # slots held for follow-ups being started
+    starting: set[str] = set()  # threads whose next follow-up is being started (a new send queues behind it)
     send_next: set[str] = set()  # threads whose next follow-up runs even in manual dispatch mode
-    queued: set[str] = set()  # threads that may have follow-ups queued (a fetch that finds none removes its thread)
+    queued: set[str] = set()  # threads that may have follow-ups queued (a start that finds none removes its thread)
     stderr: dict[int, str] = {}  # worker id -> the last error line its runtime wrote to stderr
     extras: dict[str, Extras] = {}  # turn id -> what its send asked for, while it waits in the queue
     beginning: dict[str, str] = {}  # turn id -> thread id: begins asked of the storage, not answered yet

@@ -2,23 +2,25 @@
 has its deadline rules) and turns its outcome into the machine's next event.
 
 Contract: a storage refusal (`REFUSED`: a storage error, the persistence actor unavailable, dead or past its
-deadline) never escapes except where the caller must hear it. The begins, enqueues and fetches are batched: one
-ask (one transaction for writes) for many effects, each effect getting its own outcome; a refusal of the whole
+deadline) never escapes except where the caller must hear it. The begins, enqueues and follow-up starts are
+batched: one ask (one transaction) for many effects, each effect getting its own outcome; a refusal of the whole
 round is every effect's outcome.
 - `begin_direct`: the begins of direct sends, each `Begun` or `BeginRefused` carrying the storage's error for its
-  caller; `begin_followups`: a follow-up that cannot be begun becomes `BeginRefused` (it stays queued).
-  Dispatching a follow-up and beginning its turn is one transaction. `enqueue`: per follow-up None or its error.
+  caller. `start_followups`: per thread the head of its queue, dispatched and begun in one transaction (a crash can
+  neither lose nor repeat it; a follow-up that ran before runs as a new turn), as `FollowUpStarted`: begun, none
+  (also for a thread that does not exist), or refused (logged; nothing of it stands, the machine tries it again at
+  its retry). `enqueue`: per follow-up None or its error.
 - `finish`: a refusal becomes `FinishRefused` (the machine retries it by policy); a turn already finished is only
   accepted on a retry (the earlier attempt landed after all).
 - `project_of(thread_id)`: the project of a thread one of the last PROJECTS_KEPT begins named (from their
   answers), None when not among them.
 - `forget_options` removes per-turn settings the runtime refused from the thread; a refusal is logged.
-- `take_back(message, answer)`: a begin or enqueue round that answered past the ask deadline was refused to every
-  caller; what the storage took of it is told back (`TakeBack`: its turns end failed, follow-ups they ran queue
-  again, enqueued ones are cancelled) with one `TakenBack` event. Anything else answered late is left as it is.
+- `take_back(message, answer)`: a begin, start or enqueue round that answered past the ask deadline was refused to
+  every caller; what the storage took of it is told back (`TakeBack`: its turns end failed, follow-ups they ran
+  queue again, enqueued ones are cancelled) with one `TakenBack` event. Anything else answered late is left as it
+  is.
 - `card`: False (logged) when refused. `settle_followup` is told (group-committed with the completions; a refusal
-  is logged by the storage) and `fetch_followups` logs a refusal; start-up reconciliation settles the state, and a
-  fetch that failed reads as an empty queue.
+  is logged by the storage); start-up reconciliation settles the state.
 """
 
 from __future__ import annotations
@@ -37,16 +39,15 @@ from agenthost.actors._turns import TurnRegistry, new_turn_id
 from agenthost.actors._turnstate import Unpersisted
 from agenthost.protocol._messages import (
     AddActionCard,
-    BeginFollowUpTurn,
-    BeginFollowUpTurns,
     BeginTurn,
     BeginTurns,
     EnqueueFollowUp,
     EnqueueFollowUps,
     FinishTurn,
-    NextFollowUp,
-    NextFollowUps,
+    NextFollowUpStarted,
     SettleFollowUp,
+    StartNextFollowUp,
+    StartNextFollowUps,
     TakeBack,
     TakenBegin,
     TurnBegun,
@@ -65,18 +66,6 @@ TAKEN_BACK_NOTE = (
 REFUSED = (StorageError, HostUnavailableError, pykka.ActorDeadError, pykka.Timeout)  # the storage did not take it
 
 
-def _begun(effect: ev.Begin, settings: Any) -> ev.Begun:
-    return ev.Begun(
-        turn_id=effect.turn_id,
-        thread_id=effect.thread_id,
-        text=effect.text,
-        sink=effect.sink,
-        followup_id=effect.followup_id,
-        settings=settings,
-        reply_to=effect.reply_to,
-    )
-
-
 class TurnStore:
     def __init__(self, ask: Callable[[Any], Any], tell: Callable[[Any], Any], registry: TurnRegistry) -> None:
         self.ask = ask  # asks the persistence actor, with the coordinator's deadline rules
@@ -88,8 +77,7 @@ class TurnStore:
         return self._projects.get(thread_id)
 
     def _begin_outcome(self, effect: ev.Begin, answer: Any) -> ev.Event:
-        """`Begun`, or `BeginRefused` carrying the storage's error (for a direct send's caller; a follow-up stays
-        queued)."""
+        """`Begun`, or `BeginRefused` carrying the storage's error for the direct send's caller."""
         if isinstance(answer, BaseException):
             return ev.BeginRefused(
                 turn_id=effect.turn_id,
@@ -97,17 +85,23 @@ class TurnStore:
                 error=repr(answer),
                 exception=answer,
                 reply_to=effect.reply_to,
-                followup_id=effect.followup_id,
             )
-        return self._begun(effect, answer)
+        self._remember_project(effect.thread_id, answer)
+        return ev.Begun(
+            turn_id=effect.turn_id,
+            thread_id=effect.thread_id,
+            text=effect.text,
+            sink=effect.sink,
+            settings=answer.settings,
+            reply_to=effect.reply_to,
+        )
 
-    def _begun(self, effect: ev.Begin, answer: TurnBegun) -> ev.Begun:
+    def _remember_project(self, thread_id: str, answer: TurnBegun) -> None:
         if answer.project_id:
-            self._projects[effect.thread_id] = answer.project_id
-            self._projects.move_to_end(effect.thread_id)
+            self._projects[thread_id] = answer.project_id
+            self._projects.move_to_end(thread_id)
             if len(self._projects) > PROJECTS_KEPT:
                 self._projects.popitem(last=False)
-        return _begun(effect, answer.settings)
 
     def begin_direct(self, effects: list[ev.Begin]) -> list[ev.Event]:
         """Begin direct sends (their storage errors go back to their callers, as BeginRefused)."""
@@ -147,43 +141,36 @@ class TurnStore:
             return False
         return True
 
-    def fetch_followups(self, effects: list[ev.FetchFollowUp]) -> list[ev.Event]:
-        """The heads of several threads' queues in one round; a thread whose head cannot be read gets a refused
-        fetch (logged; the machine tries it again at its retry), a thread that does not exist none."""
-        requests = tuple(NextFollowUp(thread_id=e.thread_id, include_manual=e.include_manual) for e in effects)
-        answers = self._round(NextFollowUps(requests=requests), len(effects))
-        outcomes: list[ev.Event] = []
-        for effect, answer in zip(effects, answers, strict=True):
-            if isinstance(answer, UnknownThreadError):  # (a send to it was queued, its enqueue refused): no queue
-                outcomes.append(ev.FollowUpFetched(thread_id=effect.thread_id))
-                continue
-            if isinstance(answer, BaseException):
-                _log.error("turns.followup_fetch_failed", thread=effect.thread_id, error=repr(answer))
-                outcomes.append(ev.FollowUpFetched(thread_id=effect.thread_id, refused=True))
-                continue
-            row = answer.followup
-            if row is None:
-                outcomes.append(ev.FollowUpFetched(thread_id=effect.thread_id))
-                continue
-            turn_id = row.followup_id if row.turn_id is None else new_turn_id()  # a retried one runs as a new turn
-            outcomes.append(
-                ev.FollowUpFetched(
-                    thread_id=effect.thread_id,
-                    followup_id=row.followup_id,
-                    turn_id=turn_id,
-                    text=row.text,
-                    sink=self._registry.get(row.followup_id),
-                    more=answer.more,
-                )
-            )
-        return outcomes
+    def start_followups(self, effects: list[ev.StartFollowUp]) -> list[ev.Event]:
+        """Start the heads of several threads' queues in one round (see the module contract)."""
+        starts = tuple(
+            StartNextFollowUp(thread_id=e.thread_id, include_manual=e.include_manual, retry_turn_id=new_turn_id())
+            for e in effects
+        )
+        answers = self._round(StartNextFollowUps(starts=starts), len(effects))
+        return [self._started(effect, answer) for effect, answer in zip(effects, answers, strict=True)]
 
-    def begin_followups(self, effects: list[ev.Begin]) -> list[ev.Event]:
-        """Dispatch and begin several follow-ups in one transaction (each dispatch and its begin are one: a crash
-        can neither lose nor repeat it); one that cannot be begun becomes `BeginRefused` and stays queued."""
-        begins = tuple(BeginFollowUpTurn(followup_id=e.followup_id or "", turn_id=e.turn_id) for e in effects)
-        answers = self._round(BeginFollowUpTurns(begins=begins), len(effects))
-        return [self._begin_outcome(effect, answer) for effect, answer in zip(effects, answers, strict=True)]
+    def _started(self, effect: ev.StartFollowUp, answer: Any) -> ev.FollowUpStarted:
+        thread_id = effect.thread_id
+        if isinstance(answer, UnknownThreadError):  # (a send to it was queued, its enqueue refused): no queue
+            return ev.FollowUpStarted(thread_id=thread_id)
+        if isinstance(answer, BaseException):
+            _log.error("turns.followup_start_failed", thread=thread_id, error=repr(answer))
+            return ev.FollowUpStarted(thread_id=thread_id, refused=True)
+        started: NextFollowUpStarted = answer
+        row, begun = started.followup, started.begun
+        if row is None or begun is None:
+            return ev.FollowUpStarted(thread_id=thread_id)
+        self._remember_project(thread_id, begun)
+        return ev.FollowUpStarted(
+            thread_id=thread_id,
+            followup_id=row.followup_id,
+            turn_id=begun.turn.turn_id,
+            text=row.text,
+            sink=self._registry.get(row.followup_id),
+            more=started.more,
+            settings=begun.settings,
+        )
 
     def enqueue(self, effects: list[ev.Enqueue]) -> list[BaseException | None]:
         """Queue several follow-ups in one transaction: per effect None (durable) or the error that refused it."""
@@ -205,11 +192,11 @@ class TurnStore:
         match message:
             case BeginTurns():
                 begun = [TakenBegin(turn_id=b.turn_id) for b, a in zip(message.begins, answer, strict=True) if _took(a)]
-            case BeginFollowUpTurns():
+            case StartNextFollowUps():
                 begun = [
-                    TakenBegin(turn_id=b.turn_id or b.followup_id, followup_id=b.followup_id)
-                    for b, a in zip(message.begins, answer, strict=True)
-                    if _took(a)
+                    TakenBegin(turn_id=a.begun.turn.turn_id, followup_id=a.followup.followup_id)
+                    for a in answer
+                    if _took(a) and a.begun is not None
                 ]
             case EnqueueFollowUps():
                 enqueued = [e.followup_id for e, a in zip(message.enqueues, answer, strict=True) if _took(a)]

@@ -17,8 +17,6 @@ from agenthost.protocol._msg_base import Msg
 
 __all__ = [
     "AddActionCard",
-    "BeginFollowUpTurn",
-    "BeginFollowUpTurns",
     "BeginTurn",
     "BeginTurns",
     "BindRuntimeThread",
@@ -43,8 +41,7 @@ __all__ = [
     "ListTurns",
     "LoadMappings",
     "MoveFollowUp",
-    "NextFollowUp",
-    "NextFollowUps",
+    "NextFollowUpStarted",
     "QueueDepths",
     "ReadTranscript",
     "ResolveThreads",
@@ -54,6 +51,8 @@ __all__ = [
     "SetDispatchMode",
     "SetFollowUpState",
     "SettleFollowUp",
+    "StartNextFollowUp",
+    "StartNextFollowUps",
     "TakeBack",
     "TakenBegin",
     "ThreadRoute",
@@ -158,21 +157,6 @@ class TurnPersisted(Msg, frozen=True, kw_only=True):
     error: str | None = None
 
 
-class BeginFollowUpTurn(Msg, frozen=True, kw_only=True):
-    """Mark a queued follow-up dispatched and begin its turn (`turn_id`, by default the follow-up's id) in one
-    transaction. Asked: `TurnBegun`."""
-
-    followup_id: str
-    turn_id: str | None = None
-
-
-class BeginFollowUpTurns(Msg, frozen=True, kw_only=True):
-    """Dispatch and begin several follow-ups in one transaction. Asked: one outcome per item, in order: its
-    `TurnBegun`, or the `StorageError` that refused it (a failed batch is retried one by one)."""
-
-    begins: tuple[BeginFollowUpTurn, ...]
-
-
 class AddActionCard(Msg, frozen=True, kw_only=True):
     thread_id: str
     turn_id: str | None = None
@@ -234,22 +218,35 @@ class EnqueueFollowUp(Msg, frozen=True, kw_only=True):
     text: str
 
 
-class NextFollowUp(Msg, frozen=True, kw_only=True):
-    thread_id: str
-    include_manual: bool = False  # an explicit "send next" on a thread in manual dispatch mode
-
-
 class EnqueueFollowUps(Msg, frozen=True, kw_only=True):
     """Queue several follow-ups in one transaction. Asked: per item its `FollowUpRow` or the `StorageError`."""
 
     enqueues: tuple[EnqueueFollowUp, ...]
 
 
-class NextFollowUps(Msg, frozen=True, kw_only=True):
-    """The head of several threads' queues in one round. Asked: per item its `QueueHead` (the head, None, and
-    whether another waits behind it) or the `StorageError`."""
+class StartNextFollowUp(Msg, frozen=True, kw_only=True):
+    """Start the head of the thread's queue (storage.Database.start_followup): read it, dispatch it and begin its
+    turn in one transaction. Its turn's id is the follow-up's own, or `retry_turn_id` when it ran before."""
 
-    requests: tuple[NextFollowUp, ...]
+    thread_id: str
+    retry_turn_id: str
+    include_manual: bool = False  # an explicit "send next" on a thread in manual dispatch mode
+
+
+class StartNextFollowUps(Msg, frozen=True, kw_only=True):
+    """Start the heads of several threads' queues in one transaction. Asked: per item its `NextFollowUpStarted` or
+    the `StorageError` that refused it (nothing of it stands; a failed batch is retried one by one)."""
+
+    starts: tuple[StartNextFollowUp, ...]
+
+
+class NextFollowUpStarted(Msg, frozen=True, kw_only=True):
+    """The head a `StartNextFollowUp` found (`followup`, a storage.FollowUpRow; None: nothing to start), whether
+    another queued follow-up waits behind it (`more`), and its begun turn (`begun`, None only with no head)."""
+
+    followup: Any = None
+    more: bool = False
+    begun: TurnBegun | None = None
 
 
 class MoveFollowUp(Msg, frozen=True, kw_only=True):

@@ -5,7 +5,8 @@ Contract (a mixin of `Database`; every write is one transaction):
 - `next_followup(thread, include_manual=False)` is the oldest "queued" one (a "failed" one is skipped, it waits for
   a retry); a thread in dispatch mode "manual" yields none unless `include_manual` (an explicit "send next").
   `queue_head` is the same and whether another "queued" one waits behind it (`QueueHead.more`), in one query.
-- `begin_followup_turn` marks one "dispatched" and begins its turn in the same transaction.
+- `begin_followup_turn` marks one "dispatched" and begins its turn in the same transaction. `start_followup` reads
+  the head (as `queue_head`) and begins it so, all in ONE transaction: the head it names is the one that began.
 - `set_followup_state`: "done" and "cancelled" are final; "failed" keeps the error of its turn (`last_error`);
   `retry_followup` queues a failed one again in its place (it runs as a new turn).
 - User operations on waiting items ("queued" or "failed"): `move_followup(id, position)` reorders the thread's
@@ -26,6 +27,7 @@ from ._rows import (
     FOLLOWUP_STATES,
     DispatchMode,
     FollowUpRow,
+    FollowUpStart,
     FollowUpState,
     QueueHead,
     ThreadRow,
@@ -120,6 +122,25 @@ class FollowUpQueue(DatabaseCore):
                 return self._begin_turn_row(turn, str(thread_id), str(text), created_at)
             followup = self._require_row(FollowUpRow, "followup_id", followup_id)
             raise StorageError(f"follow-up {followup_id!r} is {followup.state}, not queued; it runs only once")
+
+    def start_followup(
+        self, thread_id: str, now: float, *, include_manual: bool = False, retry_turn_id: str | None = None
+    ) -> FollowUpStart:
+        """Read the head of the thread's queue (`queue_head`) and, when there is one, dispatch it and begin its turn
+        (`begin_followup_turn`), in ONE transaction. The turn's id is the follow-up's own, or `retry_turn_id` for a
+        follow-up that ran before (failed and queued again); such a follow-up without `retry_turn_id` is refused,
+        naming the turn it ran as."""
+        with self._transaction(f"starting the next follow-up of thread {thread_id!r}"):
+            head = self.queue_head(thread_id, include_manual)
+            followup = head.followup
+            if followup is None:
+                return FollowUpStart()
+            turn_id = followup.followup_id if followup.turn_id is None else retry_turn_id
+            if turn_id is None:
+                ran = f"follow-up {followup.followup_id!r} ran before as turn {followup.turn_id!r}"
+                raise StorageError(f"{ran}: it needs a new turn id")
+            turn = self.begin_followup_turn(followup.followup_id, now, turn_id)
+            return FollowUpStart(followup=followup, more=head.more, turn=turn)
 
     def list_followups(self, thread_id: str) -> list[FollowUpRow]:
         validate_id("thread id", thread_id)

@@ -129,6 +129,16 @@ class QueueHead(msgspec.Struct, frozen=True, kw_only=True):
     more: bool = False
 
 
+class FollowUpStart(msgspec.Struct, frozen=True, kw_only=True):
+    """What `start_followup` did: the head of the thread's queue it found (`followup`, None: nothing to start),
+    whether another queued follow-up waits behind it (`more`), and the turn it began for the head (`turn`, None only
+    when `followup` is None)."""
+
+    followup: FollowUpRow | None = None
+    more: bool = False
+    turn: TurnRow | None = None
+
+
 class TurnFinish(msgspec.Struct, frozen=True):
     """One turn to finish in ``Database.finish_turns``."""
 

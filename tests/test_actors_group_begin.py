@@ -14,13 +14,12 @@ from agenthost import AgentHost, HostConfig, HostUnavailableError
 from agenthost.actors import FakeClock
 from agenthost.actors._persistence import PersistenceActor
 from agenthost.protocol._messages import (
-    BeginFollowUpTurns,
     BeginTurn,
     BeginTurns,
     CreateThread,
     EnqueueFollowUps,
     ListTurns,
-    NextFollowUps,
+    StartNextFollowUps,
     TurnBegun,
 )
 from agenthost.storage import Database, StorageError, StorageRoot, UnknownThreadError, parse_checkpoints
@@ -209,8 +208,8 @@ def test_send_from_many_threads_at_once(tmp_path) -> None:
 
 def test_queued_sends_and_their_dispatch_share_storage_rounds(tmp_path) -> None:
     """Sends over the cap are enqueued together (one transaction), and the follow-ups that turn ends let run are
-    fetched and begun in rounds, never one storage round trip each; a follow-up's final state is told and
-    group-committed with the completions."""
+    started (read, dispatched and begun: one round trip, one transaction) in rounds; a follow-up's final state is
+    told and group-committed with the completions."""
     gate = _Gate()
     config = HostConfig(storage_root=str(tmp_path / "root"), workers=1, max_active_turns=2)
     with AgentHost(config, clock=FakeClock(), fault_hook=gate) as host:
@@ -220,13 +219,13 @@ def test_queued_sends_and_their_dispatch_share_storage_rounds(tmp_path) -> None:
         _together(host, gate, senders)
         assert sorted(handles[t].wait(20.0).status for t in threads) == ["completed"] * 20
         kinds = [type(m).__name__ for m in gate.persistence]
-        assert "EnqueueFollowUp" not in kinds and "BeginFollowUpTurn" not in kinds and "NextFollowUp" not in kinds
+        assert "EnqueueFollowUp" not in kinds
         enqueues = [m for m in gate.persistence if isinstance(m, EnqueueFollowUps)]
         assert [len(m.enqueues) for m in enqueues] == [18]  # 2 began at once, the 18 others queued together
-        begun = [b.followup_id for m in gate.persistence if isinstance(m, BeginFollowUpTurns) for b in m.begins]
-        assert sorted(begun) == sorted(e.followup_id for e in enqueues[0].enqueues)  # each dispatched once
-        fetched = [r.thread_id for m in gate.persistence if isinstance(m, NextFollowUps) for r in m.requests]
-        assert sorted(fetched) == sorted(e.thread_id for e in enqueues[0].enqueues)  # once: none behind it (T19)
+        started = [r.thread_id for m in gate.persistence if isinstance(m, StartNextFollowUps) for r in m.starts]
+        assert sorted(started) == sorted(e.thread_id for e in enqueues[0].enqueues)  # once: none behind it (T19)
+        ran = [(host.followups(e.thread_id)[0].turn_id, e.followup_id) for e in enqueues[0].enqueues]
+        assert all(turn_id == followup_id for turn_id, followup_id in ran)  # each ran once, as its own turn
         assert all(f.state == "done" for t in threads for f in host.followups(t))  # (an ask: after the settles)
         kinds = [type(m).__name__ for m in gate.persistence]
         assert "SetFollowUpState" not in kinds and kinds.count("SettleFollowUp") == 18

@@ -19,6 +19,7 @@ from agenthost.protocol._messages import (
     GetThread,
     ListThreads,
     ListTurns,
+    TurnBegun,
     TurnPersisted,
 )
 from agenthost.storage import AtomicFs, Database, StorageFullError, StorageRoot, UnknownThreadError, parse_checkpoints
@@ -388,6 +389,38 @@ def test_a_refused_joining_begin_fails_alone_and_the_completions_still_commit(ga
         probe.close(checkpoint=False)
 
 
+def test_a_joining_batch_one_item_of_which_is_refused_answers_each_item_its_own_outcome(gated) -> None:
+    """D27/D25: the joining round's refusal undoes the round in the group, then its items run again alone: only the
+    bad one is refused, the others stand, and the completions commit either way."""
+    from agenthost.protocol._messages import BeginTurns, Checkpoint
+
+    ref, root, gate = gated
+    ids = _turns(ref, 2)
+    collector = Collector()
+    ref.tell(Checkpoint(mode="PASSIVE"))
+    for turn_id in ids:
+        ref.tell(CompleteTurn(turn_id=turn_id, assistant_text="a", reply_to=collector))
+    begins = (
+        BeginTurn(turn_id="x-good", thread_id="t1", user_text="q"),
+        BeginTurn(turn_id="x-bad", thread_id="no-such-thread", user_text="q"),
+    )
+    round_answer = ref.ask(BeginTurns(begins=begins), block=False)
+    gate.release.set()
+    good, bad = round_answer.get(timeout=10)
+    assert isinstance(good, TurnBegun) and good.turn.turn_id == "x-good"
+    assert isinstance(bad, UnknownThreadError) and "no-such-thread" in str(bad)
+    assert all(collector.replies.get(timeout=10).error is None for _ in ids)
+    probe = Database.open(root.db_path)
+    try:
+        assert [(t.turn_id, t.status) for t in probe.list_turns("t1")][-3:] == [
+            (ids[0], "completed"),
+            (ids[1], "completed"),
+            ("x-good", "pending"),
+        ]
+    finally:
+        probe.close(checkpoint=False)
+
+
 def test_a_pin_waits_for_the_next_commit_and_is_durable_before_the_turn_end_after_it(tmp_path) -> None:
     """D27: a told pin alone is not a commit of its own: it waits for the next completion (committed with it, before
     that caller hears back) or, at the latest, the next checkpoint tick."""
@@ -517,36 +550,35 @@ def test_a_stop_waits_for_the_background_fsync_and_unmarks_what_it_synced(tmp_pa
         probe.close(checkpoint=False)
 
 
-def test_a_followup_fetch_is_answered_before_the_waiting_completions_commit_and_they_still_commit(
+def test_a_thread_read_is_answered_before_the_waiting_completions_commit_and_they_still_commit(
     tmp_path, monkeypatch
 ) -> None:
-    """D29: a fetch of queued follow-ups reads nothing a told write changes, so it does not wait for their commit;
-    the completions it passed are committed right after (together), with no further message to the actor."""
-    from agenthost.protocol._messages import Checkpoint, NextFollowUp, NextFollowUps
-    from agenthost.storage import QueueHead
+    """D29: `GetThread` reads nothing a told write changes, so it does not wait for their commit; the completions it
+    passed are committed right after (together), with no further message to the actor."""
+    from agenthost.protocol._messages import Checkpoint
 
     commits = _count_commits(monkeypatch)
     commits_when_read: list[int] = []
-    original = Database.queue_head
+    original = Database.get_thread
 
-    def counted_read(self: Database, thread_id: str, include_manual: bool = False) -> Any:
+    def counted_read(self: Database, thread_id: str) -> Any:
         commits_when_read.append(len(commits))
-        return original(self, thread_id, include_manual)
+        return original(self, thread_id)
 
-    monkeypatch.setattr(Database, "queue_head", counted_read)
     gate, root = _Gate(), StorageRoot(tmp_path / "root")
     ref = PersistenceActor.start(root=root, clock=FakeClock(), wall=time.time, fault_hook=gate)
     try:
         ids = _turns(ref, 3)
         collector = Collector()
         commits.clear()
+        monkeypatch.setattr(Database, "get_thread", counted_read)
         ref.tell(Checkpoint(mode="PASSIVE"))  # held: what follows waits in the mailbox together
         for turn_id in ids:
             ref.tell(CompleteTurn(turn_id=turn_id, assistant_text="a", reply_to=collector))
-        fetched = ref.ask(NextFollowUps(requests=(NextFollowUp(thread_id="t1"),)), block=False)
+        read = ref.ask(GetThread(thread_id="t1"), block=False)
         gate.release.set()
-        assert fetched.get(timeout=10) == (QueueHead(),)
-        assert commits_when_read == [0]  # read while the completions still waited
+        assert read.get(timeout=10).thread_id == "t1"
+        assert commits_when_read[0] == 0  # read while the completions still waited
         assert {collector.replies.get(timeout=10).turn_id for _ in ids} == set(ids)  # nothing else was sent
         assert len(commits) == 1, commits
     finally:

@@ -168,19 +168,19 @@ def test_a_direct_send_refused_past_the_deadline_is_taken_back_when_its_begin_la
         assert host.send(thread, "the next send runs").wait(20.0).status == "completed"
 
 
-def test_a_followup_begun_past_the_deadline_runs_again_as_a_new_turn(tmp_path, clock) -> None:
-    with _slow_host(tmp_path, clock, "BeginFollowUpTurns", delta_delay_s=0.2) as (host, gate):
+def test_a_followup_started_past_the_deadline_runs_again_as_a_new_turn(tmp_path, clock) -> None:
+    with _slow_host(tmp_path, clock, "StartNextFollowUps", delta_delay_s=0.2) as (host, gate):
         thread, first = _busy_thread(host)
         queued = host.send(thread, "queued behind the first")
         assert queued.queued
-        with capture_events("turns.followup_dispatch_failed", "turns.taken_back") as log:
+        with capture_events("turns.followup_start_failed", "turns.taken_back") as log:
             assert first.wait(20.0).status == "completed"
-            wait_until("its begin refused", lambda: log.of("turns.followup_dispatch_failed"))
+            wait_until("its start refused", lambda: log.of("turns.followup_start_failed"))
             gate.set()
             stuck = next(t for t in host.turns(thread) if t.user_text == "queued behind the first")
             assert _taken_back(host, clock, thread, stuck.turn_id).error == TAKEN_BACK_NOTE
-        assert log.of("turns.taken_back", ask="BeginFollowUpTurns", turns=[stuck.turn_id], followups=[])
-        clock.advance(1.0)  # the coordinator's retry fetches the queue again
+        assert log.of("turns.taken_back", ask="StartNextFollowUps", turns=[stuck.turn_id], followups=[])
+        clock.advance(1.0)  # the coordinator's retry starts the queue's head again
         end = queued.wait(20.0)
         assert end.status == "completed"
         runs = [t for t in host.turns(thread) if t.user_text == "queued behind the first"]

@@ -12,6 +12,7 @@ from agenthost.storage import (
     ActionCardRow,
     Database,
     FollowUpRow,
+    FollowUpStart,
     InvalidIdError,
     MappingPin,
     MappingRow,
@@ -464,6 +465,33 @@ def test_the_queue_head_says_whether_another_queued_follow_up_waits_behind_it(th
     thread_db.set_dispatch_mode("t1", "manual")
     assert thread_db.queue_head("t1") == QueueHead()
     assert thread_db.queue_head("t1", include_manual=True).followup == first
+
+
+def test_starting_a_follow_up_reads_the_head_and_begins_it_in_one_transaction(thread_db: Database) -> None:
+    assert thread_db.start_followup("t1", 1.0) == FollowUpStart()
+    first = thread_db.enqueue_followup("f1", "t1", "one", now=1.0)
+    thread_db.enqueue_followup("f2", "t1", "two", now=2.0)
+    started = thread_db.start_followup("t1", 3.0, retry_turn_id="unused")
+    assert (started.followup, started.more) == (first, True)
+    assert started.turn == thread_db.get_turn("f1")  # a first run: the turn has the follow-up's id
+    assert (started.turn.user_text, started.turn.status, started.turn.created_at) == ("one", "pending", 3.0)
+    assert [f.state for f in thread_db.list_followups("t1")] == ["dispatched", "queued"]
+    thread_db.set_followup_state("f1", "failed", "boom")
+    thread_db.retry_followup("f1")  # queued again in its place, ahead of f2: it ran before, as turn f1
+    with pytest.raises(StorageError, match="follow-up 'f1' ran before as turn 'f1': it needs a new turn id"):
+        thread_db.start_followup("t1", 4.0)
+    again = thread_db.start_followup("t1", 4.0, retry_turn_id="f1-again")
+    assert (again.followup.followup_id, again.turn.turn_id) == ("f1", "f1-again")  # type: ignore[union-attr]
+    thread_db.begin_turn("f2", "t1", "direct, under the id f2 would run as", now=5.0)
+    with pytest.raises(StorageError, match="turn id 'f2' already exists"):  # its begin refused: nothing of it stands
+        thread_db.start_followup("t1", 6.0)
+    assert [(f.followup_id, f.state) for f in thread_db.list_followups("t1")][1] == ("f2", "queued")
+    assert [t.turn_id for t in thread_db.list_turns("t1")] == ["f1", "f1-again", "f2"]
+    thread_db.cancel_followup("f2")
+    thread_db.enqueue_followup("f3", "t1", "manual", now=7.0)
+    thread_db.set_dispatch_mode("t1", "manual")
+    assert thread_db.start_followup("t1", 8.0) == FollowUpStart()
+    assert thread_db.start_followup("t1", 8.0, include_manual=True).turn.turn_id == "f3"  # type: ignore[union-attr]
 
 
 def test_followup_errors(thread_db: Database) -> None:

@@ -76,23 +76,14 @@ class World:
                 assert self.state.busy.get(effect.thread_id) == effect.turn_id  # its thread is busy while it begins
                 if not self.storage_ok:
                     return ev.BeginRefused(
-                        turn_id=effect.turn_id,
-                        thread_id=effect.thread_id,
-                        error="refused",
-                        followup_id=effect.followup_id,
-                        reply_to=effect.reply_to,
+                        turn_id=effect.turn_id, thread_id=effect.thread_id, error="refused", reply_to=effect.reply_to
                     )
-                if effect.followup_id is not None:
-                    assert self.queue[effect.thread_id][0] == effect.followup_id  # the head of its queue, in order
-                    self.queue[effect.thread_id].popleft()
-                    self.begun_followups[effect.thread_id].append(effect.followup_id)
                 self.begun.append(effect.turn_id)
                 return ev.Begun(
                     turn_id=effect.turn_id,
                     thread_id=effect.thread_id,
                     text=effect.text,
                     sink=effect.sink,
-                    followup_id=effect.followup_id,
                     reply_to=effect.reply_to,
                 )
             case ev.Accept():
@@ -135,16 +126,23 @@ class World:
                 return ev.FinishStored(record=effect.record, retry=effect.retry)
             case ev.PersistComplete():
                 self.committing.append(effect.turn_id)
-            case ev.FetchFollowUp():
-                head = self.queue[effect.thread_id][0] if self.queue[effect.thread_id] else None
-                if head is None:
-                    return ev.FollowUpFetched(thread_id=effect.thread_id)
-                return ev.FollowUpFetched(
-                    thread_id=effect.thread_id,
+            case ev.StartFollowUp():
+                thread = effect.thread_id
+                assert thread not in self.state.busy, f"a follow-up of {thread} started while it is busy"
+                if not self.storage_ok:
+                    return ev.FollowUpStarted(thread_id=thread, refused=True)
+                if not self.queue[thread]:
+                    return ev.FollowUpStarted(thread_id=thread)
+                head = self.queue[thread].popleft()  # the head of its queue, in order
+                self.begun_followups[thread].append(head)
+                self.begun.append(head)
+                return ev.FollowUpStarted(
+                    thread_id=thread,
                     followup_id=head,
                     turn_id=head,
                     text=self.texts[head],
                     sink=self.sinks.get(head),
+                    more=bool(self.queue[thread]),
                 )
             case ev.Escalate():
                 self.escalated = True

@@ -79,16 +79,15 @@ def test_a_send_starts_while_a_slot_is_left_and_waits_when_none_is() -> None:
     assert logged(effects, "turns.queued")[0]["reason"] == "max active turns"
 
 
-def test_a_refused_followup_dispatch_waits_in_line_once() -> None:
+def test_a_refused_follow_up_start_waits_in_line_once() -> None:
     state = machine()
-    fields = ev.BeginRefused.__struct_fields__
-    queued = {"followup_id": "f1"} if "followup_id" in fields else {}  # (a follow-up, where the event says so)
+    _, effects = step(state, ev.QueueChanged(thread_id="t1", send_next=False))
     for _ in range(2):
-        _, effects = step(state, ev.BeginRefused(turn_id="f1", thread_id="t1", error="disk full", **queued))
-        assert logged(effects, "turns.followup_dispatch_failed") == [
-            {"followup": "f1", "thread": "t1", "error": "disk full"}
-        ]
-    assert state.waiting == collections.deque(["t1"])
+        assert [f.thread_id for f in only(effects, ev.StartFollowUp)] == ["t1"]
+        step(state, ev.FollowUpStarted(thread_id="t1", refused=True))
+        assert state.waiting == collections.deque(["t1"]) and (state.reserved, state.starting) == (0, set())
+        _, effects = step(state, ev.RetryDue())
+    assert state.retry_attempt == 2
 
 
 def test_a_begun_turn_that_finds_no_worker_is_held_until_one_joins() -> None:
@@ -117,25 +116,27 @@ def test_a_mapped_thread_not_loaded_in_this_generation_is_resumed_first() -> Non
     output = turn_completed()
     step(state, ev.Output(worker_id=1, generation=1, messages=(output,)))
     step(state, ev.Completed(turn_id="turn-a"))  # the turn ended (nothing queued for t1: nothing to fetch)
-    assert "t1" not in state.fetching and "t1" not in state.busy
+    assert "t1" not in state.starting and "t1" not in state.busy
     begin(state, "turn-b", "t1")
     _, effects = step(state, ev.Resolved(turn_id="turn-b", worker_id=1, runtime_thread_id="rt-1"))
     assert call_of(effects).method == "turn/start"
 
 
-def test_a_send_to_a_thread_whose_next_follow_up_is_being_fetched_queues_behind_it() -> None:
+def test_a_send_to_a_thread_whose_next_follow_up_is_being_started_queues_behind_it_and_it_starts_once() -> None:
     state = machine()
     streaming(state)
     step(state, ev.QueueChanged(thread_id="t1", send_next=False))  # an operator queued a follow-up for t1
     output = turn_completed()
     _, effects = step(state, ev.Output(worker_id=1, generation=1, messages=(output,)))
     effects += step(state, ev.Completed(turn_id="turn-a"))[1]
-    assert [f.thread_id for f in only(effects, ev.FetchFollowUp)] == ["t1"]
+    assert [f.thread_id for f in only(effects, ev.StartFollowUp)] == ["t1"]
     _, effects = step(state, ev.Send(turn_id="turn-b", thread_id="t1", text="hi", sink="sink-b"))
     assert only(effects, ev.Begin) == [] and [e.turn_id for e in only(effects, ev.Enqueue)] == ["turn-b"]
-    _, effects = step(state, ev.FollowUpFetched(thread_id="t1", followup_id="f-1", turn_id="f-1", text="first"))
-    assert [b.turn_id for b in only(effects, ev.Begin)] == ["f-1"]  # the follow-up queued first runs first
-    assert "t1" not in state.fetching
+    _, effects = step(state, ev.RetryDue())  # the queue moves on while t1's start is unanswered: not started twice
+    assert only(effects, ev.StartFollowUp) == [] and list(state.waiting) == ["t1"] and state.reserved == 1
+    _, effects = step(state, ev.FollowUpStarted(thread_id="t1", followup_id="f-1", turn_id="f-1", text="first"))
+    assert [r.turn_id for r in only(effects, ev.Resolve)] == ["f-1"]  # the follow-up queued first runs first
+    assert state.busy["t1"] == "f-1" and "t1" not in state.starting and "t1" in state.queued  # turn-b still waits
 
 
 def dispatch_three(state: State) -> dict[str, Any]:
@@ -337,7 +338,7 @@ def test_a_refused_direct_send_frees_its_thread_whatever_string_object_the_refus
     _, effects = step(state, ev.BeginRefused(turn_id=same_id, thread_id="t1", error="disk full", reply_to="caller"))
     assert [r.reply_to for r in only(effects, ev.Refuse)] == ["caller"]
     assert "t1" not in state.busy
-    assert not only(effects, ev.FetchFollowUp)  # nothing was queued for t1
+    assert not only(effects, ev.StartFollowUp)  # nothing was queued for t1
     _, effects = step(state, ev.Send(turn_id="turn-b", thread_id="t1", text="again", sink="sink-b"))
     assert [b.turn_id for b in only(effects, ev.Begin)] == ["turn-b"] and not only(effects, ev.Enqueue)
 
@@ -610,11 +611,11 @@ def test_approvals_reset_at_the_deadline_say_what_was_not_run() -> None:
     ]
 
 
-def test_slots_reserved_for_follow_ups_being_fetched_count_against_max_active_turns() -> None:
+def test_slots_reserved_for_follow_ups_being_started_count_against_max_active_turns() -> None:
     state = machine(max_active=3)
     for thread in ("t1", "t2"):
         _, effects = step(state, ev.QueueChanged(thread_id=thread))
-        assert [f.thread_id for f in only(effects, ev.FetchFollowUp)] == [thread]
+        assert [f.thread_id for f in only(effects, ev.StartFollowUp)] == [thread]
     assert state.reserved == 2
     _, effects = step(state, ev.Send(turn_id="turn-c", thread_id="t3", text="hi", sink="sink-c"))
     assert [b.turn_id for b in only(effects, ev.Begin)] == ["turn-c"]  # the one slot left
@@ -623,17 +624,15 @@ def test_slots_reserved_for_follow_ups_being_fetched_count_against_max_active_tu
 
 
 def followup(state: State, followup_id: str, thread_id: str = "t1") -> None:
-    """The thread's queue changed and its next follow-up is fetched and begun (not resolved yet)."""
+    """The thread's queue changed and its next follow-up is started: read, dispatched and begun (not resolved yet)."""
     _, effects = step(state, ev.QueueChanged(thread_id=thread_id))
-    assert [f.thread_id for f in only(effects, ev.FetchFollowUp)] == [thread_id]
-    fetched = ev.FollowUpFetched(
+    assert [f.thread_id for f in only(effects, ev.StartFollowUp)] == [thread_id]
+    started = ev.FollowUpStarted(
         thread_id=thread_id, followup_id=followup_id, turn_id=followup_id, text="later", sink=f"sink-{followup_id}"
     )
-    _, effects = step(state, fetched)
-    (started,) = only(effects, ev.Begin)
-    assert started.followup_id == followup_id
-    begun = ev.Begun(turn_id=followup_id, thread_id=thread_id, text="later", sink=started.sink, followup_id=followup_id)
-    step(state, begun)
+    _, effects = step(state, started)
+    assert [(r.turn_id, r.sink) for r in only(effects, ev.RegisterSink)] == [(followup_id, f"sink-{followup_id}")]
+    assert state.turns[followup_id].followup_id == followup_id and not only(effects, ev.Begin)
 
 
 def test_a_follow_ups_end_settles_it_done_or_failed_once_the_end_is_durable() -> None:
@@ -646,7 +645,7 @@ def test_a_follow_ups_end_settles_it_done_or_failed_once_the_end_is_durable() ->
     assert not only(effects, ev.SetFollowUp)  # not durable yet
     _, effects = step(state, ev.Completed(turn_id="f1"))
     assert [(f.followup_id, f.state, f.error) for f in only(effects, ev.SetFollowUp)] == [("f1", "done", None)]
-    step(state, ev.FollowUpFetched(thread_id="t1"))  # no further follow-up
+    step(state, ev.FollowUpStarted(thread_id="t1"))  # no further follow-up
     followup(state, "f2")
     _, effects = step(state, ev.DeadlinePassed(turn_id="f2"))
     (persist,) = only(effects, ev.Persist)
@@ -720,20 +719,21 @@ def test_a_thread_waits_in_line_once_and_a_busy_one_not_at_all() -> None:
     step(state, ev.Send(turn_id="turn-d", thread_id="t0", text="hi", sink="sink-d"))  # busy: runs after turn-a
     assert state.waiting == collections.deque(["t1"])
     _, effects = step(state, ev.QueueChanged(thread_id="t1"))
-    assert state.waiting == collections.deque(["t1"]) and not only(effects, ev.FetchFollowUp)
+    assert state.waiting == collections.deque(["t1"]) and not only(effects, ev.StartFollowUp)
 
 
-def test_a_follow_up_fetched_after_the_last_worker_went_down_waits_for_one() -> None:
+def test_a_follow_up_started_after_the_last_worker_went_down_is_held_until_one_joins() -> None:
     state = machine()
     _, effects = step(state, ev.QueueChanged(thread_id="t1"))
-    assert [f.thread_id for f in only(effects, ev.FetchFollowUp)] == ["t1"]
+    assert [f.thread_id for f in only(effects, ev.StartFollowUp)] == ["t1"]
     step(state, ev.WorkerGone(worker_id=1, generation=1, reason="killed"))
-    fetched = ev.FollowUpFetched(thread_id="t1", followup_id="f1", turn_id="f1", text="later", sink="sink-f1")
-    _, effects = step(state, fetched)
-    assert not only(effects, ev.Begin) and "t1" not in state.busy  # held in the queue, not begun
-    assert state.waiting == collections.deque(["t1"]) and state.reserved == 0
+    started = ev.FollowUpStarted(thread_id="t1", followup_id="f1", turn_id="f1", text="later", sink="sink-f1")
+    _, effects = step(state, started)  # the storage began it: it runs once a worker can take it
+    assert [r.turn_id for r in only(effects, ev.Resolve)] == ["f1"] and state.busy == {"t1": "f1"}
+    step(state, ev.Unresolved(turn_id="f1", reason="no runtime worker is up"))
+    assert state.turns["f1"].phase == "held" and state.reserved == 0
     _, effects = step(state, ev.WorkerJoined(worker_id=1, generation=2))
-    assert [f.thread_id for f in only(effects, ev.FetchFollowUp)] == ["t1"]
+    assert [r.turn_id for r in only(effects, ev.Resolve)] == ["f1"] and not only(effects, ev.StartFollowUp)
 
 
 def test_a_worker_going_down_is_reconciled_in_order_and_only_for_its_current_generation() -> None:
@@ -751,7 +751,7 @@ def test_a_worker_going_down_is_reconciled_in_order_and_only_for_its_current_gen
         assert effects == [] and "turn-a" in state.turns
     _, effects = step(state, ev.WorkerGone(worker_id=1, generation=1, reason="killed"))
     kinds = [type(e).__name__ for e in effects if not isinstance(e, ev.Log | ev.Emit | ev.CancelDeadline)]
-    assert kinds == ["AddCard", "Persist", "MappingEvent", "FetchFollowUp"]  # reset, fail, pins moved, then queue
+    assert kinds == ["AddCard", "Persist", "MappingEvent", "StartFollowUp"]  # reset, fail, pins moved, then queue
     assert only(effects, ev.Persist)[0].record.error == "runtime worker 1 exited (killed)"
     assert state.loaded == {(2, 1, "rt-2")} and state.workers == {2: 1} and "turn-b" in state.turns
 
@@ -789,10 +789,10 @@ def test_workers_reset_reconciles_every_worker() -> None:
     assert state.workers == {} and state.turns == {} and state.loaded == set()
 
 
-def test_a_turn_end_fetches_only_for_a_thread_that_may_have_follow_ups_queued() -> None:
-    """T19: a turn's end fetches its thread's next follow-up only while the thread may have one (a message queued
-    for it, an operator's change of its queue, follow-ups found at start); a fetch that finds none clears that, so
-    the turn ends after it fetch nothing until the next change. A refused follow-up dispatch keeps it."""
+def test_a_turn_end_starts_a_follow_up_only_for_a_thread_that_may_have_one_queued() -> None:
+    """T19: a turn's end starts its thread's next follow-up only while the thread may have one (a message queued
+    for it, an operator's change of its queue, follow-ups found at start); a start that finds none clears that, so
+    the turn ends after it start nothing until the next change. A refused start keeps it."""
     state = machine(max_active=1)
     streaming(state)  # turn-a on t1 holds the only slot
     _, effects = step(state, ev.Send(turn_id="turn-b", thread_id="t1", text="later", sink="sink-b"))
@@ -800,18 +800,17 @@ def test_a_turn_end_fetches_only_for_a_thread_that_may_have_follow_ups_queued() 
     output = turn_completed()
     _, effects = step(state, ev.Output(worker_id=1, generation=1, messages=(output,)))
     effects += step(state, ev.Completed(turn_id="turn-a"))[1]
-    assert [f.thread_id for f in only(effects, ev.FetchFollowUp)] == ["t1"]
-    _, effects = step(state, ev.FollowUpFetched(thread_id="t1", followup_id="turn-b", turn_id="turn-b", text="later"))
-    assert [b.turn_id for b in only(effects, ev.Begin)] == ["turn-b"] and "t1" in state.queued
-    _, effects = step(state, ev.BeginRefused(turn_id="turn-b", thread_id="t1", error="disk", followup_id="turn-b"))
-    assert "t1" in state.queued and list(state.waiting) == ["t1"]  # stays queued: fetched again
+    assert [f.thread_id for f in only(effects, ev.StartFollowUp)] == ["t1"]
+    step(state, ev.FollowUpStarted(thread_id="t1", refused=True))
+    assert "t1" in state.queued and list(state.waiting) == ["t1"]  # stays queued: started again
     _, effects = step(state, ev.QueueChanged(thread_id="t1", send_next=False))
-    assert [f.thread_id for f in only(effects, ev.FetchFollowUp)] == ["t1"]
-    step(state, ev.FollowUpFetched(thread_id="t1"))  # none left
+    assert [f.thread_id for f in only(effects, ev.StartFollowUp)] == ["t1"]
+    step(state, ev.FollowUpStarted(thread_id="t1"))  # none left (an operator cancelled it)
     assert "t1" not in state.queued
     _, effects = step(state, ev.QueueChanged(thread_id="t1", send_next=True))  # an operator: "send the next now"
-    assert [f.thread_id for f in only(effects, ev.FetchFollowUp)] == ["t1"] and "t1" in state.queued
-    step(state, ev.FollowUpFetched(thread_id="t1"))  # none after all
+    assert [(f.thread_id, f.include_manual) for f in only(effects, ev.StartFollowUp)] == [("t1", True)]
+    assert "t1" in state.queued
+    step(state, ev.FollowUpStarted(thread_id="t1"))  # none after all
     begin(state, "turn-c", "t1")
     _, effects = step(state, ev.Resolved(turn_id="turn-c", worker_id=1, runtime_thread_id="rt-1"))
     step(state, ev.CallAnswered(call_id=call_of(effects).call_id, result={"turn": {"id": "rturn-2"}}))
@@ -819,35 +818,27 @@ def test_a_turn_end_fetches_only_for_a_thread_that_may_have_follow_ups_queued() 
     _, effects = step(state, ev.Output(worker_id=1, generation=1, messages=(output,)))
     effects += step(state, ev.Completed(turn_id="turn-c"))[1]
     assert "turn-c" not in state.turns
-    assert not only(effects, ev.FetchFollowUp)  # nothing may be queued: its end fetches nothing
+    assert not only(effects, ev.StartFollowUp)  # nothing may be queued: its end starts nothing
 
 
-def test_a_fetched_follow_up_with_none_behind_it_ends_its_turn_without_a_fetch() -> None:
-    """T19: a fetch that finds a follow-up with none queued behind it clears the thread, so its turn's end fetches
-    nothing; a message queued while that turn runs, or a refused begin, still brings the next fetch."""
+def test_a_started_follow_up_with_none_behind_it_ends_its_turn_without_a_start() -> None:
+    """T19: a start that finds a follow-up with none queued behind it clears the thread, so its turn's end starts
+    nothing; a message queued while that turn runs still brings the next start."""
     state = machine(max_active=1)
     streaming(state)  # turn-a on t1 holds the only slot
     step(state, ev.Send(turn_id="turn-b", thread_id="t1", text="later", sink="sink-b"))
     output = turn_completed()
     _, effects = step(state, ev.Output(worker_id=1, generation=1, messages=(output,)))
     effects += step(state, ev.Completed(turn_id="turn-a"))[1]
-    assert [f.thread_id for f in only(effects, ev.FetchFollowUp)] == ["t1"]
-    fetched = ev.FollowUpFetched(thread_id="t1", followup_id="turn-b", turn_id="turn-b", text="later", more=False)
-    _, effects = step(state, fetched)
-    assert "t1" not in state.queued and [b.turn_id for b in only(effects, ev.Begin)] == ["turn-b"]
-    step(state, ev.BeginRefused(turn_id="turn-b", thread_id="t1", error="disk", followup_id="turn-b"))
-    assert list(state.waiting) == ["t1"]  # not lost: fetched again at the retry
-    _, effects = step(state, ev.RetryDue())
-    assert [f.thread_id for f in only(effects, ev.FetchFollowUp)] == ["t1"]
-    _, effects = step(state, fetched)
-    _, effects = step(
-        state, ev.Begun(turn_id="turn-b", thread_id="t1", text="later", sink="sink-b", followup_id="turn-b")
-    )
+    assert [f.thread_id for f in only(effects, ev.StartFollowUp)] == ["t1"]
+    started = ev.FollowUpStarted(thread_id="t1", followup_id="turn-b", turn_id="turn-b", text="later", more=False)
+    _, effects = step(state, started)
+    assert "t1" not in state.queued and [r.turn_id for r in only(effects, ev.Resolve)] == ["turn-b"]
     _, effects = step(state, ev.Resolved(turn_id="turn-b", worker_id=1, runtime_thread_id="rt-1"))
     step(state, ev.CallAnswered(call_id=call_of(effects).call_id, result={"turn": {"id": "rturn-2"}}))
     _, effects = step(state, ev.Output(worker_id=1, generation=1, messages=(turn_completed("rturn-2"),)))
     effects += step(state, ev.Completed(turn_id="turn-b"))[1]
-    assert "turn-b" not in state.turns and not only(effects, ev.FetchFollowUp)  # none behind it: no fetch
+    assert "turn-b" not in state.turns and not only(effects, ev.StartFollowUp)  # none behind it: no start
     begin(state, "turn-c", "t1")
     step(state, ev.Send(turn_id="turn-d", thread_id="t1", text="while turn-c runs", sink="sink-d"))
     assert "t1" in state.queued
@@ -855,45 +846,43 @@ def test_a_fetched_follow_up_with_none_behind_it_ends_its_turn_without_a_fetch()
     step(state, ev.CallAnswered(call_id=call_of(effects).call_id, result={"turn": {"id": "rturn-3"}}))
     _, effects = step(state, ev.Output(worker_id=1, generation=1, messages=(turn_completed("rturn-3"),)))
     effects += step(state, ev.Completed(turn_id="turn-c"))[1]
-    assert [f.thread_id for f in only(effects, ev.FetchFollowUp)] == ["t1"]  # queued while it ran: fetched
+    assert [f.thread_id for f in only(effects, ev.StartFollowUp)] == ["t1"]  # queued while it ran: started
 
 
 def _queued(state: State, thread_id: str = "t1") -> None:
     """An operator queued a follow-up for an idle thread: its head is fetched."""
     _, effects = step(state, ev.QueueChanged(thread_id=thread_id, send_next=False))
-    assert [f.thread_id for f in only(effects, ev.FetchFollowUp)] == [thread_id]
+    assert [f.thread_id for f in only(effects, ev.StartFollowUp)] == [thread_id]
 
 
-def test_a_refused_follow_up_fetch_is_not_an_empty_queue_it_is_retried_under_the_policy() -> None:
-    """T20: the storage refusing to read a thread's next follow-up keeps the thread queued and first in line and
-    arms the persistence retry (one decision event); at `RetryDue` it is fetched again, and it runs."""
+def test_a_refused_follow_up_start_is_not_an_empty_queue_it_is_retried_under_the_policy() -> None:
+    """T20: the storage refusing to start a thread's next follow-up keeps the thread queued and first in line and
+    arms the persistence retry (one decision event); at `RetryDue` it is started again, and it runs."""
     state = machine()
     _queued(state)
-    _, effects = step(state, ev.FollowUpFetched(thread_id="t1", refused=True))
-    assert "t1" in state.queued and list(state.waiting) == ["t1"] and not state.fetching
+    _, effects = step(state, ev.FollowUpStarted(thread_id="t1", refused=True))
+    assert "t1" in state.queued and list(state.waiting) == ["t1"] and not state.starting and state.reserved == 0
     assert [d.decision for d in only(effects, ev.Decide)] == ["retry"] and len(only(effects, ev.ArmRetry)) == 1
-    assert "could not be read" in only(effects, ev.Decide)[0].reason
+    assert "the next follow-up of thread t1 could not be started" in only(effects, ev.Decide)[0].reason
     _, effects = step(state, ev.RetryDue())
-    assert [f.thread_id for f in only(effects, ev.FetchFollowUp)] == ["t1"]
-    _, effects = step(state, ev.FollowUpFetched(thread_id="t1", followup_id="f-1", turn_id="f-1", text="queued"))
-    assert [b.turn_id for b in only(effects, ev.Begin)] == ["f-1"]
+    assert [f.thread_id for f in only(effects, ev.StartFollowUp)] == ["t1"]
+    _, effects = step(state, ev.FollowUpStarted(thread_id="t1", followup_id="f-1", turn_id="f-1", text="queued"))
+    assert [r.turn_id for r in only(effects, ev.Resolve)] == ["f-1"] and state.retry_attempt == 0
 
 
-def test_a_refused_follow_up_begin_is_retried_and_a_storage_that_keeps_refusing_escalates() -> None:
-    """T20: a follow-up whose begin the storage refused is fetched again at the retry; the attempts count until one
-    goes through, so a storage that keeps refusing reaches the policy's cap and the coordinator escalates."""
+def test_a_storage_that_keeps_refusing_follow_up_starts_makes_the_coordinator_escalate() -> None:
+    """T20: the attempts count until a start goes through, so a storage that keeps refusing reaches the policy's
+    cap and the coordinator escalates."""
     state = machine()
     _queued(state)
     decisions: list[str] = []
     for _ in range(PERSIST_RETRY.max_attempts + 2):
-        _, effects = step(state, ev.FollowUpFetched(thread_id="t1", followup_id="f-1", turn_id="f-1", text="q"))
-        assert len(only(effects, ev.Begin)) == 1
-        _, effects = step(state, ev.BeginRefused(turn_id="f-1", thread_id="t1", error="disk", followup_id="f-1"))
+        _, effects = step(state, ev.FollowUpStarted(thread_id="t1", refused=True))
         decisions += [d.decision for d in only(effects, ev.Decide)]
         if only(effects, ev.Escalate):
             break
         _, effects = step(state, ev.RetryDue())
-        assert [f.thread_id for f in only(effects, ev.FetchFollowUp)] == ["t1"]
+        assert [f.thread_id for f in only(effects, ev.StartFollowUp)] == ["t1"]
     assert decisions == ["retry"] * PERSIST_RETRY.max_attempts + ["give_up"]
 
 
@@ -901,10 +890,10 @@ def test_after_abort_all_a_retry_starts_no_follow_up() -> None:
     """The runtimes are stopping (AbortAll): a retry still persists what waits, but no queued follow-up starts."""
     state = machine()
     _queued(state)
-    step(state, ev.FollowUpFetched(thread_id="t1", refused=True))
+    step(state, ev.FollowUpStarted(thread_id="t1", refused=True))
     step(state, ev.AbortAll(reason="stopping"))
     _, effects = step(state, ev.RetryDue())
-    assert not only(effects, ev.FetchFollowUp) and list(state.waiting) == ["t1"]
+    assert not only(effects, ev.StartFollowUp) and list(state.waiting) == ["t1"]
 
 
 def test_abort_all_tries_once_more_to_persist_the_ends_the_storage_refused() -> None:

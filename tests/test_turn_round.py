@@ -70,9 +70,8 @@ def test_the_length_counts_every_kind_of_effect_waiting() -> None:
     storage_round = StorageRound(store=None, registry=TurnRegistry(), resolve=lambda *_: [])  # type: ignore[arg-type]
     kinds: list[tuple[int, Any]] = [
         (1, lambda i: ev.Enqueue(turn_id=f"q{i}", thread_id="t", text="x")),
-        (1, lambda i: ev.FetchFollowUp(thread_id=f"f{i}")),
-        (3, lambda i: ev.Begin(turn_id=f"b{i}", thread_id=f"u{i}", text="x", sink=None, followup_id=f"fu{i}")),
-        (5, lambda i: ev.Begin(turn_id=f"d{i}", thread_id=f"d{i}", text="x", sink=None)),
+        (3, lambda i: ev.StartFollowUp(thread_id=f"f{i}")),
+        (6, lambda i: ev.Begin(turn_id=f"d{i}", thread_id=f"d{i}", text="x", sink=None)),
         (2, lambda i: ev.Resolve(turn_id=f"r{i}", thread_id=f"r{i}")),
         (4, lambda i: _update(f"m{i}", None)),
     ]
