@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import msgspec
 
-from ._dbcore import DatabaseCore, _columns, _optional_text, _row, _text, _time
+from ._dbcore import _NEXT_SEQ_SQL, DatabaseCore, _columns, _integer, _optional_text, _row, _text, _time
 from ._errors import StorageError
 from ._ids import validate_id
 from ._rows import (
@@ -91,9 +91,9 @@ class FollowUpQueue(DatabaseCore):
         validate_id("follow-up id", followup_id)
         if state not in FOLLOWUP_STATES:
             raise StorageError(f"follow-up state {state!r} is invalid: expected one of {FOLLOWUP_STATES}")
-        failed_error = _optional_text("follow-up error", error) if state == "failed" else None
+        error_text = _optional_text("follow-up error", error)  # kept only by "failed" (the statement's CASE)
         with self._transaction(f"setting state of follow-up {followup_id!r}"):
-            for values in self._conn.execute(_SET_STATE_SQL, (state, failed_error, followup_id)).fetchall():
+            for values in self._conn.execute(_SET_STATE_SQL, (state, error_text, followup_id)).fetchall():
                 return _row(FollowUpRow, values)
             row = self._select_one(FollowUpRow, "followup_id", followup_id)
             if row is None:
@@ -176,7 +176,9 @@ class FollowUpQueue(DatabaseCore):
             order = [item for item in queue if item.followup_id != followup_id]
             order.insert(max(0, min(position, len(order))), row)
             seqs = sorted(item.seq for item in queue)
-            offset = max(seqs) + len(seqs)  # park the rows above every seq first: UNIQUE(thread_id, seq) holds
+            # parked above every seq of the thread first (one that ran may hold a seq above the waiting ones), so
+            # UNIQUE(thread_id, seq) holds at every step
+            offset = _integer("seq", self._conn.execute(_NEXT_SEQ_SQL["followups"], (row.thread_id,)).get)
             for item in queue:
                 self._conn.execute(
                     "UPDATE followups SET seq = seq + ? WHERE followup_id = ?", (offset, item.followup_id)

@@ -612,6 +612,47 @@ def test_followup_queue_operations_follow_the_seed_app(db: Database) -> None:
         db.set_dispatch_mode("t", "sometimes")  # type: ignore[arg-type]
 
 
+def test_moving_waiting_follow_ups_past_ones_that_ran_later_keeps_every_seq_unique(db: Database) -> None:
+    """Found by mutation testing: the rows were parked just above the waiting ones' seqs, where a follow-up that ran
+    later (done) could hold one, and the move was refused with a UNIQUE constraint error."""
+    db.ensure_project("p", "p", 1.0)
+    db.create_thread("t", "p", "t", 1.0)
+    for index in range(1, 9):
+        db.enqueue_followup(f"f{index}", "t", "x", 1.0)
+    for failed in ("f1", "f2"):
+        db.set_followup_state(failed, "failed", "boom")
+    for index in range(3, 9):  # these ran (the failed ones are skipped) and hold seqs 3..8
+        db.begin_followup_turn(f"f{index}", 2.0)
+        db.set_followup_state(f"f{index}", "done")
+    assert [(f.followup_id, f.seq) for f in db.move_followup("f2", 0)] == [("f2", 1), ("f1", 2)]
+    assert [(f.followup_id, f.seq) for f in db.move_followup("f2", -3)] == [("f2", 1), ("f1", 2)]  # clamped to 0
+    assert [f.seq for f in db.list_followups("t")] == [1, 2, 3, 4, 5, 6, 7, 8]
+
+
+def test_moves_keep_the_others_in_their_order_and_refuse_a_position_that_is_not_an_int(db: Database) -> None:
+    db.ensure_project("p", "p", 1.0)
+    db.create_thread("t", "p", "t", 1.0)
+    for name in ("a", "b", "c", "d"):
+        db.enqueue_followup(name, "t", name, 1.0)
+    assert [f.followup_id for f in db.move_followup("b", 2)] == ["a", "c", "b", "d"]
+    assert [f.followup_id for f in db.move_followup("a", -1)] == ["a", "c", "b", "d"]  # negative: the front
+    for position in ("1", 1.0, True, None):
+        with pytest.raises(StorageError, match=f"follow-up position {position!r} is invalid: must be an int"):
+            db.move_followup("c", position)  # type: ignore[arg-type]
+
+
+def test_only_a_failed_follow_up_can_be_retried(db: Database) -> None:
+    db.ensure_project("p", "p", 1.0)
+    db.create_thread("t", "p", "t", 1.0)
+    for name, state in (("d", "done"), ("c", "cancelled"), ("s", "dispatched"), ("q", "queued")):
+        db.enqueue_followup(name, "t", name, 1.0)
+        if state != "queued":
+            db.set_followup_state(name, state)  # type: ignore[arg-type]
+        with pytest.raises(StorageError, match=f"follow-up {name!r} is {state}; only a failed one can be retried"):
+            db.retry_followup(name)
+    assert [f.state for f in db.list_followups("t")] == ["done", "cancelled", "dispatched", "queued"]
+
+
 # --- pinned by mutation testing (mutation/README.md) ----------------------------------------------------------
 
 
