@@ -360,7 +360,7 @@ class SetFollowUp(_Effect, frozen=True, kw_only=True):
 
 class StartFollowUp(_Effect, frozen=True, kw_only=True):
     """Read the thread's next queued follow-up, dispatch it and begin its turn, in one transaction ->
-    FollowUpStarted. Until then its slot is taken (reserved) and the thread counts as fetching."""
+    FollowUpStarted. Until then its slot is taken (reserved) and the thread as starting."""
 
     thread_id: str
     include_manual: bool = False

@@ -159,7 +159,7 @@ class TurnStore:
             return ev.FollowUpStarted(thread_id=thread_id, refused=True)
         started: NextFollowUpStarted = answer
         row, begun = started.followup, started.begun
-        if row is None or begun is None:
+        if begun is None:  # (the storage begins a head whenever it found one)
             return ev.FollowUpStarted(thread_id=thread_id)
         self._remember_project(thread_id, begun)
         return ev.FollowUpStarted(

@@ -588,13 +588,13 @@ def test_a_thread_read_is_answered_before_the_waiting_completions_commit_and_the
 
 def test_told_pins_and_follow_up_states_the_storage_refuses_are_logged_each_and_the_rest_commit(persistence) -> None:
     """Told writes have no caller to hear a refusal: each refused one is one error event naming it; the others in
-    the same group commit land."""
+    the same group commit land. A refused told write refuses its group (it opens no savepoint), which is split."""
     from agenthost.protocol._messages import EnqueueFollowUp, SaveMapping, SettleFollowUp
 
     ref, root = persistence
     (turn_id,) = _turns(ref, 1)
     ref.ask(EnqueueFollowUp(followup_id="f1", thread_id="t1", text="later"))
-    names = ("persistence.mapping_save_failed", "persistence.followup_settle_failed")
+    names = ("persistence.group_commit_split", "persistence.mapping_save_failed", "persistence.followup_settle_failed")
     with capture_events(*names) as log:
         ref.tell(SaveMapping(thread_id="ghost", worker_id=1, runtime_thread_id="rt-x"))
         ref.tell(SaveMapping(thread_id="t1", worker_id=2, runtime_thread_id="rt-1"))
@@ -603,7 +603,8 @@ def test_told_pins_and_follow_up_states_the_storage_refuses_are_logged_each_and_
         collector = Collector()
         ref.tell(CompleteTurn(turn_id=turn_id, assistant_text="a", reply_to=collector))
         assert collector.replies.get(timeout=10).error is None
-    assert [(e["event"], e.get("thread") or e.get("followup")) for e in log.events] == [
+    assert [(e["event"], e.get("thread") or e.get("followup") or e.get("writes")) for e in log.events] == [
+        ("persistence.group_commit_split", 5),
         ("persistence.mapping_save_failed", "ghost"),
         ("persistence.followup_settle_failed", "no-such-followup"),
     ]
