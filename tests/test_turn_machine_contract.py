@@ -756,6 +756,45 @@ def test_a_worker_going_down_is_reconciled_in_order_and_only_for_its_current_gen
     assert state.loaded == {(2, 1, "rt-2")} and state.workers == {2: 1} and "turn-b" in state.turns
 
 
+def test_a_worker_going_down_fails_only_its_own_turns_and_forgets_only_its_own_loaded_threads() -> None:
+    state = machine(workers=(1, 2))
+    streaming(state)  # turn-a on worker 1 (rt-1 loaded there)
+    begin(state, "turn-b", "t2")
+    _, effects = step(state, ev.Resolved(turn_id="turn-b", worker_id=2, runtime_thread_id=None))
+    step(state, ev.CallAnswered(call_id=call_of(effects).call_id, result={"thread": {"id": "rt-2"}}))
+    _, effects = step(state, ev.WorkerGone(worker_id=2, generation=1, reason="killed"))
+    assert [p.record.turn_id for p in only(effects, ev.Persist)] == ["turn-b"]
+    assert state.turns["turn-a"].phase == "streaming" and state.loaded == {(1, 1, "rt-1")}
+
+
+def test_a_worker_joining_resolves_only_the_held_turns() -> None:
+    state = machine(max_active=3, workers=(1,))
+    streaming(state)  # turn-a streams on worker 1
+    begin(state, "turn-b", "t2")  # its Resolve is on its way: dispatching
+    begin(state, "turn-c", "t3")
+    step(state, ev.Unresolved(turn_id="turn-c", reason="no runtime worker is up"))  # held
+    _, effects = step(state, ev.WorkerJoined(worker_id=2, generation=1))
+    assert [r.turn_id for r in only(effects, ev.Resolve)] == ["turn-c"]
+    assert [state.turns[t].phase for t in ("turn-a", "turn-b", "turn-c")] == ["streaming", "dispatching", "dispatching"]
+
+
+def test_the_queue_moves_past_threads_that_are_busy_or_still_starting() -> None:
+    state = machine(max_active=2)
+    streaming(state, "turn-a", "t0")
+    step(state, ev.QueueChanged(thread_id="t1", send_next=False))  # t1's start goes out: the second slot
+    for turn_id, thread_id in (("turn-x", "t1"), ("turn-y", "t2")):  # both wait: t1 is starting, no slot for t2
+        step(state, ev.Send(turn_id=turn_id, thread_id=thread_id, text="hi", sink=f"sink-{turn_id}"))
+    assert list(state.waiting) == ["t1", "t2"]
+    _, effects = step(state, ev.Output(worker_id=1, generation=1, messages=(turn_completed(),)))
+    effects += step(state, ev.Completed(turn_id="turn-a"))[1]  # a slot frees while t1 is still starting
+    assert [f.thread_id for f in only(effects, ev.StartFollowUp)] == ["t2"] and list(state.waiting) == ["t1"]
+    step(state, ev.FollowUpStarted(thread_id="t1", followup_id="f1", turn_id="f1", text="x", more=True))
+    assert state.busy["t1"] == "f1" and list(state.waiting) == ["t1"]  # busy now, still in line
+    step(state, ev.Send(turn_id="turn-z", thread_id="t3", text="hi", sink="sink-z"))  # no slot: waits behind t1
+    _, effects = step(state, ev.FollowUpStarted(thread_id="t2"))  # none after all: its slot is free
+    assert [f.thread_id for f in only(effects, ev.StartFollowUp)] == ["t3"] and list(state.waiting) == []
+
+
 def test_workers_and_generations_compare_by_value_whatever_objects_carry_them() -> None:
     worker, generation = int("1000"), int("1001")  # past the small-int cache: equal numbers, distinct objects
     state = State(max_active_turns=2, request_timeout_s=1.0, turn_timeout_s=5.0)
@@ -773,6 +812,7 @@ def test_workers_and_generations_compare_by_value_whatever_objects_carry_them() 
     assert [p.turn_id for p in only(effects, ev.PersistComplete)] == ["turn-b"]
     _, effects = step(state, ev.WorkerGone(worker_id=int("1000"), generation=int("1001"), reason="killed"))
     assert [p.record.turn_id for p in only(effects, ev.Persist)] == ["turn-a"] and state.workers == {}
+    assert state.loaded == set()
 
 
 def test_workers_reset_reconciles_every_worker() -> None:
@@ -804,7 +844,7 @@ def test_a_turn_end_starts_a_follow_up_only_for_a_thread_that_may_have_one_queue
     step(state, ev.FollowUpStarted(thread_id="t1", refused=True))
     assert "t1" in state.queued and list(state.waiting) == ["t1"]  # stays queued: started again
     _, effects = step(state, ev.QueueChanged(thread_id="t1", send_next=False))
-    assert [f.thread_id for f in only(effects, ev.StartFollowUp)] == ["t1"]
+    assert [(f.thread_id, f.include_manual) for f in only(effects, ev.StartFollowUp)] == [("t1", False)]
     step(state, ev.FollowUpStarted(thread_id="t1"))  # none left (an operator cancelled it)
     assert "t1" not in state.queued
     _, effects = step(state, ev.QueueChanged(thread_id="t1", send_next=True))  # an operator: "send the next now"
