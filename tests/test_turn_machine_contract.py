@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from agenthost.actors import _turnevents as ev
-from agenthost.actors._errors import UnknownApprovalError
+from agenthost.actors._errors import HostClosedError, UnknownApprovalError
 from agenthost.actors._recovery import PERSIST_RETRY
 from agenthost.actors._turnmachine import step
 from agenthost.actors._turnstate import State
@@ -756,6 +756,14 @@ def test_a_worker_going_down_is_reconciled_in_order_and_only_for_its_current_gen
     assert state.loaded == {(2, 1, "rt-2")} and state.workers == {2: 1} and "turn-b" in state.turns
 
 
+def test_after_stop_intake_a_send_is_refused_and_nothing_is_queued() -> None:
+    state = machine()
+    step(state, ev.StopIntake())
+    with pytest.raises(HostClosedError, match="shutting down"):
+        step(state, ev.Send(turn_id="turn-a", thread_id="t1", text="hi", sink="sink-a"))
+    assert state.turns == {} and state.beginning == {} and list(state.waiting) == []
+
+
 def test_a_worker_going_down_fails_only_its_own_turns_and_forgets_only_its_own_loaded_threads() -> None:
     state = machine(workers=(1, 2))
     streaming(state)  # turn-a on worker 1 (rt-1 loaded there)
@@ -810,6 +818,8 @@ def test_workers_and_generations_compare_by_value_whatever_objects_carry_them() 
         state, {**ended, "params": {**ended["params"], "threadId": "rt-b"}}, worker=int("1000"), generation=int("1001")
     )
     assert [p.turn_id for p in only(effects, ev.PersistComplete)] == ["turn-b"]
+    step(state, ev.StderrLine(worker_id=int("1000"), generation=int("1001"), line="fatal: out of memory"))
+    assert state.stderr == {1000: "fatal: out of memory"}
     _, effects = step(state, ev.WorkerGone(worker_id=int("1000"), generation=int("1001"), reason="killed"))
     assert [p.record.turn_id for p in only(effects, ev.Persist)] == ["turn-a"] and state.workers == {}
     assert state.loaded == set()
