@@ -72,15 +72,14 @@ Refusal = tuple[str, dict[str, str]]  # a told write the storage refused: the er
 def each_in_one_transaction(
     db: Database, action: str, items: Sequence[Item], write: Callable[[Item], Result], *, joined: bool = False
 ) -> list[Result | StorageError]:
-    if len(items) < 2 and not joined:  # one item is its own transaction already
-        return each_alone(items, write)
+    alone = (lambda item: _in_a_group_of_its_own(db, action, write, item)) if joined else write
+    if len(items) < 2:  # one item is its own transaction (joined: its own savepoint) already
+        return each_alone(items, alone)
     try:
         with db.batch(f"{action} ({len(items)} at once)"):
             return [write(item) for item in items]
     except StorageError:
-        if not joined:
-            return each_alone(items, write)
-        return each_alone(items, lambda item: _in_a_group_of_its_own(db, action, write, item))
+        return each_alone(items, alone)
 
 
 def _in_a_group_of_its_own(db: Database, action: str, write: Callable[[Item], Result], item: Item) -> Result:

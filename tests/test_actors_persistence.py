@@ -55,6 +55,16 @@ def _turns(ref, count: int, thread_id: str = "t1") -> list[str]:
     return ids
 
 
+def _hold_completions(ref: Any, ids: list[str], collector: Collector) -> None:
+    """A checkpoint the gate holds, then a completion of each turn: they wait in the mailbox together behind it
+    (with whatever the test sends next) until the gate is released."""
+    from agenthost.protocol._messages import Checkpoint
+
+    ref.tell(Checkpoint(mode="PASSIVE"))
+    for turn_id in ids:
+        ref.tell(CompleteTurn(turn_id=turn_id, assistant_text="a", reply_to=collector))
+
+
 def test_a_completion_is_in_the_db_and_transcript_when_its_reply_arrives(persistence) -> None:
     ref, root = persistence
     ids = _turns(ref, 40)
@@ -313,11 +323,9 @@ def test_transcript_appends_are_fsynced_after_the_answers_once_per_thread_and_un
 def _completions_pin_then_begin(ref: Any, gate: Any, ids: list[str], collector: Any, *, worker_id: int) -> Any:
     """Hold the actor behind a checkpoint, tell it the completions of `ids` and a pin of t1, ask a begin on t1
     behind them, release it: the begin's answer (its completions' replies go to `collector`)."""
-    from agenthost.protocol._messages import Checkpoint, SaveMapping
+    from agenthost.protocol._messages import SaveMapping
 
-    ref.tell(Checkpoint(mode="PASSIVE"))  # held: what follows waits together behind it
-    for turn_id in ids:
-        ref.tell(CompleteTurn(turn_id=turn_id, assistant_text="a", reply_to=collector))
+    _hold_completions(ref, ids, collector)
     ref.tell(SaveMapping(thread_id="t1", worker_id=worker_id, runtime_thread_id="rt-1"))
     begun = ref.ask(BeginTurn(turn_id="t1-next", thread_id="t1", user_text="next"), block=False)
     gate.release.set()
@@ -368,14 +376,11 @@ def _joined_begin(ref: Any, root: StorageRoot, gate: _Gate, commits: list[int]) 
 
 
 def test_a_refused_joining_begin_fails_alone_and_the_completions_still_commit(gated) -> None:
-    from agenthost.protocol._messages import Checkpoint
 
     ref, root, gate = gated
     ids = _turns(ref, 3)
     collector = Collector()
-    ref.tell(Checkpoint(mode="PASSIVE"))
-    for turn_id in ids:
-        ref.tell(CompleteTurn(turn_id=turn_id, assistant_text="a", reply_to=collector))
+    _hold_completions(ref, ids, collector)
     refused = ref.ask(BeginTurn(turn_id="x-1", thread_id="no-such-thread", user_text="q"), block=False)
     gate.release.set()
     with pytest.raises(UnknownThreadError):
@@ -392,14 +397,12 @@ def test_a_refused_joining_begin_fails_alone_and_the_completions_still_commit(ga
 def test_a_joining_batch_one_item_of_which_is_refused_answers_each_item_its_own_outcome(gated) -> None:
     """D27/D25: the joining round's refusal undoes the round in the group, then its items run again alone: only the
     bad one is refused, the others stand, and the completions commit either way."""
-    from agenthost.protocol._messages import BeginTurns, Checkpoint
+    from agenthost.protocol._messages import BeginTurns
 
     ref, root, gate = gated
     ids = _turns(ref, 2)
     collector = Collector()
-    ref.tell(Checkpoint(mode="PASSIVE"))
-    for turn_id in ids:
-        ref.tell(CompleteTurn(turn_id=turn_id, assistant_text="a", reply_to=collector))
+    _hold_completions(ref, ids, collector)
     begins = (
         BeginTurn(turn_id="x-good", thread_id="t1", user_text="q"),
         BeginTurn(turn_id="x-bad", thread_id="no-such-thread", user_text="q"),
@@ -555,7 +558,6 @@ def test_a_thread_read_is_answered_before_the_waiting_completions_commit_and_the
 ) -> None:
     """D29: `GetThread` reads nothing a told write changes, so it does not wait for their commit; the completions it
     passed are committed right after (together), with no further message to the actor."""
-    from agenthost.protocol._messages import Checkpoint
 
     commits = _count_commits(monkeypatch)
     commits_when_read: list[int] = []
@@ -572,9 +574,7 @@ def test_a_thread_read_is_answered_before_the_waiting_completions_commit_and_the
         collector = Collector()
         commits.clear()
         monkeypatch.setattr(Database, "get_thread", counted_read)
-        ref.tell(Checkpoint(mode="PASSIVE"))  # held: what follows waits in the mailbox together
-        for turn_id in ids:
-            ref.tell(CompleteTurn(turn_id=turn_id, assistant_text="a", reply_to=collector))
+        _hold_completions(ref, ids, collector)
         read = ref.ask(GetThread(thread_id="t1"), block=False)
         gate.release.set()
         assert read.get(timeout=10).thread_id == "t1"
