@@ -509,7 +509,12 @@ def test_a_runtime_error_explains_the_failed_turn_until_the_end_whatever_comes_b
     state = machine()
     streaming(state)
     read(state, note("error", turnId="rturn-1", error={"message": "model overloaded"}))
-    read(state, note("codex/event/token_count", turnId="rturn-1"), note("account/updated", turnId="rturn-1"))
+    read(
+        state,
+        note("codex/event/token_count", turnId="rturn-1"),
+        note("account/updated", turnId="rturn-1"),
+        note("thread/tokenUsage/updated", turnId="rturn-1"),  # sorts after "error" and "serverRequest/resolved"
+    )
     effects = read(state, note("turn/completed", turn={"id": "rturn-1", "status": "failed"}))
     (persist,) = only(effects, ev.Persist)
     assert (persist.record.status, persist.record.error) == ("failed", "model overloaded")
