@@ -37,7 +37,9 @@ Both drive the public API only (`AgentHost`, `HostConfig`, `agenthost.storage`),
   (`Database.finish_turns`), the end records appended the same way, then every transcript of the batch fsynced
   once (`TranscriptWriter.sync_appends`, what the persistence actor does after answering). That is the durable
   work a host turn must do (begin durable before `send` returns, end durable before TurnFinished), batched as well
-  as a host could batch it; it does not run a runtime, so host/loop also prices the runtime round trip.
+  as a host could batch it; it does not run a runtime, so host/loop also prices the runtime round trip. It
+  returns a `LoopRun`: the `Run` and the loop's CPU per turn (`time.process_time`, this process: the loop has no
+  other thread and no child), the least CPU the durable work of a turn takes here.
 Any error propagates (a failed or missing turn raises RuntimeError).
 """
 
@@ -75,6 +77,7 @@ __all__ = [
     "SENDERS",
     "THROUGHPUT_TARGET_PER_S",
     "Fanout",
+    "LoopRun",
     "Prepopulated",
     "TurnGrowth",
     "measure_fanout",
@@ -280,13 +283,17 @@ def measure_fanout(
     )
 
 
-def measure_loop(threads: int, work_dir: Path, *, batch: int = BATCH) -> Run:
+class LoopRun(Run, frozen=True, kw_only=True):
+    cpu_ms: float  # the loop's CPU per turn (process_time), the durable work alone
+
+
+def measure_loop(threads: int, work_dir: Path, *, batch: int = BATCH) -> LoopRun:
     """The same durable work without actors, batched (see the module docstring)."""
     with direct_store(work_dir, "loop-root", "default") as (db, writer):
         thread_ids = [f"fan-{index:06d}" for index in range(threads)]
         for thread_id in thread_ids:
             written(writer.thread_created(db.create_thread(thread_id, "default", thread_id, time.time())))
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         for first in range(0, threads, batch):
             chunk = thread_ids[first : first + batch]
             with db._conn:  # one transaction for the batch's begins (each begin_turn nests as a savepoint)
@@ -298,5 +305,5 @@ def measure_loop(threads: int, work_dir: Path, *, batch: int = BATCH) -> Run:
             )
             written(writer.turns_written(finished))
             written(writer.sync_appends())
-        seconds = time.perf_counter() - started
-    return Run(count=threads, seconds=seconds)
+        seconds, cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
+    return LoopRun(count=threads, seconds=seconds, cpu_ms=1000.0 * cpu_s / threads)

@@ -94,6 +94,12 @@ def _check_issue10(report: dict, table: str) -> None:
     assert f"every run: {fanout['turns_per_s']:,.0f} turns/s" in table
     assert issue["loop_per_s"] > 0
     assert issue["host_loop_pct"] == pytest.approx(100 * fanout["turns_per_s"] / issue["loop_per_s"])
+    assert issue["loop_cpu_ms"] > 0
+    cap = (os.cpu_count() or 1) * 1000 / (issue["loop_cpu_ms"] + fanout["runtime_cpu_ms"])
+    assert issue["loop_cap_per_s"] == pytest.approx(cap)
+    assert issue["loop_cap_pct"] == pytest.approx(100 * cap / issue["loop_per_s"])
+    verdict = "which is out of reach here whatever" if issue["loop_cap_pct"] < 80 else "the 80 % target is within"
+    assert f"= {cap:,.0f} turns/s = {issue['loop_cap_pct']:.1f} % of the loop: " in table and verdict in table
     assert issue["runtime_floor_per_s"] > 0 and issue["runtime_loop_per_s"] > 0
     assert issue["host_floor_pct"] == pytest.approx(100 * fanout["turns_per_s"] / issue["runtime_floor_per_s"])
     assert issue["host_runtime_loop_pct"] == pytest.approx(100 * fanout["turns_per_s"] / issue["runtime_loop_per_s"])
