@@ -8,9 +8,9 @@ When is a caller's write durable? (synchronous=FULL in WAL mode: a committed tra
   checkpoint tick, at stop, and by a `_SyncTranscripts` the actor tells itself once SYNC_THREADS (256) transcripts
   wait (so it runs after the answers, behind the messages already waiting), which hands them to a thread of their
   own (actors._transcript_fsync; one batch at a time, the actor answers meanwhile, takes the outcome when told
-  `_TranscriptsFsynced`, at the next tick or at stop, which waits up to FSYNC_STOP_WAIT_S); until then the thread stays
-  marked in the database, so a power cut before that fsync leaves a transcript start-up repairs. Failures, interruptions
-  and approval resets always take this path: they are never batched.
+  `_TranscriptsFsynced`, at the next tick or at stop, which waits up to FSYNC_STOP_WAIT_S: actors._upkeep); until
+  then the thread stays marked in the database, so a power cut before that fsync leaves a transcript start-up
+  repairs. Failures, interruptions and approval resets always take this path: they are never batched.
 - `CompleteTurn` (a completed turn, told with `reply_to`): group-committed. Completions that arrive back to back
   are finished in ONE transaction when `max_batch` (default MAX_BATCH, 256) are waiting or the actor's mailbox is
   empty (so an idle host adds no delay); then each thread in the batch gets its end records in one append; only
@@ -35,14 +35,15 @@ When is a caller's write durable? (synchronous=FULL in WAL mode: a committed tra
 Fault injection: `vfs` (a registered APSW VFS name) and `transcript_fs` (an `AtomicFs`) are the seams chaos tests
 use to fail reads, writes, syncs and each step of a transcript append or replace.
 
-Checkpoints: automatic checkpoints are off. A WAL hook watches the WAL size after each commit; past
+Checkpoints (actors._upkeep): automatic checkpoints are off. A WAL hook watches the WAL size after each commit; past
 `checkpoint_pages` a PASSIVE checkpoint runs right after the write. A PASSIVE checkpoint also runs every
 `checkpoint_interval_s` (injected clock) and a TRUNCATE checkpoint when the actor stops. `quick_check` runs at
-open: a database that fails it is moved into `system/quarantine/<timestamp>-<reason>/` and rebuilt from the
-transcripts ("storage.quarantined" event); then the start-up health checks run with repairs (missing project
-folders, transcripts of the threads marked as changed, bad mappings; after a rebuild also every transcript, orphan
-transcripts and leftover temp files), each finding one "storage.health" event. The actor holds the root's lock
-(`system/agenthost.lock`) while it lives: a second host on the same root fails to start with `RootLockedError`.
+open (actors._storage_open): a database that fails it is moved into `system/quarantine/<timestamp>-<reason>/` and
+rebuilt from the transcripts ("storage.quarantined" event); then the start-up health checks run with repairs
+(missing project folders, transcripts of the threads marked as changed, bad mappings; after a rebuild also every
+transcript, orphan transcripts and leftover temp files), each finding one "storage.health" event. The actor holds
+the root's lock (`system/agenthost.lock`) while it lives: a second host on the same root fails to start with
+`RootLockedError`.
 Errors from storage (unknown ids, invalid ids, I/O errors) are raised to the asker; the actor keeps running.
 """
 
@@ -55,11 +56,13 @@ from typing import Any
 import msgspec
 
 from agenthost.actors._clock import Clock, Timer
-from agenthost.actors._events import StorageTimed, TranscriptFailed
+from agenthost.actors._events import StorageTimed
 from agenthost.actors._groupcommit import GroupCommits, TranscriptWrite
 from agenthost.actors._log import get_logger
 from agenthost.actors._refs import FaultHook, SupervisedActor, tell_quietly
+from agenthost.actors._storage_open import open_and_repair
 from agenthost.actors._transcript_fsync import BackgroundFsync
+from agenthost.actors._upkeep import SYNC_THREADS, Upkeep
 from agenthost.protocol._messages import (
     AddActionCard,
     BeginTurn,
@@ -96,11 +99,8 @@ from agenthost.protocol._messages import (
 )
 from agenthost.storage import (
     AtomicFs,
-    CheckpointMode,
     Database,
-    QuarantineReport,
     RootLock,
-    StorageCorruptError,
     StorageError,
     StorageRoot,
     ThreadRow,
@@ -108,7 +108,6 @@ from agenthost.storage import (
     TurnFinish,
     check_permissions,
     check_storage,
-    open_or_quarantine,
     private_mkdir,
     validate_id,
 )
@@ -146,17 +145,6 @@ _JOINS_BATCH = (
 
 _log = get_logger("agenthost.persistence")
 MAX_BATCH = 256  # completions per group commit at most
-SYNC_THREADS = 256  # transcripts appended to and not fsynced yet that make the actor fsync them before the tick
-FSYNC_STOP_WAIT_S = 10.0  # how long a stop waits for the background fsync (after it: those threads stay marked)
-
-
-class _CheckpointTick(msgspec.Struct, frozen=True):
-    """Timer message: run the periodic PASSIVE checkpoint."""
-
-
-class _SyncTranscripts(msgspec.Struct, frozen=True):
-    """Told to itself once `sync_threads` transcripts wait for their fsync: fsync them (one fsync each), on the
-    background fsync's thread."""
 
 
 class _CommitWaiting(msgspec.Struct, frozen=True):
@@ -164,11 +152,7 @@ class _CommitWaiting(msgspec.Struct, frozen=True):
     already queued are handled (the read's asker does not wait for that commit)."""
 
 
-class _TranscriptsFsynced(msgspec.Struct, frozen=True):
-    """Told by the background fsync's thread when its batch is done: take its outcome."""
-
-
-class PersistenceActor(GroupCommits, SupervisedActor):
+class PersistenceActor(Upkeep, GroupCommits, SupervisedActor):
     child_name = "persistence"
     expected_errors = (StorageError,)
 
@@ -225,24 +209,16 @@ class PersistenceActor(GroupCommits, SupervisedActor):
         rebuild never blocks the host supervisor's mailbox. A failure is a crash the host decides about."""
         self._root.ensure()
         self._lock = RootLock.acquire(self._root)
-        self._db = _open_and_repair(self._root, self._vfs, self._wall())
+        self._db = open_and_repair(self._root, self._vfs, self._wall())
         self._transcripts = TranscriptWriter(self._root, self._db, fs=self._transcript_fs)
-        ref = self.actor_ref
-        self._fsync = BackgroundFsync(self._transcripts.store, lambda: tell_quietly(ref, _TranscriptsFsynced()))
-        self._db.set_wal_hook(self._on_wal_commit)
         _log.info("persistence.opened", path=str(self._root.db_path), schema=self._db.schema_version)
-        self._schedule_checkpoint()
+        self._start_upkeep()
 
     def on_stop(self) -> None:
         try:
             self._flush()
             if self._transcripts is not None:
-                if self._fsync is not None and not self._fsync.wait(FSYNC_STOP_WAIT_S):
-                    _log.warning("persistence.fsync_still_running", waited_s=FSYNC_STOP_WAIT_S)
-                self._take_fsynced()
-                self._transcript(self._transcripts.sync_appends)
-                self._transcript(self._transcripts.retry_stale)
-                self._mark_synced()
+                self._sync_at_stop()
         finally:
             self._close(checkpoint=True)
 
@@ -271,13 +247,6 @@ class PersistenceActor(GroupCommits, SupervisedActor):
         if self._lock is not None:
             self._lock.release()
             self._lock = None
-
-    def _schedule_checkpoint(self) -> None:
-        ref = self.actor_ref
-        self._timer = self._clock.call_later(self._interval, lambda: tell_quietly(ref, _CheckpointTick()))
-
-    def _on_wal_commit(self, pages: int) -> None:
-        self._wal_pages = pages
 
     # --- dispatch -------------------------------------------------------------------------------------------
     def handle(self, message: Any) -> Any:
@@ -313,23 +282,6 @@ class PersistenceActor(GroupCommits, SupervisedActor):
                 _log.record(StorageTimed(op="commit", seconds=max(0.0, seconds)), "debug")
             if self._wal_pages >= self._checkpoint_pages:
                 self._checkpoint("PASSIVE")
-
-    def _sync_later(self) -> None:
-        """Transcript appends wait for one fsync per thread: in `_SyncTranscripts`, told behind the messages already
-        waiting once `sync_threads` (SYNC_THREADS) transcripts wait, or at the checkpoint tick (the database already
-        holds every change, and marks its thread until that fsync)."""
-        transcripts, fsync = self._transcripts, self._fsync
-        if self._sync_told or transcripts is None or transcripts.unsynced < self._sync_threads:
-            return
-        if fsync is None or not fsync.busy:  # (else its end checks again)
-            self._sync_told = True
-            tell_quietly(self.actor_ref, _SyncTranscripts())
-
-    def _take_fsynced(self) -> None:
-        """Take the outcome of the background fsync's last batch, if it has one not taken yet."""
-        outcome = None if self._fsync is None else self._fsync.take()
-        if outcome is not None:
-            self._transcript(lambda: self.transcripts.note_synced(outcome))
 
     def _handle(self, message: Any, now: float) -> Any:
         db = self.db
@@ -403,23 +355,7 @@ class PersistenceActor(GroupCommits, SupervisedActor):
                 return self._checkpoint(message.mode)
             case TakeBack():
                 return self._take_back(message, now)
-            case _SyncTranscripts():
-                self._sync_told = False
-                if self._fsync is not None and not self._fsync.busy and self.transcripts.unsynced:
-                    self._fsync.start(self.transcripts.take_unsynced())
-                return None
-            case _TranscriptsFsynced():
-                self._take_fsynced()
-                self._sync_later()
-                return None
-            case _CheckpointTick():
-                self._take_fsynced()
-                self._transcript(self.transcripts.sync_appends)
-                if self.transcripts.stale:
-                    self._transcript(self.transcripts.retry_stale)
-                self._mark_synced()
-                self._checkpoint("PASSIVE")
-                self._schedule_checkpoint()
+            case _ if self._upkeep(message):
                 return None
             case _:
                 return super().handle(message)
@@ -461,77 +397,3 @@ class PersistenceActor(GroupCommits, SupervisedActor):
         """A turn row was committed (begun or finished): its record goes to the transcript."""
         self._transcript(lambda: self.transcripts.turns_written([row]))
         return row
-
-    def _after_commit(self) -> None:
-        if self._wal_pages >= self._checkpoint_pages:
-            self._checkpoint("PASSIVE")
-
-    def _transcript(self, write: Callable[[], list[tuple[str, StorageError]]]) -> None:
-        """Run one transcript write of the writer, timed apart from the commit (inside a group commit: once it has
-        committed). The database is the truth: a failed write is logged (its thread stays stale and is repaired
-        later), never reported as a failed commit."""
-        if self._later is not None:
-            self._later.append(write)
-            return
-        started = time.perf_counter()
-        failures = write()
-        seconds = time.perf_counter() - started
-        self._transcript_s += seconds
-        _log.record(StorageTimed(op="transcript", seconds=seconds), "debug")
-        for thread_id, exc in failures:
-            _log.record(TranscriptFailed(thread=thread_id, error=str(exc)), "error")
-
-    def _mark_synced(self) -> None:
-        """Unmark the threads whose transcript holds every change (a refusal only makes the next start check more)."""
-        synced = self.transcripts.take_synced()
-        if synced:
-            try:
-                self.db.mark_transcripts_synced(synced)
-            except StorageError as exc:
-                _log.warning("persistence.mark_synced_failed", threads=len(synced), error=repr(exc))
-
-    def _checkpoint(self, mode: CheckpointMode) -> tuple[int, int]:
-        frames = self.db.checkpoint(mode)
-        if frames[0] == frames[1]:
-            self._wal_pages = 0
-        _log.debug("persistence.checkpoint", mode=mode, wal_frames=frames[0], checkpointed=frames[1])
-        return frames
-
-
-def _open_and_repair(root: StorageRoot, vfs: str | None, now: float) -> Database:
-    """Open the database (quick_check included); a corrupt one is quarantined and rebuilt from the transcripts.
-    Then the start-up health checks run with repairs; every finding is one "storage.health" event."""
-    quarantined: QuarantineReport | None = None
-    if vfs is None:
-        db, quarantined = open_or_quarantine(root, now)
-        if quarantined is not None:
-            _log.error(
-                "storage.quarantined",
-                reason=quarantined.reason,
-                moved=list(quarantined.moved),
-                into=quarantined.into,
-                rebuilt_threads=quarantined.rebuilt_threads,
-                rebuilt_turns=quarantined.rebuilt_turns,
-                skipped=list(quarantined.skipped),
-            )
-    else:  # fault-injection runs: no quarantine, the injected error must surface
-        db = Database.open(root.db_path, vfs=vfs)
-        problems = db.quick_check()
-        if problems != ["ok"]:
-            db.close(checkpoint=False)
-            raise StorageCorruptError(f"database {str(root.db_path)!r} failed quick_check: {problems[:5]}")
-    try:
-        full = quarantined is not None  # after a rebuild: every transcript, orphans and temp files too
-        for finding in check_storage(db, root, repair=True, now=now, pending_turns=False, full=full):
-            log = _log.info if finding.status == "ok" else _log.warning
-            log(
-                "storage.health",
-                kind=finding.kind,
-                subject=finding.subject,
-                status=finding.status,
-                detail=finding.detail,
-            )
-    except BaseException:
-        db.close(checkpoint=False)
-        raise
-    return db

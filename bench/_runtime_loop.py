@@ -21,7 +21,7 @@ import selectors
 import time
 from pathlib import Path
 
-from agenthost.actors._persistence import SYNC_THREADS
+from agenthost.actors._upkeep import SYNC_THREADS
 from agenthost.protocol._jsonrpc import ErrorResponse, LineBuffer, Notification, Response, decode_line
 from agenthost.storage import Database, TranscriptWriter, TurnFinish
 from bench._deltas import READ_CHUNK_BYTES, RawRuntime
