@@ -280,8 +280,7 @@ class PersistenceActor(Upkeep, GroupCommits, SupervisedActor):
             if isinstance(message, _WRITES):  # the transaction's own time, its transcript rewrite left out
                 seconds = time.perf_counter() - started - self._transcript_s
                 _log.record(StorageTimed(op="commit", seconds=max(0.0, seconds)), "debug")
-            if self._wal_pages >= self._checkpoint_pages:
-                self._checkpoint("PASSIVE")
+            self._after_commit()
 
     def _handle(self, message: Any, now: float) -> Any:
         db = self.db

@@ -11,8 +11,11 @@ Contract (the actor's module docstring, actors._persistence, says when a caller'
   takes (a failure leaves its thread stale). `_sync_later` is called after every message.
 - Every `checkpoint_interval_s` (injected clock) a `_CheckpointTick` takes the background outcome, fsyncs what still
   waits, repairs stale transcripts, unmarks the threads whose transcript holds every change, and runs a PASSIVE
-  checkpoint. A WAL hook keeps the WAL's size in pages; past `checkpoint_pages` a PASSIVE checkpoint runs right
-  after the write (`_after_commit`). A checkpoint that moved every frame resets that count.
+  checkpoint. A WAL hook keeps the WAL's size in pages after each commit; at `checkpoint_pages` or more a PASSIVE
+  checkpoint runs right after the message (`_after_commit`, after every message the actor handles alone and every
+  group commit). A checkpoint that moved every frame resets that count to 0, so the messages after it do not
+  checkpoint again; one that could not (a reader holds an older snapshot) leaves it, so each message after it
+  tries again until one does.
 - `_sync_at_stop()` waits up to FSYNC_STOP_WAIT_S (10 s) for the background fsync (past it: "persistence.
   fsync_still_running", and those threads stay marked), then does a tick's transcript work.
 """
