@@ -62,7 +62,7 @@ from agenthost.actors._log import get_logger
 from agenthost.actors._refs import FaultHook, SupervisedActor, tell_quietly
 from agenthost.actors._storage_open import open_and_repair
 from agenthost.actors._transcript_fsync import BackgroundFsync
-from agenthost.actors._upkeep import SYNC_THREADS, Upkeep
+from agenthost.actors._upkeep import CHECKPOINT_INTERVAL_S, CHECKPOINT_PAGES, SYNC_THREADS, Upkeep
 from agenthost.protocol._messages import (
     AddActionCard,
     BeginTurn,
@@ -162,8 +162,8 @@ class PersistenceActor(Upkeep, GroupCommits, SupervisedActor):
         root: StorageRoot,
         clock: Clock,
         wall: Callable[[], float],
-        checkpoint_interval_s: float = 5.0,
-        checkpoint_pages: int = 1000,
+        checkpoint_interval_s: float = CHECKPOINT_INTERVAL_S,
+        checkpoint_pages: int = CHECKPOINT_PAGES,
         max_batch: int = MAX_BATCH,
         sync_threads: int = SYNC_THREADS,
         vfs: str | None = None,

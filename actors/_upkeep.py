@@ -9,13 +9,13 @@ Contract (the actor's module docstring, actors._persistence, says when a caller'
   itself `_SyncTranscripts` (behind the messages already waiting), which hands them to the background fsync's thread
   (actors._transcript_fsync, one batch at a time); its end is told as `_TranscriptsFsynced`, whose outcome the actor
   takes (a failure leaves its thread stale). `_sync_later` is called after every message.
-- Every `checkpoint_interval_s` (injected clock) a `_CheckpointTick` takes the background outcome, fsyncs what still
-  waits, repairs stale transcripts, unmarks the threads whose transcript holds every change, and runs a PASSIVE
-  checkpoint. A WAL hook keeps the WAL's size in pages after each commit; at `checkpoint_pages` or more a PASSIVE
-  checkpoint runs right after the message (`_after_commit`, after every message the actor handles alone and every
-  group commit). A checkpoint that moved every frame resets that count to 0, so the messages after it do not
-  checkpoint again; one that could not (a reader holds an older snapshot) leaves it, so each message after it
-  tries again until one does.
+- Every `checkpoint_interval_s` (CHECKPOINT_INTERVAL_S, 5 s, injected clock) a `_CheckpointTick` takes the
+  background outcome, fsyncs what still waits, repairs stale transcripts, unmarks the threads whose transcript holds
+  every change, and runs a PASSIVE checkpoint. A WAL hook keeps the WAL's size in pages after each commit; at
+  `checkpoint_pages` (CHECKPOINT_PAGES, 1000) or more a PASSIVE checkpoint runs right after the message
+  (`_after_commit`, after every message the actor handles alone and every group commit). A checkpoint that moved
+  every frame resets that count to 0, so the messages after it do not checkpoint again; one that could not (a
+  reader holds an older snapshot) leaves it, so each message after it tries again until one does.
 - `_sync_at_stop()` waits up to FSYNC_STOP_WAIT_S (10 s) for the background fsync (past it: "persistence.
   fsync_still_running", and those threads stay marked), then does a tick's transcript work.
 """
@@ -35,8 +35,10 @@ from agenthost.actors._refs import tell_quietly
 from agenthost.actors._transcript_fsync import BackgroundFsync
 from agenthost.storage import CheckpointMode, Database, StorageError, TranscriptWriter
 
-__all__ = ["FSYNC_STOP_WAIT_S", "SYNC_THREADS", "Upkeep"]
+__all__ = ["CHECKPOINT_INTERVAL_S", "CHECKPOINT_PAGES", "FSYNC_STOP_WAIT_S", "SYNC_THREADS", "Upkeep"]
 
+CHECKPOINT_INTERVAL_S = 5.0  # the tick: a PASSIVE checkpoint and the transcripts' fsync (HostConfig's default too)
+CHECKPOINT_PAGES = 1000  # WAL pages after a commit that make a PASSIVE checkpoint run at once
 SYNC_THREADS = 256  # transcripts appended to and not fsynced yet that make the actor fsync them before the tick
 FSYNC_STOP_WAIT_S = 10.0  # how long a stop waits for the background fsync (after it: those threads stay marked)
 

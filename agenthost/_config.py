@@ -27,6 +27,7 @@ from agenthost.actors._recovery import (
     RestartType,
     WorkerWatch,
 )
+from agenthost.actors._upkeep import CHECKPOINT_INTERVAL_S
 from agenthost.protocol._faults import RuntimeFaults
 
 __all__ = ["HostConfig"]
@@ -63,7 +64,7 @@ class HostConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     turn_timeout_s: float = 600.0
     shutdown_timeout_s: float = 5.0
     drain_timeout_s: float = 30.0
-    checkpoint_interval_s: float = 5.0
+    checkpoint_interval_s: float = CHECKPOINT_INTERVAL_S
     boot_timeout_s: float = 300.0
     ask_timeout_s: float = 30.0  # how long an actor waits for another's reply (a slow disk past it is a crash)
     max_active_turns: int = 8

@@ -1,0 +1,185 @@
+"""The persistence actor's dispatch beyond the durability contract (tests/test_actors_persistence.py): the size of a
+group commit, what a rename writes, what its timings measure, the storage checks as the running host sees them, a
+refused take-back, and what a stop leaves behind."""
+
+from __future__ import annotations
+
+import inspect
+import queue
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import wait_until
+
+from agenthost.actors import FakeClock
+from agenthost.actors._persistence import MAX_BATCH, PersistenceActor
+from agenthost.actors._upkeep import CHECKPOINT_INTERVAL_S, CHECKPOINT_PAGES
+from agenthost.protocol._messages import (
+    BeginTurn,
+    Checkpoint,
+    CompleteTurn,
+    CreateThread,
+    HealthCheck,
+    ListThreads,
+    TakeBack,
+    TakenBegin,
+    UpdateThread,
+)
+from agenthost.storage import AtomicFs, Database, StorageIOError, StorageRoot
+from agenthost.testing import capture_events
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class _Replies:
+    def __init__(self) -> None:
+        self.replies: queue.Queue[Any] = queue.Queue()
+
+    def tell(self, message: Any) -> None:
+        self.replies.put(message)
+
+
+class _Gate:
+    """Holds the actor on a Checkpoint message until released: what is told meanwhile waits in its mailbox."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.release = threading.Event()
+
+    def __call__(self, child: str, message: Any) -> None:
+        if isinstance(message, Checkpoint):
+            self.release.wait(20.0)
+
+
+def _started(tmp_path: Path, **kwargs: Any) -> tuple[Any, StorageRoot, FakeClock]:
+    clock, root = FakeClock(), StorageRoot(tmp_path / "root")
+    ref = PersistenceActor.start(root=root, clock=clock, wall=time.time, **kwargs)
+    ref.ask(CreateThread(thread_id="t1", project_id="p", title="first title"))
+    return ref, root, clock
+
+
+def test_the_defaults_are_256_completions_a_commit_a_checkpoint_every_5_s_and_at_1000_pages() -> None:
+    from agenthost import HostConfig
+
+    assert (MAX_BATCH, CHECKPOINT_INTERVAL_S, CHECKPOINT_PAGES) == (256, 5.0, 1000)
+    defaults = inspect.signature(PersistenceActor.__init__).parameters
+    assert [defaults[name].default for name in ("max_batch", "checkpoint_interval_s", "checkpoint_pages")] == [
+        MAX_BATCH,
+        CHECKPOINT_INTERVAL_S,
+        CHECKPOINT_PAGES,
+    ]
+    assert HostConfig(storage_root="root").checkpoint_interval_s == CHECKPOINT_INTERVAL_S
+
+
+def test_completions_waiting_past_max_batch_are_committed_max_batch_at_a_time(tmp_path: Path) -> None:
+    """D7: up to 256 per transaction: 257 waiting together are two commits, of 256 and of 1."""
+    gate = _Gate()
+    ref, _root, _clock = _started(tmp_path, fault_hook=gate)
+    try:
+        ids = [f"u{index}" for index in range(MAX_BATCH + 1)]
+        for turn_id in ids:
+            ref.ask(BeginTurn(turn_id=turn_id, thread_id="t1", user_text="q"))
+        replies = _Replies()
+        with capture_events("persistence.group_commit") as log:
+            ref.tell(Checkpoint(mode="PASSIVE"))  # held: the completions wait together behind it
+            for turn_id in ids:
+                ref.tell(CompleteTurn(turn_id=turn_id, assistant_text="a", reply_to=replies))
+            gate.release.set()
+            for _ in ids:
+                assert replies.replies.get(timeout=20).error is None
+        assert [event["completions"] for event in log.events] == [MAX_BATCH, 1]
+    finally:
+        gate.release.set()
+        ref.stop()
+
+
+def test_a_new_title_reaches_the_transcript_and_new_settings_alone_write_none(tmp_path: Path) -> None:
+    ref, root, _clock = _started(tmp_path)
+    transcript = root.transcript_path("p", "t1")
+    try:
+        ref.ask(UpdateThread(thread_id="t1", title="second title"))
+        renamed = transcript.read_bytes()
+        assert b"second title" in renamed
+        ref.ask(UpdateThread(thread_id="t1", thread_settings={"model": "m"}))
+        assert transcript.read_bytes() == renamed
+    finally:
+        ref.stop()
+
+
+class _SlowAppends(AtomicFs):
+    """Every transcript append takes `seconds` longer (a slow disk)."""
+
+    seconds = 0.1
+
+    def append(self, path: Any, data: bytes) -> None:
+        time.sleep(self.seconds)
+        super().append(path, data)
+
+
+def test_a_writes_commit_time_leaves_its_transcript_time_out(tmp_path: Path) -> None:
+    ref, _root, _clock = _started(tmp_path, transcript_fs=_SlowAppends())
+    try:
+        with capture_events("persistence.timed") as log:
+            started = time.perf_counter()
+            ref.ask(BeginTurn(turn_id="u1", thread_id="t1", user_text="q"))
+            elapsed = time.perf_counter() - started
+        timed = {event["op"]: event["seconds"] for event in log.events}
+        assert timed["transcript"] >= _SlowAppends.seconds
+        assert 0.0 <= timed["commit"] < _SlowAppends.seconds
+        assert timed["commit"] + timed["transcript"] <= elapsed
+    finally:
+        ref.stop()
+
+
+def test_the_running_hosts_health_check_does_not_count_turns_in_flight(tmp_path: Path) -> None:
+    ref, _root, _clock = _started(tmp_path)
+    try:
+        ref.ask(BeginTurn(turn_id="u1", thread_id="t1", user_text="q"))  # pending: the coordinator's
+        findings = ref.ask(HealthCheck())
+        assert findings and all(finding.status == "ok" for finding in findings)
+        assert "pending-turn" not in {finding.kind for finding in findings}
+    finally:
+        ref.stop()
+
+
+def test_a_take_back_the_storage_refuses_is_logged_and_the_actor_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(self: Database, *args: Any) -> None:
+        raise StorageIOError("injected: disk I/O error during the take-back")
+
+    ref, _root, _clock = _started(tmp_path)
+    try:
+        monkeypatch.setattr(Database, "take_back", refuse)
+        with capture_events("persistence.take_back_failed") as log:
+            ref.tell(TakeBack(begun=(TakenBegin(turn_id="u1"),), enqueued=("f1",), error="late"))
+            assert [thread.thread_id for thread in ref.ask(ListThreads())] == ["t1"]  # still answering
+        assert [(event["turns"], event["followups"]) for event in log.events] == [(["u1"], ["f1"])]
+    finally:
+        ref.stop()
+
+
+def test_a_stop_cancels_the_checkpoint_tick_and_says_it_checkpointed(tmp_path: Path) -> None:
+    ref, _root, clock = _started(tmp_path)
+    assert clock.pending_due_times()  # the first tick
+    with capture_events("persistence.closed") as log:
+        ref.stop()
+    assert clock.pending_due_times() == []
+    assert [event["checkpoint"] for event in log.events] == ["TRUNCATE"]
+
+
+def test_a_crash_closes_without_a_checkpoint_and_says_nothing_of_one(tmp_path: Path) -> None:
+    import msgspec
+
+    class Stranger(msgspec.Struct, frozen=True):
+        pass
+
+    ref, _root, clock = _started(tmp_path)
+    with capture_events("persistence.closed") as log:
+        with pytest.raises(Exception, match="Stranger"):
+            ref.ask(Stranger(), timeout=10)
+        wait_until("the actor stopped", lambda: not ref.is_alive())
+    assert log.events == [] and clock.pending_due_times() == []
