@@ -21,8 +21,11 @@ from agenthost.protocol._messages import (
     Checkpoint,
     CompleteTurn,
     CreateThread,
+    GetThread,
     HealthCheck,
     ListThreads,
+    SaveMapping,
+    SetDispatchMode,
     TakeBack,
     TakenBegin,
     UpdateThread,
@@ -104,6 +107,7 @@ def test_a_new_title_reaches_the_transcript_and_new_settings_alone_write_none(tm
         renamed = transcript.read_bytes()
         assert b"second title" in renamed
         ref.ask(UpdateThread(thread_id="t1", thread_settings={"model": "m"}))
+        ref.ask(SetDispatchMode(thread_id="t1", mode="manual"))
         assert transcript.read_bytes() == renamed
     finally:
         ref.stop()
@@ -128,7 +132,7 @@ def test_a_writes_commit_time_leaves_its_transcript_time_out(tmp_path: Path) -> 
             elapsed = time.perf_counter() - started
         timed = {event["op"]: event["seconds"] for event in log.events}
         assert timed["transcript"] >= _SlowAppends.seconds
-        assert 0.0 <= timed["commit"] < _SlowAppends.seconds
+        assert 0.0 < timed["commit"] < _SlowAppends.seconds  # a commit takes some time, never its transcript's
         assert timed["commit"] + timed["transcript"] <= elapsed
     finally:
         ref.stop()
@@ -183,3 +187,40 @@ def test_a_crash_closes_without_a_checkpoint_and_says_nothing_of_one(tmp_path: P
             ref.ask(Stranger(), timeout=10)
         wait_until("the actor stopped", lambda: not ref.is_alive())
     assert log.events == [] and clock.pending_due_times() == []
+
+
+def test_a_pin_told_first_after_a_start_waits_for_the_next_commit(tmp_path: Path) -> None:
+    """D27: a pin alone does not make a commit, also as the actor's first told write (reads pass it)."""
+    ref, root, _clock = _started(tmp_path)
+    ref.stop()
+    ref = PersistenceActor.start(root=root, clock=FakeClock(), wall=time.time)
+    probe = Database.open(root.db_path)
+    try:
+        ref.tell(SaveMapping(thread_id="t1", worker_id=1, runtime_thread_id="rt-1"))
+        for _ in range(2):
+            assert ref.ask(GetThread(thread_id="t1")).thread_id == "t1"
+        assert probe.load_pins() == []
+        ref.ask(BeginTurn(turn_id="u1", thread_id="t1", user_text="q"))  # the next write commits it with it
+        assert [(pin.thread_id, pin.worker_id) for pin in probe.load_pins()] == [("t1", 1)]
+    finally:
+        probe.close(checkpoint=False)
+        ref.stop()
+
+
+def test_completions_a_read_passed_are_committed_each_time_not_only_the_first(tmp_path: Path) -> None:
+    """A read answered past waiting completions makes the actor commit them after the messages queued: every time."""
+    gate = _Gate()
+    ref, _root, _clock = _started(tmp_path, fault_hook=gate)
+    try:
+        for round_ in range(3):
+            ref.ask(BeginTurn(turn_id=f"u{round_}", thread_id="t1", user_text="q"))
+            replies, gate.release = _Replies(), type(gate.release)()
+            ref.tell(Checkpoint(mode="PASSIVE"))  # held: the completion and the read wait together behind it
+            ref.tell(CompleteTurn(turn_id=f"u{round_}", assistant_text="a", reply_to=replies))
+            read = ref.ask(GetThread(thread_id="t1"), block=False)
+            gate.release.set()
+            assert read.get(timeout=10).thread_id == "t1"
+            assert replies.replies.get(timeout=10).error is None  # no other message came to commit it
+    finally:
+        gate.release.set()
+        ref.stop()
