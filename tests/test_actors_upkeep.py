@@ -15,7 +15,14 @@ from conftest import wait_until
 
 from agenthost.actors import FakeClock, HostUnavailableError
 from agenthost.actors._persistence import PersistenceActor
-from agenthost.actors._upkeep import FSYNC_STOP_WAIT_S, SYNC_THREADS, Upkeep, _SyncTranscripts
+from agenthost.actors._upkeep import (
+    CHECKPOINT_INTERVAL_S,
+    CHECKPOINT_PAGES,
+    FSYNC_STOP_WAIT_S,
+    SYNC_THREADS,
+    Upkeep,
+    _SyncTranscripts,
+)
 from agenthost.protocol._messages import BeginTurn, CreateThread, ListThreads
 from agenthost.storage import AtomicFs, Database, StorageIOError, StorageRoot, parse_checkpoints
 from agenthost.testing import capture_events
@@ -162,8 +169,9 @@ def test_only_a_checkpoint_that_moved_every_frame_resets_the_count(frames: tuple
     assert upkept._wal_pages == pages_after  # an incomplete one is tried again, a complete one is not
 
 
-def test_the_defaults_are_256_waiting_transcripts_and_a_10_s_stop_wait() -> None:
+def test_the_defaults_are_256_waiting_transcripts_a_10_s_stop_wait_a_5_s_tick_and_1000_pages() -> None:
     assert (SYNC_THREADS, FSYNC_STOP_WAIT_S) == (256, 10.0)  # D4's 256 and the persistence contract's wait
+    assert (CHECKPOINT_INTERVAL_S, CHECKPOINT_PAGES) == (5.0, 1000)  # the README's tick and D9's pages
     assert inspect.signature(PersistenceActor.__init__).parameters["sync_threads"].default == SYNC_THREADS
 
 
