@@ -224,3 +224,28 @@ def test_completions_a_read_passed_are_committed_each_time_not_only_the_first(tm
     finally:
         gate.release.set()
         ref.stop()
+
+
+def test_reads_passing_waiting_completions_tell_one_commit_however_many_they_are(tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    class CountingGate(_Gate):
+        def __call__(self, child: str, message: Any) -> None:
+            seen.append(type(message).__name__)
+            super().__call__(child, message)
+
+    gate = CountingGate()
+    ref, _root, _clock = _started(tmp_path, fault_hook=gate)
+    try:
+        ref.ask(BeginTurn(turn_id="u1", thread_id="t1", user_text="q"))
+        replies = _Replies()
+        ref.tell(Checkpoint(mode="PASSIVE"))  # held: the completion and three reads wait together behind it
+        ref.tell(CompleteTurn(turn_id="u1", assistant_text="a", reply_to=replies))
+        reads = [ref.ask(GetThread(thread_id="t1"), block=False) for _ in range(3)]
+        gate.release.set()
+        assert [read.get(timeout=10).thread_id for read in reads] == ["t1"] * 3
+        assert replies.replies.get(timeout=10).error is None
+        assert seen.count("_CommitWaiting") == 1
+    finally:
+        gate.release.set()
+        ref.stop()
