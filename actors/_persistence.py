@@ -35,8 +35,8 @@ When is a caller's write durable? (synchronous=FULL in WAL mode: a committed tra
 Fault injection: `vfs` (a registered APSW VFS name) and `transcript_fs` (an `AtomicFs`) are the seams chaos tests
 use to fail reads, writes, syncs and each step of a transcript append or replace.
 
-Checkpoints (actors._upkeep): automatic checkpoints are off. A WAL hook watches the WAL size after each commit; past
-`checkpoint_pages` a PASSIVE checkpoint runs right after the write. A PASSIVE checkpoint also runs every
+Checkpoints (actors._upkeep): automatic checkpoints are off. A WAL hook watches the WAL size after each commit; at
+`checkpoint_pages` or more a PASSIVE checkpoint runs right after the message. A PASSIVE checkpoint also runs every
 `checkpoint_interval_s` (injected clock) and a TRUNCATE checkpoint when the actor stops. `quick_check` runs at
 open (actors._storage_open): a database that fails it is moved into `system/quarantine/<timestamp>-<reason>/` and
 rebuilt from the transcripts ("storage.quarantined" event); then the start-up health checks run with repairs
