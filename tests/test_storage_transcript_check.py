@@ -129,13 +129,14 @@ def test_a_torn_tail_is_measured_and_cut_to_the_byte(thread: Thread) -> None:
             "lacks 4 records: the start of turn 1, the end of turn 1 (completed), the start of turn 2, ...",
         ),
         (1, "lacks 3 records: the end of turn 1 (completed), the start of turn 2, the end of turn 2 (completed)"),
+        (2, "lacks 2 records: the start of turn 2, the end of turn 2 (completed)"),
     ],
 )
 def test_missing_records_are_named_three_at_most_and_appended_without_a_cut(
     thread: Thread, kept: int, problem: str
 ) -> None:
     whole = thread.path.read_bytes()
-    records = [begin_record(thread.turns[0])][:kept]
+    records = [begin_record(thread.turns[0]), end_record(thread.turns[0])][:kept]
     thread.path.write_bytes(header_record(thread.db.get_thread("t1")) + b"".join(records))
     assert thread.check().problem == problem
     repaired = thread.check(repair=True)
@@ -164,6 +165,15 @@ def test_a_v1_transcript_is_compared_checkpoint_by_checkpoint(thread: Thread) ->
     agreeing = thread.check()
     assert (agreeing.problem, agreeing.repaired) == (None, None)
     assert thread.check(repair=True, convert=True).repaired == "converted to v2"
+
+
+def test_a_v1_transcript_with_a_turn_the_database_lacks_says_which(thread: Thread) -> None:
+    import msgspec
+
+    extra = msgspec.structs.replace(thread.turns[1], turn_id="u3", seq=3)
+    row = thread.db.get_thread("t1")
+    thread.path.write_text(render_transcript_v1(row, [*thread.turns, extra], []), encoding="utf-8")
+    assert thread.check().problem == "checkpoint 3: transcript says turn u3 completed, database says nothing"
 
 
 def test_a_transcript_deleted_behind_the_writer_is_rewritten_at_its_next_write(thread: Thread) -> None:
