@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import queue
 import time
 from typing import Any
 
 import pytest
 from conftest import wait_until
+from persistencekit import CheckpointGate, Collector
 
 from agenthost.actors import FakeClock
 from agenthost.actors._persistence import PersistenceActor
@@ -26,16 +26,6 @@ from agenthost.storage import AtomicFs, Database, StorageFullError, StorageRoot,
 from agenthost.testing import capture_events
 
 pytestmark = pytest.mark.timeout(30)
-
-
-class Collector:
-    """A reply_to that records TurnPersisted replies (tell() is all the actor needs)."""
-
-    def __init__(self) -> None:
-        self.replies: queue.Queue[Any] = queue.Queue()
-
-    def tell(self, message: Any) -> None:
-        self.replies.put(message)
 
 
 @pytest.fixture
@@ -88,25 +78,9 @@ def test_a_completion_is_in_the_db_and_transcript_when_its_reply_arrives(persist
         probe.close(checkpoint=False)
 
 
-class _Gate:
-    """A fault hook that holds the persistence actor on a Checkpoint message until released, so the completions
-    told meanwhile wait in its mailbox and are group-committed together."""
-
-    def __init__(self) -> None:
-        import threading
-
-        self.release = threading.Event()
-
-    def __call__(self, child: str, message: Any) -> None:
-        from agenthost.protocol._messages import Checkpoint
-
-        if isinstance(message, Checkpoint):
-            self.release.wait(10.0)
-
-
 @pytest.fixture
 def gated(tmp_path):
-    gate = _Gate()
+    gate = CheckpointGate()
     root = StorageRoot(tmp_path / "root")
     ref = PersistenceActor.start(root=root, clock=FakeClock(), wall=time.time, fault_hook=gate)
     yield ref, root, gate
@@ -115,7 +89,7 @@ def gated(tmp_path):
         ref.stop()
 
 
-def _told_while_held(ref: Any, gate: _Gate, completions: list[CompleteTurn]) -> list[dict[str, Any]]:
+def _told_while_held(ref: Any, gate: CheckpointGate, completions: list[CompleteTurn]) -> list[dict[str, Any]]:
     """Tell `completions` while the actor is held; return the group commits it then made."""
     from agenthost.protocol._messages import Checkpoint
 
@@ -275,7 +249,7 @@ def test_transcript_appends_are_fsynced_after_the_answers_once_per_thread_and_un
     failing fsync keeps it marked)."""
     from agenthost.protocol._messages import Checkpoint
 
-    gate, fs, clock = _Gate(), _HeldSyncs(), FakeClock()
+    gate, fs, clock = CheckpointGate(), _HeldSyncs(), FakeClock()
     root = StorageRoot(tmp_path / "root")
     ref = PersistenceActor.start(
         root=root, clock=clock, wall=time.time, fault_hook=gate, transcript_fs=fs, sync_threads=3
@@ -350,7 +324,7 @@ def test_an_asked_begin_joins_the_waiting_completions_in_one_transaction(tmp_pat
     """D27: completions and a pin waiting in the batch and the begin asked behind them are ONE commit; the begin is
     answered and every completion's caller told only after it."""
     commits = _count_commits(monkeypatch)
-    gate, root = _Gate(), StorageRoot(tmp_path / "root")
+    gate, root = CheckpointGate(), StorageRoot(tmp_path / "root")
     ref = PersistenceActor.start(root=root, clock=FakeClock(), wall=time.time, fault_hook=gate)
     try:
         _joined_begin(ref, root, gate, commits)
@@ -359,7 +333,7 @@ def test_an_asked_begin_joins_the_waiting_completions_in_one_transaction(tmp_pat
         ref.stop()
 
 
-def _joined_begin(ref: Any, root: StorageRoot, gate: _Gate, commits: list[int]) -> None:
+def _joined_begin(ref: Any, root: StorageRoot, gate: CheckpointGate, commits: list[int]) -> None:
 
     ids = _turns(ref, 5)
     collector = Collector()
@@ -567,7 +541,7 @@ def test_a_thread_read_is_answered_before_the_waiting_completions_commit_and_the
         commits_when_read.append(len(commits))
         return original(self, thread_id)
 
-    gate, root = _Gate(), StorageRoot(tmp_path / "root")
+    gate, root = CheckpointGate(), StorageRoot(tmp_path / "root")
     ref = PersistenceActor.start(root=root, clock=FakeClock(), wall=time.time, fault_hook=gate)
     try:
         ids = _turns(ref, 3)

@@ -5,13 +5,13 @@ refused take-back, and what a stop leaves behind."""
 from __future__ import annotations
 
 import inspect
-import queue
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import wait_until
+from persistencekit import CheckpointGate, Collector
 
 from agenthost.actors import FakeClock
 from agenthost.actors._persistence import MAX_BATCH, PersistenceActor
@@ -36,27 +36,6 @@ from agenthost.testing import capture_events
 pytestmark = pytest.mark.timeout(60)
 
 
-class _Replies:
-    def __init__(self) -> None:
-        self.replies: queue.Queue[Any] = queue.Queue()
-
-    def tell(self, message: Any) -> None:
-        self.replies.put(message)
-
-
-class _Gate:
-    """Holds the actor on a Checkpoint message until released: what is told meanwhile waits in its mailbox."""
-
-    def __init__(self) -> None:
-        import threading
-
-        self.release = threading.Event()
-
-    def __call__(self, child: str, message: Any) -> None:
-        if isinstance(message, Checkpoint):
-            self.release.wait(20.0)
-
-
 def _started(tmp_path: Path, **kwargs: Any) -> tuple[Any, StorageRoot, FakeClock]:
     clock, root = FakeClock(), StorageRoot(tmp_path / "root")
     ref = PersistenceActor.start(root=root, clock=clock, wall=time.time, **kwargs)
@@ -79,13 +58,13 @@ def test_the_defaults_are_256_completions_a_commit_and_the_upkeeps_checkpoints_f
 
 def test_completions_waiting_past_max_batch_are_committed_max_batch_at_a_time(tmp_path: Path) -> None:
     """D7: up to 256 per transaction: 257 waiting together are two commits, of 256 and of 1."""
-    gate = _Gate()
+    gate = CheckpointGate()
     ref, _root, _clock = _started(tmp_path, fault_hook=gate)
     try:
         ids = [f"u{index}" for index in range(MAX_BATCH + 1)]
         for turn_id in ids:
             ref.ask(BeginTurn(turn_id=turn_id, thread_id="t1", user_text="q"))
-        replies = _Replies()
+        replies = Collector()
         with capture_events("persistence.group_commit") as log:
             ref.tell(Checkpoint(mode="PASSIVE"))  # held: the completions wait together behind it
             for turn_id in ids:
@@ -209,12 +188,12 @@ def test_a_pin_told_first_after_a_start_waits_for_the_next_commit(tmp_path: Path
 
 def test_completions_a_read_passed_are_committed_each_time_not_only_the_first(tmp_path: Path) -> None:
     """A read answered past waiting completions makes the actor commit them after the messages queued: every time."""
-    gate = _Gate()
+    gate = CheckpointGate()
     ref, _root, _clock = _started(tmp_path, fault_hook=gate)
     try:
         for round_ in range(3):
             ref.ask(BeginTurn(turn_id=f"u{round_}", thread_id="t1", user_text="q"))
-            replies, gate.release = _Replies(), type(gate.release)()
+            replies, gate.release = Collector(), type(gate.release)()
             ref.tell(Checkpoint(mode="PASSIVE"))  # held: the completion and the read wait together behind it
             ref.tell(CompleteTurn(turn_id=f"u{round_}", assistant_text="a", reply_to=replies))
             read = ref.ask(GetThread(thread_id="t1"), block=False)
@@ -227,25 +206,18 @@ def test_completions_a_read_passed_are_committed_each_time_not_only_the_first(tm
 
 
 def test_reads_passing_waiting_completions_tell_one_commit_however_many_they_are(tmp_path: Path) -> None:
-    seen: list[str] = []
-
-    class CountingGate(_Gate):
-        def __call__(self, child: str, message: Any) -> None:
-            seen.append(type(message).__name__)
-            super().__call__(child, message)
-
-    gate = CountingGate()
+    gate = CheckpointGate()
     ref, _root, _clock = _started(tmp_path, fault_hook=gate)
     try:
         ref.ask(BeginTurn(turn_id="u1", thread_id="t1", user_text="q"))
-        replies = _Replies()
+        replies = Collector()
         ref.tell(Checkpoint(mode="PASSIVE"))  # held: the completion and three reads wait together behind it
         ref.tell(CompleteTurn(turn_id="u1", assistant_text="a", reply_to=replies))
         reads = [ref.ask(GetThread(thread_id="t1"), block=False) for _ in range(3)]
         gate.release.set()
         assert [read.get(timeout=10).thread_id for read in reads] == ["t1"] * 3
         assert replies.replies.get(timeout=10).error is None
-        assert seen.count("_CommitWaiting") == 1
+        assert gate.seen.count("_CommitWaiting") == 1
     finally:
         gate.release.set()
         ref.stop()

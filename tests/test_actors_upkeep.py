@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 import pytest
 from conftest import wait_until
+from persistencekit import Collector
 
 from agenthost.actors import FakeClock, HostUnavailableError
 from agenthost.actors._persistence import PersistenceActor
@@ -31,14 +32,6 @@ pytestmark = pytest.mark.timeout(30)
 
 
 # --- the mixin's decisions --------------------------------------------------------------------------------------
-class _Told:
-    def __init__(self) -> None:
-        self.messages: list[Any] = []
-
-    def tell(self, message: Any) -> None:
-        self.messages.append(message)
-
-
 class _Writer:
     def __init__(self, unsynced: int) -> None:
         self.unsynced = unsynced
@@ -81,7 +74,7 @@ class _Upkept(Upkeep):
         frames: tuple[int, int] = (0, 0),
         started: bool = True,
     ) -> None:
-        self.actor_ref = _Told()
+        self.actor_ref = Collector()
         self._sync_threads, self._sync_told = 4, False
         self._checkpoint_pages, self._wal_pages = 20, pages
         self._writer = _Writer(unsynced)
@@ -99,7 +92,7 @@ class _Upkept(Upkeep):
         return self._writer
 
     def told_syncs(self) -> int:
-        return sum(isinstance(message, _SyncTranscripts) for message in self.actor_ref.messages)
+        return sum(isinstance(message, _SyncTranscripts) for message in self.actor_ref.told())
 
 
 @pytest.mark.parametrize(
