@@ -37,6 +37,7 @@ from typing import Any, NamedTuple, TypeVar
 from agenthost.actors._events import StorageTimed
 from agenthost.actors._log import get_logger
 from agenthost.actors._refs import tell_quietly
+from agenthost.actors._upkeep import TranscriptWrite, Upkeep
 from agenthost.protocol._messages import (
     BeginTurns,
     CompleteTurn,
@@ -48,15 +49,14 @@ from agenthost.protocol._messages import (
     TurnBegun,
     TurnPersisted,
 )
-from agenthost.storage import Database, FollowUpStart, StorageError, TranscriptWriter, TurnFinish, TurnRow
+from agenthost.storage import Database, FollowUpStart, StorageError, TurnFinish, TurnRow
 
-__all__ = ["GroupCommits", "TranscriptWrite", "each_alone", "each_in_one_transaction"]
+__all__ = ["GroupCommits", "each_alone", "each_in_one_transaction"]
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 Batched = BeginTurns | StartNextFollowUps | EnqueueFollowUps
 Told = CompleteTurn | SettleFollowUp | SaveMapping
-TranscriptWrite = Callable[[], list[tuple[str, StorageError]]]
 
 
 class _Refused(NamedTuple):
@@ -99,30 +99,16 @@ def each_alone(items: Sequence[Item], apply: Callable[[Item], Result]) -> list[R
     return outcomes
 
 
-class GroupCommits:
-    """The batched messages and the group commit of the persistence actor (mixed into it: it provides `db`,
-    `transcripts`, `_transcript`, `_handle`, `_wall` and the state below)."""
+class GroupCommits(Upkeep):
+    """The batched messages and the group commit of the persistence actor (mixed into it, on top of its upkeep, whose
+    `_transcript` runs or keeps its transcript writes and whose `_after_commit` checkpoints; the actor provides `db`,
+    `transcripts`, `_handle`, `_wall` and the state below)."""
 
     _batch: list[Told]  # told writes waiting for the next group commit
     _answers_waiting: bool  # one of them is a CompleteTurn (its caller waits for the commit)
-    _later: list[TranscriptWrite] | None  # inside a group commit: the transcript writes to run once it committed
     _wall: Callable[[], float]
 
-    @property
-    def db(self) -> Database:
-        raise NotImplementedError
-
-    @property
-    def transcripts(self) -> TranscriptWriter:
-        raise NotImplementedError
-
-    def _transcript(self, write: TranscriptWrite) -> None:
-        raise NotImplementedError
-
     def _handle(self, message: Any, now: float) -> Any:
-        raise NotImplementedError
-
-    def _after_commit(self) -> None:
         raise NotImplementedError
 
     # --- the group commit ----------------------------------------------------------------------------------------

@@ -57,12 +57,12 @@ import msgspec
 
 from agenthost.actors._clock import Clock, Timer
 from agenthost.actors._events import StorageTimed
-from agenthost.actors._groupcommit import GroupCommits, TranscriptWrite
+from agenthost.actors._groupcommit import GroupCommits
 from agenthost.actors._log import get_logger
 from agenthost.actors._refs import FaultHook, SupervisedActor, tell_quietly
 from agenthost.actors._storage_open import open_and_repair
 from agenthost.actors._transcript_fsync import BackgroundFsync
-from agenthost.actors._upkeep import CHECKPOINT_INTERVAL_S, CHECKPOINT_PAGES, SYNC_THREADS, Upkeep
+from agenthost.actors._upkeep import CHECKPOINT_INTERVAL_S, CHECKPOINT_PAGES, SYNC_THREADS, TranscriptWrite
 from agenthost.protocol._messages import (
     AddActionCard,
     BeginTurn,
@@ -152,7 +152,7 @@ class _CommitWaiting(msgspec.Struct, frozen=True):
     already queued are handled (the read's asker does not wait for that commit)."""
 
 
-class PersistenceActor(Upkeep, GroupCommits, SupervisedActor):
+class PersistenceActor(GroupCommits, SupervisedActor):
     child_name = "persistence"
     expected_errors = (StorageError,)
 

@@ -23,19 +23,26 @@ Contract (the actor's module docstring, actors._persistence, says when a caller'
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 
 from agenthost.actors._clock import Clock, Timer
 from agenthost.actors._events import StorageTimed, TranscriptFailed
-from agenthost.actors._groupcommit import TranscriptWrite
 from agenthost.actors._log import get_logger
 from agenthost.actors._refs import tell_quietly
 from agenthost.actors._transcript_fsync import BackgroundFsync
 from agenthost.storage import CheckpointMode, Database, StorageError, TranscriptWriter
 
-__all__ = ["CHECKPOINT_INTERVAL_S", "CHECKPOINT_PAGES", "FSYNC_STOP_WAIT_S", "SYNC_THREADS", "Upkeep"]
+__all__ = [
+    "CHECKPOINT_INTERVAL_S",
+    "CHECKPOINT_PAGES",
+    "FSYNC_STOP_WAIT_S",
+    "SYNC_THREADS",
+    "TranscriptWrite",
+    "Upkeep",
+]
 
 CHECKPOINT_INTERVAL_S = 5.0  # the tick: a PASSIVE checkpoint and the transcripts' fsync (HostConfig's default too)
 CHECKPOINT_PAGES = 1000  # WAL pages after a commit that make a PASSIVE checkpoint run at once
@@ -43,6 +50,7 @@ SYNC_THREADS = 256  # transcripts appended to and not fsynced yet that make the 
 FSYNC_STOP_WAIT_S = 10.0  # how long a stop waits for the background fsync (after it: those threads stay marked)
 
 _log = get_logger("agenthost.persistence")
+TranscriptWrite = Callable[[], list[tuple[str, StorageError]]]  # one write of the TranscriptWriter: its failures
 
 
 class _CheckpointTick(msgspec.Struct, frozen=True):
@@ -59,8 +67,9 @@ class _TranscriptsFsynced(msgspec.Struct, frozen=True):
 
 
 class Upkeep:
-    """Transcript writes, fsyncs and checkpoints of the persistence actor (mixed into it: it provides `db`,
-    `transcripts`, `actor_ref` and the state below, set in its `__init__` and `on_child_start`)."""
+    """Transcript writes, fsyncs and checkpoints of the persistence actor (the base of its group commit mixin,
+    actors._groupcommit; the actor provides `db`, `transcripts`, `actor_ref` and the state below, set in its
+    `__init__` and `on_child_start`)."""
 
     actor_ref: Any
     _clock: Clock
