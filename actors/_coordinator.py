@@ -1,8 +1,8 @@
 """Turn coordinator: the actor around the turn state machine (actors._turnmachine has the rules).
 
-Contract: every message becomes one machine event; the machine's effects are carried out here, in order, and an
-effect that has an outcome feeds it back as the next event at once, so one message is handled completely before
-the next. The effects' I/O:
+Contract: every message becomes one machine event; the machine's effects are carried out in order (each by
+actors._turneffects, mixed in), and an effect that has an outcome feeds it back as the next event at once, so one
+message is handled completely before the next. The effects' I/O:
 - persistence (asked, each with a deadline, through actors._turnstore, which has the rules for refusals): begin,
   enqueue, finish, cards (an approval card that cannot be stored refuses the approval), follow-up states and
   starts; completed turns are told to the group commit and answered later by `TurnPersisted`;
@@ -37,27 +37,23 @@ from agenthost.actors._errors import (
     TurnNotActiveError,
     UnknownApprovalError,
 )
-from agenthost.actors._log import decision, get_logger
+from agenthost.actors._log import get_logger
 from agenthost.actors._reconcile import reconcile
 from agenthost.actors._refs import FaultHook, Reply, SupervisedActor, ask, tell_quietly
 from agenthost.actors._routes import Router
+from agenthost.actors._turneffects import TurnEffects
 from agenthost.actors._turnmachine import step
 from agenthost.actors._turnround import StorageRound
 from agenthost.actors._turns import CoordinatorSettings, TurnRegistry, emit, new_turn_id
 from agenthost.actors._turnstate import State
 from agenthost.actors._turnstore import TurnStore
-from agenthost.protocol._jsonrpc import RpcError
 from agenthost.protocol._messages import (
-    HOST_WORKER_EXITED,
     AbortActiveTurns,
     ActiveTurn,
     AnswerApproval,
-    AnswerServerRequest,
     CallResult,
     CloseIntake,
-    CompleteTurn,
     FollowUpsChanged,
-    GetThread,
     InterruptTurn,
     ListActiveTurns,
     ListApprovals,
@@ -92,11 +88,7 @@ class _LateAnswersDue(msgspec.Struct, frozen=True):
     """Timer message: look for the late answers of asks past their deadline."""
 
 
-class _Escalation(RuntimeError):
-    """The machine gave up on something its supervisor must decide (raised on purpose: a crash)."""
-
-
-class TurnCoordinator(SupervisedActor):
+class TurnCoordinator(TurnEffects, SupervisedActor):
     child_name = "turns"
     expected_errors = (HostClosedError, UnknownApprovalError, TurnNotActiveError, InvalidDecisionError, StorageError)
 
@@ -318,123 +310,6 @@ class TurnCoordinator(SupervisedActor):
                 outcome = self._do(effect)
                 if outcome is not None:
                     pending.append(outcome)
-
-    # --- effects -------------------------------------------------------------------------------------------------
-    def _do(self, effect: ev.Effect) -> ev.Event | None:
-        if self._round.defer(effect):  # enqueues, starts and begins wait for one storage round
-            return None
-        match effect:
-            case ev.Emit():
-                emit(effect.sink, effect.event)
-            case ev.Log():
-                if effect.record is not None:
-                    _log.record(effect.record, effect.level)
-                else:
-                    getattr(_log, effect.level)(effect.event, **effect.fields)
-            case ev.CallRuntime():
-                return self._call(effect)
-            case ev.AnswerRuntime():
-                ref = self._workers.get(effect.worker_id)
-                if ref is not None:
-                    tell_quietly(
-                        ref, AnswerServerRequest(request_id=effect.request_id, result=effect.result, error=effect.error)
-                    )
-            case ev.Accept():
-                effect.reply_to.set(TurnAccepted(turn_id=effect.turn_id, queued=effect.queued))
-            case ev.Refuse():
-                effect.reply_to.fail(effect.exception)
-            case ev.RegisterSink():
-                self._registry.put(effect.turn_id, effect.sink)
-            case ev.ForgetSink():
-                self._registry.pop(effect.turn_id)
-            case ev.ArmDeadline():
-                ref, due = self.actor_ref, TurnDeadline(turn_id=effect.turn_id)
-                self._deadlines[effect.turn_id] = self._clock.call_later(
-                    effect.delay_s, lambda: tell_quietly(ref, due), name="turn-deadline"
-                )
-            case ev.CancelDeadline():
-                if (timer := self._deadlines.pop(effect.turn_id, None)) is not None:
-                    timer.cancel()
-            case ev.PrepareResume():
-                self._prepare(effect)
-            case ev.ForgetOptions():
-                self._store.forget_options(effect.thread_id, effect.keys)
-            case ev.MappingEvent():
-                self._round.send_updates()
-                self._router.worker_event(effect.message)
-            case ev.AddCard():
-                self._store.card(effect.thread_id, effect.turn_id, effect.kind, effect.text)
-            case ev.StoreApprovalCard():
-                ok = self._store.card(
-                    effect.thread_id,
-                    effect.approval.turn_id,
-                    "approval requested",
-                    f"{effect.approval.approval_id}: {effect.text}",
-                )
-                return ev.CardStored(approval=effect.approval, ok=ok)
-            case ev.Persist():
-                self._round.send_updates()
-                return self._store.finish(effect.record, effect.retry)
-            case ev.PersistComplete():
-                self._round.send_updates()
-                tell_quietly(
-                    self._persistence,
-                    CompleteTurn(
-                        turn_id=effect.turn_id,
-                        assistant_text=effect.text,
-                        worker_id=effect.worker_id,
-                        reply_to=self.actor_ref,
-                    ),
-                )
-            case ev.SetFollowUp():
-                self._store.settle_followup(effect)
-            case ev.ArmRetry():
-                ref = self.actor_ref
-                self._retry_timer = self._clock.call_later(
-                    effect.delay_s, lambda: tell_quietly(ref, RetryPersistence()), name="persist-retry"
-                )
-            case ev.Decide():
-                decision(
-                    _log,
-                    supervisor="turns",
-                    child=effect.child,
-                    decision=effect.decision,
-                    reason=effect.reason,
-                    attempt=effect.attempt,
-                    delay_s=effect.delay_s,
-                )
-            case ev.Escalate():
-                raise _Escalation(effect.reason)
-        return None
-
-    def _call(self, effect: ev.CallRuntime) -> ev.Event | None:
-        params = effect.params
-        if effect.method == "thread/start":
-            project_id = self._store.project_of(effect.thread_id)
-            if project_id is None:  # not begun lately (a resume after a restart): ask
-                project_id = self._ask(self._persistence, GetThread(thread_id=effect.thread_id)).project_id
-            params = {"cwd": self._project_dir(project_id), **params}
-        call = RuntimeCall(
-            call_id=effect.call_id,
-            method=effect.method,
-            params=params,
-            timeout_s=self._state.request_timeout_s,
-            reply_to=self.actor_ref,
-        )
-        ref = self._workers.get(effect.worker_id)
-        if ref is None or not tell_quietly(ref, call):
-            gone = RpcError(code=HOST_WORKER_EXITED, message=f"runtime worker {effect.worker_id} is not running")
-            return ev.CallAnswered(call_id=effect.call_id, error=gone)
-        return None
-
-    def _prepare(self, effect: ev.PrepareResume) -> None:
-        if self._prepare_resume is None:
-            return
-        try:
-            if self._prepare_resume(effect.runtime_thread_id, effect.worker_id):
-                _log.info("turns.runtime_state_imported", turn=effect.turn_id, worker=effect.worker_id)
-        except OSError as exc:  # resume still runs: at worst the thread is recreated, as before
-            _log.warning("turns.runtime_state_import_failed", turn=effect.turn_id, error=repr(exc))
 
     def on_crash(self, error: BaseException) -> None:
         """Sends waiting for their storage round: their callers hear at once (nothing began or was queued)."""
