@@ -10,7 +10,7 @@ Contract:
   when the worker actor itself left `missed_probes` probes in a row unanswered (one probe every `probe_interval_s`,
   injected clock). A wedged worker actor cannot report its own exit, so the pool SIGKILLs the group by the pid it
   was told at spawn (through the `ProcessHost`, actors._placement, when the runtime runs on another node) and
-  decides the exit itself.
+  decides the exit itself. This watch is actors._pool_watch, mixed in.
 - Restart types (OTP): permanent workers are always considered for a restart, transient ones only after an
   abnormal exit (non-zero or signal), temporary ones never (decision "no_restart", state "stopped").
 - Workers never restart themselves. An exit of the current generation of a worker is answered by one call to the
@@ -33,7 +33,6 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-import msgspec
 import pykka
 
 from agenthost.actors._clock import Clock, Timer
@@ -42,6 +41,7 @@ from agenthost.actors._events import PoolFailedEvent, WorkerRestarting, WorkerUp
 from agenthost.actors._log import decision, get_logger
 from agenthost.actors._pipes import WorkerSpec
 from agenthost.actors._placement import LOCAL, ProcessHost
+from agenthost.actors._pool_watch import Slot, WorkerWatching
 from agenthost.actors._recovery import (
     WORKER_WATCH,
     RecoveryPolicy,
@@ -51,17 +51,13 @@ from agenthost.actors._recovery import (
     admit_operator_restart,
     admit_restart,
     record_start,
-    should_kill_for_timeouts,
     should_restart,
-    worker_wedged,
 )
 from agenthost.actors._refs import FaultHook, SupervisedActor, tell_quietly
 from agenthost.actors._worker import WorkerActor
 from agenthost.protocol._messages import (
     GetPoolStatus,
-    KillRuntime,
     PoolFailed,
-    Probe,
     ProbeReply,
     ProbeTick,
     RestartDue,
@@ -74,8 +70,6 @@ from agenthost.protocol._messages import (
     WorkerReady,
     WorkerRestarted,
     WorkerSpawned,
-    WorkerState,
-    WorkerStatus,
     WorkerUp,
 )
 
@@ -86,42 +80,7 @@ _log = get_logger("agenthost.pool")
 SpecFactory = Callable[[int, int], WorkerSpec]  # (worker_id, generation) -> spec
 
 
-class _Slot(msgspec.Struct):
-    worker_id: int
-    state: WorkerState = "starting"
-    generation: int = 0
-    ref: Any = None
-    pid: int | None = None
-    history: RestartHistory = RestartHistory()
-    restarts: int = 0
-    next_restart_at: float | None = None
-    last_exit: str | None = None
-    timer: Timer | None = None
-    operator: Any = None  # (reason, repair) of an operator restart under way
-    last_repair: str | None = None  # what the last operator repair did
-    probe_seq: int = 0  # the last probe sent
-    probe_answered: bool = True  # the last probe was answered
-    missed_probes: int = 0
-
-    @property
-    def child(self) -> str:
-        return f"worker-{self.worker_id}"
-
-    def status(self) -> WorkerStatus:
-        return WorkerStatus(
-            worker_id=self.worker_id,
-            state=self.state,
-            generation=self.generation,
-            pid=self.pid,
-            attempt=self.history.attempt,
-            restarts=self.restarts,
-            next_restart_at=self.next_restart_at,
-            last_exit=self.last_exit,
-            last_repair=self.last_repair,
-        )
-
-
-class PoolSupervisor(SupervisedActor):
+class PoolSupervisor(WorkerWatching, SupervisedActor):
     child_name = "pool"
     expected_errors = (UnknownWorkerError,)
 
@@ -145,7 +104,7 @@ class PoolSupervisor(SupervisedActor):
         super().__init__(supervisor_ref=parent_ref, fault_hook=fault_hook)
         if worker_count < 1:
             raise ValueError(f"worker_count must be >= 1, got {worker_count!r}")
-        self._slots = {wid: _Slot(worker_id=wid) for wid in range(1, worker_count + 1)}
+        self._slots = {wid: Slot(worker_id=wid) for wid in range(1, worker_count + 1)}
         self._spec_factory = spec_factory
         self._policy = policy
         self._clock = clock
@@ -182,9 +141,7 @@ class PoolSupervisor(SupervisedActor):
             case ProbeTick():
                 self._on_probe_tick()
             case ProbeReply():
-                slot = self._current(message.worker_id, message.generation)
-                if slot is not None and message.seq == slot.probe_seq:
-                    slot.probe_answered, slot.missed_probes = True, 0
+                self._on_probe_reply(message)
             case RestartWorker():
                 return self._operator_restart(message)
             case GetPoolStatus():
@@ -196,7 +153,7 @@ class PoolSupervisor(SupervisedActor):
         return None
 
     # --- lifecycle of one slot -------------------------------------------------------------------------------
-    def _spawn(self, slot: _Slot) -> None:
+    def _spawn(self, slot: Slot) -> None:
         slot.generation += 1
         slot.state = "starting"
         slot.pid = None
@@ -215,7 +172,7 @@ class PoolSupervisor(SupervisedActor):
             process_host=self._process_host,
         )
 
-    def _current(self, worker_id: int, generation: int) -> _Slot | None:
+    def _current(self, worker_id: int, generation: int) -> Slot | None:
         slot = self._slots.get(worker_id)
         if slot is None or slot.generation != generation or self._stopping:
             return None
@@ -229,89 +186,6 @@ class PoolSupervisor(SupervisedActor):
         slot.pid = message.pid
         _log.record(WorkerUpEvent(worker=slot.worker_id, generation=slot.generation, pid=message.pid))
         self._notify(WorkerUp(worker_id=slot.worker_id, generation=slot.generation, ref=slot.ref))
-
-    def _on_health(self, message: WorkerHealth) -> None:
-        slot = self._current(message.worker_id, message.generation)
-        if slot is None or slot.state not in ("starting", "ready", "degraded"):
-            return
-        if message.stalled:
-            self._kill(slot, message.reason)
-            return
-        if slot.state == "starting":
-            return
-        if not message.degraded:
-            slot.state = "ready"
-            _log.info("pool.worker_recovered", worker=slot.worker_id)
-            self._notify(message)
-            return
-        if should_kill_for_timeouts(self._watch, message.consecutive_timeouts):
-            limit = self._watch.max_consecutive_timeouts
-            self._kill(slot, f"{message.consecutive_timeouts} calls in a row timed out (max {limit}): {message.reason}")
-            return
-        if slot.state == "ready":
-            slot.state = "degraded"
-            decision(
-                _log,
-                supervisor="pool",
-                child=slot.child,
-                decision="degrade",
-                reason=message.reason,
-                attempt=slot.history.attempt,
-                delay_s=0.0,
-                generation=slot.generation,
-            )
-            self._notify(message)
-
-    def _kill(self, slot: _Slot, reason: str) -> None:
-        """Stop trusting the worker: SIGKILL its runtime's group; the exit that follows is decided as usual."""
-        decision(
-            _log,
-            supervisor="pool",
-            child=slot.child,
-            decision="kill",
-            reason=reason,
-            attempt=slot.history.attempt,
-            delay_s=0.0,
-            generation=slot.generation,
-        )
-        tell_quietly(slot.ref, KillRuntime(reason=reason))
-        self._killpg(slot)
-
-    def _killpg(self, slot: _Slot) -> None:
-        """The pool's own kill of a worker's runtime, by the pid it was told (on a cluster: through its Ray actor)."""
-        self._process_host.kill_group(slot.worker_id, slot.pid)
-
-    # --- probes: the pool's own deadline on every worker actor ----------------------------------------------
-    def _schedule_probe(self) -> None:
-        ref, tick = self.actor_ref, ProbeTick()
-        self._probe_timer = self._clock.call_later(
-            self._watch.probe_interval_s, lambda: tell_quietly(ref, tick), name="probe"
-        )
-
-    def _on_probe_tick(self) -> None:
-        if self._stopping:
-            return
-        for slot in self._slots.values():
-            if slot.ref is None or slot.state not in ("starting", "ready", "degraded"):
-                continue
-            if not slot.probe_answered:
-                slot.missed_probes += 1
-                if worker_wedged(self._watch, slot.missed_probes):
-                    self._on_wedged(slot)
-                    continue
-            slot.probe_seq += 1
-            slot.probe_answered = False
-            tell_quietly(slot.ref, Probe(seq=slot.probe_seq))
-        self._schedule_probe()
-
-    def _on_wedged(self, slot: _Slot) -> None:
-        interval = self._watch.probe_interval_s
-        reason = f"worker actor did not answer {slot.missed_probes} probes in a row (one every {interval:g} s)"
-        self._kill(slot, reason)
-        old = slot.ref
-        if old is not None:
-            old.stop(block=False)  # a wedged actor may never process it: the pool decides without it
-        self._on_exited(WorkerExited(worker_id=slot.worker_id, generation=slot.generation, reason=reason))
 
     # --- exits and restarts ----------------------------------------------------------------------------------
     def _operator_restart(self, message: RestartWorker) -> WorkerRestarted:
@@ -329,7 +203,7 @@ class PoolSupervisor(SupervisedActor):
             self._operator_spawn(slot, f"worker was {slot.state}")
         return WorkerRestarted(worker_id=slot.worker_id, generation=next_generation)
 
-    def _operator_spawn(self, slot: _Slot, exit_reason: str) -> None:
+    def _operator_spawn(self, slot: Slot, exit_reason: str) -> None:
         reason, repair = slot.operator
         slot.operator = None
         if repair is not None:
@@ -381,7 +255,7 @@ class PoolSupervisor(SupervisedActor):
             return
         self._decide(slot, message.reason)
 
-    def _decide(self, slot: _Slot, exit_reason: str) -> None:
+    def _decide(self, slot: Slot, exit_reason: str) -> None:
         """One policy call, acted on, then reported as one event (timers exist before anyone can see the event)."""
         now = self._clock.now()
         verdict = admit_restart(self._policy, slot.history, now, self._rng)
