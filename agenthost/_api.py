@@ -32,21 +32,18 @@ from typing import Any
 import pykka
 
 from agenthost._config import HostConfig
-from agenthost._handle import TurnEvents, TurnHandle
+from agenthost._handle import CallAnswer, RuntimeCallError, TurnEvents, TurnHandle
+from agenthost._host_parts import clear_live_faults, host_parts, shutdown_bound_s
 from agenthost._operations import Operations
-from agenthost.actors._children import ChildDirectory, HostParts
+from agenthost.actors._children import ChildDirectory
 from agenthost.actors._clock import Clock, SystemClock
 from agenthost.actors._errors import HostUnavailableError
 from agenthost.actors._host import HostSupervisor, host_spec
 from agenthost.actors._log import Event, subscribe
 from agenthost.actors._placement import LOCAL, PlacementError, ProcessHost, open_process_host
 from agenthost.actors._refs import FaultHook, Reply, ask, tell_quietly
-from agenthost.actors._runtimes import CodexRolloutSync, builtin_spec_factory, codex_spec_factory, faults_file_path
-from agenthost.actors._turns import CoordinatorSettings, TurnRegistry
-from agenthost.protocol._jsonrpc import RpcError
 from agenthost.protocol._messages import (
     AnswerApproval,
-    CallResult,
     CloseIntake,
     GetHostStatus,
     GetThread,
@@ -84,46 +81,6 @@ _STATUS_S = 10.0  # a status read: the host answers at any time (its children's 
 
 class HostStartError(RuntimeError):
     """The host could not start; the message holds the cause (e.g. the storage error)."""
-
-
-class RuntimeCallError(RuntimeError):
-    """A runtime answered a passed-on request with an error (`error` is its RpcError)."""
-
-    def __init__(self, error: RpcError) -> None:
-        super().__init__(error.message)
-        self.error = error
-
-
-class _Reply:
-    """The `reply_to` of one passed-on runtime request: the worker tells it the CallResult."""
-
-    def __init__(self) -> None:
-        self._done = threading.Event()
-        self._result: CallResult | None = None
-
-    def tell(self, message: CallResult) -> None:
-        self._result = message
-        self._done.set()
-
-    def wait(self, worker_id: int, method: str, timeout_s: float) -> Any:
-        if not self._done.wait(timeout_s):
-            raise HostUnavailableError(f"runtime worker {worker_id} did not answer {method} within {timeout_s:g} s")
-        assert self._result is not None
-        if self._result.error is not None:
-            raise RuntimeCallError(self._result.error)
-        return self._result.result
-
-
-def _clear_live_faults(root: StorageRoot, workers: int) -> None:
-    """Live fault files are test knobs of one host's life: a new host never inherits them."""
-    for worker_id in range(1, workers + 1):
-        faults_file_path(root, worker_id).unlink(missing_ok=True)
-
-
-def _shutdown_bound_s(config: HostConfig) -> float:
-    """How long the host's own stop may take at most: four children, each bounded by its shutdown timeout plus
-    the host's grace; past it the caller goes on (the host's threads are daemons)."""
-    return 4 * (config.shutdown_timeout_s + 25.0) + 10.0
 
 
 _PRUNE_OPEN_AT_LEAST = 256  # open handles kept before ended ones are pruned
@@ -169,7 +126,7 @@ class AgentHost(Operations):
             raise RuntimeError("AgentHost already started")
         config = self.config
         self.root.ensure()
-        _clear_live_faults(self.root, config.workers)
+        clear_live_faults(self.root, config.workers)
         try:  # placement "ray": connect to the cluster now, so a wrong address fails the start with its cause
             self._process_host = open_process_host(
                 config.placement, ray_address=config.ray_address, resources=config.resources, root=self.root.root
@@ -177,7 +134,17 @@ class AgentHost(Operations):
         except PlacementError as exc:
             raise HostStartError(f"agenthost could not start on {self.root.root}: {exc}") from None
         self._host = HostSupervisor.start(
-            parts=self._parts(),
+            parts=host_parts(
+                config,
+                self.root,
+                clock=self._clock,
+                wall=self._wall,
+                faults=self._faults,
+                storage_vfs=self._storage_vfs,
+                transcript_fs=self._transcript_fs,
+                fault_hook=self._fault_hook,
+                process_host=self._process_host,
+            ),
             spec=host_spec(config.host_strategy, config.host_policy, config.shutdown_timeout_s),
             directory=self._children,
             rng_seed=config.rng_seed,
@@ -189,50 +156,6 @@ class AgentHost(Operations):
         if wait_ready:
             self.wait_workers_settled(config.startup_timeout_s + 5.0)
         return self
-
-    def _parts(self) -> HostParts:
-        config = self.config
-        prepare_resume = None
-        if config.runtime == "codex":
-            assert config.codex_bin is not None
-            prepare_resume = CodexRolloutSync(self.root).prepare_resume
-            spec_factory = codex_spec_factory(
-                self.root,
-                codex_bin=config.codex_bin,
-                config_overrides=config.codex_config,
-                startup_timeout_s=config.startup_timeout_s,
-            )
-        else:
-            spec_factory = builtin_spec_factory(
-                self.root,
-                faults=self._faults,
-                deltas_per_reply=config.deltas_per_reply,
-                startup_timeout_s=config.startup_timeout_s,
-            )
-        settings = CoordinatorSettings(
-            request_timeout_s=config.request_timeout_s,
-            turn_timeout_s=config.turn_timeout_s,
-            max_active_turns=config.max_active_turns,
-            ask_timeout_s=config.ask_timeout_s,
-        )
-        return HostParts(
-            root=self.root,
-            clock=self._clock,
-            wall=self._wall,
-            worker_count=config.workers,
-            spec_factory=spec_factory,
-            worker_policy=config.worker_policy,
-            worker_restart=config.worker_restart,
-            watch=config.worker_watch,
-            settings=settings,
-            checkpoint_interval_s=config.checkpoint_interval_s,
-            registry=TurnRegistry(),
-            storage_vfs=self._storage_vfs,
-            transcript_fs=self._transcript_fs,
-            prepare_resume=prepare_resume,
-            fault_hook=self._fault_hook,
-            process_host=self._process_host,
-        )
 
     def _wait_booted(self, timeout_s: float) -> HostStatus:
         deadline = time.monotonic() + timeout_s
@@ -273,7 +196,7 @@ class AgentHost(Operations):
         done = threading.Event()
         try:
             if tell_quietly(host, ShutdownHost(timeout_s=self.config.shutdown_timeout_s, done=done)):
-                done.wait(_shutdown_bound_s(self.config))
+                done.wait(shutdown_bound_s(self.config))
         finally:
             host.stop()
             with self._open_lock:
@@ -406,7 +329,7 @@ class AgentHost(Operations):
     def runtime_call(self, method: str, params: Any = None) -> Any:
         """Pass one request that belongs to no turn (`model/list`, `account/read` ...) to a runtime that is up and
         return its result; its error raises RuntimeCallError; none up raises NoHealthyWorkerError."""
-        reply = _Reply()
+        reply = CallAnswer()
         worker_id = self._ask("turns", RuntimeRequest(method=method, params=params, reply_to=reply))
         return reply.wait(worker_id, method, self.config.request_timeout_s + 5.0)
 

@@ -1,4 +1,5 @@
-"""A turn as its caller sees it: `TurnHandle`, and the queue its events arrive in.
+"""What a caller waits on: a turn (`TurnHandle`, and the queue its events arrive in), and the answer of a runtime
+request passed on outside any turn (`CallAnswer`).
 
 Contract: events arrive in order and end with exactly one `TurnFinished`. Every wait takes a timeout; a timeout
 raises `TimeoutError` naming the turn and consumes nothing. `wait()` sleeps until the end was delivered, then
@@ -12,11 +13,14 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from agenthost.actors._errors import HostUnavailableError
 from agenthost.protocol import TurnEvent, TurnFinished
+from agenthost.protocol._jsonrpc import RpcError
+from agenthost.protocol._messages import CallResult
 
-__all__ = ["TurnEvents", "TurnHandle"]
+__all__ = ["CallAnswer", "RuntimeCallError", "TurnEvents", "TurnHandle"]
 
 EventT = TypeVar("EventT")
 
@@ -85,3 +89,33 @@ class TurnHandle:
         if self.finished is None and not self._events.ended.wait(timeout_s):
             raise TimeoutError(f"turn {self.turn_id}: no TurnFinished within {timeout_s:g} s")
         return self.wait_for(TurnFinished, timeout_s)
+
+
+class RuntimeCallError(RuntimeError):
+    """A runtime answered a passed-on request with an error (`error` is its RpcError)."""
+
+    def __init__(self, error: RpcError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+class CallAnswer:
+    """The `reply_to` of one passed-on runtime request (`AgentHost.runtime_call`): the worker tells it the
+    CallResult; `wait` returns its result, raises RuntimeCallError for its error, HostUnavailableError past the
+    timeout."""
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self._result: CallResult | None = None
+
+    def tell(self, message: CallResult) -> None:
+        self._result = message
+        self._done.set()
+
+    def wait(self, worker_id: int, method: str, timeout_s: float) -> Any:
+        if not self._done.wait(timeout_s):
+            raise HostUnavailableError(f"runtime worker {worker_id} did not answer {method} within {timeout_s:g} s")
+        assert self._result is not None
+        if self._result.error is not None:
+            raise RuntimeCallError(self._result.error)
+        return self._result.result
