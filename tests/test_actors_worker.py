@@ -195,3 +195,46 @@ def test_calls_that_arrive_together_reach_the_runtime_in_one_write(harness, monk
     assert sorted(result.call_id for result in results) == [0, 1, 2]
     assert all(result.error is None for result in results)
     assert len(gives) == 1 and gives[0] > 0  # the three requests, in one write
+
+
+def test_a_line_over_the_limit_is_dropped_and_the_lines_around_it_are_kept(harness, tmp_path) -> None:
+    """A runtime writes a notification, a 16 MiB + 1 line, another notification and its answer in one burst: the
+    long line is one `worker.line_too_long` warning; the rest arrives, in order, and the worker stays up (W3)."""
+    from agenthost.protocol._jsonrpc import DEFAULT_MAX_LINE_BYTES
+    from agenthost.testing import capture_events
+
+    script = tmp_path / "long_line_runtime.py"
+    script.write_text(
+        textwrap.dedent(f"""
+        import json, sys
+        def answer(line):
+            return json.dumps({{"id": json.loads(line)["id"], "result": {{}}}}) + "\\n"
+        sys.stdout.write(answer(sys.stdin.readline()))  # initialize
+        sys.stdout.flush()
+        line = sys.stdin.readline()
+        while "id" not in json.loads(line):  # the "initialized" notification
+            line = sys.stdin.readline()
+        long_line = "x" * {DEFAULT_MAX_LINE_BYTES + 1}
+        sys.stdout.write('{{"method":"before"}}\\n' + long_line + '\\n{{"method":"after"}}\\n' + answer(line))
+        sys.stdout.flush()
+        sys.stdin.read()
+    """)
+    )
+    start, inbox, _, recorder = harness
+    with capture_events("worker.line_too_long") as events:
+        ref = start(argv=[sys.executable, str(script)])
+        _next(inbox, WorkerReady)
+        _call(ref, recorder, 1, "thread/start", {})
+        methods: list[str] = []
+        reply = None
+        while reply is None or methods != ["before", "after"]:
+            message = inbox.get(timeout=20.0)
+            if isinstance(message, RuntimeOutput):
+                methods += [notice.method for notice in message.messages]
+            elif isinstance(message, CallResult):
+                reply = message
+            assert not isinstance(message, WorkerExited)
+        assert reply.call_id == 1 and reply.error is None
+        (warning,) = events.of("worker.line_too_long")  # its size is what was read when it passed the limit
+        assert warning["error"].endswith(f"bytes exceeds max_line_bytes={DEFAULT_MAX_LINE_BYTES}; the line was dropped")
+    assert ref.is_alive()

@@ -208,6 +208,62 @@ def test_line_buffer_rejects_a_bad_limit() -> None:
         LineBuffer(max_line_bytes=0)
 
 
+def test_line_buffer_takes_a_line_of_exactly_its_limit_even_when_it_comes_in_parts() -> None:
+    buffer = LineBuffer(max_line_bytes=5)
+    assert buffer.feed(b"abcde") == []  # a partial line at the limit is held, not dropped
+    assert buffer.feed(b"\n") == [b"abcde"]
+    smallest = LineBuffer(max_line_bytes=1)
+    assert smallest.feed(b"x\n") == [b"x"]
+    with pytest.raises(LineTooLongError):
+        smallest.feed(b"xy")
+
+
+def test_line_buffer_defaults_to_lines_of_16_mib() -> None:
+    limit = 16 * 1024 * 1024
+    buffer = LineBuffer()
+    assert buffer.feed(b"x" * limit + b"\n") == [b"x" * limit]
+    with pytest.raises(LineTooLongError) as caught:
+        buffer.feed(b"x" * (limit + 1))
+    assert (caught.value.size, caught.value.limit) == (limit + 1, limit)
+
+
+def test_line_buffer_reads_on_once_a_dropped_line_ended() -> None:
+    buffer = LineBuffer(max_line_bytes=3)
+    with pytest.raises(LineTooLongError):
+        buffer.feed(b"longer")
+    assert buffer.feed(b"still\nok\n") == [b"ok"]
+    assert buffer.feed(b"pa") == []  # a partial read after the dropped line's end is held again
+    assert buffer.feed(b"r\n") == [b"par"]
+
+
+def test_line_buffer_flush_ends_a_dropped_line() -> None:
+    buffer = LineBuffer(max_line_bytes=3)
+    with pytest.raises(LineTooLongError):
+        buffer.feed(b"longer")
+    assert buffer.flush() == b""
+    assert buffer.feed(b"new\n") == [b"new"]  # after the reset, the first line is a line of its own
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        RpcError(code=1, message="m"),
+        Request(id=1, method="m", params=None),
+        Notification(method="m", params=None),
+        Response(id=1, result=None),
+        ErrorResponse(id=1, error=RpcError(code=1, message="m")),
+        ProtocolError(line=b"x", reason="r"),
+    ],
+    ids=lambda message: type(message).__name__,
+)
+def test_wire_messages_are_immutable_and_hashable(message: object) -> None:
+    """Messages are shared between actors' threads: none can be changed after it is made."""
+    field = type(message).__struct_fields__[0]  # type: ignore[attr-defined]
+    with pytest.raises(AttributeError, match="immutable"):
+        setattr(message, field, 2)
+    assert hash(message) == hash(msgspec.structs.replace(message))  # type: ignore[type-var]
+
+
 # --- error classification ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("error", "kind"),
