@@ -2,7 +2,9 @@
 
 Contract:
 - The runtime starts in its own session/process group (`start_new_session=True`), so a kill reaches its children.
-  stderr goes to `stderr_path` (append) or /dev/null. Right after the spawn the pool hears `WorkerSpawned(pid)`.
+  stderr goes to `stderr_path` (append) or /dev/null; its error lines also go to `output_ref` as `RuntimeStderr`:
+  the first, then at most one every STDERR_FORWARD_INTERVAL_S (1 s, injected clock). Right after the spawn the pool
+  hears `WorkerSpawned(pid)`; a spawn that fails is reported as an exit ("spawn failed: ...") and the actor stops.
   Where it runs is the `ProcessHost`'s business (actors._placement: a local child, or a Ray actor on a cluster
   node); everything below holds for both, and an exit is reported with the handle's `exit_cause`.
 - The actor never blocks on the runtime: a reader thread decodes stdout and a writer thread feeds stdin from a
@@ -35,7 +37,6 @@ from __future__ import annotations
 
 import itertools
 import signal
-import time
 from typing import Any
 
 import msgspec
@@ -81,11 +82,12 @@ from agenthost.protocol._messages import (
     WorkerSpawned,
 )
 
-__all__ = ["WorkerActor", "WorkerSpec"]
+__all__ = ["STDERR_FORWARD_INTERVAL_S", "WorkerActor", "WorkerSpec"]
 
 _log = get_logger("agenthost.worker")
 _REAP_GRACE_S = 2.0
 _WRITE_GRACE_S = 0.1  # real time a call's deadline waits for its request to reach a healthy runtime's pipe
+STDERR_FORWARD_INTERVAL_S = 1.0  # error lines of stderr forwarded to the coordinator at most once per this
 
 
 class _Pending(msgspec.Struct):
@@ -123,7 +125,7 @@ class WorkerActor(SupervisedActor):
         self._stopping = False
         self._consecutive_timeouts = 0
         self._exit_reason: str | None = None
-        self._last_stderr = 0.0
+        self._last_stderr: float | None = None  # when an error line was last forwarded
 
     # --- lifecycle -------------------------------------------------------------------------------------------
     def on_child_start(self) -> None:
@@ -148,9 +150,10 @@ class WorkerActor(SupervisedActor):
         self._send_request(None, "initialize", params, spec.startup_timeout_s)
 
     def _stderr_error(self, line: str) -> None:
-        """(stderr thread) Forward an error line to the coordinator, at most one a second."""
-        now = time.monotonic()
-        if now - self._last_stderr < 1.0:
+        """(stderr thread) Forward an error line to the coordinator: the first, then at most one every
+        STDERR_FORWARD_INTERVAL_S (injected clock); the rest are only in the stderr log."""
+        now = self._clock.now()
+        if self._last_stderr is not None and now - self._last_stderr < STDERR_FORWARD_INTERVAL_S:
             return
         self._last_stderr = now
         spec = self._spec
@@ -182,12 +185,10 @@ class WorkerActor(SupervisedActor):
             case CallDeadline():
                 self._on_deadline(message.wire_id)
             case Probe():
-                pending = 0 if self._runtime is None else self._runtime.outbox.pending
                 spec = self._spec
-                reply = ProbeReply(
-                    worker_id=spec.worker_id, generation=spec.generation, seq=message.seq, outbox_bytes=pending
+                tell_quietly(
+                    self._pool, ProbeReply(worker_id=spec.worker_id, generation=spec.generation, seq=message.seq)
                 )
-                tell_quietly(self._pool, reply)
             case StdoutClosed():
                 self._on_stdout_closed(message.remainder)
             case StopRuntime():
@@ -299,10 +300,10 @@ class WorkerActor(SupervisedActor):
         if pending.call is None:
             self._kill(f"initialize timed out after {self._spec.startup_timeout_s:g} s")
             return
-        call = pending.call
-        if self._runtime is not None:
-            self._runtime.outbox.release()  # a request is judged by the pipe, never by the worker's holding
-        read = self._runtime is not None and self._runtime.outbox.read_up_to(pending.sent_up_to, _WRITE_GRACE_S)
+        call, runtime = pending.call, self._runtime
+        assert runtime is not None  # a call is pending only once its request was put in the runtime's outbox
+        runtime.outbox.release()  # a request is judged by the pipe, never by the worker's holding
+        read = runtime.outbox.read_up_to(pending.sent_up_to, _WRITE_GRACE_S)
         _log.warning(
             "worker.call_timeout",
             worker=self._spec.worker_id,
@@ -316,10 +317,9 @@ class WorkerActor(SupervisedActor):
             why = f"{call.method} timed out after {call.timeout_s:g} s"
             self._reply(call, error=RpcError(code=HOST_CALL_TIMEOUT, message=why))
             return
-        unread = 0 if self._runtime is None else self._runtime.outbox.pending
         why = (
             f"runtime stopped reading its stdin: {call.method} still unread after {call.timeout_s:g} s "
-            f"({unread} bytes waiting)"
+            f"({runtime.outbox.pending} bytes waiting)"
         )
         self._report_health(degraded=True, reason=why, stalled=True)
         self._reply(call, error=RpcError(code=HOST_CALL_TIMEOUT, message=why))
@@ -379,8 +379,7 @@ class WorkerActor(SupervisedActor):
         tell_quietly(self._pool, exited)
 
     def _stop_runtime(self, timeout_s: float) -> int | None:
-        self._stopping = True
-        self._ready = False
+        self._stopping = True  # calls from now on are refused (see `_on_call`)
         if self._runtime is None:
             return None
         returncode, how = self._runtime.stop(timeout_s)

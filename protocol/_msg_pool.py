@@ -113,7 +113,6 @@ class ProbeReply(Msg, frozen=True, kw_only=True):
     worker_id: int
     generation: int
     seq: int
-    outbox_bytes: int = 0  # bytes waiting for the runtime's stdin
 
 
 class ProbeTick(Msg, frozen=True, kw_only=True):

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import os
-import queue
 import sys
 import textwrap
 from typing import Any
 
-import pykka
 import pytest
+from workerkit import Harness, call, next_of
 
-from agenthost.actors import FakeClock
-from agenthost.actors._pipes import WorkerSpec
 from agenthost.actors._worker import WorkerActor
 from agenthost.chaos import RuntimeFaults, encode_faults, kill_process_group
 from agenthost.protocol._messages import (
@@ -30,64 +27,31 @@ from agenthost.protocol._messages import (
 pytestmark = pytest.mark.timeout(30)
 
 
-class Recorder(pykka.ThreadingActor):
-    def __init__(self, inbox: queue.Queue[Any]) -> None:
-        super().__init__()
-        self.inbox = inbox
-
-    def on_receive(self, message: Any) -> None:
-        self.inbox.put(message)
-
-
-def _next(inbox: queue.Queue[Any], kind: type, timeout_s: float = 10.0) -> Any:
-    while True:
-        message = inbox.get(timeout=timeout_s)
-        if isinstance(message, kind):
-            return message
-
-
 @pytest.fixture
 def harness(tmp_path):
-    inbox: queue.Queue[Any] = queue.Queue()
-    recorder = Recorder.start(inbox)
-    clock = FakeClock()
-    started: list[Any] = []
+    """(start(argv=None, faults=None), inbox, clock, recorder): workers on the built-in runtime by default."""
+    kit = Harness(
+        [sys.executable, "-m", "agenthost.protocol.reference_runtime", "--state-dir", str(tmp_path / "state")]
+    )
 
     def start(argv: list[str] | None = None, faults: RuntimeFaults | None = None) -> Any:
-        argv = argv or [
-            sys.executable,
-            "-m",
-            "agenthost.protocol.reference_runtime",
-            "--state-dir",
-            str(tmp_path / "state"),
-        ]
         if faults is not None:
-            argv += ["--faults", encode_faults(faults)]
-        spec = WorkerSpec(worker_id=7, generation=3, argv=tuple(argv), startup_timeout_s=5.0)
-        ref = WorkerActor.start(spec, pool_ref=recorder, output_ref=recorder, clock=clock)
-        started.append(ref)
-        return ref
+            argv = [*(argv or kit.default_argv), "--faults", encode_faults(faults)]
+        return kit.start(argv)
 
-    yield start, inbox, clock, recorder
-    for ref in started:
-        if ref.is_alive():
-            ref.ask(StopRuntime(timeout_s=1.0))
-    recorder.stop()
-
-
-def _call(ref: Any, recorder: Any, call_id: int, method: str, params: Any, timeout_s: float = 10.0) -> None:
-    ref.tell(RuntimeCall(call_id=call_id, method=method, params=params, timeout_s=timeout_s, reply_to=recorder))
+    yield start, kit.inbox, kit.clock, kit.recorder
+    kit.close()
 
 
 def test_ready_only_after_initialize_then_calls_and_output_flow(harness) -> None:
     start, inbox, _, recorder = harness
     ref = start()
-    ready = _next(inbox, WorkerReady)
+    ready = next_of(inbox, WorkerReady)
     assert (ready.worker_id, ready.generation) == (7, 3) and ready.pid > 0
-    _call(ref, recorder, 1, "thread/start", {})
-    reply = _next(inbox, CallResult)
+    call(ref, recorder, 1, "thread/start", {})
+    reply = next_of(inbox, CallResult)
     assert reply.call_id == 1 and reply.error is None and reply.result["thread"]["id"]
-    output = _next(inbox, RuntimeOutput)
+    output = next_of(inbox, RuntimeOutput)
     assert (output.worker_id, output.generation) == (7, 3)
     assert output.messages[0].method == "thread/started"
 
@@ -95,9 +59,9 @@ def test_ready_only_after_initialize_then_calls_and_output_flow(harness) -> None
 def test_runtime_error_is_passed_through_verbatim(harness) -> None:
     start, inbox, _, recorder = harness
     ref = start()
-    _next(inbox, WorkerReady)
-    _call(ref, recorder, 2, "turn/start", {"threadId": "00000000-0000-0000-0000-000000000000", "input": []})
-    reply = _next(inbox, CallResult)
+    next_of(inbox, WorkerReady)
+    call(ref, recorder, 2, "turn/start", {"threadId": "00000000-0000-0000-0000-000000000000", "input": []})
+    reply = next_of(inbox, CallResult)
     assert reply.error.code == -32600
     assert reply.error.message == "thread not found: 00000000-0000-0000-0000-000000000000"
 
@@ -105,24 +69,24 @@ def test_runtime_error_is_passed_through_verbatim(harness) -> None:
 def test_call_deadline_answers_with_a_host_timeout(harness) -> None:
     start, inbox, clock, recorder = harness
     ref = start(faults=RuntimeFaults(hang_on="thread/start"))
-    _next(inbox, WorkerReady)
-    _call(ref, recorder, 3, "thread/start", {}, timeout_s=2.0)
+    next_of(inbox, WorkerReady)
+    call(ref, recorder, 3, "thread/start", {}, timeout_s=2.0)
     ref.ask(CallDeadline(wire_id=-1))  # a no-op round trip: the call before it is registered
     clock.advance(2.0)
-    reply = _next(inbox, CallResult)
+    reply = next_of(inbox, CallResult)
     assert reply.error.code == HOST_CALL_TIMEOUT and reply.error.message == "thread/start timed out after 2 s"
 
 
 def test_exit_fails_pending_calls_and_reports_the_signal(harness) -> None:
     start, inbox, _, recorder = harness
     ref = start(faults=RuntimeFaults(hang_on="thread/start"))
-    ready = _next(inbox, WorkerReady)
-    _call(ref, recorder, 4, "thread/start", {})
+    ready = next_of(inbox, WorkerReady)
+    call(ref, recorder, 4, "thread/start", {})
     ref.ask(CallDeadline(wire_id=-1))
     kill_process_group(ready.pid)
-    reply = _next(inbox, CallResult)
+    reply = next_of(inbox, CallResult)
     assert reply.error.code == HOST_WORKER_EXITED and "killed by signal SIGKILL" in reply.error.message
-    exited = _next(inbox, WorkerExited)
+    exited = next_of(inbox, WorkerExited)
     assert (exited.worker_id, exited.generation, exited.returncode) == (7, 3, -9)
     assert exited.reason == "killed by signal SIGKILL"
 
@@ -145,7 +109,7 @@ def test_stop_kills_a_runtime_that_ignores_stdin_close(harness, tmp_path) -> Non
     )
     start, inbox, _, _ = harness
     ref = start(argv=[sys.executable, str(script)])
-    ready = _next(inbox, WorkerReady)
+    ready = next_of(inbox, WorkerReady)
     grandchild = int(pid_file.read_text())
     assert os.getpgid(grandchild) == ready.pid  # the runtime leads its own process group
     returncode = ref.ask(StopRuntime(timeout_s=0.3))
@@ -177,21 +141,21 @@ def test_calls_that_arrive_together_reach_the_runtime_in_one_write(harness, monk
 
     start, inbox, _, recorder = harness
     ref = start()
-    _next(inbox, WorkerReady)
+    next_of(inbox, WorkerReady)
     gives: list[int] = []
     real_give = StdinOutbox._give
     monkeypatch.setattr(StdinOutbox, "_give", lambda self: gives.append(len(self._held)) or real_give(self))
     told, real_on_call = threading.Event(), WorkerActor._on_call
 
-    def on_call(self: WorkerActor, call: RuntimeCall) -> None:
+    def on_call(self: WorkerActor, runtime_call: RuntimeCall) -> None:
         told.wait(10.0)  # the worker is busy while the test tells every call
-        real_on_call(self, call)
+        real_on_call(self, runtime_call)
 
     monkeypatch.setattr(WorkerActor, "_on_call", on_call)
     for call_id in range(3):
-        _call(ref, recorder, call_id, "thread/start", {})
+        call(ref, recorder, call_id, "thread/start", {})
     told.set()
-    results = [_next(inbox, CallResult) for _ in range(3)]
+    results = [next_of(inbox, CallResult) for _ in range(3)]
     assert sorted(result.call_id for result in results) == [0, 1, 2]
     assert all(result.error is None for result in results)
     assert len(gives) == 1 and gives[0] > 0  # the three requests, in one write
@@ -223,8 +187,8 @@ def test_a_line_over_the_limit_is_dropped_and_the_lines_around_it_are_kept(harne
     start, inbox, _, recorder = harness
     with capture_events("worker.line_too_long") as events:
         ref = start(argv=[sys.executable, str(script)])
-        _next(inbox, WorkerReady)
-        _call(ref, recorder, 1, "thread/start", {})
+        next_of(inbox, WorkerReady)
+        call(ref, recorder, 1, "thread/start", {})
         methods: list[str] = []
         reply = None
         while reply is None or methods != ["before", "after"]:
