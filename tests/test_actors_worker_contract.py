@@ -275,9 +275,12 @@ def test_stderr_error_lines_are_forwarded_the_first_then_once_per_interval() -> 
     clock.advance(0.001)
     worker._stderr_error("next")
     worker._stderr_error("dropped again")
+    clock.advance(5 * STDERR_FORWARD_INTERVAL_S)
+    worker._stderr_error("much later")
     assert told.messages == [
         RuntimeStderr(worker_id=7, generation=3, line="first"),
         RuntimeStderr(worker_id=7, generation=3, line="next"),
+        RuntimeStderr(worker_id=7, generation=3, line="much later"),
     ]
     assert STDERR_FORWARD_INTERVAL_S == 1.0
 
