@@ -87,3 +87,12 @@ def wait_until(what: str, predicate: Callable[[], Any], timeout_s: float = 20.0)
 
 def worker(host: AgentHost, worker_id: int) -> Any:
     return next(w for w in host.status().workers if w.worker_id == worker_id)
+
+
+def process_gone(pid: int) -> bool:
+    """True when process `pid` no longer runs (a zombie, exited but not yet reaped, counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return True

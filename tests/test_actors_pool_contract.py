@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import wait_until, worker
+from conftest import process_gone, wait_until, worker
 
 from agenthost.actors import WORKER_POLICY, FakeClock, Intensity, RecoveryPolicy, WorkerWatch
 from agenthost.actors._errors import UnknownWorkerError
@@ -81,7 +81,7 @@ def test_health_reports_degrade_once_then_kill_at_the_limit(make_host, clock: Fa
     assert kill["reason"] == "3 calls in a row timed out (max 3): calls time out"
     restart = wait_until("restart", lambda: events.of(child="worker-1", decision="restart"))[0]
     assert restart["reason"] == f"{kill['reason']}; attempt 1 of 8, backoff 1.0 s"  # the kill's exit, decided
-    wait_until("old runtime gone", lambda: _gone(pid))
+    wait_until("old runtime gone", lambda: process_gone(pid))
 
 
 def test_a_recovered_worker_is_ready_again(make_host) -> None:
@@ -101,7 +101,7 @@ def test_a_starting_worker_has_its_pid_and_no_health_until_it_is_ready(tmp_path,
     host = AgentHost(config, clock=clock).start(wait_ready=False)
     try:
         pid = wait_until("the runtime's pid", lambda: worker(host, 1).pid)  # told at spawn, before any answer
-        assert not _gone(pid)
+        assert not process_gone(pid)
         pool = _pool(host)
         pool.tell(WorkerHealth(worker_id=1, generation=1, degraded=False))
         pool.tell(WorkerHealth(worker_id=1, generation=1, degraded=True, consecutive_timeouts=5, reason="r"))
@@ -138,7 +138,7 @@ def test_stop_pool_reports_codes_keeps_given_up_and_ignores_late_messages(
     assert clock.pending_due_times("probe")
     codes = pool.ask(StopPool(timeout_s=timeout_s))
     assert set(codes) == {2} and isinstance(codes[2], int)  # only a running runtime is stopped, and it answered
-    assert _gone(pid)
+    assert process_gone(pid)
     assert not clock.pending_due_times("probe")  # no more probes
     assert _states(pool) == {1: "given_up", 2: "stopped"}
     pool.tell(WorkerReady(worker_id=2, generation=generation, pid=pid))  # a late message from the stopped worker
@@ -151,7 +151,7 @@ def test_stop_pool_waits_for_a_runtime_that_ignores_the_stop_until_it_is_killed(
     pid = worker(host, 1).pid
     kill_process_group(pid, signal.SIGSTOP)  # it cannot see its stdin close: only the SIGKILL at timeout_s ends it
     assert _pool(host).ask(StopPool(timeout_s=1.0)) == {1: -signal.SIGKILL}
-    assert _gone(pid)
+    assert process_gone(pid)
 
 
 def test_restarting_worker_reports_when_it_restarts(make_host, clock: FakeClock, events) -> None:
@@ -389,11 +389,3 @@ def test_a_kill_whose_process_group_is_gone_or_not_ours_does_not_crash_the_pool(
     wait_until("a decision", lambda: events.of(child="worker-1", decision="restart") or events.of(supervisor="host"))
     assert [d["decision"] for d in events.of(child="worker-1")] == ["kill", "restart"]  # the worker killed itself
     assert not events.of(supervisor="host")  # the pool did not crash
-
-
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import wait_until, worker
+from conftest import process_gone, wait_until, worker
 
 from agenthost.actors import Backoff, FakeClock, RecoveryPolicy
 from agenthost.chaos import RuntimeFaults
@@ -223,14 +223,4 @@ def test_stale_generation_exit_cannot_restart_a_newer_worker(make_host, clock: F
     status = host.status()  # the pool handled the stale messages before this read
     assert (status.workers[0].state, status.workers[0].generation, status.workers[0].pid) == ("ready", 2, second_pid)
     assert len(events.of(child="worker-1")) == 1  # no decision at all on the stale generation's account
-    assert not _alive_gone(second_pid)
-
-
-def _alive_gone(pid: int) -> bool:
-    import os
-
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
+    assert not process_gone(second_pid)

@@ -7,7 +7,7 @@ import signal
 from typing import Any
 
 import pytest
-from conftest import wait_until, worker
+from conftest import process_gone, wait_until, worker
 
 from agenthost.actors import FakeClock, WorkerWatch
 from agenthost.protocol import ApprovalRequested, RuntimeFaults, kill_process_group
@@ -73,7 +73,7 @@ def test_a_wedged_worker_actor_is_killed_after_its_missed_probes(tmp_path, clock
         assert "did not answer 2 probes in a row (one every 10 s)" in kill["reason"]
         restart = wait_until("restart", lambda: events.of(child="worker-1", decision="restart"))[0]
         assert restart["delay_s"] == 1.0
-        assert wait_until("old runtime gone", lambda: _gone(pid))
+        assert wait_until("old runtime gone", lambda: process_gone(pid))
         clock.advance(1.0)
         replaced = wait_until("replaced", lambda: (w := worker(host, 1)).state == "ready" and w.pid != pid and w)
         assert replaced.generation == 2
@@ -82,17 +82,6 @@ def test_a_wedged_worker_actor_is_killed_after_its_missed_probes(tmp_path, clock
     finally:
         wedge.release.set()
         host.shutdown(drain_timeout_s=1.0)
-
-
-def _gone(pid: int) -> bool:
-    import os
-
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    with open(f"/proc/{pid}/stat") as stat:  # a zombie is gone for our purposes
-        return stat.read().split()[2] == "Z"
 
 
 def test_messages_wait_while_no_worker_is_up_and_run_in_order_once_one_is(make_host, clock: FakeClock, events) -> None:

@@ -8,6 +8,7 @@ import textwrap
 from typing import Any
 
 import pytest
+from conftest import process_gone, wait_until
 from workerkit import Harness, call, next_of
 
 from agenthost.actors._worker import WorkerActor
@@ -115,22 +116,8 @@ def test_stop_kills_a_runtime_that_ignores_stdin_close(harness, tmp_path) -> Non
     returncode = ref.ask(StopRuntime(timeout_s=0.3))
     assert returncode == -9
     assert not ref.is_alive()
-    assert _dead(grandchild)  # the SIGKILL reached the whole group, the tool the runtime started included
-
-
-def _dead(pid: int, within_s: float = 5.0) -> bool:
-    import time
-
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{pid}/stat") as stat:
-                if stat.read().split()[2] == "Z":
-                    return True
-        except FileNotFoundError:
-            return True
-        time.sleep(0.02)
-    return False
+    # the SIGKILL reached the whole group, the tool the runtime started included
+    wait_until("the grandchild gone", lambda: process_gone(grandchild))
 
 
 def test_calls_that_arrive_together_reach_the_runtime_in_one_write(harness, monkeypatch) -> None:

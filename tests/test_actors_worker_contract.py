@@ -7,7 +7,6 @@ forwarded once per interval, and no runtime outliving its actor (W1, W2, S10, S1
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import threading
@@ -15,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import wait_until
+from conftest import process_gone, wait_until
 from workerkit import Harness, call, next_of, scripted_runtime
 
 from agenthost.actors import FakeClock, WorkerWatch
@@ -299,13 +298,4 @@ def test_a_worker_actor_stopped_any_way_takes_its_runtime_with_it(kit: Harness) 
     ref = kit.start()
     pid = next_of(kit.inbox, WorkerReady).pid
     ref.stop()  # not StopRuntime: the actor alone is stopped
-    wait_until("the runtime gone", lambda: _gone(pid))
-
-
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    with open(f"/proc/{pid}/stat") as stat:  # a zombie is gone for our purposes
-        return stat.read().split()[2] == "Z"
+    wait_until("the runtime gone", lambda: process_gone(pid))
