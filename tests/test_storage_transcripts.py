@@ -446,3 +446,33 @@ def test_store_append_failure_raises_storage_io_error_naming_path_and_step(tmp_p
     assert isinstance(caught.value.__cause__, OSError)
     assert ("append" if failing_step == "append" else "fsync") in str(caught.value)
     assert fs.calls == ["append"] if failing_step == "append" else ["append", "fsync_file"]
+
+
+def test_a_temp_file_whose_write_fails_is_removed(tmp_path: Path) -> None:
+    with pytest.raises(TypeError):
+        AtomicFs().write_temp(tmp_path, ".t1.md.", "not bytes")  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_store_write_names_a_transcript_folder_it_cannot_create(tmp_path: Path) -> None:
+    root = StorageRoot(tmp_path)
+    (tmp_path / "projects").mkdir()
+    (tmp_path / "projects" / "p1").write_text("a file where the project's folder goes")
+    with pytest.raises(StorageIOError, match=r"cannot create transcript folder .*p1/threads") as caught:
+        TranscriptStore(root).write("p1", "t1", "text")
+    assert isinstance(caught.value.__cause__, OSError)
+
+
+def test_store_truncate_failure_names_the_transcript(tmp_path: Path) -> None:
+    missing = StorageRoot(tmp_path).transcript_path("p1", "t1")
+    with pytest.raises(StorageIOError, match=r"cutting the torn tail of transcript .*t1\.md") as caught:
+        TranscriptStore(StorageRoot(tmp_path)).truncate(missing, 0)
+    assert isinstance(caught.value.__cause__, OSError)
+
+
+def test_store_refuses_text_that_is_not_utf8_encodable_naming_the_thread(tmp_path: Path) -> None:
+    from agenthost.storage import StorageError
+
+    with pytest.raises(StorageError, match="transcript text of thread 't1' is not valid UTF-8 text"):
+        TranscriptStore(StorageRoot(tmp_path)).write("p1", "t1", "lone surrogate \ud800")
+    assert not StorageRoot(tmp_path).transcript_path("p1", "t1").exists()
