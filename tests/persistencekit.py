@@ -1,6 +1,7 @@
-"""Helpers for the persistence actor's tests: a `reply_to` that records what it is told, and a fault hook that holds
-the actor on a Checkpoint message until released, so what is told or asked meanwhile waits in its mailbox together
-(and is group-committed together)."""
+"""Helpers for the actors' tests: a `reply_to` that records what it is told (the persistence actor's callers, and
+the worker's stand-in pool and coordinator), and a fault hook that holds the persistence actor on a Checkpoint
+message until released, so what is told or asked meanwhile waits in its mailbox together (and is group-committed
+together)."""
 
 from __future__ import annotations
 

@@ -15,6 +15,7 @@ from persistencekit import CheckpointGate, Collector
 
 from agenthost.actors import FakeClock
 from agenthost.actors._persistence import MAX_BATCH, PersistenceActor
+from agenthost.actors._refs import ask
 from agenthost.actors._upkeep import CHECKPOINT_INTERVAL_S, CHECKPOINT_PAGES
 from agenthost.protocol._messages import (
     BeginTurn,
@@ -39,7 +40,7 @@ pytestmark = pytest.mark.timeout(60)
 def _started(tmp_path: Path, **kwargs: Any) -> tuple[Any, StorageRoot, FakeClock]:
     clock, root = FakeClock(), StorageRoot(tmp_path / "root")
     ref = PersistenceActor.start(root=root, clock=clock, wall=time.time, **kwargs)
-    ref.ask(CreateThread(thread_id="t1", project_id="p", title="first title"))
+    ask(ref, CreateThread(thread_id="t1", project_id="p", title="first title"), 10.0)
     return ref, root, clock
 
 
@@ -63,7 +64,7 @@ def test_completions_waiting_past_max_batch_are_committed_max_batch_at_a_time(tm
     try:
         ids = [f"u{index}" for index in range(MAX_BATCH + 1)]
         for turn_id in ids:
-            ref.ask(BeginTurn(turn_id=turn_id, thread_id="t1", user_text="q"))
+            ask(ref, BeginTurn(turn_id=turn_id, thread_id="t1", user_text="q"), 10.0)
         replies = Collector()
         with capture_events("persistence.group_commit") as log:
             ref.tell(Checkpoint(mode="PASSIVE"))  # held: the completions wait together behind it
@@ -82,11 +83,11 @@ def test_a_new_title_reaches_the_transcript_and_new_settings_alone_write_none(tm
     ref, root, _clock = _started(tmp_path)
     transcript = root.transcript_path("p", "t1")
     try:
-        ref.ask(UpdateThread(thread_id="t1", title="second title"))
+        ask(ref, UpdateThread(thread_id="t1", title="second title"), 10.0)
         renamed = transcript.read_bytes()
         assert b"second title" in renamed
-        ref.ask(UpdateThread(thread_id="t1", thread_settings={"model": "m"}))
-        ref.ask(SetDispatchMode(thread_id="t1", mode="manual"))
+        ask(ref, UpdateThread(thread_id="t1", thread_settings={"model": "m"}), 10.0)
+        ask(ref, SetDispatchMode(thread_id="t1", mode="manual"), 10.0)
         assert transcript.read_bytes() == renamed
     finally:
         ref.stop()
@@ -107,7 +108,7 @@ def test_a_writes_commit_time_leaves_its_transcript_time_out(tmp_path: Path) -> 
     try:
         with capture_events("persistence.timed") as log:
             started = time.perf_counter()
-            ref.ask(BeginTurn(turn_id="u1", thread_id="t1", user_text="q"))
+            ask(ref, BeginTurn(turn_id="u1", thread_id="t1", user_text="q"), 10.0)
             elapsed = time.perf_counter() - started
         timed = {event["op"]: event["seconds"] for event in log.events}
         assert timed["transcript"] >= _SlowAppends.seconds
@@ -120,8 +121,8 @@ def test_a_writes_commit_time_leaves_its_transcript_time_out(tmp_path: Path) -> 
 def test_the_running_hosts_health_check_does_not_count_turns_in_flight(tmp_path: Path) -> None:
     ref, _root, _clock = _started(tmp_path)
     try:
-        ref.ask(BeginTurn(turn_id="u1", thread_id="t1", user_text="q"))  # pending: the coordinator's
-        findings = ref.ask(HealthCheck())
+        ask(ref, BeginTurn(turn_id="u1", thread_id="t1", user_text="q"), 10.0)  # pending: the coordinator's
+        findings = ask(ref, HealthCheck(), 10.0)
         assert findings and all(finding.status == "ok" for finding in findings)
         assert "pending-turn" not in {finding.kind for finding in findings}
     finally:
@@ -139,7 +140,7 @@ def test_a_take_back_the_storage_refuses_is_logged_and_the_actor_goes_on(
         monkeypatch.setattr(Database, "take_back", refuse)
         with capture_events("persistence.take_back_failed") as log:
             ref.tell(TakeBack(begun=(TakenBegin(turn_id="u1"),), enqueued=("f1",), error="late"))
-            assert [thread.thread_id for thread in ref.ask(ListThreads())] == ["t1"]  # still answering
+            assert [thread.thread_id for thread in ask(ref, ListThreads(), 10.0)] == ["t1"]  # still answering
         assert [(event["turns"], event["followups"]) for event in log.events] == [(["u1"], ["f1"])]
     finally:
         ref.stop()
@@ -177,9 +178,9 @@ def test_a_pin_told_first_after_a_start_waits_for_the_next_commit(tmp_path: Path
     try:
         ref.tell(SaveMapping(thread_id="t1", worker_id=1, runtime_thread_id="rt-1"))
         for _ in range(2):
-            assert ref.ask(GetThread(thread_id="t1")).thread_id == "t1"
+            assert ask(ref, GetThread(thread_id="t1"), 10.0).thread_id == "t1"
         assert probe.load_pins() == []
-        ref.ask(BeginTurn(turn_id="u1", thread_id="t1", user_text="q"))  # the next write commits it with it
+        ask(ref, BeginTurn(turn_id="u1", thread_id="t1", user_text="q"), 10.0)  # the next write commits it with it
         assert [(pin.thread_id, pin.worker_id) for pin in probe.load_pins()] == [("t1", 1)]
     finally:
         probe.close(checkpoint=False)
@@ -192,7 +193,7 @@ def test_completions_a_read_passed_are_committed_each_time_not_only_the_first(tm
     ref, _root, _clock = _started(tmp_path, fault_hook=gate)
     try:
         for round_ in range(3):
-            ref.ask(BeginTurn(turn_id=f"u{round_}", thread_id="t1", user_text="q"))
+            ask(ref, BeginTurn(turn_id=f"u{round_}", thread_id="t1", user_text="q"), 10.0)
             replies, gate.release = Collector(), type(gate.release)()
             ref.tell(Checkpoint(mode="PASSIVE"))  # held: the completion and the read wait together behind it
             ref.tell(CompleteTurn(turn_id=f"u{round_}", assistant_text="a", reply_to=replies))
@@ -209,7 +210,7 @@ def test_reads_passing_waiting_completions_tell_one_commit_however_many_they_are
     gate = CheckpointGate()
     ref, _root, _clock = _started(tmp_path, fault_hook=gate)
     try:
-        ref.ask(BeginTurn(turn_id="u1", thread_id="t1", user_text="q"))
+        ask(ref, BeginTurn(turn_id="u1", thread_id="t1", user_text="q"), 10.0)
         replies = Collector()
         ref.tell(Checkpoint(mode="PASSIVE"))  # held: the completion and three reads wait together behind it
         ref.tell(CompleteTurn(turn_id="u1", assistant_text="a", reply_to=replies))

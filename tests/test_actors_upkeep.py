@@ -16,6 +16,7 @@ from persistencekit import Collector
 
 from agenthost.actors import FakeClock, HostUnavailableError
 from agenthost.actors._persistence import PersistenceActor
+from agenthost.actors._refs import ask
 from agenthost.actors._upkeep import (
     CHECKPOINT_INTERVAL_S,
     CHECKPOINT_PAGES,
@@ -184,7 +185,7 @@ class _FailingAppends(AtomicFs):
 def _actor(tmp_path: Path, **kwargs: Any) -> tuple[Any, StorageRoot, FakeClock]:
     clock, root = FakeClock(), StorageRoot(tmp_path / "root")
     ref = PersistenceActor.start(root=root, clock=clock, wall=time.time, **kwargs)
-    ref.ask(CreateThread(thread_id="t1", project_id="p", title="t1"))
+    ask(ref, CreateThread(thread_id="t1", project_id="p", title="t1"), 10.0)
     return ref, root, clock
 
 
@@ -194,11 +195,11 @@ def test_a_stale_transcript_is_repaired_at_the_tick_without_a_new_write(tmp_path
     ref, root, clock = _actor(tmp_path, transcript_fs=fs)
     try:
         fs.failing.add("t1")
-        ref.ask(BeginTurn(turn_id="u1", thread_id="t1", user_text="q"))  # committed; its append failed
+        ask(ref, BeginTurn(turn_id="u1", thread_id="t1", user_text="q"), 10.0)  # committed; its append failed
         assert "u1" not in dict(parse_checkpoints(root.transcript_path("p", "t1").read_text()))
         fs.failing.clear()
         clock.advance(5.0)
-        ref.ask(ListThreads())  # handled after the tick
+        ask(ref, ListThreads(), 10.0)  # handled after the tick
         assert dict(parse_checkpoints(root.transcript_path("p", "t1").read_text()))["u1"] == "pending"
     finally:
         ref.stop()
@@ -210,11 +211,11 @@ def test_a_refused_unmark_is_logged_and_the_actor_goes_on(tmp_path: Path, monkey
 
     ref, _root, clock = _actor(tmp_path)
     try:
-        ref.ask(BeginTurn(turn_id="u1", thread_id="t1", user_text="q"))
+        ask(ref, BeginTurn(turn_id="u1", thread_id="t1", user_text="q"), 10.0)
         monkeypatch.setattr(Database, "mark_transcripts_synced", refuse)
         with capture_events("persistence.mark_synced_failed") as log:
             clock.advance(5.0)
-            assert [thread.thread_id for thread in ref.ask(ListThreads())] == ["t1"]  # still answering
+            assert [thread.thread_id for thread in ask(ref, ListThreads(), 10.0)] == ["t1"]  # still answering
         assert [event["threads"] for event in log.events] == [1]
     finally:
         ref.stop()
@@ -257,7 +258,7 @@ def test_a_transcript_writes_time_is_its_own_and_never_negative(tmp_path: Path) 
     try:
         with capture_events("persistence.timed") as log:
             started = time.perf_counter()
-            ref.ask(BeginTurn(turn_id="u1", thread_id="t1", user_text="q"))
+            ask(ref, BeginTurn(turn_id="u1", thread_id="t1", user_text="q"), 10.0)
             elapsed = time.perf_counter() - started
         timed = [event["seconds"] for event in log.events if event["op"] == "transcript"]
         assert timed and all(0.0 <= seconds <= elapsed for seconds in timed)

@@ -11,6 +11,7 @@ import pytest
 from conftest import process_gone, wait_until
 from workerkit import Harness, call, next_of
 
+from agenthost.actors._refs import ask
 from agenthost.actors._worker import WorkerActor
 from agenthost.chaos import RuntimeFaults, encode_faults, kill_process_group
 from agenthost.protocol._messages import (
@@ -72,7 +73,7 @@ def test_call_deadline_answers_with_a_host_timeout(harness) -> None:
     ref = start(faults=RuntimeFaults(hang_on="thread/start"))
     next_of(inbox, WorkerReady)
     call(ref, recorder, 3, "thread/start", {}, timeout_s=2.0)
-    ref.ask(CallDeadline(wire_id=-1))  # a no-op round trip: the call before it is registered
+    ask(ref, CallDeadline(wire_id=-1), 10.0)  # a no-op round trip: the call before it is registered
     clock.advance(2.0)
     reply = next_of(inbox, CallResult)
     assert reply.error.code == HOST_CALL_TIMEOUT and reply.error.message == "thread/start timed out after 2 s"
@@ -83,7 +84,7 @@ def test_exit_fails_pending_calls_and_reports_the_signal(harness) -> None:
     ref = start(faults=RuntimeFaults(hang_on="thread/start"))
     ready = next_of(inbox, WorkerReady)
     call(ref, recorder, 4, "thread/start", {})
-    ref.ask(CallDeadline(wire_id=-1))
+    ask(ref, CallDeadline(wire_id=-1), 10.0)
     kill_process_group(ready.pid)
     reply = next_of(inbox, CallResult)
     assert reply.error.code == HOST_WORKER_EXITED and "killed by signal SIGKILL" in reply.error.message

@@ -10,11 +10,13 @@ import json
 import re
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import process_gone, wait_until
+from persistencekit import Collector
 from workerkit import Harness, call, next_of, scripted_runtime
 
 from agenthost.actors import FakeClock, WorkerWatch
@@ -62,28 +64,30 @@ def test_a_call_before_initialize_answered_is_refused_as_not_ready(kit: Harness,
     assert [m.get("method") for m in _received(received)] == ["initialize"]  # nothing but the handshake went in
 
 
-class _HoldOn:
-    """A fault hook that holds the worker actor on the first message of type `kind` until `release` is set."""
+class _Gate:
+    """A fault hook that holds the worker actor on the first message `key_of` gives each of `keys`, until that
+    key's `release` is set (at most 20 s); `holding[key]` is set while it holds."""
 
-    def __init__(self, kind: type) -> None:
-        self.kind = kind
-        self.release = threading.Event()
-        self.holding = threading.Event()
+    def __init__(self, keys: list[Any], key_of: Callable[[Any], Any]) -> None:
+        self.holding = {key: threading.Event() for key in keys}
+        self.release = {key: threading.Event() for key in keys}
+        self._key_of = key_of
 
     def __call__(self, child: str, message: Any) -> None:
-        if isinstance(message, self.kind) and not self.holding.is_set():
-            self.holding.set()
-            self.release.wait(20.0)
+        key = self._key_of(message)
+        if key in self.holding and not self.holding[key].is_set():
+            self.holding[key].set()
+            self.release[key].wait(20.0)
 
 
 def test_a_call_queued_behind_a_stop_is_refused_as_stopping_and_no_exit_is_reported(kit: Harness) -> None:
-    hold = _HoldOn(StopRuntime)
+    hold = _Gate(["stop"], lambda message: "stop" if isinstance(message, StopRuntime) else None)
     ref = kit.start(fault_hook=hold)
     next_of(kit.inbox, WorkerReady)
     stopped = ref.ask(StopRuntime(timeout_s=1.0), block=False)
-    assert hold.holding.wait(10.0)
+    assert hold.holding["stop"].wait(10.0)
     call(ref, kit.recorder, 2, "echo", {})
-    hold.release.set()
+    hold.release["stop"].set()
     assert stopped.get(timeout=10.0) is not None
     wait_until("the actor stopped", lambda: not ref.is_alive())
     told = kit.everything_told()
@@ -180,25 +184,12 @@ def test_an_outbox_past_its_limit_stalls_the_worker_and_refuses_the_call(kit: Ha
     assert health.reason.startswith("runtime stopped reading its stdin: ")
 
 
-class _HoldProbes:
-    """A fault hook that holds the worker actor on Probe `seq` until `release[seq]` is set."""
-
-    def __init__(self, *seqs: int) -> None:
-        self.holding = {seq: threading.Event() for seq in seqs}
-        self.release = {seq: threading.Event() for seq in seqs}
-
-    def __call__(self, child: str, message: Any) -> None:
-        if isinstance(message, Probe) and message.seq in self.holding:
-            self.holding[message.seq].set()
-            self.release[message.seq].wait(20.0)
-
-
 def test_a_deadline_judges_the_pipe_not_what_the_worker_was_holding(kit: Harness, tmp_path: Path) -> None:
     """The call's request is still held by the worker (messages kept waiting behind it, up to its deadline's) when
     its deadline comes: the deadline releases it first, so a healthy runtime that reads it is timed out, not
     called stalled (S18)."""
     argv, received = scripted_runtime(tmp_path)
-    hold = _HoldProbes(1, 2)
+    hold = _Gate([1, 2], lambda message: message.seq if isinstance(message, Probe) else None)
     ref = kit.start(argv, fault_hook=hold)
     next_of(kit.inbox, WorkerReady)
     ref.tell(Probe(seq=1))
@@ -255,16 +246,8 @@ def test_bad_and_unfinished_lines_are_logged_with_their_first_200_characters(kit
         assert unfinished["line"] == "h" * 200
 
 
-class _Told:
-    def __init__(self) -> None:
-        self.messages: list[Any] = []
-
-    def tell(self, message: Any) -> None:
-        self.messages.append(message)
-
-
 def test_stderr_error_lines_are_forwarded_the_first_then_once_per_interval() -> None:
-    clock, told = FakeClock(start=0.0), _Told()
+    clock, told = FakeClock(start=0.0), Collector()
     spec = WorkerSpec(worker_id=7, generation=3, argv=("unused",))
     worker = WorkerActor(spec, pool_ref=told, output_ref=told, clock=clock)  # type: ignore[arg-type]
     for line in ("first", "dropped"):
@@ -276,7 +259,7 @@ def test_stderr_error_lines_are_forwarded_the_first_then_once_per_interval() -> 
     worker._stderr_error("dropped again")
     clock.advance(5 * STDERR_FORWARD_INTERVAL_S)
     worker._stderr_error("much later")
-    assert told.messages == [
+    assert told.told() == [
         RuntimeStderr(worker_id=7, generation=3, line="first"),
         RuntimeStderr(worker_id=7, generation=3, line="next"),
         RuntimeStderr(worker_id=7, generation=3, line="much later"),
@@ -287,11 +270,11 @@ def test_stderr_error_lines_are_forwarded_the_first_then_once_per_interval() -> 
 def test_a_worker_actor_without_a_runtime_stops_without_an_error() -> None:
     """What a failed spawn leaves: pykka's stop runs on_stop after the actor is gone, so an error there would only
     be logged, never seen by the pool."""
-    told = _Told()
+    told = Collector()
     spec = WorkerSpec(worker_id=7, generation=3, argv=("unused",))
     worker = WorkerActor(spec, pool_ref=told, output_ref=told, clock=FakeClock())  # type: ignore[arg-type]
     worker.on_stop()
-    assert told.messages == []
+    assert told.told() == []
 
 
 def test_a_worker_actor_stopped_any_way_takes_its_runtime_with_it(kit: Harness) -> None:

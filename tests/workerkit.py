@@ -82,7 +82,7 @@ class Harness:
 
     def everything_told(self) -> list[Any]:
         """What the recorder got so far (after every tell that reached it before this call), taken."""
-        self.recorder.ask("sync")
+        self.recorder.ask("sync", timeout=10.0)
         taken = []
         while not self.inbox.empty():
             taken.append(self.inbox.get_nowait())
